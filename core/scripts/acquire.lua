@@ -1,0 +1,13 @@
+-- ARGV 4: n, 5: wait (1 = join the queue when not granted at once)
+-- Reply: {1, deadline, tokens...} granted | {0} not available | {2, waiter id, wait ms} queued
+--        | {-1, capacity} n exceeds the capacity
+local n = tonumber(ARGV[4])
+local cap, quarantine = capacity()
+if n > cap then return {-1, cap} end
+purge()
+local free = serve(cap, quarantine)
+if now >= quarantine and free >= n and redis.call('ZCARD', QUEUE) == 0 then
+  return granted(grant(HOLDER, n, LEASE, true))
+end
+if ARGV[5] ~= '1' then return {0} end
+return enqueue(n, quarantine)

@@ -1,0 +1,12 @@
+-- ARGV 4..: tokens. Releases those the caller still holds. Reply: {tokens released...}
+local cap, quarantine = capacity()
+purge()
+local out = {}
+for i = 4, #ARGV do
+  if redis.call('HGET', OWNER, ARGV[i]) == HOLDER then
+    drop_permit(ARGV[i])
+    out[#out + 1] = ARGV[i]
+  end
+end
+serve(cap, quarantine)
+return out

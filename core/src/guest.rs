@@ -1,0 +1,163 @@
+//! The component's glue: WIT types to and from the protocol's, and the host's imports as a
+//! [`Transport`]. Nothing here decides anything.
+// The generated bindings are the one place the guest needs unsafe code (the canonical ABI).
+#![allow(unsafe_code)]
+
+use crate::scripts::Script;
+use crate::{protocol, Error, Reply, Scalar, Transport};
+
+wit_bindgen::generate!({ path: "../wit", world: "guest" });
+
+use exports::pottery::semaphore::api::{self as wit_api, GuestSemaphore};
+use pottery::semaphore::transport as wit_transport;
+use pottery::semaphore::types as wit_types;
+
+/// The single master of this deployment; masters are indexed for the multi-master mode.
+const MASTER: u32 = 0;
+
+#[derive(Debug)]
+struct HostTransport;
+
+impl Transport for HostTransport {
+    fn eval(&self, script: &Script, keys: &[String], args: &[String]) -> Result<Reply, Error> {
+        let reply = wit_transport::eval(MASTER, script.sha1(), script.source, keys, args).map_err(Error::from)?;
+        Ok(reply.into())
+    }
+
+    fn command(&self, name: &str, key: &str, args: &[String]) -> Result<Reply, Error> {
+        Ok(wit_transport::command(MASTER, name, key, args)?.into())
+    }
+
+    fn blocking_pop(&self, key: &str, timeout_ms: u64) -> Result<Option<String>, Error> {
+        wit_transport::blocking_pop(MASTER, key, timeout_ms).map_err(Error::from)
+    }
+
+    fn monotonic_now_ns(&self) -> u64 {
+        wit_transport::monotonic_now()
+    }
+}
+
+impl From<wit_transport::Scalar> for Scalar {
+    fn from(s: wit_transport::Scalar) -> Self {
+        match s {
+            wit_transport::Scalar::Nil => Scalar::Nil,
+            wit_transport::Scalar::Int(i) => Scalar::Int(i),
+            wit_transport::Scalar::Bulk(b) => Scalar::Bulk(b),
+            wit_transport::Scalar::Status(s) => Scalar::Status(s),
+        }
+    }
+}
+
+impl From<wit_transport::Reply> for Reply {
+    fn from(r: wit_transport::Reply) -> Self {
+        match r {
+            wit_transport::Reply::Scalar(s) => Reply::Scalar(s.into()),
+            wit_transport::Reply::Array(items) => Reply::Array(items.into_iter().map(Into::into).collect()),
+        }
+    }
+}
+
+impl From<wit_types::Error> for Error {
+    fn from(e: wit_types::Error) -> Self {
+        use wit_types::Error as W;
+        match e {
+            W::InvalidArgument(m) => Error::InvalidArgument(m),
+            W::Bounded(b) => Error::Bounded { key: b.key, current: b.current, initial: b.initial },
+            W::WrongType(m) => Error::WrongType(m),
+            W::Unreachable(m) => Error::Unreachable(m),
+            W::Auth(m) => Error::Auth(m),
+            W::Cancelled => Error::Cancelled,
+            W::Forbidden(m) => Error::Forbidden(m),
+            W::Redis(m) => Error::Redis(m),
+        }
+    }
+}
+
+impl From<Error> for wit_types::Error {
+    fn from(e: Error) -> Self {
+        use wit_types::Error as W;
+        match e {
+            Error::InvalidArgument(m) => W::InvalidArgument(m),
+            Error::Bounded { key, current, initial } => W::Bounded(wit_types::BoundedInfo { key, current, initial }),
+            Error::WrongType(m) => W::WrongType(m),
+            Error::Unreachable(m) => W::Unreachable(m),
+            Error::Auth(m) => W::Auth(m),
+            Error::Cancelled => W::Cancelled,
+            Error::Forbidden(m) => W::Forbidden(m),
+            Error::Redis(m) => W::Redis(m),
+        }
+    }
+}
+
+fn permit(p: protocol::Permit) -> wit_types::Permit {
+    wit_types::Permit { token: p.token, deadline_ms: p.deadline_ms, ttl_ms: p.ttl_ms }
+}
+
+fn permits(ps: Vec<protocol::Permit>) -> Vec<wit_types::Permit> {
+    ps.into_iter().map(permit).collect()
+}
+
+struct Component;
+
+struct Semaphore(protocol::Semaphore<HostTransport>);
+
+impl wit_api::Guest for Component {
+    type Semaphore = Semaphore;
+}
+
+type Res<T> = Result<T, wit_types::Error>;
+
+impl GuestSemaphore for Semaphore {
+    fn open(c: wit_api::Config) -> Res<(wit_api::Semaphore, wit_api::Opened)> {
+        let config = protocol::Config { key: c.key, value: c.value, bounded: c.bounded, lease_ms: c.lease_ms, holder: c.holder };
+        let (sem, opened) = protocol::Semaphore::open(HostTransport, config)?;
+        let opened = wit_api::Opened { initial: opened.initial, created: opened.created };
+        Ok((wit_api::Semaphore::new(Semaphore(sem)), opened))
+    }
+
+    fn acquire(&self, n: i64, blocking: bool, timeout: Option<f64>) -> Res<Vec<wit_types::Permit>> {
+        Ok(permits(self.0.acquire(n, blocking, timeout)?))
+    }
+
+    fn release(&self, n: i64) -> Res<wit_api::Released> {
+        let r = self.0.release(n)?;
+        Ok(wit_api::Released { own_tokens: r.own, others: r.others, added: r.added })
+    }
+
+    fn release_permits(&self, tokens: Vec<u64>) -> Res<Vec<u64>> {
+        Ok(self.0.release_permits(&tokens)?)
+    }
+
+    fn refresh(&self) -> Res<Vec<wit_types::Permit>> {
+        Ok(permits(self.0.refresh()?))
+    }
+
+    fn permits(&self) -> Res<Vec<wit_types::Permit>> {
+        Ok(permits(self.0.permits()?))
+    }
+
+    fn value(&self) -> Res<u64> {
+        Ok(self.0.value()?)
+    }
+
+    fn initial_value(&self) -> Res<u64> {
+        Ok(self.0.initial_value()?)
+    }
+
+    fn locked(&self) -> Res<bool> {
+        Ok(self.0.locked()?)
+    }
+
+    fn status(&self) -> Res<wit_api::Status> {
+        let s = self.0.status()?;
+        Ok(wit_api::Status {
+            initial: s.initial,
+            capacity: s.capacity,
+            available: s.available,
+            holders: s.holders.into_iter().map(|h| wit_api::HolderPermit { token: h.token, holder: h.holder, ttl_ms: h.ttl_ms }).collect(),
+            waiters: s.waiters.into_iter().map(|w| wit_api::Waiter { id: w.id, n: w.n, holder: w.holder }).collect(),
+        })
+    }
+}
+
+export!(Component);

@@ -1,0 +1,285 @@
+//! The acquire/wait/release/lease state machine over a [`Transport`]. One uncontended acquire and
+//! one release are one script each; a waiter sleeps in BLPOP on its own wake key and is pushed to
+//! by whichever script frees permits for it.
+
+use crate::keys::Keys;
+use crate::reply::Cursor;
+use crate::scripts::{self, Script};
+use crate::{validate, Error, Scalar, Transport};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub key: String,
+    pub value: i64,
+    pub bounded: bool,
+    pub lease_ms: i64,
+    pub holder: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Opened {
+    pub initial: u64,
+    pub created: bool,
+}
+
+/// A permit held by this holder; its fencing token doubles as its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Permit {
+    pub token: u64,
+    pub deadline_ms: u64,
+    pub ttl_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Released {
+    pub own: Vec<u64>,
+    pub others: u32,
+    pub added: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub token: u64,
+    pub holder: String,
+    pub ttl_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiter {
+    pub id: u64,
+    pub n: u32,
+    pub holder: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub initial: u64,
+    pub capacity: u64,
+    pub available: u64,
+    pub holders: Vec<Holder>,
+    pub waiters: Vec<Waiter>,
+}
+
+/// Outcome of acquire.lua, poll.lua and cancel.lua.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    Granted(Vec<Permit>),
+    Unavailable,
+    Queued { waiter: u64, wait_ms: u64 },
+}
+
+#[derive(Debug)]
+pub struct Semaphore<T> {
+    transport: T,
+    keys: Keys,
+    script_keys: Vec<String>,
+    key: String,
+    bounded: bool,
+    lease_ms: u64,
+    holder: String,
+    initial: u64,
+}
+
+impl<T: Transport> Semaphore<T> {
+    /// Validates `config` and creates the semaphore in Redis unless it already exists there.
+    pub fn open(transport: T, config: Config) -> Result<(Self, Opened), Error> {
+        validate::key(&config.key)?;
+        let value = validate::value(config.value)?;
+        let lease_ms = validate::lease_ms(config.lease_ms)?;
+        validate::holder(&config.holder)?;
+        let keys = Keys::new(&config.key);
+        let mut sem = Semaphore {
+            transport,
+            script_keys: keys.script_keys(&config.holder),
+            keys,
+            key: config.key,
+            bounded: config.bounded,
+            lease_ms,
+            holder: config.holder,
+            initial: value,
+        };
+        let mut reply = sem.run(&scripts::INIT, &[])?;
+        let opened = Opened { initial: reply.u64()?, created: reply.u64()? == 1 };
+        sem.initial = opened.initial;
+        Ok((sem, opened))
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    fn run(&self, script: &Script, extra: &[String]) -> Result<Cursor, Error> {
+        let mut args = Vec::with_capacity(3 + extra.len());
+        args.push(self.holder.clone());
+        args.push(self.initial.to_string());
+        args.push(self.lease_ms.to_string());
+        args.extend_from_slice(extra);
+        Cursor::new(self.transport.eval(script, &self.script_keys, &args)?)
+    }
+
+    /// Takes `n` permits at once or none. Returns the permits; empty means not acquired.
+    pub fn acquire(&self, n: i64, blocking: bool, timeout: Option<f64>) -> Result<Vec<Permit>, Error> {
+        let n = validate::count(n)?;
+        let timeout_ms = validate::timeout(blocking, timeout)?;
+        let started = self.transport.monotonic_now_ns();
+        let waits = blocking && timeout_ms != Some(0);
+        let first = self.run(&scripts::ACQUIRE, &[n.to_string(), u8::from(waits).to_string()])?;
+        match self.step(first)? {
+            Step::Granted(permits) => Ok(permits),
+            Step::Unavailable => Ok(Vec::new()),
+            Step::Queued { waiter, wait_ms } => {
+                let deadline = timeout_ms.map(|ms| started.saturating_add(ms.saturating_mul(1_000_000)));
+                self.wait(n, waiter, wait_ms, deadline)
+            }
+        }
+    }
+
+    /// Sleeps in BLPOP until served, timed out or cancelled. Each pop is capped by the next lease
+    /// deadline (expired permits are reclaimed without a release) and by a heartbeat that keeps
+    /// this waiter's place in the queue; a waiter that stops beating is dropped by the others.
+    fn wait(&self, n: u64, mut waiter: u64, mut wait_ms: u64, deadline: Option<u64>) -> Result<Vec<Permit>, Error> {
+        let heartbeat_ms = (self.lease_ms / 3).max(1);
+        loop {
+            let mut pop_ms = wait_ms.min(heartbeat_ms);
+            if let Some(deadline) = deadline {
+                let now = self.transport.monotonic_now_ns();
+                if now >= deadline {
+                    return self.leave_queue(waiter, true);
+                }
+                pop_ms = pop_ms.min((deadline - now).div_ceil(1_000_000));
+            }
+            match self.transport.blocking_pop(&self.keys.wake(waiter), pop_ms.max(1)) {
+                Ok(Some(_)) => {}
+                // Time is up: cancel.lua both leaves the queue and keeps a grant that raced in.
+                Ok(None) if deadline.is_some_and(|d| self.transport.monotonic_now_ns() >= d) => {
+                    return self.leave_queue(waiter, true);
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    // Leave the queue and give back anything that raced in; if Redis is gone the
+                    // entry and any grant expire by themselves within a lease.
+                    let _ = self.leave_queue(waiter, false);
+                    return Err(err);
+                }
+            }
+            let reply = self.run(&scripts::POLL, &[waiter.to_string(), n.to_string()])?;
+            match self.step(reply)? {
+                Step::Granted(permits) => return Ok(permits),
+                Step::Queued { waiter: w, wait_ms: ms } => (waiter, wait_ms) = (w, ms),
+                Step::Unavailable => return Err(Error::protocol("poll answered unavailable")),
+            }
+        }
+    }
+
+    fn leave_queue(&self, waiter: u64, keep_grant: bool) -> Result<Vec<Permit>, Error> {
+        let reply = self.run(&scripts::CANCEL, &[waiter.to_string(), u8::from(keep_grant).to_string()])?;
+        match self.step(reply)? {
+            Step::Granted(permits) => Ok(permits),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    fn step(&self, mut reply: Cursor) -> Result<Step, Error> {
+        match reply.i64()? {
+            1 => {
+                let deadline_ms = reply.u64()?;
+                let permits = reply
+                    .rest_u64()?
+                    .into_iter()
+                    .map(|token| Permit { token, deadline_ms, ttl_ms: self.lease_ms })
+                    .collect();
+                Ok(Step::Granted(permits))
+            }
+            0 => Ok(Step::Unavailable),
+            2 => Ok(Step::Queued { waiter: reply.u64()?, wait_ms: reply.u64()? }),
+            -1 => Err(Error::invalid(format!("n exceeds the semaphore's capacity of {}", reply.u64()?))),
+            other => Err(Error::protocol(format!("unknown acquire status {other}"))),
+        }
+    }
+
+    /// Releases `n` permits: this holder's own first, then, as permits are fungible, other
+    /// holders' (earliest lease deadline first). A bounded semaphore refuses to go beyond its
+    /// initial value and changes nothing; an unbounded one grows.
+    pub fn release(&self, n: i64) -> Result<Released, Error> {
+        let n = validate::count(n)?;
+        let mut reply = self.run(&scripts::RELEASE, &[n.to_string(), u8::from(self.bounded).to_string()])?;
+        match reply.i64()? {
+            1 => {
+                let others = reply.u64()? as u32;
+                let added = reply.u64()? as u32;
+                Ok(Released { others, added, own: reply.rest_u64()? })
+            }
+            -2 => Err(Error::Bounded { key: self.key.clone(), current: reply.u64()?, initial: reply.u64()? }),
+            other => Err(Error::protocol(format!("unknown release status {other}"))),
+        }
+    }
+
+    /// Releases exactly these permits if this holder still holds them; returns those released.
+    pub fn release_permits(&self, tokens: &[u64]) -> Result<Vec<u64>, Error> {
+        if tokens.len() as i64 > validate::MAX_PERMITS_PER_CALL {
+            return Err(Error::invalid("too many tokens in one call"));
+        }
+        let tokens: Vec<String> = tokens.iter().map(u64::to_string).collect();
+        self.run(&scripts::RELEASE_PERMITS, &tokens)?.rest_u64()
+    }
+
+    /// Extends every live permit of this holder by a lease; an ended lease stays ended.
+    pub fn refresh(&self) -> Result<Vec<Permit>, Error> {
+        let mut reply = self.run(&scripts::REFRESH, &[])?;
+        let deadline_ms = reply.u64()?;
+        let ttl_ms = self.lease_ms;
+        Ok(reply.rest_u64()?.into_iter().map(|token| Permit { token, deadline_ms, ttl_ms }).collect())
+    }
+
+    pub fn permits(&self) -> Result<Vec<Permit>, Error> {
+        let mut reply = self.run(&scripts::PERMITS, &[])?;
+        let now = reply.u64()?;
+        let pairs = reply.rest_u64()?;
+        let mut permits: Vec<Permit> = pairs
+            .chunks_exact(2)
+            .map(|p| Permit { token: p[0], deadline_ms: p[1], ttl_ms: p[1].saturating_sub(now) })
+            .collect();
+        permits.sort_by_key(|p| p.token);
+        Ok(permits)
+    }
+
+    /// Permits available now (0 while the semaphore is quarantined after losing its state).
+    pub fn value(&self) -> Result<u64, Error> {
+        let mut reply = self.run(&scripts::VALUE, &[])?;
+        let (_initial, _capacity) = (reply.u64()?, reply.u64()?);
+        reply.u64()
+    }
+
+    /// The value the semaphore was created with, as Redis holds it.
+    /// One plain HGET; a semaphore whose state vanished reports the value this handle opened with.
+    pub fn initial_value(&self) -> Result<u64, Error> {
+        let field = ["initial".to_string()];
+        match self.transport.command("HGET", &self.keys.meta(), &field)?.into_scalar()? {
+            Scalar::Nil => Ok(self.initial),
+            s => s.as_u64(),
+        }
+    }
+
+    pub fn locked(&self) -> Result<bool, Error> {
+        Ok(self.value()? == 0)
+    }
+
+    pub fn status(&self) -> Result<Status, Error> {
+        let mut r = self.run(&scripts::STATUS, &[])?;
+        let (initial, capacity, available) = (r.u64()?, r.u64()?, r.u64()?);
+        let holders = (0..r.u64()?)
+            .map(|_| Ok(Holder { token: r.u64()?, holder: r.string()?, ttl_ms: r.u64()? }))
+            .collect::<Result<_, Error>>()?;
+        let waiters = (0..r.u64()?)
+            .map(|_| Ok(Waiter { id: r.u64()?, n: r.u64()? as u32, holder: r.string()? }))
+            .collect::<Result<_, Error>>()?;
+        Ok(Status { initial, capacity, available, holders, waiters })
+    }
+}
+
+#[cfg(test)]
+mod tests;

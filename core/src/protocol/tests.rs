@@ -1,0 +1,167 @@
+//! The state machine against a scripted fake transport: which scripts run, with what, in what
+//! order, and how replies become results. Script semantics are tested against real Redis in
+//! `tests/`.
+
+use super::*;
+use crate::{Reply, Scalar};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+
+#[derive(Debug, Clone, PartialEq)]
+enum Call {
+    Eval(&'static str, Vec<String>),
+    Command(String),
+    Pop(String, u64),
+}
+
+#[derive(Default, Debug)]
+struct Fake {
+    calls: RefCell<Vec<Call>>,
+    replies: RefCell<VecDeque<Result<Reply, Error>>>,
+    pops: RefCell<VecDeque<Result<Option<String>, Error>>>,
+    now_ns: RefCell<u64>,
+}
+
+fn ints(items: &[i64]) -> Result<Reply, Error> {
+    Ok(Reply::Array(items.iter().map(|i| Scalar::Int(*i)).collect()))
+}
+
+impl Transport for &Fake {
+    fn eval(&self, script: &Script, keys: &[String], args: &[String]) -> Result<Reply, Error> {
+        assert_eq!(keys.len(), 6);
+        self.calls.borrow_mut().push(Call::Eval(script.name, args[3..].to_vec()));
+        self.replies.borrow_mut().pop_front().expect("unexpected script")
+    }
+    fn command(&self, name: &str, _key: &str, _args: &[String]) -> Result<Reply, Error> {
+        self.calls.borrow_mut().push(Call::Command(name.to_string()));
+        self.replies.borrow_mut().pop_front().expect("unexpected command")
+    }
+    fn blocking_pop(&self, key: &str, timeout_ms: u64) -> Result<Option<String>, Error> {
+        self.calls.borrow_mut().push(Call::Pop(key.to_string(), timeout_ms));
+        *self.now_ns.borrow_mut() += timeout_ms * 1_000_000;
+        self.pops.borrow_mut().pop_front().expect("unexpected pop")
+    }
+    fn monotonic_now_ns(&self) -> u64 {
+        *self.now_ns.borrow()
+    }
+}
+
+fn open(fake: &Fake) -> Semaphore<&Fake> {
+    fake.replies.borrow_mut().push_back(ints(&[3, 1]));
+    let config = Config { key: "k".into(), value: 3, bounded: true, lease_ms: 3000, holder: "h".into() };
+    let (sem, opened) = Semaphore::open(fake, config).expect("open");
+    assert_eq!(opened, Opened { initial: 3, created: true });
+    fake.calls.borrow_mut().clear();
+    sem
+}
+
+fn eval(name: &'static str, args: &[&str]) -> Call {
+    Call::Eval(name, args.iter().map(|s| s.to_string()).collect())
+}
+
+#[test]
+fn uncontended_acquire_is_one_script() {
+    let fake = Fake::default();
+    let sem = open(&fake);
+    fake.replies.borrow_mut().push_back(ints(&[1, 5000, 41, 42]));
+    let permits = sem.acquire(2, true, None).expect("acquire");
+    assert_eq!(permits.iter().map(|p| p.token).collect::<Vec<_>>(), vec![41, 42]);
+    assert_eq!(*fake.calls.borrow(), vec![eval("acquire.lua", &["2", "1"])]);
+}
+
+#[test]
+fn non_blocking_and_zero_timeout_never_queue() {
+    let fake = Fake::default();
+    let sem = open(&fake);
+    fake.replies.borrow_mut().extend([ints(&[0]), ints(&[0])]);
+    assert!(sem.acquire(1, false, None).expect("acquire").is_empty());
+    assert!(sem.acquire(1, true, Some(0.0)).expect("acquire").is_empty());
+    assert_eq!(*fake.calls.borrow(), vec![eval("acquire.lua", &["1", "0"]), eval("acquire.lua", &["1", "0"])]);
+}
+
+#[test]
+fn waiter_sleeps_on_its_wake_key_and_claims_on_push() {
+    let fake = Fake::default();
+    let sem = open(&fake);
+    fake.replies.borrow_mut().extend([ints(&[2, 7, 60_000]), ints(&[1, 9000, 43])]);
+    fake.pops.borrow_mut().push_back(Ok(Some("1".into())));
+    let permits = sem.acquire(1, true, None).expect("acquire");
+    assert_eq!(permits[0].token, 43);
+    let calls = fake.calls.borrow();
+    // The pop is capped by the heartbeat (lease / 3), not by the 60 s hint.
+    assert_eq!(calls[1], Call::Pop("pottery-semaphore:{k}:wake:7".into(), 1000));
+    assert_eq!(calls[2], eval("poll.lua", &["7", "1"]));
+}
+
+#[test]
+fn pop_is_capped_by_the_next_lease_deadline_and_the_timeout() {
+    let fake = Fake::default();
+    let sem = open(&fake);
+    fake.replies.borrow_mut().extend([ints(&[2, 7, 120]), ints(&[2, 7, 5000]), ints(&[0])]);
+    // acquire queues; the pop ends at the lease hint; poll; the pop ends at the time-out; cancel.
+    fake.pops.borrow_mut().extend([Ok(None), Ok(None)]);
+    assert!(sem.acquire(1, true, Some(0.5)).expect("acquire").is_empty());
+    let calls = fake.calls.borrow();
+    assert_eq!(calls[1], Call::Pop("pottery-semaphore:{k}:wake:7".into(), 120));
+    assert_eq!(calls[3], Call::Pop("pottery-semaphore:{k}:wake:7".into(), 380));
+    // Timed out: leaves the queue but keeps a grant that raced in.
+    assert_eq!(calls[4], eval("cancel.lua", &["7", "1"]));
+}
+
+#[test]
+fn cancelled_wait_leaves_the_queue_and_gives_back_grants() {
+    let fake = Fake::default();
+    let sem = open(&fake);
+    fake.replies.borrow_mut().extend([ints(&[2, 9, 1000]), ints(&[0])]);
+    fake.pops.borrow_mut().push_back(Err(Error::Cancelled));
+    assert_eq!(sem.acquire(1, true, None), Err(Error::Cancelled));
+    assert_eq!(fake.calls.borrow()[2], eval("cancel.lua", &["9", "0"]));
+}
+
+#[test]
+fn redis_lost_mid_wait_is_reported_after_a_best_effort_cleanup() {
+    let fake = Fake::default();
+    let sem = open(&fake);
+    let down = Error::Unreachable("connection refused".into());
+    fake.replies.borrow_mut().extend([ints(&[2, 9, 1000]), Err(down.clone())]);
+    fake.pops.borrow_mut().push_back(Err(down.clone()));
+    assert_eq!(sem.acquire(1, true, None), Err(down));
+}
+
+#[test]
+fn bad_arguments_fail_before_any_io() {
+    let fake = Fake::default();
+    let sem = open(&fake);
+    assert_eq!(sem.acquire(0, true, None), Err(Error::InvalidArgument("n must be >= 1".into())));
+    assert!(matches!(sem.acquire(1, true, Some(f64::NAN)), Err(Error::InvalidArgument(_))));
+    assert!(matches!(sem.acquire(1, true, Some(-1.0)), Err(Error::InvalidArgument(_))));
+    assert_eq!(sem.release(0), Err(Error::InvalidArgument("n must be >= 1".into())));
+    assert!(fake.calls.borrow().is_empty());
+    for config in [
+        Config { key: String::new(), value: 1, bounded: true, lease_ms: 1000, holder: "h".into() },
+        Config { key: "k".into(), value: -1, bounded: true, lease_ms: 1000, holder: "h".into() },
+        Config { key: "k".into(), value: 1, bounded: true, lease_ms: 0, holder: "h".into() },
+        Config { key: "k".repeat(1 << 20), value: 1, bounded: true, lease_ms: 1000, holder: "h".into() },
+    ] {
+        assert!(matches!(Semaphore::open(&fake, config), Err(Error::InvalidArgument(_))));
+    }
+    assert!(fake.calls.borrow().is_empty());
+}
+
+#[test]
+fn replies_map_to_typed_results() {
+    let fake = Fake::default();
+    let sem = open(&fake);
+    fake.replies.borrow_mut().extend([
+        ints(&[-1, 3]),
+        ints(&[-2, 3, 3]),
+        ints(&[1, 1, 2, 41]),
+        Ok(Reply::Scalar(Scalar::Bulk(b"3".to_vec()))),
+        Ok(Reply::Scalar(Scalar::Nil)),
+    ]);
+    assert!(matches!(sem.acquire(4, true, None), Err(Error::InvalidArgument(m)) if m.contains("capacity")));
+    assert_eq!(sem.release(1), Err(Error::Bounded { key: "k".into(), current: 3, initial: 3 }));
+    assert_eq!(sem.release(4), Ok(Released { own: vec![41], others: 1, added: 2 }));
+    assert_eq!(sem.initial_value(), Ok(3));
+    assert_eq!(sem.initial_value(), Ok(3), "state vanished: falls back to the value opened with");
+}

@@ -1,0 +1,61 @@
+//! The protocol's Lua scripts: the shared prelude plus one body each. The host runs nothing
+//! else ([`by_sha1`] is its allow list), so a guest cannot touch keys through a script of its own.
+
+use std::sync::OnceLock;
+
+macro_rules! script {
+    ($name:ident, $file:literal) => {
+        pub static $name: Script = Script {
+            name: $file,
+            source: concat!(include_str!("../scripts/prelude.lua"), include_str!(concat!("../scripts/", $file))),
+            sha1: OnceLock::new(),
+        };
+    };
+}
+
+#[derive(Debug)]
+pub struct Script {
+    pub name: &'static str,
+    pub source: &'static str,
+    sha1: OnceLock<String>,
+}
+
+impl Script {
+    /// Hex SHA-1 of the source, as EVALSHA wants it.
+    pub fn sha1(&self) -> &str {
+        self.sha1.get_or_init(|| sha1_smol::Sha1::from(self.source).digest().to_string())
+    }
+}
+
+script!(INIT, "init.lua");
+script!(ACQUIRE, "acquire.lua");
+script!(POLL, "poll.lua");
+script!(CANCEL, "cancel.lua");
+script!(RELEASE, "release.lua");
+script!(RELEASE_PERMITS, "release_permits.lua");
+script!(REFRESH, "refresh.lua");
+script!(PERMITS, "permits.lua");
+script!(VALUE, "value.lua");
+script!(STATUS, "status.lua");
+
+pub static ALL: [&Script; 10] =
+    [&INIT, &ACQUIRE, &POLL, &CANCEL, &RELEASE, &RELEASE_PERMITS, &REFRESH, &PERMITS, &VALUE, &STATUS];
+
+/// The protocol script with this SHA-1, if any.
+pub fn by_sha1(sha1: &str) -> Option<&'static Script> {
+    ALL.iter().copied().find(|s| s.sha1() == sha1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shas_are_distinct_and_found() {
+        for s in ALL {
+            assert_eq!(s.sha1().len(), 40);
+            assert_eq!(by_sha1(s.sha1()).map(|f| f.name), Some(s.name));
+        }
+        assert!(by_sha1("0000000000000000000000000000000000000000").is_none());
+    }
+}

@@ -1,0 +1,24 @@
+//! Finds the component to embed: `$POTTERY_SEMAPHORE_COMPONENT` if set, else builds `core/` for
+//! wasm32 (see `pottery-semaphore-wasm-build`), so `cargo build` alone is enough.
+
+use std::path::PathBuf;
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=POTTERY_SEMAPHORE_COMPONENT");
+    let component = match std::env::var_os("POTTERY_SEMAPHORE_COMPONENT") {
+        Some(path) => PathBuf::from(path),
+        None => {
+            let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
+            let workspace = manifest.parent().expect("host/ sits in the workspace").to_path_buf();
+            for input in ["core/src", "core/scripts", "core/Cargo.toml", "wit"] {
+                println!("cargo:rerun-if-changed={}", workspace.join(input).display());
+            }
+            match pottery_semaphore_wasm_build::build(&workspace) {
+                Ok(built) => built.component,
+                Err(e) => panic!("cannot build the pottery-semaphore component: {e}"),
+            }
+        }
+    };
+    println!("cargo:rerun-if-changed={}", component.display());
+    println!("cargo:rustc-env=POTTERY_SEMAPHORE_COMPONENT_PATH={}", component.display());
+}

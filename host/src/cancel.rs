@@ -1,0 +1,51 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::Notify;
+
+/// Set once when the caller of an in-flight operation goes away; the transport's blocking pop
+/// watches it so a waiting guest returns promptly and cleans up after itself.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CancelFlag(Arc<(AtomicBool, Notify)>);
+
+impl CancelFlag {
+    pub(crate) fn cancel(&self) {
+        self.0.0.store(true, Ordering::SeqCst);
+        self.0.1.notify_waiters();
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.0.0.load(Ordering::SeqCst)
+    }
+
+    pub(crate) async fn cancelled(&self) {
+        loop {
+            let notified = self.0.1.notified();
+            if self.is_cancelled() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Cancels its flag when dropped, unless disarmed: ties a spawned operation to its caller's future.
+#[derive(Debug)]
+pub(crate) struct CancelOnDrop(Option<CancelFlag>);
+
+impl CancelOnDrop {
+    pub(crate) fn new(flag: CancelFlag) -> Self {
+        CancelOnDrop(Some(flag))
+    }
+
+    pub(crate) fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(flag) = self.0.take() {
+            flag.cancel();
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! One process-wide runtime: a wasmtime Engine, the component compiled once (and cached on disk,
+//! so the next process deserializes instead of compiling), an `InstancePre`, an epoch ticker,
+//! and a small tokio runtime that drives every guest call and Redis connection.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine};
+
+use crate::bindings::{Guest, GuestPre};
+use crate::transport::HostState;
+use crate::Error;
+
+/// The component this crate was built with (see build.rs).
+pub(crate) static COMPONENT: &[u8] = include_bytes!(env!("POTTERY_SEMAPHORE_COMPONENT_PATH"));
+
+/// How often the epoch advances; the guest CPU budget is checked at this granularity.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Limits the host sets on every guest instance.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Linear memory cap of one guest instance.
+    pub memory_limit: usize,
+    /// Longest stretch of guest execution without returning to the host before it is trapped.
+    pub cpu_budget: Duration,
+    /// Where the precompiled component is cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Worker threads of the runtime's tokio runtime.
+    pub worker_threads: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        let cache_dir = std::env::var_os("POTTERY_SEMAPHORE_CACHE_DIR").map(PathBuf::from).or_else(|| {
+            let base = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+            Some(base.join("pottery-semaphore"))
+        });
+        EngineOptions { memory_limit: 16 << 20, cpu_budget: Duration::from_secs(1), cache_dir, worker_threads: 2 }
+    }
+}
+
+pub struct Runtime {
+    pub(crate) engine: Engine,
+    pub(crate) pre: GuestPre<HostState>,
+    pub(crate) tokio: tokio::runtime::Runtime,
+    pub(crate) options: EngineOptions,
+    /// True when the component came from the on-disk cache rather than a fresh compilation.
+    pub loaded_from_cache: bool,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("options", &self.options).field("loaded_from_cache", &self.loaded_from_cache).finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// The process-wide runtime with default options, started on first use.
+    pub fn global() -> Result<&'static Runtime, Error> {
+        static GLOBAL: OnceLock<Result<Runtime, Error>> = OnceLock::new();
+        GLOBAL.get_or_init(|| Runtime::new(EngineOptions::default())).as_ref().map_err(Clone::clone)
+    }
+
+    /// A separate runtime; most programs want [`Runtime::global`]. Leak it or keep it for the
+    /// life of the semaphores opened with it.
+    pub fn new(options: EngineOptions) -> Result<Runtime, Error> {
+        let mut config = Config::new();
+        config.wasm_component_model(true).epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| Error::Runtime(format!("engine: {e:#}")))?;
+        let (component, loaded_from_cache) = load_component(&engine, options.cache_dir.as_ref())?;
+        let mut linker = Linker::<HostState>::new(&engine);
+        Guest::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |state| state)
+            .map_err(|e| Error::Runtime(format!("linker: {e:#}")))?;
+        let pre = linker.instantiate_pre(&component).map_err(|e| Error::Runtime(format!("instantiate_pre: {e:#}")))?;
+        let pre = GuestPre::new(pre).map_err(|e| Error::Runtime(format!("component exports: {e:#}")))?;
+        let tokio = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(options.worker_threads.max(1))
+            .thread_name("pottery-semaphore")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Runtime(format!("tokio: {e}")))?;
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("pottery-semaphore-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| Error::Runtime(format!("epoch thread: {e}")))?;
+        Ok(Runtime { engine, pre, tokio, options, loaded_from_cache })
+    }
+
+    /// Runs `fut` on this runtime's threads and returns its output to a future on any executor.
+    pub(crate) async fn run<F>(&self, fut: F) -> Result<F::Output, Error>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tokio.spawn(fut).await.map_err(|e| Error::Runtime(format!("task failed: {e}")))
+    }
+}
+
+/// Deserializes the cached artifact when it matches this engine and component; otherwise
+/// compiles and writes the cache (best effort: an unwritable cache only costs time).
+fn load_component(engine: &Engine, cache_dir: Option<&PathBuf>) -> Result<(Component, bool), Error> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    COMPONENT.hash(&mut hasher);
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    let cache_file = cache_dir.map(|d| d.join(format!("component-{:016x}.cwasm", hasher.finish())));
+    if let Some(file) = &cache_file
+        && file.exists()
+    {
+        // SAFETY: the file was written by `Component::serialize` below for this exact engine
+        // configuration and component (both are in its name); wasmtime re-checks the header.
+        #[allow(unsafe_code)]
+        match unsafe { Component::deserialize_file(engine, file) } {
+            Ok(component) => return Ok((component, true)),
+            Err(_) => {
+                let _ = std::fs::remove_file(file);
+            }
+        }
+    }
+    let component = Component::new(engine, COMPONENT).map_err(|e| Error::Runtime(format!("compiling the component: {e:#}")))?;
+    if let (Some(file), Ok(bytes)) = (&cache_file, component.serialize()) {
+        let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+        let written = file.parent().map(std::fs::create_dir_all).transpose().and_then(|_| std::fs::write(&tmp, bytes));
+        if written.and_then(|()| std::fs::rename(&tmp, file)).is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+    Ok((component, false))
+}

@@ -1,0 +1,387 @@
+//! The async API. A handle owns a small pool of guest instances (calls run concurrently, each on
+//! its own instance), tracks the permits it holds, refreshes their leases in the background and
+//! reports the ones it lost.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use pottery_semaphore_core::{Permit, Status};
+use tokio::sync::Notify;
+
+use crate::bindings::api;
+use crate::cancel::{CancelFlag, CancelOnDrop};
+use crate::instance::Instance;
+use crate::runtime::Runtime;
+use crate::transport::Connections;
+use crate::Error;
+
+/// Idle instances a handle keeps; more are created while more calls run at once.
+const IDLE_INSTANCES: usize = 8;
+
+/// What to open: where Redis is, which semaphore, and how it behaves.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `redis://[user:password@]host:port[/db]`, `rediss://…` (TLS) or `unix:///path/to/socket`.
+    pub url: String,
+    pub key: String,
+    /// Permits when the semaphore is first created; later openers with another value do not change it.
+    pub value: i64,
+    /// Refuse releases beyond the initial value (the default, like `threading.BoundedSemaphore`).
+    pub bounded: bool,
+    /// Lease of each permit; refreshed every third of it while this process lives.
+    pub lease: Duration,
+    /// Runtime to use; `None` means [`Runtime::global`].
+    pub runtime: Option<&'static Runtime>,
+}
+
+impl Options {
+    pub fn new(url: impl Into<String>, key: impl Into<String>) -> Self {
+        Options { url: url.into(), key: key.into(), value: 1, bounded: true, lease: Duration::from_secs(10), runtime: None }
+    }
+
+    pub fn permits(mut self, value: i64) -> Self {
+        self.value = value;
+        self
+    }
+
+    pub fn bounded(mut self, bounded: bool) -> Self {
+        self.bounded = bounded;
+        self
+    }
+
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    pub fn runtime(mut self, runtime: &'static Runtime) -> Self {
+        self.runtime = Some(runtime);
+        self
+    }
+}
+
+/// A distributed counting semaphore. Cheap to clone; clones share one holder identity, so a
+/// permit acquired through one clone can be released through another.
+#[derive(Debug, Clone)]
+pub struct Semaphore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    rt: &'static Runtime,
+    conns: Arc<Connections>,
+    config: api::Config,
+    initial: u64,
+    created: bool,
+    idle: Mutex<Vec<Instance>>,
+    held: Mutex<BTreeMap<u64, Permit>>,
+    lost: Mutex<Vec<Permit>>,
+    lost_signal: Notify,
+}
+
+type OpFuture<'a, R> = Pin<Box<dyn Future<Output = Result<R, Error>> + Send + 'a>>;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A random holder id: std's per-process random hash keys, mixed with pid, time and a counter.
+fn new_holder_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let word = |salt: u64| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(salt);
+        h.write_u32(std::process::id());
+        h.write_u128(nanos);
+        h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+        h.finish()
+    };
+    format!("{:016x}{:016x}", word(1), word(2))
+}
+
+/// Permits granted to a caller that may have gone away: unless `keep` is called, they are given
+/// back, so a dropped acquire future never leaks a permit.
+struct Granted {
+    inner: Arc<Inner>,
+    permits: Vec<Permit>,
+}
+
+impl Granted {
+    fn keep(mut self) -> Vec<Permit> {
+        let permits = std::mem::take(&mut self.permits);
+        lock(&self.inner.held).extend(permits.iter().map(|p| (p.token, *p)));
+        permits
+    }
+}
+
+impl Drop for Granted {
+    fn drop(&mut self) {
+        if self.permits.is_empty() {
+            return;
+        }
+        let tokens: Vec<u64> = self.permits.iter().map(|p| p.token).collect();
+        let inner = self.inner.clone();
+        self.inner.rt.tokio.spawn(async move {
+            let _ = inner.with_instance(move |i| Box::pin(async move { i.release_permits(&tokens).await })).await;
+        });
+    }
+}
+
+impl Inner {
+    async fn checkout(&self) -> Result<Instance, Error> {
+        let idle = lock(&self.idle).pop();
+        match idle {
+            Some(instance) => Ok(instance),
+            None => Ok(Instance::open(self.rt, self.conns.clone(), &self.config).await?.0),
+        }
+    }
+
+    fn checkin<R>(&self, instance: Instance, result: &Result<R, Error>) {
+        // A trapped store is poisoned; a fresh instance replaces it on demand.
+        if matches!(result, Err(Error::Guest(_))) {
+            return;
+        }
+        let mut idle = lock(&self.idle);
+        if idle.len() < IDLE_INSTANCES {
+            idle.push(instance);
+        }
+    }
+
+    /// Runs `op` on an idle instance (or a new one). Must be called on the runtime's threads.
+    async fn with_instance<R, F>(&self, op: F) -> Result<R, Error>
+    where
+        F: for<'a> FnOnce(&'a mut Instance) -> OpFuture<'a, R>,
+    {
+        let mut instance = self.checkout().await?;
+        let result = op(&mut instance).await;
+        self.checkin(instance, &result);
+        result
+    }
+
+    /// Moves permits that vanished from Redis (expired, or released by another holder) from
+    /// `held` to `lost`. Only permits held both before and after the refresh are judged.
+    fn reconcile(&self, before: &[u64], alive: Vec<Permit>) {
+        let alive: BTreeMap<u64, Permit> = alive.into_iter().map(|p| (p.token, p)).collect();
+        let mut held = lock(&self.held);
+        let mut newly_lost = Vec::new();
+        for token in before {
+            match alive.get(token) {
+                Some(p) => {
+                    if let Some(h) = held.get_mut(token) {
+                        *h = *p;
+                    }
+                }
+                None => newly_lost.extend(held.remove(token)),
+            }
+        }
+        drop(held);
+        if !newly_lost.is_empty() {
+            lock(&self.lost).extend(newly_lost);
+            self.lost_signal.notify_waiters();
+        }
+    }
+
+    async fn refresh_once(&self) -> Result<(), Error> {
+        let before: Vec<u64> = lock(&self.held).keys().copied().collect();
+        if before.is_empty() {
+            return Ok(());
+        }
+        let alive = self.with_instance(|i| Box::pin(i.refresh())).await?;
+        self.reconcile(&before, alive);
+        Ok(())
+    }
+}
+
+impl Drop for Inner {
+    /// The last handle is gone: give its permits back now instead of letting them expire.
+    fn drop(&mut self) {
+        let tokens: Vec<u64> = lock(&self.held).keys().copied().collect();
+        let Some(mut instance) = lock(&self.idle).pop() else { return };
+        if tokens.is_empty() {
+            return;
+        }
+        self.rt.tokio.spawn(async move {
+            let _ = instance.release_permits(&tokens).await;
+        });
+    }
+}
+
+async fn refresher(weak: Weak<Inner>, period: Duration) {
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(inner) = weak.upgrade() else { return };
+        // A failed refresh (Redis down) is retried next period; leases that end meanwhile are
+        // reported as lost once Redis answers again.
+        let _ = inner.refresh_once().await;
+    }
+}
+
+impl Semaphore {
+    /// Connects, validates the options and creates the semaphore in Redis unless it exists.
+    pub async fn open(options: Options) -> Result<Self, Error> {
+        let rt = match options.runtime {
+            Some(rt) => rt,
+            None => Runtime::global()?,
+        };
+        let lease_ms = i64::try_from(options.lease.as_millis()).unwrap_or(i64::MAX);
+        let config =
+            api::Config { key: options.key, value: options.value, bounded: options.bounded, lease_ms, holder: new_holder_id() };
+        let url = options.url;
+        rt.run(async move {
+            let conns = Connections::for_url(&url)?;
+            let (instance, opened) = Instance::open(rt, conns.clone(), &config).await?;
+            let period = Duration::from_millis((config.lease_ms / 3).max(1) as u64);
+            let inner = Arc::new(Inner {
+                rt,
+                conns,
+                config,
+                initial: opened.initial,
+                created: opened.created,
+                idle: Mutex::new(vec![instance]),
+                held: Mutex::new(BTreeMap::new()),
+                lost: Mutex::new(Vec::new()),
+                lost_signal: Notify::new(),
+            });
+            tokio::spawn(refresher(Arc::downgrade(&inner), period));
+            Ok(Semaphore { inner })
+        })
+        .await?
+    }
+
+    async fn run<R, F>(&self, op: F) -> Result<R, Error>
+    where
+        R: Send + 'static,
+        F: for<'a> FnOnce(&'a mut Instance) -> OpFuture<'a, R> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        self.inner.rt.run(async move { inner.with_instance(op).await }).await?
+    }
+
+    /// Takes one permit. `blocking = false` answers at once; `timeout = None` waits forever.
+    pub async fn acquire(&self, blocking: bool, timeout: Option<Duration>) -> Result<bool, Error> {
+        Ok(!self.acquire_n(1, blocking, timeout.map(|t| t.as_secs_f64())).await?.is_empty())
+    }
+
+    /// Takes `n` permits at once or none, waiting in FIFO order. `timeout` is in seconds (NaN and
+    /// negatives are rejected). Returns the permits; empty means not acquired.
+    ///
+    /// Cancellation-safe: dropping the future makes the waiter leave the queue and gives back
+    /// anything granted meanwhile; the handle stays usable.
+    pub async fn acquire_n(&self, n: i64, blocking: bool, timeout: Option<f64>) -> Result<Vec<Permit>, Error> {
+        let cancel = CancelFlag::default();
+        let on_drop = CancelOnDrop::new(cancel.clone());
+        let inner = self.inner.clone();
+        let granted = self
+            .inner
+            .rt
+            .run(async move {
+                let permits = inner.with_instance(|i| Box::pin(i.acquire(n, blocking, timeout, cancel))).await?;
+                Ok::<_, Error>(Granted { inner, permits })
+            })
+            .await;
+        on_drop.disarm();
+        Ok(granted??.keep())
+    }
+
+    /// Releases `n` permits: this handle's own first, then (permits are fungible, as with
+    /// `threading.Semaphore`) other holders', whose owners then see them as lost.
+    pub async fn release(&self, n: i64) -> Result<(), Error> {
+        let released = self.run(move |i| Box::pin(i.release(n))).await?;
+        let mut held = lock(&self.inner.held);
+        for token in released.own_tokens {
+            held.remove(&token);
+        }
+        Ok(())
+    }
+
+    /// Releases exactly these permits of this handle (those it still holds).
+    pub async fn release_permits(&self, tokens: Vec<u64>) -> Result<Vec<u64>, Error> {
+        let released = self.run(move |i| Box::pin(async move { i.release_permits(&tokens).await })).await?;
+        let mut held = lock(&self.inner.held);
+        for token in &released {
+            held.remove(token);
+        }
+        Ok(released)
+    }
+
+    /// Available permits.
+    pub async fn value(&self) -> Result<u64, Error> {
+        self.run(|i| Box::pin(i.value())).await
+    }
+
+    /// The value the semaphore was created with, as Redis holds it.
+    pub async fn initial_value(&self) -> Result<u64, Error> {
+        self.run(|i| Box::pin(i.initial_value())).await
+    }
+
+    /// True when no permit is available.
+    pub async fn locked(&self) -> Result<bool, Error> {
+        self.run(|i| Box::pin(i.locked())).await
+    }
+
+    /// This handle's permits as Redis holds them (token, lease deadline, time left).
+    pub async fn permits(&self) -> Result<Vec<Permit>, Error> {
+        self.run(|i| Box::pin(i.permits())).await
+    }
+
+    /// Capacity, availability, every holder and the queue of waiters.
+    pub async fn status(&self) -> Result<Status, Error> {
+        self.run(|i| Box::pin(i.status())).await
+    }
+
+    /// Extends the leases of held permits now (the background refresher does this every third
+    /// of a lease) and moves vanished ones to [`Semaphore::take_lost`].
+    pub async fn refresh(&self) -> Result<(), Error> {
+        let inner = self.inner.clone();
+        self.inner.rt.run(async move { inner.refresh_once().await }).await?
+    }
+
+    /// Permits this handle believes it holds.
+    pub fn held(&self) -> Vec<Permit> {
+        lock(&self.inner.held).values().copied().collect()
+    }
+
+    /// Permits this handle held and lost (lease ended, or released by another holder) since the
+    /// last call. A holder that finds one here must stop using the resource it guarded.
+    pub fn take_lost(&self) -> Vec<Permit> {
+        std::mem::take(&mut *lock(&self.inner.lost))
+    }
+
+    /// Resolves when a permit is lost.
+    pub async fn lost(&self) {
+        let notified = self.inner.lost_signal.notified();
+        if !lock(&self.inner.lost).is_empty() {
+            return;
+        }
+        notified.await;
+    }
+
+    pub fn key(&self) -> &str {
+        &self.inner.config.key
+    }
+
+    pub fn holder_id(&self) -> &str {
+        &self.inner.config.holder
+    }
+
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.inner.config.lease_ms as u64)
+    }
+
+    /// The initial value Redis reported when this handle opened the semaphore.
+    pub fn opened_initial(&self) -> u64 {
+        self.inner.initial
+    }
+
+    /// True when this handle's `open` created the semaphore in Redis.
+    pub fn created(&self) -> bool {
+        self.inner.created
+    }
+}

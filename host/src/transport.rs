@@ -1,0 +1,227 @@
+//! The guest's only way out: Redis through redis-rs, behind the sandbox. Scripts run on one
+//! shared multiplexed connection; each blocking pop gets a connection of its own without a
+//! response time-out, so a long BLPOP neither stalls other commands nor gets cut short.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use pottery_semaphore_core::keys::Keys;
+use pottery_semaphore_core::scripts;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Value};
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+
+use crate::bindings::transport::{Host as TransportHost, Reply, Scalar};
+use crate::bindings::types::{Error as WitError, Host as TypesHost};
+use crate::cancel::CancelFlag;
+use crate::error::from_redis;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// For scripts on the shared connection: far above any script's run time, below a hung server.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Slack over a BLPOP's own time-out before its connection is presumed dead.
+const POP_GRACE: Duration = Duration::from_secs(3);
+/// Idle pop connections kept per Redis server.
+const IDLE_POP_CONNECTIONS: usize = 16;
+/// Read-only commands the guest may send, each taking its key first.
+const ALLOWED_COMMANDS: &[&str] = &["HGET", "HGETALL", "TYPE", "EXISTS", "ZCARD", "SMEMBERS", "PTTL", "LLEN"];
+
+/// Connections to one Redis server, shared by every semaphore of the process that uses its URL.
+#[derive(Debug)]
+pub(crate) struct Connections {
+    client: redis::Client,
+    shared: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    idle_pops: Mutex<Vec<MultiplexedConnection>>,
+}
+
+impl Connections {
+    /// The process-wide connections for `url`, created on first use.
+    pub(crate) fn for_url(url: &str) -> Result<Arc<Self>, WitError> {
+        static BY_URL: Mutex<Option<HashMap<String, Weak<Connections>>>> = Mutex::new(None);
+        let mut map = BY_URL.lock().unwrap_or_else(|e| e.into_inner());
+        let map = map.get_or_insert_with(HashMap::new);
+        if let Some(existing) = map.get(url).and_then(Weak::upgrade) {
+            return Ok(existing);
+        }
+        let client = redis::Client::open(url).map_err(|e| WitError::InvalidArgument(format!("bad Redis URL: {e}")))?;
+        let conns = Arc::new(Connections { client, shared: tokio::sync::Mutex::new(None), idle_pops: Mutex::new(Vec::new()) });
+        map.retain(|_, w| w.strong_count() > 0);
+        map.insert(url.to_string(), Arc::downgrade(&conns));
+        Ok(conns)
+    }
+
+    async fn connect(&self, response_timeout: Option<Duration>) -> redis::RedisResult<MultiplexedConnection> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(response_timeout);
+        self.client.get_multiplexed_async_connection_with_config(&config).await
+    }
+
+    async fn shared(&self) -> redis::RedisResult<MultiplexedConnection> {
+        let mut slot = self.shared.lock().await;
+        if let Some(conn) = slot.as_ref() {
+            return Ok(conn.clone());
+        }
+        let conn = self.connect(Some(RESPONSE_TIMEOUT)).await?;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Runs `cmd` on the shared connection, dropping it after a connection failure so the next
+    /// call reconnects (Redis restarted, network blip).
+    pub(crate) async fn query(&self, cmd: &redis::Cmd) -> redis::RedisResult<Value> {
+        let mut conn = self.shared().await?;
+        let result = cmd.query_async(&mut conn).await;
+        if let Err(e) = &result
+            && (e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_unrecoverable_error())
+        {
+            *self.shared.lock().await = None;
+        }
+        result
+    }
+
+    async fn blocking_pop(&self, key: &str, timeout_ms: u64, cancel: Option<&CancelFlag>) -> Result<Option<String>, WitError> {
+        let pooled = self.idle_pops.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => self.connect(None).await.map_err(|e| from_redis(&e))?,
+        };
+        let seconds = format!("{:.3}", timeout_ms as f64 / 1000.0);
+        let mut cmd = redis::cmd("BLPOP");
+        cmd.arg(key).arg(seconds);
+        let pop = tokio::time::timeout(Duration::from_millis(timeout_ms) + POP_GRACE, cmd.query_async::<Option<(String, String)>>(&mut conn));
+        let outcome = match cancel {
+            Some(flag) => tokio::select! {
+                r = pop => r,
+                () = flag.cancelled() => return Err(WitError::Cancelled), // the connection is dropped mid-command
+            },
+            None => pop.await,
+        };
+        match outcome {
+            Ok(Ok(popped)) => {
+                let mut idle = self.idle_pops.lock().unwrap_or_else(|e| e.into_inner());
+                if idle.len() < IDLE_POP_CONNECTIONS {
+                    idle.push(conn);
+                }
+                Ok(popped.map(|(_, v)| v))
+            }
+            Ok(Err(e)) => Err(from_redis(&e)),
+            Err(_) => Err(WitError::Unreachable(format!("BLPOP got no answer within {timeout_ms} ms + {POP_GRACE:?}"))),
+        }
+    }
+}
+
+/// Store data of one guest instance: its sandbox, limits and the call it is serving.
+#[derive(Debug)]
+pub(crate) struct HostState {
+    pub(crate) conns: Arc<Connections>,
+    pub(crate) keys: Keys,
+    pub(crate) limits: StoreLimits,
+    pub(crate) cancel: Option<CancelFlag>,
+    /// When the guest last got control back; the epoch callback measures guest CPU from here.
+    pub(crate) resumed_at: Instant,
+    pub(crate) started_at: Instant,
+}
+
+impl HostState {
+    pub(crate) fn new(conns: Arc<Connections>, key: &str, memory_limit: usize) -> Self {
+        HostState {
+            conns,
+            keys: Keys::new(key),
+            limits: StoreLimitsBuilder::new().memory_size(memory_limit).instances(16).tables(16).memories(4).trap_on_grow_failure(true).build(),
+            cancel: None,
+            resumed_at: Instant::now(),
+            started_at: Instant::now(),
+        }
+    }
+
+    fn check_master(master: u32) -> Result<(), WitError> {
+        if master == 0 {
+            Ok(())
+        } else {
+            Err(WitError::Forbidden(format!("master {master} is not configured (one master)")))
+        }
+    }
+
+    fn check_key(&self, key: &str) -> Result<(), WitError> {
+        if self.keys.owns(key) {
+            Ok(())
+        } else {
+            Err(WitError::Forbidden(format!("key {key:?} is outside {}", self.keys.prefix())))
+        }
+    }
+}
+
+fn scalar(v: Value) -> Result<Scalar, WitError> {
+    Ok(match v {
+        Value::Nil => Scalar::Nil,
+        Value::Int(i) => Scalar::Int(i),
+        Value::BulkString(b) => Scalar::Bulk(b),
+        Value::SimpleString(s) => Scalar::Status(s),
+        Value::Okay => Scalar::Status("OK".into()),
+        other => return Err(WitError::Redis(format!("unsupported reply {other:?}"))),
+    })
+}
+
+fn reply(v: Value) -> Result<Reply, WitError> {
+    match v {
+        Value::Array(items) => Ok(Reply::Array(items.into_iter().map(scalar).collect::<Result<_, _>>()?)),
+        Value::ServerError(e) => Err(from_redis(&e.into())),
+        other => Ok(Reply::Scalar(scalar(other)?)),
+    }
+}
+
+impl TypesHost for HostState {}
+
+impl TransportHost for HostState {
+    async fn eval(&mut self, master: u32, sha1: String, script: String, keys: Vec<String>, args: Vec<String>) -> Result<Reply, WitError> {
+        Self::check_master(master)?;
+        // Only the protocol's own scripts run, so a guest cannot reach keys a script computes.
+        let known = scripts::by_sha1(&sha1).filter(|s| s.source == script);
+        let Some(known) = known else {
+            return Err(WitError::Forbidden(format!("script {sha1} is not one of the protocol's scripts")));
+        };
+        for key in &keys {
+            self.check_key(key)?;
+        }
+        let mut evalsha = redis::cmd("EVALSHA");
+        evalsha.arg(&sha1).arg(keys.len()).arg(&keys).arg(&args);
+        let result = match self.conns.query(&evalsha).await {
+            Err(e) if e.code() == Some("NOSCRIPT") => {
+                let mut eval = redis::cmd("EVAL");
+                eval.arg(known.source).arg(keys.len()).arg(&keys).arg(&args);
+                self.conns.query(&eval).await
+            }
+            other => other,
+        };
+        self.resumed_at = Instant::now();
+        reply(result.map_err(|e| from_redis(&e))?)
+    }
+
+    async fn command(&mut self, master: u32, name: String, key: String, args: Vec<String>) -> Result<Reply, WitError> {
+        Self::check_master(master)?;
+        let upper = name.to_ascii_uppercase();
+        if !ALLOWED_COMMANDS.contains(&upper.as_str()) {
+            return Err(WitError::Forbidden(format!("command {name} is not allowed")));
+        }
+        self.check_key(&key)?;
+        let mut cmd = redis::cmd(&upper);
+        cmd.arg(&key).arg(&args);
+        let result = self.conns.query(&cmd).await;
+        self.resumed_at = Instant::now();
+        reply(result.map_err(|e| from_redis(&e))?)
+    }
+
+    async fn blocking_pop(&mut self, master: u32, key: String, timeout_ms: u64) -> Result<Option<String>, WitError> {
+        Self::check_master(master)?;
+        self.check_key(&key)?;
+        let result = self.conns.blocking_pop(&key, timeout_ms.max(1), self.cancel.as_ref()).await;
+        self.resumed_at = Instant::now();
+        result
+    }
+
+    async fn monotonic_now(&mut self) -> u64 {
+        self.started_at.elapsed().as_nanos() as u64
+    }
+}
