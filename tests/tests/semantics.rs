@@ -1,0 +1,365 @@
+//! The semaphore's semantics through the component, against real redis-server (and
+//! valkey-server when installed), each test on its own throwaway server.
+
+use std::time::{Duration, Instant};
+
+use pottery_semaphore_host::{Error, Options, Semaphore};
+use pottery_semaphore_tests::{key, Flavor, Server};
+
+async fn open(server: &Server, key: &str, permits: i64) -> Semaphore {
+    Semaphore::open(Options::new(server.url(), key).permits(permits)).await.expect("open")
+}
+
+fn servers() -> Vec<Server> {
+    Flavor::all().into_iter().map(Server::start).collect()
+}
+
+async fn commandstat(server: &Server, command: &str) -> u64 {
+    let mut conn = server.client().get_multiplexed_async_connection().await.expect("conn");
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await.expect("info");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn first_opener_initialises_and_later_values_do_not_overwrite() {
+    for server in servers() {
+        let k = key("init");
+        let first = open(&server, &k, 3).await;
+        assert!(first.created());
+        let second = open(&server, &k, 7).await;
+        assert!(!second.created());
+        assert_eq!(second.opened_initial(), 3);
+        assert_eq!(second.initial_value().await.unwrap(), 3);
+        assert_eq!(second.value().await.unwrap(), 3);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn value_locked_and_non_blocking_acquire() {
+    for server in servers() {
+        let sem = open(&server, &key("value"), 2).await;
+        assert!(!sem.locked().await.unwrap());
+        assert!(sem.acquire(false, None).await.unwrap());
+        assert_eq!(sem.value().await.unwrap(), 1);
+        assert!(sem.acquire(false, None).await.unwrap());
+        assert!(sem.locked().await.unwrap());
+        let started = Instant::now();
+        assert!(!sem.acquire(false, None).await.unwrap());
+        assert!(started.elapsed() < Duration::from_millis(200), "non-blocking acquire must not wait");
+        sem.release(2).await.unwrap();
+        assert_eq!(sem.value().await.unwrap(), 2);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn timeout_is_honoured_promptly() {
+    for server in servers() {
+        let k = key("timeout");
+        let holder = open(&server, &k, 1).await;
+        assert!(holder.acquire(false, None).await.unwrap());
+        let waiter = open(&server, &k, 1).await;
+        for timeout in [Duration::ZERO, Duration::from_millis(50), Duration::from_millis(300)] {
+            let started = Instant::now();
+            assert!(!waiter.acquire(true, Some(timeout)).await.unwrap());
+            let took = started.elapsed();
+            assert!(took >= timeout, "returned before the timeout: {took:?} < {timeout:?}");
+            assert!(took < timeout + Duration::from_millis(200), "timeout {timeout:?} overshot: {took:?}");
+        }
+        assert!(waiter.status().await.unwrap().waiters.is_empty(), "a timed-out waiter leaves the queue");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn n_permits_are_taken_atomically_or_not_at_all() {
+    for server in servers() {
+        let k = key("atomic");
+        let a = open(&server, &k, 3).await;
+        let b = open(&server, &k, 3).await;
+        assert!(a.acquire(false, None).await.unwrap());
+        assert!(b.acquire_n(3, false, None).await.unwrap().is_empty());
+        assert_eq!(b.value().await.unwrap(), 2, "a failed multi-permit acquire takes nothing");
+        let got = b.acquire_n(2, false, None).await.unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(b.value().await.unwrap(), 0);
+        // A blocked acquire of 2 gets both at once when they are free, never one of them.
+        let waiter = b.clone();
+        let pending = tokio::spawn(async move { waiter.acquire_n(2, true, Some(5.0)).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        a.release(1).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(a.value().await.unwrap(), 1, "one free permit stays free for the waiter of two");
+        b.release_permits(got.iter().map(|p| p.token).collect()).await.unwrap();
+        assert_eq!(pending.await.unwrap().unwrap().len(), 2);
+        assert_eq!(a.value().await.unwrap(), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn release_prefers_own_permits_then_others_oldest_first_who_learn_of_it() {
+    for server in servers() {
+        let k = key("release");
+        let a = open(&server, &k, 3).await;
+        let b = open(&server, &k, 3).await;
+        assert!(a.acquire(false, None).await.unwrap());
+        assert!(b.acquire(false, None).await.unwrap());
+        assert!(b.acquire(false, None).await.unwrap());
+        // b releases 1: its own.
+        b.release(1).await.unwrap();
+        assert_eq!(b.held().len(), 1);
+        assert_eq!(a.held().len(), 1);
+        // b releases 2: its own, then a's (fungible, as in threading.Semaphore).
+        b.release(2).await.unwrap();
+        assert!(b.held().is_empty());
+        assert_eq!(a.value().await.unwrap(), 3);
+        a.refresh().await.unwrap();
+        let lost = a.take_lost();
+        assert_eq!(lost.len(), 1, "a learns its permit was released by another holder");
+        assert!(a.held().is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bounded_release_beyond_initial_value_is_a_typed_error_and_changes_nothing() {
+    for server in servers() {
+        let k = key("bounded");
+        let sem = open(&server, &k, 2).await;
+        assert!(sem.acquire(false, None).await.unwrap());
+        let err = sem.release(2).await.unwrap_err();
+        assert_eq!(err, Error::Bounded { key: k.clone(), current: 1, initial: 2 });
+        assert_eq!(sem.value().await.unwrap(), 1, "a refused release changes nothing");
+        assert_eq!(sem.held().len(), 1);
+        assert!(matches!(sem.release(0).await, Err(Error::InvalidArgument(m)) if m == "n must be >= 1"));
+        assert!(matches!(sem.release(-3).await, Err(Error::InvalidArgument(_))));
+        sem.release(1).await.unwrap();
+        assert!(matches!(sem.release(1).await, Err(Error::Bounded { current: 2, initial: 2, .. })));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unbounded_release_beyond_use_raises_capacity() {
+    for server in servers() {
+        let sem =
+            Semaphore::open(Options::new(server.url(), key("unbounded")).permits(1).bounded(false)).await.unwrap();
+        sem.release(2).await.unwrap();
+        assert_eq!(sem.value().await.unwrap(), 3);
+        assert_eq!(sem.initial_value().await.unwrap(), 1, "the initial value stays what it was");
+        assert_eq!(sem.status().await.unwrap().capacity, 3);
+        assert_eq!(sem.acquire_n(3, false, None).await.unwrap().len(), 3);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fencing_tokens_increase_across_holders_and_grants() {
+    for server in servers() {
+        let k = key("fencing");
+        let a = open(&server, &k, 2).await;
+        let b = open(&server, &k, 2).await;
+        let mut last = 0;
+        for _ in 0..5 {
+            for sem in [&a, &b] {
+                let permits = sem.acquire_n(1, true, Some(1.0)).await.unwrap();
+                assert!(permits[0].token > last, "token {} not above {last}", permits[0].token);
+                last = permits[0].token;
+                assert!(permits[0].ttl_ms > 0 && permits[0].deadline_ms > 0);
+                sem.release(1).await.unwrap();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn permit_inspection_and_lease_refresh() {
+    let server = Server::start(Flavor::Redis);
+    let sem = Semaphore::open(Options::new(server.url(), key("inspect")).permits(2).lease(Duration::from_millis(600)))
+        .await
+        .unwrap();
+    let got = sem.acquire_n(1, false, None).await.unwrap();
+    let listed = sem.permits().await.unwrap();
+    assert_eq!(listed.iter().map(|p| p.token).collect::<Vec<_>>(), vec![got[0].token]);
+    assert!(listed[0].ttl_ms <= 600);
+    // Held for three leases: the background refresher keeps it alive.
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    assert_eq!(sem.permits().await.unwrap().len(), 1);
+    assert!(sem.take_lost().is_empty());
+    let status = sem.status().await.unwrap();
+    assert_eq!(status.holders.len(), 1);
+    assert_eq!(status.holders[0].holder, sem.holder_id());
+    assert_eq!(status.available, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refresh_never_resurrects_an_expired_permit_and_reports_it_lost() {
+    let server = Server::start(Flavor::Redis);
+    let k = key("expire");
+    let sem = open(&server, &k, 1).await;
+    let token = sem.acquire_n(1, false, None).await.unwrap()[0].token;
+    // Make the lease end now, as if this process had been paused past it.
+    let mut conn = server.connection();
+    let _: i64 = redis::cmd("ZADD").arg(format!("pottery-semaphore:{{{k}}}:leases")).arg(1).arg(token).query(&mut conn).unwrap();
+    sem.refresh().await.unwrap();
+    assert_eq!(sem.take_lost().iter().map(|p| p.token).collect::<Vec<_>>(), vec![token]);
+    assert!(sem.permits().await.unwrap().is_empty(), "the expired permit stays expired");
+    assert_eq!(sem.value().await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn waiter_wakes_right_after_a_release() {
+    for server in servers() {
+        let k = key("wake");
+        let holder = open(&server, &k, 1).await;
+        let waiter = open(&server, &k, 1).await;
+        for _ in 0..5 {
+            assert!(holder.acquire(false, None).await.unwrap());
+            let w = waiter.clone();
+            let pending = tokio::spawn(async move {
+                let ok = w.acquire(true, Some(Duration::from_secs(5))).await.unwrap();
+                (ok, Instant::now())
+            });
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let released = Instant::now();
+            holder.release(1).await.unwrap();
+            let (ok, woke) = pending.await.unwrap();
+            assert!(ok);
+            let latency = woke.duration_since(released);
+            assert!(latency < Duration::from_millis(200), "woke {latency:?} after the release");
+            waiter.release(1).await.unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn waiters_are_served_in_arrival_order() {
+    for server in servers() {
+        let k = key("fifo");
+        let holder = open(&server, &k, 1).await;
+        assert!(holder.acquire(false, None).await.unwrap());
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut waiters = Vec::new();
+        for i in 0..5 {
+            let sem = open(&server, &k, 1).await;
+            let tx = tx.clone();
+            waiters.push(tokio::spawn(async move {
+                assert!(sem.acquire(true, Some(Duration::from_secs(10))).await.unwrap());
+                tx.send(i).unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                sem.release(1).await.unwrap();
+            }));
+            // Let waiter i join the queue before i + 1.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while holder.status().await.unwrap().waiters.len() < i + 1 {
+                assert!(Instant::now() < deadline, "waiter {i} never queued");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        holder.release(1).await.unwrap();
+        for w in waiters {
+            w.await.unwrap();
+        }
+        let order: Vec<usize> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        assert_eq!(order, vec![0, 1, 2, 3, 4]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uncontended_acquire_and_release_are_one_round_trip_each() {
+    let server = Server::start(Flavor::Redis);
+    let sem = open(&server, &key("rtt"), 1).await;
+    // Warm up: scripts loaded, connection open.
+    assert!(sem.acquire(false, None).await.unwrap());
+    sem.release(1).await.unwrap();
+    let before = commandstat(&server, "evalsha").await + commandstat(&server, "eval").await;
+    assert!(sem.acquire(true, None).await.unwrap());
+    let after_acquire = commandstat(&server, "evalsha").await + commandstat(&server, "eval").await;
+    sem.release(1).await.unwrap();
+    let after_release = commandstat(&server, "evalsha").await + commandstat(&server, "eval").await;
+    assert_eq!(after_acquire - before, 1);
+    assert_eq!(after_release - after_acquire, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_key_shares_the_hash_tag() {
+    let server = Server::start(Flavor::Redis);
+    let k = key("tag");
+    let holder = open(&server, &k, 1).await;
+    assert!(holder.acquire(false, None).await.unwrap());
+    let waiter = open(&server, &k, 1).await;
+    let w = waiter.clone();
+    let pending = tokio::spawn(async move { w.acquire(true, Some(Duration::from_secs(5))).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut conn = server.connection();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
+    assert!(keys.len() >= 5, "{keys:?}");
+    for key in &keys {
+        assert!(key.starts_with(&format!("pottery-semaphore:{{{k}}}:")), "{key}");
+    }
+    holder.release(1).await.unwrap();
+    assert!(pending.await.unwrap().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn release_on_the_same_handle_goes_through_while_an_acquire_waits() {
+    let server = Server::start(Flavor::Redis);
+    let sem = open(&server, &key("same-handle"), 1).await;
+    assert!(sem.acquire(false, None).await.unwrap());
+    let waiting = sem.clone();
+    let pending = tokio::spawn(async move { waiting.acquire(true, Some(Duration::from_secs(5))).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    sem.release(1).await.unwrap();
+    assert!(started.elapsed() < Duration::from_millis(200), "release queued behind the blocked acquire");
+    assert!(pending.await.unwrap().unwrap());
+    assert_eq!(sem.held().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dropping_an_acquire_future_leaks_nothing_and_the_handle_stays_usable() {
+    let server = Server::start(Flavor::Redis);
+    let k = key("cancel");
+    let holder = open(&server, &k, 1).await;
+    assert!(holder.acquire(false, None).await.unwrap());
+    let sem = open(&server, &k, 1).await;
+    for _ in 0..3 {
+        let r = tokio::time::timeout(Duration::from_millis(150), sem.acquire(true, None)).await;
+        assert!(r.is_err(), "the acquire should still be waiting");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let status = holder.status().await.unwrap();
+    assert!(status.waiters.is_empty(), "cancelled waiters left the queue: {:?}", status.waiters);
+    // A cancel that races with a grant gives the permit back.
+    let racing = sem.clone();
+    let pending = tokio::spawn(async move { racing.acquire(true, None).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    holder.release(1).await.unwrap();
+    pending.abort();
+    let _ = pending.await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = holder.status().await.unwrap();
+    assert!(status.waiters.is_empty());
+    assert!(
+        status.holders.len() == usize::from(!sem.held().is_empty()),
+        "a permit is held only if the handle knows it: {status:?}"
+    );
+    sem.release_permits(sem.held().iter().map(|p| p.token).collect()).await.unwrap();
+    assert_eq!(holder.value().await.unwrap(), 1);
+    assert!(sem.acquire(false, None).await.unwrap(), "the handle stays usable");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dropping_the_last_handle_gives_its_permits_back() {
+    let server = Server::start(Flavor::Redis);
+    let k = key("drop");
+    let watcher = open(&server, &k, 2).await;
+    {
+        let sem = open(&server, &k, 2).await;
+        assert_eq!(sem.acquire_n(2, false, None).await.unwrap().len(), 2);
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while watcher.value().await.unwrap() != 2 {
+        assert!(Instant::now() < deadline, "permits of a dropped handle were not given back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
