@@ -2,7 +2,7 @@
 -- ARGV 5 is 1 (the caller still wants it), else given back. ARGV 4: waiter id.
 -- Reply: {1, deadline, tokens...} | {0}
 local w = ARGV[4]
-remove_waiter(w)
+if own_waiter(w) then remove_waiter(w) end
 local cap, quarantine = capacity()
 purge()
 local got = settle_grant(w, ARGV[5] == '1')

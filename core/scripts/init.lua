@@ -1,5 +1,5 @@
 -- Creates the semaphore unless it exists; never overwrites another creator's value.
--- Reply: {initial, created 0/1}
+-- ARGV 4: guard a fresh server (1/0). Reply: {initial, created 0/1}
 local expected = {hash = {META, OWNER, WAITERS}, zset = {LEASES, QUEUE}}
 for kind, keys in pairs(expected) do
   for _, key in ipairs(keys) do
@@ -11,6 +11,12 @@ for kind, keys in pairs(expected) do
 end
 local initial = redis.call('HGET', META, 'initial')
 if initial then return {tonumber(initial), 0} end
-redis.call('HSET', META, 'initial', INITIAL, 'capacity', INITIAL, 'token', int(now * 1000),
-  'waiter', 0, 'quarantine', 0)
+-- A new semaphore, or one whose state a restart without persistence wiped: the two look the
+-- same. LASTSAVE is the server's start (or last save) time, in whole seconds: rounded up, if it
+-- is less than a lease ago, permits granted before a restart may still be held, so grant
+-- nothing until they would have ended.
+local started = (tonumber(redis.call('LASTSAVE')) + 1) * 1000
+local quarantine = 0
+if ARGV[4] == '1' and now < started + LEASE then quarantine = started + LEASE end
+create(quarantine)
 return {INITIAL, 1}

@@ -7,7 +7,11 @@ purge()
 serve(cap, quarantine)
 local got = settle_grant(w, true)
 if #got > 0 then return granted(got) end
-if not read_waiter(w) then
+if n > cap then
+  if own_waiter(w) then remove_waiter(w) end
+  return {-1, cap}
+end
+if not own_waiter(w) then
   return enqueue(n, quarantine)
 end
 write_waiter(w, n)

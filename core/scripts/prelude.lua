@@ -22,16 +22,21 @@ local function held_key(holder) return PREFIX .. 'held:' .. holder end
 local function wake_key(w) return PREFIX .. 'wake:' .. w end
 local function grant_key(w) return PREFIX .. 'grant:' .. w end
 
--- Capacity and quarantine end. State that vanished (FLUSHALL, restart without persistence) is
--- recreated, and nothing is granted for one lease so permits held under the old state expire
--- first. Tokens restart from server time x 1000, above any token issued before.
+-- Writes a fresh semaphore. Tokens and waiter ids start from server time x 1000, above any
+-- issued before the state was lost (as long as fewer than 1000 were issued per ms on average).
+local function create(quarantine)
+  redis.call('HSET', META, 'initial', INITIAL, 'capacity', INITIAL, 'token', int(now * 1000),
+    'waiter', int(now * 1000), 'quarantine', quarantine)
+end
+
+-- Capacity and quarantine end. A holder that finds the state gone knows it vanished (FLUSHALL,
+-- restart without persistence): it recreates it and nothing is granted for one lease, so that
+-- permits held under the old state end first.
 local function capacity()
   local meta = redis.call('HMGET', META, 'capacity', 'quarantine')
   if meta[1] then return tonumber(meta[1]), tonumber(meta[2]) end
-  local quarantine = now + LEASE
-  redis.call('HSET', META, 'initial', INITIAL, 'capacity', INITIAL, 'token', int(now * 1000),
-    'waiter', 0, 'quarantine', quarantine)
-  return INITIAL, quarantine
+  create(now + LEASE)
+  return INITIAL, now + LEASE
 end
 
 local function drop_permit(tok)
@@ -74,6 +79,13 @@ local function remove_waiter(id)
   redis.call('HDEL', WAITERS, id)
 end
 
+-- The caller's own queue entry: n, or nil when it is gone (served, dropped, or never ours).
+local function own_waiter(id)
+  local n, _, _, holder = read_waiter(id)
+  if holder == HOLDER then return n end
+  return nil
+end
+
 -- Hands free permits to waiters in arrival order, each woken by a push; returns permits left.
 -- The head blocks those behind it (strict FIFO); a waiter past its heartbeat is dropped.
 local function serve(cap, quarantine)
@@ -83,7 +95,8 @@ local function serve(cap, quarantine)
     local head = redis.call('ZRANGE', QUEUE, 0, 0)[1]
     if not head then break end
     local n, lease, alive, holder = read_waiter(head)
-    if not n or alive <= now then
+    if not n or alive <= now or n > cap then
+      -- gave up, died, or wants more than the semaphore has (it shrank after a loss of state)
       remove_waiter(head)
     elseif n <= free then
       local toks = grant(holder, n, lease, false)
@@ -119,9 +132,13 @@ end
 -- has already expired is given back whole: permits are taken all at once or not at all.
 local function settle_grant(w, keep)
   local toks = redis.call('GET', grant_key(w))
-  redis.call('DEL', grant_key(w), wake_key(w))
   local out, total = {}, 0
   if not toks then return out end
+  local first = string.match(toks, '%S+')
+  if redis.call('HGET', OWNER, first) ~= HOLDER and redis.call('ZSCORE', LEASES, first) then
+    return out -- another holder's grant under a reused id: not ours to touch
+  end
+  redis.call('DEL', grant_key(w), wake_key(w))
   for tok in string.gmatch(toks, '%S+') do
     total = total + 1
     if redis.call('HGET', OWNER, tok) == HOLDER and redis.call('ZSCORE', LEASES, tok) then

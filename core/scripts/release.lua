@@ -6,6 +6,7 @@ local cap, quarantine = capacity()
 purge()
 local used = redis.call('ZCARD', LEASES)
 if ARGV[5] == '1' and n > used then
+  serve(cap, quarantine)
   return {-2, math.max(cap - used, 0), tonumber(redis.call('HGET', META, 'initial'))}
 end
 local own = redis.call('SMEMBERS', HELD)

@@ -109,7 +109,7 @@ type Res<T> = Result<T, wit_types::Error>;
 
 impl GuestSemaphore for Semaphore {
     fn open(c: wit_api::Config) -> Res<(wit_api::Semaphore, wit_api::Opened)> {
-        let config = protocol::Config { key: c.key, value: c.value, bounded: c.bounded, lease_ms: c.lease_ms, holder: c.holder };
+        let config = protocol::Config { key: c.key, value: c.value, bounded: c.bounded, lease_ms: c.lease_ms, holder: c.holder, guard_fresh_server: c.guard_fresh_server };
         let (sem, opened) = protocol::Semaphore::open(HostTransport, config)?;
         let opened = wit_api::Opened { initial: opened.initial, created: opened.created };
         Ok((wit_api::Semaphore::new(Semaphore(sem)), opened))
@@ -128,8 +128,8 @@ impl GuestSemaphore for Semaphore {
         Ok(self.0.release_permits(&tokens)?)
     }
 
-    fn refresh(&self) -> Res<Vec<wit_types::Permit>> {
-        Ok(permits(self.0.refresh()?))
+    fn refresh(&self, tokens: Vec<u64>) -> Res<Vec<wit_types::Permit>> {
+        Ok(permits(self.0.refresh(&tokens)?))
     }
 
     fn permits(&self) -> Res<Vec<wit_types::Permit>> {

@@ -14,6 +14,8 @@ pub struct Config {
     pub bounded: bool,
     pub lease_ms: i64,
     pub holder: String,
+    /// See `guard-fresh-server` in the WIT.
+    pub guard_fresh_server: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +100,8 @@ impl<T: Transport> Semaphore<T> {
             holder: config.holder,
             initial: value,
         };
-        let mut reply = sem.run(&scripts::INIT, &[])?;
+        let guard = u8::from(config.guard_fresh_server).to_string();
+        let mut reply = sem.run(&scripts::INIT, &[guard])?;
         let opened = Opened { initial: reply.u64()?, created: reply.u64()? == 1 };
         sem.initial = opened.initial;
         Ok((sem, opened))
@@ -220,16 +223,22 @@ impl<T: Transport> Semaphore<T> {
 
     /// Releases exactly these permits if this holder still holds them; returns those released.
     pub fn release_permits(&self, tokens: &[u64]) -> Result<Vec<u64>, Error> {
-        if tokens.len() as i64 > validate::MAX_PERMITS_PER_CALL {
-            return Err(Error::invalid("too many tokens in one call"));
-        }
-        let tokens: Vec<String> = tokens.iter().map(u64::to_string).collect();
+        let tokens = Self::token_args(tokens)?;
         self.run(&scripts::RELEASE_PERMITS, &tokens)?.rest_u64()
     }
 
-    /// Extends every live permit of this holder by a lease; an ended lease stays ended.
-    pub fn refresh(&self) -> Result<Vec<Permit>, Error> {
-        let mut reply = self.run(&scripts::REFRESH, &[])?;
+    fn token_args(tokens: &[u64]) -> Result<Vec<String>, Error> {
+        if tokens.len() as i64 > validate::MAX_PERMITS_PER_CALL {
+            return Err(Error::invalid(format!("at most {} tokens per call", validate::MAX_PERMITS_PER_CALL)));
+        }
+        Ok(tokens.iter().map(u64::to_string).collect())
+    }
+
+    /// Extends these permits by a lease if this holder still holds them; an ended lease stays
+    /// ended. Returns the permits still held.
+    pub fn refresh(&self, tokens: &[u64]) -> Result<Vec<Permit>, Error> {
+        let tokens = Self::token_args(tokens)?;
+        let mut reply = self.run(&scripts::REFRESH, &tokens)?;
         let deadline_ms = reply.u64()?;
         let ttl_ms = self.lease_ms;
         Ok(reply.rest_u64()?.into_iter().map(|token| Permit { token, deadline_ms, ttl_ms }).collect())

@@ -51,6 +51,10 @@ pub(crate) fn from_redis(e: &redis::RedisError) -> wit::Error {
     if e.kind() == redis::ErrorKind::AuthenticationFailed {
         return wit::Error::Auth(e.to_string());
     }
+    // An unauthenticated client sending a long command gets a protocol error, not NOAUTH.
+    if e.to_string().contains("unauthenticated") {
+        return wit::Error::Auth(format!("{e} (the server requires a password)"));
+    }
     match e.code() {
         Some("WRONGPASS" | "NOAUTH" | "NOPERM") => wit::Error::Auth(e.to_string()),
         Some("WRONGTYPE") => wit::Error::WrongType(e.to_string()),

@@ -83,9 +83,9 @@ impl Instance {
         flatten(self.guest.pottery_semaphore_api().semaphore().call_release_permits(&mut self.store, self.sem, tokens).await)
     }
 
-    pub(crate) async fn refresh(&mut self) -> Result<Vec<Permit>, Error> {
+    pub(crate) async fn refresh(&mut self, tokens: &[u64]) -> Result<Vec<Permit>, Error> {
         self.begin(None);
-        let r = self.guest.pottery_semaphore_api().semaphore().call_refresh(&mut self.store, self.sem).await;
+        let r = self.guest.pottery_semaphore_api().semaphore().call_refresh(&mut self.store, self.sem, tokens).await;
         Ok(flatten(r)?.into_iter().map(permit).collect())
     }
 

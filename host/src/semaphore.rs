@@ -35,11 +35,15 @@ pub struct Options {
     pub lease: Duration,
     /// Runtime to use; `None` means [`Runtime::global`].
     pub runtime: Option<&'static Runtime>,
+    /// On a server that started less than a lease ago, a semaphore created now grants nothing
+    /// until a lease after that start, in case a restart without persistence wiped permits that
+    /// are still in use. On by default; turn it off only where Redis persists every write.
+    pub guard_fresh_server: bool,
 }
 
 impl Options {
     pub fn new(url: impl Into<String>, key: impl Into<String>) -> Self {
-        Options { url: url.into(), key: key.into(), value: 1, bounded: true, lease: Duration::from_secs(10), runtime: None }
+        Options { url: url.into(), key: key.into(), value: 1, bounded: true, lease: Duration::from_secs(10), runtime: None, guard_fresh_server: true }
     }
 
     pub fn permits(mut self, value: i64) -> Self {
@@ -54,6 +58,11 @@ impl Options {
 
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
+        self
+    }
+
+    pub fn guard_fresh_server(mut self, guard: bool) -> Self {
+        self.guard_fresh_server = guard;
         self
     }
 
@@ -193,7 +202,8 @@ impl Inner {
         if before.is_empty() {
             return Ok(());
         }
-        let alive = self.with_instance(|i| Box::pin(i.refresh())).await?;
+        let tokens = before.clone();
+        let alive = self.with_instance(move |i| Box::pin(async move { i.refresh(&tokens).await })).await?;
         self.reconcile(&before, alive);
         Ok(())
     }
@@ -231,8 +241,14 @@ impl Semaphore {
             None => Runtime::global()?,
         };
         let lease_ms = i64::try_from(options.lease.as_millis()).unwrap_or(i64::MAX);
-        let config =
-            api::Config { key: options.key, value: options.value, bounded: options.bounded, lease_ms, holder: new_holder_id() };
+        let config = api::Config {
+            key: options.key,
+            value: options.value,
+            bounded: options.bounded,
+            lease_ms,
+            holder: new_holder_id(),
+            guard_fresh_server: options.guard_fresh_server,
+        };
         let url = options.url;
         rt.run(async move {
             let conns = Connections::for_url(&url)?;

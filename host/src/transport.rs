@@ -68,17 +68,19 @@ impl Connections {
         Ok(conn)
     }
 
-    /// Runs `cmd` on the shared connection, dropping it after a connection failure so the next
-    /// call reconnects (Redis restarted, network blip).
+    /// Runs `cmd` on the shared connection. After a connection failure (Redis restarted, network
+    /// blip) it reconnects and tries once more. A script that did run before the failure may so
+    /// run twice: that can only grant permits the caller never learns of, which expire unrefreshed.
     pub(crate) async fn query(&self, cmd: &redis::Cmd) -> redis::RedisResult<Value> {
         let mut conn = self.shared().await?;
-        let result = cmd.query_async(&mut conn).await;
-        if let Err(e) = &result
-            && (e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_unrecoverable_error())
-        {
-            *self.shared.lock().await = None;
+        match cmd.query_async(&mut conn).await {
+            Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() => {
+                *self.shared.lock().await = None;
+                let mut conn = self.shared().await?;
+                cmd.query_async(&mut conn).await
+            }
+            other => other,
         }
-        result
     }
 
     async fn blocking_pop(&self, key: &str, timeout_ms: u64, cancel: Option<&CancelFlag>) -> Result<Option<String>, WitError> {

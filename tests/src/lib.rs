@@ -89,6 +89,12 @@ impl Server {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Options for a semaphore on this server. The servers of the tests are seconds old, so the
+    /// fresh-server guard (tested on its own) is off.
+    pub fn options(&self, key: &str) -> pottery_semaphore_host::Options {
+        pottery_semaphore_host::Options::new(self.url(), key).guard_fresh_server(false)
+    }
+
     pub fn client(&self) -> redis::Client {
         redis::Client::open(self.url()).expect("client")
     }

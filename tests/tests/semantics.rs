@@ -3,11 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use pottery_semaphore_host::{Error, Options, Semaphore};
+use pottery_semaphore_host::{Error, Semaphore};
 use pottery_semaphore_tests::{key, Flavor, Server};
 
 async fn open(server: &Server, key: &str, permits: i64) -> Semaphore {
-    Semaphore::open(Options::new(server.url(), key).permits(permits)).await.expect("open")
+    Semaphore::open(server.options(&key).permits(permits)).await.expect("open")
 }
 
 fn servers() -> Vec<Server> {
@@ -143,7 +143,7 @@ async fn bounded_release_beyond_initial_value_is_a_typed_error_and_changes_nothi
 async fn unbounded_release_beyond_use_raises_capacity() {
     for server in servers() {
         let sem =
-            Semaphore::open(Options::new(server.url(), key("unbounded")).permits(1).bounded(false)).await.unwrap();
+            Semaphore::open(server.options(&key("unbounded")).permits(1).bounded(false)).await.unwrap();
         sem.release(2).await.unwrap();
         assert_eq!(sem.value().await.unwrap(), 3);
         assert_eq!(sem.initial_value().await.unwrap(), 1, "the initial value stays what it was");
@@ -174,7 +174,7 @@ async fn fencing_tokens_increase_across_holders_and_grants() {
 #[tokio::test(flavor = "multi_thread")]
 async fn permit_inspection_and_lease_refresh() {
     let server = Server::start(Flavor::Redis);
-    let sem = Semaphore::open(Options::new(server.url(), key("inspect")).permits(2).lease(Duration::from_millis(600)))
+    let sem = Semaphore::open(server.options(&key("inspect")).permits(2).lease(Duration::from_millis(600)))
         .await
         .unwrap();
     let got = sem.acquire_n(1, false, None).await.unwrap();

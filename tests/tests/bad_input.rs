@@ -1,0 +1,136 @@
+//! Bad input and hostile environments: each gives a typed error, never a panic, never a leaked permit.
+
+use std::time::{Duration, Instant};
+
+use pottery_semaphore_host::{Error, Options, Semaphore};
+use pottery_semaphore_tests::{free_port, key, Flavor, Server};
+
+async fn open(url: String, key: &str, permits: i64) -> Result<Semaphore, Error> {
+    Semaphore::open(Options::new(url, key).permits(permits).guard_fresh_server(false)).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_arguments_are_invalid_argument_errors() {
+    let server = Server::start(Flavor::Redis);
+    let invalid = |r: Result<Semaphore, Error>| matches!(r, Err(Error::InvalidArgument(_)));
+    assert_eq!(
+        open(server.url(), "k", -1).await.unwrap_err(),
+        Error::InvalidArgument("Semaphore value must be non-negative".into())
+    );
+    assert!(invalid(open(server.url(), "", 1).await), "empty key");
+    assert!(invalid(open(server.url(), &"k".repeat(1 << 20), 1).await), "1 MiB key");
+    assert!(invalid(Semaphore::open(Options::new(server.url(), "k").lease(Duration::ZERO)).await), "zero lease");
+    assert!(invalid(open("not a url".into(), "k", 1).await), "bad URL");
+
+    let sem = open(server.url(), &key("args"), 2).await.unwrap();
+    for (n, blocking, timeout) in [
+        (0, true, None),
+        (-1, true, None),
+        (3, true, None), // more than the capacity
+        (1, true, Some(f64::NAN)),
+        (1, true, Some(-0.5)),
+        (1, true, Some(f64::NEG_INFINITY)),
+        (1, false, Some(1.0)), // a timeout on a non-blocking call
+        (i64::MAX, true, None),
+    ] {
+        let r = sem.acquire_n(n, blocking, timeout).await;
+        assert!(matches!(r, Err(Error::InvalidArgument(_))), "acquire({n}, {blocking}, {timeout:?}) gave {r:?}");
+    }
+    assert!(matches!(sem.release(0).await, Err(Error::InvalidArgument(m)) if m == "n must be >= 1"));
+    assert!(matches!(sem.release(i64::MIN).await, Err(Error::InvalidArgument(_))));
+    assert_eq!(sem.value().await.unwrap(), 2, "nothing leaked");
+    assert!(sem.acquire_n(1, true, Some(f64::INFINITY)).await.unwrap().len() == 1, "+inf waits forever, and succeeds here");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn zero_value_is_a_semaphore_with_no_permits() {
+    let server = Server::start(Flavor::Redis);
+    let sem = open(server.url(), &key("zero"), 0).await.unwrap();
+    assert!(sem.locked().await.unwrap());
+    assert!(matches!(sem.acquire(false, None).await, Err(Error::InvalidArgument(_))), "n exceeds capacity 0");
+    assert!(matches!(sem.release(1).await, Err(Error::Bounded { current: 0, initial: 0, .. })));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_holding_another_type_are_wrong_type_errors() {
+    let server = Server::start(Flavor::Redis);
+    let mut conn = server.connection();
+    for part in ["meta", "leases", "queue"] {
+        let k = key("wrongtype");
+        let _: () = redis::cmd("SET").arg(format!("pottery-semaphore:{{{k}}}:{part}")).arg("x").query(&mut conn).unwrap();
+        let r = open(server.url(), &k, 1).await;
+        assert!(matches!(r, Err(Error::WrongType(_))), "{part}: {r:?}");
+    }
+    // A key turned into another type after opening.
+    let k = key("wrongtype-later");
+    let sem = open(server.url(), &k, 1).await.unwrap();
+    let _: () = redis::cmd("DEL").arg(format!("pottery-semaphore:{{{k}}}:leases")).query(&mut conn).unwrap();
+    let _: () = redis::cmd("SET").arg(format!("pottery-semaphore:{{{k}}}:leases")).arg("x").query(&mut conn).unwrap();
+    assert!(matches!(sem.acquire(false, None).await, Err(Error::WrongType(_))));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_redis_at_open_is_a_typed_error() {
+    let started = Instant::now();
+    let r = open(format!("redis://127.0.0.1:{}", free_port()), "k", 1).await;
+    assert!(matches!(r, Err(Error::Unreachable(_))), "{r:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_dying_mid_wait_ends_the_wait_with_a_typed_error() {
+    let mut server = Server::start(Flavor::Redis);
+    let k = key("midwait");
+    let holder = open(server.url(), &k, 1).await.unwrap();
+    assert!(holder.acquire(false, None).await.unwrap());
+    let waiter = open(server.url(), &k, 1).await.unwrap();
+    let pending = tokio::spawn(async move { waiter.acquire(true, Some(Duration::from_secs(30))).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let killed = Instant::now();
+    server.kill();
+    let r = pending.await.unwrap();
+    assert!(matches!(r, Err(Error::Unreachable(_))), "{r:?}");
+    assert!(killed.elapsed() < Duration::from_secs(5), "the waiter noticed only after {:?}", killed.elapsed());
+    assert!(matches!(holder.value().await, Err(Error::Unreachable(_))));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_password_is_an_auth_error_and_acl_users_work() {
+    let server = Server::start_with(Flavor::Redis, &["--requirepass", "s3cret"]);
+    let url = |auth: &str| format!("redis://{auth}@127.0.0.1:{}", server.port);
+    let r = open(url(":wrong"), &key("auth"), 1).await;
+    assert!(matches!(r, Err(Error::Auth(_))), "{r:?}");
+    let r = open(server.url(), &key("noauth"), 1).await;
+    assert!(matches!(r, Err(Error::Auth(_))), "no password: {r:?}");
+    let sem = open(url(":s3cret"), &key("auth"), 1).await.unwrap();
+    assert!(sem.acquire(false, None).await.unwrap());
+
+    // An ACL user with a password, limited to the semaphore's keys.
+    let mut admin = redis::Client::open(url(":s3cret")).unwrap().get_connection().unwrap();
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "app", "on", ">apppass", "~pottery-semaphore:*", "+@all"])
+        .query(&mut admin)
+        .unwrap();
+    let sem = open(url("app:apppass"), &key("acl"), 2).await.unwrap();
+    assert_eq!(sem.acquire_n(2, false, None).await.unwrap().len(), 2);
+    let r = open(url("app:nope"), &key("acl"), 2).await;
+    assert!(matches!(r, Err(Error::Auth(_))), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unix_socket_urls_work() {
+    let dir = std::env::temp_dir().join(format!("pottery-semaphore-sock-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("redis.sock");
+    let socket_arg = socket.display().to_string();
+    let _server = Server::start_with(Flavor::Redis, &["--unixsocket", &socket_arg, "--unixsocketperm", "700"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "no socket");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let sem = open(format!("unix://{socket_arg}"), &key("unix"), 1).await.unwrap();
+    assert!(sem.acquire(false, None).await.unwrap());
+    sem.release(1).await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,175 @@
+//! Several processes on one semaphore: the safety bound checked by an independent oracle,
+//! crashed holders, and Redis restarts.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pottery_semaphore_host::{Options, Semaphore};
+use pottery_semaphore_tests::{key, Flavor, Server};
+
+const WORKER: &str = env!("CARGO_BIN_EXE_worker");
+
+fn spawn_worker(args: &[&str]) -> (Child, BufReader<ChildStdout>) {
+    let mut child = Command::new(WORKER).args(args).stdout(Stdio::piped()).spawn().expect("worker");
+    let out = BufReader::new(child.stdout.take().expect("stdout"));
+    (child, out)
+}
+
+fn line(out: &mut BufReader<ChildStdout>) -> String {
+    let mut s = String::new();
+    out.read_line(&mut s).expect("read");
+    s.trim().to_string()
+}
+
+#[test]
+fn many_processes_never_exceed_the_permits() {
+    for flavor in Flavor::all() {
+        let server = Server::start(flavor);
+        let oracle = Server::start(Flavor::Redis);
+        let k = key("safety");
+        let (permits, processes, tasks, cycles) = ("3", 4, "8", "150");
+        let workers: Vec<_> = (0..processes)
+            .map(|_| spawn_worker(&["stress", &server.url(), &k, permits, &oracle.url(), tasks, cycles]))
+            .collect();
+        let mut total = 0;
+        let mut max_seen = 0;
+        for (mut child, mut out) in workers {
+            let done = line(&mut out);
+            assert!(child.wait().expect("wait").success(), "worker failed: {done}");
+            let parts: Vec<u64> = done.strip_prefix("done ").expect(&done).split(' ').map(|n| n.parse().unwrap()).collect();
+            total += parts[0];
+            max_seen = max_seen.max(parts[1]);
+        }
+        let mut conn = oracle.connection();
+        let violations: Option<u64> = redis::cmd("GET").arg(format!("{k}:violations")).query(&mut conn).unwrap();
+        println!("{flavor:?}: {total} cycles by {processes} processes x {tasks} threads, max concurrent holders {max_seen}");
+        assert_eq!(total, 4 * 8 * 150);
+        assert_eq!(violations, None, "the oracle saw more than {permits} holders");
+        assert!(max_seen <= 3 && max_seen >= 2, "max holders seen {max_seen}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_holder_frees_its_permit_within_the_lease() {
+    let server = Server::start(Flavor::Redis);
+    let k = key("crash");
+    let lease = Duration::from_millis(1500);
+    let (mut child, mut out) = spawn_worker(&["hold", &server.url(), &k, "1", &lease.as_millis().to_string()]);
+    assert!(line(&mut out).starts_with("held "));
+    let sem = Semaphore::open(server.options(&k).permits(1)).await.unwrap();
+    // The living holder keeps its lease alive well past one lease.
+    tokio::time::sleep(lease * 2).await;
+    assert!(!sem.acquire(false, None).await.unwrap(), "a live holder keeps its permit");
+    child.kill().expect("SIGKILL");
+    child.wait().unwrap();
+    let killed = Instant::now();
+    assert!(sem.acquire(true, Some(lease * 3)).await.unwrap());
+    let took = killed.elapsed();
+    println!("permit back {took:?} after SIGKILL (lease {lease:?})");
+    assert!(took <= lease + Duration::from_millis(300), "permit came back after {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_process_waiting_is_woken_by_another_process_release() {
+    let server = Server::start(Flavor::Redis);
+    let k = key("xproc");
+    let holder = Semaphore::open(server.options(&k).permits(1)).await.unwrap();
+    assert!(holder.acquire(false, None).await.unwrap());
+    let (mut child, mut out) = spawn_worker(&["wait", &server.url(), &k, "1", "10"]);
+    assert_eq!(line(&mut out), "waiting");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while holder.status().await.unwrap().waiters.is_empty() {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    holder.release(1).await.unwrap();
+    let got = line(&mut out);
+    assert!(got.starts_with("acquired "), "{got}");
+    assert!(child.wait().unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_waiter_that_dies_leaves_the_queue_within_its_lease() {
+    let server = Server::start(Flavor::Redis);
+    let k = key("deadwaiter");
+    let holder = Semaphore::open(server.options(&k).permits(1)).await.unwrap();
+    assert!(holder.acquire(false, None).await.unwrap());
+    let (mut dead, mut out) = spawn_worker(&["wait", &server.url(), &k, "1", "60"]);
+    assert_eq!(line(&mut out), "waiting");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(holder.status().await.unwrap().waiters.len(), 1);
+    dead.kill().unwrap();
+    dead.wait().unwrap();
+    // A live waiter behind the dead one.
+    let behind = Semaphore::open(server.options(&k).permits(1)).await.unwrap();
+    let b = behind.clone();
+    let pending = tokio::spawn(async move { b.acquire(true, Some(Duration::from_secs(30))).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    holder.release(1).await.unwrap();
+    // The dead waiter's heartbeat (10 s lease) ends; then the permit goes to the live one.
+    let started = Instant::now();
+    assert!(pending.await.unwrap().unwrap());
+    println!("live waiter served {:?} after the release", started.elapsed());
+    assert!(started.elapsed() <= Duration::from_millis(10_500));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restart_with_persistence_keeps_holders() {
+    let mut server = Server::start_with(Flavor::Redis, &["--appendonly", "yes", "--appendfsync", "always"]);
+    let k = key("aof");
+    let holder = Semaphore::open(server.options(&k).permits(1)).await.unwrap();
+    let token = holder.acquire_n(1, false, None).await.unwrap()[0].token;
+    server.restart();
+    let other = Semaphore::open(server.options(&k).permits(1)).await.unwrap();
+    assert!(!other.acquire(false, None).await.unwrap(), "the permit survived the restart");
+    holder.refresh().await.unwrap();
+    assert!(holder.take_lost().is_empty());
+    holder.release(1).await.unwrap();
+    let next = other.acquire_n(1, false, None).await.unwrap();
+    assert!(next[0].token > token);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn state_lost_in_a_restart_is_quarantined_for_a_lease_and_reported() {
+    let mut server = Server::start(Flavor::Redis);
+    let k = key("wiped");
+    let lease = Duration::from_millis(800);
+    let holder = Semaphore::open(server.options(&k).permits(1).lease(lease)).await.unwrap();
+    let token = holder.acquire_n(1, false, None).await.unwrap()[0].token;
+    let other = Semaphore::open(server.options(&k).permits(1).lease(lease)).await.unwrap();
+    server.restart(); // no persistence: every key is gone
+    let wiped = Instant::now();
+    // A handle that knew the semaphore recreates it, but grants nothing while the old holder's
+    // lease could still be running.
+    assert!(!other.acquire(false, None).await.unwrap(), "granted during quarantine");
+    holder.refresh().await.unwrap();
+    assert_eq!(holder.take_lost().iter().map(|p| p.token).collect::<Vec<_>>(), vec![token]);
+    let got = other.acquire_n(1, true, Some(5.0)).await.unwrap();
+    assert!(wiped.elapsed() >= lease - Duration::from_millis(50), "quarantine ended after {:?}", wiped.elapsed());
+    assert!(got[0].token > token, "fencing tokens stay above those issued before the restart");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_opener_right_after_a_restart_waits_out_the_old_leases() {
+    let mut server = Server::start(Flavor::Redis);
+    let k = key("fresh");
+    let lease = Duration::from_millis(1500);
+    let old = Semaphore::open(server.options(&k).permits(1).lease(lease)).await.unwrap();
+    assert!(old.acquire(false, None).await.unwrap());
+    server.restart();
+    let restarted = Instant::now();
+    // A process that never saw the semaphore cannot tell it was wiped; the default guard holds
+    // back grants until a lease after the server started.
+    let newcomer = Semaphore::open(Options::new(server.url(), &k).permits(1).lease(lease)).await.unwrap();
+    assert!(newcomer.created());
+    assert!(!newcomer.acquire(false, None).await.unwrap(), "granted while the old lease may run");
+    assert!(newcomer.acquire(true, Some(Duration::from_secs(5))).await.unwrap());
+    let waited = restarted.elapsed();
+    assert!(waited >= lease - Duration::from_millis(50), "granted {waited:?} after the restart");
+    assert!(waited < lease + Duration::from_millis(1300), "granted only {waited:?} after the restart");
+    // Opting out (for servers that persist every write) grants at once.
+    let k2 = key("fresh-optout");
+    let eager = Semaphore::open(server.options(&k2).permits(1).lease(Duration::from_secs(30))).await.unwrap();
+    assert!(eager.acquire(false, None).await.unwrap());
+}
