@@ -56,13 +56,14 @@ impl Server {
         Server::start_with(flavor, &[])
     }
 
-    /// Starts a server with extra `--option value` arguments (e.g. `--requirepass`).
+    /// Starts a server with extra `--option value` arguments (e.g. `--requirepass`); `{port}` in
+    /// them stands for the server's port (e.g. `--port 0 --tls-port {port}` for TLS only).
     pub fn start_with(flavor: Flavor, extra: &[&str]) -> Server {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("pottery-semaphore-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let mut server =
-            Server { flavor, port, child: None, dir, extra: extra.iter().map(|s| s.to_string()).collect() };
+        let extra = extra.iter().map(|s| s.replace("{port}", &port.to_string())).collect();
+        let mut server = Server { flavor, port, child: None, dir, extra };
         server.spawn();
         server
     }

@@ -134,3 +134,35 @@ async fn unix_socket_urls_work() {
     sem.release(1).await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_urls_work() {
+    // A throwaway CA-less self-signed certificate; the client skips verification (`#insecure`).
+    let dir = std::env::temp_dir().join(format!("pottery-semaphore-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, keyfile) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
+        .arg("-keyout")
+        .arg(&keyfile)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl (installed by .ci/run)");
+    assert!(made.success());
+    let (cert, keyfile) = (cert.display().to_string(), keyfile.display().to_string());
+    let server = Server::start_with(
+        Flavor::Redis,
+        &["--port", "0", "--tls-port", "{port}", "--tls-cert-file", &cert, "--tls-key-file", &keyfile, "--tls-auth-clients", "no"],
+    );
+    let url = format!("rediss://127.0.0.1:{}/#insecure", server.port);
+    let sem = open(url.clone(), &key("tls"), 1).await.expect("open over TLS");
+    // Plain text to the TLS port does not get through.
+    assert!(open(server.url(), &key("plain"), 1).await.is_err());
+    assert!(sem.acquire(false, None).await.unwrap());
+    assert!(!sem.acquire(false, None).await.unwrap());
+    sem.release(1).await.unwrap();
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

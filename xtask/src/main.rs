@@ -32,7 +32,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("component") => component(),
-        Some("test") => component().and_then(|()| cargo(&["test", "--workspace", "--release"])),
+        Some("test") => component().and_then(|()| cargo(&["test", "--workspace"])),
         Some("demo") => component().and_then(|()| cargo(&["run", "--release", "-p", "pottery-semaphore-tests", "--bin", "demo"])),
         Some("bench") => component().and_then(|()| cargo(&["bench", "-p", "pottery-semaphore-tests", "--bench", "semaphore"])),
         _ => Err(usage().to_string()),
