@@ -227,3 +227,41 @@ impl TransportHost for HostState {
         self.started_at.elapsed().as_nanos() as u64
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pottery_semaphore_core::scripts::{ACQUIRE, INIT};
+
+    fn state() -> HostState {
+        // Nothing listens on port 1: every check below must refuse before any I/O.
+        let conns = Connections::for_url("redis://127.0.0.1:1").expect("url");
+        HostState::new(conns, "mine", 1 << 20)
+    }
+
+    fn forbidden<T: std::fmt::Debug>(r: Result<T, WitError>) -> bool {
+        matches!(r, Err(WitError::Forbidden(_)))
+    }
+
+    #[tokio::test]
+    async fn the_guest_reaches_only_its_own_keys_through_known_scripts() {
+        let mut s = state();
+        let own = Keys::new("mine").script_keys("h");
+        let foreign = Keys::new("other").script_keys("h");
+        let sha = ACQUIRE.sha1().to_string();
+        assert!(forbidden(s.eval(0, sha.clone(), ACQUIRE.source.into(), foreign, vec![]).await));
+        assert!(forbidden(s.eval(0, sha.clone(), ACQUIRE.source.into(), vec!["plain-key".into()], vec![]).await));
+        // A script of the guest's own, even under a known script's SHA.
+        let evil = "return redis.call('FLUSHALL')".to_string();
+        assert!(forbidden(s.eval(0, sha1_of(&evil), evil.clone(), own.clone(), vec![]).await));
+        assert!(forbidden(s.eval(0, sha, evil, own.clone(), vec![]).await));
+        assert!(forbidden(s.eval(1, INIT.sha1().into(), INIT.source.into(), own, vec![]).await), "only master 0");
+        assert!(forbidden(s.command(0, "DEL".into(), Keys::new("mine").meta(), vec![]).await), "writes are not allowed");
+        assert!(forbidden(s.command(0, "HGET".into(), Keys::new("other").meta(), vec![]).await));
+        assert!(forbidden(s.blocking_pop(0, "pottery-semaphore:{other}:wake:1".into(), 10).await));
+    }
+
+    fn sha1_of(s: &str) -> String {
+        sha1_smol::Sha1::from(s).digest().to_string()
+    }
+}
