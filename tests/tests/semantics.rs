@@ -7,7 +7,7 @@ use pottery_semaphore_host::{Error, Semaphore};
 use pottery_semaphore_tests::{key, Flavor, Server};
 
 async fn open(server: &Server, key: &str, permits: i64) -> Semaphore {
-    Semaphore::open(server.options(&key).permits(permits)).await.expect("open")
+    Semaphore::open(server.options(key).permits(permits)).await.expect("open")
 }
 
 fn servers() -> Vec<Server> {
