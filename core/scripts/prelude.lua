@@ -95,9 +95,8 @@ local function serve(cap, quarantine)
     local head = redis.call('ZRANGE', QUEUE, 0, 0)[1]
     if not head then break end
     local n, lease, alive, holder = read_waiter(head)
-    if not n or alive <= now or n > cap then
-      -- gave up, died, or wants more than the semaphore has (it shrank after a loss of state)
-      remove_waiter(head)
+    if not n or alive <= now then
+      remove_waiter(head) -- gave up or died
     elseif n <= free then
       local toks = grant(holder, n, lease, false)
       redis.call('SET', grant_key(head), table.concat(toks, ' '), 'PX', lease)

@@ -130,7 +130,7 @@ impl<T: Transport> Semaphore<T> {
         let timeout_ms = validate::timeout(blocking, timeout)?;
         let started = self.transport.monotonic_now_ns();
         let waits = blocking && timeout_ms != Some(0);
-        let first = self.run(&scripts::ACQUIRE, &[n.to_string(), u8::from(waits).to_string()])?;
+        let first = self.run(&scripts::ACQUIRE, &[n.to_string(), u8::from(waits).to_string(), self.bounded_arg()])?;
         match self.step(first)? {
             Step::Granted(permits) => Ok(permits),
             Step::Unavailable => Ok(Vec::new()),
@@ -169,13 +169,17 @@ impl<T: Transport> Semaphore<T> {
                     return Err(err);
                 }
             }
-            let reply = self.run(&scripts::POLL, &[waiter.to_string(), n.to_string()])?;
+            let reply = self.run(&scripts::POLL, &[waiter.to_string(), n.to_string(), self.bounded_arg()])?;
             match self.step(reply)? {
                 Step::Granted(permits) => return Ok(permits),
                 Step::Queued { waiter: w, wait_ms: ms } => (waiter, wait_ms) = (w, ms),
                 Step::Unavailable => return Err(Error::protocol("poll answered unavailable")),
             }
         }
+    }
+
+    fn bounded_arg(&self) -> String {
+        u8::from(self.bounded).to_string()
     }
 
     fn leave_queue(&self, waiter: u64, keep_grant: bool) -> Result<Vec<Permit>, Error> {
@@ -199,7 +203,10 @@ impl<T: Transport> Semaphore<T> {
             }
             0 => Ok(Step::Unavailable),
             2 => Ok(Step::Queued { waiter: reply.u64()?, wait_ms: reply.u64()? }),
-            -1 => Err(Error::invalid(format!("n exceeds the semaphore's capacity of {}", reply.u64()?))),
+            -1 => Err(Error::invalid(format!(
+                "n exceeds the capacity ({}) of a bounded semaphore: a blocking acquire could never succeed",
+                reply.u64()?
+            ))),
             other => Err(Error::protocol(format!("unknown acquire status {other}"))),
         }
     }
@@ -209,7 +216,7 @@ impl<T: Transport> Semaphore<T> {
     /// initial value and changes nothing; an unbounded one grows.
     pub fn release(&self, n: i64) -> Result<Released, Error> {
         let n = validate::count(n)?;
-        let mut reply = self.run(&scripts::RELEASE, &[n.to_string(), u8::from(self.bounded).to_string()])?;
+        let mut reply = self.run(&scripts::RELEASE, &[n.to_string(), self.bounded_arg()])?;
         match reply.i64()? {
             1 => {
                 let others = reply.u64()? as u32;

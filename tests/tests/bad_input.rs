@@ -26,7 +26,7 @@ async fn bad_arguments_are_invalid_argument_errors() {
     for (n, blocking, timeout) in [
         (0, true, None),
         (-1, true, None),
-        (3, true, None), // more than the capacity
+        (3, true, None), // more than the capacity of a bounded semaphore
         (1, true, Some(f64::NAN)),
         (1, true, Some(-0.5)),
         (1, true, Some(f64::NEG_INFINITY)),
@@ -47,8 +47,23 @@ async fn zero_value_is_a_semaphore_with_no_permits() {
     let server = Server::start(Flavor::Redis);
     let sem = open(server.url(), &key("zero"), 0).await.unwrap();
     assert!(sem.locked().await.unwrap());
-    assert!(matches!(sem.acquire(false, None).await, Err(Error::InvalidArgument(_))), "n exceeds capacity 0");
+    assert!(!sem.acquire(false, None).await.unwrap(), "non-blocking: simply not acquired");
+    // Blocking on a bounded semaphore that can never have a permit is an error, not a hang.
+    assert!(matches!(sem.acquire(true, None).await, Err(Error::InvalidArgument(m)) if m.contains("capacity")));
     assert!(matches!(sem.release(1).await, Err(Error::Bounded { current: 0, initial: 0, .. })));
+    assert!(sem.status().await.unwrap().waiters.is_empty());
+
+    // An unbounded one can grow: a blocked acquire is served by the release that grows it.
+    let k = key("zero-unbounded");
+    let grow = Semaphore::open(server.options(&k).permits(0).bounded(false)).await.unwrap();
+    let waiter = grow.clone();
+    let pending = tokio::spawn(async move { waiter.acquire_n(2, true, Some(5.0)).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    grow.release(1).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!pending.is_finished(), "one permit is not enough for a request of two");
+    grow.release(1).await.unwrap();
+    assert_eq!(pending.await.unwrap().unwrap().len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]

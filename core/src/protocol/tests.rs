@@ -66,7 +66,7 @@ fn uncontended_acquire_is_one_script() {
     fake.replies.borrow_mut().push_back(ints(&[1, 5000, 41, 42]));
     let permits = sem.acquire(2, true, None).expect("acquire");
     assert_eq!(permits.iter().map(|p| p.token).collect::<Vec<_>>(), vec![41, 42]);
-    assert_eq!(*fake.calls.borrow(), vec![eval("acquire.lua", &["2", "1"])]);
+    assert_eq!(*fake.calls.borrow(), vec![eval("acquire.lua", &["2", "1", "1"])]);
 }
 
 #[test]
@@ -76,7 +76,7 @@ fn non_blocking_and_zero_timeout_never_queue() {
     fake.replies.borrow_mut().extend([ints(&[0]), ints(&[0])]);
     assert!(sem.acquire(1, false, None).expect("acquire").is_empty());
     assert!(sem.acquire(1, true, Some(0.0)).expect("acquire").is_empty());
-    assert_eq!(*fake.calls.borrow(), vec![eval("acquire.lua", &["1", "0"]), eval("acquire.lua", &["1", "0"])]);
+    assert_eq!(*fake.calls.borrow(), vec![eval("acquire.lua", &["1", "0", "1"]), eval("acquire.lua", &["1", "0", "1"])]);
 }
 
 #[test]
@@ -90,7 +90,7 @@ fn waiter_sleeps_on_its_wake_key_and_claims_on_push() {
     let calls = fake.calls.borrow();
     // The pop is capped by the heartbeat (lease / 3), not by the 60 s hint.
     assert_eq!(calls[1], Call::Pop("pottery-semaphore:{k}:wake:7".into(), 1000));
-    assert_eq!(calls[2], eval("poll.lua", &["7", "1"]));
+    assert_eq!(calls[2], eval("poll.lua", &["7", "1", "1"]));
 }
 
 #[test]
