@@ -1,5 +1,6 @@
 -- Creates the semaphore unless it exists; never overwrites another creator's value.
--- ARGV 4: guard a fresh server (1/0). Reply: {initial, created 0/1}
+-- ARGV 4: guard a fresh server (1/0), 5: create when missing (1/0).
+-- Reply: {initial, created 0/1} | {-1} missing and not to be created
 local expected = {hash = {META, OWNER, WAITERS}, zset = {LEASES, QUEUE}}
 for kind, keys in pairs(expected) do
   for _, key in ipairs(keys) do
@@ -11,6 +12,7 @@ for kind, keys in pairs(expected) do
 end
 local initial = redis.call('HGET', META, 'initial')
 if initial then return {tonumber(initial), 0} end
+if ARGV[5] ~= '1' then return {-1} end
 -- A new semaphore, or one whose state a restart without persistence wiped: the two look the
 -- same. LASTSAVE is the server's start (or last save) time, in whole seconds: rounded up, if it
 -- is less than a lease ago, permits granted before a restart may still be held, so grant

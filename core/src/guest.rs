@@ -109,7 +109,15 @@ type Res<T> = Result<T, wit_types::Error>;
 
 impl GuestSemaphore for Semaphore {
     fn open(c: wit_api::Config) -> Res<(wit_api::Semaphore, wit_api::Opened)> {
-        let config = protocol::Config { key: c.key, value: c.value, bounded: c.bounded, lease_ms: c.lease_ms, holder: c.holder, guard_fresh_server: c.guard_fresh_server };
+        let config = protocol::Config {
+            key: c.key,
+            value: c.value,
+            bounded: c.bounded,
+            lease_ms: c.lease_ms,
+            holder: c.holder,
+            guard_fresh_server: c.guard_fresh_server,
+            create: c.create,
+        };
         let (sem, opened) = protocol::Semaphore::open(HostTransport, config)?;
         let opened = wit_api::Opened { initial: opened.initial, created: opened.created };
         Ok((wit_api::Semaphore::new(Semaphore(sem)), opened))
@@ -146,6 +154,14 @@ impl GuestSemaphore for Semaphore {
 
     fn locked(&self) -> Res<bool> {
         Ok(self.0.locked()?)
+    }
+
+    fn set_permits(&self, value: i64) -> Res<u64> {
+        Ok(self.0.set_permits(value)?)
+    }
+
+    fn add_permits(&self, delta: i64) -> Res<u64> {
+        Ok(self.0.add_permits(delta)?)
     }
 
     fn status(&self) -> Res<wit_api::Status> {

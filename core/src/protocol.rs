@@ -16,6 +16,8 @@ pub struct Config {
     pub holder: String,
     /// See `guard-fresh-server` in the WIT.
     pub guard_fresh_server: bool,
+    /// Create the semaphore when it does not exist (false: opening a missing one is an error).
+    pub create: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,9 +102,13 @@ impl<T: Transport> Semaphore<T> {
             holder: config.holder,
             initial: value,
         };
-        let guard = u8::from(config.guard_fresh_server).to_string();
-        let mut reply = sem.run(&scripts::INIT, &[guard])?;
-        let opened = Opened { initial: reply.u64()?, created: reply.u64()? == 1 };
+        let flags = [u8::from(config.guard_fresh_server).to_string(), u8::from(config.create).to_string()];
+        let mut reply = sem.run(&scripts::INIT, &flags)?;
+        let initial = reply.i64()?;
+        if initial < 0 {
+            return Err(Error::invalid(format!("no semaphore named {:?} exists", sem.key)));
+        }
+        let opened = Opened { initial: initial as u64, created: reply.u64()? == 1 };
         sem.initial = opened.initial;
         Ok((sem, opened))
     }
@@ -282,6 +288,34 @@ impl<T: Transport> Semaphore<T> {
 
     pub fn locked(&self) -> Result<bool, Error> {
         Ok(self.value()? == 0)
+    }
+
+    /// Sets the number of permits (operators). Permits in use are never taken away: below them,
+    /// nothing is granted until enough are released. Returns the new capacity.
+    pub fn set_permits(&self, value: i64) -> Result<u64, Error> {
+        let value = validate::value(value)?;
+        self.change_capacity("set", value as i64)
+    }
+
+    /// Adds `delta` permits (negative removes); the result may not go below zero.
+    pub fn add_permits(&self, delta: i64) -> Result<u64, Error> {
+        if delta.abs() > validate::MAX_VALUE {
+            return Err(Error::invalid(format!("delta must be within ±{}", validate::MAX_VALUE)));
+        }
+        self.change_capacity("add", delta)
+    }
+
+    fn change_capacity(&self, mode: &str, amount: i64) -> Result<u64, Error> {
+        let args = [mode.to_string(), amount.to_string(), validate::MAX_VALUE.to_string()];
+        let mut reply = self.run(&scripts::SET_CAPACITY, &args)?;
+        match reply.i64()? {
+            -1 => Err(Error::invalid(format!(
+                "the number of permits must stay between 0 and {} (it is {})",
+                validate::MAX_VALUE,
+                reply.u64()?
+            ))),
+            _initial => reply.u64(),
+        }
     }
 
     pub fn status(&self) -> Result<Status, Error> {

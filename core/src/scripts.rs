@@ -37,9 +37,21 @@ script!(REFRESH, "refresh.lua");
 script!(PERMITS, "permits.lua");
 script!(VALUE, "value.lua");
 script!(STATUS, "status.lua");
+script!(SET_CAPACITY, "set_capacity.lua");
 
-pub static ALL: [&Script; 10] =
-    [&INIT, &ACQUIRE, &POLL, &CANCEL, &RELEASE, &RELEASE_PERMITS, &REFRESH, &PERMITS, &VALUE, &STATUS];
+pub static ALL: [&Script; 11] = [
+    &INIT,
+    &ACQUIRE,
+    &POLL,
+    &CANCEL,
+    &RELEASE,
+    &RELEASE_PERMITS,
+    &REFRESH,
+    &PERMITS,
+    &VALUE,
+    &STATUS,
+    &SET_CAPACITY,
+];
 
 /// The protocol script with this SHA-1, if any.
 pub fn by_sha1(sha1: &str) -> Option<&'static Script> {

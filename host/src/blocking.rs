@@ -87,6 +87,14 @@ impl BlockingSemaphore {
         block_on(self.inner.status())
     }
 
+    pub fn set_permits(&self, value: i64) -> Result<u64, Error> {
+        block_on(self.inner.set_permits(value))
+    }
+
+    pub fn add_permits(&self, delta: i64) -> Result<u64, Error> {
+        block_on(self.inner.add_permits(delta))
+    }
+
     pub fn refresh(&self) -> Result<(), Error> {
         block_on(self.inner.refresh())
     }

@@ -110,6 +110,16 @@ impl Instance {
         flatten(self.guest.pottery_semaphore_api().semaphore().call_locked(&mut self.store, self.sem).await)
     }
 
+    pub(crate) async fn set_permits(&mut self, value: i64) -> Result<u64, Error> {
+        self.begin(None);
+        flatten(self.guest.pottery_semaphore_api().semaphore().call_set_permits(&mut self.store, self.sem, value).await)
+    }
+
+    pub(crate) async fn add_permits(&mut self, delta: i64) -> Result<u64, Error> {
+        self.begin(None);
+        flatten(self.guest.pottery_semaphore_api().semaphore().call_add_permits(&mut self.store, self.sem, delta).await)
+    }
+
     pub(crate) async fn status(&mut self) -> Result<Status, Error> {
         self.begin(None);
         let s = flatten(self.guest.pottery_semaphore_api().semaphore().call_status(&mut self.store, self.sem).await)?;

@@ -39,11 +39,14 @@ pub struct Options {
     /// until a lease after that start, in case a restart without persistence wiped permits that
     /// are still in use. On by default; turn it off only where Redis persists every write.
     pub guard_fresh_server: bool,
+    /// Create the semaphore if it does not exist (the default); when false, opening a missing
+    /// one is an `InvalidArgument` error (for tools that only inspect).
+    pub create: bool,
 }
 
 impl Options {
     pub fn new(url: impl Into<String>, key: impl Into<String>) -> Self {
-        Options { url: url.into(), key: key.into(), value: 1, bounded: true, lease: Duration::from_secs(10), runtime: None, guard_fresh_server: true }
+        Options { url: url.into(), key: key.into(), value: 1, bounded: true, lease: Duration::from_secs(10), runtime: None, guard_fresh_server: true, create: true }
     }
 
     pub fn permits(mut self, value: i64) -> Self {
@@ -63,6 +66,11 @@ impl Options {
 
     pub fn guard_fresh_server(mut self, guard: bool) -> Self {
         self.guard_fresh_server = guard;
+        self
+    }
+
+    pub fn create(mut self, create: bool) -> Self {
+        self.create = create;
         self
     }
 
@@ -248,6 +256,7 @@ impl Semaphore {
             lease_ms,
             holder: new_holder_id(),
             guard_fresh_server: options.guard_fresh_server,
+            create: options.create,
         };
         let url = options.url;
         rt.run(async move {
@@ -350,6 +359,17 @@ impl Semaphore {
     /// Capacity, availability, every holder and the queue of waiters.
     pub async fn status(&self) -> Result<Status, Error> {
         self.run(|i| Box::pin(i.status())).await
+    }
+
+    /// Operators: sets the number of permits (and the initial value). Permits in use are never
+    /// taken away; below them nothing is granted until enough are released.
+    pub async fn set_permits(&self, value: i64) -> Result<u64, Error> {
+        self.run(move |i| Box::pin(i.set_permits(value))).await
+    }
+
+    /// Operators: adds permits (a negative delta removes them); returns the new number.
+    pub async fn add_permits(&self, delta: i64) -> Result<u64, Error> {
+        self.run(move |i| Box::pin(i.add_permits(delta))).await
     }
 
     /// Extends the leases of held permits now (the background refresher does this every third

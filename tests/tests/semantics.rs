@@ -363,3 +363,44 @@ async fn dropping_the_last_handle_gives_its_permits_back() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operators_change_the_number_of_permits_without_taking_any_away() {
+    let server = Server::start(Flavor::Redis);
+    let k = key("operators");
+    let sem = open(&server, &k, 2).await;
+    assert_eq!(sem.acquire_n(2, false, None).await.unwrap().len(), 2);
+    // A waiter for one more is served as soon as an operator adds a permit.
+    let waiter = open(&server, &k, 2).await;
+    let w = waiter.clone();
+    let pending = tokio::spawn(async move { w.acquire(true, Some(Duration::from_secs(5))).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(sem.add_permits(1).await.unwrap(), 3);
+    assert!(pending.await.unwrap().unwrap());
+    assert_eq!(sem.initial_value().await.unwrap(), 3);
+    // Lowering below the permits in use takes nothing away; nothing is granted until below it.
+    assert_eq!(sem.set_permits(1).await.unwrap(), 1);
+    assert_eq!(sem.value().await.unwrap(), 0);
+    assert!(!waiter.acquire(false, None).await.unwrap());
+    sem.release(2).await.unwrap();
+    assert_eq!(sem.value().await.unwrap(), 0, "the waiter's permit still fills the one left");
+    waiter.release(1).await.unwrap();
+    assert_eq!(sem.value().await.unwrap(), 1);
+    assert!(matches!(sem.add_permits(-2).await, Err(Error::InvalidArgument(_))));
+    assert!(matches!(sem.set_permits(-1).await, Err(Error::InvalidArgument(_))));
+    assert_eq!(sem.status().await.unwrap().capacity, 1, "a refused change changes nothing");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn inspecting_tools_do_not_create_semaphores() {
+    let server = Server::start(Flavor::Redis);
+    let k = key("inspect-only");
+    let r = Semaphore::open(server.options(&k).create(false)).await;
+    assert!(matches!(r, Err(Error::InvalidArgument(m)) if m.contains("no semaphore")));
+    let mut conn = server.connection();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+    open(&server, &k, 4).await;
+    let viewer = Semaphore::open(server.options(&k).create(false)).await.unwrap();
+    assert_eq!(viewer.status().await.unwrap().capacity, 4);
+}

@@ -48,7 +48,7 @@ impl Transport for &Fake {
 
 fn open(fake: &Fake) -> Semaphore<&Fake> {
     fake.replies.borrow_mut().push_back(ints(&[3, 1]));
-    let config = Config { key: "k".into(), value: 3, bounded: true, lease_ms: 3000, holder: "h".into(), guard_fresh_server: true };
+    let config = Config { key: "k".into(), value: 3, bounded: true, lease_ms: 3000, holder: "h".into(), guard_fresh_server: true, create: true };
     let (sem, opened) = Semaphore::open(fake, config).expect("open");
     assert_eq!(opened, Opened { initial: 3, created: true });
     fake.calls.borrow_mut().clear();
@@ -138,10 +138,10 @@ fn bad_arguments_fail_before_any_io() {
     assert_eq!(sem.release(0), Err(Error::InvalidArgument("n must be >= 1".into())));
     assert!(fake.calls.borrow().is_empty());
     for config in [
-        Config { key: String::new(), value: 1, bounded: true, lease_ms: 1000, holder: "h".into(), guard_fresh_server: true },
-        Config { key: "k".into(), value: -1, bounded: true, lease_ms: 1000, holder: "h".into(), guard_fresh_server: true },
-        Config { key: "k".into(), value: 1, bounded: true, lease_ms: 0, holder: "h".into(), guard_fresh_server: true },
-        Config { key: "k".repeat(1 << 20), value: 1, bounded: true, lease_ms: 1000, holder: "h".into(), guard_fresh_server: true },
+        Config { key: String::new(), value: 1, bounded: true, lease_ms: 1000, holder: "h".into(), guard_fresh_server: true, create: true },
+        Config { key: "k".into(), value: -1, bounded: true, lease_ms: 1000, holder: "h".into(), guard_fresh_server: true, create: true },
+        Config { key: "k".into(), value: 1, bounded: true, lease_ms: 0, holder: "h".into(), guard_fresh_server: true, create: true },
+        Config { key: "k".repeat(1 << 20), value: 1, bounded: true, lease_ms: 1000, holder: "h".into(), guard_fresh_server: true, create: true },
     ] {
         assert!(matches!(Semaphore::open(&fake, config), Err(Error::InvalidArgument(_))));
     }
