@@ -32,7 +32,10 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("component") => component(),
-        Some("test") => component().and_then(|()| cargo(&["test", "--workspace"])),
+        // The CLI tests run the host's binary, which `cargo test` alone does not build.
+        Some("test") => component()
+            .and_then(|()| cargo(&["build", "-p", "pottery-semaphore-host", "--bins"]))
+            .and_then(|()| cargo(&["test", "--workspace"])),
         Some("demo") => component().and_then(|()| cargo(&["run", "--release", "-p", "pottery-semaphore-tests", "--bin", "demo"])),
         Some("bench") => component().and_then(|()| cargo(&["bench", "-p", "pottery-semaphore-tests", "--bench", "semaphore"])),
         _ => Err(usage().to_string()),

@@ -1,0 +1,98 @@
+//! The `pottery-semaphore` command line, run as a user would against a real redis-server.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use pottery_semaphore_tests::{key, Flavor, Server};
+
+/// target/<profile>/pottery-semaphore, next to this test's own deps/ directory.
+fn cli() -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    let bin = exe.parent().and_then(|deps| deps.parent()).expect("target dir").join("pottery-semaphore");
+    assert!(bin.exists(), "{} is missing: build it with `cargo build -p pottery-semaphore-host --bins` (cargo xtask test does)", bin.display());
+    bin
+}
+
+fn run(server: &Server, args: &[&str]) -> Output {
+    Command::new(cli()).env("REDIS_URL", server.url()).args(args).output().expect("run the CLI")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The test servers are seconds old: a long-lived semaphore created by the harness avoids the
+/// fresh-server guard (tested elsewhere).
+fn create(server: &Server, key: &str, permits: i64) -> pottery_semaphore_host::BlockingSemaphore {
+    pottery_semaphore_host::BlockingSemaphore::open(server.options(key).permits(permits)).expect("open")
+}
+
+#[test]
+fn run_passes_the_exit_status_and_the_fencing_token() {
+    let server = Server::start(Flavor::Redis);
+    let k = key("cli-run");
+    let _sem = create(&server, &k, 2);
+    let out = run(&server, &["run", "--key", &k, "--", "sh", "-c", "echo token=$POTTERY_SEMAPHORE_TOKEN; exit 7"]);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("token=1"), "{}", text(&out.stdout));
+    let out = run(&server, &["status", "--key", &k, "--json"]);
+    assert!(text(&out.stdout).contains(r#""available":2"#), "the permit was released: {}", text(&out.stdout));
+}
+
+#[test]
+fn run_times_out_with_a_distinct_status_and_status_lists_holders() {
+    let server = Server::start(Flavor::Redis);
+    let k = key("cli-timeout");
+    let sem = create(&server, &k, 1);
+    assert!(sem.acquire(false, None).unwrap());
+    let started = Instant::now();
+    let out = run(&server, &["run", "--key", &k, "--timeout", "0.3", "--", "true"]);
+    assert_eq!(out.status.code(), Some(75));
+    assert!(text(&out.stderr).contains("timed out"), "{}", text(&out.stderr));
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let out = run(&server, &["status", "--key", &k, "--json"]);
+    let json = text(&out.stdout);
+    assert!(json.contains(&format!(r#""holder":"{}""#, sem.as_async().holder_id())), "{json}");
+    assert!(json.contains(r#""waiters":[]"#), "the timed-out waiter left the queue: {json}");
+    let out = run(&server, &["status", "--key", &k]);
+    assert!(text(&out.stdout).contains("0 of 1 permits available"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn signals_reach_the_command_and_its_status_comes_back() {
+    let server = Server::start(Flavor::Redis);
+    let k = key("cli-signal");
+    let _sem = create(&server, &k, 1);
+    let mut child = Command::new(cli())
+        .env("REDIS_URL", server.url())
+        .args(["run", "--key", &k, "--", "sleep", "30"])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_millis(500));
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+    let code = child.wait().expect("wait").code();
+    assert_eq!(code, Some(128 + 15), "sleep was terminated by the forwarded SIGTERM");
+    let out = run(&server, &["status", "--key", &k, "--json"]);
+    assert!(text(&out.stdout).contains(r#""available":1"#), "released after the signal: {}", text(&out.stdout));
+}
+
+#[test]
+fn operators_set_and_add_permits_and_errors_say_what_to_do() {
+    let server = Server::start(Flavor::Redis);
+    let k = key("cli-ops");
+    let out = run(&server, &["status", "--key", &k]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(text(&out.stderr).contains("no semaphore"), "{}", text(&out.stderr));
+    let out = run(&server, &["set-permits", "--key", &k, "4"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(&server, &["add-permits", "--key", &k, "-1"]);
+    assert_eq!(text(&out.stdout).trim(), format!("{k}: 3 permits"));
+    let out = Command::new(cli()).args(["--redis", "redis://127.0.0.1:1", "status", "--key", "x"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(69));
+    assert!(text(&out.stderr).contains("is Redis running"), "{}", text(&out.stderr));
+    let out = run(&server, &["frobnicate"]);
+    assert_eq!(out.status.code(), Some(64));
+}
