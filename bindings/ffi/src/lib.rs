@@ -1,0 +1,264 @@
+//! UniFFI layer over `pottery-semaphore-host`: the native library of the Python package.
+//!
+//! Blocking methods run on the calling thread (foreign callers release their interpreter lock for
+//! the call); the `*_async` twins return futures that need no particular executor, since the host
+//! does the work on its own runtime.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pottery_semaphore_host as host;
+
+uniffi::setup_scaffolding!();
+
+/// Errors of the semaphore, case for case as the host reports them.
+#[derive(Debug, thiserror::Error, uniffi::Error)]
+pub enum SemaphoreError {
+    #[error("invalid argument: {message}")]
+    InvalidArgument { message: String },
+    #[error("cannot release: semaphore {key:?} would exceed its initial value {initial} ({current} available)")]
+    Bounded { key: String, current: u64, initial: u64 },
+    #[error("wrong type: {message}")]
+    WrongType { message: String },
+    #[error("Redis is unreachable: {message}")]
+    Unreachable { message: String },
+    #[error("Redis refused the credentials: {message}")]
+    Auth { message: String },
+    #[error("cancelled")]
+    Cancelled,
+    #[error("forbidden by the host sandbox: {message}")]
+    Forbidden { message: String },
+    #[error("Redis error: {message}")]
+    Redis { message: String },
+    #[error("the protocol component failed: {message}")]
+    Guest { message: String },
+    #[error("runtime error: {message}")]
+    Runtime { message: String },
+}
+
+impl From<host::Error> for SemaphoreError {
+    fn from(e: host::Error) -> Self {
+        use host::Error as E;
+        match e {
+            E::InvalidArgument(message) => Self::InvalidArgument { message },
+            E::Bounded { key, current, initial } => Self::Bounded { key, current, initial },
+            E::WrongType(message) => Self::WrongType { message },
+            E::Unreachable(message) => Self::Unreachable { message },
+            E::Auth(message) => Self::Auth { message },
+            E::Cancelled => Self::Cancelled,
+            E::Forbidden(message) => Self::Forbidden { message },
+            E::Redis(message) => Self::Redis { message },
+            E::Guest(message) => Self::Guest { message },
+            E::Runtime(message) => Self::Runtime { message },
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, SemaphoreError>;
+
+/// A held permit: its token, lease deadline (Redis time, ms since the epoch) and time left.
+#[derive(Debug, Clone, Copy, uniffi::Record)]
+pub struct Permit {
+    pub token: u64,
+    pub deadline_ms: u64,
+    pub ttl_ms: u64,
+}
+
+impl From<host::Permit> for Permit {
+    fn from(p: host::Permit) -> Self {
+        Permit { token: p.token, deadline_ms: p.deadline_ms, ttl_ms: p.ttl_ms }
+    }
+}
+
+/// A permit held by any holder, as `status` lists it.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct HolderInfo {
+    pub token: u64,
+    pub holder: String,
+    pub ttl_ms: u64,
+}
+
+/// A queued acquire, as `status` lists it.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct WaiterInfo {
+    pub id: u64,
+    pub n: u32,
+    pub holder: String,
+}
+
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct SemaphoreStatus {
+    pub initial: u64,
+    pub capacity: u64,
+    pub available: u64,
+    pub holders: Vec<HolderInfo>,
+    pub waiters: Vec<WaiterInfo>,
+}
+
+impl From<host::Status> for SemaphoreStatus {
+    fn from(s: host::Status) -> Self {
+        SemaphoreStatus {
+            initial: s.initial,
+            capacity: s.capacity,
+            available: s.available,
+            holders: s.holders.into_iter().map(|h| HolderInfo { token: h.token, holder: h.holder, ttl_ms: h.ttl_ms }).collect(),
+            waiters: s.waiters.into_iter().map(|w| WaiterInfo { id: w.id, n: w.n, holder: w.holder }).collect(),
+        }
+    }
+}
+
+/// What to open; the defaults are the host's (`Options::new`).
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct SemaphoreOptions {
+    pub url: String,
+    pub key: String,
+    #[uniffi(default = 1)]
+    pub value: i64,
+    #[uniffi(default = true)]
+    pub bounded: bool,
+    #[uniffi(default = 10000)]
+    pub lease_ms: u64,
+    #[uniffi(default = true)]
+    pub guard_fresh_server: bool,
+    /// When false, opening a semaphore that does not exist fails instead of creating it.
+    #[uniffi(default = true)]
+    pub create: bool,
+}
+
+impl From<SemaphoreOptions> for host::Options {
+    fn from(o: SemaphoreOptions) -> Self {
+        host::Options::new(o.url, o.key)
+            .permits(o.value)
+            .bounded(o.bounded)
+            .lease(Duration::from_millis(o.lease_ms))
+            .guard_fresh_server(o.guard_fresh_server)
+            .create(o.create)
+    }
+}
+
+fn permits(v: Vec<host::Permit>) -> Vec<Permit> {
+    v.into_iter().map(Permit::from).collect()
+}
+
+/// A distributed counting semaphore handle; share it across threads freely.
+#[derive(Debug, uniffi::Object)]
+pub struct Semaphore {
+    inner: host::BlockingSemaphore,
+}
+
+impl Semaphore {
+    fn r#async(&self) -> &host::Semaphore {
+        self.inner.as_async()
+    }
+}
+
+#[uniffi::export]
+impl Semaphore {
+    /// Connects and creates the semaphore in Redis unless it exists.
+    #[uniffi::constructor]
+    pub fn open(options: SemaphoreOptions) -> Result<Arc<Self>> {
+        Ok(Arc::new(Semaphore { inner: host::BlockingSemaphore::open(options.into())? }))
+    }
+
+    #[uniffi::constructor]
+    pub async fn open_async(options: SemaphoreOptions) -> Result<Arc<Self>> {
+        let sem = host::Semaphore::open(options.into()).await?;
+        Ok(Arc::new(Semaphore { inner: sem.into() }))
+    }
+
+    /// Takes `n` permits at once or none; `timeout_s = None` waits forever. Empty means not acquired.
+    pub fn acquire(&self, n: i64, blocking: bool, timeout_s: Option<f64>) -> Result<Vec<Permit>> {
+        Ok(permits(self.inner.acquire_n(n, blocking, timeout_s)?))
+    }
+
+    pub fn release(&self, n: i64) -> Result<()> {
+        Ok(self.inner.release(n)?)
+    }
+
+    /// Releases exactly these permits of this handle; returns the tokens it still held.
+    pub fn release_permits(&self, tokens: Vec<u64>) -> Result<Vec<u64>> {
+        Ok(self.inner.release_permits(tokens)?)
+    }
+
+    pub fn value(&self) -> Result<u64> {
+        Ok(self.inner.value()?)
+    }
+
+    pub fn initial_value(&self) -> Result<u64> {
+        Ok(self.inner.initial_value()?)
+    }
+
+    pub fn locked(&self) -> Result<bool> {
+        Ok(self.inner.locked()?)
+    }
+
+    pub fn permits(&self) -> Result<Vec<Permit>> {
+        Ok(permits(self.inner.permits()?))
+    }
+
+    pub fn status(&self) -> Result<SemaphoreStatus> {
+        Ok(self.inner.status()?.into())
+    }
+
+    /// Operators: sets the number of permits; permits in use are never taken away.
+    pub fn set_permits(&self, value: i64) -> Result<u64> {
+        Ok(self.inner.set_permits(value)?)
+    }
+
+    /// Operators: adds permits (negative removes); returns the new number.
+    pub fn add_permits(&self, delta: i64) -> Result<u64> {
+        Ok(self.inner.add_permits(delta)?)
+    }
+
+    pub fn refresh(&self) -> Result<()> {
+        Ok(self.inner.refresh()?)
+    }
+
+    pub fn held(&self) -> Vec<Permit> {
+        permits(self.inner.held())
+    }
+
+    pub fn take_lost(&self) -> Vec<Permit> {
+        permits(self.inner.take_lost())
+    }
+
+    pub fn key(&self) -> String {
+        self.r#async().key().to_owned()
+    }
+
+    pub fn holder_id(&self) -> String {
+        self.r#async().holder_id().to_owned()
+    }
+
+    pub fn lease_ms(&self) -> u64 {
+        u64::try_from(self.r#async().lease().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    pub async fn acquire_async(&self, n: i64, blocking: bool, timeout_s: Option<f64>) -> Result<Vec<Permit>> {
+        Ok(permits(self.r#async().acquire_n(n, blocking, timeout_s).await?))
+    }
+
+    pub async fn release_async(&self, n: i64) -> Result<()> {
+        Ok(self.r#async().release(n).await?)
+    }
+
+    pub async fn value_async(&self) -> Result<u64> {
+        Ok(self.r#async().value().await?)
+    }
+
+    pub async fn initial_value_async(&self) -> Result<u64> {
+        Ok(self.r#async().initial_value().await?)
+    }
+
+    pub async fn locked_async(&self) -> Result<bool> {
+        Ok(self.r#async().locked().await?)
+    }
+
+    pub async fn status_async(&self) -> Result<SemaphoreStatus> {
+        Ok(self.r#async().status().await?.into())
+    }
+
+    pub async fn permits_async(&self) -> Result<Vec<Permit>> {
+        Ok(permits(self.r#async().permits().await?))
+    }
+}
