@@ -3,7 +3,7 @@
 //! and a small tokio runtime that drives every guest call and Redis connection.
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -60,10 +60,20 @@ impl std::fmt::Debug for Runtime {
 }
 
 impl Runtime {
-    /// The process-wide runtime with default options, started on first use.
+    /// The process-wide runtime with default options, started on first use. A child made by
+    /// `fork()` inherits none of the parent's threads, so it gets a runtime of its own.
     pub fn global() -> Result<&'static Runtime, Error> {
-        static GLOBAL: OnceLock<Result<Runtime, Error>> = OnceLock::new();
-        GLOBAL.get_or_init(|| Runtime::new(EngineOptions::default())).as_ref().map_err(Clone::clone)
+        static GLOBAL: Mutex<Option<(u32, &'static Runtime)>> = Mutex::new(None);
+        let mut global = GLOBAL.lock().unwrap_or_else(|e| e.into_inner());
+        let pid = std::process::id();
+        match *global {
+            Some((owner, rt)) if owner == pid => Ok(rt),
+            _ => {
+                let rt: &'static Runtime = Box::leak(Box::new(Runtime::new(EngineOptions::default())?));
+                *global = Some((pid, rt));
+                Ok(rt)
+            }
+        }
     }
 
     /// A separate runtime; most programs want [`Runtime::global`]. Leak it or keep it for the

@@ -41,13 +41,16 @@ impl Connections {
         static BY_URL: Mutex<Option<HashMap<String, Weak<Connections>>>> = Mutex::new(None);
         let mut map = BY_URL.lock().unwrap_or_else(|e| e.into_inner());
         let map = map.get_or_insert_with(HashMap::new);
-        if let Some(existing) = map.get(url).and_then(Weak::upgrade) {
+        // Connections are driven by the threads of the process that opened them: after fork(),
+        // the child opens its own.
+        let id = format!("{} {url}", std::process::id());
+        if let Some(existing) = map.get(&id).and_then(Weak::upgrade) {
             return Ok(existing);
         }
         let client = redis::Client::open(url).map_err(|e| WitError::InvalidArgument(format!("bad Redis URL: {e}")))?;
         let conns = Arc::new(Connections { client, shared: tokio::sync::Mutex::new(None), idle_pops: Mutex::new(Vec::new()) });
         map.retain(|_, w| w.strong_count() > 0);
-        map.insert(url.to_string(), Arc::downgrade(&conns));
+        map.insert(id, Arc::downgrade(&conns));
         Ok(conns)
     }
 
