@@ -1,1 +1,368 @@
-fn main() {}
+//! What the semaphore costs, printed as one Markdown table; asserts nothing.
+//!
+//! `cargo bench -p pottery-semaphore-tests --bench semaphore`
+//! (`BENCH_ITERS` = timed cycles per latency row, default 2000; `BENCH_SECONDS` = length of the
+//! contended run, default 6). Rows a–c are timed interleaved, in rounds, so that drift of a
+//! shared machine's speed shows in all of them alike. Every semaphore is opened with the
+//! fresh-server guard off, like the tests' (`Server::options`): the server is seconds old, and
+//! the guard would grant nothing.
+
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+use pottery_semaphore_core::{Config, Semaphore as NativeSemaphore};
+use pottery_semaphore_host::BlockingSemaphore;
+use pottery_semaphore_tests::native::NativeTransport;
+use pottery_semaphore_tests::{Flavor, Server, key, percentile};
+
+const WARMUP: usize = 200;
+const ROUNDS: usize = 10;
+const WORKERS: usize = 8;
+const CONTENDED_PERMITS: u32 = 2;
+const HOLD: Duration = Duration::from_millis(10);
+const TIMEOUT: Duration = Duration::from_millis(100);
+const TIMEOUT_RUNS: usize = 20;
+const WAKE_RUNS: usize = 50;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Stats {
+    mean: Duration,
+    p50: Duration,
+    p99: Duration,
+}
+
+fn stats(mut samples: Vec<Duration>) -> Stats {
+    samples.sort();
+    let mean = samples.iter().sum::<Duration>() / samples.len().max(1) as u32;
+    Stats { mean, p50: percentile(&samples, 0.50), p99: percentile(&samples, 0.99) }
+}
+
+/// Times each op `iters` times, interleaved in `ROUNDS` rounds so that a machine whose speed
+/// drifts (a shared VM) slows them all alike.
+fn measure_interleaved(iters: usize, ops: &mut [&mut dyn FnMut()]) -> Vec<Stats> {
+    let mut samples = vec![Vec::with_capacity(iters); ops.len()];
+    for round in 0..ROUNDS {
+        let n = iters / ROUNDS + usize::from(round < iters % ROUNDS);
+        for (op, out) in ops.iter_mut().zip(&mut samples) {
+            for _ in 0..n {
+                let t = Instant::now();
+                op();
+                out.push(t.elapsed());
+            }
+        }
+    }
+    samples.into_iter().map(stats).collect()
+}
+
+/// Warms `op` up with `WARMUP` calls; returns the server-side µs per script they took.
+fn warm_up(server: &Server, op: &mut dyn FnMut()) -> f64 {
+    op(); // the first call may load its scripts
+    server_us_per_script(server);
+    for _ in 0..WARMUP {
+        op();
+    }
+    server_us_per_script(server)
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn fmt(d: Duration) -> String {
+    if d < Duration::from_millis(1) { format!("{:.1} µs", us(d)) } else { format!("{:.2} ms", d.as_secs_f64() * 1e3) }
+}
+
+fn fmt_stats(s: Stats) -> String {
+    format!("mean {}, p50 {}, p99 {}", fmt(s.mean), fmt(s.p50), fmt(s.p99))
+}
+
+/// Server-side µs per EVALSHA/EVAL since the last call (from `INFO commandstats`), then resets the stats.
+fn server_us_per_script(server: &Server) -> f64 {
+    let mut conn = server.connection();
+    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut conn).expect("INFO");
+    let (mut calls, mut usec) = (0.0, 0.0);
+    for line in info.lines().filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:")) {
+        for field in line.split([':', ',']) {
+            match field.split_once('=') {
+                Some(("calls", v)) => calls += v.parse::<f64>().unwrap_or(0.0),
+                Some(("usec", v)) => usec += v.parse::<f64>().unwrap_or(0.0),
+                _ => {}
+            }
+        }
+    }
+    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut conn).expect("CONFIG RESETSTAT");
+    if calls > 0.0 { usec / calls } else { 0.0 }
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "missed" }
+}
+
+/// a. EVALSHA of `return 1` on an async multiplexed connection of a current-thread runtime.
+fn raw_evalsha(server: &Server) -> impl FnMut() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let mut conn = rt.block_on(server.client().get_multiplexed_async_connection()).expect("connection");
+    let sha: String =
+        rt.block_on(redis::cmd("SCRIPT").arg("LOAD").arg("return 1").query_async(&mut conn)).expect("SCRIPT LOAD");
+    let mut evalsha = redis::cmd("EVALSHA");
+    evalsha.arg(sha).arg(0);
+    move || {
+        rt.block_on(evalsha.query_async::<i64>(&mut conn)).expect("EVALSHA");
+    }
+}
+
+/// a'. The same EVALSHA spawned onto a 2-worker multi-thread runtime while the calling thread
+/// waits, as `BlockingSemaphore` does: what the thread hand-offs alone cost.
+fn raw_evalsha_handoff(server: &Server) -> impl FnMut() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
+    let mut conn = rt.block_on(server.client().get_multiplexed_async_connection()).expect("connection");
+    let sha: String =
+        rt.block_on(redis::cmd("SCRIPT").arg("LOAD").arg("return 1").query_async(&mut conn)).expect("SCRIPT LOAD");
+    move || {
+        let (mut conn, sha) = (conn.clone(), sha.clone());
+        let task = rt.spawn(async move { redis::cmd("EVALSHA").arg(sha).arg(0).query_async::<i64>(&mut conn).await });
+        rt.block_on(task).expect("task").expect("EVALSHA");
+    }
+}
+
+/// b. Uncontended acquire + release through the component.
+fn component_cycle(server: &Server) -> impl FnMut() {
+    let sem = BlockingSemaphore::open(server.options(&key("bench-component")).permits(1)).expect("open");
+    move || {
+        let granted = sem.acquire(true, None).expect("acquire");
+        assert!(granted, "an uncontended acquire was not granted");
+        sem.release(1).expect("release");
+    }
+}
+
+/// c. The same cycle with the protocol compiled natively.
+fn native_cycle(server: &Server) -> impl FnMut() {
+    let transport = NativeTransport::connect(&server.url()).expect("connect");
+    let config = Config {
+        key: key("bench-native"),
+        value: 1,
+        bounded: true,
+        lease_ms: 10_000,
+        holder: "bench-native-holder".into(),
+        // As `Server::options`: the server is seconds old and this guard would grant nothing yet.
+        guard_fresh_server: false,
+        create: true,
+    };
+    let (sem, _) = NativeSemaphore::open(transport, config).expect("open");
+    move || {
+        let permits = sem.acquire(1, true, None).expect("acquire");
+        assert!(!permits.is_empty(), "an uncontended acquire was not granted");
+        sem.release(1).expect("release");
+    }
+}
+
+struct Contended {
+    utilisation: f64,
+    acquisitions: usize,
+    wait: Stats,
+}
+
+/// d. `WORKERS` threads, each with its own handle, cycling acquire / hold / release on
+/// `CONTENDED_PERMITS` permits for `run` wall time.
+fn contended(server: &Server, run: Duration) -> Contended {
+    let name = key("bench-contended");
+    let handles: Vec<BlockingSemaphore> = (0..WORKERS)
+        .map(|_| BlockingSemaphore::open(server.options(&name).permits(i64::from(CONTENDED_PERMITS))).expect("open"))
+        .collect();
+    let barrier = Arc::new(Barrier::new(WORKERS + 1));
+    let results = Arc::new(Mutex::new((Duration::ZERO, Vec::new())));
+    let workers: Vec<_> = handles
+        .into_iter()
+        .map(|sem| {
+            let (barrier, results) = (barrier.clone(), results.clone());
+            std::thread::spawn(move || {
+                let mut held = Duration::ZERO;
+                let mut waits = Vec::new();
+                barrier.wait();
+                let deadline = Instant::now() + run;
+                while Instant::now() < deadline {
+                    let asked = Instant::now();
+                    let granted = sem.acquire(true, None).expect("acquire");
+                    let got = Instant::now();
+                    assert!(granted, "a blocking acquire without time-out returned false");
+                    waits.push(got - asked);
+                    std::thread::sleep(HOLD);
+                    held += got.elapsed();
+                    sem.release(1).expect("release");
+                }
+                let mut results = results.lock().expect("results");
+                results.0 += held;
+                results.1.extend(waits);
+            })
+        })
+        .collect();
+    barrier.wait();
+    let started = Instant::now();
+    for w in workers {
+        w.join().expect("worker");
+    }
+    let wall = started.elapsed();
+    let (held, waits) = std::mem::take(&mut *results.lock().expect("results"));
+    Contended {
+        utilisation: held.as_secs_f64() / (f64::from(CONTENDED_PERMITS) * wall.as_secs_f64()) * 100.0,
+        acquisitions: waits.len(),
+        wait: stats(waits),
+    }
+}
+
+/// e. acquire with a `TIMEOUT` on a permit another handle holds: how long past the time-out it returns.
+fn timeout_overshoot(server: &Server) -> (Duration, Duration) {
+    let name = key("bench-timeout");
+    let holder = BlockingSemaphore::open(server.options(&name).permits(1)).expect("open");
+    let waiter = BlockingSemaphore::open(server.options(&name).permits(1)).expect("open");
+    assert!(holder.acquire(false, None).expect("acquire"), "the only permit was not free");
+    let overshoots: Vec<Duration> = (0..TIMEOUT_RUNS)
+        .map(|_| {
+            let t = Instant::now();
+            let granted = waiter.acquire(true, Some(TIMEOUT)).expect("acquire");
+            let elapsed = t.elapsed();
+            assert!(!granted, "acquired a permit that another handle holds");
+            elapsed.saturating_sub(TIMEOUT)
+        })
+        .collect();
+    holder.release(1).expect("release");
+    let mean = overshoots.iter().sum::<Duration>() / TIMEOUT_RUNS as u32;
+    (mean, overshoots.into_iter().max().unwrap_or_default())
+}
+
+/// f. From `release()` returning in one thread to a blocked `acquire()` returning in another.
+fn wake_latency(server: &Server) -> Stats {
+    let name = key("bench-wake");
+    let releaser = BlockingSemaphore::open(server.options(&name).permits(1)).expect("open");
+    let waiter = BlockingSemaphore::open(server.options(&name).permits(1)).expect("open");
+    let samples = (0..WAKE_RUNS)
+        .map(|_| {
+            assert!(releaser.acquire(true, None).expect("acquire"), "the releaser got no permit");
+            std::thread::scope(|s| {
+                let blocked = s.spawn(|| {
+                    assert!(waiter.acquire(true, None).expect("acquire"), "the waiter got no permit");
+                    let woke = Instant::now();
+                    waiter.release(1).expect("release");
+                    woke
+                });
+                // Release only once the waiter is queued in Redis.
+                while releaser.status().expect("status").waiters.is_empty() {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                releaser.release(1).expect("release");
+                let released = Instant::now();
+                blocked.join().expect("waiter").saturating_duration_since(released)
+            })
+        })
+        .collect();
+    stats(samples)
+}
+
+fn main() {
+    let iters: usize = env_or("BENCH_ITERS", 2000);
+    let seconds: f64 = env_or("BENCH_SECONDS", 6.0);
+    let server = Server::start(Flavor::Redis);
+    eprintln!(
+        "redis-server on {}; {iters} timed cycles after {WARMUP} warm-up; contended run {seconds} s",
+        server.url()
+    );
+
+    let (mut raw, mut handoff) = (raw_evalsha(&server), raw_evalsha_handoff(&server));
+    let (mut component, mut native) = (component_cycle(&server), native_cycle(&server));
+    let raw_server_us = warm_up(&server, &mut raw);
+    warm_up(&server, &mut handoff);
+    let component_server_us = warm_up(&server, &mut component);
+    let native_server_us = warm_up(&server, &mut native);
+    let [raw, handoff, component, native] =
+        measure_interleaved(iters, &mut [&mut raw, &mut handoff, &mut component, &mut native])[..]
+    else {
+        unreachable!("one Stats per op")
+    };
+    let contended = contended(&server, Duration::from_secs_f64(seconds));
+    let (overshoot_mean, overshoot_max) = timeout_overshoot(&server);
+    let wake = wake_latency(&server);
+
+    let baseline = raw.mean * 2;
+    let ratio = component.mean.as_secs_f64() / baseline.as_secs_f64();
+    let ratio_p50 = component.p50.as_secs_f64() / (raw.p50 * 2).as_secs_f64();
+    let native_ratio = native.mean.as_secs_f64() / baseline.as_secs_f64();
+    let overhead_us = (us(component.mean) - us(native.mean)) / 2.0;
+    let overhead_p50_us = (us(component.p50) - us(native.p50)) / 2.0;
+
+    let rows: Vec<[String; 4]> = vec![
+        [
+            "a. raw EVALSHA (`return 1`), per call".into(),
+            format!("{}; server {raw_server_us:.1} µs/call", fmt_stats(raw)),
+            "—".into(),
+            "—".into(),
+        ],
+        [
+            "a. raw EVALSHA, spawned on a 2-worker runtime, caller blocked (hand-off cost)".into(),
+            fmt_stats(handoff),
+            "—".into(),
+            "—".into(),
+        ],
+        [
+            "a. 2 × raw EVALSHA (cycle baseline)".into(),
+            format!("mean {}, p50 {}", fmt(baseline), fmt(raw.p50 * 2)),
+            "—".into(),
+            "—".into(),
+        ],
+        [
+            "b. component acquire+release cycle".into(),
+            format!(
+                "{}; {ratio:.2}× baseline (p50 {ratio_p50:.2}×); server {component_server_us:.1} µs/script",
+                fmt_stats(component)
+            ),
+            "≤ 1.3× (mean)".into(),
+            verdict(ratio <= 1.3).into(),
+        ],
+        [
+            "c. native protocol acquire+release cycle".into(),
+            format!("{}; {native_ratio:.2}× baseline; server {native_server_us:.1} µs/script", fmt_stats(native)),
+            "—".into(),
+            "—".into(),
+        ],
+        [
+            "c. component overhead per call, (b − c)/2".into(),
+            format!("{overhead_us:.1} µs (mean), {overhead_p50_us:.1} µs (p50)"),
+            "≤ 10 µs (mean)".into(),
+            verdict(overhead_us <= 10.0).into(),
+        ],
+        [
+            format!("d. contended utilisation ({WORKERS} threads, {CONTENDED_PERMITS} permits, hold {HOLD:?})"),
+            format!("{:.1} %, {} acquisitions in {seconds} s", contended.utilisation, contended.acquisitions),
+            "≥ 95 %".into(),
+            verdict(contended.utilisation >= 95.0).into(),
+        ],
+        [
+            "d. contended wait (acquire call → true)".into(),
+            format!("p50 {}, p99 {}", fmt(contended.wait.p50), fmt(contended.wait.p99)),
+            "p99 ≤ 50 ms".into(),
+            verdict(contended.wait.p99 <= Duration::from_millis(50)).into(),
+        ],
+        [
+            format!("e. time-out overshoot ({TIMEOUT_RUNS} × {TIMEOUT:?})"),
+            format!("mean {}, max {}", fmt(overshoot_mean), fmt(overshoot_max)),
+            "— (report only)".into(),
+            "—".into(),
+        ],
+        [
+            format!("f. wake-up latency ({WAKE_RUNS} runs, release() → acquire() returns)"),
+            format!("p50 {}, p99 {}", fmt(wake.p50), fmt(wake.p99)),
+            "— (report only)".into(),
+            "—".into(),
+        ],
+    ];
+
+    println!();
+    println!("| Measurement | Result | Target | Verdict |");
+    println!("|---|---|---|---|");
+    for [what, result, target, verdict] in rows {
+        println!("| {what} | {result} | {target} | {verdict} |");
+    }
+}

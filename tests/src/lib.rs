@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod native;
+
 /// Which server binary to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavor {

@@ -1,0 +1,110 @@
+//! A [`Transport`] over plain synchronous redis-rs connections, so the protocol in
+//! `pottery-semaphore-core` can run compiled natively, without the wasm component: the baseline
+//! the benchmark measures the component against.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::time::Instant;
+
+use pottery_semaphore_core::scripts::Script;
+use pottery_semaphore_core::{Error, Reply, Scalar, Transport};
+use redis::Value;
+
+/// One connection for scripts and commands, another for blocking pops. Single-threaded: the
+/// protocol calls its transport from one thread at a time.
+pub struct NativeTransport {
+    conn: RefCell<redis::Connection>,
+    pop_conn: RefCell<redis::Connection>,
+    started: Instant,
+}
+
+impl fmt::Debug for NativeTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NativeTransport").finish_non_exhaustive()
+    }
+}
+
+impl NativeTransport {
+    pub fn connect(url: &str) -> Result<Self, Error> {
+        let client = redis::Client::open(url).map_err(|e| Error::InvalidArgument(format!("bad Redis URL: {e}")))?;
+        let conn = client.get_connection().map_err(|e| from_redis(&e))?;
+        let pop_conn = client.get_connection().map_err(|e| from_redis(&e))?;
+        Ok(NativeTransport { conn: RefCell::new(conn), pop_conn: RefCell::new(pop_conn), started: Instant::now() })
+    }
+
+    fn query(&self, cmd: &redis::Cmd) -> Result<Value, redis::RedisError> {
+        match cmd.query::<Value>(&mut *self.conn.borrow_mut())? {
+            Value::ServerError(e) => Err(e.into()),
+            v => Ok(v),
+        }
+    }
+}
+
+/// Redis failures as the protocol expects them (the same mapping as the host's transport).
+pub fn from_redis(e: &redis::RedisError) -> Error {
+    if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() || e.is_timeout() {
+        return Error::Unreachable(e.to_string());
+    }
+    if e.kind() == redis::ErrorKind::AuthenticationFailed {
+        return Error::Auth(e.to_string());
+    }
+    match e.code() {
+        Some("WRONGPASS" | "NOAUTH" | "NOPERM") => Error::Auth(e.to_string()),
+        Some("WRONGTYPE") => Error::WrongType(e.to_string()),
+        _ => Error::Redis(e.to_string()),
+    }
+}
+
+fn scalar(v: Value) -> Result<Scalar, Error> {
+    Ok(match v {
+        Value::Nil => Scalar::Nil,
+        Value::Int(i) => Scalar::Int(i),
+        Value::BulkString(b) => Scalar::Bulk(b),
+        Value::SimpleString(s) => Scalar::Status(s),
+        Value::Okay => Scalar::Status("OK".into()),
+        other => return Err(Error::Redis(format!("unsupported reply {other:?}"))),
+    })
+}
+
+fn reply(v: Value) -> Result<Reply, Error> {
+    match v {
+        Value::Array(items) => Ok(Reply::Array(items.into_iter().map(scalar).collect::<Result<_, _>>()?)),
+        Value::ServerError(e) => Err(from_redis(&e.into())),
+        other => Ok(Reply::Scalar(scalar(other)?)),
+    }
+}
+
+impl Transport for NativeTransport {
+    fn eval(&self, script: &Script, keys: &[String], args: &[String]) -> Result<Reply, Error> {
+        let mut evalsha = redis::cmd("EVALSHA");
+        evalsha.arg(script.sha1()).arg(keys.len()).arg(keys).arg(args);
+        let result = match self.query(&evalsha) {
+            Err(e) if e.code() == Some("NOSCRIPT") => {
+                let mut eval = redis::cmd("EVAL");
+                eval.arg(script.source).arg(keys.len()).arg(keys).arg(args);
+                self.query(&eval)
+            }
+            other => other,
+        };
+        reply(result.map_err(|e| from_redis(&e))?)
+    }
+
+    fn command(&self, name: &str, key: &str, args: &[String]) -> Result<Reply, Error> {
+        let mut cmd = redis::cmd(name);
+        cmd.arg(key).arg(args);
+        reply(self.query(&cmd).map_err(|e| from_redis(&e))?)
+    }
+
+    fn blocking_pop(&self, key: &str, timeout_ms: u64) -> Result<Option<String>, Error> {
+        let seconds = format!("{:.3}", timeout_ms as f64 / 1000.0);
+        let mut cmd = redis::cmd("BLPOP");
+        cmd.arg(key).arg(seconds);
+        let popped: Option<(String, String)> =
+            cmd.query(&mut *self.pop_conn.borrow_mut()).map_err(|e| from_redis(&e))?;
+        Ok(popped.map(|(_, v)| v))
+    }
+
+    fn monotonic_now_ns(&self) -> u64 {
+        self.started.elapsed().as_nanos() as u64
+    }
+}
