@@ -1,24 +1,30 @@
 //! `cargo xtask <command>`; see `usage()`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 fn usage() -> &'static str {
     "usage: cargo xtask <command>
   component   build the wasm component (says which toolchain it used) and print its path
+  python      build the Python wheel and install it into target/py/venv (made if missing)
   demo        build everything and run the demo against $REDIS_URL or a throwaway redis-server
-  test        build the component and run every test
-  bench       run the benchmark (prints a table) against a throwaway redis-server"
+  test        build everything and run every test: Rust, then Python
+  bench       run the benchmarks (Rust and Python) against throwaway redis-servers"
 }
 
 fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(PathBuf::from).unwrap_or_default()
 }
 
+fn run(cmd: &mut Command) -> Result<(), String> {
+    let shown = format!("{cmd:?}");
+    let status = cmd.status().map_err(|e| format!("cannot run {shown}: {e}"))?;
+    status.success().then_some(()).ok_or_else(|| format!("{shown} failed ({status})"))
+}
+
 fn cargo(args: &[&str]) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo).args(args).current_dir(workspace()).status().map_err(|e| e.to_string())?;
-    status.success().then_some(()).ok_or_else(|| format!("cargo {} failed ({status})", args.join(" ")))
+    run(Command::new(cargo).args(args).current_dir(workspace()))
 }
 
 fn component() -> Result<(), String> {
@@ -28,16 +34,70 @@ fn component() -> Result<(), String> {
     Ok(())
 }
 
+/// target/py/venv with the pinned build and test dependencies.
+fn venv() -> Result<PathBuf, String> {
+    let root = workspace();
+    let venv = root.join("target/py/venv");
+    let requirements = root.join("bindings/python/requirements-dev.txt");
+    let stamp = venv.join(".requirements");
+    let wanted = std::fs::read_to_string(&requirements).map_err(|e| format!("{}: {e}", requirements.display()))?;
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
+        let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+        run(Command::new(&python).args(["-m", "venv"]).arg(&venv))
+            .map_err(|e| format!("{e}\n(needs Python 3.9+ with the venv module: apt-get install python3-venv)"))?;
+        run(Command::new(venv.join("bin/pip")).args(["install", "-q", "-r"]).arg(&requirements))?;
+        std::fs::write(&stamp, wanted).map_err(|e| e.to_string())?;
+    }
+    Ok(venv)
+}
+
+/// Builds the wheel (`release` for benchmarks) and installs it into the venv.
+fn python(release: bool) -> Result<PathBuf, String> {
+    let root = workspace();
+    let venv = venv()?;
+    let wheels = root.join("target/py/wheels");
+    let _ = std::fs::remove_dir_all(&wheels);
+    let mut build = Command::new(venv.join("bin/maturin"));
+    // `linux`: the library links the system OpenSSL, so the wheel is not manylinux.
+    build.args(["build", "--quiet", "--compatibility", "linux", "-o"]).arg(&wheels).current_dir(root.join("bindings/python"));
+    if release {
+        build.arg("--release");
+    }
+    run(&mut build)?;
+    let wheel = std::fs::read_dir(&wheels)
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "whl"))
+        .ok_or("maturin built no wheel")?;
+    run(Command::new(venv.join("bin/pip")).args(["install", "-q", "--force-reinstall", "--no-deps"]).arg(&wheel))?;
+    println!("installed {} into {}", wheel.display(), venv.display());
+    Ok(venv)
+}
+
+fn pytest(venv: &Path, args: &[&str]) -> Result<(), String> {
+    run(Command::new(venv.join("bin/python"))
+        .args(["-m", "pytest"])
+        .args(args)
+        .current_dir(workspace().join("bindings/python")))
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("component") => component(),
-        // The CLI tests run the host's binary, which `cargo test` alone does not build.
+        Some("python") => python(false).map(drop),
         Some("test") => component()
-            .and_then(|()| cargo(&["build", "-p", "pottery-semaphore-host", "--bins"]))
-            .and_then(|()| cargo(&["test", "--workspace"])),
+            // The CLI and cross-process tests run binaries that `cargo test` alone does not build.
+            .and_then(|()| cargo(&["build", "--bins"]))
+            .and_then(|()| cargo(&["test", "--workspace"]))
+            .and_then(|()| python(false))
+            .and_then(|venv| pytest(&venv, &["-q", "tests"])),
         Some("demo") => component().and_then(|()| cargo(&["run", "--release", "-p", "pottery-semaphore-tests", "--bin", "demo"])),
-        Some("bench") => component().and_then(|()| cargo(&["bench", "-p", "pottery-semaphore-tests", "--bench", "semaphore"])),
+        Some("bench") => component()
+            .and_then(|()| cargo(&["bench", "-p", "pottery-semaphore-tests", "--bench", "semaphore"]))
+            .and_then(|()| python(true))
+            .and_then(|venv| run(Command::new(venv.join("bin/python")).arg(workspace().join("bindings/python/bench.py")))),
         _ => Err(usage().to_string()),
     };
     match result {

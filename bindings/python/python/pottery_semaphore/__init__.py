@@ -1,3 +1,52 @@
-"""Distributed counting semaphores on Redis (placeholder: re-exports the generated bindings)."""
+"""Distributed counting semaphores on Redis and Valkey: a drop-in replacement for the
+``pottery-semaphore`` package, with leases, fencing tokens, FIFO fairness and no polling.
 
-from ._native import *  # noqa: F401,F403
+>>> from redis import Redis
+>>> from pottery_semaphore import Semaphore
+>>> sem = Semaphore(value=3, key="my-resource", masters={Redis()})
+>>> with sem:
+...     pass  # at most 3 holders here, across every process
+
+The protocol runs in a WebAssembly component inside the native library this package ships;
+Rust hosts and the Kotlin and Swift SDKs share semaphores with it by key.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Tuple
+
+from ._common import DEFAULT_KEY, Holder, Permit, Status, Waiter
+from .aioprimitives import AIORedisCounter, AIORedisSimpleQueue, QueueEmpty
+from .aiosemaphore import AIOSemaphore
+from .exceptions import (
+    AuthenticationError,
+    BoundedSemaphoreError,
+    InvalidArgumentError,
+    RedisUnavailableError,
+    SemaphoreError,
+    SemaphoreRuntimeError,
+    WrongTypeError,
+)
+from .semaphore import Semaphore
+
+__all__: Final[Tuple[str, ...]] = (
+    "Semaphore",
+    "AIOSemaphore",
+    "SemaphoreError",
+    "BoundedSemaphoreError",
+    "AIORedisCounter",
+    "AIORedisSimpleQueue",
+    "QueueEmpty",
+    "InvalidArgumentError",
+    "RedisUnavailableError",
+    "AuthenticationError",
+    "WrongTypeError",
+    "SemaphoreRuntimeError",
+    "Permit",
+    "Holder",
+    "Waiter",
+    "Status",
+    "DEFAULT_KEY",
+)
+
+__version__ = "0.1.0"

@@ -1,0 +1,165 @@
+"""What the sync and async semaphores share: argument checks, options, error translation."""
+
+from __future__ import annotations
+
+import math
+import operator
+import os
+from typing import Any, Callable, Iterable, List, NamedTuple, Optional, TypeVar
+
+from . import exceptions as exc
+from ._masters import master_urls
+from ._native import pottery_semaphore_ffi as _ffi
+
+T = TypeVar("T")
+
+#: The semaphore an empty ``key`` names (the original library's default key was ``""``).
+DEFAULT_KEY = "default"
+_I64 = (-(2**63), 2**63 - 1)
+
+
+class Permit(NamedTuple):
+    """A permit you hold. ``token`` is its fencing token: unique, and increasing with every
+    grant of the semaphore, so a resource can refuse a holder older than one it has seen."""
+
+    token: int
+    #: Lease deadline in Redis server time, milliseconds since the Unix epoch.
+    deadline_ms: int
+    #: Milliseconds left on the lease when Redis answered.
+    ttl_ms: int
+
+
+class Holder(NamedTuple):
+    """A permit held by any holder of the semaphore."""
+
+    token: int
+    holder: str
+    ttl_ms: int
+
+
+class Waiter(NamedTuple):
+    """A queued acquire; waiters are served in this order."""
+
+    id: int
+    n: int
+    holder: str
+
+
+class Status(NamedTuple):
+    """Capacity, availability, holders and the queue of a semaphore."""
+
+    initial: int
+    capacity: int
+    available: int
+    holders: List[Holder]
+    waiters: List[Waiter]
+
+
+def permit(p: Any) -> Permit:
+    return Permit(p.token, p.deadline_ms, p.ttl_ms)
+
+
+def status(s: Any) -> Status:
+    return Status(
+        s.initial,
+        s.capacity,
+        s.available,
+        [Holder(h.token, h.holder, h.ttl_ms) for h in s.holders],
+        [Waiter(w.id, w.n, w.holder) for w in s.waiters],
+    )
+
+
+def integer(name: str, value: Any) -> int:
+    """``value`` as an int (anything with ``__index__``), clamped to 64 bits: the native layer
+    then rejects it with its own message."""
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}") from None
+    return min(max(v, _I64[0]), _I64[1])
+
+
+def check_value(value: Any) -> int:
+    v = integer("value", value)
+    if v < 0:
+        raise exc.InvalidArgumentError("Semaphore value must be non-negative")
+    return v
+
+
+def timeout_seconds(blocking: bool, timeout: Any) -> Optional[float]:
+    """``-1`` and ``None`` wait forever; a non-blocking call ignores ``timeout`` as the original
+    library did. NaN and other negatives reach the native layer, which rejects them."""
+    if not blocking or timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        try:
+            timeout = float(timeout)
+        except (TypeError, ValueError):
+            raise TypeError(f"timeout must be a number, not {type(timeout).__name__}") from None
+    if timeout == -1:
+        return None
+    t = float(timeout)
+    if math.isinf(t) and t > 0:
+        return None
+    return t
+
+
+def options(*, value: Any, key: Any, masters: Iterable[Any], bounded: Any, lease: Any, guard_fresh_server: bool) -> Any:
+    v = check_value(value)
+    if not isinstance(key, str):
+        raise TypeError(f"key must be a str, not {type(key).__name__}")
+    urls = master_urls(masters)
+    if len(urls) > 1:
+        raise exc.SemaphoreError(
+            f"{len(urls)} masters given: the multi-master mode is not available yet; pass one master"
+        )
+    if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not math.isfinite(lease) or lease <= 0:
+        raise exc.InvalidArgumentError(f"lease must be a positive number of seconds, got {lease!r}")
+    return _ffi.SemaphoreOptions(
+        url=urls[0],
+        key=key or DEFAULT_KEY,
+        value=v,
+        bounded=bool(bounded),
+        lease_ms=max(1, round(lease * 1000)),
+        guard_fresh_server=bool(guard_fresh_server),
+    )
+
+
+def translate(e: BaseException) -> BaseException:
+    """A native error as the Python exception a caller expects."""
+    E = _ffi.SemaphoreError
+    if isinstance(e, E.Bounded):
+        return exc.BoundedSemaphoreError(e.key, e.current, e.initial)
+    if isinstance(e, E.InvalidArgument):
+        return exc.InvalidArgumentError(e.message)
+    if isinstance(e, E.Unreachable):
+        return exc.RedisUnavailableError(f"Redis is unreachable: {e.message}")
+    if isinstance(e, E.Auth):
+        return exc.AuthenticationError(f"Redis refused the credentials: {e.message}")
+    if isinstance(e, E.WrongType):
+        return exc.WrongTypeError(e.message)
+    return exc.SemaphoreRuntimeError(getattr(e, "message", None) or type(e).__name__)
+
+
+NATIVE_ERRORS = (_ffi.SemaphoreError, _ffi.InternalError)
+
+
+def call(fn: Callable[..., T], *args: Any) -> T:
+    try:
+        return fn(*args)
+    except NATIVE_ERRORS as e:
+        raise translate(e) from None
+
+
+class ForkGuard:
+    """Native handles live on the threads of the process that opened them; a forked child must
+    open its own."""
+
+    def __init__(self) -> None:
+        self._pid = os.getpid()
+
+    def check(self) -> None:
+        if os.getpid() != self._pid:
+            raise exc.SemaphoreError(
+                "this semaphore was opened in another process (before fork()); create a new one here"
+            )

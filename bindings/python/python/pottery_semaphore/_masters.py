@@ -1,0 +1,64 @@
+"""Turning ``masters`` (redis-py clients or URLs) into the URLs the native layer takes."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, List
+from urllib.parse import quote
+
+DEFAULT_URL = "redis://localhost:6379"
+
+
+def _userinfo(username: Any, password: Any) -> str:
+    if not username and not password:
+        return ""
+    user = quote(str(username or ""), safe="")
+    secret = quote(str(password or ""), safe="")
+    return f"{user}:{secret}@"
+
+
+def client_url(client: Any) -> str:
+    """The URL of a ``redis.Redis`` / ``redis.asyncio.Redis`` client, from its connection pool:
+    host, port, db, username, password, TLS (``rediss://``) or a unix socket."""
+    pool = getattr(client, "connection_pool", None)
+    kwargs = getattr(pool, "connection_kwargs", None)
+    if kwargs is None:
+        raise TypeError(
+            f"masters must hold redis.Redis / redis.asyncio.Redis clients or URL strings, "
+            f"not {type(client).__name__}"
+        )
+    auth = _userinfo(kwargs.get("username"), kwargs.get("password"))
+    db = int(kwargs.get("db") or 0)
+    path = kwargs.get("path")
+    if path:
+        query = f"?db={db}"
+        if kwargs.get("username"):
+            query += "&user=" + quote(str(kwargs["username"]), safe="")
+        if kwargs.get("password"):
+            query += "&pass=" + quote(str(kwargs["password"]), safe="")
+        return f"unix://{path}{query}"
+    host = kwargs.get("host") or "localhost"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    port = int(kwargs.get("port") or 6379)
+    connection_class = getattr(pool, "connection_class", type(None))
+    tls = "SSL" in connection_class.__name__ or bool(kwargs.get("ssl"))
+    if not tls:
+        return f"redis://{auth}{host}:{port}/{db}"
+    # redis-py's ssl_cert_reqs "none" (or ssl.CERT_NONE, 0) skips verification; so must we.
+    reqs = kwargs.get("ssl_cert_reqs")
+    insecure = reqs in ("none", 0) or str(reqs).lower().endswith("none")
+    return f"rediss://{auth}{host}:{port}/{db}" + ("#insecure" if insecure else "")
+
+
+def master_urls(masters: Iterable[Any]) -> List[str]:
+    """URLs of ``masters``; an empty collection means ``redis://localhost:6379`` as in the
+    original library."""
+    if isinstance(masters, (str, bytes)):
+        raise TypeError("masters must be a collection of clients or URLs, not a single string")
+    urls = []
+    for master in masters:
+        if isinstance(master, str):
+            urls.append(master)
+        else:
+            urls.append(client_url(master))
+    return sorted(set(urls)) or [DEFAULT_URL]

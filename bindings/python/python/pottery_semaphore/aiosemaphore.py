@@ -1,0 +1,139 @@
+"""The asyncio semaphore."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Iterable, List, Optional
+
+from . import _common as c
+from . import exceptions as exc
+from ._native import pottery_semaphore_ffi as _ffi
+
+
+class AIOSemaphore:
+    """The asyncio twin of :class:`Semaphore`, with the same parameters; it shares semaphores
+    with :class:`Semaphore` objects, Rust hosts and the other SDKs using the same key.
+
+    Construction does no I/O; Redis is reached on the first awaited call. Cancelling an awaiting
+    :meth:`acquire` (``asyncio.wait_for``, task cancellation) leaves the queue and gives back
+    anything granted meanwhile.
+    """
+
+    def __init__(
+        self,
+        *,
+        value: int = 1,
+        key: str = "",
+        masters: Iterable[Any] = frozenset(),
+        bounded: bool = True,
+        raise_on_redis_errors: bool = False,
+        lease: float = 10.0,
+        guard_fresh_server: bool = True,
+    ) -> None:
+        self._options = c.options(
+            value=value, key=key, masters=masters, bounded=bounded, lease=lease, guard_fresh_server=guard_fresh_server
+        )
+        self._key = key
+        self._bounded = bool(bounded)
+        self._raise_on_redis_errors = bool(raise_on_redis_errors)
+        self._fork = c.ForkGuard()
+        self._native: Optional[Any] = None
+        self._opening: Optional[asyncio.Lock] = None
+
+    async def _open(self) -> Any:
+        self._fork.check()
+        if self._native is not None:
+            return self._native
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self._native is None:
+                try:
+                    self._native = await _ffi.Semaphore.open_async(self._options)
+                except c.NATIVE_ERRORS as e:
+                    raise c.translate(e) from None
+        return self._native
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        native = await self._open()
+        try:
+            return await getattr(native, method)(*args)
+        except c.NATIVE_ERRORS as e:
+            raise c.translate(e) from None
+
+    async def acquire(self, blocking: bool = True, timeout: Optional[float] = -1, *, n: int = 1) -> bool:
+        """Take ``n`` permits (all at once or none); returns whether they were taken.
+        ``timeout`` in seconds; ``-1`` or ``None`` waits forever."""
+        count = c.integer("n", n)
+        seconds = c.timeout_seconds(blocking, timeout)
+        try:
+            return bool(await self._call("acquire_async", count, bool(blocking), seconds))
+        except exc.RedisUnavailableError:
+            if self._raise_on_redis_errors:
+                raise
+            return False
+
+    async def release(self, n: int = 1) -> None:
+        """Give back ``n`` permits: yours first, then other holders' (permits are fungible)."""
+        await self._call("release_async", c.integer("n", n))
+
+    async def locked(self) -> bool:
+        """True when no permit is available."""
+        return bool(await self._call("locked_async"))
+
+    async def get_value(self) -> int:
+        """Permits available now."""
+        return int(await self._call("value_async"))
+
+    async def get_initial_value(self) -> int:
+        """The value the semaphore was created with, as Redis holds it."""
+        return int(await self._call("initial_value_async"))
+
+    # Extras beyond the original API.
+
+    async def permits(self) -> List[c.Permit]:
+        """The permits you hold, as Redis has them."""
+        return [c.permit(p) for p in await self._call("permits_async")]
+
+    async def status(self) -> c.Status:
+        """Capacity, available permits, every holder and the waiters in the order served."""
+        return c.status(await self._call("status_async"))
+
+    @property
+    def fencing_token(self) -> Optional[int]:
+        """The fencing token of your newest permit, or None when you hold none."""
+        if self._native is None:
+            return None
+        return max((p.token for p in self._native.held()), default=None)
+
+    @property
+    def lease_deadline(self) -> Optional[float]:
+        """When the first of your permits' leases ends (Unix seconds, Redis time), or None."""
+        held = self._native.held() if self._native is not None else []
+        if not held:
+            return None
+        return min(p.deadline_ms for p in held) / 1000.0
+
+    @property
+    def holder_id(self) -> Optional[str]:
+        """This object's holder id once opened (None before the first awaited call)."""
+        return None if self._native is None else str(self._native.holder_id())
+
+    def lost_permits(self) -> List[c.Permit]:
+        """Permits you held and lost since the last call (lease ended, or released by another
+        holder). Stop using what such a permit protected."""
+        if self._native is None:
+            return []
+        return [c.permit(p) for p in self._native.take_lost()]
+
+    async def __aenter__(self) -> "AIOSemaphore":
+        """Acquire a permit, waiting as long as it takes."""
+        await self.acquire()
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        """Release the permit."""
+        await self.release()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} key={self._key!r} bounded={self._bounded}>"

@@ -1,0 +1,56 @@
+"""Exceptions of pottery_semaphore.
+
+Every error the native layer reports becomes one of these, so callers can catch the Python
+built-in they expect (``ValueError``, ``ConnectionError``...) or :class:`SemaphoreError` for all.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SemaphoreError",
+    "BoundedSemaphoreError",
+    "InvalidArgumentError",
+    "RedisUnavailableError",
+    "AuthenticationError",
+    "WrongTypeError",
+    "SemaphoreRuntimeError",
+]
+
+
+class SemaphoreError(Exception):
+    """Base class of every error raised by pottery_semaphore."""
+
+
+class BoundedSemaphoreError(SemaphoreError, ValueError):
+    """Releasing would exceed the initial value of a bounded semaphore; nothing changed.
+
+    Like ``threading.BoundedSemaphore``, which raises ``ValueError`` in the same case.
+    """
+
+    def __init__(self, key: str, current: int, initial: int) -> None:
+        self.key = key
+        self.current = current
+        self.initial = initial
+        super().__init__(
+            f"Semaphore {key!r} released too many times: current={current}, initial={initial}"
+        )
+
+
+class InvalidArgumentError(SemaphoreError, ValueError):
+    """An argument is out of range (negative value, ``n < 1``, NaN timeout, empty key...)."""
+
+
+class RedisUnavailableError(SemaphoreError, ConnectionError):
+    """Redis could not be reached, or the connection broke."""
+
+
+class AuthenticationError(SemaphoreError, PermissionError):
+    """Redis refused the credentials, or the ACL user lacks a permission."""
+
+
+class WrongTypeError(SemaphoreError, TypeError):
+    """A key of this semaphore holds another Redis type."""
+
+
+class SemaphoreRuntimeError(SemaphoreError, RuntimeError):
+    """Any other failure: an error reply from Redis, or the protocol component failing."""

@@ -1,0 +1,160 @@
+"""The synchronous semaphore."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, List, Optional
+
+from . import _common as c
+from . import exceptions as exc
+from ._native import pottery_semaphore_ffi as _ffi
+
+
+class Semaphore:
+    """A distributed counting semaphore: at most ``value`` holders at once, across processes.
+
+    A drop-in replacement for the original ``pottery_semaphore.Semaphore``. Every permit is a
+    lease judged by Redis server time and refreshed in the background while this process lives,
+    so a crashed holder frees its permit within ``lease`` seconds. Waiters are served in arrival
+    order and woken by a push, without polling. Safe to share across threads: a thread blocked in
+    :meth:`acquire` does not hold up a :meth:`release` from another.
+
+    Args:
+        value: Permits when the semaphore is first created (later values do not overwrite it).
+        key: Name of the semaphore; ``""`` names the semaphore ``"default"``.
+        masters: One ``redis.Redis`` client or URL string; empty means ``redis://localhost:6379``.
+        bounded: Raise :class:`BoundedSemaphoreError` on releases beyond the initial value.
+        raise_on_redis_errors: Raise when Redis cannot be reached during :meth:`acquire`
+            (otherwise ``acquire`` returns ``False``, as the original did without quorum).
+        lease: Seconds each permit stays valid without a refresh (extra).
+        guard_fresh_server: On a Redis server that started less than a lease ago, grant nothing
+            until a lease after its start, in case a restart without persistence wiped permits
+            still in use (extra; turn off only where Redis persists every write).
+    """
+
+    def __init__(
+        self,
+        *,
+        value: int = 1,
+        key: str = "",
+        masters: Iterable[Any] = frozenset(),
+        bounded: bool = True,
+        raise_on_redis_errors: bool = False,
+        lease: float = 10.0,
+        guard_fresh_server: bool = True,
+    ) -> None:
+        opts = c.options(
+            value=value, key=key, masters=masters, bounded=bounded, lease=lease, guard_fresh_server=guard_fresh_server
+        )
+        self._key = key
+        self._bounded = bool(bounded)
+        self._raise_on_redis_errors = bool(raise_on_redis_errors)
+        self._fork = c.ForkGuard()
+        self._native = c.call(_ffi.Semaphore.open, opts)
+
+    def _call(self, method: str, *args: Any) -> Any:
+        self._fork.check()
+        return c.call(getattr(self._native, method), *args)
+
+    def acquire(self, blocking: bool = True, timeout: Optional[float] = -1, *, n: int = 1) -> bool:
+        """Take ``n`` permits (all at once or none). Returns whether they were taken.
+
+        ``blocking=False`` answers at once. ``timeout`` in seconds bounds the wait; ``-1`` or
+        ``None`` waits forever.
+        """
+        count = c.integer("n", n)
+        seconds = c.timeout_seconds(blocking, timeout)
+        try:
+            return bool(self._call("acquire", count, bool(blocking), seconds))
+        except exc.RedisUnavailableError:
+            if self._raise_on_redis_errors:
+                raise
+            return False
+
+    def release(self, n: int = 1) -> None:
+        """Give back ``n`` permits: yours first; then, as with ``threading.Semaphore``, permits
+        are fungible and other holders' are released (they see them in :meth:`lost_permits`)."""
+        self._call("release", c.integer("n", n))
+
+    def locked(self) -> bool:
+        """True when no permit is available."""
+        return bool(self._call("locked"))
+
+    @property
+    def value(self) -> int:
+        """Permits available now."""
+        return int(self._call("value"))
+
+    @property
+    def initial_value(self) -> int:
+        """The value the semaphore was created with, as Redis holds it."""
+        return int(self._call("initial_value"))
+
+    # Extras beyond the original API.
+
+    @property
+    def key(self) -> str:
+        """The semaphore's name as Redis knows it."""
+        return str(self._native.key())
+
+    @property
+    def holder_id(self) -> str:
+        """This object's holder id, as :meth:`status` lists it."""
+        return str(self._native.holder_id())
+
+    @property
+    def lease(self) -> float:
+        """Seconds a permit stays valid without a refresh."""
+        return int(self._native.lease_ms()) / 1000.0
+
+    @property
+    def permits(self) -> List[c.Permit]:
+        """The permits you hold, as Redis has them (token, lease deadline, time left)."""
+        return [c.permit(p) for p in self._call("permits")]
+
+    @property
+    def fencing_token(self) -> Optional[int]:
+        """The fencing token of your newest permit, or None when you hold none."""
+        held = self._native.held()
+        return max((p.token for p in held), default=None)
+
+    @property
+    def lease_deadline(self) -> Optional[float]:
+        """When the first of your permits' leases ends (Unix seconds, Redis time), or None."""
+        held = self._native.held()
+        if not held:
+            return None
+        return min(p.deadline_ms for p in held) / 1000.0
+
+    def lost_permits(self) -> List[c.Permit]:
+        """Permits you held and lost since the last call (their lease ended, or another holder
+        released them). Stop using what such a permit protected."""
+        self._fork.check()
+        return [c.permit(p) for p in self._native.take_lost()]
+
+    def status(self) -> c.Status:
+        """Capacity, available permits, every holder and the waiters in the order served."""
+        return c.status(self._call("status"))
+
+    def holders(self) -> List[c.Holder]:
+        """Every permit held, by anyone."""
+        return self.status().holders
+
+    def waiters(self) -> List[c.Waiter]:
+        """Queued acquires, first served first."""
+        return self.status().waiters
+
+    def __enter__(self) -> "Semaphore":
+        """Acquire a permit, waiting as long as it takes."""
+        self.acquire()
+        return self
+
+    def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        """Release the permit."""
+        self.release()
+
+    def __repr__(self) -> str:
+        try:
+            state = f"value={self.value}/{self.initial_value}"
+        except exc.SemaphoreError as e:
+            state = f"value=? ({type(e).__name__})"
+        return f"<{type(self).__name__} key={self._key!r} {state} bounded={self._bounded}>"

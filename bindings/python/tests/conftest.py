@@ -1,0 +1,119 @@
+"""Fixtures: a real redis-server on a free loopback port, started for the tests and stopped after."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator, List
+
+import pytest
+import redis
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A redis-server process owned by a test; ``kill()`` and ``restart()`` for fault tests."""
+
+    def __init__(self, *extra: str) -> None:
+        if shutil.which("redis-server") is None:
+            pytest.fail("redis-server is not installed (bash .ci/run installs it)")
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="pottery-semaphore-py-")
+        self.extra = [a.replace("{port}", str(self.port)) for a in extra]
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", self.dir, *self.extra],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server did not start on port {self.port}")
+                time.sleep(0.01)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def client(self, **kwargs: object) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, **kwargs)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def close(self) -> None:
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+#: The default lease (s): semaphores created with defaults on a server younger than this (plus
+#: LASTSAVE's one-second resolution) wait out the fresh-server guard.
+DEFAULT_LEASE = 10.0
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[Server]:
+    """One server for the session, aged past the fresh-server guard so that the original API,
+    used verbatim with its defaults, grants at once (a server that just restarted would not)."""
+    s = Server()
+    started = int(s.client().lastsave().timestamp())
+    time.sleep(max(0.0, started + 1 + DEFAULT_LEASE + 0.2 - time.time()))
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def own_server() -> Iterator[Server]:
+    """A server of the test's own, for tests that kill or reconfigure it."""
+    s = Server()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def redis_client(server: Server) -> redis.Redis:
+    return server.client()
+
+
+@pytest.fixture
+def unique_key() -> str:
+    return f"py-{uuid.uuid4().hex[:12]}"
+
+
+def worker_binary() -> Path:
+    """The Rust host's test worker (built by `cargo xtask test`)."""
+    for profile in ("debug", "release"):
+        path = REPO / "target" / profile / "worker"
+        if path.exists():
+            return path
+    pytest.fail("target/debug/worker is missing: run `cargo build -p pottery-semaphore-tests --bins`")
+
+
+def python_worker(*args: str) -> List[str]:
+    return [sys.executable, str(Path(__file__).with_name("_worker.py")), *args]
+

@@ -1,0 +1,204 @@
+"""The original package's API, used verbatim, plus the extras."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import pottery_semaphore as ps
+from pottery_semaphore import AIOSemaphore, BoundedSemaphoreError, Semaphore, SemaphoreError
+
+
+def test_create_with_defaults_and_values(redis_client, unique_key):
+    sem = Semaphore(key=unique_key, masters={redis_client})
+    assert sem.value == 1
+    assert sem.initial_value == 1
+    assert not sem.locked()
+    five = Semaphore(value=5, key=unique_key + "5", masters={redis_client})
+    assert (five.value, five.initial_value) == (5, 5)
+    zero = Semaphore(value=0, key=unique_key + "0", masters={redis_client})
+    assert zero.value == 0 and zero.locked()
+    assert not zero.acquire(blocking=False)
+
+
+def test_later_constructors_do_not_overwrite_the_value(redis_client, unique_key):
+    Semaphore(value=3, key=unique_key, masters={redis_client})
+    again = Semaphore(value=9, key=unique_key, masters={redis_client})
+    assert again.initial_value == 3
+
+
+def test_negative_value_raises_the_original_value_error(redis_client, unique_key):
+    with pytest.raises(ValueError, match="^Semaphore value must be non-negative$"):
+        Semaphore(value=-1, key=unique_key, masters={redis_client})
+    with pytest.raises(ValueError, match="^Semaphore value must be non-negative$"):
+        AIOSemaphore(value=-1, key=unique_key, masters={redis_client})
+
+
+def test_acquire_release_blocking_and_timeouts(redis_client, unique_key):
+    sem = Semaphore(value=2, key=unique_key, masters={redis_client})
+    assert sem.acquire()
+    assert sem.acquire(blocking=False)
+    assert sem.locked()
+    assert not sem.acquire(blocking=False)
+    started = time.monotonic()
+    assert not sem.acquire(timeout=0.3)
+    waited = time.monotonic() - started
+    assert 0.3 <= waited < 0.5, waited
+    assert not sem.acquire(True, 0.05), "positional arguments as in threading"
+    sem.release(2)
+    assert sem.value == 2
+
+
+def test_release_checks(redis_client, unique_key):
+    sem = Semaphore(value=1, key=unique_key, masters={redis_client})
+    with pytest.raises(ValueError, match="^n must be >= 1$"):
+        sem.release(0)
+    with pytest.raises(ValueError, match="^n must be >= 1$"):
+        sem.release(-2)
+    with pytest.raises(BoundedSemaphoreError) as info:
+        sem.release()
+    e = info.value
+    assert isinstance(e, SemaphoreError) and isinstance(e, ValueError)
+    assert (e.key, e.current, e.initial) == (unique_key, 1, 1)
+    assert str(e) == f"Semaphore '{unique_key}' released too many times: current=1, initial=1"
+    assert sem.value == 1, "a refused release changes nothing"
+
+
+def test_unbounded_release_raises_capacity(redis_client, unique_key):
+    sem = Semaphore(value=1, key=unique_key, masters={redis_client}, bounded=False)
+    sem.release()
+    assert sem.value == 2
+    for _ in range(2):
+        assert sem.acquire(blocking=False)
+    sem.release(n=2)
+    assert sem.value == 2
+
+
+def test_context_managers_release_even_on_errors(redis_client, unique_key):
+    sem = Semaphore(value=1, key=unique_key, masters={redis_client})
+    with pytest.raises(RuntimeError), sem:
+        assert sem.value == 0
+        raise RuntimeError("boom")
+    assert sem.value == 1
+
+
+async def test_async_api(redis_client, unique_key, server):
+    import redis.asyncio
+
+    sem = AIOSemaphore(value=2, key=unique_key, masters={redis.asyncio.Redis(port=server.port)})
+    assert await sem.get_value() == 2
+    assert await sem.get_initial_value() == 2
+    assert await sem.acquire()
+    assert await sem.get_value() == 1
+    async with sem:
+        assert await sem.locked()
+    assert not await sem.locked()
+    await sem.release()
+    with pytest.raises(BoundedSemaphoreError):
+        await sem.release()
+    with pytest.raises(ValueError, match="^n must be >= 1$"):
+        await sem.release(0)
+    assert repr(sem) == f"<AIOSemaphore key='{unique_key}' bounded=True>"
+
+
+def test_repr(redis_client, unique_key):
+    sem = Semaphore(value=3, key=unique_key, masters={redis_client})
+    assert repr(sem) == f"<Semaphore key='{unique_key}' value=3/3 bounded=True>"
+
+
+def test_extras_n_lease_fencing_and_inspection(redis_client, unique_key):
+    sem = Semaphore(value=3, key=unique_key, masters={redis_client}, lease=2.0)
+    assert sem.lease == 2.0
+    assert sem.fencing_token is None and sem.lease_deadline is None
+    assert sem.acquire(n=2)
+    assert sem.value == 1
+    permits = sem.permits
+    assert len(permits) == 2 and permits[0].token < permits[1].token
+    assert sem.fencing_token == permits[1].token
+    assert sem.lease_deadline is not None and 0 < permits[0].ttl_ms <= 2000
+    other = Semaphore(value=3, key=unique_key, masters={redis_client})
+    assert other.acquire()
+    assert other.fencing_token > sem.fencing_token, "tokens increase with every grant"
+    status = sem.status()
+    assert (status.capacity, status.available) == (3, 0)
+    assert {h.holder for h in sem.holders()} == {sem.holder_id, other.holder_id}
+    assert sem.waiters() == []
+    # Fungible release: other gives back 2, its own and one of sem's, which sem learns of.
+    other.release(2)
+    deadline = time.monotonic() + 5
+    lost = []
+    while not lost and time.monotonic() < deadline:
+        lost = sem.lost_permits()
+        time.sleep(0.05)
+    assert len(lost) == 1 and lost[0].token in {p.token for p in permits}
+
+
+def test_leases_are_refreshed_while_held(redis_client, unique_key):
+    sem = Semaphore(value=1, key=unique_key, masters={redis_client}, lease=0.6)
+    assert sem.acquire()
+    time.sleep(1.5)
+    assert sem.value == 0 and sem.lost_permits() == []
+    sem.release()
+
+
+def test_waiters_are_listed_in_order(redis_client, unique_key):
+    holder = Semaphore(value=1, key=unique_key, masters={redis_client})
+    assert holder.acquire()
+    waiter = Semaphore(value=1, key=unique_key, masters={redis_client})
+    t = threading.Thread(target=lambda: waiter.acquire(timeout=5) and waiter.release())
+    t.start()
+    deadline = time.monotonic() + 5
+    while not holder.waiters() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [w.holder for w in holder.waiters()] == [waiter.holder_id]
+    holder.release()
+    t.join(5)
+    assert not t.is_alive()
+
+
+def test_public_names_are_importable_and_documented():
+    for name in ps.__all__:
+        obj = getattr(ps, name)
+        if name == "DEFAULT_KEY":
+            continue
+        assert obj.__doc__, f"{name} has no docstring"
+        for attr, member in vars(obj).items() if isinstance(obj, type) else []:
+            if not attr.startswith("_") and callable(member) or isinstance(member, property):
+                if not attr.startswith("_"):
+                    assert getattr(member, "__doc__", None), f"{name}.{attr} has no docstring"
+    # The original package's names.
+    from pottery_semaphore import AIORedisCounter, AIORedisSimpleQueue, QueueEmpty  # noqa: F401
+
+
+def test_empty_key_names_the_default_semaphore(redis_client):
+    sem = Semaphore(masters={redis_client})
+    assert sem.key == ps.DEFAULT_KEY
+
+
+async def test_original_aio_primitives_still_work(server, unique_key):
+    import redis.asyncio
+
+    r = redis.asyncio.Redis(port=server.port)
+    counter = ps.AIORedisCounter(redis=r, key=unique_key + ":c")
+    await counter.set("permits", 5)
+    assert await counter.decr("permits") == 4
+    assert await counter.exists("permits") and not await counter.exists("other")
+    queue = ps.AIORedisSimpleQueue(redis=r, key=unique_key + ":q")
+    await queue.put({"a": 1})
+    assert await queue.qsize() == 1
+    assert await queue.get(block=False) == {"a": 1}
+    with pytest.raises(ps.QueueEmpty):
+        await queue.get(timeout=0.1)
+
+
+def test_the_stub_lists_every_public_name():
+    import ast
+    from pathlib import Path
+
+    stub = Path(ps.__file__).with_suffix(".pyi")
+    tree = ast.parse(stub.read_text())
+    exported = {a.asname for node in tree.body if isinstance(node, ast.ImportFrom) for a in node.names if a.asname}
+    assert exported == set(ps.__all__)
+    assert (Path(ps.__file__).parent / "py.typed").exists()

@@ -1,0 +1,95 @@
+"""Bad input in Python terms: Python exceptions, never a crash, never a leaked permit."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from pottery_semaphore import (
+    AuthenticationError,
+    InvalidArgumentError,
+    RedisUnavailableError,
+    Semaphore,
+    SemaphoreError,
+    WrongTypeError,
+)
+
+
+@pytest.mark.parametrize("value", ["3", 2.5, None, [1]])
+def test_wrong_types_for_value(redis_client, unique_key, value):
+    with pytest.raises(TypeError):
+        Semaphore(value=value, key=unique_key, masters={redis_client})
+
+
+def test_wrong_types_and_huge_numbers(redis_client, unique_key):
+    with pytest.raises(TypeError):
+        Semaphore(key=42, masters={redis_client})
+    with pytest.raises(TypeError):
+        Semaphore(key=unique_key, masters="redis://localhost")
+    with pytest.raises(TypeError):
+        Semaphore(key=unique_key, masters={object()})
+    with pytest.raises(InvalidArgumentError, match="at most"):
+        Semaphore(value=10**30, key=unique_key, masters={redis_client})
+    sem = Semaphore(value=2, key=unique_key, masters={redis_client})
+    for bad_n in ["1", 1.0, None]:
+        with pytest.raises(TypeError):
+            sem.acquire(n=bad_n)
+        with pytest.raises(TypeError):
+            sem.release(bad_n)
+    for huge in [10**30, -(10**30), 2**63]:
+        with pytest.raises(ValueError):
+            sem.acquire(n=huge)
+        with pytest.raises(ValueError):
+            sem.release(huge)
+    with pytest.raises(TypeError):
+        sem.acquire(timeout="soon")
+    assert sem.value == 2, "nothing leaked"
+
+
+@pytest.mark.parametrize("timeout", [math.nan, -0.5, -2, -math.inf])
+def test_bad_timeouts(redis_client, unique_key, timeout):
+    sem = Semaphore(value=1, key=unique_key, masters={redis_client})
+    with pytest.raises(ValueError, match="timeout"):
+        sem.acquire(timeout=timeout)
+    assert sem.value == 1
+
+
+def test_bad_keys_and_lease(redis_client):
+    with pytest.raises(InvalidArgumentError, match="at most 1024"):
+        Semaphore(key="k" * (1 << 20), masters={redis_client})
+    for lease in [0, -1, math.nan, "10"]:
+        with pytest.raises(InvalidArgumentError):
+            Semaphore(key="k", masters={redis_client}, lease=lease)
+
+
+def test_a_key_of_another_type(redis_client, unique_key):
+    redis_client.set(f"pottery-semaphore:{{{unique_key}}}:meta", "x")
+    with pytest.raises(WrongTypeError):
+        Semaphore(key=unique_key, masters={redis_client})
+
+
+def test_redis_down_and_wrong_password(own_server, unique_key):
+    with pytest.raises(RedisUnavailableError):
+        Semaphore(key=unique_key, masters={"redis://127.0.0.1:1"})
+    sem = Semaphore(key=unique_key, masters={own_server.url}, guard_fresh_server=False)
+    strict = Semaphore(key=unique_key, masters={own_server.url}, guard_fresh_server=False, raise_on_redis_errors=True)
+    own_server.kill()
+    assert sem.acquire() is False, "raise_on_redis_errors=False: not acquired, as without quorum"
+    with pytest.raises(RedisUnavailableError):
+        strict.acquire()
+    with pytest.raises(SemaphoreError):
+        sem.release()
+
+
+def test_wrong_password(unique_key):
+    from conftest import Server
+
+    server = Server("--requirepass", "s3cret")
+    try:
+        with pytest.raises(AuthenticationError):
+            Semaphore(key=unique_key, masters={server.client(password="wrong")})
+        sem = Semaphore(key=unique_key, masters={server.client(password="s3cret")}, guard_fresh_server=False)
+        assert sem.acquire(blocking=False)
+    finally:
+        server.close()

@@ -1,0 +1,129 @@
+"""Sharing: sync and async objects, threads, processes, and a Rust host, on one semaphore."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import threading
+import time
+
+import pytest
+import redis.asyncio
+
+from conftest import python_worker, worker_binary
+from pottery_semaphore import AIOSemaphore, Semaphore
+
+
+async def test_sync_and_async_objects_share_one_semaphore(server, unique_key):
+    sync = Semaphore(value=2, key=unique_key, masters={server.url})
+    aio = AIOSemaphore(value=2, key=unique_key, masters={redis.asyncio.Redis(port=server.port)})
+    assert sync.acquire()
+    assert await aio.get_value() == 1
+    assert await aio.acquire()
+    assert sync.value == 0
+    assert not sync.acquire(blocking=False)
+    await aio.release()
+    assert sync.value == 1
+
+
+async def test_a_blocked_async_waiter_is_woken_by_a_sync_release(server, unique_key):
+    sync = Semaphore(value=1, key=unique_key, masters={server.url})
+    aio = AIOSemaphore(value=1, key=unique_key, masters={server.url})
+    assert sync.acquire()
+    waiting = asyncio.ensure_future(aio.acquire(timeout=5))
+    await asyncio.sleep(0.3)
+    assert not waiting.done()
+    released = time.monotonic()
+    await asyncio.get_running_loop().run_in_executor(None, sync.release)
+    assert await waiting
+    assert time.monotonic() - released < 0.2
+    await aio.release()
+
+
+def test_a_thread_blocked_in_acquire_does_not_block_a_release_on_the_same_object(server, unique_key):
+    sem = Semaphore(value=1, key=unique_key, masters={server.url})
+    assert sem.acquire()
+    result = {}
+
+    def wait() -> None:
+        result["acquired"] = sem.acquire(timeout=5)
+
+    t = threading.Thread(target=wait)
+    t.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    sem.release()
+    assert time.monotonic() - started < 0.2, "release waited for the blocked acquire"
+    t.join(5)
+    assert result == {"acquired": True}
+    sem.release()
+
+
+async def test_cancelling_an_awaiting_acquire_leaks_nothing(server, unique_key):
+    holder = Semaphore(value=1, key=unique_key, masters={server.url})
+    assert holder.acquire()
+    aio = AIOSemaphore(value=1, key=unique_key, masters={server.url})
+    for _ in range(3):
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(aio.acquire(), 0.2)
+    await asyncio.sleep(0.3)
+    assert holder.waiters() == [], "cancelled waiters left the queue"
+    holder.release()
+    assert holder.value == 1
+    assert holder.holders() == []
+    assert await aio.acquire(blocking=False), "the object stays usable"
+    await aio.release()
+
+
+def test_four_processes_compete_for_two_permits(server, unique_key):
+    procs = [
+        subprocess.Popen(python_worker("stress", server.url, unique_key, "2", "60"), stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    most = 0
+    for p in procs:
+        out, _ = p.communicate(timeout=120)
+        assert p.returncode == 0, out
+        _, cycles, seen = out.split()
+        assert int(cycles) == 60
+        most = max(most, int(seen))
+    assert server.client().get(f"{unique_key}:violations") is None, "more than 2 holders at once"
+    assert most == 2, f"most holders seen: {most}"
+
+
+def test_a_killed_process_gives_its_permit_back_within_the_lease(server, unique_key):
+    lease = 1.5
+    proc = subprocess.Popen(python_worker("hold", server.url, unique_key, str(lease)), stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("held ")
+    sem = Semaphore(value=1, key=unique_key, masters={server.url})
+    assert not sem.acquire(blocking=False)
+    proc.kill()
+    proc.wait()
+    killed = time.monotonic()
+    assert sem.acquire(timeout=lease * 3)
+    assert time.monotonic() - killed <= lease + 0.3
+    sem.release()
+
+
+@pytest.mark.parametrize("rust_holds", [True, False])
+def test_a_rust_host_and_python_share_a_semaphore(server, unique_key, rust_holds):
+    sem = Semaphore(value=1, key=unique_key, masters={server.url})
+    if rust_holds:
+        rust = subprocess.Popen([str(worker_binary()), "hold", server.url, unique_key, "1", "10000"], stdout=subprocess.PIPE, text=True)
+        assert rust.stdout.readline().startswith("held ")
+        assert not sem.acquire(blocking=False), "the Rust holder's permit counts"
+        rust.kill()
+        rust.wait()
+        assert sem.acquire(timeout=12), "and comes back when its lease ends"
+        sem.release()
+    else:
+        assert sem.acquire()
+        rust = subprocess.Popen([str(worker_binary()), "wait", server.url, unique_key, "1", "10"], stdout=subprocess.PIPE, text=True)
+        assert rust.stdout.readline().strip() == "waiting"
+        deadline = time.monotonic() + 5
+        while not sem.waiters() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        sem.release()
+        line = rust.stdout.readline().split()
+        assert line[0] == "acquired", line
+        assert rust.wait(5) == 0
