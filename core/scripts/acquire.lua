@@ -6,8 +6,8 @@ local n = tonumber(ARGV[4])
 local cap, quarantine = capacity()
 if n > cap and ARGV[5] == '1' and ARGV[6] == '1' then return {-1, cap} end
 purge()
-local free = serve(cap, quarantine)
-if now >= quarantine and free >= n and redis.call('ZCARD', QUEUE) == 0 then
+local free, queued = serve(cap, quarantine)
+if now >= quarantine and free >= n and not queued then
   return granted(grant(HOLDER, n, LEASE, true))
 end
 if ARGV[5] ~= '1' then return {0} end

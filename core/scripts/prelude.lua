@@ -5,9 +5,10 @@
 --   meta     hash  initial, capacity, token (last fencing token), waiter (last waiter id), quarantine
 --   leases   zset  token -> lease deadline (Redis server ms)
 --   owner    hash  token -> holder
---   held:H   set   tokens holder H has claimed (the only permits its refresher extends)
+--   held:H   set   tokens of holder H (its refresher extends those it knows of)
 --   queue    zset  waiter id -> waiter id (FIFO), waiters hash id -> "n lease alive_until holder"
---   grant:W  str   tokens handed to waiter W, wake:W list: pushed once when W is served
+--   grant:W  str   tokens handed to waiter W: the record a late or cancelled waiter settles
+--   wake:W   list  pushed once when W is served: "deadline token..." so it needs no claim
 local META, LEASES, OWNER, QUEUE, WAITERS, HELD = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local PREFIX = string.sub(META, 1, -5)
 local HOLDER = ARGV[1]
@@ -86,29 +87,30 @@ local function own_waiter(id)
   return nil
 end
 
--- Hands free permits to waiters in arrival order, each woken by a push; returns permits left.
--- The head blocks those behind it (strict FIFO); a waiter past its heartbeat is dropped.
+-- Hands free permits to waiters in arrival order, each woken by a push that carries its
+-- permits; returns the permits left and whether anyone is still queued. The head blocks those
+-- behind it (strict FIFO); a waiter past its heartbeat is dropped. A served waiter that never
+-- wakes (it died, or its caller went away) is not refreshed by anyone: its permits expire.
 local function serve(cap, quarantine)
   local free = cap - redis.call('ZCARD', LEASES)
-  if now < quarantine then return 0 end
+  if now < quarantine then return 0, redis.call('ZCARD', QUEUE) > 0 end
   while true do
     local head = redis.call('ZRANGE', QUEUE, 0, 0)[1]
-    if not head then break end
+    if not head then return free, false end
     local n, lease, alive, holder = read_waiter(head)
     if not n or alive <= now then
       remove_waiter(head) -- gave up or died
     elseif n <= free then
-      local toks = grant(holder, n, lease, false)
-      redis.call('SET', grant_key(head), table.concat(toks, ' '), 'PX', lease)
-      redis.call('RPUSH', wake_key(head), '1')
+      local toks = table.concat(grant(holder, n, lease, true), ' ')
+      redis.call('SET', grant_key(head), toks, 'PX', lease)
+      redis.call('RPUSH', wake_key(head), int(now + lease) .. ' ' .. toks)
       redis.call('PEXPIRE', wake_key(head), lease)
       remove_waiter(head)
       free = free - n
     else
-      break
+      return free, true
     end
   end
-  return free
 end
 
 -- Milliseconds until something may change without a release: a lease ends or quarantine lifts.
@@ -127,8 +129,9 @@ local function enqueue(n, quarantine)
   return {2, id, next_change(quarantine)}
 end
 
--- Claims (keep) or gives back the permits `serve` handed to waiter w. A grant of which a part
--- has already expired is given back whole: permits are taken all at once or not at all.
+-- Settles the permits `serve` handed to waiter w when its wake-up push was not taken: keeps
+-- them (a fresh lease) or gives them back. A grant of which a part has already expired is given
+-- back whole: permits are taken all at once or not at all.
 local function settle_grant(w, keep)
   local toks = redis.call('GET', grant_key(w))
   local out, total = {}, 0
@@ -145,10 +148,7 @@ local function settle_grant(w, keep)
     end
   end
   if keep and #out == total then
-    for _, tok in ipairs(out) do
-      redis.call('ZADD', LEASES, now + LEASE, tok)
-      redis.call('SADD', HELD, tok)
-    end
+    for _, tok in ipairs(out) do redis.call('ZADD', LEASES, now + LEASE, tok) end
     return out
   end
   for _, tok in ipairs(out) do drop_permit(tok) end

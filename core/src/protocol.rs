@@ -147,7 +147,8 @@ impl<T: Transport> Semaphore<T> {
         }
     }
 
-    /// Sleeps in BLPOP until served, timed out or cancelled. Each pop is capped by the next lease
+    /// Sleeps in BLPOP until served, timed out or cancelled. The push that wakes it carries its
+    /// permits, so being served costs no further round trip. Each pop is capped by the next lease
     /// deadline (expired permits are reclaimed without a release) and by a heartbeat that keeps
     /// this waiter's place in the queue; a waiter that stops beating is dropped by the others.
     fn wait(&self, n: u64, mut waiter: u64, mut wait_ms: u64, deadline: Option<u64>) -> Result<Vec<Permit>, Error> {
@@ -162,7 +163,7 @@ impl<T: Transport> Semaphore<T> {
                 pop_ms = pop_ms.min((deadline - now).div_ceil(1_000_000));
             }
             match self.transport.blocking_pop(&self.keys.wake(waiter), pop_ms.max(1)) {
-                Ok(Some(_)) => {}
+                Ok(Some(pushed)) => return self.served(&pushed),
                 // Time is up: cancel.lua both leaves the queue and keeps a grant that raced in.
                 Ok(None) if deadline.is_some_and(|d| self.transport.monotonic_now_ns() >= d) => {
                     return self.leave_queue(waiter, true);
@@ -182,6 +183,13 @@ impl<T: Transport> Semaphore<T> {
                 Step::Unavailable => return Err(Error::protocol("poll answered unavailable")),
             }
         }
+    }
+
+    /// Permits from a wake-up push: `"<deadline> <token>..."`.
+    fn served(&self, pushed: &str) -> Result<Vec<Permit>, Error> {
+        let mut fields = pushed.split(' ').map(|f| f.parse::<u64>().map_err(|_| Error::protocol(format!("wake-up {pushed:?}"))));
+        let deadline_ms = fields.next().ok_or_else(|| Error::protocol("empty wake-up"))??;
+        fields.map(|token| Ok(Permit { token: token?, deadline_ms, ttl_ms: self.lease_ms })).collect()
     }
 
     fn bounded_arg(&self) -> String {

@@ -35,68 +35,75 @@ fn block_on<F: Future>(fut: F) -> F::Output {
 }
 
 /// [`Semaphore`] for synchronous code. Clone it freely across threads: a thread blocked in
-/// `acquire` does not hold up a `release` from another.
+/// `acquire` does not hold up a `release` from another. Calls run on the calling thread (within
+/// the runtime's context, whose threads drive the Redis connections), sparing a thread hand-off.
 #[derive(Debug, Clone)]
 pub struct BlockingSemaphore {
     inner: Semaphore,
+    async_handle: Semaphore,
 }
 
 impl BlockingSemaphore {
     pub fn open(options: Options) -> Result<Self, Error> {
-        Ok(BlockingSemaphore { inner: block_on(Semaphore::open(options))? })
+        Ok(block_on(Semaphore::open(options))?.into())
     }
 
     /// The async handle sharing this one's holder identity.
     pub fn as_async(&self) -> &Semaphore {
-        &self.inner
+        &self.async_handle
+    }
+
+    fn block_on<F: Future>(&self, fut: F) -> F::Output {
+        let _context = self.inner.runtime().tokio.enter();
+        block_on(fut)
     }
 
     pub fn acquire(&self, blocking: bool, timeout: Option<Duration>) -> Result<bool, Error> {
-        block_on(self.inner.acquire(blocking, timeout))
+        self.block_on(self.inner.acquire(blocking, timeout))
     }
 
     pub fn acquire_n(&self, n: i64, blocking: bool, timeout: Option<f64>) -> Result<Vec<Permit>, Error> {
-        block_on(self.inner.acquire_n(n, blocking, timeout))
+        self.block_on(self.inner.acquire_n(n, blocking, timeout))
     }
 
     pub fn release(&self, n: i64) -> Result<(), Error> {
-        block_on(self.inner.release(n))
+        self.block_on(self.inner.release(n))
     }
 
     pub fn release_permits(&self, tokens: Vec<u64>) -> Result<Vec<u64>, Error> {
-        block_on(self.inner.release_permits(tokens))
+        self.block_on(self.inner.release_permits(tokens))
     }
 
     pub fn value(&self) -> Result<u64, Error> {
-        block_on(self.inner.value())
+        self.block_on(self.inner.value())
     }
 
     pub fn initial_value(&self) -> Result<u64, Error> {
-        block_on(self.inner.initial_value())
+        self.block_on(self.inner.initial_value())
     }
 
     pub fn locked(&self) -> Result<bool, Error> {
-        block_on(self.inner.locked())
+        self.block_on(self.inner.locked())
     }
 
     pub fn permits(&self) -> Result<Vec<Permit>, Error> {
-        block_on(self.inner.permits())
+        self.block_on(self.inner.permits())
     }
 
     pub fn status(&self) -> Result<Status, Error> {
-        block_on(self.inner.status())
+        self.block_on(self.inner.status())
     }
 
     pub fn set_permits(&self, value: i64) -> Result<u64, Error> {
-        block_on(self.inner.set_permits(value))
+        self.block_on(self.inner.set_permits(value))
     }
 
     pub fn add_permits(&self, delta: i64) -> Result<u64, Error> {
-        block_on(self.inner.add_permits(delta))
+        self.block_on(self.inner.add_permits(delta))
     }
 
     pub fn refresh(&self) -> Result<(), Error> {
-        block_on(self.inner.refresh())
+        self.block_on(self.inner.refresh())
     }
 
     pub fn held(&self) -> Vec<Permit> {
@@ -109,7 +116,7 @@ impl BlockingSemaphore {
 }
 
 impl From<Semaphore> for BlockingSemaphore {
-    fn from(inner: Semaphore) -> Self {
-        BlockingSemaphore { inner }
+    fn from(handle: Semaphore) -> Self {
+        BlockingSemaphore { inner: handle.inline(), async_handle: handle }
     }
 }

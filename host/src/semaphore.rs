@@ -85,6 +85,10 @@ impl Options {
 #[derive(Debug, Clone)]
 pub struct Semaphore {
     inner: Arc<Inner>,
+    /// Run calls in the caller's own future instead of a task on the runtime. Only for
+    /// [`crate::BlockingSemaphore`], whose futures are never dropped half-way: it saves a thread
+    /// hand-off per call, but a dropped future would skip the clean-up a task guarantees.
+    inline: bool,
 }
 
 #[derive(Debug)]
@@ -275,9 +279,18 @@ impl Semaphore {
                 lost_signal: Notify::new(),
             });
             tokio::spawn(refresher(Arc::downgrade(&inner), period));
-            Ok(Semaphore { inner })
+            Ok(Semaphore { inner, inline: false })
         })
         .await?
+    }
+
+    /// This handle with calls made in the caller's future (see `inline`).
+    pub(crate) fn inline(&self) -> Semaphore {
+        Semaphore { inner: self.inner.clone(), inline: true }
+    }
+
+    pub(crate) fn runtime(&self) -> &'static Runtime {
+        self.inner.rt
     }
 
     async fn run<R, F>(&self, op: F) -> Result<R, Error>
@@ -285,6 +298,9 @@ impl Semaphore {
         R: Send + 'static,
         F: for<'a> FnOnce(&'a mut Instance) -> OpFuture<'a, R> + Send + 'static,
     {
+        if self.inline {
+            return self.inner.with_instance(op).await;
+        }
         let inner = self.inner.clone();
         self.inner.rt.run(async move { inner.with_instance(op).await }).await?
     }
@@ -300,6 +316,11 @@ impl Semaphore {
     /// Cancellation-safe: dropping the future makes the waiter leave the queue and gives back
     /// anything granted meanwhile; the handle stays usable.
     pub async fn acquire_n(&self, n: i64, blocking: bool, timeout: Option<f64>) -> Result<Vec<Permit>, Error> {
+        if self.inline {
+            let inner = self.inner.clone();
+            let permits = self.run(move |i| Box::pin(i.acquire(n, blocking, timeout, CancelFlag::default()))).await?;
+            return Ok(Granted { inner, permits }.keep());
+        }
         let cancel = CancelFlag::default();
         let on_drop = CancelOnDrop::new(cancel.clone());
         let inner = self.inner.clone();
@@ -375,6 +396,9 @@ impl Semaphore {
     /// Extends the leases of held permits now (the background refresher does this every third
     /// of a lease) and moves vanished ones to [`Semaphore::take_lost`].
     pub async fn refresh(&self) -> Result<(), Error> {
+        if self.inline {
+            return self.inner.refresh_once().await;
+        }
         let inner = self.inner.clone();
         self.inner.rt.run(async move { inner.refresh_once().await }).await?
     }

@@ -20,8 +20,9 @@ use crate::error::from_redis;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// For scripts on the shared connection: far above any script's run time, below a hung server.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Slack over a BLPOP's own time-out before its connection is presumed dead.
-const POP_GRACE: Duration = Duration::from_secs(3);
+/// The server-side time-out of a BLPOP exceeds ours by this much: Redis checks blocked clients
+/// only `hz` times a second (10 by default), up to 100 ms late, so the host keeps time itself.
+const POP_SLACK: Duration = Duration::from_secs(1);
 /// Idle pop connections kept per Redis server.
 const IDLE_POP_CONNECTIONS: usize = 16;
 /// Read-only commands the guest may send, each taking its key first.
@@ -92,28 +93,30 @@ impl Connections {
             Some(c) => c,
             None => self.connect(None).await.map_err(|e| from_redis(&e))?,
         };
-        let seconds = format!("{:.3}", timeout_ms as f64 / 1000.0);
+        let timeout = Duration::from_millis(timeout_ms);
+        let seconds = format!("{:.3}", (timeout + POP_SLACK).as_secs_f64());
         let mut cmd = redis::cmd("BLPOP");
         cmd.arg(key).arg(seconds);
-        let pop = tokio::time::timeout(Duration::from_millis(timeout_ms) + POP_GRACE, cmd.query_async::<Option<(String, String)>>(&mut conn));
-        let outcome = match cancel {
-            Some(flag) => tokio::select! {
-                r = pop => r,
-                () = flag.cancelled() => return Err(WitError::Cancelled), // the connection is dropped mid-command
-            },
-            None => pop.await,
-        };
-        match outcome {
-            Ok(Ok(popped)) => {
-                let mut idle = self.idle_pops.lock().unwrap_or_else(|e| e.into_inner());
-                if idle.len() < IDLE_POP_CONNECTIONS {
-                    idle.push(conn);
-                }
-                Ok(popped.map(|(_, v)| v))
+        let pop = cmd.query_async::<Option<(String, String)>>(&mut conn);
+        let cancelled = async {
+            match cancel {
+                Some(flag) => flag.cancelled().await,
+                None => std::future::pending().await,
             }
-            Ok(Err(e)) => Err(from_redis(&e)),
-            Err(_) => Err(WitError::Unreachable(format!("BLPOP got no answer within {timeout_ms} ms + {POP_GRACE:?}"))),
+        };
+        // On time-out or cancellation the connection is dropped with the BLPOP in flight, which
+        // ends it on the server. A push it may have taken is not lost: the waiter's grant record
+        // is the truth, which the guest settles next.
+        let popped = tokio::select! {
+            r = pop => r.map_err(|e| from_redis(&e))?,
+            () = tokio::time::sleep(timeout) => return Ok(None),
+            () = cancelled => return Err(WitError::Cancelled),
+        };
+        let mut idle = self.idle_pops.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < IDLE_POP_CONNECTIONS {
+            idle.push(conn);
         }
+        Ok(popped.map(|(_, v)| v))
     }
 }
 

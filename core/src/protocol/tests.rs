@@ -80,17 +80,26 @@ fn non_blocking_and_zero_timeout_never_queue() {
 }
 
 #[test]
-fn waiter_sleeps_on_its_wake_key_and_claims_on_push() {
+fn waiter_sleeps_on_its_wake_key_and_the_push_carries_its_permits() {
+    let fake = Fake::default();
+    let sem = open(&fake);
+    fake.replies.borrow_mut().push_back(ints(&[2, 7, 60_000]));
+    fake.pops.borrow_mut().push_back(Ok(Some("9000 43 44".into())));
+    let permits = sem.acquire(2, true, None).expect("acquire");
+    assert_eq!(permits.iter().map(|p| (p.token, p.deadline_ms)).collect::<Vec<_>>(), vec![(43, 9000), (44, 9000)]);
+    let calls = fake.calls.borrow();
+    // The pop is capped by the heartbeat (lease / 3), not by the 60 s hint; no claim follows.
+    assert_eq!(*calls, vec![eval("acquire.lua", &["2", "1", "1"]), Call::Pop("pottery-semaphore:{k}:wake:7".into(), 1000)]);
+}
+
+#[test]
+fn a_heartbeat_poll_claims_a_grant_whose_push_was_missed() {
     let fake = Fake::default();
     let sem = open(&fake);
     fake.replies.borrow_mut().extend([ints(&[2, 7, 60_000]), ints(&[1, 9000, 43])]);
-    fake.pops.borrow_mut().push_back(Ok(Some("1".into())));
-    let permits = sem.acquire(1, true, None).expect("acquire");
-    assert_eq!(permits[0].token, 43);
-    let calls = fake.calls.borrow();
-    // The pop is capped by the heartbeat (lease / 3), not by the 60 s hint.
-    assert_eq!(calls[1], Call::Pop("pottery-semaphore:{k}:wake:7".into(), 1000));
-    assert_eq!(calls[2], eval("poll.lua", &["7", "1", "1"]));
+    fake.pops.borrow_mut().push_back(Ok(None));
+    assert_eq!(sem.acquire(1, true, None).expect("acquire")[0].token, 43);
+    assert_eq!(fake.calls.borrow()[2], eval("poll.lua", &["7", "1", "1"]));
 }
 
 #[test]
