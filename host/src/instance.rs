@@ -59,6 +59,11 @@ impl Instance {
         Ok((Instance { store, guest, sem }, opened))
     }
 
+    /// Calls that follow run on the caller's thread and may block it (see `HostState::query`).
+    pub(crate) fn set_blocking_io(&mut self, on: bool) {
+        self.store.data_mut().blocking_io = on;
+    }
+
     fn begin(&mut self, cancel: Option<CancelFlag>) {
         let data = self.store.data_mut();
         data.cancel = cancel;

@@ -175,13 +175,27 @@ impl Inner {
         }
     }
 
-    /// Runs `op` on an idle instance (or a new one). Must be called on the runtime's threads.
+    /// Runs `op` on an idle instance (or a new one), on the runtime's threads.
     async fn with_instance<R, F>(&self, op: F) -> Result<R, Error>
     where
         F: for<'a> FnOnce(&'a mut Instance) -> OpFuture<'a, R>,
     {
         let mut instance = self.checkout().await?;
         let result = op(&mut instance).await;
+        self.checkin(instance, &result);
+        result
+    }
+
+    /// Runs `op` on the caller's thread with blocking I/O: for futures that are driven to
+    /// completion there ([`crate::BlockingSemaphore`]), never for ones on an executor.
+    async fn with_instance_blocking<R, F>(&self, op: F) -> Result<R, Error>
+    where
+        F: for<'a> FnOnce(&'a mut Instance) -> OpFuture<'a, R>,
+    {
+        let mut instance = self.checkout().await?;
+        instance.set_blocking_io(true);
+        let result = op(&mut instance).await;
+        instance.set_blocking_io(false);
         self.checkin(instance, &result);
         result
     }
@@ -299,7 +313,7 @@ impl Semaphore {
         F: for<'a> FnOnce(&'a mut Instance) -> OpFuture<'a, R> + Send + 'static,
     {
         if self.inline {
-            return self.inner.with_instance(op).await;
+            return self.inner.with_instance_blocking(op).await;
         }
         let inner = self.inner.clone();
         self.inner.rt.run(async move { inner.with_instance(op).await }).await?

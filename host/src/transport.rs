@@ -78,7 +78,7 @@ impl Connections {
     pub(crate) async fn query(&self, cmd: &redis::Cmd) -> redis::RedisResult<Value> {
         let mut conn = self.shared().await?;
         match cmd.query_async(&mut conn).await {
-            Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() => {
+            Err(e) if is_connection_error(&e) => {
                 *self.shared.lock().await = None;
                 let mut conn = self.shared().await?;
                 cmd.query_async(&mut conn).await
@@ -120,10 +120,38 @@ impl Connections {
     }
 }
 
+/// Plain blocking connections of one instance, for calls made on the caller's own thread
+/// ([`crate::BlockingSemaphore`]): no thread hand-off per round trip.
+#[derive(Default)]
+struct SyncConnections {
+    commands: Option<redis::Connection>,
+    pops: Option<redis::Connection>,
+}
+
+impl std::fmt::Debug for SyncConnections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncConnections").field("open", &(self.commands.is_some(), self.pops.is_some())).finish()
+    }
+}
+
+fn sync_connection<'a>(slot: &'a mut Option<redis::Connection>, client: &redis::Client) -> redis::RedisResult<&'a mut redis::Connection> {
+    if slot.is_none() {
+        *slot = Some(client.get_connection_with_timeout(CONNECT_TIMEOUT)?);
+    }
+    Ok(slot.as_mut().expect("just set"))
+}
+
+fn is_connection_error(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error()
+}
+
 /// Store data of one guest instance: its sandbox, limits and the call it is serving.
 #[derive(Debug)]
 pub(crate) struct HostState {
     pub(crate) conns: Arc<Connections>,
+    /// The current call runs on the caller's thread, which may block: use `sync`.
+    pub(crate) blocking_io: bool,
+    sync: SyncConnections,
     pub(crate) keys: Keys,
     pub(crate) limits: StoreLimits,
     pub(crate) cancel: Option<CancelFlag>,
@@ -136,11 +164,51 @@ impl HostState {
     pub(crate) fn new(conns: Arc<Connections>, key: &str, memory_limit: usize) -> Self {
         HostState {
             conns,
+            blocking_io: false,
+            sync: SyncConnections::default(),
             keys: Keys::new(key),
             limits: StoreLimitsBuilder::new().memory_size(memory_limit).instances(16).tables(16).memories(4).trap_on_grow_failure(true).build(),
             cancel: None,
             resumed_at: Instant::now(),
             started_at: Instant::now(),
+        }
+    }
+
+    /// Runs `cmd` on this instance's blocking connection or the shared async one.
+    async fn query(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<Value> {
+        if !self.blocking_io {
+            return self.conns.query(cmd).await;
+        }
+        let attempt = |slot: &mut Option<redis::Connection>, client: &redis::Client| -> redis::RedisResult<Value> {
+            let conn = sync_connection(slot, client)?;
+            conn.set_read_timeout(Some(RESPONSE_TIMEOUT))?;
+            cmd.query(conn)
+        };
+        match attempt(&mut self.sync.commands, &self.conns.client) {
+            Err(e) if is_connection_error(&e) => {
+                // Reconnect once, as the async path does.
+                self.sync.commands = None;
+                attempt(&mut self.sync.commands, &self.conns.client)
+            }
+            other => other,
+        }
+    }
+
+    /// BLPOP on this instance's blocking pop connection, timed by the socket's read time-out;
+    /// on time-out the connection is dropped with the BLPOP in flight (see `blocking_pop`).
+    fn blocking_pop_sync(&mut self, key: &str, timeout_ms: u64) -> Result<Option<String>, WitError> {
+        let timeout = Duration::from_millis(timeout_ms);
+        let result = sync_connection(&mut self.sync.pops, &self.conns.client).and_then(|conn| {
+            conn.set_read_timeout(Some(timeout))?;
+            let seconds = format!("{:.3}", (timeout + POP_SLACK).as_secs_f64());
+            redis::cmd("BLPOP").arg(key).arg(seconds).query::<Option<(String, String)>>(conn)
+        });
+        match result {
+            Ok(popped) => Ok(popped.map(|(_, v)| v)),
+            Err(e) => {
+                self.sync.pops = None;
+                if e.is_timeout() { Ok(None) } else { Err(from_redis(&e)) }
+            }
         }
     }
 
@@ -195,11 +263,11 @@ impl TransportHost for HostState {
         }
         let mut evalsha = redis::cmd("EVALSHA");
         evalsha.arg(&sha1).arg(keys.len()).arg(&keys).arg(&args);
-        let result = match self.conns.query(&evalsha).await {
+        let result = match self.query(&evalsha).await {
             Err(e) if e.code() == Some("NOSCRIPT") => {
                 let mut eval = redis::cmd("EVAL");
                 eval.arg(known.source).arg(keys.len()).arg(&keys).arg(&args);
-                self.conns.query(&eval).await
+                self.query(&eval).await
             }
             other => other,
         };
@@ -216,7 +284,7 @@ impl TransportHost for HostState {
         self.check_key(&key)?;
         let mut cmd = redis::cmd(&upper);
         cmd.arg(&key).arg(&args);
-        let result = self.conns.query(&cmd).await;
+        let result = self.query(&cmd).await;
         self.resumed_at = Instant::now();
         reply(result.map_err(|e| from_redis(&e))?)
     }
@@ -224,7 +292,11 @@ impl TransportHost for HostState {
     async fn blocking_pop(&mut self, master: u32, key: String, timeout_ms: u64) -> Result<Option<String>, WitError> {
         Self::check_master(master)?;
         self.check_key(&key)?;
-        let result = self.conns.blocking_pop(&key, timeout_ms.max(1), self.cancel.as_ref()).await;
+        let result = if self.blocking_io {
+            self.blocking_pop_sync(&key, timeout_ms.max(1))
+        } else {
+            self.conns.blocking_pop(&key, timeout_ms.max(1), self.cancel.as_ref()).await
+        };
         self.resumed_at = Instant::now();
         result
     }

@@ -181,3 +181,23 @@ async fn tls_urls_work() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_blocking_api_times_out_precisely_and_reports_redis_dying_mid_wait() {
+    use pottery_semaphore_host::BlockingSemaphore;
+    let mut server = Server::start(Flavor::Redis);
+    let k = key("blocking");
+    let holder = BlockingSemaphore::open(server.options(&k)).unwrap();
+    assert!(holder.acquire(false, None).unwrap());
+    let waiter = BlockingSemaphore::open(server.options(&k)).unwrap();
+    let started = Instant::now();
+    assert!(!waiter.acquire(true, Some(Duration::from_millis(150))).unwrap());
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(150) && took < Duration::from_millis(350), "{took:?}");
+    let w = waiter.clone();
+    let pending = std::thread::spawn(move || w.acquire(true, Some(Duration::from_secs(30))));
+    std::thread::sleep(Duration::from_millis(200));
+    server.kill();
+    let r = pending.join().unwrap();
+    assert!(matches!(r, Err(Error::Unreachable(_))), "{r:?}");
+}
