@@ -30,6 +30,10 @@ pub struct EngineOptions {
     pub cache_dir: Option<PathBuf>,
     /// Worker threads of the runtime's tokio runtime.
     pub worker_threads: usize,
+    /// Run the component through wasmtime's Pulley interpreter instead of native code compiled
+    /// at run time: for platforms that forbid JIT (iOS). Slower, same behaviour. The default
+    /// runtime uses it when `POTTERY_SEMAPHORE_PULLEY=1`.
+    pub pulley: bool,
 }
 
 impl Default for EngineOptions {
@@ -40,7 +44,8 @@ impl Default for EngineOptions {
                 .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
             Some(base.join("pottery-semaphore"))
         });
-        EngineOptions { memory_limit: 16 << 20, cpu_budget: Duration::from_secs(1), cache_dir, worker_threads: 2 }
+        let pulley = std::env::var("POTTERY_SEMAPHORE_PULLEY").is_ok_and(|v| v == "1");
+        EngineOptions { memory_limit: 16 << 20, cpu_budget: Duration::from_secs(1), cache_dir, worker_threads: 2, pulley }
     }
 }
 
@@ -51,6 +56,13 @@ pub struct Runtime {
     pub(crate) options: EngineOptions,
     /// True when the component came from the on-disk cache rather than a fresh compilation.
     pub loaded_from_cache: bool,
+}
+
+impl Runtime {
+    /// The options this runtime was started with.
+    pub fn options(&self) -> &EngineOptions {
+        &self.options
+    }
 }
 
 impl std::fmt::Debug for Runtime {
@@ -81,6 +93,10 @@ impl Runtime {
     pub fn new(options: EngineOptions) -> Result<Runtime, Error> {
         let mut config = Config::new();
         config.wasm_component_model(true).epoch_interruption(true);
+        if options.pulley {
+            let target = if cfg!(target_pointer_width = "64") { "pulley64" } else { "pulley32" };
+            config.target(target).map_err(|e| Error::Runtime(format!("pulley: {e:#}")))?;
+        }
         let engine = Engine::new(&config).map_err(|e| Error::Runtime(format!("engine: {e:#}")))?;
         let (component, loaded_from_cache) = load_component(&engine, options.cache_dir.as_ref())?;
         let mut linker = Linker::<HostState>::new(&engine);

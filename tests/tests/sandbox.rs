@@ -43,3 +43,25 @@ async fn a_guest_over_its_cpu_budget_is_trapped() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(normal.value().await.unwrap(), 1);
 }
+
+/// iOS forbids JIT: there the component runs in wasmtime's Pulley interpreter. Same protocol,
+/// same results, exercised here on Linux so the mobile path is not untested code.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pulley_interpreter_runs_the_protocol() {
+    let server = Server::start(Flavor::Redis);
+    let rt = runtime(EngineOptions { pulley: true, cache_dir: None, ..EngineOptions::default() });
+    assert!(rt.options().pulley);
+    let k = key("pulley");
+    let sem = Semaphore::open(server.options(&k).permits(2).runtime(rt)).await.expect("open");
+    let permits = sem.acquire_n(2, false, None).await.unwrap();
+    assert_eq!(permits.len(), 2);
+    // A waiter on the JIT runtime is served by a release through the interpreter.
+    let jit = Semaphore::open(server.options(&k)).await.unwrap();
+    let waiting = jit.clone();
+    let pending = tokio::spawn(async move { waiting.acquire(true, Some(Duration::from_secs(5))).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    sem.release(1).await.unwrap();
+    assert!(pending.await.unwrap().unwrap());
+    assert!(matches!(sem.release(3).await, Err(Error::Bounded { .. })));
+    assert_eq!(sem.status().await.unwrap().holders.len(), 2);
+}
