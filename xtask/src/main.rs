@@ -93,7 +93,9 @@ fn main() -> ExitCode {
             .and_then(|()| cargo(&["test", "--workspace"]))
             .and_then(|()| python(false))
             .and_then(|venv| pytest(&venv, &["-q", "tests"])),
-        Some("demo") => component().and_then(|()| cargo(&["run", "--release", "-p", "pottery-semaphore-tests", "--bin", "demo"])),
+        Some("demo") => component()
+            .and_then(|()| python(false))
+            .and_then(|_| cargo(&["run", "-p", "pottery-semaphore-tests", "--bin", "demo"])),
         Some("bench") => component()
             .and_then(|()| cargo(&["bench", "-p", "pottery-semaphore-tests", "--bench", "semaphore"]))
             .and_then(|()| python(true))

@@ -1,6 +1,8 @@
-//! `cargo xtask demo`: workers contend for a 3-permit semaphore through the wasm component, and
-//! the demo prints who held which permit when, and the most holders seen at once.
-//! Uses `$REDIS_URL`, or starts a throwaway redis-server on a free loopback port.
+//! `cargo xtask demo`: Rust threads and Python processes contend for one 3-permit semaphore,
+//! all through the wasm component, and the demo prints who held a permit when (with its fencing
+//! token) and the most holders seen at once. Uses `$REDIS_URL`, or starts a throwaway
+//! redis-server on a free loopback port. Python workers run when target/py/venv holds the SDK
+//! (`cargo xtask demo` builds it).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -9,14 +11,48 @@ use pottery_semaphore_host::{BlockingSemaphore, Options, Runtime};
 use pottery_semaphore_tests::{Flavor, Server};
 
 const PERMITS: i64 = 3;
-const WORKERS: usize = 6;
+const RUST_WORKERS: usize = 4;
+const PYTHON_WORKERS: usize = 3;
 const ROUNDS: usize = 4;
 
 struct Span {
-    worker: usize,
+    worker: String,
     token: u64,
     start: Duration,
     end: Duration,
+}
+
+/// Python workers print `span <start ms> <end ms> <token>` relative to `epoch`.
+fn python_workers(url: &str, key: &str, epoch: std::time::SystemTime) -> Vec<std::thread::JoinHandle<Vec<Span>>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(std::path::Path::new(".")).to_path_buf();
+    let python = root.join("target/py/venv/bin/python");
+    let probe = std::process::Command::new(&python).args(["-c", "import pottery_semaphore"]).output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        println!("(no Python SDK in target/py/venv: run `cargo xtask demo` to include Python workers)");
+        return Vec::new();
+    }
+    let epoch_ms = epoch.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0).to_string();
+    (0..PYTHON_WORKERS)
+        .map(|i| {
+            let child = std::process::Command::new(&python)
+                .arg(root.join("bindings/python/demo_worker.py"))
+                .args([url, key, &PERMITS.to_string(), &ROUNDS.to_string(), &epoch_ms, &i.to_string()])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("python worker");
+            std::thread::spawn(move || {
+                let out = child.wait_with_output().expect("python worker output");
+                assert!(out.status.success(), "python worker {i} failed");
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .filter_map(|l| {
+                        let f: Vec<u64> = l.strip_prefix("span ")?.split(' ').filter_map(|x| x.parse().ok()).collect();
+                        Some(Span { worker: format!("python {i}"), token: f[2], start: Duration::from_millis(f[0]), end: Duration::from_millis(f[1]) })
+                    })
+                    .collect()
+            })
+        })
+        .collect()
 }
 
 fn main() {
@@ -39,8 +75,10 @@ fn main() {
     // A fresh throwaway server would trip the restart guard; a long-lived one would not.
     let options = Options::new(&url, &key).permits(PERMITS).guard_fresh_server(_server.is_none());
     let t0 = Instant::now();
+    let epoch = std::time::SystemTime::now();
+    let python = python_workers(&url, &key, epoch);
     let spans = Arc::new(Mutex::new(Vec::new()));
-    let workers: Vec<_> = (0..WORKERS)
+    let workers: Vec<_> = (0..RUST_WORKERS)
         .map(|worker| {
             let sem = BlockingSemaphore::open(options.clone()).expect("open");
             let spans = spans.clone();
@@ -51,6 +89,7 @@ fn main() {
                     std::thread::sleep(Duration::from_millis(40 + ((worker * 37 + round * 53) % 90) as u64));
                     let end = t0.elapsed();
                     sem.release(1).expect("release");
+                    let worker = format!("rust {worker}");
                     spans.lock().expect("spans").push(Span { worker, token: permit[0].token, start, end });
                 }
             })
@@ -60,19 +99,25 @@ fn main() {
         w.join().expect("worker");
     }
     let mut spans = std::mem::take(&mut *spans.lock().expect("spans"));
+    for p in python {
+        spans.extend(p.join().expect("python worker"));
+    }
     spans.sort_by_key(|s| s.start);
     let total = spans.last().map(|s| s.end).unwrap_or_default();
-    println!("\n{WORKERS} workers x {ROUNDS} rounds on {PERMITS} permits ('#' = holding; token = fencing token)\n");
+    let mut names: Vec<String> = spans.iter().map(|s| s.worker.clone()).collect();
+    names.sort();
+    names.dedup();
+    println!("\n{} workers x {ROUNDS} rounds on {PERMITS} permits ('#' = holding; token = fencing token)\n", names.len());
     let width = 60.0;
-    for worker in 0..WORKERS {
+    for worker in &names {
         let mut line = vec![b'.'; width as usize];
-        for s in spans.iter().filter(|s| s.worker == worker) {
+        for s in spans.iter().filter(|s| &s.worker == worker) {
             let a = (s.start.as_secs_f64() / total.as_secs_f64() * width) as usize;
             let b = ((s.end.as_secs_f64() / total.as_secs_f64() * width) as usize).max(a + 1).min(line.len());
             line[a..b].fill(b'#');
         }
-        let tokens: Vec<String> = spans.iter().filter(|s| s.worker == worker).map(|s| (s.token % 10_000).to_string()).collect();
-        println!("worker {worker} |{}| tokens …{}", String::from_utf8_lossy(&line), tokens.join(" …"));
+        let tokens: Vec<String> = spans.iter().filter(|s| &s.worker == worker).map(|s| (s.token % 10_000).to_string()).collect();
+        println!("{worker:<9} |{}| tokens …{}", String::from_utf8_lossy(&line), tokens.join(" …"));
     }
     let mut max_concurrent = 0;
     for s in &spans {
