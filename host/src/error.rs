@@ -45,20 +45,22 @@ impl From<wit::Error> for Error {
 
 /// Redis failures as the guest sees them through the transport.
 pub(crate) fn from_redis(e: &redis::RedisError) -> wit::Error {
-    if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() || e.is_timeout() {
-        return wit::Error::Unreachable(e.to_string());
-    }
-    if e.kind() == redis::ErrorKind::AuthenticationFailed {
-        return wit::Error::Auth(e.to_string());
-    }
-    // An unauthenticated client sending a long command gets a protocol error, not NOAUTH.
-    if e.to_string().contains("unauthenticated") {
-        return wit::Error::Auth(format!("{e} (the server requires a password)"));
-    }
-    match e.code() {
-        Some("WRONGPASS" | "NOAUTH" | "NOPERM") => wit::Error::Auth(e.to_string()),
-        Some("WRONGTYPE") => wit::Error::WrongType(e.to_string()),
-        _ => wit::Error::Redis(e.to_string()),
+    crate::convert::error(e).into()
+}
+
+impl From<pottery_semaphore_core::Error> for wit::Error {
+    fn from(e: pottery_semaphore_core::Error) -> Self {
+        use pottery_semaphore_core::Error as E;
+        match e {
+            E::InvalidArgument(m) => wit::Error::InvalidArgument(m),
+            E::Bounded { key, current, initial } => wit::Error::Bounded(wit::BoundedInfo { key, current, initial }),
+            E::WrongType(m) => wit::Error::WrongType(m),
+            E::Unreachable(m) => wit::Error::Unreachable(m),
+            E::Auth(m) => wit::Error::Auth(m),
+            E::Cancelled => wit::Error::Cancelled,
+            E::Forbidden(m) => wit::Error::Forbidden(m),
+            E::Redis(m) => wit::Error::Redis(m),
+        }
     }
 }
 

@@ -16,6 +16,7 @@
 mod bindings;
 mod blocking;
 mod cancel;
+pub mod convert;
 mod error;
 mod instance;
 mod runtime;

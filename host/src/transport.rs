@@ -229,23 +229,18 @@ impl HostState {
     }
 }
 
-fn scalar(v: Value) -> Result<Scalar, WitError> {
-    Ok(match v {
-        Value::Nil => Scalar::Nil,
-        Value::Int(i) => Scalar::Int(i),
-        Value::BulkString(b) => Scalar::Bulk(b),
-        Value::SimpleString(s) => Scalar::Status(s),
-        Value::Okay => Scalar::Status("OK".into()),
-        other => return Err(WitError::Redis(format!("unsupported reply {other:?}"))),
-    })
-}
-
+/// The protocol's reply in WIT form.
 fn reply(v: Value) -> Result<Reply, WitError> {
-    match v {
-        Value::Array(items) => Ok(Reply::Array(items.into_iter().map(scalar).collect::<Result<_, _>>()?)),
-        Value::ServerError(e) => Err(from_redis(&e.into())),
-        other => Ok(Reply::Scalar(scalar(other)?)),
-    }
+    let scalar = |s: pottery_semaphore_core::Scalar| match s {
+        pottery_semaphore_core::Scalar::Nil => Scalar::Nil,
+        pottery_semaphore_core::Scalar::Int(i) => Scalar::Int(i),
+        pottery_semaphore_core::Scalar::Bulk(b) => Scalar::Bulk(b),
+        pottery_semaphore_core::Scalar::Status(s) => Scalar::Status(s),
+    };
+    Ok(match crate::convert::reply(v)? {
+        pottery_semaphore_core::Reply::Scalar(s) => Reply::Scalar(scalar(s)),
+        pottery_semaphore_core::Reply::Array(items) => Reply::Array(items.into_iter().map(scalar).collect()),
+    })
 }
 
 impl TypesHost for HostState {}

@@ -7,7 +7,8 @@ use std::fmt;
 use std::time::Instant;
 
 use pottery_semaphore_core::scripts::Script;
-use pottery_semaphore_core::{Error, Reply, Scalar, Transport};
+use pottery_semaphore_core::{Error, Reply, Transport};
+use pottery_semaphore_host::convert::{error as from_redis, reply};
 use redis::Value;
 
 /// One connection for scripts and commands, another for blocking pops. Single-threaded: the
@@ -37,40 +38,6 @@ impl NativeTransport {
             Value::ServerError(e) => Err(e.into()),
             v => Ok(v),
         }
-    }
-}
-
-/// Redis failures as the protocol expects them (the same mapping as the host's transport).
-pub fn from_redis(e: &redis::RedisError) -> Error {
-    if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() || e.is_timeout() {
-        return Error::Unreachable(e.to_string());
-    }
-    if e.kind() == redis::ErrorKind::AuthenticationFailed {
-        return Error::Auth(e.to_string());
-    }
-    match e.code() {
-        Some("WRONGPASS" | "NOAUTH" | "NOPERM") => Error::Auth(e.to_string()),
-        Some("WRONGTYPE") => Error::WrongType(e.to_string()),
-        _ => Error::Redis(e.to_string()),
-    }
-}
-
-fn scalar(v: Value) -> Result<Scalar, Error> {
-    Ok(match v {
-        Value::Nil => Scalar::Nil,
-        Value::Int(i) => Scalar::Int(i),
-        Value::BulkString(b) => Scalar::Bulk(b),
-        Value::SimpleString(s) => Scalar::Status(s),
-        Value::Okay => Scalar::Status("OK".into()),
-        other => return Err(Error::Redis(format!("unsupported reply {other:?}"))),
-    })
-}
-
-fn reply(v: Value) -> Result<Reply, Error> {
-    match v {
-        Value::Array(items) => Ok(Reply::Array(items.into_iter().map(scalar).collect::<Result<_, _>>()?)),
-        Value::ServerError(e) => Err(from_redis(&e.into())),
-        other => Ok(Reply::Scalar(scalar(other)?)),
     }
 }
 
