@@ -3,10 +3,13 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+mod swift;
+
 fn usage() -> &'static str {
     "usage: cargo xtask <command>
   component   build the wasm component (says which toolchain it used) and print its path
   python      build the Python wheel and install it into target/py/venv (made if missing)
+  swift       generate the Swift package and check its layout and that every file parses
   demo        build everything and run the demo against $REDIS_URL or a throwaway redis-server
   test        build everything and run every test: Rust, then Python
   bench       run the benchmarks (Rust and Python) against throwaway redis-servers"
@@ -82,17 +85,26 @@ fn pytest(venv: &Path, args: &[&str]) -> Result<(), String> {
         .current_dir(workspace().join("bindings/python")))
 }
 
+/// No Swift toolchain exists here: the generated package is checked for completeness and syntax.
+fn swift_check() -> Result<(), String> {
+    let package = swift::generate(&workspace())?;
+    println!("{}", swift::check(&package)?);
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("component") => component(),
         Some("python") => python(false).map(drop),
+        Some("swift") => swift_check(),
         Some("test") => component()
             // The CLI and cross-process tests run binaries that `cargo test` alone does not build.
             .and_then(|()| cargo(&["build", "--bins"]))
             .and_then(|()| cargo(&["test", "--workspace"]))
             .and_then(|()| python(false))
-            .and_then(|venv| pytest(&venv, &["-q", "tests"])),
+            .and_then(|venv| pytest(&venv, &["-q", "tests"]))
+            .and_then(|()| swift_check()),
         Some("demo") => component()
             .and_then(|()| python(false))
             .and_then(|_| cargo(&["run", "-p", "pottery-semaphore-tests", "--bin", "demo"])),

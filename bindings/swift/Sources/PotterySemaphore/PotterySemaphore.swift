@@ -1,0 +1,100 @@
+// The hand-written face of the Swift SDK: a thin, idiomatic layer over the UniFFI bindings that
+// `cargo xtask` generates into the PotterySemaphoreFFI target (see README.md).
+
+import Foundation
+import PotterySemaphoreFFI
+
+/// What to open: Redis URL, key, number of permits, lease, and so on (defaults as in the host).
+public typealias SemaphoreOptions = PotterySemaphoreFFI.SemaphoreOptions
+/// A held permit: its token, lease deadline (Redis time, ms since the epoch) and time left.
+public typealias Permit = PotterySemaphoreFFI.Permit
+/// Permits, holders and waiters of the semaphore, as Redis has them.
+public typealias SemaphoreStatus = PotterySemaphoreFFI.SemaphoreStatus
+
+/// The errors of the semaphore, case for case as the generated `PotterySemaphoreFFI.SemaphoreError`.
+public enum SemaphoreError: Error, Equatable, Sendable {
+    case invalidArgument(String)
+    case bounded(key: String, current: UInt64, initial: UInt64)
+    case wrongType(String)
+    case unreachable(String)
+    case auth(String)
+    case cancelled
+    case forbidden(String)
+    case redis(String)
+    case guest(String)
+    case runtime(String)
+
+    init(_ error: PotterySemaphoreFFI.SemaphoreError) {
+        switch error {
+        case let .InvalidArgument(message): self = .invalidArgument(message)
+        case let .Bounded(key, current, initial): self = .bounded(key: key, current: current, initial: initial)
+        case let .WrongType(message): self = .wrongType(message)
+        case let .Unreachable(message): self = .unreachable(message)
+        case let .Auth(message): self = .auth(message)
+        case .Cancelled: self = .cancelled
+        case let .Forbidden(message): self = .forbidden(message)
+        case let .Redis(message): self = .redis(message)
+        case let .Guest(message): self = .guest(message)
+        case let .Runtime(message): self = .runtime(message)
+        }
+    }
+}
+
+/// Runs `body`, rethrowing the generated error type as `SemaphoreError`.
+private func translatingErrors<T>(_ body: () async throws -> T) async throws -> T {
+    do {
+        return try await body()
+    } catch let error as PotterySemaphoreFFI.SemaphoreError {
+        throw SemaphoreError(error)
+    }
+}
+
+/// A distributed counting semaphore on Redis. One handle can be shared by any number of tasks.
+public final class Semaphore: Sendable {
+    /// The generated object, for the calls this layer does not wrap (`status`, `permits`, ...).
+    public let raw: PotterySemaphoreFFI.Semaphore
+
+    public init(raw: PotterySemaphoreFFI.Semaphore) {
+        self.raw = raw
+    }
+
+    /// Connects to Redis and opens the semaphore, creating it unless `options.create` is false.
+    public static func open(_ options: SemaphoreOptions) async throws -> Semaphore {
+        try await translatingErrors {
+            Semaphore(raw: try await PotterySemaphoreFFI.Semaphore.openAsync(options: options))
+        }
+    }
+
+    /// Takes `n` permits at once or none, waiting at most `timeout` seconds (`nil`: without limit).
+    /// Returns whether the permits were taken.
+    public func acquire(n: Int = 1, timeout: TimeInterval? = nil) async throws -> Bool {
+        try await translatingErrors {
+            let permits = try await raw.acquireAsync(n: Int64(n), blocking: true, timeoutS: timeout)
+            return !permits.isEmpty
+        }
+    }
+
+    /// Gives back `n` permits held by this handle.
+    public func release(n: Int = 1) async throws {
+        try await translatingErrors {
+            try await raw.releaseAsync(n: Int64(n))
+        }
+    }
+
+    /// Runs `body` holding one permit, which is released when `body` returns or throws.
+    public func withPermit<T>(_ body: () async throws -> T) async throws -> T {
+        guard try await acquire() else {
+            throw SemaphoreError.runtime("acquire without a timeout returned no permit")
+        }
+        // `defer` cannot `await` in Swift 5.9, so this is the `finally` written out.
+        let result: T
+        do {
+            result = try await body()
+        } catch {
+            try? await release()
+            throw error
+        }
+        try await release()
+        return result
+    }
+}
