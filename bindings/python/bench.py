@@ -4,10 +4,15 @@ In one run against a throwaway redis-server: raw redis-py EVALSHA x2 per cycle v
 acquire+release cycle; the contended scenario (8 worker processes, 2 permits, 10 ms hold);
 peak RSS of a process that imports the package and opens one semaphore; and the time from
 `import` to the first acquired permit in a fresh process (component cache warm).
+
+`BENCH_ITERS` (default 2000) timed cycles, `BENCH_SECONDS` (default 6) of contended run;
+`BENCH_JSON=<path>` also writes every row, with the contended wait samples, as JSON there for
+`bench/report.py`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
@@ -124,7 +129,68 @@ def main() -> None:
     print(f"| contended, 8 processes, 2 permits, 10 ms hold, {SECONDS:.0f} s | utilisation {utilisation:.1%}, {len(waits)} grants, wait p50 {pct(waits, .5) * 1e3:.1f} ms, p99 {pct(waits, .99) * 1e3:.1f} ms | target >= 90%: {'met' if utilisation >= 0.9 else 'missed'} |")
     print(f"| import to first permit, fresh process | {min(firsts) * 1e3:.1f} ms (best of 3; {', '.join(f'{f * 1e3:.0f}' for f in firsts)}) | target <= 150 ms: {'met' if min(firsts) <= 0.15 else 'missed'} |")
     print(f"| peak RSS, import + one semaphore | {rss_mib:.1f} MiB | |")
+
+    if os.environ.get("BENCH_JSON"):
+        version = r.info("server").get("redis_version", "?")
+        write_json(os.environ["BENCH_JSON"], raw, cycle, utilisation, waits, firsts, rss_mib, version)
     server.close()
+
+
+def cycle_row(name, implementation, client, samples):
+    return {
+        "name": name,
+        "implementation": implementation,
+        "client": client,
+        "scenario": "uncontended cycle",
+        "mean_us": statistics.mean(samples) * 1e6,
+        "p50_us": pct(samples, .5) * 1e6,
+        "p99_us": pct(samples, .99) * 1e6,
+        "samples": len(samples),
+    }
+
+
+def write_json(path, raw, cycle, utilisation, waits, firsts, rss_mib, version) -> None:
+    """The rows of the table above, machine-readable, for bench/report.py."""
+    rows = [
+        cycle_row("raw redis-py EVALSHA x2", "raw EVALSHA", "Python (redis-py)", raw),
+        dict(cycle_row("Semaphore acquire+release", "Python SDK", "Python (pottery_semaphore)", cycle),
+             ratio_to_baseline=statistics.mean(cycle) / statistics.mean(raw)),
+        {
+            "name": f"contended, 8 processes, 2 permits, 10 ms hold, {SECONDS:.0f} s",
+            "implementation": "Python SDK",
+            "client": "Python (pottery_semaphore)",
+            "scenario": "contended",
+            "workers": 8,
+            "worker_kind": "processes",
+            "permits": 2,
+            "hold_ms": 10.0,
+            "seconds": SECONDS,
+            "utilisation_pct": utilisation * 100,
+            "grants": len(waits),
+            "wait_p50_ms": pct(waits, .5) * 1e3,
+            "wait_p99_ms": pct(waits, .99) * 1e3,
+            "wait_mean_ms": statistics.mean(waits) * 1e3,
+            "wait_samples_ms": [round(w * 1e3, 3) for w in waits],
+        },
+        {
+            "name": "import to first permit, fresh process",
+            "implementation": "Python SDK",
+            "client": "Python (pottery_semaphore)",
+            "scenario": "import to first permit",
+            "best_ms": min(firsts) * 1e3,
+            "runs_ms": [f * 1e3 for f in firsts],
+        },
+        {
+            "name": "peak RSS, import + one semaphore",
+            "implementation": "Python SDK",
+            "client": "Python (pottery_semaphore)",
+            "scenario": "peak RSS",
+            "rss_mib": rss_mib,
+        },
+    ]
+    doc = {"benchmark": "bindings/python/bench.py", "iters": ITERS, "warmup": 200, "redis_server": version, "rows": rows}
+    Path(path).write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"wrote {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -2,13 +2,16 @@
 //!
 //! `cargo bench -p pottery-semaphore-tests --bench semaphore`
 //! (`BENCH_ITERS` = timed cycles per latency row, default 2000; `BENCH_SECONDS` = length of the
-//! contended run, default 6). Rows a–c are timed interleaved, in rounds, so that drift of a
-//! shared machine's speed shows in all of them alike. Every semaphore is opened with the
-//! fresh-server guard off, like the tests' (`Server::options`): the server is seconds old, and
-//! the guard would grant nothing.
+//! contended run, default 6; `BENCH_JSON=<path>` also writes every row, and the contended run's
+//! wait samples, as JSON there for `bench/report.py`). Rows a–c are timed interleaved, in rounds,
+//! so that drift of a shared machine's speed shows in all of them alike. Every semaphore is opened
+//! with the fresh-server guard off, like the tests' (`Server::options`): the server is seconds
+//! old, and the guard would grant nothing.
 
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
 
 use pottery_semaphore_core::{Config, Semaphore as NativeSemaphore};
 use pottery_semaphore_host::BlockingSemaphore;
@@ -42,8 +45,8 @@ fn stats(mut samples: Vec<Duration>) -> Stats {
 }
 
 /// Times each op `iters` times, interleaved in `ROUNDS` rounds so that a machine whose speed
-/// drifts (a shared VM) slows them all alike.
-fn measure_interleaved(iters: usize, ops: &mut [&mut dyn FnMut()]) -> Vec<Stats> {
+/// drifts (a shared VM) slows them all alike; returns each op's samples in the order taken.
+fn measure_interleaved(iters: usize, ops: &mut [&mut dyn FnMut()]) -> Vec<Vec<Duration>> {
     let mut samples = vec![Vec::with_capacity(iters); ops.len()];
     for round in 0..ROUNDS {
         let n = iters / ROUNDS + usize::from(round < iters % ROUNDS);
@@ -55,7 +58,21 @@ fn measure_interleaved(iters: usize, ops: &mut [&mut dyn FnMut()]) -> Vec<Stats>
             }
         }
     }
-    samples.into_iter().map(stats).collect()
+    samples
+}
+
+/// Sums of consecutive pairs of single-call samples (timed back to back within a round): the
+/// distribution of two calls in a row, for the JSON's cycle baseline (the table shows 2 × mean
+/// and 2 × p50).
+fn pair_sums(samples: &[Duration], iters: usize) -> Vec<Duration> {
+    let mut sums = Vec::with_capacity(samples.len() / 2);
+    let mut start = 0;
+    for round in 0..ROUNDS {
+        let n = iters / ROUNDS + usize::from(round < iters % ROUNDS);
+        sums.extend(samples[start..start + n].chunks_exact(2).map(|p| p[0] + p[1]));
+        start += n;
+    }
+    sums
 }
 
 /// Warms `op` up with `WARMUP` calls; returns the server-side µs per script they took.
@@ -164,6 +181,8 @@ struct Contended {
     utilisation: f64,
     acquisitions: usize,
     wait: Stats,
+    /// Every wait, in the order the workers' results were collected.
+    waits: Vec<Duration>,
 }
 
 /// d. `WORKERS` threads, each with its own handle, cycling acquire / hold / release on
@@ -210,7 +229,8 @@ fn contended(server: &Server, run: Duration) -> Contended {
     Contended {
         utilisation: held.as_secs_f64() / (f64::from(CONTENDED_PERMITS) * wall.as_secs_f64()) * 100.0,
         acquisitions: waits.len(),
-        wait: stats(waits),
+        wait: stats(waits.clone()),
+        waits,
     }
 }
 
@@ -277,9 +297,9 @@ fn main() {
     warm_up(&server, &mut handoff);
     let component_server_us = warm_up(&server, &mut component);
     let native_server_us = warm_up(&server, &mut native);
-    let [raw, handoff, component, native] =
-        measure_interleaved(iters, &mut [&mut raw, &mut handoff, &mut component, &mut native])[..]
-    else {
+    let samples = measure_interleaved(iters, &mut [&mut raw, &mut handoff, &mut component, &mut native]);
+    let raw_pairs = stats(pair_sums(&samples[0], iters));
+    let [raw, handoff, component, native] = samples.into_iter().map(stats).collect::<Vec<_>>()[..] else {
         unreachable!("one Stats per op")
     };
     let contended = contended(&server, Duration::from_secs_f64(seconds));
@@ -362,7 +382,123 @@ fn main() {
     println!();
     println!("| Measurement | Result | Target | Verdict |");
     println!("|---|---|---|---|");
-    for [what, result, target, verdict] in rows {
+    for [what, result, target, verdict] in &rows {
         println!("| {what} | {result} | {target} | {verdict} |");
     }
+
+    if let Some(path) = std::env::var_os("BENCH_JSON").map(std::path::PathBuf::from) {
+        let name =
+            |prefix: &str| rows.iter().map(|r| &r[0]).find(|n| n.starts_with(prefix)).cloned().unwrap_or_default();
+        let cycle = |name: String, implementation: &str, s: Stats, server_us: Option<f64>, extra: Value| {
+            let mut row = json!({
+                "name": name,
+                "implementation": implementation,
+                "client": "Rust",
+                "scenario": "uncontended cycle",
+                "mean_us": us(s.mean),
+                "p50_us": us(s.p50),
+                "p99_us": us(s.p99),
+                "samples": iters,
+                "server_us_per_script": server_us,
+            });
+            row.as_object_mut().expect("object").extend(extra.as_object().cloned().unwrap_or_default());
+            row
+        };
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let json_rows = vec![
+            json!({
+                "name": name("a. raw EVALSHA (`return 1`)"),
+                "implementation": "raw EVALSHA",
+                "client": "Rust (redis-rs, current-thread runtime)",
+                "scenario": "single call",
+                "mean_us": us(raw.mean), "p50_us": us(raw.p50), "p99_us": us(raw.p99),
+                "samples": iters,
+                "server_us_per_script": raw_server_us,
+            }),
+            json!({
+                "name": name("a. raw EVALSHA, spawned"),
+                "implementation": "raw EVALSHA (hand-off)",
+                "client": "Rust (redis-rs, 2-worker runtime)",
+                "scenario": "single call",
+                "mean_us": us(handoff.mean), "p50_us": us(handoff.p50), "p99_us": us(handoff.p99),
+                "samples": iters,
+            }),
+            cycle(
+                name("a. 2 × raw EVALSHA"),
+                "raw EVALSHA",
+                raw_pairs,
+                Some(raw_server_us),
+                json!({
+                    "client": "Rust (redis-rs, current-thread runtime)",
+                    "samples": iters / 2,
+                    "note": "2 × EVALSHA `return 1`; p50/p99 from sums of consecutive pairs of the single calls",
+                }),
+            ),
+            cycle(
+                name("b. component"),
+                "Rust host (component)",
+                component,
+                Some(component_server_us),
+                json!({"client": "Rust (BlockingSemaphore)", "ratio_to_baseline": ratio}),
+            ),
+            cycle(
+                name("c. native protocol acquire"),
+                "native protocol",
+                native,
+                Some(native_server_us),
+                json!({"client": "Rust (core compiled natively)", "ratio_to_baseline": native_ratio}),
+            ),
+            json!({
+                "name": name("d. contended utilisation"),
+                "implementation": "Rust host (component)",
+                "client": "Rust (BlockingSemaphore)",
+                "scenario": "contended",
+                "workers": WORKERS,
+                "worker_kind": "threads",
+                "permits": CONTENDED_PERMITS,
+                "hold_ms": ms(HOLD),
+                "seconds": seconds,
+                "utilisation_pct": contended.utilisation,
+                "grants": contended.acquisitions,
+                "wait_p50_ms": ms(contended.wait.p50),
+                "wait_p99_ms": ms(contended.wait.p99),
+                "wait_mean_ms": ms(contended.wait.mean),
+                "wait_samples_ms": contended.waits.iter().map(|&d| ms(d)).collect::<Vec<_>>(),
+            }),
+            json!({
+                "name": name("e. time-out overshoot"),
+                "implementation": "Rust host (component)",
+                "client": "Rust (BlockingSemaphore)",
+                "scenario": "time-out overshoot",
+                "timeout_ms": ms(TIMEOUT),
+                "runs": TIMEOUT_RUNS,
+                "mean_ms": ms(overshoot_mean),
+                "max_ms": ms(overshoot_max),
+            }),
+            json!({
+                "name": name("f. wake-up latency"),
+                "implementation": "Rust host (component)",
+                "client": "Rust (BlockingSemaphore)",
+                "scenario": "wake-up latency",
+                "runs": WAKE_RUNS,
+                "mean_us": us(wake.mean), "p50_us": us(wake.p50), "p99_us": us(wake.p99),
+            }),
+        ];
+        let doc = json!({
+            "benchmark": "tests/benches/semaphore.rs",
+            "iters": iters,
+            "warmup": WARMUP,
+            "redis_server": server_version(&server),
+            "rows": json_rows,
+        });
+        let text = serde_json::to_string_pretty(&doc).expect("JSON");
+        std::fs::write(&path, text + "\n").unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        eprintln!("wrote {}", path.display());
+    }
+}
+
+/// `redis_version` from `INFO server`.
+fn server_version(server: &Server) -> String {
+    let info: String = redis::cmd("INFO").arg("server").query(&mut server.connection()).unwrap_or_default();
+    info.lines().find_map(|l| l.strip_prefix("redis_version:")).unwrap_or("?").trim().to_string()
 }

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+mod report;
 mod swift;
 
 fn usage() -> &'static str {
@@ -12,7 +13,8 @@ fn usage() -> &'static str {
   swift       generate the Swift package and check its layout and that every file parses
   demo        build everything and run the demo against $REDIS_URL or a throwaway redis-server
   test        build everything and run every test: Rust, then Python
-  bench       run the benchmarks (Rust and Python) against throwaway redis-servers"
+  bench       run the benchmarks (Rust and Python) against throwaway redis-servers
+  report      run every benchmark and write target/report/benchmarks.md and wait-times.png"
 }
 
 fn workspace() -> PathBuf {
@@ -97,6 +99,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("component") => component(),
         Some("python") => python(false).map(drop),
+        Some("report") => component().and_then(|()| python(true)).and_then(|venv| report::run(&workspace(), &venv)).map(drop),
         Some("swift") => swift_check(),
         Some("test") => component()
             // The CLI and cross-process tests run binaries that `cargo test` alone does not build.
