@@ -1,0 +1,245 @@
+package io.pottery.semaphore
+
+import io.pottery.semaphore.ffi.Semaphore as NativeSemaphore
+import java.util.function.Supplier
+import kotlin.contracts.ExperimentalContracts
+import kotlin.contracts.InvocationKind
+import kotlin.contracts.contract
+import kotlin.time.Duration
+import kotlin.time.Duration.Companion.milliseconds
+import kotlin.time.DurationUnit
+import kotlin.time.toKotlinDuration
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.NonCancellable
+import kotlinx.coroutines.withContext
+
+/**
+ * A distributed counting semaphore on Redis, shared with every handle, process and SDK (Rust,
+ * Python, Kotlin) that opens the same key on the same server.
+ *
+ * One handle serves any number of coroutines and threads: each acquire waits in the semaphore's
+ * FIFO queue on its own. Permits are leased and kept alive in the background while the handle
+ * lives; [close] gives back the permits it still holds.
+ *
+ * Suspending functions are the primary API (the Rust futures run on the host's own runtime, so no
+ * dispatcher thread is blocked while waiting). Each has a `*Blocking` twin for Java and other
+ * non-coroutine callers, which blocks the calling thread (and does not react to interrupts: use a
+ * time-out).
+ *
+ * Cancelling a coroutine suspended in [acquire] (e.g. [kotlinx.coroutines.withTimeout]) cancels
+ * the Rust future: the waiter leaves the queue, and permits granted in the meantime (even ones
+ * handed over just as the cancellation came) are given back. [release] is not cancellable: once
+ * called, it completes.
+ *
+ * Errors are [SemaphoreException]s.
+ */
+class DistributedSemaphore private constructor(private val native: NativeSemaphore) : AutoCloseable {
+
+    /** The semaphore's name (its Redis keys derive from it). */
+    val key: String = native.key()
+
+    /** This handle's identity in Redis, as [SemaphoreStatus] lists holders and waiters. */
+    val holderId: String = native.holderId()
+
+    /** The lease of each permit, in milliseconds. */
+    val leaseMillis: Long = native.leaseMs().toLong()
+
+    /** The lease of each permit. */
+    @get:JvmSynthetic
+    val lease: Duration get() = leaseMillis.milliseconds
+
+    // Acquiring
+
+    /**
+     * Takes [n] permits, all at once or none, waiting in FIFO order; returns whether they were
+     * taken. [timeout] `null` (or infinite) waits as long as it takes; [Duration.ZERO] does not wait.
+     *
+     * Prefer [timeout] to wrapping the call in [kotlinx.coroutines.withTimeout]: a coroutine
+     * cancelled just after `acquire` returned `true` loses that result (kotlinx.coroutines'
+     * "asynchronous timeout and resources" caveat) while the permits stay held; [withPermit]
+     * has no such gap.
+     */
+    suspend fun acquire(n: Int = 1, timeout: Duration? = null): Boolean = acquirePermits(n, timeout).isNotEmpty()
+
+    /** Takes [n] permits if they are available now, without waiting. */
+    suspend fun tryAcquire(n: Int = 1): Boolean = acquire(n, Duration.ZERO)
+
+    /** As [acquire], returning the permits taken (empty when not acquired). */
+    suspend fun acquirePermits(n: Int = 1, timeout: Duration? = null): List<Permit> {
+        val wait = Wait.of(timeout)
+        return translated {
+            native.acquireCancellationSafe(n.toLong(), wait.blocking, wait.seconds) { granted ->
+                // Cancelled just as the permits were handed over: give exactly those back.
+                withContext(NonCancellable + Dispatchers.IO) { native.releasePermits(granted.map { it.token }) }
+            }
+        }.toPermits()
+    }
+
+    /** [acquire] for non-coroutine callers: blocks this thread. `timeout` `null` waits as long as it takes. */
+    @JvmOverloads
+    fun acquireBlocking(n: Int = 1, timeout: java.time.Duration? = null): Boolean =
+        acquirePermitsBlocking(n, timeout).isNotEmpty()
+
+    /** [tryAcquire] for non-coroutine callers. */
+    @JvmOverloads
+    fun tryAcquireBlocking(n: Int = 1): Boolean = acquireBlocking(n, java.time.Duration.ZERO)
+
+    /** [acquirePermits] for non-coroutine callers: blocks this thread. */
+    @JvmOverloads
+    fun acquirePermitsBlocking(n: Int = 1, timeout: java.time.Duration? = null): List<Permit> {
+        val wait = Wait.of(timeout?.toKotlinDuration())
+        return translated { native.acquire(n.toLong(), wait.blocking, wait.seconds) }.toPermits()
+    }
+
+    // Releasing
+
+    /**
+     * Gives back [n] permits: this handle's own first, then (permits are fungible, as with
+     * `java.util.concurrent.Semaphore`) other holders', who then see them as lost. A bounded
+     * semaphore refuses to go above its initial value ([SemaphoreException.Bounded]).
+     */
+    suspend fun release(n: Int = 1) {
+        // Runs to completion even if the caller is cancelled meanwhile, as a release should.
+        withContext(NonCancellable) { translated { native.releaseAsync(n.toLong()) } }
+    }
+
+    /** [release] for non-coroutine callers. */
+    @JvmOverloads
+    fun releaseBlocking(n: Int = 1) {
+        translated { native.release(n.toLong()) }
+    }
+
+    /**
+     * Gives back exactly these permits of this handle (never another holder's); returns those it
+     * still held and released.
+     */
+    suspend fun releasePermits(permits: Collection<Permit>): List<Permit> =
+        if (permits.isEmpty()) emptyList() else withContext(Dispatchers.IO) { releasePermitsBlocking(permits) }
+
+    /** [releasePermits] for non-coroutine callers. */
+    fun releasePermitsBlocking(permits: Collection<Permit>): List<Permit> {
+        if (permits.isEmpty()) return emptyList()
+        val released = translated { native.releasePermits(permits.map { it.token.toULong() }) }.toSet()
+        return permits.filter { it.token.toULong() in released }
+    }
+
+    /**
+     * Runs [block] holding [n] permits, for non-coroutine callers: acquires (waiting as long as
+     * it takes), runs, and gives exactly those permits back however [block] ends.
+     */
+    @JvmOverloads
+    fun <T> withPermitBlocking(n: Int = 1, block: Supplier<T>): T {
+        val permits = acquirePermitsBlocking(n)
+        try {
+            return block.get()
+        } finally {
+            releasePermitsBlocking(permits)
+        }
+    }
+
+    // Inspecting
+
+    /** Permits available now. */
+    suspend fun value(): Long = translated { native.valueAsync() }.toLong()
+
+    fun valueBlocking(): Long = translated { native.value() }.toLong()
+
+    /** The value the semaphore was created with, as Redis holds it. */
+    suspend fun initialValue(): Long = translated { native.initialValueAsync() }.toLong()
+
+    fun initialValueBlocking(): Long = translated { native.initialValue() }.toLong()
+
+    /** True when no permit is available. */
+    suspend fun locked(): Boolean = translated { native.lockedAsync() }
+
+    fun lockedBlocking(): Boolean = translated { native.locked() }
+
+    /** The permits this handle holds, as Redis has them. */
+    suspend fun permits(): List<Permit> = translated { native.permitsAsync() }.toPermits()
+
+    fun permitsBlocking(): List<Permit> = translated { native.permits() }.toPermits()
+
+    /** Capacity, available permits, every holder and the waiters in the order served. */
+    suspend fun status(): SemaphoreStatus = translated { native.statusAsync() }.toStatus()
+
+    fun statusBlocking(): SemaphoreStatus = translated { native.status() }.toStatus()
+
+    /** The permits this handle holds as it last saw them (no I/O). */
+    val held: List<Permit> get() = native.held().toPermits()
+
+    /** The fencing token of this handle's newest permit, or null when it holds none (no I/O). */
+    val fencingToken: Long? get() = held.maxOfOrNull { it.token }
+
+    /**
+     * Permits this handle held and lost since the last call (their lease ended, or another holder
+     * released them). Stop using what such a permit protected.
+     */
+    fun takeLostPermits(): List<Permit> = native.takeLost().toPermits()
+
+    /** Renews the leases of this handle's permits now (the handle also does so in the background). */
+    suspend fun refresh() = withContext(Dispatchers.IO) { refreshBlocking() }
+
+    fun refreshBlocking() {
+        translated { native.refresh() }
+    }
+
+    // Operating
+
+    /** Sets the number of permits; permits in use are never taken away. Returns the new capacity. */
+    suspend fun setPermits(value: Long): Long = withContext(Dispatchers.IO) { setPermitsBlocking(value) }
+
+    fun setPermitsBlocking(value: Long): Long = translated { native.setPermits(value) }.toLong()
+
+    /** Adds permits (negative removes); returns the new capacity. */
+    suspend fun addPermits(delta: Long): Long = withContext(Dispatchers.IO) { addPermitsBlocking(delta) }
+
+    fun addPermitsBlocking(delta: Long): Long = translated { native.addPermits(delta) }.toLong()
+
+    /** Lets the handle go: the permits it still holds are given back. Further calls fail. */
+    override fun close() = native.close()
+
+    override fun toString() = "DistributedSemaphore(key=$key, holderId=$holderId)"
+
+    companion object {
+        /** Connects and creates the semaphore in Redis unless it exists. */
+        suspend fun open(config: SemaphoreConfig): DistributedSemaphore {
+            val options = config.toOptions()
+            return DistributedSemaphore(translated { NativeSemaphore.openAsync(options) })
+        }
+
+        /** [open] for non-coroutine callers: blocks this thread. */
+        @JvmStatic
+        fun openBlocking(config: SemaphoreConfig): DistributedSemaphore {
+            val options = config.toOptions()
+            return DistributedSemaphore(translated { NativeSemaphore.open(options) })
+        }
+    }
+
+    /** How an acquire waits: the native layer's `blocking` and `timeout_s`. */
+    private class Wait(val blocking: Boolean, val seconds: Double?) {
+        companion object {
+            fun of(timeout: Duration?): Wait = when {
+                timeout == null || timeout == Duration.INFINITE -> Wait(true, null)
+                timeout == Duration.ZERO -> Wait(false, null)
+                // Negative time-outs reach the host, which rejects them as invalid arguments.
+                else -> Wait(true, timeout.toDouble(DurationUnit.SECONDS))
+            }
+        }
+    }
+}
+
+/**
+ * Runs [block] holding [n] permits, as `kotlinx.coroutines.sync.Semaphore.withPermit`: acquires
+ * (waiting as long as it takes), runs [block], and gives exactly those permits back however it
+ * ends, cancellation included.
+ */
+@OptIn(ExperimentalContracts::class)
+suspend inline fun <T> DistributedSemaphore.withPermit(n: Int = 1, block: () -> T): T {
+    contract { callsInPlace(block, InvocationKind.EXACTLY_ONCE) }
+    val permits = acquirePermits(n)
+    try {
+        return block()
+    } finally {
+        withContext(NonCancellable) { releasePermits(permits) }
+    }
+}

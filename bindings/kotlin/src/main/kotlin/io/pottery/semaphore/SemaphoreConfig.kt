@@ -1,0 +1,56 @@
+package io.pottery.semaphore
+
+import io.pottery.semaphore.ffi.SemaphoreOptions
+
+/**
+ * What to open: the semaphore [key] on the Redis server at [url] (`redis://[user:password@]host:port[/db]`,
+ * `rediss://` for TLS).
+ *
+ * @property value the number of permits when this opener creates the semaphore (the first opener
+ *   sets it; later ones adopt the value Redis holds).
+ * @property bounded whether releasing above the initial value fails ([SemaphoreException.Bounded]).
+ * @property leaseMillis how long a permit lives unless refreshed; the handle refreshes its permits
+ *   in the background, so a lease only runs out when the holder dies or loses Redis.
+ * @property guardFreshServer withhold grants for one lease after Redis (re)started, so that
+ *   permits held before a restart that lost them cannot be granted twice. Turn off only for
+ *   servers that keep their data or for tests on throwaway servers.
+ * @property create when false, opening a semaphore that does not exist fails instead of creating it.
+ *
+ * Kotlin: `SemaphoreConfig(url, "jobs", value = 3)`. Java: `new SemaphoreConfig(url, "jobs").withValue(3)`.
+ */
+data class SemaphoreConfig @JvmOverloads constructor(
+    val url: String,
+    val key: String,
+    val value: Long = 1,
+    val bounded: Boolean = true,
+    val leaseMillis: Long = 10_000,
+    val guardFreshServer: Boolean = true,
+    val create: Boolean = true,
+) {
+    fun withValue(value: Long) = copy(value = value)
+
+    fun withBounded(bounded: Boolean) = copy(bounded = bounded)
+
+    fun withLeaseMillis(leaseMillis: Long) = copy(leaseMillis = leaseMillis)
+
+    fun withGuardFreshServer(guardFreshServer: Boolean) = copy(guardFreshServer = guardFreshServer)
+
+    fun withCreate(create: Boolean) = copy(create = create)
+
+    internal fun toOptions(): SemaphoreOptions {
+        // The native record takes the lease unsigned: a negative one is an argument error here
+        // rather than a huge lease there.
+        if (leaseMillis < 0) {
+            throw SemaphoreException.InvalidArgument("the lease must be positive, not $leaseMillis ms")
+        }
+        return SemaphoreOptions(
+            url = url,
+            key = key,
+            value = value,
+            bounded = bounded,
+            leaseMs = leaseMillis.toULong(),
+            guardFreshServer = guardFreshServer,
+            create = create,
+        )
+    }
+}

@@ -1,0 +1,35 @@
+package io.pottery.semaphore
+
+import io.pottery.semaphore.ffi.SemaphoreException as NativeError
+import org.junit.jupiter.api.Assertions.assertEquals
+import org.junit.jupiter.api.Assertions.assertSame
+import org.junit.jupiter.api.Test
+
+/** Every case of the generated error maps to its own exception, detail and message intact. */
+class ErrorMappingTest {
+    private inline fun <reified T : SemaphoreException> check(native: NativeError, message: String): T {
+        val mapped = SemaphoreException.from(native)
+        assertEquals(T::class, mapped::class)
+        assertEquals(message, mapped.message)
+        assertSame(native, mapped.cause)
+        return mapped as T
+    }
+
+    @Test
+    fun `each case maps to its own exception`() {
+        assertEquals("x", check<SemaphoreException.InvalidArgument>(NativeError.InvalidArgument("x"), "invalid argument: x").detail)
+        val bounded = check<SemaphoreException.Bounded>(
+            NativeError.Bounded("k", 2uL, 3uL),
+            "cannot release: semaphore \"k\" would exceed its initial value 3 (2 available)",
+        )
+        assertEquals(Triple("k", 2L, 3L), Triple(bounded.key, bounded.current, bounded.initial))
+        check<SemaphoreException.WrongType>(NativeError.WrongType("x"), "wrong type: x")
+        check<SemaphoreException.Unreachable>(NativeError.Unreachable("x"), "Redis is unreachable: x")
+        check<SemaphoreException.Auth>(NativeError.Auth("x"), "Redis refused the credentials: x")
+        check<SemaphoreException.Cancelled>(NativeError.Cancelled(), "cancelled")
+        check<SemaphoreException.Forbidden>(NativeError.Forbidden("x"), "forbidden by the host sandbox: x")
+        check<SemaphoreException.Redis>(NativeError.Redis("x"), "Redis error: x")
+        check<SemaphoreException.Guest>(NativeError.Guest("x"), "the protocol component failed: x")
+        check<SemaphoreException.Runtime>(NativeError.Runtime("x"), "runtime error: x")
+    }
+}

@@ -1,0 +1,102 @@
+package io.pottery.semaphore
+
+import java.io.File
+import java.net.InetSocketAddress
+import java.net.ServerSocket
+import java.net.Socket
+import java.nio.file.Files
+import java.nio.file.Path
+import java.util.UUID
+import java.util.concurrent.TimeUnit
+import org.junit.jupiter.api.AfterAll
+import org.junit.jupiter.api.BeforeAll
+import org.junit.jupiter.api.TestInstance
+
+/** A redis-server process on a free loopback port, owned by the tests and stopped after them. */
+class RedisServer(vararg extra: String) : AutoCloseable {
+    val port: Int = ServerSocket(0, 1, java.net.InetAddress.getLoopbackAddress()).use { it.localPort }
+    private val dir: Path = Files.createTempDirectory("pottery-semaphore-kt-")
+    private val process: Process
+
+    init {
+        val command = listOf(
+            "redis-server", "--port", "$port", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", dir.toString(), *extra,
+        )
+        process = try {
+            ProcessBuilder(command)
+                .redirectOutput(ProcessBuilder.Redirect.DISCARD)
+                .redirectError(ProcessBuilder.Redirect.DISCARD)
+                .start()
+        } catch (e: java.io.IOException) {
+            throw IllegalStateException("cannot start redis-server (bash .ci/run installs it)", e)
+        }
+        val deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10)
+        while (true) {
+            try {
+                Socket().use { it.connect(InetSocketAddress("127.0.0.1", port), 200) }
+                break
+            } catch (e: java.io.IOException) {
+                check(process.isAlive && System.nanoTime() < deadline) { "redis-server did not start on port $port" }
+                Thread.sleep(10)
+            }
+        }
+    }
+
+    val url: String get() = "redis://127.0.0.1:$port"
+
+    /** Sends one command and returns the raw reply's first line (enough for SET and the like). */
+    fun command(vararg args: String): String = Socket("127.0.0.1", port).use { socket ->
+        val out = socket.getOutputStream()
+        val request = StringBuilder("*${args.size}\r\n")
+        for (a in args) request.append("$").append(a.toByteArray().size).append("\r\n").append(a).append("\r\n")
+        out.write(request.toString().toByteArray())
+        out.flush()
+        socket.getInputStream().bufferedReader().readLine()
+    }
+
+    override fun close() {
+        process.destroyForcibly()
+        process.waitFor(10, TimeUnit.SECONDS)
+        dir.toFile().deleteRecursively()
+    }
+}
+
+/** One redis-server for the test class; semaphores on it skip the fresh-server guard. */
+@TestInstance(TestInstance.Lifecycle.PER_CLASS)
+abstract class RedisTest {
+    lateinit var server: RedisServer
+    private val opened = mutableListOf<DistributedSemaphore>()
+
+    @BeforeAll
+    fun startServer() {
+        server = RedisServer()
+    }
+
+    @AfterAll
+    fun stopServer() {
+        synchronized(opened) { opened.forEach { it.close() } }
+        server.close()
+    }
+
+    fun uniqueKey(): String = "kt-" + UUID.randomUUID().toString().take(12)
+
+    /** A config for a fresh server: the guard would withhold grants for one lease by design. */
+    fun config(key: String, value: Long = 1, bounded: Boolean = true, leaseMillis: Long = 10_000) =
+        SemaphoreConfig(server.url, key, value = value, bounded = bounded, leaseMillis = leaseMillis, guardFreshServer = false)
+
+    /** Opens a handle, closed with the server. */
+    fun open(key: String, value: Long = 1, bounded: Boolean = true, leaseMillis: Long = 10_000): DistributedSemaphore =
+        DistributedSemaphore.openBlocking(config(key, value, bounded, leaseMillis)).also { synchronized(opened) { opened += it } }
+}
+
+/** Paths of the workspace, as the build passes them. */
+object Workspace {
+    val root: File = File(System.getProperty("pottery.workspace") ?: "../..").canonicalFile
+
+    val python: File = File(System.getProperty("pottery.python") ?: root.resolve("target/py/venv/bin/python").path)
+
+    val pythonWorker: File = root.resolve("bindings/python/tests/_worker.py")
+
+    val scenarios: File = root.resolve("tests/conformance/scenarios.json")
+}
