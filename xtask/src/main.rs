@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 mod report;
+mod sdk;
 mod swift;
 
 fn usage() -> &'static str {
@@ -14,7 +15,9 @@ fn usage() -> &'static str {
   demo        build everything and run the demo against $REDIS_URL or a throwaway redis-server
   test        build everything and run every test: Rust, then Python
   bench       run the benchmarks (Rust and Python) against throwaway redis-servers
-  report      run every benchmark and write target/report/benchmarks.md and wait-times.png"
+  report      run every benchmark and write target/report/benchmarks.md and wait-times.png
+  kotlin      build the Kotlin/JVM SDK with Maven and run its JUnit suite
+  sdk         build every package into dist/: component + WIT, native library, wheel, jar, Swift"
 }
 
 fn workspace() -> PathBuf {
@@ -87,6 +90,48 @@ fn pytest(venv: &Path, args: &[&str]) -> Result<(), String> {
         .current_dir(workspace().join("bindings/python")))
 }
 
+/// The Kotlin SDK's Maven build (which generates its bindings with the pinned uniffi-bindgen).
+fn kotlin(goals: &[&str]) -> Result<(), String> {
+    sdk::require("mvn", "install Maven and a JDK 17 (apt-get install maven openjdk-17-jdk-headless)")?;
+    let pom = workspace().join("bindings/kotlin/pom.xml");
+    run(Command::new("mvn").arg("-q").arg("-f").arg(&pom).args(goals))
+}
+
+/// Every package, release-built, laid out in dist/.
+fn sdk_packages() -> Result<(), String> {
+    let root = workspace();
+    sdk::require("mvn", "install Maven and a JDK 17 (apt-get install maven openjdk-17-jdk-headless)")?;
+    let built = pottery_semaphore_wasm_build::build(&root)?;
+    println!("component built with {}", built.toolchain);
+    cargo(&["build", "--release", "-p", "pottery-semaphore-ffi"])?;
+    python(true)?;
+    let wheel = std::fs::read_dir(root.join("target/py/wheels"))
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "whl"))
+        .ok_or("no wheel was built")?;
+    kotlin(&["-Dcargo.profile=release", "-DskipTests", "package"])?;
+    let jar = root.join("bindings/kotlin/target/pottery-semaphore-0.1.0.jar");
+    let swift_package = swift::generate(&root)?;
+    println!("{}", swift::check(&swift_package)?);
+    let written = sdk::assemble(&sdk::Parts {
+        workspace: &root,
+        component: &built.component,
+        wheel: &wheel,
+        jar: &jar,
+        swift_package: &swift_package,
+        native_lib: &root.join("target/release/libpottery_semaphore_ffi.so"),
+    })?;
+    println!("\ndist/ now holds:");
+    for path in written {
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let shown = path.strip_prefix(&root).unwrap_or(&path).display().to_string();
+        if path.is_dir() { println!("  {shown}/") } else { println!("  {shown} ({} KiB)", size / 1024) }
+    }
+    Ok(())
+}
+
 /// No Swift toolchain exists here: the generated package is checked for completeness and syntax.
 fn swift_check() -> Result<(), String> {
     let package = swift::generate(&workspace())?;
@@ -101,13 +146,17 @@ fn main() -> ExitCode {
         Some("python") => python(false).map(drop),
         Some("report") => component().and_then(|()| python(true)).and_then(|venv| report::run(&workspace(), &venv)).map(drop),
         Some("swift") => swift_check(),
+        Some("kotlin") => kotlin(&["verify"]),
+        Some("sdk") => sdk_packages(),
         Some("test") => component()
             // The CLI and cross-process tests run binaries that `cargo test` alone does not build.
             .and_then(|()| cargo(&["build", "--bins"]))
             .and_then(|()| cargo(&["test", "--workspace"]))
             .and_then(|()| python(false))
             .and_then(|venv| pytest(&venv, &["-q", "tests"]))
-            .and_then(|()| swift_check()),
+            .and_then(|()| swift_check())
+            // Last: its cross-language tests use the Python venv built above.
+            .and_then(|()| kotlin(&["verify"])),
         Some("demo") => component()
             .and_then(|()| python(false))
             .and_then(|_| cargo(&["run", "-p", "pottery-semaphore-tests", "--bin", "demo"])),
