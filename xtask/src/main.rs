@@ -97,6 +97,16 @@ fn kotlin(goals: &[&str]) -> Result<(), String> {
     run(Command::new("mvn").arg("-q").arg("-f").arg(&pom).args(goals))
 }
 
+/// Compiles the Kotlin SDK and its demo worker and writes their class path for the demo; without
+/// Maven the demo runs without Kotlin workers.
+fn kotlin_demo_classpath() -> Result<(), String> {
+    if sdk::require("mvn", "").is_err() {
+        println!("(Maven is not installed: the demo runs without Kotlin workers)");
+        return Ok(());
+    }
+    kotlin(&["test-compile", "dependency:build-classpath", "-Dmdep.outputFile=target/demo-classpath.txt"])
+}
+
 /// Every package, release-built, laid out in dist/.
 fn sdk_packages() -> Result<(), String> {
     let root = workspace();
@@ -159,7 +169,8 @@ fn main() -> ExitCode {
             .and_then(|()| kotlin(&["verify"])),
         Some("demo") => component()
             .and_then(|()| python(false))
-            .and_then(|_| cargo(&["run", "-p", "pottery-semaphore-tests", "--bin", "demo"])),
+            .and_then(|_| kotlin_demo_classpath())
+            .and_then(|()| cargo(&["run", "-p", "pottery-semaphore-tests", "--bin", "demo"])),
         Some("bench") => component()
             .and_then(|()| cargo(&["bench", "-p", "pottery-semaphore-tests", "--bench", "semaphore"]))
             .and_then(|()| python(true))

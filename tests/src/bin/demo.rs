@@ -1,8 +1,8 @@
-//! `cargo xtask demo`: Rust threads and Python processes contend for one 3-permit semaphore,
-//! all through the wasm component, and the demo prints who held a permit when (with its fencing
-//! token) and the most holders seen at once. Uses `$REDIS_URL`, or starts a throwaway
-//! redis-server on a free loopback port. Python workers run when target/py/venv holds the SDK
-//! (`cargo xtask demo` builds it).
+//! `cargo xtask demo`: Rust threads, Python processes and Kotlin JVMs contend for one 3-permit
+//! semaphore, all through the wasm component, and the demo prints who held a permit when (with
+//! its fencing token) and the most holders seen at once. Uses `$REDIS_URL`, or starts a
+//! throwaway redis-server on a free loopback port. Python and Kotlin workers join when their SDKs
+//! are built (`cargo xtask demo` builds them).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,6 +13,7 @@ use pottery_semaphore_tests::{Flavor, Server};
 const PERMITS: i64 = 3;
 const RUST_WORKERS: usize = 4;
 const PYTHON_WORKERS: usize = 3;
+const KOTLIN_WORKERS: usize = 2;
 const ROUNDS: usize = 4;
 
 struct Span {
@@ -22,37 +23,62 @@ struct Span {
     end: Duration,
 }
 
-/// Python workers print `span <start ms> <end ms> <token>` relative to `epoch`.
-fn python_workers(url: &str, key: &str, epoch: std::time::SystemTime) -> Vec<std::thread::JoinHandle<Vec<Span>>> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(std::path::Path::new(".")).to_path_buf();
-    let python = root.join("target/py/venv/bin/python");
-    let probe = std::process::Command::new(&python).args(["-c", "import pottery_semaphore"]).output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        println!("(no Python SDK in target/py/venv: run `cargo xtask demo` to include Python workers)");
-        return Vec::new();
-    }
+/// Workers in other languages print `span <start ms> <end ms> <token>` relative to `epoch`.
+fn external_workers(
+    kind: &str,
+    command: &[String],
+    count: usize,
+    url: &str,
+    key: &str,
+    epoch: std::time::SystemTime,
+) -> Vec<std::thread::JoinHandle<Vec<Span>>> {
     let epoch_ms = epoch.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0).to_string();
-    (0..PYTHON_WORKERS)
+    (0..count)
         .map(|i| {
-            let child = std::process::Command::new(&python)
-                .arg(root.join("bindings/python/demo_worker.py"))
+            let child = std::process::Command::new(&command[0])
+                .args(&command[1..])
                 .args([url, key, &PERMITS.to_string(), &ROUNDS.to_string(), &epoch_ms, &i.to_string()])
                 .stdout(std::process::Stdio::piped())
                 .spawn()
-                .expect("python worker");
+                .unwrap_or_else(|e| panic!("{kind} worker: {e}"));
+            let name = format!("{kind} {i}");
             std::thread::spawn(move || {
-                let out = child.wait_with_output().expect("python worker output");
-                assert!(out.status.success(), "python worker {i} failed");
+                let out = child.wait_with_output().expect("worker output");
+                assert!(out.status.success(), "{name} failed");
                 String::from_utf8_lossy(&out.stdout)
                     .lines()
                     .filter_map(|l| {
                         let f: Vec<u64> = l.strip_prefix("span ")?.split(' ').filter_map(|x| x.parse().ok()).collect();
-                        Some(Span { worker: format!("python {i}"), token: f[2], start: Duration::from_millis(f[0]), end: Duration::from_millis(f[1]) })
+                        let (start, end) = (Duration::from_millis(f[0]), Duration::from_millis(f[1]));
+                        Some(Span { worker: name.clone(), token: f[2], start, end })
                     })
                     .collect()
             })
         })
         .collect()
+}
+
+/// The Python SDK's worker when target/py/venv holds the SDK (`cargo xtask demo` builds it).
+fn python_command(root: &std::path::Path) -> Option<Vec<String>> {
+    let python = root.join("target/py/venv/bin/python");
+    let probe = std::process::Command::new(&python).args(["-c", "import pottery_semaphore"]).output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        println!("(no Python SDK in target/py/venv: `cargo xtask demo` builds it)");
+        return None;
+    }
+    Some(vec![python.display().to_string(), root.join("bindings/python/demo_worker.py").display().to_string()])
+}
+
+/// The Kotlin SDK's worker when its classes and class path are built (`cargo xtask demo` does so
+/// where Maven is installed).
+fn kotlin_command(root: &std::path::Path) -> Option<Vec<String>> {
+    let target = root.join("bindings/kotlin/target");
+    let Ok(deps) = std::fs::read_to_string(target.join("demo-classpath.txt")) else {
+        println!("(no Kotlin SDK build: `cargo xtask demo` builds it where Maven is installed)");
+        return None;
+    };
+    let cp = format!("{}:{}:{}", target.join("test-classes").display(), target.join("classes").display(), deps.trim());
+    Some(vec!["java".into(), "-cp".into(), cp, "io.pottery.semaphore.DemoWorkerKt".into()])
 }
 
 fn main() {
@@ -76,7 +102,14 @@ fn main() {
     let options = Options::new(&url, &key).permits(PERMITS).guard_fresh_server(_server.is_none());
     let t0 = Instant::now();
     let epoch = std::time::SystemTime::now();
-    let python = python_workers(&url, &key, epoch);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(std::path::Path::new(".")).to_path_buf();
+    let mut others = Vec::new();
+    if let Some(cmd) = python_command(&root) {
+        others.extend(external_workers("python", &cmd, PYTHON_WORKERS, &url, &key, epoch));
+    }
+    if let Some(cmd) = kotlin_command(&root) {
+        others.extend(external_workers("kotlin", &cmd, KOTLIN_WORKERS, &url, &key, epoch));
+    }
     let spans = Arc::new(Mutex::new(Vec::new()));
     let workers: Vec<_> = (0..RUST_WORKERS)
         .map(|worker| {
@@ -99,8 +132,8 @@ fn main() {
         w.join().expect("worker");
     }
     let mut spans = std::mem::take(&mut *spans.lock().expect("spans"));
-    for p in python {
-        spans.extend(p.join().expect("python worker"));
+    for worker in others {
+        spans.extend(worker.join().expect("worker"));
     }
     spans.sort_by_key(|s| s.start);
     let total = spans.last().map(|s| s.end).unwrap_or_default();
