@@ -65,3 +65,18 @@ async fn the_pulley_interpreter_runs_the_protocol() {
     assert!(matches!(sem.release(3).await, Err(Error::Bounded { .. })));
     assert_eq!(sem.status().await.unwrap().holders.len(), 2);
 }
+
+/// A new process deserializes the component compiled by an earlier one instead of compiling it.
+#[test]
+fn the_compiled_component_is_cached_on_disk() {
+    let dir = std::env::temp_dir().join(format!("pottery-semaphore-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let options = EngineOptions { cache_dir: Some(dir.clone()), ..EngineOptions::default() };
+    let first = Runtime::new(options.clone()).expect("runtime");
+    assert!(!first.loaded_from_cache);
+    assert_eq!(std::fs::read_dir(&dir).expect("cache dir").count(), 1, "one artifact written");
+    let second = Runtime::new(options).expect("runtime");
+    assert!(second.loaded_from_cache);
+    drop((first, second));
+    let _ = std::fs::remove_dir_all(&dir);
+}

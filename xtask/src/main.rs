@@ -97,6 +97,26 @@ fn kotlin(goals: &[&str]) -> Result<(), String> {
     run(Command::new("mvn").arg("-q").arg("-f").arg(&pom).args(goals))
 }
 
+/// The demo starts a throwaway redis-server unless $REDIS_URL names one; on a fresh Debian
+/// machine it installs the package first.
+fn ensure_redis_server() -> Result<(), String> {
+    if std::env::var_os("REDIS_URL").is_some() || sdk::require("redis-server", "").is_ok() {
+        return Ok(());
+    }
+    println!("redis-server is not installed: installing Debian's redis-server package");
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
+    let apt = |args: &[&str]| {
+        let mut cmd = if root { Command::new("apt-get") } else { Command::new("sudo") };
+        if !root {
+            cmd.arg("apt-get");
+        }
+        run(cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive"))
+    };
+    apt(&["update", "-q"])?;
+    apt(&["install", "-y", "-q", "--no-install-recommends", "redis-server"])
+        .map_err(|e| format!("{e}\ninstall redis-server, or set REDIS_URL to a Redis you have"))
+}
+
 /// Compiles the Kotlin SDK and its demo worker and writes their class path for the demo; without
 /// Maven the demo runs without Kotlin workers.
 fn kotlin_demo_classpath() -> Result<(), String> {
@@ -167,7 +187,8 @@ fn main() -> ExitCode {
             .and_then(|()| swift_check())
             // Last: its cross-language tests use the Python venv built above.
             .and_then(|()| kotlin(&["verify"])),
-        Some("demo") => component()
+        Some("demo") => ensure_redis_server()
+            .and_then(|()| component())
             .and_then(|()| python(false))
             .and_then(|_| kotlin_demo_classpath())
             .and_then(|()| cargo(&["run", "-p", "pottery-semaphore-tests", "--bin", "demo"])),

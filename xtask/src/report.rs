@@ -11,7 +11,7 @@ use std::time::Instant;
 
 /// The JSON files this module's benchmarks write into target/report/json. Any other `*.json`
 /// there (another SDK's benchmark, e.g. Kotlin's) is left alone and merged too.
-const OURS: [&str; 3] = ["rust.json", "python.json", "reference.json"];
+const OURS: [&str; 4] = ["rust.json", "python.json", "reference.json", "kotlin.json"];
 
 fn run_step(what: &str, cmd: &mut Command) -> Result<(), String> {
     let shown = format!("{cmd:?}");
@@ -37,7 +37,7 @@ fn requirements(workspace: &Path, venv: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs the Rust, Python SDK and reference benchmarks, then the report; returns (and prints) the
+/// Runs the Rust, Python SDK, reference and Kotlin SDK benchmarks, then the report; returns (and prints) the
 /// path of benchmarks.md.
 pub fn run(workspace: &Path, venv: &Path) -> Result<PathBuf, String> {
     let started = Instant::now();
@@ -71,6 +71,27 @@ pub fn run(workspace: &Path, venv: &Path) -> Result<PathBuf, String> {
         Command::new(&python)
             .arg(workspace.join("bench/reference/original.py"))
             .env("BENCH_JSON", json.join("reference.json"))
+            .current_dir(workspace),
+    )?;
+    let kotlin = workspace.join("bindings/kotlin");
+    let classpath = kotlin.join("target/bench-classpath.txt");
+    run_step(
+        "Kotlin SDK build (release library)",
+        Command::new("mvn")
+            .args(["-q", "-f"])
+            .arg(kotlin.join("pom.xml"))
+            .args(["-Dcargo.profile=release", "test-compile", "dependency:build-classpath"])
+            .arg(format!("-Dmdep.outputFile={}", classpath.display()))
+            .current_dir(workspace),
+    )?;
+    let deps = std::fs::read_to_string(&classpath).map_err(|e| format!("{}: {e}", classpath.display()))?;
+    let target = kotlin.join("target");
+    let cp = format!("{}:{}:{}", target.join("test-classes").display(), target.join("classes").display(), deps.trim());
+    run_step(
+        "Kotlin SDK benchmark (bindings/kotlin/.../Bench.kt)",
+        Command::new("java")
+            .args(["-cp", &cp, "io.pottery.semaphore.BenchKt"])
+            .env("BENCH_JSON", json.join("kotlin.json"))
             .current_dir(workspace),
     )?;
     run_step(
