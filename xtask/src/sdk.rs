@@ -59,7 +59,10 @@ pub fn assemble(parts: &Parts) -> Result<Vec<PathBuf>, String> {
     copy_dir(&parts.workspace.join("wit"), &wasm.join("wit"))?;
     written.push(wasm.join("wit"));
     let native = fresh(&dist.join("native/linux-x86-64"))?;
-    written.push(copy(parts.native_lib, &native)?);
+    let lib = copy(parts.native_lib, &native)?;
+    // Debug info only: the symbol table stays, uniffi-bindgen reads the interface from it.
+    let _ = Command::new("strip").arg("--strip-debug").arg(&lib).status();
+    written.push(lib);
     written.push(copy(parts.wheel, &fresh(&dist.join("python"))?)?);
     written.push(copy(parts.jar, &fresh(&dist.join("kotlin"))?)?);
     let swift = fresh(&dist.join("swift/PotterySemaphore"))?;
