@@ -96,3 +96,23 @@ fn operators_set_and_add_permits_and_errors_say_what_to_do() {
     let out = run(&server, &["frobnicate"]);
     assert_eq!(out.status.code(), Some(64));
 }
+
+#[test]
+fn waiting_on_a_terminal_shows_the_place_in_the_queue_and_elsewhere_stays_quiet() {
+    let server = Server::start(Flavor::Redis);
+    let k = key("cli-progress");
+    let sem = create(&server, &k, 1);
+    assert!(sem.acquire(false, None).unwrap());
+    let command = format!("{} run --key {k} --timeout 1 -- true", cli().display());
+    // script(1) gives the CLI a terminal, as a person running it would have.
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("REDIS_URL", server.url())
+        .output()
+        .expect("script (util-linux)");
+    let shown = text(&out.stdout);
+    assert!(shown.contains("position 1 of 1 in the queue"), "{shown}");
+    assert!(shown.contains("timed out"), "{shown}");
+    let quiet = run(&server, &["run", "--key", &k, "--timeout", "0.5", "--", "true"]);
+    assert!(!text(&quiet.stderr).contains("position"), "no progress without a terminal: {}", text(&quiet.stderr));
+}
