@@ -246,28 +246,39 @@ fn reply(v: Value) -> Result<Reply, WitError> {
 impl TypesHost for HostState {}
 
 impl TransportHost for HostState {
-    async fn eval(&mut self, master: u32, sha1: String, script: String, keys: Vec<String>, args: Vec<String>) -> Result<Reply, WitError> {
+    async fn eval(&mut self, master: u32, sha1: String, keys: Vec<String>, args: Vec<String>) -> Result<Option<Reply>, WitError> {
         Self::check_master(master)?;
         // Only the protocol's own scripts run, so a guest cannot reach keys a script computes.
-        let known = scripts::by_sha1(&sha1).filter(|s| s.source == script);
-        let Some(known) = known else {
+        if scripts::by_sha1(&sha1).is_none() {
             return Err(WitError::Forbidden(format!("script {sha1} is not one of the protocol's scripts")));
-        };
+        }
         for key in &keys {
             self.check_key(key)?;
         }
         let mut evalsha = redis::cmd("EVALSHA");
         evalsha.arg(&sha1).arg(keys.len()).arg(&keys).arg(&args);
-        let result = match self.query(&evalsha).await {
-            Err(e) if e.code() == Some("NOSCRIPT") => {
-                let mut eval = redis::cmd("EVAL");
-                eval.arg(known.source).arg(keys.len()).arg(&keys).arg(&args);
-                self.query(&eval).await
-            }
-            other => other,
-        };
+        let result = self.query(&evalsha).await;
         self.resumed_at = Instant::now();
-        reply(result.map_err(|e| from_redis(&e))?)
+        match result {
+            Err(e) if e.code() == Some("NOSCRIPT") => Ok(None),
+            other => Ok(Some(reply(other.map_err(|e| from_redis(&e))?)?)),
+        }
+    }
+
+    async fn load_script(&mut self, master: u32, script: String) -> Result<String, WitError> {
+        Self::check_master(master)?;
+        let Some(known) = scripts::ALL.iter().find(|s| s.source == script) else {
+            return Err(WitError::Forbidden("that script is not one of the protocol's scripts".into()));
+        };
+        let mut load = redis::cmd("SCRIPT");
+        load.arg("LOAD").arg(known.source);
+        let result = self.query(&load).await;
+        self.resumed_at = Instant::now();
+        match result.map_err(|e| from_redis(&e))? {
+            Value::BulkString(sha) => Ok(String::from_utf8_lossy(&sha).into_owned()),
+            Value::SimpleString(sha) => Ok(sha),
+            other => Err(WitError::Redis(format!("SCRIPT LOAD answered {other:?}"))),
+        }
     }
 
     async fn command(&mut self, master: u32, name: String, key: String, args: Vec<String>) -> Result<Reply, WitError> {
@@ -322,13 +333,14 @@ mod tests {
         let own = Keys::new("mine").script_keys("h");
         let foreign = Keys::new("other").script_keys("h");
         let sha = ACQUIRE.sha1().to_string();
-        assert!(forbidden(s.eval(0, sha.clone(), ACQUIRE.source.into(), foreign, vec![]).await));
-        assert!(forbidden(s.eval(0, sha.clone(), ACQUIRE.source.into(), vec!["plain-key".into()], vec![]).await));
-        // A script of the guest's own, even under a known script's SHA.
+        assert!(forbidden(s.eval(0, sha.clone(), foreign, vec![]).await));
+        assert!(forbidden(s.eval(0, sha.clone(), vec!["plain-key".into()], vec![]).await));
+        // A script of the guest's own: neither run by its SHA nor loaded.
         let evil = "return redis.call('FLUSHALL')".to_string();
-        assert!(forbidden(s.eval(0, sha1_of(&evil), evil.clone(), own.clone(), vec![]).await));
-        assert!(forbidden(s.eval(0, sha, evil, own.clone(), vec![]).await));
-        assert!(forbidden(s.eval(1, INIT.sha1().into(), INIT.source.into(), own, vec![]).await), "only master 0");
+        assert!(forbidden(s.eval(0, sha1_of(&evil), own.clone(), vec![]).await));
+        assert!(forbidden(s.load_script(0, evil).await));
+        assert!(forbidden(s.eval(1, INIT.sha1().into(), own, vec![]).await), "only master 0");
+        assert!(forbidden(s.load_script(1, INIT.source.into()).await), "only master 0");
         assert!(forbidden(s.command(0, "DEL".into(), Keys::new("mine").meta(), vec![]).await), "writes are not allowed");
         assert!(forbidden(s.command(0, "HGET".into(), Keys::new("other").meta(), vec![]).await));
         assert!(forbidden(s.blocking_pop(0, "pottery-semaphore:{other}:wake:1".into(), 10).await));

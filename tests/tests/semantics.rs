@@ -404,3 +404,15 @@ async fn inspecting_tools_do_not_create_semaphores() {
     let viewer = Semaphore::open(server.options(&k).create(false)).await.unwrap();
     assert_eq!(viewer.status().await.unwrap().capacity, 4);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scripts_flushed_from_redis_are_loaded_again() {
+    let server = Server::start(Flavor::Redis);
+    let sem = open(&server, &key("flush"), 1).await;
+    assert!(sem.acquire(false, None).await.unwrap());
+    let mut conn = server.connection();
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut conn).unwrap();
+    sem.release(1).await.unwrap();
+    assert!(commandstat(&server, "script|load").await >= 1, "the guest loaded the script again");
+    assert!(sem.acquire(false, None).await.unwrap());
+}
