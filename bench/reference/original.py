@@ -38,6 +38,8 @@ from typing import Optional
 import redis
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+from rows import contended_row, cycle_row, pct  # noqa: E402
 
 LOCK_TTL_MS = 10_000
 LOCK_RETRY_S = (0.0005, 0.005)  # a busy lock is retried after a random sleep in this range
@@ -120,9 +122,6 @@ PERMITS = 2
 HOLD_S = 0.010
 
 
-def pct(samples, p):
-    s = sorted(samples)
-    return s[min(len(s) - 1, round((len(s) - 1) * p))]
 
 
 def worker(port: int, key: str, start: float, until: float) -> None:
@@ -197,33 +196,9 @@ def main() -> None:
     if os.environ.get("BENCH_JSON"):
         implementation, client = "reference original algorithm", "Python (redis-py)"
         rows = [
-            {
-                "name": "acquire+release cycle",
-                "implementation": implementation,
-                "client": client,
-                "scenario": "uncontended cycle",
-                "mean_us": mean * 1e6,
-                "p50_us": pct(cycle, .5) * 1e6,
-                "p99_us": pct(cycle, .99) * 1e6,
-                "samples": len(cycle),
-            },
-            {
-                "name": f"contended, {WORKERS} processes, {PERMITS} permits, {HOLD_S * 1e3:.0f} ms hold, {SECONDS:g} s",
-                "implementation": implementation,
-                "client": client,
-                "scenario": "contended",
-                "workers": WORKERS,
-                "worker_kind": "processes",
-                "permits": PERMITS,
-                "hold_ms": HOLD_S * 1e3,
-                "seconds": SECONDS,
-                "utilisation_pct": utilisation * 100,
-                "grants": len(waits),
-                "wait_p50_ms": pct(waits, .5) * 1e3,
-                "wait_p99_ms": pct(waits, .99) * 1e3,
-                "wait_mean_ms": statistics.mean(waits) * 1e3,
-                "wait_samples_ms": [round(w * 1e3, 3) for w in waits],
-            },
+            cycle_row("acquire+release cycle", implementation, client, cycle),
+            contended_row(implementation, client, workers=WORKERS, permits=PERMITS, hold_s=HOLD_S,
+                          seconds=SECONDS, utilisation=utilisation, waits=waits),
         ]
         doc = {"benchmark": "bench/reference/original.py", "iters": ITERS, "warmup": WARMUP,
                "redis_server": version, "rows": rows}

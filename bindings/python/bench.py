@@ -21,7 +21,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).with_name("tests")))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from conftest import Server  # noqa: E402
+from rows import contended_row, cycle_row, pct  # noqa: E402
 
 import redis  # noqa: E402
 
@@ -61,9 +63,6 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
-def pct(samples, p):
-    s = sorted(samples)
-    return s[min(len(s) - 1, round((len(s) - 1) * p))]
 
 
 def us(seconds):
@@ -136,42 +135,14 @@ def main() -> None:
     server.close()
 
 
-def cycle_row(name, implementation, client, samples):
-    return {
-        "name": name,
-        "implementation": implementation,
-        "client": client,
-        "scenario": "uncontended cycle",
-        "mean_us": statistics.mean(samples) * 1e6,
-        "p50_us": pct(samples, .5) * 1e6,
-        "p99_us": pct(samples, .99) * 1e6,
-        "samples": len(samples),
-    }
-
-
 def write_json(path, raw, cycle, utilisation, waits, firsts, rss_mib, version) -> None:
     """The rows of the table above, machine-readable, for bench/report.py."""
     rows = [
         cycle_row("raw redis-py EVALSHA x2", "raw EVALSHA", "Python (redis-py)", raw),
         dict(cycle_row("Semaphore acquire+release", "Python SDK", "Python (pottery_semaphore)", cycle),
              ratio_to_baseline=statistics.mean(cycle) / statistics.mean(raw)),
-        {
-            "name": f"contended, 8 processes, 2 permits, 10 ms hold, {SECONDS:.0f} s",
-            "implementation": "Python SDK",
-            "client": "Python (pottery_semaphore)",
-            "scenario": "contended",
-            "workers": 8,
-            "worker_kind": "processes",
-            "permits": 2,
-            "hold_ms": 10.0,
-            "seconds": SECONDS,
-            "utilisation_pct": utilisation * 100,
-            "grants": len(waits),
-            "wait_p50_ms": pct(waits, .5) * 1e3,
-            "wait_p99_ms": pct(waits, .99) * 1e3,
-            "wait_mean_ms": statistics.mean(waits) * 1e3,
-            "wait_samples_ms": [round(w * 1e3, 3) for w in waits],
-        },
+        contended_row("Python SDK", "Python (pottery_semaphore)", workers=8, permits=2, hold_s=0.010,
+                      seconds=SECONDS, utilisation=utilisation, waits=waits),
         {
             "name": "import to first permit, fresh process",
             "implementation": "Python SDK",
