@@ -113,14 +113,6 @@ impl<T: Transport> Semaphore<T> {
         Ok((sem, opened))
     }
 
-    pub fn keys(&self) -> &Keys {
-        &self.keys
-    }
-
-    pub fn transport(&self) -> &T {
-        &self.transport
-    }
-
     fn run(&self, script: &Script, extra: &[String]) -> Result<Cursor, Error> {
         let mut args = Vec::with_capacity(3 + extra.len());
         args.push(self.holder.clone());

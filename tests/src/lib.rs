@@ -2,7 +2,7 @@
 //! started per test and killed on drop, plus helpers shared by the tests, demo and benchmark.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -118,10 +118,6 @@ impl Server {
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 }
 
