@@ -23,6 +23,13 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The server-side time-out of a BLPOP exceeds ours by this much: Redis checks blocked clients
 /// only `hz` times a second (10 by default), up to 100 ms late, so the host keeps time itself.
 const POP_SLACK: Duration = Duration::from_secs(1);
+
+/// BLPOP whose server-side time-out outlasts `timeout`, which the caller enforces itself.
+fn blpop(key: &str, timeout: Duration) -> redis::Cmd {
+    let mut cmd = redis::cmd("BLPOP");
+    cmd.arg(key).arg(format!("{:.3}", (timeout + POP_SLACK).as_secs_f64()));
+    cmd
+}
 /// Idle pop connections kept per Redis server.
 const IDLE_POP_CONNECTIONS: usize = 16;
 /// Read-only commands the guest may send, each taking its key first.
@@ -94,9 +101,7 @@ impl Connections {
             None => self.connect(None).await.map_err(|e| from_redis(&e))?,
         };
         let timeout = Duration::from_millis(timeout_ms);
-        let seconds = format!("{:.3}", (timeout + POP_SLACK).as_secs_f64());
-        let mut cmd = redis::cmd("BLPOP");
-        cmd.arg(key).arg(seconds);
+        let cmd = blpop(key, timeout);
         let pop = cmd.query_async::<Option<(String, String)>>(&mut conn);
         let cancelled = async {
             match cancel {
@@ -200,8 +205,7 @@ impl HostState {
         let timeout = Duration::from_millis(timeout_ms);
         let result = sync_connection(&mut self.sync.pops, &self.conns.client).and_then(|conn| {
             conn.set_read_timeout(Some(timeout))?;
-            let seconds = format!("{:.3}", (timeout + POP_SLACK).as_secs_f64());
-            redis::cmd("BLPOP").arg(key).arg(seconds).query::<Option<(String, String)>>(conn)
+            blpop(key, timeout).query::<Option<(String, String)>>(conn)
         });
         match result {
             Ok(popped) => Ok(popped.map(|(_, v)| v)),
