@@ -24,8 +24,16 @@ const IDLE_INSTANCES: usize = 8;
 /// What to open: where Redis is, which semaphore, and how it behaves.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// `redis://[user:password@]host:port[/db]`, `rediss://…` (TLS) or `unix:///path/to/socket`.
-    pub url: String,
+    /// Where the semaphore lives, each `redis://[user:password@]host:port[/db]`, `rediss://…`
+    /// (TLS) or `unix:///path/to/socket`. One URL: one server. Several: independent masters,
+    /// each permit a slot held on a majority of them (Redlock mode). With `cluster`, the seed
+    /// nodes of one Redis Cluster.
+    pub masters: Vec<String>,
+    /// `masters` are seed nodes of a Redis Cluster (all keys of a semaphore live in one slot).
+    pub cluster: bool,
+    /// With several masters: when more than half of them fail, `acquire` raises
+    /// a quorum error instead of answering "not acquired".
+    pub raise_on_redis_errors: bool,
     pub key: String,
     /// Permits when the semaphore is first created; later openers with another value do not change it.
     pub value: i64,
@@ -45,8 +53,36 @@ pub struct Options {
 }
 
 impl Options {
+    /// A semaphore on one Redis server.
     pub fn new(url: impl Into<String>, key: impl Into<String>) -> Self {
-        Options { url: url.into(), key: key.into(), value: 1, bounded: true, lease: Duration::from_secs(10), runtime: None, guard_fresh_server: true, create: true }
+        Options::with_masters([url.into()], key)
+    }
+
+    /// A semaphore on several independent masters (Redlock mode when there is more than one).
+    pub fn with_masters(urls: impl IntoIterator<Item = String>, key: impl Into<String>) -> Self {
+        Options {
+            masters: urls.into_iter().collect(),
+            cluster: false,
+            raise_on_redis_errors: false,
+            key: key.into(),
+            value: 1,
+            bounded: true,
+            lease: Duration::from_secs(10),
+            runtime: None,
+            guard_fresh_server: true,
+            create: true,
+        }
+    }
+
+    /// `masters` are the seed nodes of one Redis Cluster.
+    pub fn cluster(mut self, cluster: bool) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
+    pub fn raise_on_redis_errors(mut self, raise: bool) -> Self {
+        self.raise_on_redis_errors = raise;
+        self
     }
 
     pub fn permits(mut self, value: i64) -> Self {
@@ -276,7 +312,11 @@ impl Semaphore {
             guard_fresh_server: options.guard_fresh_server,
             create: options.create,
         };
-        let url = options.url;
+        let url = match (options.masters.as_slice(), options.cluster) {
+            ([url], false) => url.clone(),
+            ([], _) => return Err(Error::InvalidArgument("no Redis URL given".into())),
+            _ => return Err(Error::InvalidArgument("several masters and Redis Cluster are not supported yet".into())),
+        };
         rt.run(async move {
             let conns = Connections::for_url(&url)?;
             let (instance, opened) = Instance::open(rt, conns.clone(), &config).await?;
