@@ -1,6 +1,7 @@
 -- Creates the semaphore unless it exists; never overwrites another creator's value.
 -- ARGV 4: guard a fresh server (1/0), 5: create when missing (1/0).
--- Reply: {initial, created 0/1} | {-1} missing and not to be created
+-- Reply: {initial, created 0/1} | {-1} missing and not to be created | {-2} a semaphore of the
+--        several-master mode lives under this key
 local expected = {hash = {META, OWNER, WAITERS}, zset = {LEASES, QUEUE}}
 for kind, keys in pairs(expected) do
   for _, key in ipairs(keys) do
@@ -10,7 +11,8 @@ for kind, keys in pairs(expected) do
     end
   end
 end
-local initial = redis.call('HGET', META, 'initial')
+local initial, mode = unpack(redis.call('HMGET', META, 'initial', 'mode'))
+if mode == 'slots' then return {-2} end
 if initial then return {tonumber(initial), 0} end
 if ARGV[5] ~= '1' then return {-1} end
 -- A new semaphore, or one whose state a restart without persistence wiped: the two look the

@@ -17,6 +17,9 @@ pub enum Error {
     Forbidden(String),
     #[error("Redis error: {0}")]
     Redis(String),
+    /// Several masters: more than half of them failed, so no majority could be formed.
+    #[error("no quorum: {0}")]
+    Quorum(String),
 }
 
 impl Error {

@@ -4,7 +4,7 @@
 #![allow(unsafe_code)]
 
 use crate::scripts::Script;
-use crate::{protocol, Error, Reply, Scalar, Transport};
+use crate::{multi, protocol, Api, Error, Reply, Scalar, Transport};
 
 wit_bindgen::generate!({ path: "../wit", world: "guest" });
 
@@ -12,7 +12,7 @@ use exports::pottery::semaphore::api::{self as wit_api, GuestSemaphore};
 use pottery::semaphore::transport as wit_transport;
 use pottery::semaphore::types as wit_types;
 
-/// The single master of this deployment; masters are indexed for the multi-master mode.
+/// The master of the one-server protocol; the several-master mode indexes all of them.
 const MASTER: u32 = 0;
 
 #[derive(Debug)]
@@ -29,6 +29,35 @@ impl Transport for HostTransport {
             Some(reply) => Ok(reply.into()),
             None => Err(Error::Redis(format!("Redis lost {} right after loading it", script.name))),
         }
+    }
+
+    /// EVALSHA on several masters at once; the masters that lack the script get it loaded and
+    /// are asked again one by one (once per script and master in a server's life).
+    fn eval_each(&self, script: &Script, keys: &[String], calls: &[(u32, Vec<String>)]) -> Vec<Result<Reply, Error>> {
+        let replies = wit_transport::eval_each(script.sha1(), keys, calls);
+        replies
+            .into_iter()
+            .zip(calls)
+            .map(|(reply, (master, args))| match reply {
+                Ok(Some(reply)) => Ok(reply.into()),
+                Ok(None) => {
+                    wit_transport::load_script(*master, script.source)?;
+                    match wit_transport::eval(*master, script.sha1(), keys, args)? {
+                        Some(reply) => Ok(reply.into()),
+                        None => Err(Error::Redis(format!("Redis lost {} right after loading it", script.name))),
+                    }
+                }
+                Err(e) => Err(e.into()),
+            })
+            .collect()
+    }
+
+    fn blocking_pop_on(&self, master: u32, key: &str, timeout_ms: u64) -> Result<Option<String>, Error> {
+        wit_transport::blocking_pop(master, key, timeout_ms).map_err(Error::from)
+    }
+
+    fn sleep(&self, ms: u64) -> Result<(), Error> {
+        wit_transport::sleep(ms).map_err(Error::from)
     }
 
     fn command(&self, name: &str, key: &str, args: &[String]) -> Result<Reply, Error> {
@@ -76,6 +105,7 @@ impl From<wit_types::Error> for Error {
             W::Cancelled => Error::Cancelled,
             W::Forbidden(m) => Error::Forbidden(m),
             W::Redis(m) => Error::Redis(m),
+            W::Quorum(m) => Error::Quorum(m),
         }
     }
 }
@@ -92,6 +122,7 @@ impl From<Error> for wit_types::Error {
             Error::Cancelled => W::Cancelled,
             Error::Forbidden(m) => W::Forbidden(m),
             Error::Redis(m) => W::Redis(m),
+            Error::Quorum(m) => W::Quorum(m),
         }
     }
 }
@@ -106,7 +137,8 @@ fn permits(ps: Vec<protocol::Permit>) -> Vec<wit_types::Permit> {
 
 struct Component;
 
-struct Semaphore(protocol::Semaphore<HostTransport>);
+/// Either mode behind one resource: the config's number of masters chooses.
+struct Semaphore(Box<dyn Api>);
 
 impl wit_api::Guest for Component {
     type Semaphore = Semaphore;
@@ -124,8 +156,16 @@ impl GuestSemaphore for Semaphore {
             holder: c.holder,
             guard_fresh_server: c.guard_fresh_server,
             create: c.create,
+            masters: c.masters,
+            raise_on_redis_errors: c.raise_on_redis_errors,
         };
-        let (sem, opened) = protocol::Semaphore::open(HostTransport, config)?;
+        let (sem, opened): (Box<dyn Api>, _) = if config.masters > 1 {
+            let (sem, opened) = multi::Semaphore::open(HostTransport, config)?;
+            (Box::new(sem), opened)
+        } else {
+            let (sem, opened) = protocol::Semaphore::open(HostTransport, config)?;
+            (Box::new(sem), opened)
+        };
         let opened = wit_api::Opened { initial: opened.initial, created: opened.created };
         Ok((wit_api::Semaphore::new(Semaphore(sem)), opened))
     }

@@ -28,6 +28,18 @@ impl Keys {
         keys
     }
 
+    /// KEYS for a script of the several-master mode: [`Keys::script_keys`] plus `tokens`.
+    pub fn multi_script_keys(&self, holder: &str) -> Vec<String> {
+        let mut keys = self.script_keys(holder);
+        keys.push(format!("{}tokens", self.prefix));
+        keys
+    }
+
+    /// The list waiters of the several-master mode pop to learn that slots were released.
+    pub fn multi_wake(&self) -> String {
+        format!("{}mwake", self.prefix)
+    }
+
     pub fn meta(&self) -> String {
         format!("{}meta", self.prefix)
     }

@@ -2,8 +2,10 @@
 //! (see `guest`); built natively it is the same code behind a [`Transport`] trait, for unit tests
 //! and for measuring what the component costs over native code.
 
+pub mod api;
 pub mod error;
 pub mod keys;
+pub mod multi;
 pub mod protocol;
 pub mod reply;
 pub mod scripts;
@@ -13,6 +15,7 @@ pub mod validate;
 #[cfg(target_arch = "wasm32")]
 mod guest;
 
+pub use api::Api;
 pub use error::Error;
 pub use protocol::{Config, Holder, Opened, Permit, Released, Semaphore, Status, Waiter};
 pub use reply::{Reply, Scalar};

@@ -18,6 +18,12 @@ pub struct Config {
     pub guard_fresh_server: bool,
     /// Create the semaphore when it does not exist (false: opening a missing one is an error).
     pub create: bool,
+    /// Independent masters the host reaches (indices 0..masters); more than one selects the
+    /// several-master mode ([`crate::multi`]).
+    pub masters: u32,
+    /// Several masters: an acquire that finds more than half of them failing raises
+    /// [`Error::Quorum`] instead of answering "not acquired".
+    pub raise_on_redis_errors: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +111,9 @@ impl<T: Transport> Semaphore<T> {
         let flags = [u8::from(config.guard_fresh_server).to_string(), u8::from(config.create).to_string()];
         let mut reply = sem.run(&scripts::INIT, &flags)?;
         let initial = reply.i64()?;
+        if initial == -2 {
+            return Err(Error::invalid(format!("semaphore {:?} was created on several masters: open it with all of them", sem.key)));
+        }
         if initial < 0 {
             return Err(Error::invalid(format!("no semaphore named {:?} exists", sem.key)));
         }

@@ -13,6 +13,21 @@ macro_rules! script {
     };
 }
 
+/// A script of the several-master mode: the prelude, the mode's own prelude, then its body.
+macro_rules! multi_script {
+    ($name:ident, $file:literal) => {
+        pub static $name: Script = Script {
+            name: concat!("multi/", $file),
+            source: concat!(
+                include_str!("../scripts/prelude.lua"),
+                include_str!("../scripts/multi/prelude.lua"),
+                include_str!(concat!("../scripts/multi/", $file))
+            ),
+            sha1: OnceLock::new(),
+        };
+    };
+}
+
 #[derive(Debug)]
 pub struct Script {
     pub name: &'static str,
@@ -39,7 +54,15 @@ script!(VALUE, "value.lua");
 script!(STATUS, "status.lua");
 script!(SET_CAPACITY, "set_capacity.lua");
 
-pub static ALL: [&Script; 11] = [
+multi_script!(MULTI_INIT, "init.lua");
+multi_script!(MULTI_CLAIM, "claim.lua");
+multi_script!(MULTI_CONFIRM, "confirm.lua");
+multi_script!(MULTI_RELEASE, "release.lua");
+multi_script!(MULTI_REFRESH, "refresh.lua");
+multi_script!(MULTI_STATUS, "status.lua");
+multi_script!(MULTI_SET_CAPACITY, "set_capacity.lua");
+
+pub static ALL: [&Script; 18] = [
     &INIT,
     &ACQUIRE,
     &POLL,
@@ -51,6 +74,13 @@ pub static ALL: [&Script; 11] = [
     &VALUE,
     &STATUS,
     &SET_CAPACITY,
+    &MULTI_INIT,
+    &MULTI_CLAIM,
+    &MULTI_CONFIRM,
+    &MULTI_RELEASE,
+    &MULTI_REFRESH,
+    &MULTI_STATUS,
+    &MULTI_SET_CAPACITY,
 ];
 
 /// The protocol script with this SHA-1, if any.

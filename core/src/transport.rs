@@ -13,4 +13,22 @@ pub trait Transport {
     fn blocking_pop(&self, key: &str, timeout_ms: u64) -> Result<Option<String>, Error>;
     /// Monotonic nanoseconds, for the caller's own time-outs only.
     fn monotonic_now_ns(&self) -> u64;
+
+    /// Runs `script` on several masters at once, each `(master, args)` of `calls`; one result
+    /// per call, in order. Without several masters only master 0 exists.
+    fn eval_each(&self, script: &Script, keys: &[String], calls: &[(u32, Vec<String>)]) -> Vec<Result<Reply, Error>> {
+        calls.iter().map(|(master, args)| if *master == 0 { self.eval(script, keys, args) } else { Err(no_master(*master)) }).collect()
+    }
+
+    /// [`Transport::blocking_pop`] on master `master`.
+    fn blocking_pop_on(&self, master: u32, key: &str, timeout_ms: u64) -> Result<Option<String>, Error> {
+        if master == 0 { self.blocking_pop(key, timeout_ms) } else { Err(no_master(master)) }
+    }
+
+    /// Waits `ms` milliseconds (between retries when no master can be reached to wait on).
+    fn sleep(&self, ms: u64) -> Result<(), Error>;
+}
+
+fn no_master(master: u32) -> Error {
+    Error::Forbidden(format!("master {master} is not configured"))
 }

@@ -20,6 +20,9 @@ pub enum Error {
     Forbidden(String),
     #[error("Redis error: {0}")]
     Redis(String),
+    /// Several masters: more than half of them failed, so no majority could decide.
+    #[error("no quorum: {0}")]
+    Quorum(String),
     /// The guest trapped (out of memory, over its time budget, a bug); the instance is discarded.
     #[error("the protocol component failed: {0}")]
     Guest(String),
@@ -39,6 +42,7 @@ impl From<wit::Error> for Error {
             wit::Error::Cancelled => Error::Cancelled,
             wit::Error::Forbidden(m) => Error::Forbidden(m),
             wit::Error::Redis(m) => Error::Redis(m),
+            wit::Error::Quorum(m) => Error::Quorum(m),
         }
     }
 }
@@ -60,6 +64,7 @@ impl From<pottery_semaphore_core::Error> for wit::Error {
             E::Cancelled => wit::Error::Cancelled,
             E::Forbidden(m) => wit::Error::Forbidden(m),
             E::Redis(m) => wit::Error::Redis(m),
+            E::Quorum(m) => wit::Error::Quorum(m),
         }
     }
 }

@@ -1,7 +1,6 @@
 //! One guest instance: a Store with its limits and sandbox, and the guest's semaphore resource.
 //! A handle keeps a few of these so that concurrent calls never queue behind a waiting acquire.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use pottery_semaphore_core::{Holder, Permit, Status, Waiter};
@@ -12,7 +11,7 @@ use crate::bindings::{api, types, Guest};
 use crate::cancel::CancelFlag;
 use crate::error::guest_trap;
 use crate::runtime::Runtime;
-use crate::transport::{Connections, HostState};
+use crate::transport::{HostState, Masters};
 use crate::Error;
 
 pub(crate) struct Instance {
@@ -38,8 +37,8 @@ fn flatten<T>(r: wasmtime::Result<Result<T, types::Error>>) -> Result<T, Error> 
 
 impl Instance {
     /// Instantiates the component and opens the semaphore (creating it in Redis if needed).
-    pub(crate) async fn open(rt: &Runtime, conns: Arc<Connections>, config: &api::Config) -> Result<(Self, api::Opened), Error> {
-        let state = HostState::new(conns, &config.key, rt.options.memory_limit);
+    pub(crate) async fn open(rt: &Runtime, masters: Masters, config: &api::Config) -> Result<(Self, api::Opened), Error> {
+        let state = HostState::new(masters, &config.key, rt.options.memory_limit);
         let mut store = Store::new(&rt.engine, state);
         store.limiter(|s| &mut s.limits);
         let budget = rt.options.cpu_budget;

@@ -15,7 +15,7 @@ use crate::bindings::api;
 use crate::cancel::{CancelFlag, CancelOnDrop};
 use crate::instance::Instance;
 use crate::runtime::Runtime;
-use crate::transport::Connections;
+use crate::transport::{Connections, Masters};
 use crate::Error;
 
 /// Idle instances a handle keeps; more are created while more calls run at once.
@@ -130,7 +130,7 @@ pub struct Semaphore {
 #[derive(Debug)]
 struct Inner {
     rt: &'static Runtime,
-    conns: Arc<Connections>,
+    masters: Masters,
     config: api::Config,
     initial: u64,
     created: bool,
@@ -196,7 +196,7 @@ impl Inner {
         let idle = lock(&self.idle).pop();
         match idle {
             Some(instance) => Ok(instance),
-            None => Ok(Instance::open(self.rt, self.conns.clone(), &self.config).await?.0),
+            None => Ok(Instance::open(self.rt, self.masters.clone(), &self.config).await?.0),
         }
     }
 
@@ -311,19 +311,23 @@ impl Semaphore {
             holder: new_holder_id(),
             guard_fresh_server: options.guard_fresh_server,
             create: options.create,
+            masters: u32::try_from(options.masters.len()).unwrap_or(u32::MAX),
+            raise_on_redis_errors: options.raise_on_redis_errors,
         };
-        let url = match (options.masters.as_slice(), options.cluster) {
-            ([url], false) => url.clone(),
-            ([], _) => return Err(Error::InvalidArgument("no Redis URL given".into())),
-            _ => return Err(Error::InvalidArgument("several masters and Redis Cluster are not supported yet".into())),
-        };
+        if options.masters.is_empty() {
+            return Err(Error::InvalidArgument("no Redis URL given".into()));
+        }
+        if options.cluster {
+            return Err(Error::InvalidArgument("Redis Cluster is not supported yet".into()));
+        }
+        let urls = options.masters;
         rt.run(async move {
-            let conns = Connections::for_url(&url)?;
-            let (instance, opened) = Instance::open(rt, conns.clone(), &config).await?;
+            let masters: Masters = urls.iter().map(|url| Connections::for_url(url)).collect::<Result<Vec<_>, _>>()?.into();
+            let (instance, opened) = Instance::open(rt, masters.clone(), &config).await?;
             let period = Duration::from_millis((config.lease_ms / 3).max(1) as u64);
             let inner = Arc::new(Inner {
                 rt,
-                conns,
+                masters,
                 config,
                 initial: opened.initial,
                 created: opened.created,

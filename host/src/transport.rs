@@ -150,10 +150,13 @@ fn is_connection_error(e: &redis::RedisError) -> bool {
     e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error()
 }
 
+/// The masters of one semaphore, indexed as the guest addresses them.
+pub(crate) type Masters = Arc<[Arc<Connections>]>;
+
 /// Store data of one guest instance: its sandbox, limits and the call it is serving.
 #[derive(Debug)]
 pub(crate) struct HostState {
-    pub(crate) conns: Arc<Connections>,
+    pub(crate) masters: Masters,
     /// The current call runs on the caller's thread, which may block: use `sync`.
     pub(crate) blocking_io: bool,
     sync: SyncConnections,
@@ -166,9 +169,9 @@ pub(crate) struct HostState {
 }
 
 impl HostState {
-    pub(crate) fn new(conns: Arc<Connections>, key: &str, memory_limit: usize) -> Self {
+    pub(crate) fn new(masters: Masters, key: &str, memory_limit: usize) -> Self {
         HostState {
-            conns,
+            masters,
             blocking_io: false,
             sync: SyncConnections::default(),
             keys: Keys::new(key),
@@ -179,21 +182,23 @@ impl HostState {
         }
     }
 
-    /// Runs `cmd` on this instance's blocking connection or the shared async one.
-    async fn query(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<Value> {
-        if !self.blocking_io {
-            return self.conns.query(cmd).await;
+    /// Runs `cmd` on master `master`: on this instance's blocking connection (one master only)
+    /// or the shared async one.
+    async fn query(&mut self, master: u32, cmd: &redis::Cmd) -> redis::RedisResult<Value> {
+        let conns = &self.masters[master as usize];
+        if !self.blocking_io || self.masters.len() > 1 {
+            return conns.query(cmd).await;
         }
         let attempt = |slot: &mut Option<redis::Connection>, client: &redis::Client| -> redis::RedisResult<Value> {
             let conn = sync_connection(slot, client)?;
             conn.set_read_timeout(Some(RESPONSE_TIMEOUT))?;
             cmd.query(conn)
         };
-        match attempt(&mut self.sync.commands, &self.conns.client) {
+        match attempt(&mut self.sync.commands, &conns.client) {
             Err(e) if is_connection_error(&e) => {
                 // Reconnect once, as the async path does.
                 self.sync.commands = None;
-                attempt(&mut self.sync.commands, &self.conns.client)
+                attempt(&mut self.sync.commands, &self.masters[0].client)
             }
             other => other,
         }
@@ -203,7 +208,7 @@ impl HostState {
     /// on time-out the connection is dropped with the BLPOP in flight (see `blocking_pop`).
     fn blocking_pop_sync(&mut self, key: &str, timeout_ms: u64) -> Result<Option<String>, WitError> {
         let timeout = Duration::from_millis(timeout_ms);
-        let result = sync_connection(&mut self.sync.pops, &self.conns.client).and_then(|conn| {
+        let result = sync_connection(&mut self.sync.pops, &self.masters[0].client).and_then(|conn| {
             conn.set_read_timeout(Some(timeout))?;
             blpop(key, timeout).query::<Option<(String, String)>>(conn)
         });
@@ -216,12 +221,27 @@ impl HostState {
         }
     }
 
-    fn check_master(master: u32) -> Result<(), WitError> {
-        if master == 0 {
+    fn check_master(&self, master: u32) -> Result<(), WitError> {
+        if (master as usize) < self.masters.len() {
             Ok(())
         } else {
-            Err(WitError::Forbidden(format!("master {master} is not configured (one master)")))
+            Err(WitError::Forbidden(format!("master {master} is not configured ({} masters)", self.masters.len())))
         }
+    }
+
+    /// The guest's EVALSHA after the sandbox's checks: a protocol script on the semaphore's keys.
+    fn evalsha(&self, master: u32, sha1: &str, keys: &[String], args: &[String]) -> Result<redis::Cmd, WitError> {
+        self.check_master(master)?;
+        // Only the protocol's own scripts run, so a guest cannot reach keys a script computes.
+        if scripts::by_sha1(sha1).is_none() {
+            return Err(WitError::Forbidden(format!("script {sha1} is not one of the protocol's scripts")));
+        }
+        for key in keys {
+            self.check_key(key)?;
+        }
+        let mut evalsha = redis::cmd("EVALSHA");
+        evalsha.arg(sha1).arg(keys.len()).arg(keys).arg(args);
+        Ok(evalsha)
     }
 
     fn check_key(&self, key: &str) -> Result<(), WitError> {
@@ -230,6 +250,14 @@ impl HostState {
         } else {
             Err(WitError::Forbidden(format!("key {key:?} is outside {}", self.keys.prefix())))
         }
+    }
+}
+
+/// An EVALSHA result in WIT form: `None` when Redis lacks the script.
+fn eval_result(result: redis::RedisResult<Value>) -> Result<Option<Reply>, WitError> {
+    match result {
+        Err(e) if e.code() == Some("NOSCRIPT") => Ok(None),
+        other => Ok(Some(reply(other.map_err(|e| from_redis(&e))?)?)),
     }
 }
 
@@ -251,32 +279,59 @@ impl TypesHost for HostState {}
 
 impl TransportHost for HostState {
     async fn eval(&mut self, master: u32, sha1: String, keys: Vec<String>, args: Vec<String>) -> Result<Option<Reply>, WitError> {
-        Self::check_master(master)?;
-        // Only the protocol's own scripts run, so a guest cannot reach keys a script computes.
-        if scripts::by_sha1(&sha1).is_none() {
-            return Err(WitError::Forbidden(format!("script {sha1} is not one of the protocol's scripts")));
-        }
-        for key in &keys {
-            self.check_key(key)?;
-        }
-        let mut evalsha = redis::cmd("EVALSHA");
-        evalsha.arg(&sha1).arg(keys.len()).arg(&keys).arg(&args);
-        let result = self.query(&evalsha).await;
+        let evalsha = self.evalsha(master, &sha1, &keys, &args)?;
+        let result = self.query(master, &evalsha).await;
         self.resumed_at = Instant::now();
-        match result {
-            Err(e) if e.code() == Some("NOSCRIPT") => Ok(None),
-            other => Ok(Some(reply(other.map_err(|e| from_redis(&e))?)?)),
+        eval_result(result)
+    }
+
+    /// Each call on its own master, all at once: a round costs the slowest master, not the sum.
+    async fn eval_each(&mut self, sha1: String, keys: Vec<String>, calls: Vec<(u32, Vec<String>)>) -> Vec<Result<Option<Reply>, WitError>> {
+        let pending: Vec<_> = calls
+            .iter()
+            .map(|(master, args)| {
+                let cmd = self.evalsha(*master, &sha1, &keys, args)?;
+                let conns = self.masters[*master as usize].clone();
+                Ok(tokio::spawn(async move { conns.query(&cmd).await }))
+            })
+            .collect();
+        let mut results = Vec::with_capacity(pending.len());
+        for task in pending {
+            results.push(match task {
+                Ok(task) => match task.await {
+                    Ok(result) => eval_result(result),
+                    Err(e) => Err(WitError::Redis(format!("the call to Redis failed: {e}"))),
+                },
+                Err(refused) => Err(refused),
+            });
         }
+        self.resumed_at = Instant::now();
+        results
+    }
+
+    async fn sleep(&mut self, ms: u64) -> Result<(), WitError> {
+        let cancelled = async {
+            match &self.cancel {
+                Some(flag) => flag.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        let result = tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(ms)) => Ok(()),
+            () = cancelled => Err(WitError::Cancelled),
+        };
+        self.resumed_at = Instant::now();
+        result
     }
 
     async fn load_script(&mut self, master: u32, script: String) -> Result<String, WitError> {
-        Self::check_master(master)?;
+        self.check_master(master)?;
         let Some(known) = scripts::ALL.iter().find(|s| s.source == script) else {
             return Err(WitError::Forbidden("that script is not one of the protocol's scripts".into()));
         };
         let mut load = redis::cmd("SCRIPT");
         load.arg("LOAD").arg(known.source);
-        let result = self.query(&load).await;
+        let result = self.query(master, &load).await;
         self.resumed_at = Instant::now();
         match result.map_err(|e| from_redis(&e))? {
             Value::BulkString(sha) => Ok(String::from_utf8_lossy(&sha).into_owned()),
@@ -286,7 +341,7 @@ impl TransportHost for HostState {
     }
 
     async fn command(&mut self, master: u32, name: String, key: String, args: Vec<String>) -> Result<Reply, WitError> {
-        Self::check_master(master)?;
+        self.check_master(master)?;
         let upper = name.to_ascii_uppercase();
         if !ALLOWED_COMMANDS.contains(&upper.as_str()) {
             return Err(WitError::Forbidden(format!("command {name} is not allowed")));
@@ -294,18 +349,18 @@ impl TransportHost for HostState {
         self.check_key(&key)?;
         let mut cmd = redis::cmd(&upper);
         cmd.arg(&key).arg(&args);
-        let result = self.query(&cmd).await;
+        let result = self.query(master, &cmd).await;
         self.resumed_at = Instant::now();
         reply(result.map_err(|e| from_redis(&e))?)
     }
 
     async fn blocking_pop(&mut self, master: u32, key: String, timeout_ms: u64) -> Result<Option<String>, WitError> {
-        Self::check_master(master)?;
+        self.check_master(master)?;
         self.check_key(&key)?;
-        let result = if self.blocking_io {
+        let result = if self.blocking_io && self.masters.len() == 1 {
             self.blocking_pop_sync(&key, timeout_ms.max(1))
         } else {
-            self.conns.blocking_pop(&key, timeout_ms.max(1), self.cancel.as_ref()).await
+            self.masters[master as usize].blocking_pop(&key, timeout_ms.max(1), self.cancel.as_ref()).await
         };
         self.resumed_at = Instant::now();
         result
@@ -324,7 +379,7 @@ mod tests {
     fn state() -> HostState {
         // Nothing listens on port 1: every check below must refuse before any I/O.
         let conns = Connections::for_url("redis://127.0.0.1:1").expect("url");
-        HostState::new(conns, "mine", 1 << 20)
+        HostState::new(Arc::from(vec![conns]), "mine", 1 << 20)
     }
 
     fn forbidden<T: std::fmt::Debug>(r: Result<T, WitError>) -> bool {

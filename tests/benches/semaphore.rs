@@ -168,6 +168,8 @@ fn native_cycle(server: &Server) -> impl FnMut() {
         // As `Server::options`: the server is seconds old and this guard would grant nothing yet.
         guard_fresh_server: false,
         create: true,
+        masters: 1,
+        raise_on_redis_errors: false,
     };
     let (sem, _) = NativeSemaphore::open(transport, config).expect("open");
     move || {

@@ -74,4 +74,9 @@ impl Transport for NativeTransport {
     fn monotonic_now_ns(&self) -> u64 {
         self.started.elapsed().as_nanos() as u64
     }
+
+    fn sleep(&self, ms: u64) -> Result<(), Error> {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+        Ok(())
+    }
 }

@@ -116,3 +116,25 @@ fn waiting_on_a_terminal_shows_the_place_in_the_queue_and_elsewhere_stays_quiet(
     let quiet = run(&server, &["run", "--key", &k, "--timeout", "0.5", "--", "true"]);
     assert!(!text(&quiet.stderr).contains("position"), "no progress without a terminal: {}", text(&quiet.stderr));
 }
+
+#[test]
+fn several_redis_urls_make_a_several_master_semaphore() {
+    let mut servers: Vec<Server> = (0..3).map(|_| Server::start(Flavor::Redis)).collect();
+    let k = key("cli-masters");
+    let urls: Vec<String> = servers.iter().map(Server::url).collect();
+    let options = pottery_semaphore_host::Options::with_masters(urls.clone(), &k).permits(2).guard_fresh_server(false);
+    let _sem = pottery_semaphore_host::BlockingSemaphore::open(options).expect("open");
+    let masters: Vec<&str> = urls.iter().flat_map(|u| ["--redis", u.as_str()]).collect();
+    let cli_run = |args: &[&str]| Command::new(cli()).args(&masters).args(args).output().expect("run the CLI");
+    let out = cli_run(&["run", "--key", &k, "--", "sh", "-c", "echo token=$POTTERY_SEMAPHORE_TOKEN"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let token: u64 = text(&out.stdout).trim().strip_prefix("token=").expect("token").parse().expect("a number");
+    assert!(token >> 16 > 0, "a slot token: epoch above the slot bits ({token})");
+    let out = cli_run(&["status", "--key", &k, "--json"]);
+    assert!(text(&out.stdout).contains(r#""capacity":2"#) && text(&out.stdout).contains(r#""available":2"#), "{}", text(&out.stdout));
+    servers[1].kill();
+    servers[2].kill();
+    let out = cli_run(&["status", "--key", &k]);
+    assert_eq!(out.status.code(), Some(69));
+    assert!(text(&out.stderr).contains("more than half of the masters"), "{}", text(&out.stderr));
+}

@@ -30,6 +30,9 @@ pub enum SemaphoreError {
     Forbidden { message: String },
     #[error("Redis error: {message}")]
     Redis { message: String },
+    /// Several masters: more than half of them failed.
+    #[error("no quorum: {message}")]
+    Quorum { message: String },
     #[error("the protocol component failed: {message}")]
     Guest { message: String },
     #[error("runtime error: {message}")]
@@ -48,6 +51,7 @@ impl From<host::Error> for SemaphoreError {
             E::Cancelled => Self::Cancelled,
             E::Forbidden(message) => Self::Forbidden { message },
             E::Redis(message) => Self::Redis { message },
+            E::Quorum(message) => Self::Quorum { message },
             E::Guest(message) => Self::Guest { message },
             E::Runtime(message) => Self::Runtime { message },
         }
@@ -111,6 +115,14 @@ impl From<host::Status> for SemaphoreStatus {
 #[derive(Debug, Clone, uniffi::Record)]
 pub struct SemaphoreOptions {
     pub url: String,
+    /// More masters besides `url`: with any, each permit is a slot held on a majority of all
+    /// of them (Redlock mode).
+    #[uniffi(default = [])]
+    pub more_masters: Vec<String>,
+    /// Several masters: an acquire that finds more than half of them failing raises `Quorum`
+    /// instead of returning false.
+    #[uniffi(default = false)]
+    pub raise_on_redis_errors: bool,
     pub key: String,
     #[uniffi(default = 1)]
     pub value: i64,
@@ -127,7 +139,8 @@ pub struct SemaphoreOptions {
 
 impl From<SemaphoreOptions> for host::Options {
     fn from(o: SemaphoreOptions) -> Self {
-        host::Options::new(o.url, o.key)
+        host::Options::with_masters(std::iter::once(o.url).chain(o.more_masters), o.key)
+            .raise_on_redis_errors(o.raise_on_redis_errors)
             .permits(o.value)
             .bounded(o.bounded)
             .lease(Duration::from_millis(o.lease_ms))

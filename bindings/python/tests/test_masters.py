@@ -34,3 +34,38 @@ def test_a_client_with_a_db_and_a_password_reaches_the_same_semaphore_as_its_url
         assert client.exists(f"pottery-semaphore:{{{unique_key}}}:meta"), "the semaphore lives in db 4"
     finally:
         server.close()
+
+
+def test_several_masters_hold_each_permit_on_a_majority(unique_key):
+    import pytest
+    from conftest import Server
+
+    from pottery_semaphore import AIOSemaphore, QuorumIsImpossible, RedisUnavailableError
+
+    servers = [Server() for _ in range(3)]
+    try:
+        clients = [s.client() for s in servers]
+        a = Semaphore(value=2, key=unique_key, masters=clients, guard_fresh_server=False)
+        b = Semaphore(value=2, key=unique_key, masters=[f"redis://127.0.0.1:{s.port}" for s in servers], guard_fresh_server=False)
+        assert a.acquire() and b.acquire()
+        assert not b.acquire(blocking=False)
+        assert a.value == 0
+        for client in clients:
+            assert client.hlen(f"pottery-semaphore:{{{unique_key}}}:owner") == 2, "every master records both slots"
+        a.release()
+        assert b.acquire(timeout=1)
+        b.release(2)
+        servers[2].kill()
+        with b:
+            assert b.value == 1, "two of three masters are a majority"
+        servers[1].kill()
+        assert not b.acquire(timeout=0.3), "no majority: not acquired"
+        with pytest.raises(QuorumIsImpossible) as raised:
+            # Opening needs a majority too, so it is the constructor that raises here.
+            Semaphore(value=2, key=unique_key, masters=clients, raise_on_redis_errors=True).acquire(blocking=False)
+        assert isinstance(raised.value, RedisUnavailableError), "callers catching the broad error still do"
+        assert "2 of 3 masters failed" in str(raised.value)
+        assert isinstance(AIOSemaphore(key=unique_key, masters=clients), AIOSemaphore)
+    finally:
+        for s in servers:
+            s.close()

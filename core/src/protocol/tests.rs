@@ -44,11 +44,15 @@ impl Transport for &Fake {
     fn monotonic_now_ns(&self) -> u64 {
         *self.now_ns.borrow()
     }
+    fn sleep(&self, ms: u64) -> Result<(), Error> {
+        *self.now_ns.borrow_mut() += ms * 1_000_000;
+        Ok(())
+    }
 }
 
 fn open(fake: &Fake) -> Semaphore<&Fake> {
     fake.replies.borrow_mut().push_back(ints(&[3, 1]));
-    let config = Config { key: "k".into(), value: 3, bounded: true, lease_ms: 3000, holder: "h".into(), guard_fresh_server: true, create: true };
+    let config = Config { key: "k".into(), value: 3, bounded: true, lease_ms: 3000, holder: "h".into(), guard_fresh_server: true, create: true, masters: 1, raise_on_redis_errors: false };
     let (sem, opened) = Semaphore::open(fake, config).expect("open");
     assert_eq!(opened, Opened { initial: 3, created: true });
     fake.calls.borrow_mut().clear();
@@ -147,10 +151,10 @@ fn bad_arguments_fail_before_any_io() {
     assert_eq!(sem.release(0), Err(Error::InvalidArgument("n must be >= 1".into())));
     assert!(fake.calls.borrow().is_empty());
     for config in [
-        Config { key: String::new(), value: 1, bounded: true, lease_ms: 1000, holder: "h".into(), guard_fresh_server: true, create: true },
-        Config { key: "k".into(), value: -1, bounded: true, lease_ms: 1000, holder: "h".into(), guard_fresh_server: true, create: true },
-        Config { key: "k".into(), value: 1, bounded: true, lease_ms: 0, holder: "h".into(), guard_fresh_server: true, create: true },
-        Config { key: "k".repeat(1 << 20), value: 1, bounded: true, lease_ms: 1000, holder: "h".into(), guard_fresh_server: true, create: true },
+        Config { key: String::new(), value: 1, bounded: true, lease_ms: 1000, holder: "h".into(), guard_fresh_server: true, create: true, masters: 1, raise_on_redis_errors: false },
+        Config { key: "k".into(), value: -1, bounded: true, lease_ms: 1000, holder: "h".into(), guard_fresh_server: true, create: true, masters: 1, raise_on_redis_errors: false },
+        Config { key: "k".into(), value: 1, bounded: true, lease_ms: 0, holder: "h".into(), guard_fresh_server: true, create: true, masters: 1, raise_on_redis_errors: false },
+        Config { key: "k".repeat(1 << 20), value: 1, bounded: true, lease_ms: 1000, holder: "h".into(), guard_fresh_server: true, create: true, masters: 1, raise_on_redis_errors: false },
     ] {
         assert!(matches!(Semaphore::open(&fake, config), Err(Error::InvalidArgument(_))));
     }

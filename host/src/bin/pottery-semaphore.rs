@@ -17,7 +17,8 @@ commands:
   add-permits --key K N     add N permits (negative removes)
 
 --redis URL   redis://[user:password@]host:port[/db], rediss://... (TLS) or unix:///path;
-              default $REDIS_URL, else redis://127.0.0.1:6379
+              default $REDIS_URL, else redis://127.0.0.1:6379. Repeat it for independent
+              masters: each permit is then a slot held on a majority of them (Redlock mode)
 --permits N   permits when `run` creates the semaphore (default 1; an existing one keeps its own)
 --timeout S   give up after S seconds of waiting (exit status 75)
 --lease S     lease of the permit in seconds (default 10), refreshed while CMD runs
@@ -59,6 +60,7 @@ fn usage(message: impl Into<String>) -> Failure {
 fn failure(e: Error, url: &str) -> Failure {
     let (code, hint) = match &e {
         Error::Unreachable(_) => (EX_UNAVAILABLE, format!("is Redis running at {url}? Set --redis or REDIS_URL.")),
+        Error::Quorum(_) => (EX_UNAVAILABLE, format!("more than half of the masters ({url}) failed; start them or check the URLs.")),
         Error::Auth(_) => (EX_NOPERM, "check the user and password in the URL (redis://user:password@host:port).".into()),
         Error::InvalidArgument(m) if m.starts_with("no semaphore") => {
             (EX_USAGE, "create it with `set-permits` or `run --permits N`.".into())
@@ -103,21 +105,22 @@ fn parse(raw: Vec<String>) -> Result<Args, Failure> {
     }
 }
 
+/// The options, and the masters' URLs (passwords hidden) for messages.
 fn options(args: &Args) -> Result<(Options, String), Failure> {
-    let url = match args.redis.as_slice() {
-        [] => std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
-        [one] => one.clone(),
-        _ => return Err(usage("several --redis masters need the multi-master mode, which this build does not have yet")),
+    let urls = match args.redis.as_slice() {
+        [] => vec![std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())],
+        several => several.to_vec(),
     };
+    let shown = urls.iter().map(|u| redacted(u)).collect::<Vec<_>>().join(", ");
     let key = args.key.clone().ok_or_else(|| usage("--key is required"))?;
-    let mut options = Options::new(&url, key).permits(args.permits.unwrap_or(1));
+    let mut options = Options::with_masters(urls, key).permits(args.permits.unwrap_or(1));
     if let Some(lease) = args.lease {
         if !(lease.is_finite() && lease > 0.0) {
             return Err(usage("--lease must be a positive number of seconds"));
         }
         options = options.lease(Duration::from_secs_f64(lease));
     }
-    Ok((options, url))
+    Ok((options, shown))
 }
 
 fn redacted(url: &str) -> String {
@@ -167,6 +170,8 @@ async fn show_progress(sem: Semaphore, started: Instant) {
         let place = match sem.status().await {
             Ok(s) => match s.waiters.iter().position(|w| w.holder == sem.holder_id()) {
                 Some(i) => format!("position {} of {} in the queue", i + 1, s.waiters.len()),
+                // Several masters keep no queue: say how busy the semaphore is instead.
+                None if s.waiters.is_empty() && s.available == 0 => format!("all {} permits held", s.capacity),
                 None => "about to be served".into(),
             },
             Err(_) => "Redis not answering".into(),
@@ -189,7 +194,7 @@ async fn run(args: Args) -> Result<u8, Failure> {
         return Err(usage("run needs a command after --"));
     }
     let (options, url) = options(&args)?;
-    let sem = Semaphore::open(options).await.map_err(|e| failure(e, &redacted(&url)))?;
+    let sem = Semaphore::open(options).await.map_err(|e| failure(e, &url))?;
     let timeout = args.timeout.map(|t| if t.is_finite() && t >= 0.0 { Ok(t) } else { Err(usage("--timeout must be >= 0")) }).transpose()?;
     let started = Instant::now();
     let progress = std::io::stderr().is_terminal().then(|| tokio::spawn(show_progress(sem.clone(), started)));
@@ -214,7 +219,7 @@ async fn run(args: Args) -> Result<u8, Failure> {
         }
         Ok(p) => p,
         Err(Error::Cancelled) => return Ok(130),
-        Err(e) => return Err(failure(e, &redacted(&url))),
+        Err(e) => return Err(failure(e, &url)),
     };
     let mut child = tokio::process::Command::new(&args.program[0])
         .args(&args.program[1..])
@@ -285,21 +290,21 @@ async fn operate(args: Args) -> Result<u8, Failure> {
         let v = args.positional.first().ok_or_else(|| usage(format!("{} needs a number", args.command)))?;
         v.parse().map_err(|_| usage(format!("not a whole number: {v}")))
     };
-    let open = |options: Options| async { Semaphore::open(options.create(false)).await.map_err(|e| failure(e, &redacted(&url))) };
+    let open = |options: Options| async { Semaphore::open(options.create(false)).await.map_err(|e| failure(e, &url)) };
     match args.command.as_str() {
         "status" => {
-            let status = open(options).await?.status().await.map_err(|e| failure(e, &redacted(&url)))?;
+            let status = open(options).await?.status().await.map_err(|e| failure(e, &url))?;
             print_status(&key, &status, args.json);
         }
         "set-permits" => {
             let n = amount()?;
-            let sem = Semaphore::open(options.permits(n.max(0))).await.map_err(|e| failure(e, &redacted(&url)))?;
-            let now = sem.set_permits(n).await.map_err(|e| failure(e, &redacted(&url)))?;
+            let sem = Semaphore::open(options.permits(n.max(0))).await.map_err(|e| failure(e, &url))?;
+            let now = sem.set_permits(n).await.map_err(|e| failure(e, &url))?;
             println!("{key}: {now} permits");
         }
         "add-permits" => {
             let n = amount()?;
-            let now = open(options).await?.add_permits(n).await.map_err(|e| failure(e, &redacted(&url)))?;
+            let now = open(options).await?.add_permits(n).await.map_err(|e| failure(e, &url))?;
             println!("{key}: {now} permits");
         }
         _ => unreachable!("parse() accepts only known commands"),

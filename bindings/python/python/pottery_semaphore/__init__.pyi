@@ -14,6 +14,7 @@ from .exceptions import AuthenticationError as AuthenticationError
 from .exceptions import BoundedSemaphoreError as BoundedSemaphoreError
 from .exceptions import InvalidArgumentError as InvalidArgumentError
 from .exceptions import RedisUnavailableError as RedisUnavailableError
+from .exceptions import QuorumIsImpossible as QuorumIsImpossible
 from .exceptions import SemaphoreError as SemaphoreError
 from .exceptions import SemaphoreRuntimeError as SemaphoreRuntimeError
 from .exceptions import WrongTypeError as WrongTypeError

@@ -104,19 +104,27 @@ def timeout_seconds(blocking: bool, timeout: Any) -> Optional[float]:
     return t
 
 
-def options(*, value: Any, key: Any, masters: Iterable[Any], bounded: Any, lease: Any, guard_fresh_server: bool) -> Any:
+def options(
+    *,
+    value: Any,
+    key: Any,
+    masters: Iterable[Any],
+    bounded: Any,
+    lease: Any,
+    guard_fresh_server: bool,
+    raise_on_redis_errors: bool = False,
+) -> Any:
     v = check_value(value)
     if not isinstance(key, str):
         raise TypeError(f"key must be a str, not {type(key).__name__}")
+    # Several masters: each permit is a slot held on a majority of them (Redlock mode).
     urls = master_urls(masters)
-    if len(urls) > 1:
-        raise exc.SemaphoreError(
-            f"{len(urls)} masters given: the multi-master mode is not available yet; pass one master"
-        )
     if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not math.isfinite(lease) or lease <= 0:
         raise exc.InvalidArgumentError(f"lease must be a positive number of seconds, got {lease!r}")
     return _ffi.SemaphoreOptions(
         url=urls[0],
+        more_masters=urls[1:],
+        raise_on_redis_errors=bool(raise_on_redis_errors),
         key=key or DEFAULT_KEY,
         value=v,
         bounded=bool(bounded),
@@ -132,6 +140,8 @@ def translate(e: BaseException) -> BaseException:
         return exc.BoundedSemaphoreError(e.key, e.current, e.initial)
     if isinstance(e, E.InvalidArgument):
         return exc.InvalidArgumentError(e.message)
+    if isinstance(e, E.Quorum):
+        return exc.QuorumIsImpossible(f"no quorum: {e.message}")
     if isinstance(e, E.Unreachable):
         return exc.RedisUnavailableError(f"Redis is unreachable: {e.message}")
     if isinstance(e, E.Auth):

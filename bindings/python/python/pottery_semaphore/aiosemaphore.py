@@ -31,7 +31,8 @@ class AIOSemaphore:
         guard_fresh_server: bool = True,
     ) -> None:
         self._options = c.options(
-            value=value, key=key, masters=masters, bounded=bounded, lease=lease, guard_fresh_server=guard_fresh_server
+            value=value, key=key, masters=masters, bounded=bounded, lease=lease, guard_fresh_server=guard_fresh_server,
+            raise_on_redis_errors=raise_on_redis_errors,
         )
         self._key = key
         self._bounded = bool(bounded)

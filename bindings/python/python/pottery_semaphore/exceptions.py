@@ -11,6 +11,7 @@ __all__ = [
     "BoundedSemaphoreError",
     "InvalidArgumentError",
     "RedisUnavailableError",
+    "QuorumIsImpossible",
     "AuthenticationError",
     "WrongTypeError",
     "SemaphoreRuntimeError",
@@ -42,6 +43,12 @@ class InvalidArgumentError(SemaphoreError, ValueError):
 
 class RedisUnavailableError(SemaphoreError, ConnectionError):
     """Redis could not be reached, or the connection broke."""
+
+
+class QuorumIsImpossible(RedisUnavailableError):
+    """More than half of several masters failed, so no majority could decide (the original
+    library's exception of the same name). Raised by ``acquire`` only with
+    ``raise_on_redis_errors=True``; otherwise such an acquire returns ``False``."""
 
 
 class AuthenticationError(SemaphoreError, PermissionError):

@@ -21,10 +21,13 @@ class Semaphore:
     Args:
         value: Permits when the semaphore is first created (later values do not overwrite it).
         key: Name of the semaphore; ``""`` names the semaphore ``"default"``.
-        masters: One ``redis.Redis`` client or URL string; empty means ``redis://localhost:6379``.
+        masters: ``redis.Redis`` clients or URL strings; empty means ``redis://localhost:6379``.
+            Several independent masters: each permit is a slot held on a majority of them
+            (Redlock mode; no FIFO queue, see the README).
         bounded: Raise :class:`BoundedSemaphoreError` on releases beyond the initial value.
         raise_on_redis_errors: Raise when Redis cannot be reached during :meth:`acquire`
-            (otherwise ``acquire`` returns ``False``, as the original did without quorum).
+            (:class:`QuorumIsImpossible` when more than half of several masters fail);
+            otherwise ``acquire`` returns ``False``, as the original did without quorum.
         lease: Seconds each permit stays valid without a refresh (extra).
         guard_fresh_server: On a Redis server that started less than a lease ago, grant nothing
             until a lease after its start, in case a restart without persistence wiped permits
@@ -43,7 +46,8 @@ class Semaphore:
         guard_fresh_server: bool = True,
     ) -> None:
         opts = c.options(
-            value=value, key=key, masters=masters, bounded=bounded, lease=lease, guard_fresh_server=guard_fresh_server
+            value=value, key=key, masters=masters, bounded=bounded, lease=lease, guard_fresh_server=guard_fresh_server,
+            raise_on_redis_errors=raise_on_redis_errors,
         )
         self._key = key
         self._bounded = bool(bounded)

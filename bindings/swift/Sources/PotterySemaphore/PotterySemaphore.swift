@@ -21,6 +21,8 @@ public enum SemaphoreError: Error, Equatable, Sendable {
     case cancelled
     case forbidden(String)
     case redis(String)
+    /// Several masters: more than half of them failed.
+    case quorum(String)
     case guest(String)
     case runtime(String)
 
@@ -34,6 +36,7 @@ public enum SemaphoreError: Error, Equatable, Sendable {
         case .Cancelled: self = .cancelled
         case let .Forbidden(message): self = .forbidden(message)
         case let .Redis(message): self = .redis(message)
+        case let .Quorum(message): self = .quorum(message)
         case let .Guest(message): self = .guest(message)
         case let .Runtime(message): self = .runtime(message)
         }

@@ -15,6 +15,10 @@ import io.pottery.semaphore.ffi.SemaphoreOptions
  *   permits held before a restart that lost them cannot be granted twice. Turn off only for
  *   servers that keep their data or for tests on throwaway servers.
  * @property create when false, opening a semaphore that does not exist fails instead of creating it.
+ * @property moreMasters independent masters besides [url]: with any, each permit is a slot held on
+ *   a majority of all of them (Redlock mode; no FIFO queue).
+ * @property raiseOnRedisErrors with several masters, an acquire that finds more than half of them
+ *   failing throws [SemaphoreException.Quorum] instead of returning false.
  *
  * Kotlin: `SemaphoreConfig(url, "jobs", value = 3)`. Java: `new SemaphoreConfig(url, "jobs").withValue(3)`.
  */
@@ -26,6 +30,8 @@ data class SemaphoreConfig @JvmOverloads constructor(
     val leaseMillis: Long = 10_000,
     val guardFreshServer: Boolean = true,
     val create: Boolean = true,
+    val moreMasters: List<String> = emptyList(),
+    val raiseOnRedisErrors: Boolean = false,
 ) {
     fun withValue(value: Long) = copy(value = value)
 
@@ -37,6 +43,10 @@ data class SemaphoreConfig @JvmOverloads constructor(
 
     fun withCreate(create: Boolean) = copy(create = create)
 
+    fun withMoreMasters(moreMasters: List<String>) = copy(moreMasters = moreMasters)
+
+    fun withRaiseOnRedisErrors(raiseOnRedisErrors: Boolean) = copy(raiseOnRedisErrors = raiseOnRedisErrors)
+
     internal fun toOptions(): SemaphoreOptions {
         // The native record takes the lease unsigned: a negative one is an argument error here
         // rather than a huge lease there.
@@ -45,6 +55,8 @@ data class SemaphoreConfig @JvmOverloads constructor(
         }
         return SemaphoreOptions(
             url = url,
+            moreMasters = moreMasters,
+            raiseOnRedisErrors = raiseOnRedisErrors,
             key = key,
             value = value,
             bounded = bounded,

@@ -43,6 +43,9 @@ sealed class SemaphoreException(message: String, cause: Throwable? = null) : Run
     /** An error reply from Redis. */
     class Redis(val detail: String, cause: Throwable? = null) : SemaphoreException("Redis error: $detail", cause)
 
+    /** Several masters: more than half of them failed, so no majority could decide. */
+    class Quorum(val detail: String, cause: Throwable? = null) : SemaphoreException("no quorum: $detail", cause)
+
     /** The protocol component (wasm) failed. */
     class Guest(val detail: String, cause: Throwable? = null) :
         SemaphoreException("the protocol component failed: $detail", cause)
@@ -61,6 +64,7 @@ sealed class SemaphoreException(message: String, cause: Throwable? = null) : Run
             is NativeError.Cancelled -> Cancelled(e)
             is NativeError.Forbidden -> Forbidden(e.detail, e)
             is NativeError.Redis -> Redis(e.detail, e)
+            is NativeError.Quorum -> Quorum(e.detail, e)
             is NativeError.Guest -> Guest(e.detail, e)
             is NativeError.Runtime -> Runtime(e.detail, e)
         }

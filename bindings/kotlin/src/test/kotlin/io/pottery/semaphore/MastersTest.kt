@@ -1,0 +1,37 @@
+package io.pottery.semaphore
+
+import java.util.UUID
+import org.junit.jupiter.api.Assertions.assertEquals
+import org.junit.jupiter.api.Assertions.assertFalse
+import org.junit.jupiter.api.Assertions.assertTrue
+import org.junit.jupiter.api.Test
+import org.junit.jupiter.api.assertThrows
+
+/** Several independent masters: each permit a slot held on a majority (Redlock mode). */
+class MastersTest {
+    @Test
+    fun `a permit needs a majority and a lost majority is a quorum error`() {
+        val servers = List(3) { RedisServer() }
+        try {
+            val key = "kt-mm-" + UUID.randomUUID().toString().take(12)
+            val config = SemaphoreConfig(servers[0].url, key, value = 2, guardFreshServer = false)
+                .withMoreMasters(servers.drop(1).map { it.url })
+            DistributedSemaphore.openBlocking(config).use { sem ->
+                assertTrue(sem.tryAcquireBlocking())
+                assertEquals(1L, sem.valueBlocking())
+                servers[2].close()
+                assertTrue(sem.tryAcquireBlocking(), "two of three masters are a majority")
+                sem.releaseBlocking(2)
+                servers[1].close()
+                assertFalse(sem.tryAcquireBlocking(), "no majority: not acquired")
+            }
+            // Opening needs a majority too, so with two masters down the open already reports it.
+            val e = assertThrows<SemaphoreException.Quorum> {
+                DistributedSemaphore.openBlocking(config.withRaiseOnRedisErrors(true)).use { it.tryAcquireBlocking() }
+            }
+            assertTrue(e.detail.contains("2 of 3 masters failed"), e.detail)
+        } finally {
+            servers.forEach { it.close() }
+        }
+    }
+}

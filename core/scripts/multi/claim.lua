@@ -1,0 +1,24 @@
+-- Claims the n lowest free slots here, all or none. Masters that agree on the state pick the
+-- same slots; the caller keeps the slots a majority gave it and gives the rest back.
+-- ARGV 4: n. Reply: {1, epoch, deadline, slots...} | {0, ms until a slot may free up}
+--        | {-1, capacity} n exceeds the capacity
+local n = tonumber(ARGV[4])
+local cap, quarantine = mm_capacity()
+if n > cap then return {-1, cap} end
+mm_purge()
+if now < quarantine or cap - redis.call('ZCARD', LEASES) < n then return {0, next_change(quarantine)} end
+local slots, slot = {}, 0
+while #slots < n and slot < cap do
+  if not redis.call('ZSCORE', LEASES, slot) then slots[#slots + 1] = slot end
+  slot = slot + 1
+end
+if #slots < n then return {0, next_change(quarantine)} end
+local epoch = int(redis.call('HINCRBY', META, 'epoch', 1))
+local out = {1, epoch, now + LEASE}
+for _, s in ipairs(slots) do
+  redis.call('ZADD', LEASES, now + LEASE, s)
+  redis.call('HSET', OWNER, s, HOLDER)
+  redis.call('SADD', HELD, s)
+  out[#out + 1] = s
+end
+return out

@@ -1,0 +1,58 @@
+-- Several-master mode (Redlock, one lock per permit). Every master holds the same layout for a
+-- semaphore; a permit is a numbered slot, and holding it means owning it on a majority of the
+-- masters. KEYS 7: tokens. Per master:
+--   meta     hash  initial, capacity, epoch (last fencing epoch seen here), quarantine, mode
+--   leases   zset  slot -> lease deadline (this master's server time, ms)
+--   owner    hash  slot -> holder
+--   held:H   set   slots holder H owns here
+--   tokens   hash  slot -> fencing epoch its holder confirmed (absent until confirmed)
+--   mwake    list  a push per released permit, popped by waiters to retry (there is no queue)
+local TOKENS = KEYS[7]
+local MWAKE = PREFIX .. 'mwake'
+
+local function mm_create(quarantine)
+  redis.call('HSET', META, 'initial', INITIAL, 'capacity', INITIAL, 'epoch', now, 'quarantine', quarantine,
+    'mode', 'slots')
+end
+
+-- Capacity and quarantine end. A master that lost the semaphore (a restart without persistence)
+-- recreates it and grants nothing for one lease: slots it forgot may still be held through it.
+local function mm_capacity()
+  local meta = redis.call('HMGET', META, 'capacity', 'quarantine')
+  if meta[1] then return tonumber(meta[1]), tonumber(meta[2]) end
+  mm_create(now + LEASE)
+  return INITIAL, now + LEASE
+end
+
+local function mm_drop(slot)
+  local owner = redis.call('HGET', OWNER, slot)
+  redis.call('ZREM', LEASES, slot)
+  redis.call('HDEL', OWNER, slot)
+  redis.call('HDEL', TOKENS, slot)
+  if owner then redis.call('SREM', held_key(owner), slot) end
+end
+
+local function mm_purge()
+  for _, slot in ipairs(redis.call('ZRANGEBYSCORE', LEASES, '-inf', now)) do mm_drop(slot) end
+end
+
+-- True when `holder` owns `slot` here under fencing epoch `epoch`, or owns it unconfirmed.
+local function mm_owns(holder, slot, epoch)
+  if redis.call('HGET', OWNER, slot) ~= holder then return false end
+  local confirmed = redis.call('HGET', TOKENS, slot)
+  return not confirmed or confirmed == epoch
+end
+
+-- Raises the fencing epoch to at least `epoch` (an existing semaphore only).
+local function mm_see_epoch(epoch)
+  local seen = redis.call('HGET', META, 'epoch')
+  if seen and tonumber(seen) < tonumber(epoch) then redis.call('HSET', META, 'epoch', epoch) end
+end
+
+-- Wakes up to `count` waiters blocked on this master; stale pushes only cause a retry.
+local function mm_wake(count)
+  if count < 1 then return end
+  for _ = 1, math.min(count, 16) do redis.call('RPUSH', MWAKE, '1') end
+  redis.call('LTRIM', MWAKE, -16, -1)
+  redis.call('PEXPIRE', MWAKE, LEASE)
+end

@@ -1,0 +1,615 @@
+//! Several-master mode: Redlock with one lock per permit. The semaphore's `capacity` permits are
+//! numbered slots; a holder holds a slot when it owns it on a majority of the independent masters,
+//! for a validity of lease − elapsed − clock drift. Two majorities always share a master, and a
+//! master lets one holder own a slot at a time, so no slot has two holders: at most `capacity`
+//! holders, whatever the masters' counts say (a vote over per-master counters would not give that).
+//!
+//! Fencing: a grant's epoch is the highest of the claiming masters' epochs, and confirming it
+//! raises the epoch of every master it reaches. A later grant of the same slot needs a majority,
+//! which includes a master that confirmed the earlier grant before the slot freed there, so its
+//! epoch is larger. A permit's token is `epoch << 16 | slot`: strictly increasing per slot.
+//!
+//! There is no queue: a waiter retries when a release pushes to the wake list of the master it
+//! waits on, when the nearest lease may have ended, or after a short random delay when votes
+//! split. So waiters are not served in arrival order.
+
+use std::collections::BTreeMap;
+
+use crate::keys::Keys;
+use crate::protocol::{Config, Holder, Opened, Permit, Released, Status};
+use crate::reply::Cursor;
+use crate::scripts::{self, Script};
+use crate::{validate, Error, Reply, Transport};
+
+/// Slots are 16 bits of the fencing token.
+pub const MAX_SLOTS: u64 = 1 << SLOT_BITS;
+const SLOT_BITS: u32 = 16;
+/// Longest wait between two attempts while nothing wakes the waiter.
+const MAX_WAIT_MS: u64 = 2_000;
+
+/// The fencing token of slot `slot` granted under `epoch`.
+pub fn token(epoch: u64, slot: u64) -> u64 {
+    epoch << SLOT_BITS | slot
+}
+
+/// The slot a token of the several-master mode stands for.
+pub fn slot_of(token: u64) -> u64 {
+    token & (MAX_SLOTS - 1)
+}
+
+fn epoch_of(token: u64) -> u64 {
+    token >> SLOT_BITS
+}
+
+/// Masters that failed a round, with their errors.
+type Failures = Vec<(u32, Error)>;
+
+/// One master's part of a grant.
+#[derive(Debug)]
+struct Claim {
+    master: u32,
+    epoch: u64,
+    deadline_ms: u64,
+    slots: Vec<u64>,
+}
+
+/// What one attempt at acquiring came to.
+#[derive(Debug)]
+enum Attempt {
+    Granted(Vec<Permit>),
+    /// Not enough free slots on a majority; something may change in this many ms.
+    Busy(u64),
+    /// Enough masters granted, but not the same slots: retry after a short random delay.
+    Split,
+    /// More than half of the masters failed.
+    NoQuorum(Failures),
+}
+
+/// A slot as one master reports it.
+#[derive(Debug, Clone)]
+struct LiveSlot {
+    slot: u64,
+    holder: String,
+    epoch: u64,
+    ttl_ms: u64,
+}
+
+#[derive(Debug, Default)]
+struct MasterView {
+    initial: u64,
+    capacity: u64,
+    quarantined: bool,
+    now_ms: u64,
+    live: Vec<LiveSlot>,
+}
+
+/// The semaphore as a majority of masters sees it.
+#[derive(Debug)]
+struct View {
+    initial: u64,
+    capacity: u64,
+    available: u64,
+    /// Permits held on a majority, with the deadline a majority still holds them to.
+    holders: Vec<(Holder, u64)>,
+}
+
+#[derive(Debug)]
+pub struct Semaphore<T> {
+    transport: T,
+    keys: Keys,
+    script_keys: Vec<String>,
+    key: String,
+    bounded: bool,
+    lease_ms: u64,
+    holder: String,
+    initial: u64,
+    masters: u32,
+    raise_on_redis_errors: bool,
+}
+
+impl<T: Transport> Semaphore<T> {
+    /// Validates `config` and creates the semaphore on every master that lacks it. Succeeds
+    /// when a majority answers.
+    pub fn open(transport: T, config: Config) -> Result<(Self, Opened), Error> {
+        validate::key(&config.key)?;
+        let value = validate::value(config.value)?;
+        if value > MAX_SLOTS {
+            return Err(Error::invalid(format!("with several masters a semaphore has at most {MAX_SLOTS} permits")));
+        }
+        let lease_ms = validate::lease_ms(config.lease_ms)?;
+        validate::holder(&config.holder)?;
+        if config.masters < 2 {
+            return Err(Error::invalid("the several-master mode needs at least two masters"));
+        }
+        let keys = Keys::new(&config.key);
+        let mut sem = Semaphore {
+            transport,
+            script_keys: keys.multi_script_keys(&config.holder),
+            keys,
+            key: config.key,
+            bounded: config.bounded,
+            lease_ms,
+            holder: config.holder,
+            initial: value,
+            masters: config.masters,
+            raise_on_redis_errors: config.raise_on_redis_errors,
+        };
+        let flags = vec![u8::from(config.guard_fresh_server).to_string(), u8::from(config.create).to_string()];
+        let (mut initials, mut created, mut missing) = (Vec::new(), false, 0);
+        let (replies, failures) = sem.answers(&scripts::MULTI_INIT, &flags)?;
+        for (_, mut reply) in replies {
+            match reply.i64()? {
+                -2 => {
+                    return Err(Error::invalid(format!(
+                        "semaphore {:?} was created on one server: it cannot be opened with several masters",
+                        sem.key
+                    )));
+                }
+                -1 => missing += 1,
+                initial => {
+                    initials.push(initial as u64);
+                    created |= reply.u64()? == 1;
+                }
+            }
+        }
+        sem.check_quorum(failures)?;
+        if initials.len() < sem.quorum() && missing > 0 {
+            return Err(Error::invalid(format!("no semaphore named {:?} exists", sem.key)));
+        }
+        let initial = sem.agreed(initials);
+        sem.initial = initial;
+        Ok((sem, Opened { initial, created }))
+    }
+
+    /// Masters a decision needs.
+    fn quorum(&self) -> usize {
+        self.masters as usize / 2 + 1
+    }
+
+    /// Clock drift allowed between masters and this process over one lease (as Redlock: 1 %
+    /// plus 2 ms for the granularity of the masters' clocks).
+    fn drift_ms(&self) -> u64 {
+        self.lease_ms / 100 + 2
+    }
+
+    /// Errors that more masters would not change: the caller's own mistake or setup.
+    fn is_fatal(e: &Error) -> bool {
+        matches!(e, Error::WrongType(_) | Error::Auth(_) | Error::InvalidArgument(_) | Error::Forbidden(_) | Error::Cancelled)
+    }
+
+    /// The largest value a majority reports at least (the `quorum`-th largest).
+    fn agreed(&self, mut values: Vec<u64>) -> u64 {
+        values.sort_unstable_by(|a, b| b.cmp(a));
+        values.get(self.quorum() - 1).or(values.last()).copied().unwrap_or(0)
+    }
+
+    fn quorum_error(&self, failures: &[(u32, Error)]) -> Error {
+        let detail: Vec<String> = failures.iter().map(|(m, e)| format!("master {m}: {e}")).collect();
+        Error::Quorum(format!("{} of {} masters failed ({})", failures.len(), self.masters, detail.join("; ")))
+    }
+
+    /// `Err(Quorum)` when so many masters failed that no majority is left.
+    fn check_quorum(&self, failures: Failures) -> Result<(), Error> {
+        if failures.len() > self.masters as usize - self.quorum() { Err(self.quorum_error(&failures)) } else { Ok(()) }
+    }
+
+    fn args(&self, extra: &[String]) -> Vec<String> {
+        let mut args = Vec::with_capacity(3 + extra.len());
+        args.push(self.holder.clone());
+        args.push(self.initial.to_string());
+        args.push(self.lease_ms.to_string());
+        args.extend_from_slice(extra);
+        args
+    }
+
+    /// Runs `script` on each master of `calls` at once; replies in the same order.
+    fn run_each(&self, script: &Script, calls: Vec<(u32, Vec<String>)>) -> Vec<(u32, Result<Reply, Error>)> {
+        let calls: Vec<(u32, Vec<String>)> = calls.into_iter().map(|(m, extra)| (m, self.args(&extra))).collect();
+        let replies = self.transport.eval_each(script, &self.script_keys, &calls);
+        calls.iter().map(|(m, _)| *m).zip(replies).collect()
+    }
+
+    fn run_all(&self, script: &Script, extra: &[String]) -> Vec<(u32, Result<Cursor, Error>)> {
+        let calls = (0..self.masters).map(|m| (m, extra.to_vec())).collect();
+        self.run_each(script, calls).into_iter().map(|(m, r)| (m, r.and_then(Cursor::new))).collect()
+    }
+
+    /// `script` on every master: the replies, and the masters that failed. An error that more
+    /// masters would not change (wrong type, bad credentials...) is returned at once.
+    fn answers(&self, script: &Script, extra: &[String]) -> Result<(Vec<(u32, Cursor)>, Failures), Error> {
+        let (mut replies, mut failures) = (Vec::new(), Vec::new());
+        for (master, reply) in self.run_all(script, extra) {
+            match reply {
+                Ok(r) => replies.push((master, r)),
+                Err(e) if Self::is_fatal(&e) => return Err(e),
+                Err(e) => failures.push((master, e)),
+            }
+        }
+        Ok((replies, failures))
+    }
+
+    /// Takes `n` permits (slots) at once or none. Returns the permits; empty means not acquired.
+    pub fn acquire(&self, n: i64, blocking: bool, timeout: Option<f64>) -> Result<Vec<Permit>, Error> {
+        let n = validate::count(n)?;
+        let timeout_ms = validate::timeout(blocking, timeout)?;
+        let started = self.transport.monotonic_now_ns();
+        let deadline = timeout_ms.map(|ms| started.saturating_add(ms.saturating_mul(1_000_000)));
+        let waits = blocking && timeout_ms != Some(0);
+        let mut attempt: u64 = 0;
+        loop {
+            let pause_ms = match self.attempt(n, blocking)? {
+                Attempt::Granted(permits) => return Ok(permits),
+                Attempt::Busy(ms) => ms.min(MAX_WAIT_MS),
+                Attempt::Split => 1 + self.jitter(attempt) % (2 + 2 * attempt.min(10)),
+                Attempt::NoQuorum(failures) => {
+                    if self.raise_on_redis_errors {
+                        return Err(self.quorum_error(&failures));
+                    }
+                    50 + self.jitter(attempt) % 50
+                }
+            };
+            if !waits {
+                return Ok(Vec::new());
+            }
+            let mut pause_ms = pause_ms.max(1);
+            if let Some(deadline) = deadline {
+                let now = self.transport.monotonic_now_ns();
+                if now >= deadline {
+                    return Ok(Vec::new());
+                }
+                pause_ms = pause_ms.min((deadline - now).div_ceil(1_000_000));
+            }
+            self.pause(attempt, pause_ms)?;
+            attempt += 1;
+        }
+    }
+
+    /// Waits up to `ms` for a release pushed to one master's wake list (a different master each
+    /// time, so one that is down does not stall waiters); sleeps if that master cannot be reached.
+    fn pause(&self, attempt: u64, ms: u64) -> Result<(), Error> {
+        let master = ((attempt + self.jitter(0)) % u64::from(self.masters)) as u32;
+        match self.transport.blocking_pop_on(master, &self.keys.multi_wake(), ms) {
+            Ok(_) => Ok(()),
+            Err(Error::Cancelled) => Err(Error::Cancelled),
+            Err(_) => self.transport.sleep(ms),
+        }
+    }
+
+    /// A small pseudo-random number, different per holder and call, so split votes do not repeat.
+    fn jitter(&self, salt: u64) -> u64 {
+        let mut x = self.transport.monotonic_now_ns() ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        for b in self.holder.bytes() {
+            x = (x ^ u64::from(b)).wrapping_mul(0x100_0000_01B3);
+        }
+        x ^= x >> 33;
+        x
+    }
+
+    /// One round: claim on every master, keep the slots a majority granted, confirm their epoch.
+    fn attempt(&self, n: u64, blocking: bool) -> Result<Attempt, Error> {
+        let started = self.transport.monotonic_now_ns();
+        let (mut claims, mut busy_ms, mut too_many) = (Vec::new(), MAX_WAIT_MS, 0);
+        let (replies, failures) = self.answers(&scripts::MULTI_CLAIM, &[n.to_string()])?;
+        for (master, mut reply) in replies {
+            match reply.i64()? {
+                1 => claims.push(Claim { master, epoch: reply.u64()?, deadline_ms: reply.u64()?, slots: reply.rest_u64()? }),
+                0 => busy_ms = busy_ms.min(reply.u64()?),
+                -1 => too_many += 1,
+                other => return Err(Error::protocol(format!("unknown claim status {other}"))),
+            }
+        }
+        if too_many >= self.quorum() && blocking && self.bounded {
+            return Err(Error::invalid(format!(
+                "n exceeds the capacity of a bounded semaphore: a blocking acquire could never succeed ({n} permits asked)"
+            )));
+        }
+        let mut votes: BTreeMap<u64, usize> = BTreeMap::new();
+        for slot in claims.iter().flat_map(|c| &c.slots) {
+            *votes.entry(*slot).or_default() += 1;
+        }
+        let chosen: Vec<u64> = votes.iter().filter(|(_, v)| **v >= self.quorum()).map(|(s, _)| *s).take(n as usize).collect();
+        if chosen.len() as u64 == n {
+            if let Some(permits) = self.confirm(&claims, &chosen, started)? {
+                return Ok(Attempt::Granted(permits));
+            }
+            return Ok(Attempt::Split);
+        }
+        self.give_back(&claims);
+        if failures.len() > self.masters as usize - self.quorum() {
+            Ok(Attempt::NoQuorum(failures))
+        } else if claims.len() >= self.quorum() {
+            Ok(Attempt::Split)
+        } else {
+            Ok(Attempt::Busy(busy_ms))
+        }
+    }
+
+    /// Confirms `chosen` under the grant's epoch on every master and gives back the other claimed
+    /// slots. `None` when fewer than a majority confirmed in time; the slots are then released.
+    fn confirm(&self, claims: &[Claim], chosen: &[u64], started_ns: u64) -> Result<Option<Vec<Permit>>, Error> {
+        let epoch = claims.iter().map(|c| c.epoch).max().unwrap_or(0);
+        let calls = (0..self.masters)
+            .map(|m| {
+                let mut extra = vec![epoch.to_string(), chosen.len().to_string()];
+                extra.extend(chosen.iter().map(u64::to_string));
+                if let Some(claim) = claims.iter().find(|c| c.master == m) {
+                    extra.extend(claim.slots.iter().filter(|s| !chosen.contains(s)).map(u64::to_string));
+                }
+                (m, extra)
+            })
+            .collect();
+        let confirmed = self
+            .run_each(&scripts::MULTI_CONFIRM, calls)
+            .into_iter()
+            .filter(|(_, r)| matches!(r.clone().and_then(|r| r.into_scalar()).and_then(|s| s.as_u64()), Ok(k) if k == chosen.len() as u64))
+            .count();
+        let elapsed_ms = (self.transport.monotonic_now_ns().saturating_sub(started_ns)).div_ceil(1_000_000);
+        let validity = self.lease_ms.saturating_sub(elapsed_ms + self.drift_ms());
+        let tokens: Vec<u64> = chosen.iter().map(|s| token(epoch, *s)).collect();
+        if confirmed < self.quorum() || validity == 0 {
+            self.release_tokens(&tokens, &self.holder, false);
+            return Ok(None);
+        }
+        let deadline_ms = claims.iter().map(|c| c.deadline_ms).min().unwrap_or(0).saturating_sub(self.drift_ms() + elapsed_ms);
+        Ok(Some(tokens.into_iter().map(|token| Permit { token, deadline_ms, ttl_ms: validity }).collect()))
+    }
+
+    /// Gives back what an attempt claimed but does not keep.
+    fn give_back(&self, claims: &[Claim]) {
+        let calls: Vec<(u32, Vec<String>)> = claims
+            .iter()
+            .filter(|c| !c.slots.is_empty())
+            .map(|c| {
+                let mut extra = vec!["0".to_string()];
+                for slot in &c.slots {
+                    extra.extend([slot.to_string(), c.epoch.to_string(), self.holder.clone()]);
+                }
+                (c.master, extra)
+            })
+            .collect();
+        if !calls.is_empty() {
+            // What fails to go back expires with its lease.
+            let _ = self.run_each(&scripts::MULTI_RELEASE, calls);
+        }
+    }
+
+    /// Drops these permits of `holder` on every master; returns the tokens dropped on at least
+    /// one, and the failures.
+    fn release_tokens(&self, tokens: &[u64], holder: &str, wake: bool) -> (Vec<u64>, Failures) {
+        let mut extra = vec![u8::from(wake).to_string()];
+        for t in tokens {
+            extra.extend([slot_of(*t).to_string(), epoch_of(*t).to_string(), holder.to_string()]);
+        }
+        let (dropped, failures) = self.dropped(&extra);
+        let released = tokens.iter().copied().filter(|t| dropped.contains(&slot_of(*t))).collect();
+        (released, failures)
+    }
+
+    /// Runs release.lua on every master: the slots dropped anywhere, and the failures.
+    fn dropped(&self, extra: &[String]) -> (Vec<u64>, Failures) {
+        let (mut dropped, mut failures) = (Vec::new(), Vec::new());
+        for (master, reply) in self.run_all(&scripts::MULTI_RELEASE, extra) {
+            match reply.and_then(Cursor::rest_u64) {
+                Ok(slots) => dropped.extend(slots),
+                Err(e) => failures.push((master, e)),
+            }
+        }
+        (dropped, failures)
+    }
+
+    fn token_args(tokens: &[u64]) -> Result<(), Error> {
+        if tokens.len() as i64 > validate::MAX_PERMITS_PER_CALL {
+            return Err(Error::invalid(format!("at most {} tokens per call", validate::MAX_PERMITS_PER_CALL)));
+        }
+        Ok(())
+    }
+
+    /// Releases exactly these permits of this holder; returns those that were still held.
+    pub fn release_permits(&self, tokens: &[u64]) -> Result<Vec<u64>, Error> {
+        Self::token_args(tokens)?;
+        let (released, failures) = self.release_tokens(tokens, &self.holder, true);
+        self.check_quorum(failures)?;
+        Ok(released)
+    }
+
+    /// Extends the leases of these permits where this holder still holds them. A permit stays
+    /// held when a majority extended it; an ended lease stays ended.
+    pub fn refresh(&self, tokens: &[u64]) -> Result<Vec<Permit>, Error> {
+        Self::token_args(tokens)?;
+        let started = self.transport.monotonic_now_ns();
+        let extra: Vec<String> = tokens.iter().flat_map(|t| [slot_of(*t).to_string(), epoch_of(*t).to_string()]).collect();
+        let mut extended: BTreeMap<u64, usize> = BTreeMap::new();
+        let mut failures = Vec::new();
+        let mut deadline_ms = u64::MAX;
+        for (master, reply) in self.run_all(&scripts::MULTI_REFRESH, &extra) {
+            let slots = reply.and_then(|mut r| {
+                deadline_ms = deadline_ms.min(r.u64()?);
+                r.rest_u64()
+            });
+            match slots {
+                Ok(slots) => slots.into_iter().for_each(|s| *extended.entry(s).or_default() += 1),
+                Err(e) => failures.push((master, e)),
+            }
+        }
+        self.check_quorum(failures)?;
+        let elapsed_ms = self.transport.monotonic_now_ns().saturating_sub(started).div_ceil(1_000_000);
+        let validity = self.lease_ms.saturating_sub(elapsed_ms + self.drift_ms());
+        if validity == 0 {
+            return Ok(Vec::new());
+        }
+        let held = tokens.iter().filter(|t| extended.get(&slot_of(**t)).is_some_and(|v| *v >= self.quorum()));
+        let deadline_ms = deadline_ms.saturating_sub(self.drift_ms() + elapsed_ms);
+        Ok(held.map(|&token| Permit { token, deadline_ms, ttl_ms: validity }).collect())
+    }
+
+    fn master_view(mut r: Cursor) -> Result<MasterView, Error> {
+        let mut view = MasterView { initial: r.u64()?, capacity: r.u64()?, quarantined: r.u64()? == 1, now_ms: r.u64()?, live: Vec::new() };
+        for _ in 0..r.u64()? {
+            view.live.push(LiveSlot { slot: r.u64()?, holder: r.string()?, epoch: r.u64()?, ttl_ms: r.u64()? });
+        }
+        Ok(view)
+    }
+
+    /// Reads every master and combines what a majority agrees on.
+    fn view(&self) -> Result<View, Error> {
+        let (replies, failures) = self.answers(&scripts::MULTI_STATUS, &[])?;
+        self.check_quorum(failures)?;
+        let views = replies.into_iter().map(|(_, r)| Self::master_view(r)).collect::<Result<Vec<_>, _>>()?;
+        let q = self.quorum();
+        let initial = self.agreed(views.iter().map(|v| v.initial).collect());
+        let capacity = self.agreed(views.iter().map(|v| v.capacity).collect());
+        // A slot is available when a majority would grant it: the master answered, is not
+        // quarantined, counts the slot and has nobody on it.
+        let mut taken: BTreeMap<u64, usize> = BTreeMap::new();
+        for v in views.iter().filter(|v| !v.quarantined) {
+            for s in &v.live {
+                *taken.entry(s.slot).or_default() += 1;
+            }
+        }
+        let eligible: Vec<u64> = views.iter().filter(|v| !v.quarantined).map(|v| v.capacity).collect();
+        let available = (0..capacity)
+            .filter(|s| {
+                let counting = eligible.iter().filter(|c| **c > *s).count();
+                counting.saturating_sub(taken.get(s).copied().unwrap_or(0)) >= q
+            })
+            .count() as u64;
+        // A holder holds a slot under one confirmed epoch on a majority (unconfirmed copies count).
+        let mut by_slot: BTreeMap<u64, Vec<(&LiveSlot, u64)>> = BTreeMap::new();
+        for v in &views {
+            for s in &v.live {
+                by_slot.entry(s.slot).or_default().push((s, v.now_ms));
+            }
+        }
+        let mut holders = Vec::new();
+        for (slot, copies) in by_slot {
+            let Some(epoch) = copies.iter().map(|(s, _)| s.epoch).max().filter(|e| *e > 0) else { continue };
+            let Some((owner, _)) = copies.iter().find(|(s, _)| s.epoch == epoch) else { continue };
+            let mut ttls: Vec<(u64, u64)> = copies
+                .iter()
+                .filter(|(s, _)| s.holder == owner.holder && (s.epoch == epoch || s.epoch == 0))
+                .map(|(s, now)| (s.ttl_ms, now + s.ttl_ms))
+                .collect();
+            if ttls.len() < q {
+                continue;
+            }
+            ttls.sort_unstable_by(|a, b| b.cmp(a));
+            let (ttl, deadline) = ttls[q - 1];
+            let ttl_ms = ttl.saturating_sub(self.drift_ms());
+            holders.push((Holder { token: token(epoch, slot), holder: owner.holder.clone(), ttl_ms }, deadline.saturating_sub(self.drift_ms())));
+        }
+        Ok(View { initial, capacity, available, holders })
+    }
+
+    /// Permits this holder holds on a majority, with their leases.
+    pub fn permits(&self) -> Result<Vec<Permit>, Error> {
+        let view = self.view()?;
+        let mut permits: Vec<Permit> = view
+            .holders
+            .into_iter()
+            .filter(|(h, _)| h.holder == self.holder)
+            .map(|(h, deadline_ms)| Permit { token: h.token, deadline_ms, ttl_ms: h.ttl_ms })
+            .collect();
+        permits.sort_by_key(|p| p.token);
+        Ok(permits)
+    }
+
+    /// Slots a majority would grant now.
+    pub fn value(&self) -> Result<u64, Error> {
+        Ok(self.view()?.available)
+    }
+
+    pub fn initial_value(&self) -> Result<u64, Error> {
+        Ok(self.view()?.initial)
+    }
+
+    pub fn locked(&self) -> Result<bool, Error> {
+        Ok(self.value()? == 0)
+    }
+
+    /// Holders of the slots; `waiters` is always empty, as this mode has no queue.
+    pub fn status(&self) -> Result<Status, Error> {
+        let view = self.view()?;
+        Ok(Status {
+            initial: view.initial,
+            capacity: view.capacity,
+            available: view.available,
+            holders: view.holders.into_iter().map(|(h, _)| h).collect(),
+            waiters: Vec::new(),
+        })
+    }
+
+    /// Releases `n` permits: this holder's own first (oldest first), then other holders' (earliest
+    /// lease end first). Two round trips: read all masters, then release on all.
+    pub fn release(&self, n: i64) -> Result<Released, Error> {
+        let n = validate::count(n)?;
+        let view = self.view()?;
+        let (mut own, mut others): (Vec<Holder>, Vec<Holder>) = view.holders.into_iter().map(|(h, _)| h).partition(|h| h.holder == self.holder);
+        own.sort_by_key(|h| h.token);
+        others.sort_by_key(|h| h.ttl_ms);
+        own.truncate(n as usize);
+        others.truncate(n as usize - own.len());
+        let excess = n - (own.len() + others.len()) as u64;
+        if excess > 0 && self.bounded {
+            return Err(Error::Bounded { key: self.key.clone(), current: view.available, initial: view.initial });
+        }
+        let mut extra = vec!["1".to_string()];
+        for h in own.iter().chain(&others) {
+            extra.extend([slot_of(h.token).to_string(), epoch_of(h.token).to_string(), h.holder.clone()]);
+        }
+        let (dropped, failures) = self.dropped(&extra);
+        self.check_quorum(failures)?;
+        let own_tokens = own.iter().map(|h| h.token).filter(|t| dropped.contains(&slot_of(*t))).collect();
+        let others_released = others.iter().filter(|h| dropped.contains(&slot_of(h.token))).count() as u32;
+        let mut added = 0;
+        if excess > 0 {
+            self.change_capacity("add", excess as i64)?;
+            added = excess as u32;
+        }
+        Ok(Released { own: own_tokens, others: others_released, added })
+    }
+
+    pub fn set_permits(&self, value: i64) -> Result<u64, Error> {
+        let value = validate::value(value)?;
+        self.change_capacity("set", value as i64)
+    }
+
+    pub fn add_permits(&self, delta: i64) -> Result<u64, Error> {
+        if delta.unsigned_abs() > MAX_SLOTS {
+            return Err(Error::invalid(format!("delta must be within ±{MAX_SLOTS}")));
+        }
+        self.change_capacity("add", delta)
+    }
+
+    fn change_capacity(&self, mode: &str, amount: i64) -> Result<u64, Error> {
+        let extra = [mode.to_string(), amount.to_string(), MAX_SLOTS.to_string()];
+        let mut capacities = Vec::new();
+        let (replies, failures) = self.answers(&scripts::MULTI_SET_CAPACITY, &extra)?;
+        for (_, mut reply) in replies {
+            match reply.i64()? {
+                -1 => {
+                    return Err(Error::invalid(format!(
+                        "the number of permits must stay between 0 and {MAX_SLOTS} with several masters (it is {})",
+                        reply.u64()?
+                    )));
+                }
+                capacity => capacities.push(capacity as u64),
+            }
+        }
+        self.check_quorum(failures)?;
+        Ok(self.agreed(capacities))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_carry_the_slot_and_grow_with_the_epoch() {
+        let a = token(1_700_000_000_000, 5);
+        assert_eq!(slot_of(a), 5);
+        assert_eq!(epoch_of(a), 1_700_000_000_000);
+        assert!(token(1_700_000_000_001, 0) > token(1_700_000_000_000, MAX_SLOTS - 1));
+        assert!(token(u64::MAX >> SLOT_BITS, MAX_SLOTS - 1) == u64::MAX, "epochs up to 2^48 fit");
+    }
+}

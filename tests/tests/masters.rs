@@ -1,0 +1,199 @@
+//! The several-master (Redlock slot) mode against real, independent redis-servers.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pottery_semaphore_core::multi::slot_of;
+use pottery_semaphore_host::{Error, Options, Semaphore};
+use pottery_semaphore_tests::{key, Flavor, Server};
+
+/// `n` masters; with Valkey installed, the last one is a Valkey server (the mode mixes them).
+fn masters(n: usize) -> Vec<Server> {
+    (0..n)
+        .map(|i| if i == n - 1 && Flavor::Valkey.available() { Server::start(Flavor::Valkey) } else { Server::start(Flavor::Redis) })
+        .collect()
+}
+
+fn options(servers: &[Server], key: &str) -> Options {
+    Options::with_masters(servers.iter().map(Server::url), key).guard_fresh_server(false)
+}
+
+async fn open(servers: &[Server], key: &str, permits: i64) -> Semaphore {
+    Semaphore::open(options(servers, key).permits(permits)).await.expect("open")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn permits_are_slots_held_on_a_majority() {
+    let servers = masters(3);
+    let k = key("mm-basic");
+    let a = open(&servers, &k, 2).await;
+    let b = open(&servers, &k, 5).await;
+    assert_eq!(b.opened_initial(), 2, "the first opener's value stands");
+    assert_eq!(a.value().await.unwrap(), 2);
+    assert!(a.acquire(false, None).await.unwrap());
+    assert!(b.acquire(false, None).await.unwrap());
+    assert!(!b.acquire(false, None).await.unwrap(), "2 permits");
+    assert!(a.locked().await.unwrap());
+    let (pa, pb) = (a.held()[0], b.held()[0]);
+    assert_ne!(slot_of(pa.token), slot_of(pb.token), "one slot each");
+    assert!(pa.ttl_ms > 9_000 && pa.ttl_ms < 10_000, "validity is lease - elapsed - drift: {}", pa.ttl_ms);
+    // Every master records both holders (the grant confirmed everywhere reachable).
+    for server in &servers {
+        let mut conn = server.connection();
+        let owners: Vec<String> = redis::cmd("HVALS").arg(format!("pottery-semaphore:{{{k}}}:owner")).query(&mut conn).unwrap();
+        assert_eq!(owners.len(), 2, "{owners:?}");
+    }
+    let status = a.status().await.unwrap();
+    assert_eq!((status.capacity, status.available, status.holders.len()), (2, 0, 2));
+    assert!(status.waiters.is_empty(), "no queue in this mode");
+    assert_eq!(a.permits().await.unwrap().iter().map(|p| p.token).collect::<Vec<_>>(), vec![pa.token]);
+    a.release(1).await.unwrap();
+    assert!(b.acquire(false, None).await.unwrap(), "the released slot is free again");
+    let again = b.held().into_iter().find(|p| slot_of(p.token) == slot_of(pa.token)).expect("same slot reused");
+    assert!(again.token > pa.token, "fencing tokens increase per slot");
+    b.release(2).await.unwrap();
+    assert_eq!(b.value().await.unwrap(), 2);
+    assert!(matches!(b.release(1).await, Err(Error::Bounded { .. })), "bounded by default");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn many_tasks_never_hold_more_slots_than_permits() {
+    let servers = masters(3);
+    let k = key("mm-safety");
+    let inside = Arc::new(AtomicUsize::new(0));
+    let max_seen = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let sem = open(&servers, &k, 2).await;
+        let (inside, max_seen) = (inside.clone(), max_seen.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25u64 {
+                assert!(sem.acquire(true, Some(Duration::from_secs(20))).await.expect("acquire"), "starved");
+                let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                max_seen.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(i % 4)).await;
+                inside.fetch_sub(1, Ordering::SeqCst);
+                sem.release(1).await.expect("release");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let max = max_seen.load(Ordering::SeqCst);
+    println!("6 handles x 25 cycles on 2 permits over 3 masters: max concurrent holders {max}");
+    assert!(max <= 2, "over-admitted: {max} holders");
+    assert_eq!(max, 2, "both permits were used");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_waiter_wakes_on_release_and_time_outs_hold() {
+    let servers = masters(3);
+    let k = key("mm-wait");
+    let holder = open(&servers, &k, 1).await;
+    let waiter = open(&servers, &k, 1).await;
+    assert!(holder.acquire(false, None).await.unwrap());
+    let started = Instant::now();
+    assert!(!waiter.acquire(true, Some(Duration::from_millis(300))).await.unwrap());
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(300) && waited < Duration::from_millis(500), "time-out after {waited:?}");
+    let w = tokio::spawn(async move {
+        let ok = waiter.acquire(true, Some(Duration::from_secs(10))).await.unwrap();
+        (ok, Instant::now())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let released = Instant::now();
+    holder.release(1).await.unwrap();
+    let (ok, at) = w.await.unwrap();
+    assert!(ok);
+    let latency = at.duration_since(released);
+    println!("wake-up after release: {latency:?}");
+    assert!(latency < Duration::from_millis(200), "woken after {latency:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_minority_down_is_tolerated_a_majority_down_is_a_quorum_error() {
+    let mut servers = masters(3);
+    let k = key("mm-quorum");
+    let sem = open(&servers, &k, 2).await;
+    servers[2].kill();
+    assert!(sem.acquire(false, None).await.unwrap(), "2 of 3 masters are a majority");
+    assert_eq!(sem.value().await.unwrap(), 1);
+    sem.release(1).await.unwrap();
+    servers[1].kill();
+    assert!(!sem.acquire(false, None).await.unwrap(), "no majority: not acquired");
+    let started = Instant::now();
+    assert!(!sem.acquire(true, Some(Duration::from_millis(400))).await.unwrap());
+    assert!(started.elapsed() < Duration::from_millis(1500), "the time-out holds while masters are down");
+    let strict = Semaphore::open(options(&servers, &k).permits(2).raise_on_redis_errors(true)).await;
+    match strict {
+        Err(Error::Quorum(msg)) => assert!(msg.contains("2 of 3"), "{msg}"),
+        Ok(s) => match s.acquire(false, None).await {
+            Err(Error::Quorum(msg)) => assert!(msg.contains("2 of 3 masters failed"), "{msg}"),
+            other => panic!("expected a quorum error, got {other:?}"),
+        },
+        Err(other) => panic!("expected a quorum error, got {other:?}"),
+    }
+    assert!(matches!(sem.value().await, Err(Error::Quorum(_))), "no majority to read either");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_master_without_persistence_cannot_hand_out_a_held_slot() {
+    let mut servers = masters(3);
+    let k = key("mm-restart");
+    let lease = Duration::from_millis(1500);
+    let holder = Semaphore::open(options(&servers, &k).permits(1).lease(lease)).await.unwrap();
+    assert!(holder.acquire(false, None).await.unwrap());
+    // The slot is held on all three; one forgets it (restart, no persistence) and one is gone:
+    // the forgetful one and the third must not form a majority for a newcomer.
+    servers[0].restart();
+    servers[1].kill();
+    let newcomer = Semaphore::open(options(&servers, &k).permits(1).lease(lease).guard_fresh_server(true)).await.unwrap();
+    assert!(!newcomer.acquire(false, None).await.unwrap(), "the restarted master is quarantined");
+    servers[1].restart();
+    drop(holder);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn modes_do_not_mix_and_arguments_are_checked() {
+    let servers = masters(3);
+    let k = key("mm-modes");
+    let single = Semaphore::open(servers[0].options(&k)).await.unwrap();
+    assert!(matches!(Semaphore::open(options(&servers, &k)).await, Err(Error::InvalidArgument(m)) if m.contains("one server")));
+    drop(single);
+    let k2 = key("mm-modes2");
+    let multi = open(&servers, &k2, 3).await;
+    assert!(matches!(Semaphore::open(servers[1].options(&k2)).await, Err(Error::InvalidArgument(m)) if m.contains("several masters")));
+    assert!(matches!(Semaphore::open(options(&servers, &key("big")).permits(70_000)).await, Err(Error::InvalidArgument(_))));
+    assert!(matches!(multi.acquire_n(0, true, None).await, Err(Error::InvalidArgument(_))));
+    assert!(matches!(multi.acquire_n(4, true, None).await, Err(Error::InvalidArgument(m)) if m.contains("capacity")));
+    assert!(multi.acquire_n(4, false, None).await.unwrap().is_empty(), "non-blocking: just not acquired");
+    assert!(matches!(multi.acquire_n(1, true, Some(f64::NAN)).await, Err(Error::InvalidArgument(_))));
+    assert_eq!(multi.set_permits(5).await.unwrap(), 5);
+    assert_eq!(multi.add_permits(-1).await.unwrap(), 4);
+    assert_eq!(multi.value().await.unwrap(), 4);
+    assert_eq!(multi.acquire_n(3, false, None).await.unwrap().len(), 3, "n permits at once");
+    assert_eq!(multi.value().await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leases_refresh_and_expired_slots_come_back() {
+    let servers = masters(3);
+    let k = key("mm-lease");
+    let lease = Duration::from_millis(600);
+    let a = Semaphore::open(options(&servers, &k).permits(1).lease(lease)).await.unwrap();
+    let b = Semaphore::open(options(&servers, &k).permits(1).lease(lease)).await.unwrap();
+    assert!(a.acquire(false, None).await.unwrap());
+    tokio::time::sleep(lease * 3).await;
+    assert!(!b.acquire(false, None).await.unwrap(), "the background refresher keeps the lease");
+    assert!(a.take_lost().is_empty());
+    // Another holder force-releases it (fungible permits): `a` learns it lost the permit.
+    b.release(1).await.unwrap();
+    a.refresh().await.unwrap();
+    assert_eq!(a.take_lost().len(), 1, "the lost lease is reported");
+    assert!(b.acquire(false, None).await.unwrap());
+    let unbounded = Semaphore::open(options(&servers, &k).bounded(false)).await.unwrap();
+    unbounded.release(2).await.unwrap();
+    assert_eq!(unbounded.status().await.unwrap().capacity, 2, "an unbounded release beyond the holders adds capacity");
+}
