@@ -1,6 +1,6 @@
 //! Test harness: throwaway `redis-server` / `valkey-server` processes on free loopback ports,
 //! started per test and killed on drop, plus helpers shared by the tests, demo and benchmark.
-//! The fault tests add a [`proxy::Proxy`] to cut the network.
+//! The fault tests add a [`proxy::Proxy`] to cut the network and an [`oracle::Oracle`] to judge.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod native;
+pub mod oracle;
 pub mod proxy;
 
 /// Which server binary to run.
