@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use pottery_semaphore_host::{BlockingSemaphore, Options};
-use pottery_semaphore_tests::oracle::{oracle_slot, Mode, Oracle, OracleClient, Stats, Verdict};
+use pottery_semaphore_tests::oracle::{oracle_slot, Mode, Oracle, OracleClient, Stats};
 use pottery_semaphore_tests::proxy::Proxy;
 use pottery_semaphore_tests::{key, signal, Flavor, Server};
 use serde_json::Value;
@@ -243,8 +243,8 @@ fn recover(servers: &Servers, key: &str, oracle: &Oracle, deadline: Instant) -> 
         match sem.acquire_n(1, false, None) {
             Ok(permits) if !permits.is_empty() => {
                 let p = permits[0];
-                let verdict = client.enter(&format!("recovery.{}", tokens.len()), oracle_slot(p.token, servers.mode()), p.token, p.ttl_ms, since);
-                assert_ne!(verdict, Verdict::Violation, "recovery got a permit while the crashed holders' were still in use");
+                // A violation here is counted by the oracle and fails the test after the summary.
+                client.enter(&format!("recovery.{}", tokens.len()), oracle_slot(p.token, servers.mode()), p.token, p.ttl_ms, since);
                 tokens.push(p.token);
             }
             Ok(_) => std::thread::sleep(Duration::from_millis(10)),
