@@ -32,8 +32,6 @@ const OVER_LEASE: Duration = Duration::from_millis(2500);
 /// How long the network cut lasts: beyond the lease and beyond the host's 5 s response time-out
 /// too, so that clients meet their time-outs (a frozen master, shorter, is waited out instead).
 const CUT: Duration = Duration::from_secs(6);
-/// From the workers' start to their stop; the schedule ends well before.
-const RUN: Duration = Duration::from_secs(26);
 /// Margin over the lease for the permits of crashed holders to come back: scheduling on a
 /// loaded 2-core machine and the recovering client's own round trips.
 const RECOVERY_SLACK: Duration = Duration::from_millis(1500);
@@ -141,23 +139,38 @@ struct Step {
     target: usize,
     /// How long a freeze or cut lasts.
     hold: Duration,
+    /// The quiet time after it, in which the survivors must get grants again.
+    gap: Duration,
 }
 
-/// One fault at a time, each followed by a gap in which the survivors must get grants again.
-/// Server faults go to different servers where there are several (one down at a time leaves a
-/// majority), all to the one server otherwise.
-fn schedule(servers: usize) -> Vec<Step> {
-    let s = |at_ms: u64, fault: Fault, target: usize, hold: Duration| Step { at: Duration::from_millis(at_ms), fault, target, hold };
-    vec![
-        s(1_500, Fault::KillHolder, 0, Duration::ZERO),
-        s(3_000, Fault::StopHolder, 1, OVER_LEASE),
-        s(7_000, Fault::RestartPersistent, 0, Duration::ZERO),
-        // Quarantined for a lease after it (the fresh-server guard), then grants resume.
-        s(9_000, Fault::RestartWiped, 1 % servers, Duration::ZERO),
-        s(12_000, Fault::StopMaster, 2 % servers, OVER_LEASE),
-        // Restored at 22 s; clients that timed out reconnect in the last gap.
-        s(16_000, Fault::CutMaster, 3 % servers, CUT),
-    ]
+/// One fault at a time, each followed by a gap in which grants must resume; returns the steps
+/// and the length of the whole run. Server faults go to different servers where there are
+/// several (one down at a time leaves a majority), all to the one server otherwise.
+///
+/// Faults that can leave dead waiters queued (a killed worker, a restart that keeps the queue
+/// while its waiters' connections broke) get two leases and a second: such a waiter keeps its
+/// place until its heartbeat lapses (a lease), and a permit handed to it meanwhile stays taken
+/// for another lease. The wiped restart gets its lease of quarantine and a lease to grant.
+fn schedule(servers: usize) -> (Vec<Step>, Duration) {
+    let ghosts = LEASE * 2 + Duration::from_secs(1);
+    let steps = [
+        (Fault::KillHolder, 0, Duration::ZERO, ghosts),
+        (Fault::StopHolder, 1, OVER_LEASE, Duration::from_secs(2)),
+        (Fault::RestartPersistent, 0, Duration::ZERO, ghosts),
+        (Fault::RestartWiped, 1 % servers, Duration::ZERO, LEASE * 2),
+        (Fault::StopMaster, 2 % servers, OVER_LEASE, Duration::from_secs(3)),
+        (Fault::CutMaster, 3 % servers, CUT, ghosts),
+    ];
+    let mut at = Duration::from_secs(1);
+    let steps = steps
+        .into_iter()
+        .map(|(fault, target, hold, gap)| {
+            let step = Step { at, fault, target, hold, gap };
+            at += hold + gap;
+            step
+        })
+        .collect();
+    (steps, at)
 }
 
 /// A chaos worker process and the last counts it printed.
@@ -281,11 +294,12 @@ fn run(deployment: Deployment) {
     let mut servers = start(deployment);
     let oracle = Oracle::start(PERMITS);
     let k = key("faults");
+    let (steps, run) = schedule(servers.servers.len());
     let config = serde_json::json!({
         "masters": servers.urls(), "cluster": servers.cluster, "key": k, "permits": PERMITS,
         "lease_ms": LEASE.as_millis() as u64, "oracle": oracle.url(),
-        // A cap for workers the test fails to stop; it stops them at `RUN`.
-        "duration_ms": (RUN + Duration::from_secs(30)).as_millis() as u64, "threads": THREADS,
+        // A cap for workers the test fails to stop; it stops them when the schedule ends.
+        "duration_ms": (run + Duration::from_secs(30)).as_millis() as u64, "threads": THREADS,
     })
     .to_string();
     let mut workers: Vec<Worker> = (0..WORKERS).map(|_| Worker::spawn(&config)).collect();
@@ -295,7 +309,7 @@ fn run(deployment: Deployment) {
     let mut records: Vec<Record> = Vec::new();
     let mut grants_mark = 0;
 
-    for step in schedule(servers.servers.len()) {
+    for step in steps {
         sleep_until(t0 + step.at);
         let grants = oracle.stats().accepted_enters;
         if let Some(prev) = records.last_mut() {
@@ -334,7 +348,7 @@ fn run(deployment: Deployment) {
         grants_mark = oracle.stats().accepted_enters;
         records.push(Record { step, began: start - t0, lasted: start.elapsed(), grants_during: grants_mark - grants, grants_after: 0 });
     }
-    sleep_until(t0 + RUN);
+    sleep_until(t0 + run);
     if let Some(prev) = records.last_mut() {
         prev.grants_after = oracle.stats().accepted_enters - grants_mark;
     }
@@ -360,21 +374,22 @@ fn run(deployment: Deployment) {
     // kill. A restart without persistence also quarantines the semaphore for a lease from when
     // a client first finds it gone (or, for a newcomer that creates it, from the server's
     // start): had the last such restart been recent, its quarantine would bound the recovery
-    // instead. The schedule keeps it 15 s before the kill, so the kill's bound applies.
+    // instead. The schedule keeps it well over a lease before the kill: the kill's bound applies.
     let recovery_from = last_wipe.map_or(killed_at, |w| w.max(killed_at));
     let bound = recovery_from + LEASE + RECOVERY_SLACK - killed_at;
     let recovered = recover(&servers, &k, &oracle, killed_at + bound);
     let took = killed_at.elapsed();
 
     let stats = oracle.stats();
-    print_summary(deployment, servers.mode(), &records, &reports, &stats, held_at_kill, unresponsive, recovered, took, bound, began.elapsed());
+    print_summary(deployment, servers.mode(), run, &records, &reports, &stats, held_at_kill, unresponsive, recovered, took, bound, began.elapsed());
 
     assert_eq!(stats.violations, 0, "the oracle saw more than {PERMITS} holders:\n{}", stats.details.join("\n"));
     assert!(stats.max_concurrent <= PERMITS, "max concurrent accepted holders {} > {PERMITS}", stats.max_concurrent);
     assert_eq!(total(&reports, "violations"), 0);
     assert_eq!(recovered as u64, PERMITS, "only {recovered}/{PERMITS} permits back within {bound:?} of the kill");
     for r in &records {
-        assert!(r.grants_after > 0, "no grant after {} (target {}): the semaphore did not recover", r.step.fault.describe(), r.step.target);
+        let (fault, target, gap) = (r.step.fault.describe(), r.step.target, r.step.gap);
+        assert!(r.grants_after > 0, "no grant within {gap:?} after {fault} (target {target}): the semaphore did not recover");
     }
 }
 
@@ -382,6 +397,7 @@ fn run(deployment: Deployment) {
 fn print_summary(
     deployment: Deployment,
     mode: Mode,
+    run: Duration,
     records: &[Record],
     reports: &[Value],
     stats: &Stats,
@@ -395,10 +411,10 @@ fn print_summary(
     let ms = |d: Duration| d.as_millis();
     println!();
     println!(
-        "== faults on {}: {PERMITS} permits, lease {} ms, {WORKERS} workers x {THREADS} threads, run {} s, total {:.1} s ==",
+        "== faults on {}: {PERMITS} permits, lease {} ms, {WORKERS} workers x {THREADS} threads, run {:.1} s, total {:.1} s ==",
         deployment.describe(),
         ms(LEASE),
-        RUN.as_secs(),
+        run.as_secs_f64(),
         elapsed.as_secs_f64()
     );
     println!("{:<42} {:>6} {:>8} {:>8} {:>13} {:>12}", "fault", "target", "at ms", "took ms", "grants during", "grants after");
