@@ -429,10 +429,11 @@ fn print_summary(
     let kinds: Vec<String> = by_kind.iter().map(|(f, n)| format!("{n} {}", f.describe())).collect();
     println!("operations done           : {} ops accepted of {} attempted; {} grants entered of {}", stats.accepted_ops, stats.ops, stats.accepted_enters, stats.enters);
     println!(
-        "workers                   : {} acquired, {} time-outs, {} errors, {} permits found lost before use, {} not stopping in time",
+        "workers                   : {} acquired, {} time-outs, {} errors, {} releases retried, {} permits found lost before use, {} not stopping in time",
         total(reports, "acquired"),
         total(reports, "timeouts"),
         total(reports, "errors"),
+        total(reports, "retried_releases"),
         total(reports, "lost"),
         unresponsive
     );
