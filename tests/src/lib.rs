@@ -1,5 +1,6 @@
 //! Test harness: throwaway `redis-server` / `valkey-server` processes on free loopback ports,
 //! started per test and killed on drop, plus helpers shared by the tests, demo and benchmark.
+//! The fault tests add a [`proxy::Proxy`] to cut the network and an [`oracle::Oracle`] to judge.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -7,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod native;
+pub mod oracle;
+pub mod proxy;
 
 /// Which server binary to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +59,12 @@ pub fn free_port() -> u16 {
 impl Server {
     pub fn start(flavor: Flavor) -> Server {
         Server::start_with(flavor, &[])
+    }
+
+    /// A server that saves every write before answering (`appendfsync always`), so a restart,
+    /// even after SIGKILL, brings back everything a client was told.
+    pub fn start_persistent(flavor: Flavor) -> Server {
+        Server::start_with(flavor, &["--appendonly", "yes", "--appendfsync", "always"])
     }
 
     /// Starts a server with extra `--option value` arguments (e.g. `--requirepass`); `{port}` in
@@ -114,10 +123,34 @@ impl Server {
         }
     }
 
-    /// Starts it again on the same port, empty (persistence is off).
+    /// Starts it again on the same port: empty, unless started with persistence (same data dir).
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
+    }
+
+    /// Starts it again on the same port with its data files deleted: what a restart of a
+    /// server without persistence looks like, whatever this one was started with.
+    pub fn restart_wiped(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        std::fs::create_dir_all(&self.dir).expect("temp dir");
+        self.spawn();
+    }
+
+    /// The server's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGSTOP: the server freezes (its clients wait, its clock does not) until [`Server::resume`].
+    pub fn pause(&self) {
+        signal(self.pid().expect("server running"), "STOP");
+    }
+
+    /// SIGCONT after [`Server::pause`].
+    pub fn resume(&self) {
+        signal(self.pid().expect("server running"), "CONT");
     }
 }
 
@@ -126,6 +159,13 @@ impl Drop for Server {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Sends a signal by name (`STOP`, `CONT`, `KILL`) through kill(1): unsafe code, and so
+/// `libc::kill`, is denied in this workspace.
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill").args(["-s", name, &pid.to_string()]).status().expect("kill(1)");
+    assert!(status.success(), "kill -s {name} {pid} failed");
 }
 
 /// A unique semaphore key per test.
