@@ -33,8 +33,8 @@ impl Transport for HostTransport {
 
     /// EVALSHA on several masters at once; the masters that lack the script get it loaded and
     /// are asked again one by one (once per script and master in a server's life).
-    fn eval_each(&self, script: &Script, keys: &[String], calls: &[(u32, Vec<String>)]) -> Vec<Result<Reply, Error>> {
-        let replies = wit_transport::eval_each(script.sha1(), keys, calls);
+    fn eval_each(&self, script: &Script, keys: &[String], calls: &[(u32, Vec<String>)], timeout_ms: u64) -> Vec<Result<Reply, Error>> {
+        let replies = wit_transport::eval_each(script.sha1(), keys, calls, timeout_ms);
         replies
             .into_iter()
             .zip(calls)

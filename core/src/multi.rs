@@ -172,6 +172,13 @@ impl<T: Transport> Semaphore<T> {
         self.lease_ms / 100 + 2
     }
 
+    /// How long a round waits for a master: a fifth of the lease (100 ms to 2 s). A master that
+    /// is slower (paused, cut off) is left out of that round rather than stalling it, as
+    /// Redlock's per-instance time-out.
+    fn round_timeout_ms(&self) -> u64 {
+        (self.lease_ms / 5).clamp(100, 2_000)
+    }
+
     /// Errors that more masters would not change: the caller's own mistake or setup.
     fn is_fatal(e: &Error) -> bool {
         matches!(e, Error::WrongType(_) | Error::Auth(_) | Error::InvalidArgument(_) | Error::Forbidden(_) | Error::Cancelled)
@@ -205,7 +212,7 @@ impl<T: Transport> Semaphore<T> {
     /// Runs `script` on each master of `calls` at once; replies in the same order.
     fn run_each(&self, script: &Script, calls: Vec<(u32, Vec<String>)>) -> Vec<(u32, Result<Reply, Error>)> {
         let calls: Vec<(u32, Vec<String>)> = calls.into_iter().map(|(m, extra)| (m, self.args(&extra))).collect();
-        let replies = self.transport.eval_each(script, &self.script_keys, &calls);
+        let replies = self.transport.eval_each(script, &self.script_keys, &calls, self.round_timeout_ms());
         calls.iter().map(|(m, _)| *m).zip(replies).collect()
     }
 

@@ -286,20 +286,24 @@ impl TransportHost for HostState {
     }
 
     /// Each call on its own master, all at once: a round costs the slowest master, not the sum.
-    async fn eval_each(&mut self, sha1: String, keys: Vec<String>, calls: Vec<(u32, Vec<String>)>) -> Vec<Result<Option<Reply>, WitError>> {
+    async fn eval_each(&mut self, sha1: String, keys: Vec<String>, calls: Vec<(u32, Vec<String>)>, timeout_ms: u64) -> Vec<Result<Option<Reply>, WitError>> {
+        let timeout = Duration::from_millis(timeout_ms.max(1));
         let pending: Vec<_> = calls
             .iter()
             .map(|(master, args)| {
                 let cmd = self.evalsha(*master, &sha1, &keys, args)?;
                 let conns = self.masters[*master as usize].clone();
-                Ok(tokio::spawn(async move { conns.query(&cmd).await }))
+                Ok(tokio::spawn(async move { tokio::time::timeout(timeout, conns.query(&cmd)).await }))
             })
             .collect();
         let mut results = Vec::with_capacity(pending.len());
         for task in pending {
             results.push(match task {
                 Ok(task) => match task.await {
-                    Ok(result) => eval_result(result),
+                    Ok(Ok(result)) => eval_result(result),
+                    // The script may still run when the master wakes up: what it grants then
+                    // is never confirmed or refreshed, and expires.
+                    Ok(Err(_)) => Err(WitError::Unreachable(format!("no answer within {timeout_ms} ms"))),
                     Err(e) => Err(WitError::Redis(format!("the call to Redis failed: {e}"))),
                 },
                 Err(refused) => Err(refused),

@@ -455,13 +455,11 @@ fn faults_on_one_server() {
 }
 
 #[test]
-#[ignore = "needs the multi-master mode"]
 fn faults_on_three_masters() {
     run(Deployment::Masters(3));
 }
 
 #[test]
-#[ignore = "needs the multi-master mode"]
 fn faults_on_five_masters() {
     run(Deployment::Masters(5));
 }
