@@ -312,13 +312,15 @@ impl Semaphore {
             guard_fresh_server: options.guard_fresh_server,
             create: options.create,
         };
-        let url = match (options.masters.as_slice(), options.cluster) {
-            ([url], false) => url.clone(),
-            ([], _) => return Err(Error::InvalidArgument("no Redis URL given".into())),
-            _ => return Err(Error::InvalidArgument("several masters and Redis Cluster are not supported yet".into())),
-        };
+        let (masters, cluster) = (options.masters, options.cluster);
+        match (masters.len(), cluster) {
+            (0, _) => return Err(Error::InvalidArgument("no Redis URL given".into())),
+            (1, false) | (_, true) => {}
+            _ => return Err(Error::InvalidArgument("several masters are not supported yet".into())),
+        }
         rt.run(async move {
-            let conns = Connections::for_url(&url)?;
+            // A cluster runs the single-master protocol unchanged: its keys share one slot.
+            let conns = if cluster { Connections::for_cluster(&masters)? } else { Connections::for_url(&masters[0])? };
             let (instance, opened) = Instance::open(rt, conns.clone(), &config).await?;
             let period = Duration::from_millis((config.lease_ms / 3).max(1) as u64);
             let inner = Arc::new(Inner {
