@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod cluster;
 pub mod native;
 
 /// Which server binary to run.
@@ -20,6 +21,14 @@ impl Flavor {
         match self {
             Flavor::Redis => "redis-server",
             Flavor::Valkey => "valkey-server",
+        }
+    }
+
+    /// The command-line client shipped with the server (`--cluster create` lives there).
+    pub fn cli(self) -> &'static str {
+        match self {
+            Flavor::Redis => "redis-cli",
+            Flavor::Valkey => "valkey-cli",
         }
     }
 
@@ -86,6 +95,11 @@ impl Server {
             assert!(Instant::now() < deadline, "{} did not start on port {}", self.flavor.binary(), self.port);
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// The server's process id while it runs (to stop and continue it with signals).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn url(&self) -> String {
