@@ -17,6 +17,9 @@ pub enum Error {
     Forbidden(String),
     #[error("Redis error: {0}")]
     Redis(String),
+    /// Fewer replicas than configured acknowledged the change in time.
+    #[error("not replicated: {0}")]
+    NotReplicated(String),
 }
 
 impl Error {

@@ -39,6 +39,10 @@ impl Transport for HostTransport {
         wit_transport::blocking_pop(MASTER, key, timeout_ms).map_err(Error::from)
     }
 
+    fn wait_replicas(&self) -> Result<(), Error> {
+        wit_transport::wait_replicas(MASTER).map_err(Error::from)
+    }
+
     fn monotonic_now_ns(&self) -> u64 {
         wit_transport::monotonic_now()
     }
@@ -76,6 +80,7 @@ impl From<wit_types::Error> for Error {
             W::Cancelled => Error::Cancelled,
             W::Forbidden(m) => Error::Forbidden(m),
             W::Redis(m) => Error::Redis(m),
+            W::NotReplicated(m) => Error::NotReplicated(m),
         }
     }
 }
@@ -92,6 +97,7 @@ impl From<Error> for wit_types::Error {
             Error::Cancelled => W::Cancelled,
             Error::Forbidden(m) => W::Forbidden(m),
             Error::Redis(m) => W::Redis(m),
+            Error::NotReplicated(m) => W::NotReplicated(m),
         }
     }
 }
@@ -124,6 +130,7 @@ impl GuestSemaphore for Semaphore {
             holder: c.holder,
             guard_fresh_server: c.guard_fresh_server,
             create: c.create,
+            replicate: c.replicate,
         };
         let (sem, opened) = protocol::Semaphore::open(HostTransport, config)?;
         let opened = wit_api::Opened { initial: opened.initial, created: opened.created };

@@ -20,6 +20,10 @@ pub enum Error {
     Forbidden(String),
     #[error("Redis error: {0}")]
     Redis(String),
+    /// Fewer replicas than `Options::replicas` asks for acknowledged a change in time. An
+    /// acquire gave its permits back; a release or a change of permits did happen on the primary.
+    #[error("not replicated: {0}")]
+    NotReplicated(String),
     /// The guest trapped (out of memory, over its time budget, a bug); the instance is discarded.
     #[error("the protocol component failed: {0}")]
     Guest(String),
@@ -39,6 +43,7 @@ impl From<wit::Error> for Error {
             wit::Error::Cancelled => Error::Cancelled,
             wit::Error::Forbidden(m) => Error::Forbidden(m),
             wit::Error::Redis(m) => Error::Redis(m),
+            wit::Error::NotReplicated(m) => Error::NotReplicated(m),
         }
     }
 }
@@ -60,6 +65,7 @@ impl From<pottery_semaphore_core::Error> for wit::Error {
             E::Cancelled => wit::Error::Cancelled,
             E::Forbidden(m) => wit::Error::Forbidden(m),
             E::Redis(m) => wit::Error::Redis(m),
+            E::NotReplicated(m) => wit::Error::NotReplicated(m),
         }
     }
 }

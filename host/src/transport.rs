@@ -13,7 +13,7 @@ use pottery_semaphore_core::scripts;
 use redis::aio::MultiplexedConnection;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
+use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{AsyncConnectionConfig, RedisFuture, Value};
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 
@@ -21,6 +21,7 @@ use crate::bindings::transport::{Host as TransportHost, Reply, Scalar};
 use crate::bindings::types::{Error as WitError, Host as TypesHost};
 use crate::cancel::CancelFlag;
 use crate::error::from_redis;
+use crate::semaphore::ReplicaAck;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// For scripts on the shared connection: far above any script's run time, below a hung server.
@@ -92,11 +93,14 @@ impl redis::aio::ConnectionLike for Conn {
 
 /// Which nodes of a cluster a key-less command must reach (a single server ignores it).
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Route {
+enum Route {
     /// Every primary: SCRIPT LOAD, so whichever node owns the semaphore's slot, now or after a
     /// migration or fail-over, has the script. With the cluster's default full-coverage
     /// setting a primary that is down stops every command anyway, so this costs no availability.
     AllPrimaries,
+    /// The primary serving the slot of this key: WAIT, which must reach the connection to the
+    /// node that ran the scripts.
+    PrimaryOf(redis::cluster_routing::Slot),
 }
 
 /// Connections to one Redis server (or cluster), shared by every semaphore of the process that
@@ -104,7 +108,9 @@ pub(crate) enum Route {
 #[derive(Debug)]
 pub(crate) struct Connections {
     target: Target,
-    shared: tokio::sync::Mutex<Option<Conn>>,
+    /// The shared connection and its number (which connection of this process's it is): WAIT
+    /// covers only the writes made on the connection it runs on.
+    shared: tokio::sync::Mutex<(Option<Conn>, u64)>,
     idle_pops: Mutex<Vec<Conn>>,
 }
 
@@ -120,7 +126,7 @@ fn registered(id: String, create: impl FnOnce() -> Result<Target, WitError>) -> 
         return Ok(existing);
     }
     let target = create()?;
-    let conns = Arc::new(Connections { target, shared: tokio::sync::Mutex::new(None), idle_pops: Mutex::new(Vec::new()) });
+    let conns = Arc::new(Connections { target, shared: tokio::sync::Mutex::new((None, 0)), idle_pops: Mutex::new(Vec::new()) });
     map.retain(|_, w| w.strong_count() > 0);
     map.insert(id, Arc::downgrade(&conns));
     Ok(conns)
@@ -170,37 +176,41 @@ impl Connections {
         }
     }
 
-    async fn shared(&self) -> redis::RedisResult<Conn> {
+    /// The shared connection and its number.
+    async fn shared(&self) -> redis::RedisResult<(Conn, u64)> {
         let mut slot = self.shared.lock().await;
-        if let Some(conn) = slot.as_ref() {
-            return Ok(conn.clone());
+        if let (Some(conn), number) = &*slot {
+            return Ok((conn.clone(), *number));
         }
         let conn = self.connect(Some(RESPONSE_TIMEOUT)).await?;
-        *slot = Some(conn.clone());
-        Ok(conn)
+        slot.0 = Some(conn.clone());
+        slot.1 += 1;
+        Ok((conn, slot.1))
     }
 
-    /// Runs `cmd` on the shared connection. After a connection failure (Redis restarted, network
-    /// blip) it reconnects and tries once more. A script that did run before the failure may so
-    /// run twice: that can only grant permits the caller never learns of, which expire unrefreshed.
-    pub(crate) async fn query(&self, cmd: &redis::Cmd) -> redis::RedisResult<Value> {
-        self.query_routed(cmd, None).await
-    }
-
-    /// [`Connections::query`] for a command without a key, sent where `route` says on a cluster.
-    async fn query_routed(&self, cmd: &redis::Cmd, route: Option<Route>) -> redis::RedisResult<Value> {
-        let attempt = |mut conn: Conn| async move {
-            match (&mut conn, route) {
+    /// Runs `cmd` on the shared connection, sent where `route` says on a cluster (commands with
+    /// a key are routed by it), and says which connection ran it. With `retry`, after a connection
+    /// failure (Redis restarted, network blip) it reconnects and tries once more. A script that
+    /// did run before the failure may so run twice: that can only grant permits the caller never
+    /// learns of, which expire unrefreshed.
+    async fn query(&self, cmd: &redis::Cmd, route: Option<Route>, retry: bool) -> redis::RedisResult<(Value, u64)> {
+        let attempt = |(mut conn, number): (Conn, u64)| async move {
+            let value = match (&mut conn, route) {
                 (Conn::Cluster(c), Some(Route::AllPrimaries)) => {
                     let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, Some(ResponsePolicy::AllSucceeded)));
                     c.route_command(cmd.clone(), all).await
                 }
+                (Conn::Cluster(c), Some(Route::PrimaryOf(slot))) => {
+                    let node = redis::cluster_routing::Route::with_slot(slot, SlotAddr::Master);
+                    c.route_command(cmd.clone(), RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(node))).await
+                }
                 _ => cmd.query_async(&mut conn).await,
-            }
+            };
+            value.map(|v| (v, number))
         };
         match attempt(self.shared().await?).await {
-            Err(e) if is_connection_error(&e) => {
-                *self.shared.lock().await = None;
+            Err(e) if retry && is_connection_error(&e) => {
+                self.shared.lock().await.0 = None;
                 attempt(self.shared().await?).await
             }
             other => other,
@@ -268,6 +278,10 @@ fn is_connection_error(e: &redis::RedisError) -> bool {
 #[derive(Debug)]
 pub(crate) struct HostState {
     pub(crate) conns: Arc<Connections>,
+    /// What `wait_replicas` waits for; `None`: nothing.
+    pub(crate) replicas: Option<ReplicaAck>,
+    /// The shared connection that ran the last script (`None`: this instance's own).
+    wrote_on: Option<u64>,
     /// The current call runs on the caller's thread, which may block: use `sync`.
     pub(crate) blocking_io: bool,
     sync: SyncConnections,
@@ -283,6 +297,8 @@ impl HostState {
     pub(crate) fn new(conns: Arc<Connections>, key: &str, memory_limit: usize) -> Self {
         HostState {
             conns,
+            replicas: None,
+            wrote_on: None,
             blocking_io: false,
             sync: SyncConnections::default(),
             keys: Keys::new(key),
@@ -293,24 +309,35 @@ impl HostState {
         }
     }
 
-    /// Runs `cmd` on this instance's blocking connection or the shared async one.
     async fn query(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<Value> {
+        Ok(self.run(cmd, None, true).await?.0)
+    }
+
+    /// Runs `cmd` on this instance's blocking connection or the shared async one (see
+    /// [`Connections::query`]); returns which shared connection ran it, `None` for its own.
+    async fn run(&mut self, cmd: &redis::Cmd, route: Option<Route>, retry: bool) -> redis::RedisResult<(Value, Option<u64>)> {
         let Some(client) = self.conns.server_client().filter(|_| self.blocking_io) else {
-            return self.conns.query(cmd).await;
+            let (value, number) = self.conns.query(cmd, route, retry).await?;
+            return Ok((value, Some(number)));
         };
         let attempt = |slot: &mut Option<redis::Connection>, client: &redis::Client| -> redis::RedisResult<Value> {
             let conn = sync_connection(slot, client)?;
             conn.set_read_timeout(Some(RESPONSE_TIMEOUT))?;
             cmd.query(conn)
         };
-        match attempt(&mut self.sync.commands, client) {
-            Err(e) if is_connection_error(&e) => {
+        let value = match attempt(&mut self.sync.commands, client) {
+            Err(e) if retry && is_connection_error(&e) => {
                 // Reconnect once, as the async path does.
                 self.sync.commands = None;
                 attempt(&mut self.sync.commands, client)
             }
             other => other,
-        }
+        };
+        Ok((value?, None))
+    }
+
+    async fn query_routed(&mut self, cmd: &redis::Cmd, route: Route) -> redis::RedisResult<Value> {
+        Ok(self.run(cmd, Some(route), true).await?.0)
     }
 
     /// BLPOP on this instance's blocking pop connection, timed by the socket's read time-out;
@@ -375,9 +402,12 @@ impl TransportHost for HostState {
         }
         let mut evalsha = redis::cmd("EVALSHA");
         evalsha.arg(&sha1).arg(keys.len()).arg(&keys).arg(&args);
-        let result = self.query(&evalsha).await;
+        let result = self.run(&evalsha, None, true).await;
         self.resumed_at = Instant::now();
-        match result {
+        if let Ok((_, conn)) = &result {
+            self.wrote_on = *conn;
+        }
+        match result.map(|(v, _)| v) {
             Err(e) if e.code() == Some("NOSCRIPT") => Ok(None),
             other => Ok(Some(reply(other.map_err(|e| from_redis(&e))?)?)),
         }
@@ -390,10 +420,7 @@ impl TransportHost for HostState {
         };
         let mut load = redis::cmd("SCRIPT");
         load.arg("LOAD").arg(known.source);
-        let result = match self.conns.server_client() {
-            Some(_) => self.query(&load).await,
-            None => self.conns.query_routed(&load, Some(Route::AllPrimaries)).await,
-        };
+        let result = self.query_routed(&load, Route::AllPrimaries).await;
         self.resumed_at = Instant::now();
         match result.map_err(|e| from_redis(&e))? {
             Value::BulkString(sha) => Ok(String::from_utf8_lossy(&sha).into_owned()),
@@ -427,6 +454,40 @@ impl TransportHost for HostState {
         };
         self.resumed_at = Instant::now();
         result
+    }
+
+    async fn wait_replicas(&mut self, master: u32) -> Result<(), WitError> {
+        Self::check_master(master)?;
+        let Some(ack) = self.replicas else { return Ok(()) };
+        // WAIT 0 would block forever.
+        let timeout_ms = ack.timeout.as_millis().clamp(1, u64::MAX as u128) as u64;
+        let mut wait = redis::cmd(if ack.aof { "WAITAOF" } else { "WAIT" });
+        if ack.aof {
+            wait.arg(0);
+        }
+        wait.arg(ack.replicas).arg(timeout_ms);
+        // No retry: WAIT on a new connection would not cover the writes of the old one.
+        let slot = redis::cluster_routing::Slot::for_key(self.keys.meta());
+        let result = self.run(&wait, Some(Route::PrimaryOf(slot)), false).await;
+        self.resumed_at = Instant::now();
+        let (value, conn) = result.map_err(|e| from_redis(&e))?;
+        let acked = match value {
+            Value::Int(n) if !ack.aof => n,
+            // WAITAOF answers [local fsyncs, replica fsyncs].
+            Value::Array(counts) if ack.aof && counts.len() == 2 => match counts[1] {
+                Value::Int(n) => n,
+                _ => return Err(WitError::Redis(format!("WAITAOF answered {counts:?}"))),
+            },
+            other => return Err(WitError::Redis(format!("WAIT answered {other:?}"))),
+        };
+        if conn != self.wrote_on {
+            return Err(WitError::NotReplicated("the connection that ran the scripts was replaced before WAIT".into()));
+        }
+        if acked >= i64::from(ack.replicas) {
+            return Ok(());
+        }
+        let what = if ack.aof { "replicas fsynced to their AOF" } else { "replicas acknowledged" };
+        Err(WitError::NotReplicated(format!("{acked} of {} {what} within {timeout_ms} ms", ack.replicas)))
     }
 
     async fn monotonic_now(&mut self) -> u64 {

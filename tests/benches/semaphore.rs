@@ -168,6 +168,7 @@ fn native_cycle(server: &Server) -> impl FnMut() {
         // As `Server::options`: the server is seconds old and this guard would grant nothing yet.
         guard_fresh_server: false,
         create: true,
+        replicate: false,
     };
     let (sem, _) = NativeSemaphore::open(transport, config).expect("open");
     move || {

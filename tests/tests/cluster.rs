@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use pottery_semaphore_core::keys::Keys;
-use pottery_semaphore_host::{BlockingSemaphore, Error, Semaphore};
+use pottery_semaphore_host::{BlockingSemaphore, Error, ReplicaAck, Semaphore};
 use pottery_semaphore_tests::cluster::Cluster;
 use pottery_semaphore_tests::{key, Flavor};
 
@@ -239,4 +239,26 @@ async fn semaphores_sharing_a_slot_stay_apart() {
     assert!(matches!(a.release(2).await, Err(Error::Bounded { .. })));
     a.release(1).await.unwrap();
     assert_eq!((a.value().await.unwrap(), b.value().await.unwrap()), (1, 0));
+}
+
+/// WAIT has no key: it goes to the primary of the semaphore's slot, whose connection ran the
+/// scripts. (The cluster has no replicas, so 0 of them acknowledge at once.)
+#[tokio::test(flavor = "multi_thread")]
+async fn replica_ack_waits_on_the_node_of_the_slot() {
+    let cluster = Cluster::start(Flavor::Redis, 3);
+    let k = key("cluster-ack");
+    let sem = Semaphore::open(cluster.options(&k).replica_ack(ReplicaAck::new(0, Duration::from_millis(100)))).await.unwrap();
+    assert!(sem.acquire(false, None).await.unwrap());
+    sem.release(1).await.unwrap();
+    let owner = cluster.owner_of(cluster.slot_of(&Keys::new(&k).meta()));
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let info: String = redis::cmd("INFO").arg("commandstats").query(&mut node.connection()).unwrap();
+        let waited = info.contains("cmdstat_wait:");
+        assert_eq!(waited, i == owner, "node {i} (owner {owner}):\n{info}");
+    }
+    let mut one = Semaphore::open(cluster.options(&k).replica_ack(ReplicaAck::new(1, Duration::from_millis(100)))).await.unwrap();
+    let r = one.acquire(false, None).await;
+    assert!(matches!(r, Err(Error::NotReplicated(_))), "no replica: {r:?}");
+    one = Semaphore::open(cluster.options(&k)).await.unwrap();
+    assert_eq!(one.value().await.unwrap(), 1, "given back");
 }

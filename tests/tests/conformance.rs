@@ -18,6 +18,7 @@ fn kind(e: &Error) -> &'static str {
         Error::Cancelled => "cancelled",
         Error::Forbidden(_) => "forbidden",
         Error::Redis(_) => "redis",
+        Error::NotReplicated(_) => "not_replicated",
         Error::Guest(_) => "guest",
         Error::Runtime(_) => "runtime",
     }
