@@ -30,6 +30,9 @@ pub enum SemaphoreError {
     Forbidden { message: String },
     #[error("Redis error: {message}")]
     Redis { message: String },
+    /// Fewer replicas than `replica_ack` asks for acknowledged a change in time.
+    #[error("not replicated: {message}")]
+    NotReplicated { message: String },
     #[error("the protocol component failed: {message}")]
     Guest { message: String },
     #[error("runtime error: {message}")]
@@ -48,6 +51,7 @@ impl From<host::Error> for SemaphoreError {
             E::Cancelled => Self::Cancelled,
             E::Forbidden(message) => Self::Forbidden { message },
             E::Redis(message) => Self::Redis { message },
+            E::NotReplicated(message) => Self::NotReplicated { message },
             E::Guest(message) => Self::Guest { message },
             E::Runtime(message) => Self::Runtime { message },
         }
@@ -107,6 +111,15 @@ impl From<host::Status> for SemaphoreStatus {
     }
 }
 
+/// Replicas that must acknowledge every grant, release and change (WAIT, or WAITAOF with `aof`).
+#[derive(Debug, Clone, Copy, uniffi::Record)]
+pub struct ReplicaAck {
+    pub replicas: u32,
+    pub timeout_ms: u64,
+    #[uniffi(default = false)]
+    pub aof: bool,
+}
+
 /// What to open; the defaults are the host's (`Options::new`).
 #[derive(Debug, Clone, uniffi::Record)]
 pub struct SemaphoreOptions {
@@ -123,16 +136,23 @@ pub struct SemaphoreOptions {
     /// When false, opening a semaphore that does not exist fails instead of creating it.
     #[uniffi(default = true)]
     pub create: bool,
+    /// `None` (the default): no replica is waited for.
+    #[uniffi(default = None)]
+    pub replica_ack: Option<ReplicaAck>,
 }
 
 impl From<SemaphoreOptions> for host::Options {
     fn from(o: SemaphoreOptions) -> Self {
-        host::Options::new(o.url, o.key)
+        let options = host::Options::new(o.url, o.key)
             .permits(o.value)
             .bounded(o.bounded)
             .lease(Duration::from_millis(o.lease_ms))
             .guard_fresh_server(o.guard_fresh_server)
-            .create(o.create)
+            .create(o.create);
+        match o.replica_ack {
+            Some(a) => options.replica_ack(host::ReplicaAck::new(a.replicas, Duration::from_millis(a.timeout_ms)).aof(a.aof)),
+            None => options,
+        }
     }
 }
 

@@ -21,6 +21,7 @@ public enum SemaphoreError: Error, Equatable, Sendable {
     case cancelled
     case forbidden(String)
     case redis(String)
+    case notReplicated(String)
     case guest(String)
     case runtime(String)
 
@@ -34,6 +35,7 @@ public enum SemaphoreError: Error, Equatable, Sendable {
         case .Cancelled: self = .cancelled
         case let .Forbidden(message): self = .forbidden(message)
         case let .Redis(message): self = .redis(message)
+        case let .NotReplicated(message): self = .notReplicated(message)
         case let .Guest(message): self = .guest(message)
         case let .Runtime(message): self = .runtime(message)
         }

@@ -43,6 +43,10 @@ sealed class SemaphoreException(message: String, cause: Throwable? = null) : Run
     /** An error reply from Redis. */
     class Redis(val detail: String, cause: Throwable? = null) : SemaphoreException("Redis error: $detail", cause)
 
+    /** Fewer replicas than configured acknowledged a change in time; an acquire gave its permits back. */
+    class NotReplicated(val detail: String, cause: Throwable? = null) :
+        SemaphoreException("not replicated: $detail", cause)
+
     /** The protocol component (wasm) failed. */
     class Guest(val detail: String, cause: Throwable? = null) :
         SemaphoreException("the protocol component failed: $detail", cause)
@@ -61,6 +65,7 @@ sealed class SemaphoreException(message: String, cause: Throwable? = null) : Run
             is NativeError.Cancelled -> Cancelled(e)
             is NativeError.Forbidden -> Forbidden(e.detail, e)
             is NativeError.Redis -> Redis(e.detail, e)
+            is NativeError.NotReplicated -> NotReplicated(e.detail, e)
             is NativeError.Guest -> Guest(e.detail, e)
             is NativeError.Runtime -> Runtime(e.detail, e)
         }
