@@ -20,6 +20,9 @@ pub enum Error {
     /// Several masters: more than half of them failed, so no majority could be formed.
     #[error("no quorum: {0}")]
     Quorum(String),
+    /// Fewer replicas than configured acknowledged the change in time.
+    #[error("not replicated: {0}")]
+    NotReplicated(String),
 }
 
 impl Error {

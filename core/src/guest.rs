@@ -68,6 +68,10 @@ impl Transport for HostTransport {
         wit_transport::blocking_pop(MASTER, key, timeout_ms).map_err(Error::from)
     }
 
+    fn wait_replicas(&self) -> Result<(), Error> {
+        wit_transport::wait_replicas(MASTER).map_err(Error::from)
+    }
+
     fn monotonic_now_ns(&self) -> u64 {
         wit_transport::monotonic_now()
     }
@@ -106,6 +110,7 @@ impl From<wit_types::Error> for Error {
             W::Forbidden(m) => Error::Forbidden(m),
             W::Redis(m) => Error::Redis(m),
             W::Quorum(m) => Error::Quorum(m),
+            W::NotReplicated(m) => Error::NotReplicated(m),
         }
     }
 }
@@ -123,6 +128,7 @@ impl From<Error> for wit_types::Error {
             Error::Forbidden(m) => W::Forbidden(m),
             Error::Redis(m) => W::Redis(m),
             Error::Quorum(m) => W::Quorum(m),
+            Error::NotReplicated(m) => W::NotReplicated(m),
         }
     }
 }
@@ -158,6 +164,7 @@ impl GuestSemaphore for Semaphore {
             create: c.create,
             masters: c.masters,
             raise_on_redis_errors: c.raise_on_redis_errors,
+            replicate: c.replicate,
         };
         let (sem, opened): (Box<dyn Api>, _) = if config.masters > 1 {
             let (sem, opened) = multi::Semaphore::open(HostTransport, config)?;

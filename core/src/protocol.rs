@@ -24,6 +24,8 @@ pub struct Config {
     /// Several masters: an acquire that finds more than half of them failing raises
     /// [`Error::Quorum`] instead of answering "not acquired".
     pub raise_on_redis_errors: bool,
+    /// Wait for replicas after every change that matters (see `replicate` in the WIT).
+    pub replicate: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +90,7 @@ pub struct Semaphore<T> {
     lease_ms: u64,
     holder: String,
     initial: u64,
+    replicate: bool,
 }
 
 impl<T: Transport> Semaphore<T> {
@@ -107,6 +110,7 @@ impl<T: Transport> Semaphore<T> {
             lease_ms,
             holder: config.holder,
             initial: value,
+            replicate: config.replicate,
         };
         let flags = [u8::from(config.guard_fresh_server).to_string(), u8::from(config.create).to_string()];
         let mut reply = sem.run(&scripts::INIT, &flags)?;
@@ -119,7 +123,33 @@ impl<T: Transport> Semaphore<T> {
         }
         let opened = Opened { initial: initial as u64, created: reply.u64()? == 1 };
         sem.initial = opened.initial;
+        if opened.created {
+            sem.replicated()?;
+        }
         Ok((sem, opened))
+    }
+
+    /// After a change on the primary: waits until the configured replicas have it, so a
+    /// fail-over cannot lose it (no-op unless `replicate`).
+    fn replicated(&self) -> Result<(), Error> {
+        if self.replicate { self.transport.wait_replicas() } else { Ok(()) }
+    }
+
+    /// Hands out granted permits only once the replicas have them: a fail-over to a replica
+    /// without them would grant them again. Unacknowledged permits are given back at once (and
+    /// if that fails too, they expire with their lease: the caller never learns their tokens).
+    fn acknowledged(&self, permits: Vec<Permit>) -> Result<Vec<Permit>, Error> {
+        if permits.is_empty() {
+            return Ok(permits);
+        }
+        match self.replicated() {
+            Ok(()) => Ok(permits),
+            Err(err) => {
+                let tokens: Vec<String> = permits.iter().map(|p| p.token.to_string()).collect();
+                let _ = self.run(&scripts::RELEASE_PERMITS, &tokens);
+                Err(err)
+            }
+        }
     }
 
     fn run(&self, script: &Script, extra: &[String]) -> Result<Cursor, Error> {
@@ -139,7 +169,7 @@ impl<T: Transport> Semaphore<T> {
         let waits = blocking && timeout_ms != Some(0);
         let first = self.run(&scripts::ACQUIRE, &[n.to_string(), u8::from(waits).to_string(), self.bounded_arg()])?;
         match self.step(first)? {
-            Step::Granted(permits) => Ok(permits),
+            Step::Granted(permits) => self.acknowledged(permits),
             Step::Unavailable => Ok(Vec::new()),
             Step::Queued { waiter, wait_ms } => {
                 let deadline = timeout_ms.map(|ms| started.saturating_add(ms.saturating_mul(1_000_000)));
@@ -164,7 +194,10 @@ impl<T: Transport> Semaphore<T> {
                 pop_ms = pop_ms.min((deadline - now).div_ceil(1_000_000));
             }
             match self.transport.blocking_pop(&self.keys.wake(waiter), pop_ms.max(1)) {
-                Ok(Some(pushed)) => return self.served(&pushed),
+                Ok(Some(pushed)) if !self.replicate => return self.served(&pushed),
+                // Replicated: the grant was written by another client, which WAIT on this
+                // connection does not cover. poll.lua claims it (a write of ours, after it).
+                Ok(Some(_)) => {}
                 // Time is up: cancel.lua both leaves the queue and keeps a grant that raced in.
                 Ok(None) if deadline.is_some_and(|d| self.transport.monotonic_now_ns() >= d) => {
                     return self.leave_queue(waiter, true);
@@ -179,7 +212,7 @@ impl<T: Transport> Semaphore<T> {
             }
             let reply = self.run(&scripts::POLL, &[waiter.to_string(), n.to_string(), self.bounded_arg()])?;
             match self.step(reply)? {
-                Step::Granted(permits) => return Ok(permits),
+                Step::Granted(permits) => return self.acknowledged(permits),
                 Step::Queued { waiter: w, wait_ms: ms } => (waiter, wait_ms) = (w, ms),
                 Step::Unavailable => return Err(Error::protocol("poll answered unavailable")),
             }
@@ -200,7 +233,7 @@ impl<T: Transport> Semaphore<T> {
     fn leave_queue(&self, waiter: u64, keep_grant: bool) -> Result<Vec<Permit>, Error> {
         let reply = self.run(&scripts::CANCEL, &[waiter.to_string(), u8::from(keep_grant).to_string()])?;
         match self.step(reply)? {
-            Step::Granted(permits) => Ok(permits),
+            Step::Granted(permits) => self.acknowledged(permits),
             _ => Ok(Vec::new()),
         }
     }
@@ -236,7 +269,9 @@ impl<T: Transport> Semaphore<T> {
             1 => {
                 let others = reply.u64()? as u32;
                 let added = reply.u64()? as u32;
-                Ok(Released { others, added, own: reply.rest_u64()? })
+                let released = Released { others, added, own: reply.rest_u64()? };
+                self.replicated()?;
+                Ok(released)
             }
             -2 => Err(Error::Bounded { key: self.key.clone(), current: reply.u64()?, initial: reply.u64()? }),
             other => Err(Error::protocol(format!("unknown release status {other}"))),
@@ -246,7 +281,11 @@ impl<T: Transport> Semaphore<T> {
     /// Releases exactly these permits if this holder still holds them; returns those released.
     pub fn release_permits(&self, tokens: &[u64]) -> Result<Vec<u64>, Error> {
         let tokens = Self::token_args(tokens)?;
-        self.run(&scripts::RELEASE_PERMITS, &tokens)?.rest_u64()
+        let released = self.run(&scripts::RELEASE_PERMITS, &tokens)?.rest_u64()?;
+        if !released.is_empty() {
+            self.replicated()?;
+        }
+        Ok(released)
     }
 
     fn token_args(tokens: &[u64]) -> Result<Vec<String>, Error> {
@@ -323,7 +362,11 @@ impl<T: Transport> Semaphore<T> {
                 validate::MAX_VALUE,
                 reply.u64()?
             ))),
-            _initial => reply.u64(),
+            _initial => {
+                let capacity = reply.u64()?;
+                self.replicated()?;
+                Ok(capacity)
+            }
         }
     }
 

@@ -11,6 +11,9 @@ pub trait Transport {
     /// BLPOP on `key` for at most `timeout_ms`; `None` on time-out, `Err(Cancelled)` when the
     /// caller went away.
     fn blocking_pop(&self, key: &str, timeout_ms: u64) -> Result<Option<String>, Error>;
+    /// Returns once the configured replicas acknowledged this connection's writes;
+    /// `Err(NotReplicated)` when they did not in time. Called only when `Config::replicate`.
+    fn wait_replicas(&self) -> Result<(), Error>;
     /// Monotonic nanoseconds, for the caller's own time-outs only.
     fn monotonic_now_ns(&self) -> u64;
 

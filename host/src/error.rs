@@ -23,6 +23,10 @@ pub enum Error {
     /// Several masters: more than half of them failed, so no majority could decide.
     #[error("no quorum: {0}")]
     Quorum(String),
+    /// Fewer replicas than `Options::replicas` asks for acknowledged a change in time. An
+    /// acquire gave its permits back; a release or a change of permits did happen on the primary.
+    #[error("not replicated: {0}")]
+    NotReplicated(String),
     /// The guest trapped (out of memory, over its time budget, a bug); the instance is discarded.
     #[error("the protocol component failed: {0}")]
     Guest(String),
@@ -43,6 +47,7 @@ impl From<wit::Error> for Error {
             wit::Error::Forbidden(m) => Error::Forbidden(m),
             wit::Error::Redis(m) => Error::Redis(m),
             wit::Error::Quorum(m) => Error::Quorum(m),
+            wit::Error::NotReplicated(m) => Error::NotReplicated(m),
         }
     }
 }
@@ -65,6 +70,7 @@ impl From<pottery_semaphore_core::Error> for wit::Error {
             E::Forbidden(m) => wit::Error::Forbidden(m),
             E::Redis(m) => wit::Error::Redis(m),
             E::Quorum(m) => wit::Error::Quorum(m),
+            E::NotReplicated(m) => wit::Error::NotReplicated(m),
         }
     }
 }

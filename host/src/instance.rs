@@ -11,6 +11,7 @@ use crate::bindings::{api, types, Guest};
 use crate::cancel::CancelFlag;
 use crate::error::guest_trap;
 use crate::runtime::Runtime;
+use crate::semaphore::ReplicaAck;
 use crate::transport::{HostState, Masters};
 use crate::Error;
 
@@ -37,8 +38,14 @@ fn flatten<T>(r: wasmtime::Result<Result<T, types::Error>>) -> Result<T, Error> 
 
 impl Instance {
     /// Instantiates the component and opens the semaphore (creating it in Redis if needed).
-    pub(crate) async fn open(rt: &Runtime, masters: Masters, config: &api::Config) -> Result<(Self, api::Opened), Error> {
-        let state = HostState::new(masters, &config.key, rt.options.memory_limit);
+    pub(crate) async fn open(
+        rt: &Runtime,
+        masters: Masters,
+        config: &api::Config,
+        replicas: Option<ReplicaAck>,
+    ) -> Result<(Self, api::Opened), Error> {
+        let mut state = HostState::new(masters, &config.key, rt.options.memory_limit);
+        state.replicas = replicas;
         let mut store = Store::new(&rt.engine, state);
         store.limiter(|s| &mut s.limits);
         let budget = rt.options.cpu_budget;

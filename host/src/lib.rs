@@ -27,4 +27,4 @@ pub use blocking::BlockingSemaphore;
 pub use error::Error;
 pub use pottery_semaphore_core::{Holder, Permit, Status, Waiter};
 pub use runtime::{EngineOptions, Runtime};
-pub use semaphore::{Options, Semaphore};
+pub use semaphore::{Options, ReplicaAck, Semaphore};

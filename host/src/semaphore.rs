@@ -20,6 +20,34 @@ use crate::Error;
 
 /// Idle instances a handle keeps; more are created while more calls run at once.
 const IDLE_INSTANCES: usize = 8;
+/// WAIT must answer within the connection's response time-out (5 s), or look like a dead server.
+const MAX_REPLICA_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Wait for replicas to acknowledge every change that matters (grants, releases, changes of the
+/// number of permits): with a primary and replicas (Sentinel, managed Redis), a fail-over to a
+/// replica that lacks a grant would grant the same permits again. An acquire whose grant is not
+/// acknowledged gives it back and fails with [`Error::NotReplicated`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaAck {
+    /// Replicas that must acknowledge (`WAIT replicas timeout`).
+    pub replicas: u32,
+    /// How long to wait for them; at least 1 ms and below the response time-out (5 s).
+    pub timeout: Duration,
+    /// Wait until the replicas have also written the change to their append-only file
+    /// (`WAITAOF 0 replicas timeout`, Redis 7.2+ / Valkey; the replicas need `appendonly yes`).
+    pub aof: bool,
+}
+
+impl ReplicaAck {
+    pub fn new(replicas: u32, timeout: Duration) -> Self {
+        ReplicaAck { replicas, timeout, aof: false }
+    }
+
+    pub fn aof(mut self, aof: bool) -> Self {
+        self.aof = aof;
+        self
+    }
+}
 
 /// What to open: where Redis is, which semaphore, and how it behaves.
 #[derive(Debug, Clone)]
@@ -50,6 +78,8 @@ pub struct Options {
     /// Create the semaphore if it does not exist (the default); when false, opening a missing
     /// one is an `InvalidArgument` error (for tools that only inspect).
     pub create: bool,
+    /// Replicas that must acknowledge changes; `None` (the default): none waited for.
+    pub replicas: Option<ReplicaAck>,
 }
 
 impl Options {
@@ -71,6 +101,7 @@ impl Options {
             runtime: None,
             guard_fresh_server: true,
             create: true,
+            replicas: None,
         }
     }
 
@@ -110,6 +141,11 @@ impl Options {
         self
     }
 
+    pub fn replica_ack(mut self, ack: ReplicaAck) -> Self {
+        self.replicas = Some(ack);
+        self
+    }
+
     pub fn runtime(mut self, runtime: &'static Runtime) -> Self {
         self.runtime = Some(runtime);
         self
@@ -132,6 +168,7 @@ struct Inner {
     rt: &'static Runtime,
     masters: Masters,
     config: api::Config,
+    replicas: Option<ReplicaAck>,
     initial: u64,
     created: bool,
     idle: Mutex<Vec<Instance>>,
@@ -196,7 +233,7 @@ impl Inner {
         let idle = lock(&self.idle).pop();
         match idle {
             Some(instance) => Ok(instance),
-            None => Ok(Instance::open(self.rt, self.masters.clone(), &self.config).await?.0),
+            None => Ok(Instance::open(self.rt, self.masters.clone(), &self.config, self.replicas).await?.0),
         }
     }
 
@@ -311,24 +348,42 @@ impl Semaphore {
             holder: new_holder_id(),
             guard_fresh_server: options.guard_fresh_server,
             create: options.create,
-            masters: u32::try_from(options.masters.len()).unwrap_or(u32::MAX),
+            // A cluster is one logical master: its keys share one slot.
+            masters: if options.cluster { 1 } else { u32::try_from(options.masters.len()).unwrap_or(u32::MAX) },
             raise_on_redis_errors: options.raise_on_redis_errors,
+            replicate: options.replicas.is_some(),
         };
-        if options.masters.is_empty() {
-            return Err(Error::InvalidArgument("no Redis URL given".into()));
+        let replicas = options.replicas;
+        if let Some(ack) = replicas
+            && !(Duration::from_millis(1)..MAX_REPLICA_TIMEOUT).contains(&ack.timeout)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "the replica acknowledgement time-out must be at least 1 ms and below {MAX_REPLICA_TIMEOUT:?}"
+            )));
         }
-        if options.cluster {
-            return Err(Error::InvalidArgument("Redis Cluster is not supported yet".into()));
+        let (urls, cluster) = (options.masters, options.cluster);
+        match (urls.len(), cluster) {
+            (0, _) => return Err(Error::InvalidArgument("no Redis URL given".into())),
+            (n, false) if n > 1 && replicas.is_some() => {
+                return Err(Error::InvalidArgument(
+                    "replica acknowledgement is for one server or a cluster; several masters are their own redundancy".into(),
+                ));
+            }
+            _ => {}
         }
-        let urls = options.masters;
         rt.run(async move {
-            let masters: Masters = urls.iter().map(|url| Connections::for_url(url)).collect::<Result<Vec<_>, _>>()?.into();
-            let (instance, opened) = Instance::open(rt, masters.clone(), &config).await?;
+            let masters: Masters = if cluster {
+                vec![Connections::for_cluster(&urls)?].into()
+            } else {
+                urls.iter().map(|url| Connections::for_url(url)).collect::<Result<Vec<_>, _>>()?.into()
+            };
+            let (instance, opened) = Instance::open(rt, masters.clone(), &config, replicas).await?;
             let period = Duration::from_millis((config.lease_ms / 3).max(1) as u64);
             let inner = Arc::new(Inner {
                 rt,
                 masters,
                 config,
+                replicas,
                 initial: opened.initial,
                 created: opened.created,
                 idle: Mutex::new(vec![instance]),
@@ -397,7 +452,7 @@ impl Semaphore {
     /// Releases `n` permits: this handle's own first, then (permits are fungible, as with
     /// `threading.Semaphore`) other holders', whose owners then see them as lost.
     pub async fn release(&self, n: i64) -> Result<(), Error> {
-        let released = self.run(move |i| Box::pin(i.release(n))).await?;
+        let released = self.run(move |i| Box::pin(i.release(n))).await.inspect_err(|e| self.forget_released(e))?;
         let mut held = lock(&self.inner.held);
         for token in released.own_tokens {
             held.remove(&token);
@@ -407,12 +462,30 @@ impl Semaphore {
 
     /// Releases exactly these permits of this handle (those it still holds).
     pub async fn release_permits(&self, tokens: Vec<u64>) -> Result<Vec<u64>, Error> {
-        let released = self.run(move |i| Box::pin(async move { i.release_permits(&tokens).await })).await?;
+        let released = self
+            .run(move |i| Box::pin(async move { i.release_permits(&tokens).await }))
+            .await
+            .inspect_err(|e| self.forget_released(e))?;
         let mut held = lock(&self.inner.held);
         for token in &released {
             held.remove(token);
         }
         Ok(released)
+    }
+
+    /// A release that was not replicated did happen on the primary, but its reply (which of our
+    /// permits went) is lost: drop from `held` whatever Redis no longer lists as ours, so the
+    /// refresher does not keep alive, after a fail-over, permits the caller released.
+    fn forget_released(&self, e: &Error) {
+        if !matches!(e, Error::NotReplicated(_)) {
+            return;
+        }
+        let inner = self.inner.clone();
+        self.inner.rt.tokio.spawn(async move {
+            let Ok(alive) = inner.with_instance(|i| Box::pin(i.permits())).await else { return };
+            let alive: std::collections::BTreeSet<u64> = alive.iter().map(|p| p.token).collect();
+            lock(&inner.held).retain(|token, _| alive.contains(token));
+        });
     }
 
     /// Available permits.

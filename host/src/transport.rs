@@ -1,6 +1,8 @@
 //! The guest's only way out: Redis through redis-rs, behind the sandbox. Scripts run on one
 //! shared multiplexed connection; each blocking pop gets a connection of its own without a
 //! response time-out, so a long BLPOP neither stalls other commands nor gets cut short.
+//! A Redis Cluster is the same with cluster connections: redis-rs routes each command by its key
+//! (a semaphore's keys share one slot) and follows MOVED/ASK redirects.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -9,13 +11,17 @@ use std::time::{Duration, Instant};
 use pottery_semaphore_core::keys::Keys;
 use pottery_semaphore_core::scripts;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Value};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::{AsyncConnectionConfig, RedisFuture, Value};
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 
 use crate::bindings::transport::{Host as TransportHost, Reply, Scalar};
 use crate::bindings::types::{Error as WitError, Host as TypesHost};
 use crate::cancel::CancelFlag;
 use crate::error::from_redis;
+use crate::semaphore::ReplicaAck;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// For scripts on the shared connection: far above any script's run time, below a hung server.
@@ -35,60 +41,177 @@ const IDLE_POP_CONNECTIONS: usize = 16;
 /// Read-only commands the guest may send, each taking its key first.
 const ALLOWED_COMMANDS: &[&str] = &["HGET", "HGETALL", "TYPE", "EXISTS", "ZCARD", "SMEMBERS", "PTTL", "LLEN"];
 
-/// Connections to one Redis server, shared by every semaphore of the process that uses its URL.
+/// Where connections go: one server, or the seed nodes of one Redis Cluster. One per process and
+/// URL, never moved after creation: the size of its variants does not matter.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+enum Target {
+    Server(redis::Client),
+    /// Two clients: scripts run with a response time-out, blocking pops without one.
+    Cluster { commands: ClusterClient, pops: ClusterClient },
+}
+
+/// A multiplexed connection to a server or to a cluster (one per node inside, behind redis-rs's
+/// routing), so the code above it does not care which.
+#[derive(Clone)]
+enum Conn {
+    Server(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Conn::Server(_) => "Conn::Server",
+            Conn::Cluster(_) => "Conn::Cluster",
+        })
+    }
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Server(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(&'a mut self, cmd: &'a redis::Pipeline, offset: usize, count: usize) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Server(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Server(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Which nodes of a cluster a key-less command must reach (a single server ignores it).
+#[derive(Debug, Clone, Copy)]
+enum Route {
+    /// Every primary: SCRIPT LOAD, so whichever node owns the semaphore's slot, now or after a
+    /// migration or fail-over, has the script. With the cluster's default full-coverage
+    /// setting a primary that is down stops every command anyway, so this costs no availability.
+    AllPrimaries,
+    /// The primary serving the slot of this key: WAIT, which must reach the connection to the
+    /// node that ran the scripts.
+    PrimaryOf(redis::cluster_routing::Slot),
+}
+
+/// Connections to one Redis server (or cluster), shared by every semaphore of the process that
+/// uses its URL (or seed URLs).
 #[derive(Debug)]
 pub(crate) struct Connections {
-    client: redis::Client,
-    shared: tokio::sync::Mutex<Option<MultiplexedConnection>>,
-    idle_pops: Mutex<Vec<MultiplexedConnection>>,
+    target: Target,
+    /// The shared connection and its number (which connection of this process's it is): WAIT
+    /// covers only the writes made on the connection it runs on.
+    shared: tokio::sync::Mutex<(Option<Conn>, u64)>,
+    idle_pops: Mutex<Vec<Conn>>,
+}
+
+/// The connections of this process registered under `id`, created by `create` on first use.
+fn registered(id: String, create: impl FnOnce() -> Result<Target, WitError>) -> Result<Arc<Connections>, WitError> {
+    static BY_ID: Mutex<Option<HashMap<String, Weak<Connections>>>> = Mutex::new(None);
+    let mut map = BY_ID.lock().unwrap_or_else(|e| e.into_inner());
+    let map = map.get_or_insert_with(HashMap::new);
+    // Connections are driven by the threads of the process that opened them: after fork(),
+    // the child opens its own.
+    let id = format!("{} {id}", std::process::id());
+    if let Some(existing) = map.get(&id).and_then(Weak::upgrade) {
+        return Ok(existing);
+    }
+    let target = create()?;
+    let conns = Arc::new(Connections { target, shared: tokio::sync::Mutex::new((None, 0)), idle_pops: Mutex::new(Vec::new()) });
+    map.retain(|_, w| w.strong_count() > 0);
+    map.insert(id, Arc::downgrade(&conns));
+    Ok(conns)
 }
 
 impl Connections {
     /// The process-wide connections for `url`, created on first use.
     pub(crate) fn for_url(url: &str) -> Result<Arc<Self>, WitError> {
-        static BY_URL: Mutex<Option<HashMap<String, Weak<Connections>>>> = Mutex::new(None);
-        let mut map = BY_URL.lock().unwrap_or_else(|e| e.into_inner());
-        let map = map.get_or_insert_with(HashMap::new);
-        // Connections are driven by the threads of the process that opened them: after fork(),
-        // the child opens its own.
-        let id = format!("{} {url}", std::process::id());
-        if let Some(existing) = map.get(&id).and_then(Weak::upgrade) {
-            return Ok(existing);
+        registered(url.to_string(), || {
+            let client = redis::Client::open(url).map_err(|e| WitError::InvalidArgument(format!("bad Redis URL: {e}")))?;
+            Ok(Target::Server(client))
+        })
+    }
+
+    /// The process-wide connections for the Redis Cluster with these seed nodes.
+    pub(crate) fn for_cluster(seeds: &[String]) -> Result<Arc<Self>, WitError> {
+        registered(format!("cluster {}", seeds.join(" ")), || {
+            let bad = |e: redis::RedisError| WitError::InvalidArgument(format!("bad Redis Cluster URLs: {e}"));
+            let builder = || ClusterClient::builder(seeds.iter().map(String::as_str)).connection_timeout(CONNECT_TIMEOUT);
+            let commands = builder().response_timeout(RESPONSE_TIMEOUT).build().map_err(bad)?;
+            let pops = builder().build().map_err(bad)?;
+            Ok(Target::Cluster { commands, pops })
+        })
+    }
+
+    /// The server's client, for plain blocking connections; `None` for a cluster, whose calls
+    /// always take the async path (its routing lives in the async cluster connection).
+    fn server_client(&self) -> Option<&redis::Client> {
+        match &self.target {
+            Target::Server(client) => Some(client),
+            Target::Cluster { .. } => None,
         }
-        let client = redis::Client::open(url).map_err(|e| WitError::InvalidArgument(format!("bad Redis URL: {e}")))?;
-        let conns = Arc::new(Connections { client, shared: tokio::sync::Mutex::new(None), idle_pops: Mutex::new(Vec::new()) });
-        map.retain(|_, w| w.strong_count() > 0);
-        map.insert(id, Arc::downgrade(&conns));
-        Ok(conns)
     }
 
-    async fn connect(&self, response_timeout: Option<Duration>) -> redis::RedisResult<MultiplexedConnection> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(response_timeout);
-        self.client.get_multiplexed_async_connection_with_config(&config).await
+    async fn connect(&self, response_timeout: Option<Duration>) -> redis::RedisResult<Conn> {
+        match &self.target {
+            Target::Server(client) => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(response_timeout);
+                Ok(Conn::Server(client.get_multiplexed_async_connection_with_config(&config).await?))
+            }
+            Target::Cluster { commands, pops } => {
+                let client = if response_timeout.is_some() { commands } else { pops };
+                Ok(Conn::Cluster(client.get_async_connection().await?))
+            }
+        }
     }
 
-    async fn shared(&self) -> redis::RedisResult<MultiplexedConnection> {
+    /// The shared connection and its number.
+    async fn shared(&self) -> redis::RedisResult<(Conn, u64)> {
         let mut slot = self.shared.lock().await;
-        if let Some(conn) = slot.as_ref() {
-            return Ok(conn.clone());
+        if let (Some(conn), number) = &*slot {
+            return Ok((conn.clone(), *number));
         }
         let conn = self.connect(Some(RESPONSE_TIMEOUT)).await?;
-        *slot = Some(conn.clone());
-        Ok(conn)
+        slot.0 = Some(conn.clone());
+        slot.1 += 1;
+        Ok((conn, slot.1))
     }
 
-    /// Runs `cmd` on the shared connection. After a connection failure (Redis restarted, network
-    /// blip) it reconnects and tries once more. A script that did run before the failure may so
-    /// run twice: that can only grant permits the caller never learns of, which expire unrefreshed.
-    pub(crate) async fn query(&self, cmd: &redis::Cmd) -> redis::RedisResult<Value> {
-        let mut conn = self.shared().await?;
-        match cmd.query_async(&mut conn).await {
-            Err(e) if is_connection_error(&e) => {
-                *self.shared.lock().await = None;
-                let mut conn = self.shared().await?;
-                cmd.query_async(&mut conn).await
+    /// Runs `cmd` on the shared connection, sent where `route` says on a cluster (commands with
+    /// a key are routed by it), and says which connection ran it. With `retry`, after a connection
+    /// failure (Redis restarted, network blip) it reconnects and tries once more. A script that
+    /// did run before the failure may so run twice: that can only grant permits the caller never
+    /// learns of, which expire unrefreshed.
+    async fn query(&self, cmd: &redis::Cmd, route: Option<Route>, retry: bool) -> redis::RedisResult<(Value, u64)> {
+        let attempt = |(mut conn, number): (Conn, u64)| async move {
+            let value = match (&mut conn, route) {
+                (Conn::Cluster(c), Some(Route::AllPrimaries)) => {
+                    let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, Some(ResponsePolicy::AllSucceeded)));
+                    c.route_command(cmd.clone(), all).await
+                }
+                (Conn::Cluster(c), Some(Route::PrimaryOf(slot))) => {
+                    let node = redis::cluster_routing::Route::with_slot(slot, SlotAddr::Master);
+                    c.route_command(cmd.clone(), RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(node))).await
+                }
+                _ => cmd.query_async(&mut conn).await,
+            };
+            value.map(|v| (v, number))
+        };
+        match attempt(self.shared().await?).await {
+            Err(e) if retry && is_connection_error(&e) => {
+                self.shared.lock().await.0 = None;
+                attempt(self.shared().await?).await
             }
             other => other,
         }
@@ -110,7 +233,8 @@ impl Connections {
             }
         };
         // On time-out or cancellation the connection is dropped with the BLPOP in flight, which
-        // ends it on the server. A push it may have taken is not lost: the waiter's grant record
+        // ends it on the server (a cluster connection's task, and so its node connections, end
+        // with its last handle). A push it may have taken is not lost: the waiter's grant record
         // is the truth, which the guest settles next.
         let popped = tokio::select! {
             r = pop => r.map_err(|e| from_redis(&e))?,
@@ -157,6 +281,10 @@ pub(crate) type Masters = Arc<[Arc<Connections>]>;
 #[derive(Debug)]
 pub(crate) struct HostState {
     pub(crate) masters: Masters,
+    /// What `wait_replicas` waits for; `None`: nothing.
+    pub(crate) replicas: Option<ReplicaAck>,
+    /// The shared connection that ran the last script (`None`: this instance's own).
+    wrote_on: Option<u64>,
     /// The current call runs on the caller's thread, which may block: use `sync`.
     pub(crate) blocking_io: bool,
     sync: SyncConnections,
@@ -172,6 +300,8 @@ impl HostState {
     pub(crate) fn new(masters: Masters, key: &str, memory_limit: usize) -> Self {
         HostState {
             masters,
+            replicas: None,
+            wrote_on: None,
             blocking_io: false,
             sync: SyncConnections::default(),
             keys: Keys::new(key),
@@ -182,33 +312,44 @@ impl HostState {
         }
     }
 
-    /// Runs `cmd` on master `master`: on this instance's blocking connection (one master only)
-    /// or the shared async one.
     async fn query(&mut self, master: u32, cmd: &redis::Cmd) -> redis::RedisResult<Value> {
-        let conns = &self.masters[master as usize];
-        if !self.blocking_io || self.masters.len() > 1 {
-            return conns.query(cmd).await;
-        }
+        Ok(self.run(master, cmd, None, true).await?.0)
+    }
+
+    /// Runs `cmd` on master `master`: on this instance's blocking connection (one server only)
+    /// or the shared async one (see [`Connections::query`]); returns which shared connection ran
+    /// it, `None` for its own.
+    async fn run(&mut self, master: u32, cmd: &redis::Cmd, route: Option<Route>, retry: bool) -> redis::RedisResult<(Value, Option<u64>)> {
+        let conns = self.masters[master as usize].clone();
+        let Some(client) = conns.server_client().filter(|_| self.blocking_io && self.masters.len() == 1) else {
+            let (value, number) = conns.query(cmd, route, retry).await?;
+            return Ok((value, Some(number)));
+        };
         let attempt = |slot: &mut Option<redis::Connection>, client: &redis::Client| -> redis::RedisResult<Value> {
             let conn = sync_connection(slot, client)?;
             conn.set_read_timeout(Some(RESPONSE_TIMEOUT))?;
             cmd.query(conn)
         };
-        match attempt(&mut self.sync.commands, &conns.client) {
-            Err(e) if is_connection_error(&e) => {
+        let value = match attempt(&mut self.sync.commands, client) {
+            Err(e) if retry && is_connection_error(&e) => {
                 // Reconnect once, as the async path does.
                 self.sync.commands = None;
-                attempt(&mut self.sync.commands, &self.masters[0].client)
+                attempt(&mut self.sync.commands, client)
             }
             other => other,
-        }
+        };
+        Ok((value?, None))
+    }
+
+    async fn query_routed(&mut self, master: u32, cmd: &redis::Cmd, route: Route) -> redis::RedisResult<Value> {
+        Ok(self.run(master, cmd, Some(route), true).await?.0)
     }
 
     /// BLPOP on this instance's blocking pop connection, timed by the socket's read time-out;
     /// on time-out the connection is dropped with the BLPOP in flight (see `blocking_pop`).
-    fn blocking_pop_sync(&mut self, key: &str, timeout_ms: u64) -> Result<Option<String>, WitError> {
+    fn blocking_pop_sync(&mut self, client: &redis::Client, key: &str, timeout_ms: u64) -> Result<Option<String>, WitError> {
         let timeout = Duration::from_millis(timeout_ms);
-        let result = sync_connection(&mut self.sync.pops, &self.masters[0].client).and_then(|conn| {
+        let result = sync_connection(&mut self.sync.pops, client).and_then(|conn| {
             conn.set_read_timeout(Some(timeout))?;
             blpop(key, timeout).query::<Option<(String, String)>>(conn)
         });
@@ -280,9 +421,12 @@ impl TypesHost for HostState {}
 impl TransportHost for HostState {
     async fn eval(&mut self, master: u32, sha1: String, keys: Vec<String>, args: Vec<String>) -> Result<Option<Reply>, WitError> {
         let evalsha = self.evalsha(master, &sha1, &keys, &args)?;
-        let result = self.query(master, &evalsha).await;
+        let result = self.run(master, &evalsha, None, true).await;
         self.resumed_at = Instant::now();
-        eval_result(result)
+        if let Ok((_, conn)) = &result {
+            self.wrote_on = *conn;
+        }
+        eval_result(result.map(|(v, _)| v))
     }
 
     /// Each call on its own master, all at once: a round costs the slowest master, not the sum.
@@ -293,14 +437,14 @@ impl TransportHost for HostState {
             .map(|(master, args)| {
                 let cmd = self.evalsha(*master, &sha1, &keys, args)?;
                 let conns = self.masters[*master as usize].clone();
-                Ok(tokio::spawn(async move { tokio::time::timeout(timeout, conns.query(&cmd)).await }))
+                Ok(tokio::spawn(async move { tokio::time::timeout(timeout, conns.query(&cmd, None, true)).await }))
             })
             .collect();
         let mut results = Vec::with_capacity(pending.len());
         for task in pending {
             results.push(match task {
                 Ok(task) => match task.await {
-                    Ok(Ok(result)) => eval_result(result),
+                    Ok(Ok(result)) => eval_result(result.map(|(v, _)| v)),
                     // The script may still run when the master wakes up: what it grants then
                     // is never confirmed or refreshed, and expires.
                     Ok(Err(_)) => Err(WitError::Unreachable(format!("no answer within {timeout_ms} ms"))),
@@ -335,7 +479,7 @@ impl TransportHost for HostState {
         };
         let mut load = redis::cmd("SCRIPT");
         load.arg("LOAD").arg(known.source);
-        let result = self.query(master, &load).await;
+        let result = self.query_routed(master, &load, Route::AllPrimaries).await;
         self.resumed_at = Instant::now();
         match result.map_err(|e| from_redis(&e))? {
             Value::BulkString(sha) => Ok(String::from_utf8_lossy(&sha).into_owned()),
@@ -361,13 +505,48 @@ impl TransportHost for HostState {
     async fn blocking_pop(&mut self, master: u32, key: String, timeout_ms: u64) -> Result<Option<String>, WitError> {
         self.check_master(master)?;
         self.check_key(&key)?;
-        let result = if self.blocking_io && self.masters.len() == 1 {
-            self.blocking_pop_sync(&key, timeout_ms.max(1))
+        let conns = self.masters[master as usize].clone();
+        let result = if let Some(client) = conns.server_client().filter(|_| self.blocking_io && self.masters.len() == 1) {
+            self.blocking_pop_sync(client, &key, timeout_ms.max(1))
         } else {
             self.masters[master as usize].blocking_pop(&key, timeout_ms.max(1), self.cancel.as_ref()).await
         };
         self.resumed_at = Instant::now();
         result
+    }
+
+    async fn wait_replicas(&mut self, master: u32) -> Result<(), WitError> {
+        self.check_master(master)?;
+        let Some(ack) = self.replicas else { return Ok(()) };
+        // WAIT 0 would block forever.
+        let timeout_ms = ack.timeout.as_millis().clamp(1, u64::MAX as u128) as u64;
+        let mut wait = redis::cmd(if ack.aof { "WAITAOF" } else { "WAIT" });
+        if ack.aof {
+            wait.arg(0);
+        }
+        wait.arg(ack.replicas).arg(timeout_ms);
+        // No retry: WAIT on a new connection would not cover the writes of the old one.
+        let slot = redis::cluster_routing::Slot::for_key(self.keys.meta());
+        let result = self.run(master, &wait, Some(Route::PrimaryOf(slot)), false).await;
+        self.resumed_at = Instant::now();
+        let (value, conn) = result.map_err(|e| from_redis(&e))?;
+        let acked = match value {
+            Value::Int(n) if !ack.aof => n,
+            // WAITAOF answers [local fsyncs, replica fsyncs].
+            Value::Array(counts) if ack.aof && counts.len() == 2 => match counts[1] {
+                Value::Int(n) => n,
+                _ => return Err(WitError::Redis(format!("WAITAOF answered {counts:?}"))),
+            },
+            other => return Err(WitError::Redis(format!("WAIT answered {other:?}"))),
+        };
+        if conn != self.wrote_on {
+            return Err(WitError::NotReplicated("the connection that ran the scripts was replaced before WAIT".into()));
+        }
+        if acked >= i64::from(ack.replicas) {
+            return Ok(());
+        }
+        let what = if ack.aof { "replicas fsynced to their AOF" } else { "replicas acknowledged" };
+        Err(WitError::NotReplicated(format!("{acked} of {} {what} within {timeout_ms} ms", ack.replicas)))
     }
 
     async fn monotonic_now(&mut self) -> u64 {
@@ -380,10 +559,12 @@ mod tests {
     use super::*;
     use pottery_semaphore_core::scripts::{ACQUIRE, INIT};
 
-    fn state() -> HostState {
-        // Nothing listens on port 1: every check below must refuse before any I/O.
-        let conns = Connections::for_url("redis://127.0.0.1:1").expect("url");
-        HostState::new(Arc::from(vec![conns]), "mine", 1 << 20)
+    /// A single server and a cluster. Nothing listens on port 1: every check below must refuse
+    /// before any I/O.
+    fn states() -> [HostState; 2] {
+        let server = Connections::for_url("redis://127.0.0.1:1").expect("url");
+        let cluster = Connections::for_cluster(&["redis://127.0.0.1:1".into()]).expect("urls");
+        [HostState::new(Arc::from(vec![server]), "mine", 1 << 20), HostState::new(Arc::from(vec![cluster]), "mine", 1 << 20)]
     }
 
     fn forbidden<T: std::fmt::Debug>(r: Result<T, WitError>) -> bool {
@@ -392,7 +573,12 @@ mod tests {
 
     #[tokio::test]
     async fn the_guest_reaches_only_its_own_keys_through_known_scripts() {
-        let mut s = state();
+        for mut s in states() {
+            assert_sandboxed(&mut s).await;
+        }
+    }
+
+    async fn assert_sandboxed(s: &mut HostState) {
         let own = Keys::new("mine").script_keys("h");
         let foreign = Keys::new("other").script_keys("h");
         let sha = ACQUIRE.sha1().to_string();

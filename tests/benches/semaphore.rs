@@ -170,6 +170,7 @@ fn native_cycle(server: &Server) -> impl FnMut() {
         create: true,
         masters: 1,
         raise_on_redis_errors: false,
+        replicate: false,
     };
     let (sem, _) = NativeSemaphore::open(transport, config).expect("open");
     move || {

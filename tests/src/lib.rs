@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod cluster;
 pub mod native;
 pub mod oracle;
 pub mod proxy;
@@ -23,6 +24,14 @@ impl Flavor {
         match self {
             Flavor::Redis => "redis-server",
             Flavor::Valkey => "valkey-server",
+        }
+    }
+
+    /// The command-line client shipped with the server (`--cluster create` lives there).
+    pub fn cli(self) -> &'static str {
+        match self {
+            Flavor::Redis => "redis-cli",
+            Flavor::Valkey => "valkey-cli",
         }
     }
 
@@ -97,6 +106,11 @@ impl Server {
         }
     }
 
+    /// The server's process id while it runs (to stop and continue it with signals).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
@@ -136,11 +150,6 @@ impl Server {
         let _ = std::fs::remove_dir_all(&self.dir);
         std::fs::create_dir_all(&self.dir).expect("temp dir");
         self.spawn();
-    }
-
-    /// The server's process id while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
     }
 
     /// SIGSTOP: the server freezes (its clients wait, its clock does not) until [`Server::resume`].

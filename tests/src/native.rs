@@ -71,6 +71,11 @@ impl Transport for NativeTransport {
         Ok(popped.map(|(_, v)| v))
     }
 
+    /// No replicas are configured for the native baseline: nothing to wait for, no I/O.
+    fn wait_replicas(&self) -> Result<(), Error> {
+        Ok(())
+    }
+
     fn monotonic_now_ns(&self) -> u64 {
         self.started.elapsed().as_nanos() as u64
     }

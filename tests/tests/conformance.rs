@@ -19,6 +19,7 @@ fn kind(e: &Error) -> &'static str {
         Error::Forbidden(_) => "forbidden",
         Error::Redis(_) => "redis",
         Error::Quorum(_) => "quorum",
+        Error::NotReplicated(_) => "not_replicated",
         Error::Guest(_) => "guest",
         Error::Runtime(_) => "runtime",
     }

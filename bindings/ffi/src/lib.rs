@@ -33,6 +33,9 @@ pub enum SemaphoreError {
     /// Several masters: more than half of them failed.
     #[error("no quorum: {message}")]
     Quorum { message: String },
+    /// Fewer replicas than `replica_ack` asks for acknowledged a change in time.
+    #[error("not replicated: {message}")]
+    NotReplicated { message: String },
     #[error("the protocol component failed: {message}")]
     Guest { message: String },
     #[error("runtime error: {message}")]
@@ -52,6 +55,7 @@ impl From<host::Error> for SemaphoreError {
             E::Forbidden(message) => Self::Forbidden { message },
             E::Redis(message) => Self::Redis { message },
             E::Quorum(message) => Self::Quorum { message },
+            E::NotReplicated(message) => Self::NotReplicated { message },
             E::Guest(message) => Self::Guest { message },
             E::Runtime(message) => Self::Runtime { message },
         }
@@ -111,6 +115,15 @@ impl From<host::Status> for SemaphoreStatus {
     }
 }
 
+/// Replicas that must acknowledge every grant, release and change (WAIT, or WAITAOF with `aof`).
+#[derive(Debug, Clone, Copy, uniffi::Record)]
+pub struct ReplicaAck {
+    pub replicas: u32,
+    pub timeout_ms: u64,
+    #[uniffi(default = false)]
+    pub aof: bool,
+}
+
 /// What to open; the defaults are the host's (`Options::new`).
 #[derive(Debug, Clone, uniffi::Record)]
 pub struct SemaphoreOptions {
@@ -135,17 +148,24 @@ pub struct SemaphoreOptions {
     /// When false, opening a semaphore that does not exist fails instead of creating it.
     #[uniffi(default = true)]
     pub create: bool,
+    /// `None` (the default): no replica is waited for.
+    #[uniffi(default = None)]
+    pub replica_ack: Option<ReplicaAck>,
 }
 
 impl From<SemaphoreOptions> for host::Options {
     fn from(o: SemaphoreOptions) -> Self {
-        host::Options::with_masters(std::iter::once(o.url).chain(o.more_masters), o.key)
+        let options = host::Options::with_masters(std::iter::once(o.url).chain(o.more_masters), o.key)
             .raise_on_redis_errors(o.raise_on_redis_errors)
             .permits(o.value)
             .bounded(o.bounded)
             .lease(Duration::from_millis(o.lease_ms))
             .guard_fresh_server(o.guard_fresh_server)
-            .create(o.create)
+            .create(o.create);
+        match o.replica_ack {
+            Some(a) => options.replica_ack(host::ReplicaAck::new(a.replicas, Duration::from_millis(a.timeout_ms)).aof(a.aof)),
+            None => options,
+        }
     }
 }
 

@@ -9,9 +9,11 @@ import pytest
 from pottery_semaphore import (
     AuthenticationError,
     InvalidArgumentError,
+    NotReplicatedError,
     RedisUnavailableError,
     Semaphore,
     SemaphoreError,
+    SemaphoreRuntimeError,
     WrongTypeError,
 )
 
@@ -93,3 +95,12 @@ def test_wrong_password(unique_key):
         assert sem.acquire(blocking=False)
     finally:
         server.close()
+
+
+def test_a_change_replicas_did_not_acknowledge_is_not_replicated_error():
+    from pottery_semaphore._common import _ffi, translate
+
+    e = translate(_ffi.SemaphoreError.NotReplicated(message="0 of 1 replicas acknowledged within 100 ms"))
+    assert isinstance(e, NotReplicatedError)
+    assert isinstance(e, SemaphoreRuntimeError), "what it was reported as before"
+    assert str(e) == "not replicated: 0 of 1 replicas acknowledged within 100 ms"

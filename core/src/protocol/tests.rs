@@ -12,6 +12,7 @@ enum Call {
     Eval(&'static str, Vec<String>),
     Command(String),
     Pop(String, u64),
+    Wait,
 }
 
 #[derive(Default, Debug)]
@@ -19,6 +20,8 @@ struct Fake {
     calls: RefCell<Vec<Call>>,
     replies: RefCell<VecDeque<Result<Reply, Error>>>,
     pops: RefCell<VecDeque<Result<Option<String>, Error>>>,
+    /// Answers of `wait_replicas`; acknowledged when none is scripted.
+    waits: RefCell<VecDeque<Result<(), Error>>>,
     now_ns: RefCell<u64>,
 }
 
@@ -41,6 +44,10 @@ impl Transport for &Fake {
         *self.now_ns.borrow_mut() += timeout_ms * 1_000_000;
         self.pops.borrow_mut().pop_front().expect("unexpected pop")
     }
+    fn wait_replicas(&self) -> Result<(), Error> {
+        self.calls.borrow_mut().push(Call::Wait);
+        self.waits.borrow_mut().pop_front().unwrap_or(Ok(()))
+    }
     fn monotonic_now_ns(&self) -> u64 {
         *self.now_ns.borrow()
     }
@@ -51,10 +58,16 @@ impl Transport for &Fake {
 }
 
 fn open(fake: &Fake) -> Semaphore<&Fake> {
+    open_with(fake, false)
+}
+
+fn open_with(fake: &Fake, replicate: bool) -> Semaphore<&Fake> {
     fake.replies.borrow_mut().push_back(ints(&[3, 1]));
-    let config = Config { key: "k".into(), value: 3, bounded: true, lease_ms: 3000, holder: "h".into(), guard_fresh_server: true, create: true, masters: 1, raise_on_redis_errors: false };
+    let config = Config { key: "k".into(), value: 3, bounded: true, lease_ms: 3000, holder: "h".into(), guard_fresh_server: true, create: true, masters: 1, raise_on_redis_errors: false, replicate };
     let (sem, opened) = Semaphore::open(fake, config).expect("open");
     assert_eq!(opened, Opened { initial: 3, created: true });
+    let expected = if replicate { vec![eval("init.lua", &["1", "1"]), Call::Wait] } else { vec![eval("init.lua", &["1", "1"])] };
+    assert_eq!(*fake.calls.borrow(), expected, "creating waits for replicas only when asked to");
     fake.calls.borrow_mut().clear();
     sem
 }
@@ -151,10 +164,10 @@ fn bad_arguments_fail_before_any_io() {
     assert_eq!(sem.release(0), Err(Error::InvalidArgument("n must be >= 1".into())));
     assert!(fake.calls.borrow().is_empty());
     for config in [
-        Config { key: String::new(), value: 1, bounded: true, lease_ms: 1000, holder: "h".into(), guard_fresh_server: true, create: true, masters: 1, raise_on_redis_errors: false },
-        Config { key: "k".into(), value: -1, bounded: true, lease_ms: 1000, holder: "h".into(), guard_fresh_server: true, create: true, masters: 1, raise_on_redis_errors: false },
-        Config { key: "k".into(), value: 1, bounded: true, lease_ms: 0, holder: "h".into(), guard_fresh_server: true, create: true, masters: 1, raise_on_redis_errors: false },
-        Config { key: "k".repeat(1 << 20), value: 1, bounded: true, lease_ms: 1000, holder: "h".into(), guard_fresh_server: true, create: true, masters: 1, raise_on_redis_errors: false },
+        Config { key: String::new(), value: 1, bounded: true, lease_ms: 1000, holder: "h".into(), guard_fresh_server: true, create: true, masters: 1, raise_on_redis_errors: false, replicate: false },
+        Config { key: "k".into(), value: -1, bounded: true, lease_ms: 1000, holder: "h".into(), guard_fresh_server: true, create: true, masters: 1, raise_on_redis_errors: false, replicate: false },
+        Config { key: "k".into(), value: 1, bounded: true, lease_ms: 0, holder: "h".into(), guard_fresh_server: true, create: true, masters: 1, raise_on_redis_errors: false, replicate: false },
+        Config { key: "k".repeat(1 << 20), value: 1, bounded: true, lease_ms: 1000, holder: "h".into(), guard_fresh_server: true, create: true, masters: 1, raise_on_redis_errors: false, replicate: false },
     ] {
         assert!(matches!(Semaphore::open(&fake, config), Err(Error::InvalidArgument(_))));
     }
@@ -177,4 +190,75 @@ fn replies_map_to_typed_results() {
     assert_eq!(sem.release(4), Ok(Released { own: vec![41], others: 1, added: 2 }));
     assert_eq!(sem.initial_value(), Ok(3));
     assert_eq!(sem.initial_value(), Ok(3), "state vanished: falls back to the value opened with");
+}
+
+#[test]
+fn an_unacknowledged_grant_is_given_back_and_reported() {
+    let fake = Fake::default();
+    let sem = open_with(&fake, true);
+    let lagging = Error::NotReplicated("0 of 1 replicas acknowledged within 100 ms".into());
+    fake.replies.borrow_mut().extend([ints(&[1, 5000, 41, 42]), ints(&[41, 42])]);
+    fake.waits.borrow_mut().push_back(Err(lagging.clone()));
+    assert_eq!(sem.acquire(2, true, None), Err(lagging));
+    assert_eq!(
+        *fake.calls.borrow(),
+        vec![eval("acquire.lua", &["2", "1", "1"]), Call::Wait, eval("release_permits.lua", &["41", "42"])]
+    );
+    // Acknowledged: handed out after the wait, nothing given back.
+    fake.calls.borrow_mut().clear();
+    fake.replies.borrow_mut().push_back(ints(&[1, 5000, 43]));
+    assert_eq!(sem.acquire(1, true, None).expect("acquire")[0].token, 43);
+    assert_eq!(*fake.calls.borrow(), vec![eval("acquire.lua", &["1", "1", "1"]), Call::Wait]);
+}
+
+#[test]
+fn a_replicated_waiter_claims_its_pushed_grant_with_poll_before_waiting() {
+    let fake = Fake::default();
+    let sem = open_with(&fake, true);
+    let lagging = Error::NotReplicated("replica down".into());
+    fake.replies.borrow_mut().extend([ints(&[2, 7, 60_000]), ints(&[1, 9000, 43]), ints(&[43])]);
+    fake.pops.borrow_mut().push_back(Ok(Some("9000 43".into())));
+    fake.waits.borrow_mut().push_back(Err(lagging.clone()));
+    assert_eq!(sem.acquire(1, true, None), Err(lagging));
+    let calls = fake.calls.borrow();
+    assert_eq!(calls[2], eval("poll.lua", &["7", "1", "1"]), "the grant is claimed on this connection");
+    assert_eq!(calls[3..], [Call::Wait, eval("release_permits.lua", &["43"])]);
+}
+
+#[test]
+fn a_timed_out_waiter_keeping_a_raced_grant_waits_for_replicas_too() {
+    let fake = Fake::default();
+    let sem = open_with(&fake, true);
+    fake.replies.borrow_mut().extend([ints(&[2, 7, 60_000]), ints(&[1, 9000, 43])]);
+    fake.pops.borrow_mut().push_back(Ok(None));
+    assert_eq!(sem.acquire(1, true, Some(0.1)).expect("acquire")[0].token, 43);
+    assert_eq!(fake.calls.borrow()[2..], [eval("cancel.lua", &["7", "1"]), Call::Wait]);
+}
+
+#[test]
+fn changes_wait_for_replicas_only_when_asked_to_and_reads_never_do() {
+    for replicate in [false, true] {
+        let fake = Fake::default();
+        let sem = open_with(&fake, replicate);
+        fake.replies.borrow_mut().extend([
+            ints(&[1, 0, 0, 41]),
+            ints(&[42]),
+            ints(&[]),
+            ints(&[3, 5]),
+            ints(&[3, 6]),
+            ints(&[3, 3, 3]),
+            ints(&[0]),
+            ints(&[-2, 3, 3]),
+        ]);
+        sem.release(1).expect("release");
+        assert_eq!(sem.release_permits(&[42]).expect("release"), vec![42]);
+        assert!(sem.release_permits(&[99]).expect("nothing released").is_empty());
+        assert_eq!(sem.set_permits(5), Ok(5));
+        assert_eq!(sem.add_permits(1), Ok(6));
+        assert_eq!(sem.value(), Ok(3));
+        assert!(sem.acquire(1, false, None).expect("acquire").is_empty());
+        assert!(matches!(sem.release(1), Err(Error::Bounded { .. })));
+        let waits = fake.calls.borrow().iter().filter(|c| **c == Call::Wait).count();
+        assert_eq!(waits, if replicate { 4 } else { 0 }, "release, release_permits, set and add");
+    }
 }

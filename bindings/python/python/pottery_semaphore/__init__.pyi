@@ -13,6 +13,7 @@ from .aiosemaphore import AIOSemaphore as AIOSemaphore
 from .exceptions import AuthenticationError as AuthenticationError
 from .exceptions import BoundedSemaphoreError as BoundedSemaphoreError
 from .exceptions import InvalidArgumentError as InvalidArgumentError
+from .exceptions import NotReplicatedError as NotReplicatedError
 from .exceptions import RedisUnavailableError as RedisUnavailableError
 from .exceptions import QuorumIsImpossible as QuorumIsImpossible
 from .exceptions import SemaphoreError as SemaphoreError

@@ -148,6 +148,8 @@ def translate(e: BaseException) -> BaseException:
         return exc.AuthenticationError(f"Redis refused the credentials: {e.message}")
     if isinstance(e, E.WrongType):
         return exc.WrongTypeError(e.message)
+    if isinstance(e, E.NotReplicated):
+        return exc.NotReplicatedError(f"not replicated: {e.message}")
     return exc.SemaphoreRuntimeError(getattr(e, "message", None) or type(e).__name__)
 
 

@@ -15,6 +15,7 @@ __all__ = [
     "AuthenticationError",
     "WrongTypeError",
     "SemaphoreRuntimeError",
+    "NotReplicatedError",
 ]
 
 
@@ -61,3 +62,10 @@ class WrongTypeError(SemaphoreError, TypeError):
 
 class SemaphoreRuntimeError(SemaphoreError, RuntimeError):
     """Any other failure: an error reply from Redis, or the protocol component failing."""
+
+
+class NotReplicatedError(SemaphoreRuntimeError):
+    """Fewer replicas than configured acknowledged a change in time. An acquire gave its permits
+    back; a release did happen on the primary. A :class:`SemaphoreRuntimeError`, which it was
+    reported as before it had a class of its own.
+    """

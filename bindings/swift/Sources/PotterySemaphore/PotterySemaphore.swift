@@ -23,6 +23,7 @@ public enum SemaphoreError: Error, Equatable, Sendable {
     case redis(String)
     /// Several masters: more than half of them failed.
     case quorum(String)
+    case notReplicated(String)
     case guest(String)
     case runtime(String)
 
@@ -37,6 +38,7 @@ public enum SemaphoreError: Error, Equatable, Sendable {
         case let .Forbidden(message): self = .forbidden(message)
         case let .Redis(message): self = .redis(message)
         case let .Quorum(message): self = .quorum(message)
+        case let .NotReplicated(message): self = .notReplicated(message)
         case let .Guest(message): self = .guest(message)
         case let .Runtime(message): self = .runtime(message)
         }

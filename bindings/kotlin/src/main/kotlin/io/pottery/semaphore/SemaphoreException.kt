@@ -45,6 +45,9 @@ sealed class SemaphoreException(message: String, cause: Throwable? = null) : Run
 
     /** Several masters: more than half of them failed, so no majority could decide. */
     class Quorum(val detail: String, cause: Throwable? = null) : SemaphoreException("no quorum: $detail", cause)
+    /** Fewer replicas than configured acknowledged a change in time; an acquire gave its permits back. */
+    class NotReplicated(val detail: String, cause: Throwable? = null) :
+        SemaphoreException("not replicated: $detail", cause)
 
     /** The protocol component (wasm) failed. */
     class Guest(val detail: String, cause: Throwable? = null) :
@@ -65,6 +68,7 @@ sealed class SemaphoreException(message: String, cause: Throwable? = null) : Run
             is NativeError.Forbidden -> Forbidden(e.detail, e)
             is NativeError.Redis -> Redis(e.detail, e)
             is NativeError.Quorum -> Quorum(e.detail, e)
+            is NativeError.NotReplicated -> NotReplicated(e.detail, e)
             is NativeError.Guest -> Guest(e.detail, e)
             is NativeError.Runtime -> Runtime(e.detail, e)
         }

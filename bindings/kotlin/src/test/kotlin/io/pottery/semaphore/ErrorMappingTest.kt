@@ -30,6 +30,7 @@ class ErrorMappingTest {
         check<SemaphoreException.Forbidden>(NativeError.Forbidden("x"), "forbidden by the host sandbox: x")
         check<SemaphoreException.Redis>(NativeError.Redis("x"), "Redis error: x")
         check<SemaphoreException.Quorum>(NativeError.Quorum("x"), "no quorum: x")
+        check<SemaphoreException.NotReplicated>(NativeError.NotReplicated("x"), "not replicated: x")
         check<SemaphoreException.Guest>(NativeError.Guest("x"), "the protocol component failed: x")
         check<SemaphoreException.Runtime>(NativeError.Runtime("x"), "runtime error: x")
     }
