@@ -173,6 +173,9 @@ struct Inner {
     created: bool,
     idle: Mutex<Vec<Instance>>,
     held: Mutex<BTreeMap<u64, Permit>>,
+    /// Permits whose release failed (Redis unreachable): no longer refreshed, and released
+    /// again by the refresher until that works or their lease is over.
+    unreleased: Mutex<Vec<(u64, std::time::Instant)>>,
     lost: Mutex<Vec<Permit>>,
     lost_signal: Notify,
 }
@@ -296,6 +299,23 @@ impl Inner {
         }
     }
 
+    /// Releases again the permits whose release failed, as long as their lease may still run.
+    async fn retry_releases(&self) {
+        let lease = Duration::from_millis(self.config.lease_ms as u64);
+        let tokens: Vec<u64> = {
+            let mut unreleased = lock(&self.unreleased);
+            unreleased.retain(|(_, since)| since.elapsed() < lease);
+            unreleased.iter().map(|(t, _)| *t).collect()
+        };
+        if tokens.is_empty() {
+            return;
+        }
+        let retry = tokens.clone();
+        if self.with_instance(move |i| Box::pin(async move { i.release_permits(&retry).await })).await.is_ok() {
+            lock(&self.unreleased).retain(|(t, _)| !tokens.contains(t));
+        }
+    }
+
     async fn refresh_once(&self) -> Result<(), Error> {
         let before: Vec<u64> = lock(&self.held).keys().copied().collect();
         if before.is_empty() {
@@ -326,6 +346,7 @@ async fn refresher(weak: Weak<Inner>, period: Duration) {
     loop {
         tokio::time::sleep(period).await;
         let Some(inner) = weak.upgrade() else { return };
+        inner.retry_releases().await;
         // A failed refresh (Redis down) is retried next period; leases that end meanwhile are
         // reported as lost once Redis answers again.
         let _ = inner.refresh_once().await;
@@ -388,6 +409,7 @@ impl Semaphore {
                 created: opened.created,
                 idle: Mutex::new(vec![instance]),
                 held: Mutex::new(BTreeMap::new()),
+                unreleased: Mutex::new(Vec::new()),
                 lost: Mutex::new(Vec::new()),
                 lost_signal: Notify::new(),
             });
@@ -452,7 +474,11 @@ impl Semaphore {
     /// Releases `n` permits: this handle's own first, then (permits are fungible, as with
     /// `threading.Semaphore`) other holders', whose owners then see them as lost.
     pub async fn release(&self, n: i64) -> Result<(), Error> {
-        let released = self.run(move |i| Box::pin(i.release(n))).await.inspect_err(|e| self.forget_released(e))?;
+        let released = self.run(move |i| Box::pin(i.release(n))).await.inspect_err(|e| {
+            // The release goes for this handle's permits first, lowest token first.
+            let first: Vec<u64> = lock(&self.inner.held).keys().take(usize::try_from(n).unwrap_or(0)).copied().collect();
+            self.forget_released(e, first);
+        })?;
         let mut held = lock(&self.inner.held);
         for token in released.own_tokens {
             held.remove(&token);
@@ -462,10 +488,11 @@ impl Semaphore {
 
     /// Releases exactly these permits of this handle (those it still holds).
     pub async fn release_permits(&self, tokens: Vec<u64>) -> Result<Vec<u64>, Error> {
+        let asked = tokens.clone();
         let released = self
             .run(move |i| Box::pin(async move { i.release_permits(&tokens).await }))
             .await
-            .inspect_err(|e| self.forget_released(e))?;
+            .inspect_err(|e| self.forget_released(e, asked))?;
         let mut held = lock(&self.inner.held);
         for token in &released {
             held.remove(token);
@@ -473,10 +500,22 @@ impl Semaphore {
         Ok(released)
     }
 
-    /// A release that was not replicated did happen on the primary, but its reply (which of our
-    /// permits went) is lost: drop from `held` whatever Redis no longer lists as ours, so the
-    /// refresher does not keep alive, after a fail-over, permits the caller released.
-    fn forget_released(&self, e: &Error) {
+    /// After a failed release, the refresher must not keep alive what the caller gave up.
+    ///
+    /// When Redis could not be reached, the release may or may not have happened: `tokens` (the
+    /// permits it was releasing) stop being refreshed, so they end within a lease at the latest,
+    /// and the refresher releases them again meanwhile. A release that was not replicated did
+    /// happen on the primary, but its reply (which of our permits went) is lost: drop from
+    /// `held` whatever Redis no longer lists as ours. Argument errors changed nothing.
+    fn forget_released(&self, e: &Error, tokens: Vec<u64>) {
+        if matches!(e, Error::Unreachable(_) | Error::Quorum(_) | Error::Redis(_) | Error::Guest(_) | Error::Cancelled) {
+            let mut held = lock(&self.inner.held);
+            let now = std::time::Instant::now();
+            let gone: Vec<(u64, std::time::Instant)> = tokens.into_iter().filter(|t| held.remove(t).is_some()).map(|t| (t, now)).collect();
+            drop(held);
+            lock(&self.inner.unreleased).extend(gone);
+            return;
+        }
         if !matches!(e, Error::NotReplicated(_)) {
             return;
         }

@@ -17,13 +17,21 @@ impl Cluster {
     /// Starts `n` cluster-enabled servers (each with its own `nodes.conf` in its own directory),
     /// assigns every slot among them and waits until each node reports `cluster_state:ok`.
     pub fn start(flavor: Flavor, n: usize) -> Cluster {
-        let nodes: Vec<Server> = (0..n)
-            .map(|_| {
-                // The bus port defaults to port + 10000, which overflows for high ephemeral ports.
-                let bus = free_port().to_string();
-                Server::start_with(flavor, &["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", &bus])
-            })
-            .collect();
+        Cluster::join((0..n).map(|_| Cluster::node(flavor, &[])).collect())
+    }
+
+    /// A cluster-enabled server, not yet part of a cluster, with `extra` arguments.
+    pub fn node(flavor: Flavor, extra: &[&str]) -> Server {
+        // The bus port defaults to port + 10000, which overflows for high ephemeral ports.
+        let bus = free_port().to_string();
+        let mut args = vec!["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", &bus];
+        args.extend_from_slice(extra);
+        Server::start_with(flavor, &args)
+    }
+
+    /// Makes one cluster of `nodes` (from [`Cluster::node`]), slots spread evenly.
+    pub fn join(nodes: Vec<Server>) -> Cluster {
+        let flavor = nodes[0].flavor;
         let addrs: Vec<String> = nodes.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
         let out = Command::new(flavor.cli())
             .arg("--cluster")

@@ -144,12 +144,23 @@ impl Server {
     }
 
     /// Starts it again on the same port with its data files deleted: what a restart of a
-    /// server without persistence looks like, whatever this one was started with.
+    /// server without persistence looks like, whatever this one was started with. A cluster
+    /// node keeps its `nodes.conf`: that is its identity in the cluster, not data.
     pub fn restart_wiped(&mut self) {
         self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-        std::fs::create_dir_all(&self.dir).expect("temp dir");
+        for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.file_name().is_some_and(|n| n == "nodes.conf") {
+                continue;
+            }
+            let _ = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        }
         self.spawn();
+    }
+
+    /// Adds `--option value` arguments for the next starts (restarts) of this server.
+    pub fn add_args(&mut self, args: &[&str]) {
+        self.extra.extend(args.iter().map(|a| a.to_string()));
     }
 
     /// SIGSTOP: the server freezes (its clients wait, its clock does not) until [`Server::resume`].

@@ -173,3 +173,21 @@ async fn a_new_opener_right_after_a_restart_waits_out_the_old_leases() {
     let eager = Semaphore::open(server.options(&k2).permits(1).lease(Duration::from_secs(30))).await.unwrap();
     assert!(eager.acquire(false, None).await.unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_release_that_fails_while_redis_is_down_does_not_keep_the_permit_alive() {
+    let mut server = Server::start_persistent(Flavor::Redis);
+    let k = key("failed-release");
+    let lease = Duration::from_millis(1500);
+    let holder = Semaphore::open(server.options(&k).permits(1).lease(lease)).await.unwrap();
+    assert!(holder.acquire(false, None).await.unwrap());
+    server.kill();
+    assert!(holder.release(1).await.is_err(), "Redis is down");
+    assert!(holder.held().is_empty(), "the handle stops refreshing what it tried to release");
+    server.restart(); // the AOF brings the permit back
+    let other = Semaphore::open(server.options(&k).permits(1).lease(lease)).await.unwrap();
+    let started = Instant::now();
+    assert!(other.acquire(true, Some(lease * 2)).await.unwrap(), "the permit stayed taken: the refresher kept it alive");
+    println!("permit back {:?} after Redis returned", started.elapsed());
+    assert!(started.elapsed() < lease + Duration::from_millis(500));
+}

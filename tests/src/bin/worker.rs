@@ -82,8 +82,6 @@ struct Counts {
     violations: AtomicU64,
     /// Permits found lost (`take_lost`) before an op: the holder stopped using them.
     lost: AtomicU64,
-    /// Releases that failed and were retried before the next acquire.
-    retried_releases: AtomicU64,
     /// Threads done, and threads parked holding a permit after the stop.
     finished: AtomicU64,
     holding: AtomicU64,
@@ -95,7 +93,7 @@ impl Counts {
         serde_json::json!({
             "acquired": get(&self.acquired), "timeouts": get(&self.timeouts), "errors": get(&self.errors),
             "ops": get(&self.ops), "stale": get(&self.stale), "expired": get(&self.expired),
-            "violations": get(&self.violations), "lost": get(&self.lost), "retried_releases": get(&self.retried_releases),
+            "violations": get(&self.violations), "lost": get(&self.lost),
             "holding": get(&self.holding),
             "final": last,
         })
@@ -192,17 +190,6 @@ fn chaos_thread(chaos: &Chaos, t: usize, stop: &AtomicBool, counts: &Counts) {
         }
     };
     while !stopped() {
-        // A release that failed (Redis unreachable) leaves the permit with the handle, whose
-        // refresher would keep its lease alive for ever: give it back before asking for more.
-        let leftovers: Vec<u64> = sem.held().iter().map(|p| p.token).collect();
-        if !leftovers.is_empty() {
-            bump(&counts.retried_releases);
-            if sem.release_permits(leftovers).is_err() {
-                bump(&counts.errors);
-                backoff(&mut rng);
-                continue;
-            }
-        }
         let since = SystemTime::now();
         let timeout = Duration::from_millis(50 + next(&mut rng) % 750);
         let permit = match sem.acquire_n(1, true, Some(timeout.as_secs_f64())) {
@@ -250,7 +237,7 @@ fn chaos_thread(chaos: &Chaos, t: usize, stop: &AtomicBool, counts: &Counts) {
         }
         oracle.leave(&holder);
         // Exactly this permit: `release(1)` would take another holder's when ours is lost. On
-        // failure the next round retries.
+        // failure the handle stops refreshing it and releases it again in the background.
         if sem.release_permits(vec![permit.token]).is_err() {
             bump(&counts.errors);
             backoff(&mut rng);
