@@ -159,13 +159,16 @@ struct Step {
 /// while its waiters' connections broke) get two leases and a second: such a waiter keeps its
 /// place until its heartbeat lapses (a lease), and a permit handed to it meanwhile stays taken
 /// for another lease. The wiped restart gets its lease of quarantine and a lease to grant.
-fn schedule(servers: usize) -> (Vec<Step>, Duration) {
+fn schedule(servers: usize, cluster: bool) -> (Vec<Step>, Duration) {
     let ghosts = LEASE * 2 + Duration::from_secs(1);
+    // A restarted cluster primary refuses commands for its first 2 s (Redis' writable delay,
+    // "CLUSTERDOWN"), on top of the quarantine after a wipe.
+    let rejoin = if cluster { Duration::from_secs(2) } else { Duration::ZERO };
     let steps = [
         (Fault::KillHolder, 0, Duration::ZERO, ghosts),
         (Fault::StopHolder, 1, OVER_LEASE, Duration::from_secs(2)),
-        (Fault::RestartPersistent, 0, Duration::ZERO, ghosts),
-        (Fault::RestartWiped, 1 % servers, Duration::ZERO, LEASE * 2),
+        (Fault::RestartPersistent, 0, Duration::ZERO, ghosts + rejoin),
+        (Fault::RestartWiped, 1 % servers, Duration::ZERO, LEASE * 2 + rejoin),
         (Fault::StopMaster, 2 % servers, OVER_LEASE, Duration::from_secs(3)),
         (Fault::CutMaster, 3 % servers, CUT, ghosts),
     ];
@@ -302,7 +305,7 @@ fn run(deployment: Deployment) {
     let mut servers = start(deployment);
     let oracle = Oracle::start(PERMITS);
     let k = key("faults");
-    let (steps, run) = schedule(servers.servers.len());
+    let (steps, run) = schedule(servers.servers.len(), servers.cluster);
     let config = serde_json::json!({
         "masters": servers.urls(), "cluster": servers.cluster, "key": k, "permits": PERMITS,
         "lease_ms": LEASE.as_millis() as u64, "oracle": oracle.url(),
