@@ -138,3 +138,16 @@ fn several_redis_urls_make_a_several_master_semaphore() {
     assert_eq!(out.status.code(), Some(69));
     assert!(text(&out.stderr).contains("more than half of the masters"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn cluster_seed_nodes_reach_a_semaphore_on_a_redis_cluster() {
+    let cluster = pottery_semaphore_tests::cluster::Cluster::start(Flavor::Redis, 3);
+    let k = key("cli-cluster");
+    let _sem = pottery_semaphore_host::BlockingSemaphore::open(cluster.options(&k).permits(2)).expect("open");
+    // One seed is enough: the client discovers the node that holds the semaphore's slot.
+    let seed = cluster.nodes[0].url();
+    let out = Command::new(cli()).args(["--redis", &seed, "--cluster", "run", "--key", &k, "--", "true"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = Command::new(cli()).args(["--redis", &seed, "--cluster", "status", "--key", &k, "--json"]).output().unwrap();
+    assert!(text(&out.stdout).contains(r#""capacity":2"#), "{}", text(&out.stdout));
+}

@@ -151,12 +151,16 @@ pub struct SemaphoreOptions {
     /// `None` (the default): no replica is waited for.
     #[uniffi(default = None)]
     pub replica_ack: Option<ReplicaAck>,
+    /// `url` and `more_masters` are seed nodes of one Redis Cluster.
+    #[uniffi(default = false)]
+    pub cluster: bool,
 }
 
 impl From<SemaphoreOptions> for host::Options {
     fn from(o: SemaphoreOptions) -> Self {
         let options = host::Options::with_masters(std::iter::once(o.url).chain(o.more_masters), o.key)
             .raise_on_redis_errors(o.raise_on_redis_errors)
+            .cluster(o.cluster)
             .permits(o.value)
             .bounded(o.bounded)
             .lease(Duration::from_millis(o.lease_ms))

@@ -69,3 +69,33 @@ def test_several_masters_hold_each_permit_on_a_majority(unique_key):
     finally:
         for s in servers:
             s.close()
+
+
+def test_a_redis_cluster_through_one_seed_node(unique_key):
+    import subprocess
+
+    from conftest import Server, free_port
+
+    nodes = [Server("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", str(free_port())) for _ in range(3)]
+    try:
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *[f"127.0.0.1:{n.port}" for n in nodes], "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, capture_output=True, timeout=60,
+        )
+        for n in nodes:
+            client = n.client()
+            while b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
+                pass
+        sem = Semaphore(value=2, key=unique_key, masters=[nodes[0].url], cluster=True, guard_fresh_server=False)
+        other = Semaphore(value=2, key=unique_key, masters=[nodes[2].url], cluster=True, guard_fresh_server=False)
+        assert sem.acquire() and other.acquire()
+        assert not sem.acquire(blocking=False), "two permits, wherever the handles entered the cluster"
+        owner = [n for n in nodes if n.client().execute_command("CLUSTER", "COUNTKEYSINSLOT",
+                                                                 n.client().execute_command("CLUSTER", "KEYSLOT", f"pottery-semaphore:{{{unique_key}}}:meta")) > 0]
+        assert len(owner) == 1, "one node holds every key of the semaphore"
+        sem.release()
+        other.release()
+        assert sem.value == 2
+    finally:
+        for n in nodes:
+            n.close()

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use pottery_semaphore_host::{Error, Options, Semaphore, Status};
 
-const USAGE: &str = "usage: pottery-semaphore [--redis URL] <command>
+const USAGE: &str = "usage: pottery-semaphore [--redis URL]... [--cluster] <command>
 
 commands:
   run --key K [--permits N] [--timeout S] [--lease S] -- CMD [ARGS...]
@@ -19,6 +19,7 @@ commands:
 --redis URL   redis://[user:password@]host:port[/db], rediss://... (TLS) or unix:///path;
               default $REDIS_URL, else redis://127.0.0.1:6379. Repeat it for independent
               masters: each permit is then a slot held on a majority of them (Redlock mode)
+--cluster     the --redis URLs are seed nodes of one Redis Cluster
 --permits N   permits when `run` creates the semaphore (default 1; an existing one keeps its own)
 --timeout S   give up after S seconds of waiting (exit status 75)
 --lease S     lease of the permit in seconds (default 10), refreshed while CMD runs
@@ -36,6 +37,7 @@ const EX_NOPERM: u8 = 77;
 #[derive(Debug, Default)]
 struct Args {
     redis: Vec<String>,
+    cluster: bool,
     command: String,
     key: Option<String>,
     permits: Option<i64>,
@@ -89,6 +91,7 @@ fn parse(raw: Vec<String>) -> Result<Args, Failure> {
             "--timeout" => args.timeout = Some(number(value(&mut it, "--timeout")?, "--timeout")?),
             "--lease" => args.lease = Some(number(value(&mut it, "--lease")?, "--lease")?),
             "--json" => args.json = true,
+            "--cluster" => args.cluster = true,
             "--" => {
                 args.program = it.by_ref().collect();
                 break;
@@ -113,7 +116,7 @@ fn options(args: &Args) -> Result<(Options, String), Failure> {
     };
     let shown = urls.iter().map(|u| redacted(u)).collect::<Vec<_>>().join(", ");
     let key = args.key.clone().ok_or_else(|| usage("--key is required"))?;
-    let mut options = Options::with_masters(urls, key).permits(args.permits.unwrap_or(1));
+    let mut options = Options::with_masters(urls, key).cluster(args.cluster).permits(args.permits.unwrap_or(1));
     if let Some(lease) = args.lease {
         if !(lease.is_finite() && lease > 0.0) {
             return Err(usage("--lease must be a positive number of seconds"));

@@ -113,6 +113,7 @@ def options(
     lease: Any,
     guard_fresh_server: bool,
     raise_on_redis_errors: bool = False,
+    cluster: bool = False,
 ) -> Any:
     v = check_value(value)
     if not isinstance(key, str):
@@ -130,6 +131,7 @@ def options(
         bounded=bool(bounded),
         lease_ms=max(1, round(lease * 1000)),
         guard_fresh_server=bool(guard_fresh_server),
+        cluster=bool(cluster),
     )
 
 

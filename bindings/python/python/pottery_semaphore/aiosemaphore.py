@@ -29,10 +29,11 @@ class AIOSemaphore:
         raise_on_redis_errors: bool = False,
         lease: float = 10.0,
         guard_fresh_server: bool = True,
+        cluster: bool = False,
     ) -> None:
         self._options = c.options(
             value=value, key=key, masters=masters, bounded=bounded, lease=lease, guard_fresh_server=guard_fresh_server,
-            raise_on_redis_errors=raise_on_redis_errors,
+            raise_on_redis_errors=raise_on_redis_errors, cluster=cluster,
         )
         self._key = key
         self._bounded = bool(bounded)

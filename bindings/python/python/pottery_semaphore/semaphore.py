@@ -32,6 +32,8 @@ class Semaphore:
         guard_fresh_server: On a Redis server that started less than a lease ago, grant nothing
             until a lease after its start, in case a restart without persistence wiped permits
             still in use (extra; turn off only where Redis persists every write).
+        cluster: ``masters`` are seed nodes of one Redis Cluster (extra); the semaphore's keys
+            share a hash tag, so one node holds them.
     """
 
     def __init__(
@@ -44,10 +46,11 @@ class Semaphore:
         raise_on_redis_errors: bool = False,
         lease: float = 10.0,
         guard_fresh_server: bool = True,
+        cluster: bool = False,
     ) -> None:
         opts = c.options(
             value=value, key=key, masters=masters, bounded=bounded, lease=lease, guard_fresh_server=guard_fresh_server,
-            raise_on_redis_errors=raise_on_redis_errors,
+            raise_on_redis_errors=raise_on_redis_errors, cluster=cluster,
         )
         self._key = key
         self._bounded = bool(bounded)
