@@ -99,3 +99,40 @@ def test_a_redis_cluster_through_one_seed_node(unique_key):
     finally:
         for n in nodes:
             n.close()
+
+
+def test_replica_acknowledgement_gives_back_what_the_replica_did_not_confirm(unique_key):
+    import os
+    import signal
+    import time
+
+    import pytest
+    from conftest import Server
+
+    from pottery_semaphore import NotReplicatedError, ReplicaAck
+
+    primary = Server()
+    replica = Server("--replicaof", "127.0.0.1", str(primary.port))
+    try:
+        deadline = time.monotonic() + 10
+        while replica.client().info("replication").get("master_link_status") != "up":
+            assert time.monotonic() < deadline, "the replica did not connect"
+            time.sleep(0.05)
+        sem = Semaphore(value=1, key=unique_key, masters=[primary.url], guard_fresh_server=False,
+                        replica_ack=ReplicaAck(replicas=1, timeout=0.2))
+        with sem:
+            assert sem.value == 0
+        os.kill(replica.proc.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(NotReplicatedError):
+                sem.acquire()
+            assert time.monotonic() - started < 2
+        finally:
+            os.kill(replica.proc.pid, signal.SIGCONT)
+        assert sem.value == 1, "the grant the replica did not confirm was given back"
+        with pytest.raises(ValueError):
+            Semaphore(key=unique_key, masters=[primary.url], replica_ack=ReplicaAck(timeout=-1))
+    finally:
+        replica.close()
+        primary.close()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Final, Tuple
 
-from ._common import DEFAULT_KEY, Holder, Permit, Status, Waiter
+from ._common import DEFAULT_KEY, Holder, Permit, ReplicaAck, Status, Waiter
 from .aioprimitives import AIORedisCounter, AIORedisSimpleQueue, QueueEmpty
 from .aiosemaphore import AIOSemaphore
 from .exceptions import (
@@ -34,6 +34,7 @@ from .semaphore import Semaphore
 __all__: Final[Tuple[str, ...]] = (
     "Semaphore",
     "AIOSemaphore",
+    "ReplicaAck",
     "SemaphoreError",
     "BoundedSemaphoreError",
     "AIORedisCounter",

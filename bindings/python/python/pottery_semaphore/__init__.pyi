@@ -4,6 +4,7 @@ from typing import Final, Tuple
 from ._common import DEFAULT_KEY as DEFAULT_KEY
 from ._common import Holder as Holder
 from ._common import Permit as Permit
+from ._common import ReplicaAck as ReplicaAck
 from ._common import Status as Status
 from ._common import Waiter as Waiter
 from .aioprimitives import AIORedisCounter as AIORedisCounter

@@ -104,6 +104,23 @@ def timeout_seconds(blocking: bool, timeout: Any) -> Optional[float]:
     return t
 
 
+class ReplicaAck(NamedTuple):
+    """How many replicas must acknowledge each change, within ``timeout`` seconds (below 4);
+    ``aof=True`` waits for their AOF fsync (``WAITAOF``, Redis 7.2+ and Valkey)."""
+
+    replicas: int = 1
+    timeout: float = 0.1
+    aof: bool = False
+
+    def _native(self) -> Any:
+        if isinstance(self.replicas, bool) or not isinstance(self.replicas, int) or not 0 <= self.replicas < 2**32:
+            raise exc.InvalidArgumentError(f"replicas must be a whole number >= 0, got {self.replicas!r}")
+        t = float(self.timeout)
+        if not math.isfinite(t) or t <= 0:
+            raise exc.InvalidArgumentError(f"the replica timeout must be a positive number of seconds, got {self.timeout!r}")
+        return _ffi.ReplicaAck(replicas=self.replicas, timeout_ms=max(1, round(t * 1000)), aof=bool(self.aof))
+
+
 def options(
     *,
     value: Any,
@@ -114,6 +131,7 @@ def options(
     guard_fresh_server: bool,
     raise_on_redis_errors: bool = False,
     cluster: bool = False,
+    replica_ack: Optional["ReplicaAck"] = None,
 ) -> Any:
     v = check_value(value)
     if not isinstance(key, str):
@@ -132,6 +150,7 @@ def options(
         lease_ms=max(1, round(lease * 1000)),
         guard_fresh_server=bool(guard_fresh_server),
         cluster=bool(cluster),
+        replica_ack=None if replica_ack is None else replica_ack._native(),
     )
 
 

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any, Iterable, List, Optional
 
 from . import _common as c
+from ._common import ReplicaAck
 from . import exceptions as exc
 from ._native import pottery_semaphore_ffi as _ffi
 
@@ -30,10 +31,12 @@ class AIOSemaphore:
         lease: float = 10.0,
         guard_fresh_server: bool = True,
         cluster: bool = False,
+        replica_ack: Optional[ReplicaAck] = None,
     ) -> None:
         self._options = c.options(
             value=value, key=key, masters=masters, bounded=bounded, lease=lease, guard_fresh_server=guard_fresh_server,
             raise_on_redis_errors=raise_on_redis_errors, cluster=cluster,
+            replica_ack=replica_ack,
         )
         self._key = key
         self._bounded = bool(bounded)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Iterable, List, Optional
 
 from . import _common as c
+from ._common import ReplicaAck
 from . import exceptions as exc
 from ._native import pottery_semaphore_ffi as _ffi
 
@@ -34,6 +35,9 @@ class Semaphore:
             still in use (extra; turn off only where Redis persists every write).
         cluster: ``masters`` are seed nodes of one Redis Cluster (extra); the semaphore's keys
             share a hash tag, so one node holds them.
+        replica_ack: wait for replicas after every grant and release (``WAIT``, or ``WAITAOF``
+            with ``aof=True``), for a primary with replicas (Sentinel, managed Redis): a grant
+            they do not acknowledge in time is given back and :class:`NotReplicatedError` raised.
     """
 
     def __init__(
@@ -47,10 +51,12 @@ class Semaphore:
         lease: float = 10.0,
         guard_fresh_server: bool = True,
         cluster: bool = False,
+        replica_ack: Optional[ReplicaAck] = None,
     ) -> None:
         opts = c.options(
             value=value, key=key, masters=masters, bounded=bounded, lease=lease, guard_fresh_server=guard_fresh_server,
             raise_on_redis_errors=raise_on_redis_errors, cluster=cluster,
+            replica_ack=replica_ack,
         )
         self._key = key
         self._bounded = bool(bounded)

@@ -1,5 +1,6 @@
 package io.pottery.semaphore
 
+import io.pottery.semaphore.ffi.ReplicaAck
 import io.pottery.semaphore.ffi.SemaphoreOptions
 
 /**
@@ -19,6 +20,10 @@ import io.pottery.semaphore.ffi.SemaphoreOptions
  *   a majority of all of them (Redlock mode; no FIFO queue).
  * @property raiseOnRedisErrors with several masters, an acquire that finds more than half of them
  *   failing throws [SemaphoreException.Quorum] instead of returning false.
+ * @property cluster [url] and [moreMasters] are seed nodes of one Redis Cluster.
+ * @property replicaAck wait for this many replicas (`WAIT`, or `WAITAOF`) after every grant and
+ *   release; a grant they do not acknowledge in time is given back and
+ *   [SemaphoreException.NotReplicated] thrown. For a primary with replicas (Sentinel, managed Redis).
  *
  * Kotlin: `SemaphoreConfig(url, "jobs", value = 3)`. Java: `new SemaphoreConfig(url, "jobs").withValue(3)`.
  */
@@ -32,6 +37,8 @@ data class SemaphoreConfig @JvmOverloads constructor(
     val create: Boolean = true,
     val moreMasters: List<String> = emptyList(),
     val raiseOnRedisErrors: Boolean = false,
+    val cluster: Boolean = false,
+    val replicaAck: ReplicaAck? = null,
 ) {
     fun withValue(value: Long) = copy(value = value)
 
@@ -47,6 +54,11 @@ data class SemaphoreConfig @JvmOverloads constructor(
 
     fun withRaiseOnRedisErrors(raiseOnRedisErrors: Boolean) = copy(raiseOnRedisErrors = raiseOnRedisErrors)
 
+    fun withCluster(cluster: Boolean) = copy(cluster = cluster)
+
+    fun withReplicaAck(replicas: Int, timeoutMillis: Long, aof: Boolean = false) =
+        copy(replicaAck = ReplicaAck(replicas.toUInt(), timeoutMillis.toULong(), aof))
+
     internal fun toOptions(): SemaphoreOptions {
         // The native record takes the lease unsigned: a negative one is an argument error here
         // rather than a huge lease there.
@@ -57,6 +69,8 @@ data class SemaphoreConfig @JvmOverloads constructor(
             url = url,
             moreMasters = moreMasters,
             raiseOnRedisErrors = raiseOnRedisErrors,
+            cluster = cluster,
+            replicaAck = replicaAck,
             key = key,
             value = value,
             bounded = bounded,

@@ -35,3 +35,29 @@ class MastersTest {
         }
     }
 }
+
+/** A primary and its replica: every grant waits for the replica's acknowledgement. */
+class ReplicaAckTest {
+    @Test
+    fun `grants wait for the replica and bad time-outs are refused`() {
+        RedisServer().use { primary ->
+            RedisServer("--replicaof", "127.0.0.1", "${primary.port}").use { replica ->
+                val deadline = System.nanoTime() + 10_000_000_000L
+                while (!replica.info("replication").contains("master_link_status:up")) {
+                    check(System.nanoTime() < deadline) { "the replica did not connect" }
+                    Thread.sleep(50)
+                }
+                val key = "kt-ack-" + UUID.randomUUID().toString().take(12)
+                val config = SemaphoreConfig(primary.url, key, guardFreshServer = false).withReplicaAck(1, 200)
+                DistributedSemaphore.openBlocking(config).use { sem ->
+                    assertTrue(sem.tryAcquireBlocking())
+                    assertEquals(0L, sem.valueBlocking())
+                    sem.releaseBlocking()
+                }
+                assertThrows<SemaphoreException.InvalidArgument> {
+                    DistributedSemaphore.openBlocking(config.withReplicaAck(1, 10_000)).close()
+                }
+            }
+        }
+    }
+}

@@ -55,6 +55,20 @@ class RedisServer(vararg extra: String) : AutoCloseable {
         socket.getInputStream().bufferedReader().readLine()
     }
 
+    /** The text of `INFO section` (a bulk reply). */
+    fun info(section: String): String = Socket("127.0.0.1", port).use { socket ->
+        socket.getOutputStream().apply {
+            write("*2\r\n\$4\r\nINFO\r\n\$${section.length}\r\n$section\r\n".toByteArray())
+            flush()
+        }
+        val input = socket.getInputStream().bufferedReader()
+        val length = input.readLine().removePrefix("$").toInt()
+        val body = CharArray(length)
+        var read = 0
+        while (read < length) read += input.read(body, read, length - read)
+        String(body)
+    }
+
     override fun close() {
         process.destroyForcibly()
         process.waitFor(10, TimeUnit.SECONDS)
