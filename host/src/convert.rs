@@ -19,6 +19,9 @@ pub fn error(e: &redis::RedisError) -> Error {
     }
     match e.code() {
         Some("WRONGPASS" | "NOAUTH" | "NOPERM") => Error::Auth(e.to_string()),
+        // Up but not serving yet: replaying its AOF, or a cluster (node) not ready. The caller
+        // sees what it would see a moment earlier, while the server was down.
+        Some("LOADING" | "CLUSTERDOWN" | "MASTERDOWN" | "TRYAGAIN") => Error::Unreachable(e.to_string()),
         Some("WRONGTYPE") => Error::WrongType(e.to_string()),
         _ => Error::Redis(e.to_string()),
     }
@@ -41,5 +44,25 @@ pub fn reply(v: Value) -> Result<Reply, Error> {
         Value::Array(items) => Ok(Reply::Array(items.into_iter().map(scalar).collect::<Result<_, _>>()?)),
         Value::ServerError(e) => Err(error(&e.into())),
         other => Ok(Reply::Scalar(scalar(other)?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from_wire(resp: &[u8]) -> Error {
+        let value = redis::parse_redis_value(resp).expect("RESP");
+        reply(value).expect_err("an error reply")
+    }
+
+    #[test]
+    fn a_server_that_is_up_but_not_serving_is_unreachable_for_now() {
+        for resp in [&b"-LOADING Redis is loading the dataset in memory\r\n"[..], b"-CLUSTERDOWN The cluster is down\r\n", b"-TRYAGAIN Multiple keys\r\n"] {
+            assert!(matches!(from_wire(resp), Error::Unreachable(_)), "{}", String::from_utf8_lossy(resp));
+        }
+        assert!(matches!(from_wire(b"-WRONGTYPE Operation against a key\r\n"), Error::WrongType(_)));
+        assert!(matches!(from_wire(b"-NOAUTH Authentication required.\r\n"), Error::Auth(_)));
+        assert!(matches!(from_wire(b"-ERR unknown command\r\n"), Error::Redis(_)));
     }
 }

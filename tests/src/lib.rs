@@ -104,6 +104,19 @@ impl Server {
             assert!(Instant::now() < deadline, "{} did not start on port {}", self.flavor.binary(), self.port);
             std::thread::sleep(Duration::from_millis(10));
         }
+        // A server that replays its AOF accepts connections but answers LOADING until done. Any
+        // other answer (NOAUTH included) means it is ready. (A TLS-only port cannot be asked in
+        // plain text; it has nothing to load in the tests.)
+        if self.extra.iter().any(|a| a == "--tls-port") {
+            return;
+        }
+        while let Err(e) = self.client().get_connection().and_then(|mut c| redis::cmd("PING").query::<String>(&mut c)) {
+            if e.kind() != redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading) && !e.is_io_error() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{} on port {} does not answer: {e}", self.flavor.binary(), self.port);
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// The server's process id while it runs (to stop and continue it with signals).
