@@ -200,18 +200,9 @@ impl<T: Transport> Semaphore<T> {
         if failures.len() > self.masters as usize - self.quorum() { Err(self.quorum_error(&failures)) } else { Ok(()) }
     }
 
-    fn args(&self, extra: &[String]) -> Vec<String> {
-        let mut args = Vec::with_capacity(3 + extra.len());
-        args.push(self.holder.clone());
-        args.push(self.initial.to_string());
-        args.push(self.lease_ms.to_string());
-        args.extend_from_slice(extra);
-        args
-    }
-
     /// Runs `script` on each master of `calls` at once; replies in the same order.
     fn run_each(&self, script: &Script, calls: Vec<(u32, Vec<String>)>) -> Vec<(u32, Result<Reply, Error>)> {
-        let calls: Vec<(u32, Vec<String>)> = calls.into_iter().map(|(m, extra)| (m, self.args(&extra))).collect();
+        let calls: Vec<(u32, Vec<String>)> = calls.into_iter().map(|(m, extra)| (m, scripts::args(&self.holder, self.initial, self.lease_ms, &extra))).collect();
         let replies = self.transport.eval_each(script, &self.script_keys, &calls, self.round_timeout_ms());
         calls.iter().map(|(m, _)| *m).zip(replies).collect()
     }
@@ -383,19 +374,20 @@ impl<T: Transport> Semaphore<T> {
     /// Drops these permits of `holder` on every master; returns the tokens dropped on at least
     /// one, and the failures.
     fn release_tokens(&self, tokens: &[u64], holder: &str, wake: bool) -> (Vec<u64>, Failures) {
-        let mut extra = vec![u8::from(wake).to_string()];
-        for t in tokens {
-            extra.extend([slot_of(*t).to_string(), epoch_of(*t).to_string(), holder.to_string()]);
-        }
-        let (dropped, failures) = self.dropped(&extra);
+        let (dropped, failures) = self.dropped(wake, tokens.iter().map(|t| (*t, holder)));
         let released = tokens.iter().copied().filter(|t| dropped.contains(&slot_of(*t))).collect();
         (released, failures)
     }
 
-    /// Runs release.lua on every master: the slots dropped anywhere, and the failures.
-    fn dropped(&self, extra: &[String]) -> (Vec<u64>, Failures) {
+    /// Runs release.lua on every master for these (token, holder) permits: the slots dropped
+    /// anywhere, and the failures.
+    fn dropped<'a>(&self, wake: bool, permits: impl Iterator<Item = (u64, &'a str)>) -> (Vec<u64>, Failures) {
+        let mut extra = vec![u8::from(wake).to_string()];
+        for (token, holder) in permits {
+            extra.extend([slot_of(token).to_string(), epoch_of(token).to_string(), holder.to_string()]);
+        }
         let (mut dropped, mut failures) = (Vec::new(), Vec::new());
-        for (master, reply) in self.run_all(&scripts::MULTI_RELEASE, extra) {
+        for (master, reply) in self.run_all(&scripts::MULTI_RELEASE, &extra) {
             match reply.and_then(Cursor::rest_u64) {
                 Ok(slots) => dropped.extend(slots),
                 Err(e) => failures.push((master, e)),
@@ -404,16 +396,9 @@ impl<T: Transport> Semaphore<T> {
         (dropped, failures)
     }
 
-    fn token_args(tokens: &[u64]) -> Result<(), Error> {
-        if tokens.len() as i64 > validate::MAX_PERMITS_PER_CALL {
-            return Err(Error::invalid(format!("at most {} tokens per call", validate::MAX_PERMITS_PER_CALL)));
-        }
-        Ok(())
-    }
-
     /// Releases exactly these permits of this holder; returns those that were still held.
     pub fn release_permits(&self, tokens: &[u64]) -> Result<Vec<u64>, Error> {
-        Self::token_args(tokens)?;
+        validate::tokens(tokens)?;
         let (released, failures) = self.release_tokens(tokens, &self.holder, true);
         self.check_quorum(failures)?;
         Ok(released)
@@ -422,7 +407,7 @@ impl<T: Transport> Semaphore<T> {
     /// Extends the leases of these permits where this holder still holds them. A permit stays
     /// held when a majority extended it; an ended lease stays ended.
     pub fn refresh(&self, tokens: &[u64]) -> Result<Vec<Permit>, Error> {
-        Self::token_args(tokens)?;
+        validate::tokens(tokens)?;
         let started = self.transport.monotonic_now_ns();
         let extra: Vec<String> = tokens.iter().flat_map(|t| [slot_of(*t).to_string(), epoch_of(*t).to_string()]).collect();
         let mut extended: BTreeMap<u64, usize> = BTreeMap::new();
@@ -559,11 +544,7 @@ impl<T: Transport> Semaphore<T> {
         if excess > 0 && self.bounded {
             return Err(Error::Bounded { key: self.key.clone(), current: view.available, initial: view.initial });
         }
-        let mut extra = vec!["1".to_string()];
-        for h in own.iter().chain(&others) {
-            extra.extend([slot_of(h.token).to_string(), epoch_of(h.token).to_string(), h.holder.clone()]);
-        }
-        let (dropped, failures) = self.dropped(&extra);
+        let (dropped, failures) = self.dropped(true, own.iter().chain(&others).map(|h| (h.token, h.holder.as_str())));
         self.check_quorum(failures)?;
         let own_tokens = own.iter().map(|h| h.token).filter(|t| dropped.contains(&slot_of(*t))).collect();
         let others_released = others.iter().filter(|h| dropped.contains(&slot_of(h.token))).count() as u32;

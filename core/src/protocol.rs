@@ -153,11 +153,7 @@ impl<T: Transport> Semaphore<T> {
     }
 
     fn run(&self, script: &Script, extra: &[String]) -> Result<Cursor, Error> {
-        let mut args = Vec::with_capacity(3 + extra.len());
-        args.push(self.holder.clone());
-        args.push(self.initial.to_string());
-        args.push(self.lease_ms.to_string());
-        args.extend_from_slice(extra);
+        let args = scripts::args(&self.holder, self.initial, self.lease_ms, extra);
         Cursor::new(self.transport.eval(script, &self.script_keys, &args)?)
     }
 
@@ -289,9 +285,7 @@ impl<T: Transport> Semaphore<T> {
     }
 
     fn token_args(tokens: &[u64]) -> Result<Vec<String>, Error> {
-        if tokens.len() as i64 > validate::MAX_PERMITS_PER_CALL {
-            return Err(Error::invalid(format!("at most {} tokens per call", validate::MAX_PERMITS_PER_CALL)));
-        }
+        validate::tokens(tokens)?;
         Ok(tokens.iter().map(u64::to_string).collect())
     }
 

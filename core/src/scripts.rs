@@ -13,6 +13,21 @@ macro_rules! script {
     };
 }
 
+/// An init script: the preludes, the helpers both init scripts share, then the body.
+macro_rules! init_script {
+    ($name:ident, $file:literal, [$($prelude:literal),*]) => {
+        pub static $name: Script = Script {
+            name: $file,
+            source: concat!(
+                $(include_str!(concat!("../scripts/", $prelude)),)*
+                include_str!("../scripts/opening.lua"),
+                include_str!(concat!("../scripts/", $file))
+            ),
+            sha1: OnceLock::new(),
+        };
+    };
+}
+
 /// A script of the several-master mode: the prelude, the mode's own prelude, then its body.
 macro_rules! multi_script {
     ($name:ident, $file:literal) => {
@@ -42,7 +57,7 @@ impl Script {
     }
 }
 
-script!(INIT, "init.lua");
+init_script!(INIT, "init.lua", ["prelude.lua"]);
 script!(ACQUIRE, "acquire.lua");
 script!(POLL, "poll.lua");
 script!(CANCEL, "cancel.lua");
@@ -54,7 +69,7 @@ script!(VALUE, "value.lua");
 script!(STATUS, "status.lua");
 script!(SET_CAPACITY, "set_capacity.lua");
 
-multi_script!(MULTI_INIT, "init.lua");
+init_script!(MULTI_INIT, "multi/init.lua", ["prelude.lua", "multi/prelude.lua"]);
 multi_script!(MULTI_CLAIM, "claim.lua");
 multi_script!(MULTI_CONFIRM, "confirm.lua");
 multi_script!(MULTI_RELEASE, "release.lua");
@@ -82,6 +97,16 @@ pub static ALL: [&Script; 18] = [
     &MULTI_STATUS,
     &MULTI_SET_CAPACITY,
 ];
+
+/// ARGV of every script: the prelude's holder, initial value and lease, then the script's own.
+pub(crate) fn args(holder: &str, initial: u64, lease_ms: u64, extra: &[String]) -> Vec<String> {
+    let mut args = Vec::with_capacity(3 + extra.len());
+    args.push(holder.to_string());
+    args.push(initial.to_string());
+    args.push(lease_ms.to_string());
+    args.extend_from_slice(extra);
+    args
+}
 
 /// The protocol script with this SHA-1, if any.
 pub fn by_sha1(sha1: &str) -> Option<&'static Script> {

@@ -31,6 +31,14 @@ pub fn value(value: i64) -> Result<u64, Error> {
     Ok(value as u64)
 }
 
+/// Tokens named in one call (release or refresh of exact permits).
+pub fn tokens(tokens: &[u64]) -> Result<(), Error> {
+    if tokens.len() as i64 > MAX_PERMITS_PER_CALL {
+        return Err(Error::invalid(format!("at most {MAX_PERMITS_PER_CALL} tokens per call")));
+    }
+    Ok(())
+}
+
 pub fn count(n: i64) -> Result<u64, Error> {
     if n < 1 {
         return Err(Error::invalid("n must be >= 1"));

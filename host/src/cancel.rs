@@ -3,7 +3,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::Notify;
 
 /// Set once when the caller of an in-flight operation goes away; the transport's blocking pop
-/// watches it so a waiting guest returns promptly and cleans up after itself.
+/// and sleep watch it so a waiting guest returns promptly and cleans up after itself.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct CancelFlag(Arc<(AtomicBool, Notify)>);
 
@@ -25,6 +25,14 @@ impl CancelFlag {
             }
             notified.await;
         }
+    }
+}
+
+/// Resolves when `flag` is cancelled; never without one (a call nobody can abandon).
+pub(crate) async fn cancelled(flag: Option<&CancelFlag>) {
+    match flag {
+        Some(flag) => flag.cancelled().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -226,12 +226,7 @@ impl Connections {
         let timeout = Duration::from_millis(timeout_ms);
         let cmd = blpop(key, timeout);
         let pop = cmd.query_async::<Option<(String, String)>>(&mut conn);
-        let cancelled = async {
-            match cancel {
-                Some(flag) => flag.cancelled().await,
-                None => std::future::pending().await,
-            }
-        };
+        let cancelled = crate::cancel::cancelled(cancel);
         // On time-out or cancellation the connection is dropped with the BLPOP in flight, which
         // ends it on the server (a cluster connection's task, and so its node connections, end
         // with its last handle). A push it may have taken is not lost: the waiter's grant record
@@ -312,6 +307,12 @@ impl HostState {
         }
     }
 
+    /// The client for this instance's own blocking connections, when the call runs on the
+    /// caller's thread: one plain server only (a cluster routes, several masters run at once).
+    fn caller_thread_client<'a>(&self, conns: &'a Connections) -> Option<&'a redis::Client> {
+        conns.server_client().filter(|_| self.blocking_io && self.masters.len() == 1)
+    }
+
     async fn query(&mut self, master: u32, cmd: &redis::Cmd) -> redis::RedisResult<Value> {
         Ok(self.run(master, cmd, None, true).await?.0)
     }
@@ -321,7 +322,7 @@ impl HostState {
     /// it, `None` for its own.
     async fn run(&mut self, master: u32, cmd: &redis::Cmd, route: Option<Route>, retry: bool) -> redis::RedisResult<(Value, Option<u64>)> {
         let conns = self.masters[master as usize].clone();
-        let Some(client) = conns.server_client().filter(|_| self.blocking_io && self.masters.len() == 1) else {
+        let Some(client) = self.caller_thread_client(&conns) else {
             let (value, number) = conns.query(cmd, route, retry).await?;
             return Ok((value, Some(number)));
         };
@@ -458,12 +459,7 @@ impl TransportHost for HostState {
     }
 
     async fn sleep(&mut self, ms: u64) -> Result<(), WitError> {
-        let cancelled = async {
-            match &self.cancel {
-                Some(flag) => flag.cancelled().await,
-                None => std::future::pending().await,
-            }
-        };
+        let cancelled = crate::cancel::cancelled(self.cancel.as_ref());
         let result = tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(ms)) => Ok(()),
             () = cancelled => Err(WitError::Cancelled),
@@ -506,7 +502,7 @@ impl TransportHost for HostState {
         self.check_master(master)?;
         self.check_key(&key)?;
         let conns = self.masters[master as usize].clone();
-        let result = if let Some(client) = conns.server_client().filter(|_| self.blocking_io && self.masters.len() == 1) {
+        let result = if let Some(client) = self.caller_thread_client(&conns) {
             self.blocking_pop_sync(client, &key, timeout_ms.max(1))
         } else {
             self.masters[master as usize].blocking_pop(&key, timeout_ms.max(1), self.cancel.as_ref()).await

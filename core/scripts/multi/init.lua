@@ -2,15 +2,8 @@
 -- ARGV 4: guard a fresh server (1/0), 5: create when missing (1/0).
 -- Reply: {initial, created 0/1, capacity} | {-1} missing, not to be created | {-2} a semaphore of
 --        the one-server protocol lives under this key
-local expected = {hash = {META, OWNER, TOKENS}, zset = {LEASES}, set = {HELD}}
-for kind, keys in pairs(expected) do
-  for _, key in ipairs(keys) do
-    local t = redis.call('TYPE', key)['ok']
-    if t ~= 'none' and t ~= kind then
-      return redis.error_reply('WRONGTYPE key ' .. key .. ' holds a ' .. t .. ', not part of a semaphore')
-    end
-  end
-end
+local bad = wrong_type({hash = {META, OWNER, TOKENS}, zset = {LEASES}, set = {HELD}})
+if bad then return bad end
 local meta = redis.call('HMGET', META, 'initial', 'mode', 'capacity')
 if meta[1] then
   if meta[2] ~= 'slots' then return {-2} end
@@ -18,8 +11,5 @@ if meta[1] then
 end
 if ARGV[5] ~= '1' then return {-1} end
 -- As init.lua: a server that started less than a lease ago may have forgotten held slots.
-local started = (tonumber(redis.call('LASTSAVE')) + 1) * 1000
-local quarantine = 0
-if ARGV[4] == '1' and now < started + LEASE then quarantine = started + LEASE end
-mm_create(quarantine)
+mm_create(fresh_quarantine())
 return {INITIAL, 1, INITIAL}
