@@ -180,7 +180,9 @@ fn main() -> ExitCode {
         Some("sdk") => sdk_packages(),
         Some("test") => component()
             // The CLI and cross-process tests run binaries that `cargo test` alone does not build.
-            .and_then(|()| cargo(&["build", "--bins"]))
+            // `--workspace --tests` resolves features as `cargo test --workspace` does, so the two
+            // share one build of every dependency (disk on CI machines is not unlimited).
+            .and_then(|()| cargo(&["build", "--workspace", "--bins", "--tests"]))
             .and_then(|()| cargo(&["test", "--workspace"]))
             .and_then(|()| python(false))
             .and_then(|venv| pytest(&venv, &["-q", "tests"]))

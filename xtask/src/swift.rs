@@ -63,13 +63,13 @@ fn write(path: &Path, contents: &[u8]) -> Result<(), String> {
     std::fs::write(path, contents).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
-/// Builds the ffi library (debug), generates the Swift bindings with the crate's own pinned
-/// uniffi-bindgen and writes them into the package: header and modulemap into
+/// Builds the ffi library (debug), generates the Swift bindings with the pinned uniffi-bindgen
+/// (bindings/bindgen) and writes them into the package: header and modulemap into
 /// Sources/CPotterySemaphore, the Swift source into Sources/PotterySemaphoreFFI (all kept out of
 /// git). Returns the package directory.
 pub fn generate(workspace: &Path) -> Result<PathBuf, String> {
     let package = workspace.join(PACKAGE);
-    run(cargo(workspace).args(["build", "-p", "pottery-semaphore-ffi"]))?;
+    run(cargo(workspace).args(["build", "-p", "pottery-semaphore-ffi", "--lib"]))?;
     let library = target_dir(workspace).join("debug").join(format!(
         "{}{LIBRARY}{}",
         std::env::consts::DLL_PREFIX,
@@ -84,7 +84,7 @@ pub fn generate(workspace: &Path) -> Result<PathBuf, String> {
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     run(cargo(workspace)
-        .args(["run", "--quiet", "-p", "pottery-semaphore-ffi", "--features", "cli", "--bin", "uniffi-bindgen", "--"])
+        .args(["run", "--quiet", "-p", "pottery-semaphore-bindgen", "--bin", "uniffi-bindgen", "--"])
         .args(["generate", "--language", "swift", "--no-format", "--config"])
         .arg(package.join("uniffi.toml"))
         .arg("--out-dir")
