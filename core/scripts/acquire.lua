@@ -8,7 +8,7 @@ if n > cap and ARGV[5] == '1' and ARGV[6] == '1' then return {-1, cap} end
 purge()
 local free, queued = serve(cap, quarantine)
 if now >= quarantine and free >= n and not queued then
-  return granted(grant(HOLDER, n, LEASE, true))
+  return granted(grant(HOLDER, n, LEASE))
 end
 if ARGV[5] ~= '1' then return {0} end
 return enqueue(n, quarantine)

@@ -2,7 +2,7 @@
 -- ARGV 4: guard a fresh server (1/0), 5: create when missing (1/0).
 -- Reply: {initial, created 0/1} | {-1} missing and not to be created | {-2} a semaphore of the
 --        several-master mode lives under this key
-local bad = wrong_type({hash = {META, OWNER, WAITERS}, zset = {LEASES, QUEUE}})
+local bad = wrong_type({hash = {META, WAITERS}, zset = {LEASES, QUEUE}})
 if bad then return bad end
 local initial, mode = unpack(redis.call('HMGET', META, 'initial', 'mode'))
 if mode == 'slots' then return {-2} end

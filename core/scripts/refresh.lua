@@ -1,15 +1,16 @@
 -- ARGV 4..: tokens the caller knows it holds. Extends those still live; never brings back one
--- whose lease already ended. A permit in held:H the caller does not know (its grant's reply was
--- lost, or is still on its way) is not extended: if the caller never learns of it, it expires.
+-- whose lease already ended (purged first, and ZADD XX only updates). A permit of the caller's it
+-- does not know (its grant's reply was lost, or is still on its way) is not extended: if the
+-- caller never learns of it, it expires.
 -- Reply: {deadline, tokens still held...}
 local cap, quarantine = capacity()
 purge()
 local out = {now + LEASE}
 for i = 4, #ARGV do
-  local tok = ARGV[i]
-  if redis.call('SISMEMBER', HELD, tok) == 1 and redis.call('ZSCORE', LEASES, tok) then
-    redis.call('ZADD', LEASES, 'XX', now + LEASE, tok)
-    out[#out + 1] = tok
+  local member = permit(ARGV[i], HOLDER)
+  if redis.call('ZSCORE', LEASES, member) then
+    redis.call('ZADD', LEASES, 'XX', now + LEASE, member)
+    out[#out + 1] = ARGV[i]
   end
 end
 serve(cap, quarantine)

@@ -3,10 +3,7 @@ local cap, quarantine = capacity()
 purge()
 local out = {}
 for i = 4, #ARGV do
-  if redis.call('HGET', OWNER, ARGV[i]) == HOLDER then
-    drop_permit(ARGV[i])
-    out[#out + 1] = ARGV[i]
-  end
+  if redis.call('ZREM', LEASES, permit(ARGV[i], HOLDER)) == 1 then out[#out + 1] = ARGV[i] end
 end
 serve(cap, quarantine)
 return out

@@ -7,8 +7,9 @@ local out = {tonumber(redis.call('HGET', META, 'initial')), cap, free}
 local leases = redis.call('ZRANGE', LEASES, 0, -1, 'WITHSCORES')
 out[#out + 1] = #leases / 2
 for i = 1, #leases, 2 do
-  out[#out + 1] = leases[i]
-  out[#out + 1] = redis.call('HGET', OWNER, leases[i]) or ''
+  local tok, holder = string.match(leases[i], '^(%d+):(.*)$')
+  out[#out + 1] = tok or leases[i]
+  out[#out + 1] = holder or ''
   out[#out + 1] = math.max(tonumber(leases[i + 1]) - now, 0)
 end
 local queue = redis.call('ZRANGE', QUEUE, 0, -1)

@@ -5,7 +5,7 @@ use crate::{multi, protocol, Error, Transport};
 
 pub trait Api {
     fn acquire(&self, n: i64, blocking: bool, timeout: Option<f64>) -> Result<Vec<Permit>, Error>;
-    fn release(&self, n: i64) -> Result<Released, Error>;
+    fn release(&self, n: i64, own: &[u64]) -> Result<Released, Error>;
     fn release_permits(&self, tokens: &[u64]) -> Result<Vec<u64>, Error>;
     fn refresh(&self, tokens: &[u64]) -> Result<Vec<Permit>, Error>;
     fn permits(&self) -> Result<Vec<Permit>, Error>;
@@ -24,8 +24,8 @@ macro_rules! forward {
             fn acquire(&self, n: i64, blocking: bool, timeout: Option<f64>) -> Result<Vec<Permit>, Error> {
                 Self::acquire(self, n, blocking, timeout)
             }
-            fn release(&self, n: i64) -> Result<Released, Error> {
-                Self::release(self, n)
+            fn release(&self, n: i64, own: &[u64]) -> Result<Released, Error> {
+                Self::release(self, n, own)
             }
             fn release_permits(&self, tokens: &[u64]) -> Result<Vec<u64>, Error> {
                 Self::release_permits(self, tokens)

@@ -181,8 +181,8 @@ impl GuestSemaphore for Semaphore {
         Ok(permits(self.0.acquire(n, blocking, timeout)?))
     }
 
-    fn release(&self, n: i64) -> Res<wit_api::Released> {
-        let r = self.0.release(n)?;
+    fn release(&self, n: i64, mine: Vec<u64>) -> Res<wit_api::Released> {
+        let r = self.0.release(n, &mine)?;
         Ok(wit_api::Released { own_tokens: r.own, others: r.others, added: r.added })
     }
 

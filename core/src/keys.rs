@@ -4,9 +4,6 @@
 
 const NAMESPACE: &str = "pottery-semaphore:";
 
-/// Fixed keys every script declares (held is per holder).
-const FIXED: [&str; 5] = ["meta", "leases", "owner", "queue", "waiters"];
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keys {
     prefix: String,
@@ -21,18 +18,20 @@ impl Keys {
         &self.prefix
     }
 
-    /// KEYS for a script run by `holder`: the five fixed keys, then the holder's `held` set.
-    pub fn script_keys(&self, holder: &str) -> Vec<String> {
-        let mut keys: Vec<String> = FIXED.iter().map(|s| format!("{}{s}", self.prefix)).collect();
-        keys.push(format!("{}held:{holder}", self.prefix));
-        keys
+    fn key(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.prefix)
     }
 
-    /// KEYS for a script of the several-master mode: [`Keys::script_keys`] plus `tokens`.
+    /// KEYS of the one-server scripts (`scripts/queue.lua`): meta, leases, queue, waiters. A
+    /// permit names its holder inside `leases`, so no key depends on the caller.
+    pub fn script_keys(&self) -> Vec<String> {
+        ["meta", "leases", "queue", "waiters"].iter().map(|s| self.key(s)).collect()
+    }
+
+    /// KEYS of the several-master scripts (`scripts/multi/prelude.lua`) run by `holder`: meta,
+    /// leases, owner, the holder's `held` set, tokens.
     pub fn multi_script_keys(&self, holder: &str) -> Vec<String> {
-        let mut keys = self.script_keys(holder);
-        keys.push(format!("{}tokens", self.prefix));
-        keys
+        vec![self.key("meta"), self.key("leases"), self.key("owner"), self.key(&format!("held:{holder}")), self.key("tokens")]
     }
 
     /// The list waiters of the several-master mode pop to learn that slots were released.
@@ -68,7 +67,7 @@ mod tests {
     #[test]
     fn all_keys_share_one_hash_tag() {
         let keys = Keys::new("jobs");
-        for k in keys.script_keys("h1").iter().chain([keys.meta(), keys.wake(7)].iter()) {
+        for k in keys.script_keys().iter().chain(&keys.multi_script_keys("h1")).chain([keys.meta(), keys.wake(7)].iter()) {
             assert!(k.starts_with("pottery-semaphore:{jobs}:"), "{k}");
             assert!(keys.owns(k), "{k}");
         }

@@ -531,8 +531,9 @@ impl<T: Transport> Semaphore<T> {
     }
 
     /// Releases `n` permits: this holder's own first (oldest first), then other holders' (earliest
-    /// lease end first). Two round trips: read all masters, then release on all.
-    pub fn release(&self, n: i64) -> Result<Released, Error> {
+    /// lease end first). Two round trips: read all masters, then release on all. Every master
+    /// records owners, so `own` (what the caller knows it holds) is not needed.
+    pub fn release(&self, n: i64, _own: &[u64]) -> Result<Released, Error> {
         let n = validate::count(n)?;
         let view = self.view()?;
         let (mut own, mut others): (Vec<Holder>, Vec<Holder>) = view.holders.into_iter().map(|(h, _)| h).partition(|h| h.holder == self.holder);

@@ -103,7 +103,7 @@ impl<T: Transport> Semaphore<T> {
         let keys = Keys::new(&config.key);
         let mut sem = Semaphore {
             transport,
-            script_keys: keys.script_keys(&config.holder),
+            script_keys: keys.script_keys(),
             keys,
             key: config.key,
             bounded: config.bounded,
@@ -255,12 +255,15 @@ impl<T: Transport> Semaphore<T> {
         }
     }
 
-    /// Releases `n` permits: this holder's own first, then, as permits are fungible, other
-    /// holders' (earliest lease deadline first). A bounded semaphore refuses to go beyond its
-    /// initial value and changes nothing; an unbounded one grows.
-    pub fn release(&self, n: i64) -> Result<Released, Error> {
+    /// Releases `n` permits: this holder's own first (`own`, in that order: the caller names
+    /// them), then, as permits are fungible, other holders' (earliest lease deadline first). A
+    /// bounded semaphore refuses to go beyond its initial value and changes nothing; an unbounded
+    /// one grows.
+    pub fn release(&self, n: i64, own: &[u64]) -> Result<Released, Error> {
         let n = validate::count(n)?;
-        let mut reply = self.run(&scripts::RELEASE, &[n.to_string(), self.bounded_arg()])?;
+        let mut args = vec![n.to_string(), self.bounded_arg()];
+        args.extend(Self::token_args(own)?);
+        let mut reply = self.run(&scripts::RELEASE, &args)?;
         match reply.i64()? {
             1 => {
                 let others = reply.u64()? as u32;

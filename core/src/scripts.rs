@@ -4,16 +4,19 @@
 use std::sync::OnceLock;
 
 macro_rules! script {
-    ($name:ident, $file:literal) => {
+    ($name:ident, $file:literal, [$($part:literal),*]) => {
         pub static $name: Script = Script {
             name: $file,
-            source: concat!(include_str!("../scripts/prelude.lua"), include_str!(concat!("../scripts/", $file))),
+            source: concat!(
+                include_str!("../scripts/prelude.lua"),
+                $(include_str!(concat!("../scripts/", $part)),)*
+                include_str!(concat!("../scripts/", $file))
+            ),
             sha1: OnceLock::new(),
         };
     };
 }
 
-/// An init script: the preludes, the helpers both init scripts share, then the body.
 macro_rules! init_script {
     ($name:ident, $file:literal, [$($prelude:literal),*]) => {
         pub static $name: Script = Script {
@@ -57,17 +60,17 @@ impl Script {
     }
 }
 
-init_script!(INIT, "init.lua", ["prelude.lua"]);
-script!(ACQUIRE, "acquire.lua");
-script!(POLL, "poll.lua");
-script!(CANCEL, "cancel.lua");
-script!(RELEASE, "release.lua");
-script!(RELEASE_PERMITS, "release_permits.lua");
-script!(REFRESH, "refresh.lua");
-script!(PERMITS, "permits.lua");
-script!(VALUE, "value.lua");
-script!(STATUS, "status.lua");
-script!(SET_CAPACITY, "set_capacity.lua");
+init_script!(INIT, "init.lua", ["prelude.lua", "queue.lua"]);
+script!(ACQUIRE, "acquire.lua", ["queue.lua"]);
+script!(POLL, "poll.lua", ["queue.lua", "settle.lua"]);
+script!(CANCEL, "cancel.lua", ["queue.lua", "settle.lua"]);
+script!(RELEASE, "release.lua", ["queue.lua"]);
+script!(RELEASE_PERMITS, "release_permits.lua", ["queue.lua"]);
+script!(REFRESH, "refresh.lua", ["queue.lua"]);
+script!(PERMITS, "permits.lua", ["queue.lua"]);
+script!(VALUE, "value.lua", ["queue.lua"]);
+script!(STATUS, "status.lua", ["queue.lua"]);
+script!(SET_CAPACITY, "set_capacity.lua", ["queue.lua"]);
 
 init_script!(MULTI_INIT, "multi/init.lua", ["prelude.lua", "multi/prelude.lua"]);
 multi_script!(MULTI_CLAIM, "claim.lua");

@@ -84,9 +84,9 @@ impl Instance {
         Ok(flatten(r)?.into_iter().map(permit).collect())
     }
 
-    pub(crate) async fn release(&mut self, n: i64) -> Result<api::Released, Error> {
+    pub(crate) async fn release(&mut self, n: i64, own: &[u64]) -> Result<api::Released, Error> {
         self.begin(None);
-        flatten(self.guest.pottery_semaphore_api().semaphore().call_release(&mut self.store, self.sem, n).await)
+        flatten(self.guest.pottery_semaphore_api().semaphore().call_release(&mut self.store, self.sem, n, own).await)
     }
 
     pub(crate) async fn release_permits(&mut self, tokens: &[u64]) -> Result<Vec<u64>, Error> {

@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use pottery_semaphore_core::validate::MAX_PERMITS_PER_CALL;
 use pottery_semaphore_core::{Permit, Status};
 use tokio::sync::Notify;
 
@@ -474,7 +475,9 @@ impl Semaphore {
     /// Releases `n` permits: this handle's own first, then (permits are fungible, as with
     /// `threading.Semaphore`) other holders', whose owners then see them as lost.
     pub async fn release(&self, n: i64) -> Result<(), Error> {
-        let released = self.run(move |i| Box::pin(i.release(n))).await.inspect_err(|e| {
+        // Lowest token first; the guest can only release as ours the permits it is told of.
+        let own: Vec<u64> = lock(&self.inner.held).keys().take(MAX_PERMITS_PER_CALL as usize).copied().collect();
+        let released = self.run(move |i| Box::pin(async move { i.release(n, &own).await })).await.inspect_err(|e| {
             // The release goes for this handle's permits first, lowest token first.
             let first: Vec<u64> = lock(&self.inner.held).keys().take(usize::try_from(n).unwrap_or(0)).copied().collect();
             self.forget_released(e, first);

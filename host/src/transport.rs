@@ -575,8 +575,8 @@ mod tests {
     }
 
     async fn assert_sandboxed(s: &mut HostState) {
-        let own = Keys::new("mine").script_keys("h");
-        let foreign = Keys::new("other").script_keys("h");
+        let own = Keys::new("mine").script_keys();
+        let foreign = Keys::new("other").multi_script_keys("h");
         let sha = ACQUIRE.sha1().to_string();
         assert!(forbidden(s.eval(0, sha.clone(), foreign, vec![]).await));
         assert!(forbidden(s.eval(0, sha.clone(), vec!["plain-key".into()], vec![]).await));

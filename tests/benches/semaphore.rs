@@ -176,7 +176,9 @@ fn native_cycle(server: &Server) -> impl FnMut() {
     move || {
         let permits = sem.acquire(1, true, None).expect("acquire");
         assert!(!permits.is_empty(), "an uncontended acquire was not granted");
-        sem.release(1).expect("release");
+        // As the host does: name the permit being released as ours.
+        let mine: Vec<u64> = permits.iter().map(|p| p.token).collect();
+        sem.release(1, &mine).expect("release");
     }
 }
 

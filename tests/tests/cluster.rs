@@ -160,7 +160,7 @@ async fn semaphores_spread_over_the_nodes_each_within_one_slot() {
             let sem = open(&cluster, k, 1).await;
             assert!(sem.acquire(false, None).await.unwrap());
             let keys = Keys::new(k);
-            let slots: BTreeSet<u16> = keys.script_keys(sem.holder_id()).iter().map(|key| cluster.slot_of(key)).collect();
+            let slots: BTreeSet<u16> = keys.script_keys().iter().chain(&keys.multi_script_keys(sem.holder_id())).map(|key| cluster.slot_of(key)).collect();
             assert_eq!(slots.len(), 1, "all keys of {k} share one slot");
             // The node that owns the slot holds the semaphore's state (read there directly).
             let leases: u64 = redis::cmd("ZCARD").arg(format!("{}leases", keys.prefix())).query(&mut cluster.nodes[*node].connection()).unwrap();

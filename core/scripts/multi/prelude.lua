@@ -1,14 +1,16 @@
 -- Several-master mode (Redlock, one lock per permit). Every master holds the same layout for a
 -- semaphore; a permit is a numbered slot, and holding it means owning it on a majority of the
--- masters. KEYS 7: tokens. Per master:
+-- masters. KEYS: 3 owner, 4 held:H, 5 tokens. Per master:
 --   meta     hash  initial, capacity, epoch (last fencing epoch seen here), quarantine, mode
 --   leases   zset  slot -> lease deadline (this master's server time, ms)
 --   owner    hash  slot -> holder
 --   held:H   set   slots holder H owns here
 --   tokens   hash  slot -> fencing epoch its holder confirmed (absent until confirmed)
 --   mwake    list  a push per released permit, popped by waiters to retry (there is no queue)
-local TOKENS = KEYS[7]
+local OWNER, HELD, TOKENS = KEYS[3], KEYS[4], KEYS[5]
 local MWAKE = PREFIX .. 'mwake'
+
+local function held_key(holder) return PREFIX .. 'held:' .. holder end
 
 local function mm_create(quarantine)
   redis.call('HSET', META, 'initial', INITIAL, 'capacity', INITIAL, 'epoch', now, 'quarantine', quarantine,

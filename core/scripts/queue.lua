@@ -1,0 +1,100 @@
+-- The one-server protocol's helpers. KEYS: 1 meta, 2 leases, 3 queue, 4 waiters.
+--   meta     hash  initial, capacity, token (last fencing token), waiter (last waiter id), quarantine
+--   leases   zset  "token:holder" -> lease deadline (Redis server ms). One structure for the
+--                  permit, its holder and its lease: a grant is one ZADD, an expiry is purged by
+--                  one ZREMRANGEBYSCORE, and a holder proves a permit is its own by naming it.
+--   queue    zset  waiter id -> waiter id (FIFO), waiters hash id -> "n lease alive_until holder"
+--   grant:W  str   tokens handed to waiter W: the record a late or cancelled waiter settles
+--   wake:W   list  pushed once when W is served: "deadline token..." so it needs no claim
+local QUEUE, WAITERS = KEYS[3], KEYS[4]
+
+local function wake_key(w) return PREFIX .. 'wake:' .. w end
+local function grant_key(w) return PREFIX .. 'grant:' .. w end
+local function permit(tok, holder) return tok .. ':' .. holder end
+
+-- Writes a fresh semaphore. Tokens and waiter ids start from server time x 1000, above any
+-- issued before the state was lost (as long as fewer than 1000 were issued per ms on average).
+local function create(quarantine)
+  redis.call('HSET', META, 'initial', INITIAL, 'capacity', INITIAL, 'token', int(now * 1000),
+    'waiter', int(now * 1000), 'quarantine', quarantine)
+end
+
+-- Capacity and quarantine end. A holder that finds the state gone knows it vanished (FLUSHALL,
+-- restart without persistence): it recreates it and nothing is granted for one lease, so that
+-- permits held under the old state end first.
+local function capacity()
+  local meta = redis.call('HMGET', META, 'capacity', 'quarantine')
+  if meta[1] then return tonumber(meta[1]), tonumber(meta[2]) end
+  create(now + LEASE)
+  return INITIAL, now + LEASE
+end
+
+-- A lease ends at its deadline: from then on the permit is free again.
+local function purge()
+  redis.call('ZREMRANGEBYSCORE', LEASES, '-inf', now)
+end
+
+local function grant(holder, n, lease)
+  local toks = {}
+  for i = 1, n do
+    local tok = int(redis.call('HINCRBY', META, 'token', 1))
+    redis.call('ZADD', LEASES, now + lease, permit(tok, holder))
+    toks[i] = tok
+  end
+  return toks
+end
+
+local function read_waiter(id)
+  local rec = redis.call('HGET', WAITERS, id)
+  if not rec then return nil end
+  local n, lease, alive, holder = string.match(rec, '^(%d+) (%d+) (%d+) (%S+)$')
+  return tonumber(n), tonumber(lease), tonumber(alive), holder
+end
+
+local function write_waiter(id, n)
+  redis.call('HSET', WAITERS, id, n .. ' ' .. LEASE .. ' ' .. int(now + LEASE) .. ' ' .. HOLDER)
+end
+
+local function remove_waiter(id)
+  redis.call('ZREM', QUEUE, id)
+  redis.call('HDEL', WAITERS, id)
+end
+
+-- Hands free permits to waiters in arrival order, each woken by a push that carries its
+-- permits; returns the permits left and whether anyone is still queued. The head blocks those
+-- behind it (strict FIFO); a waiter past its heartbeat is dropped. A served waiter that never
+-- wakes (it died, or its caller went away) is not refreshed by anyone: its permits expire.
+local function serve(cap, quarantine)
+  local free = cap - redis.call('ZCARD', LEASES)
+  if now < quarantine then return 0, redis.call('ZCARD', QUEUE) > 0 end
+  while true do
+    local head = redis.call('ZRANGE', QUEUE, 0, 0)[1]
+    if not head then return free, false end
+    local n, lease, alive, holder = read_waiter(head)
+    if not n or alive <= now then
+      remove_waiter(head) -- gave up or died
+    elseif n <= free then
+      local toks = table.concat(grant(holder, n, lease), ' ')
+      redis.call('SET', grant_key(head), toks, 'PX', lease)
+      redis.call('RPUSH', wake_key(head), int(now + lease) .. ' ' .. toks)
+      redis.call('PEXPIRE', wake_key(head), lease)
+      remove_waiter(head)
+      free = free - n
+    else
+      return free, true
+    end
+  end
+end
+
+local function enqueue(n, quarantine)
+  local id = int(redis.call('HINCRBY', META, 'waiter', 1))
+  redis.call('ZADD', QUEUE, id, id)
+  write_waiter(id, n)
+  return {2, id, next_change(quarantine)}
+end
+
+local function granted(toks)
+  local out = {1, now + LEASE}
+  for _, tok in ipairs(toks) do out[#out + 1] = tok end
+  return out
+end

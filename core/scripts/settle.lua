@@ -1,0 +1,31 @@
+-- What a waiter needs after it queued (poll.lua, cancel.lua).
+
+-- The caller's own queue entry: n, or nil when it is gone (served, dropped, or never ours).
+local function own_waiter(id)
+  local n, _, _, holder = read_waiter(id)
+  if holder == HOLDER then return n end
+  return nil
+end
+
+-- Settles the permits `serve` handed to waiter w when its wake-up push was not taken: keeps
+-- them (a fresh lease) or gives them back. A grant of which a part has already expired is given
+-- back whole: permits are taken all at once or not at all. A grant record whose first permit is
+-- not the caller's (another holder's grant under a reused id) is left alone; one that has
+-- wholly expired ends by itself with its keys' own expiry.
+local function settle_grant(w, keep)
+  local toks = redis.call('GET', grant_key(w))
+  local out, total = {}, 0
+  if not toks then return out end
+  if not redis.call('ZSCORE', LEASES, permit(string.match(toks, '%S+'), HOLDER)) then return out end
+  redis.call('DEL', grant_key(w), wake_key(w))
+  for tok in string.gmatch(toks, '%S+') do
+    total = total + 1
+    if redis.call('ZSCORE', LEASES, permit(tok, HOLDER)) then out[#out + 1] = tok end
+  end
+  if keep and #out == total then
+    for _, tok in ipairs(out) do redis.call('ZADD', LEASES, now + LEASE, permit(tok, HOLDER)) end
+    return out
+  end
+  for _, tok in ipairs(out) do redis.call('ZREM', LEASES, permit(tok, HOLDER)) end
+  return {}
+end
