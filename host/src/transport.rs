@@ -258,9 +258,17 @@ impl std::fmt::Debug for SyncConnections {
     }
 }
 
-fn sync_connection<'a>(slot: &'a mut Option<redis::Connection>, client: &redis::Client) -> redis::RedisResult<&'a mut redis::Connection> {
+/// The connection in `slot`, connected on first use. `read_timeout` is set once, at connection:
+/// a `setsockopt` per call is a syscall the hot path can do without.
+fn sync_connection<'a>(
+    slot: &'a mut Option<redis::Connection>,
+    client: &redis::Client,
+    read_timeout: Option<Duration>,
+) -> redis::RedisResult<&'a mut redis::Connection> {
     if slot.is_none() {
-        *slot = Some(client.get_connection_with_timeout(CONNECT_TIMEOUT)?);
+        let conn = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
+        conn.set_read_timeout(read_timeout)?;
+        *slot = Some(conn);
     }
     Ok(slot.as_mut().expect("just set"))
 }
@@ -327,9 +335,7 @@ impl HostState {
             return Ok((value, Some(number)));
         };
         let attempt = |slot: &mut Option<redis::Connection>, client: &redis::Client| -> redis::RedisResult<Value> {
-            let conn = sync_connection(slot, client)?;
-            conn.set_read_timeout(Some(RESPONSE_TIMEOUT))?;
-            cmd.query(conn)
+            cmd.query(sync_connection(slot, client, Some(RESPONSE_TIMEOUT))?)
         };
         let value = match attempt(&mut self.sync.commands, client) {
             Err(e) if retry && is_connection_error(&e) => {
@@ -350,7 +356,7 @@ impl HostState {
     /// on time-out the connection is dropped with the BLPOP in flight (see `blocking_pop`).
     fn blocking_pop_sync(&mut self, client: &redis::Client, key: &str, timeout_ms: u64) -> Result<Option<String>, WitError> {
         let timeout = Duration::from_millis(timeout_ms);
-        let result = sync_connection(&mut self.sync.pops, client).and_then(|conn| {
+        let result = sync_connection(&mut self.sync.pops, client, None).and_then(|conn| {
             conn.set_read_timeout(Some(timeout))?;
             blpop(key, timeout).query::<Option<(String, String)>>(conn)
         });
