@@ -3,7 +3,7 @@
 --        | {-1, capacity} a blocking request above the capacity of a bounded semaphore, which
 --        could never be served (an unbounded one may grow, so that request waits)
 local n = tonumber(ARGV[4])
-local cap, quarantine = capacity()
+local cap, quarantine = capacity(create)
 if n > cap and ARGV[5] == '1' and ARGV[6] == '1' then return {-1, cap} end
 purge()
 local free, queued = serve(cap, quarantine)

@@ -3,7 +3,7 @@
 -- Reply: {1, deadline, tokens...} | {0}
 local w = ARGV[4]
 if own_waiter(w) then remove_waiter(w) end
-local cap, quarantine = capacity()
+local cap, quarantine = capacity(create)
 purge()
 local got = settle_grant(w, ARGV[5] == '1')
 serve(cap, quarantine)

@@ -1,6 +1,6 @@
 -- Reply: {now, token, deadline, token, deadline...} for the caller's live permits.
 -- Scans every lease: this answers a status question, not the hot path.
-local cap, quarantine = capacity()
+local cap, quarantine = capacity(create)
 purge()
 serve(cap, quarantine)
 local out = {now}

@@ -2,7 +2,7 @@
 -- its place (or queues again at the tail when it was dropped for missing its heartbeat).
 -- ARGV 4: waiter id, 5: n, 6: bounded (1/0). Reply as acquire.lua.
 local w, n = ARGV[4], tonumber(ARGV[5])
-local cap, quarantine = capacity()
+local cap, quarantine = capacity(create)
 purge()
 serve(cap, quarantine)
 local got = settle_grant(w, true)

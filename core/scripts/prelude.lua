@@ -14,6 +14,16 @@ local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 -- Lua numbers are doubles and redis.call formats them with 14 digits: print integers exactly.
 local function int(x) return string.format('%.0f', x) end
 
+-- Capacity and quarantine end. A server that finds the state gone knows it vanished (FLUSHALL,
+-- a restart without persistence): it recreates it with `create` (each mode has its own layout)
+-- and grants nothing for one lease, so that permits held under the old state end first.
+local function capacity(create)
+  local meta = redis.call('HMGET', META, 'capacity', 'quarantine')
+  if meta[1] then return tonumber(meta[1]), tonumber(meta[2]) end
+  create(now + LEASE)
+  return INITIAL, now + LEASE
+end
+
 -- Milliseconds until something may change without a release: a lease ends or quarantine lifts.
 local function next_change(quarantine)
   local first = redis.call('ZRANGE', LEASES, 0, 0, 'WITHSCORES')

@@ -19,16 +19,6 @@ local function create(quarantine)
     'waiter', int(now * 1000), 'quarantine', quarantine)
 end
 
--- Capacity and quarantine end. A holder that finds the state gone knows it vanished (FLUSHALL,
--- restart without persistence): it recreates it and nothing is granted for one lease, so that
--- permits held under the old state end first.
-local function capacity()
-  local meta = redis.call('HMGET', META, 'capacity', 'quarantine')
-  if meta[1] then return tonumber(meta[1]), tonumber(meta[2]) end
-  create(now + LEASE)
-  return INITIAL, now + LEASE
-end
-
 -- A lease ends at its deadline: from then on the permit is free again.
 local function purge()
   redis.call('ZREMRANGEBYSCORE', LEASES, '-inf', now)

@@ -3,7 +3,7 @@
 -- does not know (its grant's reply was lost, or is still on its way) is not extended: if the
 -- caller never learns of it, it expires.
 -- Reply: {deadline, tokens still held...}
-local cap, quarantine = capacity()
+local cap, quarantine = capacity(create)
 purge()
 local out = {now + LEASE}
 for i = 4, #ARGV do

@@ -3,7 +3,7 @@
 -- lease deadline first); beyond that an unbounded semaphore grows.
 -- Reply: {1, others released, capacity added, own tokens...} | {-2, available, initial}
 local n = tonumber(ARGV[4])
-local cap, quarantine = capacity()
+local cap, quarantine = capacity(create)
 purge()
 local used = redis.call('ZCARD', LEASES)
 if ARGV[5] == '1' and n > used then

@@ -1,5 +1,5 @@
 -- ARGV 4..: tokens. Releases those the caller still holds. Reply: {tokens released...}
-local cap, quarantine = capacity()
+local cap, quarantine = capacity(create)
 purge()
 local out = {}
 for i = 4, #ARGV do

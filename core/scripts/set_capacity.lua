@@ -2,7 +2,7 @@
 -- The initial value follows, so bounded releases are judged against the new number. Lowering it
 -- below the permits in use takes nothing away: no new grant until enough are released.
 -- Reply: {initial, capacity, available} | {-1, capacity} the result would be out of range
-local cap, quarantine = capacity()
+local cap, quarantine = capacity(create)
 local arg = tonumber(ARGV[5])
 local new = arg
 if ARGV[4] == 'add' then new = cap + arg end

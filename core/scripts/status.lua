@@ -1,6 +1,6 @@
 -- Reply: {initial, capacity, available, #holders, (token, holder, ttl)..., #waiters, (id, n, holder)...}
 -- `available` is 0 while the semaphore is quarantined after its state vanished.
-local cap, quarantine = capacity()
+local cap, quarantine = capacity(create)
 purge()
 local free = math.max(serve(cap, quarantine), 0)
 local out = {tonumber(redis.call('HGET', META, 'initial')), cap, free}

@@ -3,7 +3,7 @@
 -- ARGV 4: n. Reply: {1, epoch, deadline, slots...} | {0, ms until a slot may free up}
 --        | {-1, capacity} n exceeds the capacity
 local n = tonumber(ARGV[4])
-local cap, quarantine = mm_capacity()
+local cap, quarantine = capacity(mm_create)
 if n > cap then return {-1, cap} end
 mm_purge()
 if now < quarantine or cap - redis.call('ZCARD', LEASES) < n then return {0, next_change(quarantine)} end

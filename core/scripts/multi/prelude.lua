@@ -17,15 +17,6 @@ local function mm_create(quarantine)
     'mode', 'slots')
 end
 
--- Capacity and quarantine end. A master that lost the semaphore (a restart without persistence)
--- recreates it and grants nothing for one lease: slots it forgot may still be held through it.
-local function mm_capacity()
-  local meta = redis.call('HMGET', META, 'capacity', 'quarantine')
-  if meta[1] then return tonumber(meta[1]), tonumber(meta[2]) end
-  mm_create(now + LEASE)
-  return INITIAL, now + LEASE
-end
-
 local function mm_drop(slot)
   local owner = redis.call('HGET', OWNER, slot)
   redis.call('ZREM', LEASES, slot)

@@ -1,7 +1,7 @@
 -- Operators change the number of slots here. ARGV 4: 'set' or 'add', 5: value or delta,
 -- 6: maximum. Slots at or above the new number are not taken away; they are not granted again.
 -- Reply: {capacity} | {-1, capacity} the result would be out of range
-local cap = mm_capacity()
+local cap = capacity(mm_create)
 local new = tonumber(ARGV[5])
 if ARGV[4] == 'add' then new = cap + new end
 if new < 0 or new > tonumber(ARGV[6]) then return {-1, cap} end
