@@ -15,8 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::keys::Keys;
-use crate::protocol::{Config, Holder, Opened, Permit, Released, Status};
+use crate::protocol::{Config, Holder, Identity, Opened, Permit, Released, Status};
 use crate::reply::Cursor;
 use crate::scripts::{self, Script};
 use crate::{validate, Error, Reply, Transport};
@@ -96,13 +95,8 @@ struct View {
 #[derive(Debug)]
 pub struct Semaphore<T> {
     transport: T,
-    keys: Keys,
+    id: Identity,
     script_keys: Vec<String>,
-    key: String,
-    bounded: bool,
-    lease_ms: u64,
-    holder: String,
-    initial: u64,
     masters: u32,
     raise_on_redis_errors: bool,
 }
@@ -111,26 +105,17 @@ impl<T: Transport> Semaphore<T> {
     /// Validates `config` and creates the semaphore on every master that lacks it. Succeeds
     /// when a majority answers.
     pub fn open(transport: T, config: Config) -> Result<(Self, Opened), Error> {
-        validate::key(&config.key)?;
-        let value = validate::value(config.value)?;
-        if value > MAX_SLOTS {
+        let id = Identity::validate(&config)?;
+        if id.initial > MAX_SLOTS {
             return Err(Error::invalid(format!("with several masters a semaphore has at most {MAX_SLOTS} permits")));
         }
-        let lease_ms = validate::lease_ms(config.lease_ms)?;
-        validate::holder(&config.holder)?;
         if config.masters < 2 {
             return Err(Error::invalid("the several-master mode needs at least two masters"));
         }
-        let keys = Keys::new(&config.key);
         let mut sem = Semaphore {
             transport,
-            script_keys: keys.multi_script_keys(&config.holder),
-            keys,
-            key: config.key,
-            bounded: config.bounded,
-            lease_ms,
-            holder: config.holder,
-            initial: value,
+            script_keys: id.keys.multi_script_keys(&config.holder),
+            id,
             masters: config.masters,
             raise_on_redis_errors: config.raise_on_redis_errors,
         };
@@ -142,7 +127,7 @@ impl<T: Transport> Semaphore<T> {
                 -2 => {
                     return Err(Error::invalid(format!(
                         "semaphore {:?} was created on one server: it cannot be opened with several masters",
-                        sem.key
+                        sem.id.key
                     )));
                 }
                 -1 => missing += 1,
@@ -154,10 +139,10 @@ impl<T: Transport> Semaphore<T> {
         }
         sem.check_quorum(failures)?;
         if initials.len() < sem.quorum() && missing > 0 {
-            return Err(Error::invalid(format!("no semaphore named {:?} exists", sem.key)));
+            return Err(Error::invalid(format!("no semaphore named {:?} exists", sem.id.key)));
         }
         let initial = sem.agreed(initials);
-        sem.initial = initial;
+        sem.id.initial = initial;
         Ok((sem, Opened { initial, created }))
     }
 
@@ -169,14 +154,14 @@ impl<T: Transport> Semaphore<T> {
     /// Clock drift allowed between masters and this process over one lease (as Redlock: 1 %
     /// plus 2 ms for the granularity of the masters' clocks).
     fn drift_ms(&self) -> u64 {
-        self.lease_ms / 100 + 2
+        self.id.lease_ms / 100 + 2
     }
 
     /// How long a round waits for a master: a fifth of the lease (100 ms to 2 s). A master that
     /// is slower (paused, cut off) is left out of that round rather than stalling it, as
     /// Redlock's per-instance time-out.
     fn round_timeout_ms(&self) -> u64 {
-        (self.lease_ms / 5).clamp(100, 2_000)
+        (self.id.lease_ms / 5).clamp(100, 2_000)
     }
 
     /// Errors that more masters would not change: the caller's own mistake or setup.
@@ -202,7 +187,7 @@ impl<T: Transport> Semaphore<T> {
 
     /// Runs `script` on each master of `calls` at once; replies in the same order.
     fn run_each(&self, script: &Script, calls: Vec<(u32, Vec<String>)>) -> Vec<(u32, Result<Reply, Error>)> {
-        let calls: Vec<(u32, Vec<String>)> = calls.into_iter().map(|(m, extra)| (m, scripts::args(&self.holder, self.initial, self.lease_ms, &extra))).collect();
+        let calls: Vec<(u32, Vec<String>)> = calls.into_iter().map(|(m, extra)| (m, self.id.args(&extra))).collect();
         let replies = self.transport.eval_each(script, &self.script_keys, &calls, self.round_timeout_ms());
         calls.iter().map(|(m, _)| *m).zip(replies).collect()
     }
@@ -266,7 +251,7 @@ impl<T: Transport> Semaphore<T> {
     /// time, so one that is down does not stall waiters); sleeps if that master cannot be reached.
     fn pause(&self, attempt: u64, ms: u64) -> Result<(), Error> {
         let master = ((attempt + self.jitter(0)) % u64::from(self.masters)) as u32;
-        match self.transport.blocking_pop_on(master, &self.keys.multi_wake(), ms) {
+        match self.transport.blocking_pop_on(master, &self.id.keys.multi_wake(), ms) {
             Ok(_) => Ok(()),
             Err(Error::Cancelled) => Err(Error::Cancelled),
             Err(_) => self.transport.sleep(ms),
@@ -276,7 +261,7 @@ impl<T: Transport> Semaphore<T> {
     /// A small pseudo-random number, different per holder and call, so split votes do not repeat.
     fn jitter(&self, salt: u64) -> u64 {
         let mut x = self.transport.monotonic_now_ns() ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        for b in self.holder.bytes() {
+        for b in self.id.holder.bytes() {
             x = (x ^ u64::from(b)).wrapping_mul(0x100_0000_01B3);
         }
         x ^= x >> 33;
@@ -296,7 +281,7 @@ impl<T: Transport> Semaphore<T> {
                 other => return Err(Error::protocol(format!("unknown claim status {other}"))),
             }
         }
-        if too_many >= self.quorum() && blocking && self.bounded {
+        if too_many >= self.quorum() && blocking && self.id.bounded {
             return Err(Error::invalid(format!(
                 "n exceeds the capacity of a bounded semaphore: a blocking acquire could never succeed ({n} permits asked)"
             )));
@@ -342,10 +327,10 @@ impl<T: Transport> Semaphore<T> {
             .filter(|(_, r)| matches!(r.clone().and_then(|r| r.into_scalar()).and_then(|s| s.as_u64()), Ok(k) if k == chosen.len() as u64))
             .count();
         let elapsed_ms = (self.transport.monotonic_now_ns().saturating_sub(started_ns)).div_ceil(1_000_000);
-        let validity = self.lease_ms.saturating_sub(elapsed_ms + self.drift_ms());
+        let validity = self.id.lease_ms.saturating_sub(elapsed_ms + self.drift_ms());
         let tokens: Vec<u64> = chosen.iter().map(|s| token(epoch, *s)).collect();
         if confirmed < self.quorum() || validity == 0 {
-            self.release_tokens(&tokens, &self.holder, false);
+            self.release_tokens(&tokens, &self.id.holder, false);
             return Ok(None);
         }
         let deadline_ms = claims.iter().map(|c| c.deadline_ms).min().unwrap_or(0).saturating_sub(self.drift_ms() + elapsed_ms);
@@ -360,7 +345,7 @@ impl<T: Transport> Semaphore<T> {
             .map(|c| {
                 let mut extra = vec!["0".to_string()];
                 for slot in &c.slots {
-                    extra.extend([slot.to_string(), c.epoch.to_string(), self.holder.clone()]);
+                    extra.extend([slot.to_string(), c.epoch.to_string(), self.id.holder.clone()]);
                 }
                 (c.master, extra)
             })
@@ -399,7 +384,7 @@ impl<T: Transport> Semaphore<T> {
     /// Releases exactly these permits of this holder; returns those that were still held.
     pub fn release_permits(&self, tokens: &[u64]) -> Result<Vec<u64>, Error> {
         validate::tokens(tokens)?;
-        let (released, failures) = self.release_tokens(tokens, &self.holder, true);
+        let (released, failures) = self.release_tokens(tokens, &self.id.holder, true);
         self.check_quorum(failures)?;
         Ok(released)
     }
@@ -425,7 +410,7 @@ impl<T: Transport> Semaphore<T> {
         }
         self.check_quorum(failures)?;
         let elapsed_ms = self.transport.monotonic_now_ns().saturating_sub(started).div_ceil(1_000_000);
-        let validity = self.lease_ms.saturating_sub(elapsed_ms + self.drift_ms());
+        let validity = self.id.lease_ms.saturating_sub(elapsed_ms + self.drift_ms());
         if validity == 0 {
             return Ok(Vec::new());
         }
@@ -498,7 +483,7 @@ impl<T: Transport> Semaphore<T> {
         let mut permits: Vec<Permit> = view
             .holders
             .into_iter()
-            .filter(|(h, _)| h.holder == self.holder)
+            .filter(|(h, _)| h.holder == self.id.holder)
             .map(|(h, deadline_ms)| Permit { token: h.token, deadline_ms, ttl_ms: h.ttl_ms })
             .collect();
         permits.sort_by_key(|p| p.token);
@@ -536,14 +521,14 @@ impl<T: Transport> Semaphore<T> {
     pub fn release(&self, n: i64, _own: &[u64]) -> Result<Released, Error> {
         let n = validate::count(n)?;
         let view = self.view()?;
-        let (mut own, mut others): (Vec<Holder>, Vec<Holder>) = view.holders.into_iter().map(|(h, _)| h).partition(|h| h.holder == self.holder);
+        let (mut own, mut others): (Vec<Holder>, Vec<Holder>) = view.holders.into_iter().map(|(h, _)| h).partition(|h| h.holder == self.id.holder);
         own.sort_by_key(|h| h.token);
         others.sort_by_key(|h| h.ttl_ms);
         own.truncate(n as usize);
         others.truncate(n as usize - own.len());
         let excess = n - (own.len() + others.len()) as u64;
-        if excess > 0 && self.bounded {
-            return Err(Error::Bounded { key: self.key.clone(), current: view.available, initial: view.initial });
+        if excess > 0 && self.id.bounded {
+            return Err(Error::Bounded { key: self.id.key.clone(), current: view.available, initial: view.initial });
         }
         let (dropped, failures) = self.dropped(true, own.iter().chain(&others).map(|h| (h.token, h.holder.as_str())));
         self.check_quorum(failures)?;

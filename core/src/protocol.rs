@@ -28,6 +28,46 @@ pub struct Config {
     pub replicate: bool,
 }
 
+/// The validated part of a [`Config`] both modes keep: which semaphore, who holds through this
+/// handle, and the value, lease and boundedness every script is told.
+#[derive(Debug)]
+pub(crate) struct Identity {
+    pub(crate) key: String,
+    pub(crate) keys: Keys,
+    pub(crate) holder: String,
+    /// The value opened with, then the one Redis holds.
+    pub(crate) initial: u64,
+    pub(crate) lease_ms: u64,
+    pub(crate) bounded: bool,
+}
+
+impl Identity {
+    pub(crate) fn validate(config: &Config) -> Result<Self, Error> {
+        validate::key(&config.key)?;
+        let initial = validate::value(config.value)?;
+        let lease_ms = validate::lease_ms(config.lease_ms)?;
+        validate::holder(&config.holder)?;
+        Ok(Identity {
+            key: config.key.clone(),
+            keys: Keys::new(&config.key),
+            holder: config.holder.clone(),
+            initial,
+            lease_ms,
+            bounded: config.bounded,
+        })
+    }
+
+    /// ARGV of every script: the prelude's holder, initial value and lease, then the script's own.
+    pub(crate) fn args(&self, extra: &[String]) -> Vec<String> {
+        let mut args = Vec::with_capacity(3 + extra.len());
+        args.push(self.holder.clone());
+        args.push(self.initial.to_string());
+        args.push(self.lease_ms.to_string());
+        args.extend_from_slice(extra);
+        args
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Opened {
     pub initial: u64,
@@ -83,46 +123,27 @@ enum Step {
 #[derive(Debug)]
 pub struct Semaphore<T> {
     transport: T,
-    keys: Keys,
+    id: Identity,
     script_keys: Vec<String>,
-    key: String,
-    bounded: bool,
-    lease_ms: u64,
-    holder: String,
-    initial: u64,
     replicate: bool,
 }
 
 impl<T: Transport> Semaphore<T> {
     /// Validates `config` and creates the semaphore in Redis unless it already exists there.
     pub fn open(transport: T, config: Config) -> Result<(Self, Opened), Error> {
-        validate::key(&config.key)?;
-        let value = validate::value(config.value)?;
-        let lease_ms = validate::lease_ms(config.lease_ms)?;
-        validate::holder(&config.holder)?;
-        let keys = Keys::new(&config.key);
-        let mut sem = Semaphore {
-            transport,
-            script_keys: keys.script_keys(),
-            keys,
-            key: config.key,
-            bounded: config.bounded,
-            lease_ms,
-            holder: config.holder,
-            initial: value,
-            replicate: config.replicate,
-        };
+        let id = Identity::validate(&config)?;
+        let mut sem = Semaphore { transport, script_keys: id.keys.script_keys(), id, replicate: config.replicate };
         let flags = [u8::from(config.guard_fresh_server).to_string(), u8::from(config.create).to_string()];
         let mut reply = sem.run(&scripts::INIT, &flags)?;
         let initial = reply.i64()?;
         if initial == -2 {
-            return Err(Error::invalid(format!("semaphore {:?} was created on several masters: open it with all of them", sem.key)));
+            return Err(Error::invalid(format!("semaphore {:?} was created on several masters: open it with all of them", sem.id.key)));
         }
         if initial < 0 {
-            return Err(Error::invalid(format!("no semaphore named {:?} exists", sem.key)));
+            return Err(Error::invalid(format!("no semaphore named {:?} exists", sem.id.key)));
         }
         let opened = Opened { initial: initial as u64, created: reply.u64()? == 1 };
-        sem.initial = opened.initial;
+        sem.id.initial = opened.initial;
         if opened.created {
             sem.replicated()?;
         }
@@ -153,7 +174,7 @@ impl<T: Transport> Semaphore<T> {
     }
 
     fn run(&self, script: &Script, extra: &[String]) -> Result<Cursor, Error> {
-        let args = scripts::args(&self.holder, self.initial, self.lease_ms, extra);
+        let args = self.id.args(extra);
         Cursor::new(self.transport.eval(script, &self.script_keys, &args)?)
     }
 
@@ -179,7 +200,7 @@ impl<T: Transport> Semaphore<T> {
     /// deadline (expired permits are reclaimed without a release) and by a heartbeat that keeps
     /// this waiter's place in the queue; a waiter that stops beating is dropped by the others.
     fn wait(&self, n: u64, mut waiter: u64, mut wait_ms: u64, deadline: Option<u64>) -> Result<Vec<Permit>, Error> {
-        let heartbeat_ms = (self.lease_ms / 3).max(1);
+        let heartbeat_ms = (self.id.lease_ms / 3).max(1);
         loop {
             let mut pop_ms = wait_ms.min(heartbeat_ms);
             if let Some(deadline) = deadline {
@@ -189,7 +210,7 @@ impl<T: Transport> Semaphore<T> {
                 }
                 pop_ms = pop_ms.min((deadline - now).div_ceil(1_000_000));
             }
-            match self.transport.blocking_pop(&self.keys.wake(waiter), pop_ms.max(1)) {
+            match self.transport.blocking_pop(&self.id.keys.wake(waiter), pop_ms.max(1)) {
                 Ok(Some(pushed)) if !self.replicate => return self.served(&pushed),
                 // Replicated: the grant was written by another client, which WAIT on this
                 // connection does not cover. poll.lua claims it (a write of ours, after it).
@@ -219,11 +240,11 @@ impl<T: Transport> Semaphore<T> {
     fn served(&self, pushed: &str) -> Result<Vec<Permit>, Error> {
         let mut fields = pushed.split(' ').map(|f| f.parse::<u64>().map_err(|_| Error::protocol(format!("wake-up {pushed:?}"))));
         let deadline_ms = fields.next().ok_or_else(|| Error::protocol("empty wake-up"))??;
-        fields.map(|token| Ok(Permit { token: token?, deadline_ms, ttl_ms: self.lease_ms })).collect()
+        fields.map(|token| Ok(Permit { token: token?, deadline_ms, ttl_ms: self.id.lease_ms })).collect()
     }
 
     fn bounded_arg(&self) -> String {
-        u8::from(self.bounded).to_string()
+        u8::from(self.id.bounded).to_string()
     }
 
     fn leave_queue(&self, waiter: u64, keep_grant: bool) -> Result<Vec<Permit>, Error> {
@@ -241,7 +262,7 @@ impl<T: Transport> Semaphore<T> {
                 let permits = reply
                     .rest_u64()?
                     .into_iter()
-                    .map(|token| Permit { token, deadline_ms, ttl_ms: self.lease_ms })
+                    .map(|token| Permit { token, deadline_ms, ttl_ms: self.id.lease_ms })
                     .collect();
                 Ok(Step::Granted(permits))
             }
@@ -272,7 +293,7 @@ impl<T: Transport> Semaphore<T> {
                 self.replicated()?;
                 Ok(released)
             }
-            -2 => Err(Error::Bounded { key: self.key.clone(), current: reply.u64()?, initial: reply.u64()? }),
+            -2 => Err(Error::Bounded { key: self.id.key.clone(), current: reply.u64()?, initial: reply.u64()? }),
             other => Err(Error::protocol(format!("unknown release status {other}"))),
         }
     }
@@ -298,7 +319,7 @@ impl<T: Transport> Semaphore<T> {
         let tokens = Self::token_args(tokens)?;
         let mut reply = self.run(&scripts::REFRESH, &tokens)?;
         let deadline_ms = reply.u64()?;
-        let ttl_ms = self.lease_ms;
+        let ttl_ms = self.id.lease_ms;
         Ok(reply.rest_u64()?.into_iter().map(|token| Permit { token, deadline_ms, ttl_ms }).collect())
     }
 
@@ -325,8 +346,8 @@ impl<T: Transport> Semaphore<T> {
     /// One plain HGET; a semaphore whose state vanished reports the value this handle opened with.
     pub fn initial_value(&self) -> Result<u64, Error> {
         let field = ["initial".to_string()];
-        match self.transport.command("HGET", &self.keys.meta(), &field)?.into_scalar()? {
-            Scalar::Nil => Ok(self.initial),
+        match self.transport.command("HGET", &self.id.keys.meta(), &field)?.into_scalar()? {
+            Scalar::Nil => Ok(self.id.initial),
             s => s.as_u64(),
         }
     }

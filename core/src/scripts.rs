@@ -101,16 +101,6 @@ pub static ALL: [&Script; 18] = [
     &MULTI_SET_CAPACITY,
 ];
 
-/// ARGV of every script: the prelude's holder, initial value and lease, then the script's own.
-pub(crate) fn args(holder: &str, initial: u64, lease_ms: u64, extra: &[String]) -> Vec<String> {
-    let mut args = Vec::with_capacity(3 + extra.len());
-    args.push(holder.to_string());
-    args.push(initial.to_string());
-    args.push(lease_ms.to_string());
-    args.extend_from_slice(extra);
-    args
-}
-
 /// The protocol script with this SHA-1, if any.
 pub fn by_sha1(sha1: &str) -> Option<&'static Script> {
     ALL.iter().copied().find(|s| s.sha1() == sha1)
