@@ -216,3 +216,16 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
     sorted[idx]
 }
+
+/// `waiter` finds no free permit: blocking acquires with time-outs of 0, 50 and 300 ms each give
+/// up no sooner than asked and less than 200 ms later, and leave the queue.
+pub async fn assert_time_outs_are_prompt(waiter: &pottery_semaphore_host::Semaphore) {
+    for timeout in [Duration::ZERO, Duration::from_millis(50), Duration::from_millis(300)] {
+        let started = Instant::now();
+        assert!(!waiter.acquire(true, Some(timeout)).await.unwrap());
+        let took = started.elapsed();
+        assert!(took >= timeout, "returned before the timeout: {took:?} < {timeout:?}");
+        assert!(took < timeout + Duration::from_millis(200), "timeout {timeout:?} overshot: {took:?}");
+    }
+    assert!(waiter.status().await.unwrap().waiters.is_empty(), "a timed-out waiter leaves the queue");
+}
