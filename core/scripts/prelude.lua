@@ -1,15 +1,7 @@
--- Shared head of every script, of both modes (the Rust side concatenates it in front).
--- KEYS: 1 meta, 2 leases, then each mode's own. ARGV: 1 holder, 2 initial value, 3 lease in ms,
--- then the script's own arguments. All keys share one hash tag, so a cluster keeps a semaphore
--- in one slot. Only what every script needs lives here: each `local function` costs a closure
--- per call, so mode-specific helpers come in their own files.
-local META, LEASES = KEYS[1], KEYS[2]
+-- Helpers every script of both modes shares, after head.lua and any fast path. Each `local
+-- function` costs a closure per call, so mode-specific helpers come in their own files.
 local PREFIX = string.sub(META, 1, -5)
-local HOLDER = ARGV[1]
 local INITIAL = tonumber(ARGV[2])
-local LEASE = tonumber(ARGV[3])
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 
 -- Lua numbers are doubles and redis.call formats them with 14 digits: print integers exactly.
 local function int(x) return string.format('%.0f', x) end

@@ -1,45 +1,17 @@
-//! The protocol's Lua scripts: the shared prelude plus one body each. The host runs nothing
+//! The protocol's Lua scripts: a shared head, helpers, one body each. The host runs nothing
 //! else ([`by_sha1`] is its allow list), so a guest cannot touch keys through a script of its own.
 
 use std::sync::OnceLock;
 
+/// A script: `head.lua`, then `parts` (helpers, any fast path first), then its body `file`.
 macro_rules! script {
     ($name:ident, $file:literal, [$($part:literal),*]) => {
         pub static $name: Script = Script {
             name: $file,
             source: concat!(
-                include_str!("../scripts/prelude.lua"),
+                include_str!("../scripts/head.lua"),
                 $(include_str!(concat!("../scripts/", $part)),)*
                 include_str!(concat!("../scripts/", $file))
-            ),
-            sha1: OnceLock::new(),
-        };
-    };
-}
-
-macro_rules! init_script {
-    ($name:ident, $file:literal, [$($prelude:literal),*]) => {
-        pub static $name: Script = Script {
-            name: $file,
-            source: concat!(
-                $(include_str!(concat!("../scripts/", $prelude)),)*
-                include_str!("../scripts/opening.lua"),
-                include_str!(concat!("../scripts/", $file))
-            ),
-            sha1: OnceLock::new(),
-        };
-    };
-}
-
-/// A script of the several-master mode: the prelude, the mode's own prelude, then its body.
-macro_rules! multi_script {
-    ($name:ident, $file:literal) => {
-        pub static $name: Script = Script {
-            name: concat!("multi/", $file),
-            source: concat!(
-                include_str!("../scripts/prelude.lua"),
-                include_str!("../scripts/multi/prelude.lua"),
-                include_str!(concat!("../scripts/multi/", $file))
             ),
             sha1: OnceLock::new(),
         };
@@ -60,25 +32,28 @@ impl Script {
     }
 }
 
-init_script!(INIT, "init.lua", ["prelude.lua", "queue.lua"]);
-script!(ACQUIRE, "acquire.lua", ["queue.lua"]);
-script!(POLL, "poll.lua", ["queue.lua", "settle.lua"]);
-script!(CANCEL, "cancel.lua", ["queue.lua", "settle.lua"]);
-script!(RELEASE, "release.lua", ["queue.lua"]);
-script!(RELEASE_PERMITS, "release_permits.lua", ["queue.lua"]);
-script!(REFRESH, "refresh.lua", ["queue.lua"]);
-script!(PERMITS, "permits.lua", ["queue.lua"]);
-script!(VALUE, "value.lua", ["queue.lua"]);
-script!(STATUS, "status.lua", ["queue.lua"]);
-script!(SET_CAPACITY, "set_capacity.lua", ["queue.lua"]);
+// One server: the shared prelude and the mode's helpers. The two calls of an uncontended cycle
+// return from their fast path, before any helper exists.
+script!(INIT, "init.lua", ["prelude.lua", "queue.lua", "opening.lua"]);
+script!(ACQUIRE, "acquire.lua", ["acquire_fast.lua", "prelude.lua", "queue.lua"]);
+script!(RELEASE, "release.lua", ["release_fast.lua", "prelude.lua", "queue.lua"]);
+script!(POLL, "poll.lua", ["prelude.lua", "queue.lua", "settle.lua"]);
+script!(CANCEL, "cancel.lua", ["prelude.lua", "queue.lua", "settle.lua"]);
+script!(RELEASE_PERMITS, "release_permits.lua", ["prelude.lua", "queue.lua"]);
+script!(REFRESH, "refresh.lua", ["prelude.lua", "queue.lua"]);
+script!(PERMITS, "permits.lua", ["prelude.lua", "queue.lua"]);
+script!(VALUE, "value.lua", ["prelude.lua", "queue.lua"]);
+script!(STATUS, "status.lua", ["prelude.lua", "queue.lua"]);
+script!(SET_CAPACITY, "set_capacity.lua", ["prelude.lua", "queue.lua"]);
 
-init_script!(MULTI_INIT, "multi/init.lua", ["prelude.lua", "multi/prelude.lua"]);
-multi_script!(MULTI_CLAIM, "claim.lua");
-multi_script!(MULTI_CONFIRM, "confirm.lua");
-multi_script!(MULTI_RELEASE, "release.lua");
-multi_script!(MULTI_REFRESH, "refresh.lua");
-multi_script!(MULTI_STATUS, "status.lua");
-multi_script!(MULTI_SET_CAPACITY, "set_capacity.lua");
+// Several masters: the shared prelude, then the mode's own.
+script!(MULTI_INIT, "multi/init.lua", ["prelude.lua", "multi/prelude.lua", "opening.lua"]);
+script!(MULTI_CLAIM, "multi/claim.lua", ["prelude.lua", "multi/prelude.lua"]);
+script!(MULTI_CONFIRM, "multi/confirm.lua", ["prelude.lua", "multi/prelude.lua"]);
+script!(MULTI_RELEASE, "multi/release.lua", ["prelude.lua", "multi/prelude.lua"]);
+script!(MULTI_REFRESH, "multi/refresh.lua", ["prelude.lua", "multi/prelude.lua"]);
+script!(MULTI_STATUS, "multi/status.lua", ["prelude.lua", "multi/prelude.lua"]);
+script!(MULTI_SET_CAPACITY, "multi/set_capacity.lua", ["prelude.lua", "multi/prelude.lua"]);
 
 pub static ALL: [&Script; 18] = [
     &INIT,

@@ -309,6 +309,61 @@ async fn uncontended_acquire_and_release_are_one_round_trip_each() {
     assert_eq!(after_release - after_acquire, 1);
 }
 
+/// The uncontended acquire and release return before the general path runs (acquire_fast.lua,
+/// release_fast.lua). Each case here is one they must hand over to it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_fast_paths_give_way_to_the_queue_quarantine_and_ended_leases() {
+    for server in servers() {
+        let k = key("fast");
+        let (meta, leases) = (format!("pottery-semaphore:{{{k}}}:meta"), format!("pottery-semaphore:{{{k}}}:leases"));
+        let mut conn = server.connection();
+        let end_lease = |conn: &mut redis::Connection, sem: &Semaphore, token: u64| {
+            let member = format!("{token}:{}", sem.holder_id());
+            let changed: i64 = redis::cmd("ZADD").arg(&leases).arg("XX").arg("CH").arg(1).arg(member).query(conn).unwrap();
+            assert_eq!(changed, 1, "the lease was found and ended");
+        };
+        let a = open(&server, &k, 2).await;
+        let b = open(&server, &k, 2).await;
+        let c = open(&server, &k, 2).await;
+
+        // A free permit is not for a newcomer while a waiter queued first (strict FIFO).
+        assert!(a.acquire(false, None).await.unwrap());
+        let waiter = b.clone();
+        let pending = tokio::spawn(async move { waiter.acquire_n(2, true, Some(5.0)).await });
+        while a.status().await.unwrap().waiters.is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(!c.acquire(false, None).await.unwrap(), "overtook a queued waiter");
+        a.release(1).await.unwrap();
+        let both = pending.await.unwrap().unwrap();
+        assert_eq!(both.len(), 2);
+        b.release(2).await.unwrap();
+
+        // Nothing is granted while the semaphore is quarantined, free permits or not.
+        let _: () = redis::cmd("HSET").arg(&meta).arg("quarantine").arg(i64::MAX / 2).query(&mut conn).unwrap();
+        assert!(!c.acquire(false, None).await.unwrap(), "granted during quarantine");
+        let _: () = redis::cmd("HSET").arg(&meta).arg("quarantine").arg(0).query(&mut conn).unwrap();
+
+        // An ended lease does not count against the capacity.
+        let t1 = a.acquire_n(1, false, None).await.unwrap()[0].token;
+        let t2 = a.acquire_n(1, false, None).await.unwrap()[0].token;
+        end_lease(&mut conn, &a, t1);
+        assert!(c.acquire(false, None).await.unwrap(), "an ended lease still counted");
+
+        // Releasing a permit whose lease ended releases another holder's live one instead
+        // (permits are fungible, oldest first): the ended one is not released as if it were live.
+        end_lease(&mut conn, &a, t2);
+        a.release(1).await.unwrap();
+        assert_eq!(a.value().await.unwrap(), 2, "c's permit went to a's release");
+        c.refresh().await.unwrap();
+        assert_eq!(c.take_lost().len(), 1, "c learns its permit was released by another holder");
+        a.refresh().await.unwrap();
+        let mut lost: Vec<u64> = a.take_lost().iter().map(|p| p.token).collect();
+        lost.sort_unstable();
+        assert_eq!(lost, vec![t1, t2], "a's ended permits are reported lost, not released");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_key_shares_the_hash_tag() {
     let server = Server::start(Flavor::Redis);

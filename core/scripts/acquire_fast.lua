@@ -1,0 +1,17 @@
+-- The uncontended acquire, before any helper exists: the semaphore is there and not quarantined,
+-- nobody is queued, and enough leases are live (ZCOUNT skips ended ones, which every other
+-- script purges). Grants exactly what acquire.lua would; anything else falls through to it.
+do
+  local n = tonumber(ARGV[4])
+  local meta = redis.call('HMGET', META, 'capacity', 'quarantine')
+  if meta[1] and now >= tonumber(meta[2]) and redis.call('ZCARD', KEYS[3]) == 0
+    and redis.call('ZCOUNT', LEASES, now + 1, '+inf') + n <= tonumber(meta[1]) then
+    local out = {1, now + LEASE}
+    for i = 1, n do
+      local tok = string.format('%.0f', redis.call('HINCRBY', META, 'token', 1))
+      redis.call('ZADD', LEASES, now + LEASE, tok .. ':' .. HOLDER)
+      out[i + 2] = tok
+    end
+    return out
+  end
+end

@@ -1,0 +1,10 @@
+-- First lines of every script, of both modes (the Rust side concatenates it in front).
+-- KEYS: 1 meta, 2 leases, then each mode's own. ARGV: 1 holder, 2 initial value, 3 lease in ms,
+-- then the script's own arguments. All keys share one hash tag, so a cluster keeps a semaphore
+-- in one slot. Nothing here defines a function: an uncontended acquire or release returns from
+-- its fast path right after this head, before any helper closure is built (see prelude.lua).
+local META, LEASES = KEYS[1], KEYS[2]
+local HOLDER = ARGV[1]
+local LEASE = tonumber(ARGV[3])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
