@@ -2,6 +2,8 @@
 //! one release are one script each; a waiter sleeps in BLPOP on its own wake key and is pushed to
 //! by whichever script frees permits for it.
 
+use std::cell::RefCell;
+
 use crate::keys::Keys;
 use crate::reply::Cursor;
 use crate::scripts::{self, Script};
@@ -68,6 +70,75 @@ impl Identity {
     }
 }
 
+/// A script's ARGV, rewritten in place for each call: the identity's three leading arguments
+/// stay, and the strings behind the rest keep their capacity, so a warm call allocates nothing
+/// for its arguments (in the component, each allocation is a trip through the guest's malloc).
+#[derive(Debug)]
+struct Argv {
+    strings: Vec<String>,
+    len: usize,
+}
+
+impl Argv {
+    const LEADING: usize = 3;
+
+    fn new(id: &Identity) -> Self {
+        Argv { strings: id.args(&[]), len: Self::LEADING }
+    }
+
+    fn set(&mut self, extra: &[&dyn Arg]) -> &[String] {
+        self.len = Self::LEADING;
+        for value in extra {
+            if self.len == self.strings.len() {
+                self.strings.push(String::new());
+            }
+            let slot = &mut self.strings[self.len];
+            slot.clear();
+            value.write_to(slot);
+            self.len += 1;
+        }
+        &self.strings[..self.len]
+    }
+}
+
+/// A script argument, written as text without `core::fmt` (a few hundred instructions per
+/// number in the guest).
+pub(crate) trait Arg {
+    fn write_to(&self, out: &mut String);
+}
+
+impl Arg for u64 {
+    fn write_to(&self, out: &mut String) {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut rest = *self;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        digits[at..].iter().for_each(|&d| out.push(char::from(d)));
+    }
+}
+
+impl Arg for i64 {
+    fn write_to(&self, out: &mut String) {
+        if *self < 0 {
+            out.push('-');
+        }
+        self.unsigned_abs().write_to(out);
+    }
+}
+
+impl Arg for &str {
+    fn write_to(&self, out: &mut String) {
+        out.push_str(self);
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Opened {
     pub initial: u64,
@@ -125,6 +196,7 @@ pub struct Semaphore<T> {
     transport: T,
     id: Identity,
     script_keys: Vec<String>,
+    argv: RefCell<Argv>,
     replicate: bool,
 }
 
@@ -132,9 +204,9 @@ impl<T: Transport> Semaphore<T> {
     /// Validates `config` and creates the semaphore in Redis unless it already exists there.
     pub fn open(transport: T, config: Config) -> Result<(Self, Opened), Error> {
         let id = Identity::validate(&config)?;
-        let mut sem = Semaphore { transport, script_keys: id.keys.script_keys(), id, replicate: config.replicate };
-        let flags = [u8::from(config.guard_fresh_server).to_string(), u8::from(config.create).to_string()];
-        let mut reply = sem.run(&scripts::INIT, &flags)?;
+        let argv = RefCell::new(Argv::new(&id));
+        let mut sem = Semaphore { transport, script_keys: id.keys.script_keys(), id, argv, replicate: config.replicate };
+        let mut reply = sem.run(&scripts::INIT, &[&flag(config.guard_fresh_server), &flag(config.create)])?;
         let initial = reply.i64()?;
         if initial == -2 {
             return Err(Error::invalid(format!("semaphore {:?} was created on several masters: open it with all of them", sem.id.key)));
@@ -144,6 +216,7 @@ impl<T: Transport> Semaphore<T> {
         }
         let opened = Opened { initial: initial as u64, created: reply.u64()? == 1 };
         sem.id.initial = opened.initial;
+        sem.argv = RefCell::new(Argv::new(&sem.id));
         if opened.created {
             sem.replicated()?;
         }
@@ -166,16 +239,16 @@ impl<T: Transport> Semaphore<T> {
         match self.replicated() {
             Ok(()) => Ok(permits),
             Err(err) => {
-                let tokens: Vec<String> = permits.iter().map(|p| p.token.to_string()).collect();
+                let tokens: Vec<&dyn Arg> = permits.iter().map(|p| &p.token as &dyn Arg).collect();
                 let _ = self.run(&scripts::RELEASE_PERMITS, &tokens);
                 Err(err)
             }
         }
     }
 
-    fn run(&self, script: &Script, extra: &[String]) -> Result<Cursor, Error> {
-        let args = self.id.args(extra);
-        Cursor::new(self.transport.eval(script, &self.script_keys, &args)?)
+    fn run(&self, script: &Script, extra: &[&dyn Arg]) -> Result<Cursor, Error> {
+        let mut argv = self.argv.borrow_mut();
+        Cursor::new(self.transport.eval(script, &self.script_keys, argv.set(extra))?)
     }
 
     /// Takes `n` permits at once or none. Returns the permits; empty means not acquired.
@@ -184,7 +257,7 @@ impl<T: Transport> Semaphore<T> {
         let timeout_ms = validate::timeout(blocking, timeout)?;
         let started = self.transport.monotonic_now_ns();
         let waits = blocking && timeout_ms != Some(0);
-        let first = self.run(&scripts::ACQUIRE, &[n.to_string(), u8::from(waits).to_string(), self.bounded_arg()])?;
+        let first = self.run(&scripts::ACQUIRE, &[&n, &flag(waits), &flag(self.id.bounded)])?;
         match self.step(first)? {
             Step::Granted(permits) => self.acknowledged(permits),
             Step::Unavailable => Ok(Vec::new()),
@@ -227,7 +300,7 @@ impl<T: Transport> Semaphore<T> {
                     return Err(err);
                 }
             }
-            let reply = self.run(&scripts::POLL, &[waiter.to_string(), n.to_string(), self.bounded_arg()])?;
+            let reply = self.run(&scripts::POLL, &[&waiter, &n, &flag(self.id.bounded)])?;
             match self.step(reply)? {
                 Step::Granted(permits) => return self.acknowledged(permits),
                 Step::Queued { waiter: w, wait_ms: ms } => (waiter, wait_ms) = (w, ms),
@@ -243,12 +316,8 @@ impl<T: Transport> Semaphore<T> {
         fields.map(|token| Ok(Permit { token: token?, deadline_ms, ttl_ms: self.id.lease_ms })).collect()
     }
 
-    fn bounded_arg(&self) -> String {
-        u8::from(self.id.bounded).to_string()
-    }
-
     fn leave_queue(&self, waiter: u64, keep_grant: bool) -> Result<Vec<Permit>, Error> {
-        let reply = self.run(&scripts::CANCEL, &[waiter.to_string(), u8::from(keep_grant).to_string()])?;
+        let reply = self.run(&scripts::CANCEL, &[&waiter, &flag(keep_grant)])?;
         match self.step(reply)? {
             Step::Granted(permits) => self.acknowledged(permits),
             _ => Ok(Vec::new()),
@@ -282,7 +351,8 @@ impl<T: Transport> Semaphore<T> {
     /// one grows.
     pub fn release(&self, n: i64, own: &[u64]) -> Result<Released, Error> {
         let n = validate::count(n)?;
-        let mut args = vec![n.to_string(), self.bounded_arg()];
+        let bounded = flag(self.id.bounded);
+        let mut args: Vec<&dyn Arg> = vec![&n, &bounded];
         args.extend(Self::token_args(own)?);
         let mut reply = self.run(&scripts::RELEASE, &args)?;
         match reply.i64()? {
@@ -308,9 +378,9 @@ impl<T: Transport> Semaphore<T> {
         Ok(released)
     }
 
-    fn token_args(tokens: &[u64]) -> Result<Vec<String>, Error> {
+    fn token_args(tokens: &[u64]) -> Result<Vec<&dyn Arg>, Error> {
         validate::tokens(tokens)?;
-        Ok(tokens.iter().map(u64::to_string).collect())
+        Ok(tokens.iter().map(|t| t as &dyn Arg).collect())
     }
 
     /// Extends these permits by a lease if this holder still holds them; an ended lease stays
@@ -372,8 +442,7 @@ impl<T: Transport> Semaphore<T> {
     }
 
     fn change_capacity(&self, mode: &str, amount: i64) -> Result<u64, Error> {
-        let args = [mode.to_string(), amount.to_string(), validate::MAX_VALUE.to_string()];
-        let mut reply = self.run(&scripts::SET_CAPACITY, &args)?;
+        let mut reply = self.run(&scripts::SET_CAPACITY, &[&mode, &amount, &validate::MAX_VALUE])?;
         match reply.i64()? {
             -1 => Err(Error::invalid(format!(
                 "the number of permits must stay between 0 and {} (it is {})",
@@ -399,6 +468,11 @@ impl<T: Transport> Semaphore<T> {
             .collect::<Result<_, Error>>()?;
         Ok(Status { initial, capacity, available, holders, waiters })
     }
+}
+
+/// A script's 1/0 argument.
+fn flag(on: bool) -> &'static str {
+    if on { "1" } else { "0" }
 }
 
 #[cfg(test)]

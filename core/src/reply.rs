@@ -21,10 +21,7 @@ impl Scalar {
     pub fn as_i64(&self) -> Result<i64, Error> {
         match self {
             Scalar::Int(i) => Ok(*i),
-            Scalar::Bulk(b) => std::str::from_utf8(b)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| Error::protocol(format!("not an integer: {:?}", String::from_utf8_lossy(b)))),
+            Scalar::Bulk(b) => parse_i64(b).ok_or_else(|| Error::protocol(format!("not an integer: {:?}", String::from_utf8_lossy(b)))),
             other => Err(Error::protocol(format!("not an integer: {other:?}"))),
         }
     }
@@ -42,6 +39,21 @@ impl Scalar {
             Scalar::Nil => Err(Error::protocol("nil where text was expected")),
         }
     }
+}
+
+/// Decimal text to i64. Tokens and deadlines come back as text (Lua formats them exactly), one
+/// or more per call: up to 18 digits cannot overflow, so they skip the checked arithmetic that
+/// costs a 128-bit multiply per digit on wasm32; longer text takes the standard parser.
+fn parse_i64(text: &[u8]) -> Option<i64> {
+    let (negative, digits) = match text {
+        [b'-', rest @ ..] => (true, rest),
+        _ => (false, text),
+    };
+    if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
+        return std::str::from_utf8(text).ok()?.parse().ok();
+    }
+    let value = digits.iter().fold(0i64, |acc, d| acc * 10 + i64::from(d - b'0'));
+    Some(if negative { -value } else { value })
 }
 
 impl Reply {
@@ -90,5 +102,30 @@ impl Cursor {
     /// Every item left, as unsigned integers.
     pub(crate) fn rest_u64(self) -> Result<Vec<u64>, Error> {
         self.items.map(|s| s.as_u64()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_parse_from_text_exactly_and_reject_the_rest() {
+        for (text, want) in [
+            ("0", Some(0)),
+            ("1764000000000001", Some(1_764_000_000_000_001)),
+            ("-42", Some(-42)),
+            ("999999999999999999", Some(999_999_999_999_999_999)),
+            ("9223372036854775807", Some(i64::MAX)),
+            ("-9223372036854775808", Some(i64::MIN)),
+            ("9223372036854775808", None),
+            ("", None),
+            ("-", None),
+            ("12a", None),
+            ("+5", Some(5)),
+            (" 5", None),
+        ] {
+            assert_eq!(parse_i64(text.as_bytes()), want, "{text:?}");
+        }
     }
 }

@@ -264,3 +264,19 @@ fn changes_wait_for_replicas_only_when_asked_to_and_reads_never_do() {
         assert_eq!(waits, if replicate { 4 } else { 0 }, "release, release_permits, set and add");
     }
 }
+
+#[test]
+fn script_arguments_are_written_as_decimal_text() {
+    for (arg, want) in [
+        (&0u64 as &dyn Arg, "0"),
+        (&u64::MAX, "18446744073709551615"),
+        (&1_764_000_000_000_001u64, "1764000000000001"),
+        (&-42i64, "-42"),
+        (&i64::MIN, "-9223372036854775808"),
+        (&"set", "set"),
+    ] {
+        let mut out = String::new();
+        arg.write_to(&mut out);
+        assert_eq!(out, want);
+    }
+}
