@@ -2,6 +2,7 @@
 //! (see `guest`); built natively it is the same code behind a [`Transport`] trait, for unit tests
 //! and for measuring what the component costs over native code.
 
+pub mod allocator;
 pub mod api;
 pub mod error;
 pub mod keys;
