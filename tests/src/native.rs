@@ -43,8 +43,9 @@ impl NativeTransport {
 
 impl Transport for NativeTransport {
     fn eval(&self, script: &Script, keys: &[String], args: &[String]) -> Result<Reply, Error> {
-        let mut evalsha = redis::cmd("EVALSHA");
-        evalsha.arg(script.sha1()).arg(keys.len()).arg(keys).arg(args);
+        // Sized up front as the host sizes its EVALSHA, so the two differ only by the component.
+        let mut evalsha = redis::Cmd::with_capacity(3 + keys.len() + args.len(), 512);
+        evalsha.arg("EVALSHA").arg(script.sha1()).arg(keys.len()).arg(keys).arg(args);
         let result = match self.query(&evalsha) {
             Err(e) if e.code() == Some("NOSCRIPT") => {
                 let mut eval = redis::cmd("EVAL");
