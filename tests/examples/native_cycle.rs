@@ -1,0 +1,31 @@
+//! N uncontended acquire+release cycles through the protocol compiled natively, for profilers:
+//! the counterpart of `cycle.rs`, so the two measure what the component adds.
+use pottery_semaphore_core::{Config, Semaphore};
+use pottery_semaphore_tests::native::NativeTransport;
+use pottery_semaphore_tests::{Flavor, Server};
+
+fn main() {
+    let n: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(1000);
+    let server = Server::start(Flavor::Redis);
+    let transport = NativeTransport::connect(&server.url()).expect("connect");
+    let config = Config {
+        key: "native-cycle".into(),
+        value: 1,
+        bounded: true,
+        lease_ms: 10_000,
+        holder: "native-cycle-holder".into(),
+        // As `Server::options`: the server is seconds old and this guard would grant nothing yet.
+        guard_fresh_server: false,
+        create: true,
+        masters: 1,
+        raise_on_redis_errors: false,
+        replicate: false,
+    };
+    let (sem, _) = Semaphore::open(transport, config).expect("open");
+    for _ in 0..n {
+        let permits = sem.acquire(1, true, None).expect("acquire");
+        assert!(!permits.is_empty(), "an uncontended acquire was not granted");
+        let mine: Vec<u64> = permits.iter().map(|p| p.token).collect();
+        sem.release(1, &mine).expect("release");
+    }
+}
