@@ -6,10 +6,11 @@ do
   local meta = redis.call('HMGET', META, 'capacity', 'quarantine')
   if meta[1] and now >= tonumber(meta[2]) and redis.call('ZCARD', KEYS[3]) == 0
     and redis.call('ZCOUNT', LEASES, now + 1, '+inf') + n <= tonumber(meta[1]) then
+    -- Tokens go back as integer replies (exact: HINCRBY's result is a Lua double already).
     local out = {1, now + LEASE}
     for i = 1, n do
-      local tok = string.format('%.0f', redis.call('HINCRBY', META, 'token', 1))
-      redis.call('ZADD', LEASES, now + LEASE, tok .. ':' .. HOLDER)
+      local tok = redis.call('HINCRBY', META, 'token', '1')
+      redis.call('ZADD', LEASES, now + LEASE, string.format('%.0f', tok) .. ':' .. HOLDER)
       out[i + 2] = tok
     end
     return out

@@ -2,6 +2,7 @@
 -- (the caller names them: a permit is its own only as "token:holder"), then other holders' (earliest
 -- lease deadline first); beyond that an unbounded semaphore grows.
 -- Reply: {1, others released, capacity added, own tokens...} | {-2, available, initial}
+--        | 1 from release_fast.lua: the first n named tokens, all released as the caller's own
 local n = tonumber(ARGV[4])
 local cap, quarantine = capacity(create)
 purge()

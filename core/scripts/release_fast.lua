@@ -2,13 +2,14 @@
 -- permits that are all its own and live. Ended leases are purged first (the fast acquire
 -- counts around them, so this keeps the set small). Anything else falls through to release.lua
 -- with nothing changed but that purge. At most 64 at once: unpack() has a stack limit.
+-- Reply: 1, meaning the first n named permits were released, all of them the caller's own.
 do
   local n = tonumber(ARGV[4])
   if n >= 1 and n <= 64 and #ARGV >= 5 + n and redis.call('ZCARD', KEYS[3]) == 0 then
     redis.call('ZREMRANGEBYSCORE', LEASES, '-inf', now)
     if n == 1 then
       -- Removed means it was the caller's and live (ended ones are gone); else nothing changed.
-      if redis.call('ZREM', LEASES, ARGV[6] .. ':' .. HOLDER) == 1 then return {1, 0, 0, ARGV[6]} end
+      if redis.call('ZREM', LEASES, ARGV[6] .. ':' .. HOLDER) == 1 then return 1 end
     else
       local members = {}
       for i = 1, n do members[i] = ARGV[5 + i] .. ':' .. HOLDER end
@@ -17,9 +18,7 @@ do
       for i = 1, n do all = all and scores[i] ~= false end
       if all then
         redis.call('ZREM', LEASES, unpack(members))
-        local out = {1, 0, 0}
-        for i = 1, n do out[3 + i] = ARGV[5 + i] end
-        return out
+        return 1
       end
     end
   end

@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use crate::keys::Keys;
 use crate::reply::Cursor;
 use crate::scripts::{self, Script};
-use crate::{validate, Error, Scalar, Transport};
+use crate::{validate, Error, Reply, Scalar, Transport};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -246,9 +246,13 @@ impl<T: Transport> Semaphore<T> {
         }
     }
 
-    fn run(&self, script: &Script, extra: &[&dyn Arg]) -> Result<Cursor, Error> {
+    fn eval(&self, script: &Script, extra: &[&dyn Arg]) -> Result<Reply, Error> {
         let mut argv = self.argv.borrow_mut();
-        Cursor::new(self.transport.eval(script, &self.script_keys, argv.set(extra))?)
+        self.transport.eval(script, &self.script_keys, argv.set(extra))
+    }
+
+    fn run(&self, script: &Script, extra: &[&dyn Arg]) -> Result<Cursor, Error> {
+        Cursor::new(self.eval(script, extra)?)
     }
 
     /// Takes `n` permits at once or none. Returns the permits; empty means not acquired.
@@ -354,7 +358,15 @@ impl<T: Transport> Semaphore<T> {
         let bounded = flag(self.id.bounded);
         let mut args: Vec<&dyn Arg> = vec![&n, &bounded];
         args.extend(Self::token_args(own)?);
-        let mut reply = self.run(&scripts::RELEASE, &args)?;
+        let reply = self.eval(&scripts::RELEASE, &args)?;
+        // The fast path's answer: the first n named permits, all of them this holder's own.
+        if reply == Reply::Scalar(Scalar::Int(1)) {
+            let named = own.get(..n as usize).ok_or_else(|| Error::protocol("released more permits than were named"))?;
+            let released = Released { own: named.to_vec(), ..Released::default() };
+            self.replicated()?;
+            return Ok(released);
+        }
+        let mut reply = Cursor::new(reply)?;
         match reply.i64()? {
             1 => {
                 let others = reply.u64()? as u32;

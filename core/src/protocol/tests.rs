@@ -280,3 +280,13 @@ fn script_arguments_are_written_as_decimal_text() {
         assert_eq!(out, want);
     }
 }
+
+/// release_fast.lua answers a bare 1: the first n permits named, all the caller's own.
+#[test]
+fn the_fast_releases_answer_means_the_first_n_named_permits() {
+    let fake = Fake::default();
+    let sem = open(&fake);
+    fake.replies.borrow_mut().extend([Ok(Reply::Scalar(Scalar::Int(1))), Ok(Reply::Scalar(Scalar::Int(1)))]);
+    assert_eq!(sem.release(2, &[40, 41, 42]), Ok(Released { own: vec![40, 41], others: 0, added: 0 }));
+    assert!(matches!(sem.release(2, &[40]), Err(Error::Redis(m)) if m.contains("named")), "more released than named is a protocol error");
+}
