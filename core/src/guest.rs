@@ -3,8 +3,10 @@
 // The generated bindings are the one place the guest needs unsafe code (the canonical ABI).
 #![allow(unsafe_code)]
 
+use std::cell::RefCell;
+
 use crate::scripts::Script;
-use crate::{multi, protocol, Api, Error, Reply, Scalar, Transport};
+use crate::{multi, protocol, Api, Error, Reply, Scalar, Scope, Transport};
 
 wit_bindgen::generate!({ path: "../wit", world: "guest" });
 
@@ -15,41 +17,62 @@ use pottery::semaphore::types as wit_types;
 /// The master of the one-server protocol; the several-master mode indexes all of them.
 const MASTER: u32 = 0;
 
-#[derive(Debug)]
-struct HostTransport;
+/// The host's import as a [`Transport`]. It keeps the host's handle for the scope the protocol
+/// runs its scripts in, so the keys and leading arguments cross the boundary once.
+#[derive(Debug, Default)]
+struct HostTransport {
+    scope: RefCell<Option<(u64, wit_transport::Scope)>>,
+}
+
+impl HostTransport {
+    /// Runs `call` with the host's handle for `scope`, opening one when the scope is new.
+    fn in_scope<R>(&self, scope: &Scope, call: impl FnOnce(&wit_transport::Scope) -> Result<R, Error>) -> Result<R, Error> {
+        let mut cached = self.scope.borrow_mut();
+        if cached.as_ref().is_none_or(|(id, _)| *id != scope.id()) {
+            // The old handle goes first: the host caps how many a guest holds.
+            *cached = None;
+            *cached = Some((scope.id(), wit_transport::Scope::open(&scope.keys, &scope.leading)?));
+        }
+        let (_, handle) = cached.as_ref().expect("opened above");
+        call(handle)
+    }
+}
+
+fn lost_after_loading(script: &Script) -> Error {
+    Error::Redis(format!("Redis lost {} right after loading it", script.name))
+}
 
 impl Transport for HostTransport {
     /// EVALSHA; the script text crosses the boundary only when Redis lacks the script.
-    fn eval(&self, script: &Script, keys: &[String], args: &[String]) -> Result<Reply, Error> {
-        if let Some(reply) = wit_transport::eval(MASTER, script.sha1(), keys, args)? {
-            return Ok(reply.into());
-        }
-        wit_transport::load_script(MASTER, script.source)?;
-        match wit_transport::eval(MASTER, script.sha1(), keys, args)? {
-            Some(reply) => Ok(reply.into()),
-            None => Err(Error::Redis(format!("Redis lost {} right after loading it", script.name))),
-        }
+    fn eval(&self, script: &Script, scope: &Scope, args: &[String]) -> Result<Reply, Error> {
+        self.in_scope(scope, |handle| {
+            if let Some(reply) = wit_transport::eval(MASTER, script.sha1(), handle, args)? {
+                return Ok(reply.into());
+            }
+            wit_transport::load_script(MASTER, script.source)?;
+            wit_transport::eval(MASTER, script.sha1(), handle, args)?.map(Reply::from).ok_or_else(|| lost_after_loading(script))
+        })
     }
 
     /// EVALSHA on several masters at once; the masters that lack the script get it loaded and
     /// are asked again one by one (once per script and master in a server's life).
-    fn eval_each(&self, script: &Script, keys: &[String], calls: &[(u32, Vec<String>)], timeout_ms: u64) -> Vec<Result<Reply, Error>> {
-        let replies = wit_transport::eval_each(script.sha1(), keys, calls, timeout_ms);
-        replies
-            .into_iter()
-            .zip(calls)
-            .map(|(reply, (master, args))| match reply {
-                Ok(Some(reply)) => Ok(reply.into()),
-                Ok(None) => {
-                    wit_transport::load_script(*master, script.source)?;
-                    match wit_transport::eval(*master, script.sha1(), keys, args)? {
-                        Some(reply) => Ok(reply.into()),
-                        None => Err(Error::Redis(format!("Redis lost {} right after loading it", script.name))),
+    fn eval_each(&self, script: &Script, scope: &Scope, calls: &[(u32, Vec<String>)], timeout_ms: u64) -> Vec<Result<Reply, Error>> {
+        let replies = self.in_scope(scope, |handle| {
+            let replies = wit_transport::eval_each(script.sha1(), handle, calls, timeout_ms);
+            Ok(replies
+                .into_iter()
+                .zip(calls)
+                .map(|(reply, (master, args))| match reply {
+                    Ok(Some(reply)) => Ok(reply.into()),
+                    Ok(None) => {
+                        wit_transport::load_script(*master, script.source)?;
+                        wit_transport::eval(*master, script.sha1(), handle, args)?.map(Reply::from).ok_or_else(|| lost_after_loading(script))
                     }
-                }
-                Err(e) => Err(e.into()),
-            })
-            .collect()
+                    Err(e) => Err(e.into()),
+                })
+                .collect())
+        });
+        replies.unwrap_or_else(|e| calls.iter().map(|_| Err(e.clone())).collect())
     }
 
     fn blocking_pop_on(&self, master: u32, key: &str, timeout_ms: u64) -> Result<Option<String>, Error> {
@@ -167,10 +190,10 @@ impl GuestSemaphore for Semaphore {
             replicate: c.replicate,
         };
         let (sem, opened): (Box<dyn Api>, _) = if config.masters > 1 {
-            let (sem, opened) = multi::Semaphore::open(HostTransport, config)?;
+            let (sem, opened) = multi::Semaphore::open(HostTransport::default(), config)?;
             (Box::new(sem), opened)
         } else {
-            let (sem, opened) = protocol::Semaphore::open(HostTransport, config)?;
+            let (sem, opened) = protocol::Semaphore::open(HostTransport::default(), config)?;
             (Box::new(sem), opened)
         };
         let opened = wit_api::Opened { initial: opened.initial, created: opened.created };

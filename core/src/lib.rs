@@ -20,4 +20,4 @@ pub use api::Api;
 pub use error::Error;
 pub use protocol::{Config, Holder, Opened, Permit, Released, Semaphore, Status, Waiter};
 pub use reply::{Reply, Scalar};
-pub use transport::Transport;
+pub use transport::{Scope, Transport};

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use crate::protocol::{Config, Holder, Identity, Opened, Permit, Released, Status};
 use crate::reply::Cursor;
 use crate::scripts::{self, Script};
-use crate::{validate, Error, Reply, Transport};
+use crate::{validate, Error, Reply, Scope, Transport};
 
 /// Slots are 16 bits of the fencing token.
 pub const MAX_SLOTS: u64 = 1 << SLOT_BITS;
@@ -96,7 +96,7 @@ struct View {
 pub struct Semaphore<T> {
     transport: T,
     id: Identity,
-    script_keys: Vec<String>,
+    scope: Scope,
     masters: u32,
     raise_on_redis_errors: bool,
 }
@@ -114,7 +114,7 @@ impl<T: Transport> Semaphore<T> {
         }
         let mut sem = Semaphore {
             transport,
-            script_keys: id.keys.multi_script_keys(&config.holder),
+            scope: Scope::new(id.keys.multi_script_keys(&config.holder), id.leading_args()),
             id,
             masters: config.masters,
             raise_on_redis_errors: config.raise_on_redis_errors,
@@ -143,6 +143,7 @@ impl<T: Transport> Semaphore<T> {
         }
         let initial = sem.agreed(initials);
         sem.id.initial = initial;
+        sem.scope = Scope::new(sem.id.keys.multi_script_keys(&config.holder), sem.id.leading_args());
         Ok((sem, Opened { initial, created }))
     }
 
@@ -187,8 +188,7 @@ impl<T: Transport> Semaphore<T> {
 
     /// Runs `script` on each master of `calls` at once; replies in the same order.
     fn run_each(&self, script: &Script, calls: Vec<(u32, Vec<String>)>) -> Vec<(u32, Result<Reply, Error>)> {
-        let calls: Vec<(u32, Vec<String>)> = calls.into_iter().map(|(m, extra)| (m, self.id.args(&extra))).collect();
-        let replies = self.transport.eval_each(script, &self.script_keys, &calls, self.round_timeout_ms());
+        let replies = self.transport.eval_each(script, &self.scope, &calls, self.round_timeout_ms());
         calls.iter().map(|(m, _)| *m).zip(replies).collect()
     }
 

@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use crate::keys::Keys;
 use crate::reply::Cursor;
 use crate::scripts::{self, Script};
-use crate::{validate, Error, Reply, Scalar, Transport};
+use crate::{validate, Error, Reply, Scalar, Scope, Transport};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -59,35 +59,24 @@ impl Identity {
         })
     }
 
-    /// ARGV of every script: the prelude's holder, initial value and lease, then the script's own.
-    pub(crate) fn args(&self, extra: &[String]) -> Vec<String> {
-        let mut args = Vec::with_capacity(3 + extra.len());
-        args.push(self.holder.clone());
-        args.push(self.initial.to_string());
-        args.push(self.lease_ms.to_string());
-        args.extend_from_slice(extra);
-        args
+    /// The ARGV every script starts with (head.lua): holder, initial value and lease.
+    pub(crate) fn leading_args(&self) -> Vec<String> {
+        vec![self.holder.clone(), self.initial.to_string(), self.lease_ms.to_string()]
     }
 }
 
-/// A script's ARGV, rewritten in place for each call: the identity's three leading arguments
-/// stay, and the strings behind the rest keep their capacity, so a warm call allocates nothing
-/// for its arguments (in the component, each allocation is a trip through the guest's malloc).
-#[derive(Debug)]
-struct Argv {
+/// A script's own arguments (after the scope's leading ones), rewritten in place for each call:
+/// the strings keep their capacity, so a warm call allocates nothing for its arguments (in the
+/// component, each allocation is a trip through the guest's allocator).
+#[derive(Debug, Default)]
+pub(crate) struct Argv {
     strings: Vec<String>,
     len: usize,
 }
 
 impl Argv {
-    const LEADING: usize = 3;
-
-    fn new(id: &Identity) -> Self {
-        Argv { strings: id.args(&[]), len: Self::LEADING }
-    }
-
-    fn set(&mut self, extra: &[&dyn Arg]) -> &[String] {
-        self.len = Self::LEADING;
+    pub(crate) fn set(&mut self, extra: &[&dyn Arg]) -> &[String] {
+        self.len = 0;
         for value in extra {
             if self.len == self.strings.len() {
                 self.strings.push(String::new());
@@ -195,7 +184,7 @@ enum Step {
 pub struct Semaphore<T> {
     transport: T,
     id: Identity,
-    script_keys: Vec<String>,
+    scope: Scope,
     argv: RefCell<Argv>,
     replicate: bool,
 }
@@ -204,8 +193,8 @@ impl<T: Transport> Semaphore<T> {
     /// Validates `config` and creates the semaphore in Redis unless it already exists there.
     pub fn open(transport: T, config: Config) -> Result<(Self, Opened), Error> {
         let id = Identity::validate(&config)?;
-        let argv = RefCell::new(Argv::new(&id));
-        let mut sem = Semaphore { transport, script_keys: id.keys.script_keys(), id, argv, replicate: config.replicate };
+        let scope = Scope::new(id.keys.script_keys(), id.leading_args());
+        let mut sem = Semaphore { transport, id, scope, argv: RefCell::default(), replicate: config.replicate };
         let mut reply = sem.run(&scripts::INIT, &[&flag(config.guard_fresh_server), &flag(config.create)])?;
         let initial = reply.i64()?;
         if initial == -2 {
@@ -216,7 +205,7 @@ impl<T: Transport> Semaphore<T> {
         }
         let opened = Opened { initial: initial as u64, created: reply.u64()? == 1 };
         sem.id.initial = opened.initial;
-        sem.argv = RefCell::new(Argv::new(&sem.id));
+        sem.scope = Scope::new(sem.id.keys.script_keys(), sem.id.leading_args());
         if opened.created {
             sem.replicated()?;
         }
@@ -248,7 +237,7 @@ impl<T: Transport> Semaphore<T> {
 
     fn eval(&self, script: &Script, extra: &[&dyn Arg]) -> Result<Reply, Error> {
         let mut argv = self.argv.borrow_mut();
-        self.transport.eval(script, &self.script_keys, argv.set(extra))
+        self.transport.eval(script, &self.scope, argv.set(extra))
     }
 
     fn run(&self, script: &Script, extra: &[&dyn Arg]) -> Result<Cursor, Error> {

@@ -1,11 +1,36 @@
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::scripts::Script;
 use crate::{Error, Reply};
+
+/// What every script of one semaphore runs with: its KEYS and the leading part of its ARGV
+/// (holder, initial value, lease). A transport may keep them across calls (the component's host
+/// does: they cross the wasm boundary once, not with every call); `id` tells scopes apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    id: u64,
+    pub keys: Vec<String>,
+    pub leading: Vec<String>,
+}
+
+impl Scope {
+    pub fn new(keys: Vec<String>, leading: Vec<String>) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Scope { id: NEXT.fetch_add(1, Ordering::Relaxed), keys, leading }
+    }
+
+    /// Unique among the scopes of this process (or component instance).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+}
 
 /// What the protocol needs from the world. In the component this is the host's WIT import; natively
 /// it can be a plain Redis connection (benchmarks) or an in-memory fake (unit tests).
 pub trait Transport {
-    /// Runs a protocol script (EVALSHA, falling back to EVAL).
-    fn eval(&self, script: &Script, keys: &[String], args: &[String]) -> Result<Reply, Error>;
+    /// Runs a protocol script (EVALSHA, falling back to EVAL) with `scope`'s keys and ARGV =
+    /// its leading arguments, then `args`.
+    fn eval(&self, script: &Script, scope: &Scope, args: &[String]) -> Result<Reply, Error>;
     /// A read-only command whose only key is its first argument.
     fn command(&self, name: &str, key: &str, args: &[String]) -> Result<Reply, Error>;
     /// BLPOP on `key` for at most `timeout_ms`; `None` on time-out, `Err(Cancelled)` when the
@@ -20,9 +45,9 @@ pub trait Transport {
     /// Runs `script` on several masters at once, each `(master, args)` of `calls`; one result
     /// per call, in order; a master slower than `timeout_ms` is `Unreachable`. Without several
     /// masters only master 0 exists.
-    fn eval_each(&self, script: &Script, keys: &[String], calls: &[(u32, Vec<String>)], timeout_ms: u64) -> Vec<Result<Reply, Error>> {
+    fn eval_each(&self, script: &Script, scope: &Scope, calls: &[(u32, Vec<String>)], timeout_ms: u64) -> Vec<Result<Reply, Error>> {
         let _ = timeout_ms;
-        calls.iter().map(|(master, args)| if *master == 0 { self.eval(script, keys, args) } else { Err(no_master(*master)) }).collect()
+        calls.iter().map(|(master, args)| if *master == 0 { self.eval(script, scope, args) } else { Err(no_master(*master)) }).collect()
     }
 
     /// [`Transport::blocking_pop`] on master `master`.

@@ -6,6 +6,7 @@ wasmtime::component::bindgen!({
     world: "guest",
     imports: { default: async },
     exports: { default: async },
+    with: { "pottery:semaphore/transport.scope": crate::transport::Scope },
 });
 
 pub use exports::pottery::semaphore::api;

@@ -15,9 +15,10 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{AsyncConnectionConfig, RedisFuture, Value};
+use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 
-use crate::bindings::transport::{Host as TransportHost, Reply, Scalar};
+use crate::bindings::transport::{Host as TransportHost, HostScope, Reply, Scalar};
 use crate::bindings::types::{Error as WitError, Host as TypesHost};
 use crate::cancel::CancelFlag;
 use crate::error::from_redis;
@@ -277,6 +278,17 @@ fn is_connection_error(e: &redis::RedisError) -> bool {
     e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error()
 }
 
+/// A scope the guest opened (WIT `scope`): keys already checked against the sandbox, and the
+/// arguments that lead every script's ARGV.
+#[derive(Debug)]
+pub struct Scope {
+    keys: Vec<String>,
+    leading: Vec<String>,
+}
+
+/// Scopes one guest instance may hold at once (the protocol holds one).
+const MAX_SCOPES: usize = 8;
+
 /// The masters of one semaphore, indexed as the guest addresses them.
 pub(crate) type Masters = Arc<[Arc<Connections>]>;
 
@@ -292,6 +304,8 @@ pub(crate) struct HostState {
     pub(crate) blocking_io: bool,
     sync: SyncConnections,
     pub(crate) keys: Keys,
+    scopes: ResourceTable,
+    open_scopes: usize,
     pub(crate) limits: StoreLimits,
     pub(crate) cancel: Option<CancelFlag>,
     /// When the guest last got control back; the epoch callback measures guest CPU from here.
@@ -308,6 +322,8 @@ impl HostState {
             blocking_io: false,
             sync: SyncConnections::default(),
             keys: Keys::new(key),
+            scopes: ResourceTable::new(),
+            open_scopes: 0,
             limits: StoreLimitsBuilder::new().memory_size(memory_limit).instances(16).tables(16).memories(4).trap_on_grow_failure(true).build(),
             cancel: None,
             resumed_at: Instant::now(),
@@ -377,20 +393,19 @@ impl HostState {
         }
     }
 
-    /// The guest's EVALSHA after the sandbox's checks: a protocol script on the semaphore's keys.
-    fn evalsha(&self, master: u32, sha1: &str, keys: &[String], args: &[String]) -> Result<redis::Cmd, WitError> {
+    /// The guest's EVALSHA after the sandbox's checks: a protocol script, on the keys of a scope
+    /// (checked when it was opened).
+    fn evalsha(&self, master: u32, sha1: &str, scope: &Resource<Scope>, args: &[String]) -> Result<redis::Cmd, WitError> {
         self.check_master(master)?;
         // Only the protocol's own scripts run, so a guest cannot reach keys a script computes.
         if scripts::by_sha1(sha1).is_none() {
             return Err(WitError::Forbidden(format!("script {sha1} is not one of the protocol's scripts")));
         }
-        for key in keys {
-            self.check_key(key)?;
-        }
+        let scope = self.scopes.get(scope).map_err(|e| WitError::Forbidden(format!("scope: {e}")))?;
         // Room for a call's arguments up front: growing the buffer step by step cost more
         // reallocations than anything else in building the command (~2k instructions a call).
-        let mut evalsha = redis::Cmd::with_capacity(3 + keys.len() + args.len(), 512);
-        evalsha.arg("EVALSHA").arg(sha1).arg(keys.len()).arg(keys).arg(args);
+        let mut evalsha = redis::Cmd::with_capacity(3 + scope.keys.len() + scope.leading.len() + args.len(), 512);
+        evalsha.arg("EVALSHA").arg(sha1).arg(scope.keys.len()).arg(&scope.keys).arg(&scope.leading).arg(args);
         Ok(evalsha)
     }
 
@@ -427,9 +442,30 @@ fn reply(v: Value) -> Result<Reply, WitError> {
 
 impl TypesHost for HostState {}
 
+impl HostScope for HostState {
+    /// The sandbox's key check happens here, once per scope rather than on every script.
+    async fn open(&mut self, keys: Vec<String>, leading: Vec<String>) -> Result<Resource<Scope>, WitError> {
+        for key in &keys {
+            self.check_key(key)?;
+        }
+        if self.open_scopes >= MAX_SCOPES {
+            return Err(WitError::Forbidden(format!("at most {MAX_SCOPES} scopes at once")));
+        }
+        let scope = self.scopes.push(Scope { keys, leading }).map_err(|e| WitError::Forbidden(format!("scope: {e}")))?;
+        self.open_scopes += 1;
+        Ok(scope)
+    }
+
+    async fn drop(&mut self, scope: Resource<Scope>) -> wasmtime::Result<()> {
+        self.scopes.delete(scope)?;
+        self.open_scopes -= 1;
+        Ok(())
+    }
+}
+
 impl TransportHost for HostState {
-    async fn eval(&mut self, master: u32, sha1: String, keys: Vec<String>, args: Vec<String>) -> Result<Option<Reply>, WitError> {
-        let evalsha = self.evalsha(master, &sha1, &keys, &args)?;
+    async fn eval(&mut self, master: u32, sha1: String, scope: Resource<Scope>, args: Vec<String>) -> Result<Option<Reply>, WitError> {
+        let evalsha = self.evalsha(master, &sha1, &scope, &args)?;
         let result = self.run(master, &evalsha, None, true).await;
         self.resumed_at = Instant::now();
         if let Ok((_, conn)) = &result {
@@ -439,12 +475,12 @@ impl TransportHost for HostState {
     }
 
     /// Each call on its own master, all at once: a round costs the slowest master, not the sum.
-    async fn eval_each(&mut self, sha1: String, keys: Vec<String>, calls: Vec<(u32, Vec<String>)>, timeout_ms: u64) -> Vec<Result<Option<Reply>, WitError>> {
+    async fn eval_each(&mut self, sha1: String, scope: Resource<Scope>, calls: Vec<(u32, Vec<String>)>, timeout_ms: u64) -> Vec<Result<Option<Reply>, WitError>> {
         let timeout = Duration::from_millis(timeout_ms.max(1));
         let pending: Vec<_> = calls
             .iter()
             .map(|(master, args)| {
-                let cmd = self.evalsha(*master, &sha1, &keys, args)?;
+                let cmd = self.evalsha(*master, &sha1, &scope, args)?;
                 let conns = self.masters[*master as usize].clone();
                 Ok(tokio::spawn(async move { tokio::time::timeout(timeout, conns.query(&cmd, None, true)).await }))
             })
@@ -586,17 +622,29 @@ mod tests {
         let own = Keys::new("mine").script_keys();
         let foreign = Keys::new("other").multi_script_keys("h");
         let sha = ACQUIRE.sha1().to_string();
-        assert!(forbidden(s.eval(0, sha.clone(), foreign, vec![]).await));
-        assert!(forbidden(s.eval(0, sha.clone(), vec!["plain-key".into()], vec![]).await));
+        // Keys are checked when the guest opens a scope: only its own semaphore's.
+        assert!(forbidden(HostScope::open(s, foreign, vec![]).await));
+        assert!(forbidden(HostScope::open(s, vec!["plain-key".into()], vec![]).await));
+        let scope = HostScope::open(s, own.clone(), vec![]).await.expect("its own keys");
+        let borrowed = || Resource::<Scope>::new_borrow(scope.rep());
         // A script of the guest's own: neither run by its SHA nor loaded.
         let evil = "return redis.call('FLUSHALL')".to_string();
-        assert!(forbidden(s.eval(0, sha1_of(&evil), own.clone(), vec![]).await));
+        assert!(forbidden(s.eval(0, sha1_of(&evil), borrowed(), vec![]).await));
         assert!(forbidden(s.load_script(0, evil).await));
-        assert!(forbidden(s.eval(1, INIT.sha1().into(), own, vec![]).await), "only master 0");
+        assert!(forbidden(s.eval(1, sha.clone(), borrowed(), vec![]).await), "only master 0");
+        assert!(forbidden(s.eval(1, INIT.sha1().into(), borrowed(), vec![]).await), "only master 0");
         assert!(forbidden(s.load_script(1, INIT.source.into()).await), "only master 0");
         assert!(forbidden(s.command(0, "DEL".into(), Keys::new("mine").meta(), vec![]).await), "writes are not allowed");
         assert!(forbidden(s.command(0, "HGET".into(), Keys::new("other").meta(), vec![]).await));
         assert!(forbidden(s.blocking_pop(0, "pottery-semaphore:{other}:wake:1".into(), 10).await));
+        // Scopes cost host memory: a guest holds a few at most, and may open more as it drops some.
+        let mut more = Vec::new();
+        for _ in 1..MAX_SCOPES {
+            more.push(HostScope::open(s, own.clone(), vec![]).await.expect("within the cap"));
+        }
+        assert!(forbidden(HostScope::open(s, own.clone(), vec![]).await), "over the cap");
+        HostScope::drop(s, scope).await.expect("drop");
+        assert!(HostScope::open(s, own, vec![]).await.is_ok(), "room again after a drop");
     }
 
     fn sha1_of(s: &str) -> String {

@@ -7,7 +7,7 @@ use std::fmt;
 use std::time::Instant;
 
 use pottery_semaphore_core::scripts::Script;
-use pottery_semaphore_core::{Error, Reply, Transport};
+use pottery_semaphore_core::{Error, Reply, Scope, Transport};
 use pottery_semaphore_host::convert::{error as from_redis, reply};
 use redis::Value;
 
@@ -42,14 +42,15 @@ impl NativeTransport {
 }
 
 impl Transport for NativeTransport {
-    fn eval(&self, script: &Script, keys: &[String], args: &[String]) -> Result<Reply, Error> {
+    fn eval(&self, script: &Script, scope: &Scope, args: &[String]) -> Result<Reply, Error> {
+        let keys = &scope.keys;
         // Sized up front as the host sizes its EVALSHA, so the two differ only by the component.
-        let mut evalsha = redis::Cmd::with_capacity(3 + keys.len() + args.len(), 512);
-        evalsha.arg("EVALSHA").arg(script.sha1()).arg(keys.len()).arg(keys).arg(args);
+        let mut evalsha = redis::Cmd::with_capacity(3 + keys.len() + scope.leading.len() + args.len(), 512);
+        evalsha.arg("EVALSHA").arg(script.sha1()).arg(keys.len()).arg(keys).arg(&scope.leading).arg(args);
         let result = match self.query(&evalsha) {
             Err(e) if e.code() == Some("NOSCRIPT") => {
                 let mut eval = redis::cmd("EVAL");
-                eval.arg(script.source).arg(keys.len()).arg(keys).arg(args);
+                eval.arg(script.source).arg(keys.len()).arg(keys).arg(&scope.leading).arg(args);
                 self.query(&eval)
             }
             other => other,

@@ -23,6 +23,8 @@ struct Fake {
     /// Answers of `wait_replicas`; acknowledged when none is scripted.
     waits: RefCell<VecDeque<Result<(), Error>>>,
     now_ns: RefCell<u64>,
+    /// The initial value the last script was told (the scope's second leading argument).
+    told_initial: RefCell<String>,
 }
 
 fn ints(items: &[i64]) -> Result<Reply, Error> {
@@ -30,9 +32,11 @@ fn ints(items: &[i64]) -> Result<Reply, Error> {
 }
 
 impl Transport for &Fake {
-    fn eval(&self, script: &Script, keys: &[String], args: &[String]) -> Result<Reply, Error> {
-        assert_eq!(keys.len(), 4);
-        self.calls.borrow_mut().push(Call::Eval(script.name, args[3..].to_vec()));
+    fn eval(&self, script: &Script, scope: &Scope, args: &[String]) -> Result<Reply, Error> {
+        assert_eq!(scope.keys.len(), 4);
+        assert_eq!(scope.leading.len(), 3, "holder, initial value, lease");
+        *self.told_initial.borrow_mut() = scope.leading[1].clone();
+        self.calls.borrow_mut().push(Call::Eval(script.name, args.to_vec()));
         self.replies.borrow_mut().pop_front().expect("unexpected script")
     }
     fn command(&self, name: &str, _key: &str, _args: &[String]) -> Result<Reply, Error> {
@@ -289,4 +293,17 @@ fn the_fast_releases_answer_means_the_first_n_named_permits() {
     fake.replies.borrow_mut().extend([Ok(Reply::Scalar(Scalar::Int(1))), Ok(Reply::Scalar(Scalar::Int(1)))]);
     assert_eq!(sem.release(2, &[40, 41, 42]), Ok(Released { own: vec![40, 41], others: 0, added: 0 }));
     assert!(matches!(sem.release(2, &[40]), Err(Error::Redis(m)) if m.contains("named")), "more released than named is a protocol error");
+}
+
+/// Scripts are told the initial value Redis holds, not the one this handle asked for.
+#[test]
+fn scripts_after_open_are_told_the_initial_value_redis_holds() {
+    let fake = Fake::default();
+    fake.replies.borrow_mut().extend([ints(&[2, 0]), ints(&[0])]);
+    let config = Config { key: "k".into(), value: 5, bounded: true, lease_ms: 3000, holder: "h".into(), guard_fresh_server: true, create: true, masters: 1, raise_on_redis_errors: false, replicate: false };
+    let (sem, opened) = Semaphore::open(&fake, config).expect("open");
+    assert_eq!(opened, Opened { initial: 2, created: false });
+    assert_eq!(*fake.told_initial.borrow(), "5", "init.lua creates with the value asked for");
+    assert_eq!(sem.acquire(1, false, None), Ok(vec![]));
+    assert_eq!(*fake.told_initial.borrow(), "2");
 }
