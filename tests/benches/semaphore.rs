@@ -46,15 +46,18 @@ fn stats(mut samples: Vec<Duration>) -> Stats {
 
 /// Times each op `iters` times, interleaved in `ROUNDS` rounds so that a machine whose speed
 /// drifts (a shared VM) slows them all alike; returns each op's samples in the order taken.
+/// Each round starts with the next op, so none always runs right after the same other one
+/// (whose threads may still be winding down on a 2-core machine).
 fn measure_interleaved(iters: usize, ops: &mut [&mut dyn FnMut()]) -> Vec<Vec<Duration>> {
     let mut samples = vec![Vec::with_capacity(iters); ops.len()];
     for round in 0..ROUNDS {
         let n = iters / ROUNDS + usize::from(round < iters % ROUNDS);
-        for (op, out) in ops.iter_mut().zip(&mut samples) {
+        for k in 0..ops.len() {
+            let i = (round + k) % ops.len();
             for _ in 0..n {
                 let t = Instant::now();
-                op();
-                out.push(t.elapsed());
+                ops[i]();
+                samples[i].push(t.elapsed());
             }
         }
     }
