@@ -38,24 +38,26 @@ impl HostTransport {
     }
 }
 
-fn lost_after_loading(script: &Script) -> Error {
-    Error::Redis(format!("Redis lost {} right after loading it", script.name))
+/// After Redis answered that it lacks `script` (once per script and master in a server's life):
+/// loads it on `master` and runs it again.
+fn load_and_eval(master: u32, script: &Script, scope: &wit_transport::Scope, args: &[String]) -> Result<Reply, Error> {
+    wit_transport::load_script(master, script.source)?;
+    wit_transport::eval(master, script.sha1(), scope, args)?
+        .map(Reply::from)
+        .ok_or_else(|| Error::Redis(format!("Redis lost {} right after loading it", script.name)))
 }
 
 impl Transport for HostTransport {
     /// EVALSHA; the script text crosses the boundary only when Redis lacks the script.
     fn eval(&self, script: &Script, scope: &Scope, args: &[String]) -> Result<Reply, Error> {
-        self.in_scope(scope, |handle| {
-            if let Some(reply) = wit_transport::eval(MASTER, script.sha1(), handle, args)? {
-                return Ok(reply.into());
-            }
-            wit_transport::load_script(MASTER, script.source)?;
-            wit_transport::eval(MASTER, script.sha1(), handle, args)?.map(Reply::from).ok_or_else(|| lost_after_loading(script))
+        self.in_scope(scope, |handle| match wit_transport::eval(MASTER, script.sha1(), handle, args)? {
+            Some(reply) => Ok(reply.into()),
+            None => load_and_eval(MASTER, script, handle, args),
         })
     }
 
     /// EVALSHA on several masters at once; the masters that lack the script get it loaded and
-    /// are asked again one by one (once per script and master in a server's life).
+    /// are asked again one by one.
     fn eval_each(&self, script: &Script, scope: &Scope, calls: &[(u32, Vec<String>)], timeout_ms: u64) -> Vec<Result<Reply, Error>> {
         let replies = self.in_scope(scope, |handle| {
             let replies = wit_transport::eval_each(script.sha1(), handle, calls, timeout_ms);
@@ -64,10 +66,7 @@ impl Transport for HostTransport {
                 .zip(calls)
                 .map(|(reply, (master, args))| match reply {
                     Ok(Some(reply)) => Ok(reply.into()),
-                    Ok(None) => {
-                        wit_transport::load_script(*master, script.source)?;
-                        wit_transport::eval(*master, script.sha1(), handle, args)?.map(Reply::from).ok_or_else(|| lost_after_loading(script))
-                    }
+                    Ok(None) => load_and_eval(*master, script, handle, args),
                     Err(e) => Err(e.into()),
                 })
                 .collect())
