@@ -142,8 +142,11 @@ impl<T: Transport> Semaphore<T> {
             return Err(Error::invalid(format!("no semaphore named {:?} exists", sem.id.key)));
         }
         let initial = sem.agreed(initials);
-        sem.id.initial = initial;
-        sem.scope = Scope::new(sem.id.keys.multi_script_keys(&config.holder), sem.id.leading_args());
+        if initial != sem.id.initial {
+            // Later scripts are told the value the masters agree on: a new scope (see protocol.rs).
+            sem.id.initial = initial;
+            sem.scope = Scope::new(sem.scope.keys.clone(), sem.id.leading_args());
+        }
         Ok((sem, Opened { initial, created }))
     }
 

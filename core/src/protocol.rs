@@ -204,8 +204,11 @@ impl<T: Transport> Semaphore<T> {
             return Err(Error::invalid(format!("no semaphore named {:?} exists", sem.id.key)));
         }
         let opened = Opened { initial: initial as u64, created: reply.u64()? == 1 };
-        sem.id.initial = opened.initial;
-        sem.scope = Scope::new(sem.id.keys.script_keys(), sem.id.leading_args());
+        if opened.initial != sem.id.initial {
+            // Later scripts are told the value Redis holds: a new scope (the host keeps one copy each).
+            sem.id.initial = opened.initial;
+            sem.scope = Scope::new(sem.scope.keys.clone(), sem.id.leading_args());
+        }
         if opened.created {
             sem.replicated()?;
         }
