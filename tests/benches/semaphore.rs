@@ -81,11 +81,11 @@ fn pair_sums(samples: &[Duration], iters: usize) -> Vec<Duration> {
 /// Warms `op` up with `WARMUP` calls; returns the server-side µs per script they took.
 fn warm_up(server: &Server, op: &mut dyn FnMut()) -> f64 {
     op(); // the first call may load its scripts
-    server_us_per_script(server);
+    server.script_us_per_call();
     for _ in 0..WARMUP {
         op();
     }
-    server_us_per_script(server)
+    server.script_us_per_call()
 }
 
 fn us(d: Duration) -> f64 {
@@ -98,24 +98,6 @@ fn fmt(d: Duration) -> String {
 
 fn fmt_stats(s: Stats) -> String {
     format!("mean {}, p50 {}, p99 {}", fmt(s.mean), fmt(s.p50), fmt(s.p99))
-}
-
-/// Server-side µs per EVALSHA/EVAL since the last call (from `INFO commandstats`), then resets the stats.
-fn server_us_per_script(server: &Server) -> f64 {
-    let mut conn = server.connection();
-    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut conn).expect("INFO");
-    let (mut calls, mut usec) = (0.0, 0.0);
-    for line in info.lines().filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:")) {
-        for field in line.split([':', ',']) {
-            match field.split_once('=') {
-                Some(("calls", v)) => calls += v.parse::<f64>().unwrap_or(0.0),
-                Some(("usec", v)) => usec += v.parse::<f64>().unwrap_or(0.0),
-                _ => {}
-            }
-        }
-    }
-    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut conn).expect("CONFIG RESETSTAT");
-    if calls > 0.0 { usec / calls } else { 0.0 }
 }
 
 fn verdict(met: bool) -> &'static str {

@@ -22,10 +22,14 @@ fn main() {
         replicate: false,
     };
     let (sem, _) = Semaphore::open(transport, config).expect("open");
+    server.script_us_per_call();
+    let start = std::time::Instant::now();
     for _ in 0..n {
         let permits = sem.acquire(1, true, None).expect("acquire");
         assert!(!permits.is_empty(), "an uncontended acquire was not granted");
         let mine: Vec<u64> = permits.iter().map(|p| p.token).collect();
         sem.release(1, &mine).expect("release");
     }
+    let per_cycle = start.elapsed().as_secs_f64() * 1e6 / n.max(1) as f64;
+    eprintln!("{per_cycle:.1} µs per cycle; server {:.2} µs per script", server.script_us_per_call());
 }

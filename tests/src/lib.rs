@@ -142,6 +142,25 @@ impl Server {
         self.client().get_connection().expect("connection")
     }
 
+    /// Server-side µs per EVALSHA/EVAL since the last call (from `INFO commandstats`), then
+    /// resets the stats: what the scripts themselves cost, apart from the round trip.
+    pub fn script_us_per_call(&self) -> f64 {
+        let mut conn = self.connection();
+        let info: String = redis::cmd("INFO").arg("commandstats").query(&mut conn).expect("INFO");
+        let (mut calls, mut usec) = (0.0, 0.0);
+        for line in info.lines().filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:")) {
+            for field in line.split([':', ',']) {
+                match field.split_once('=') {
+                    Some(("calls", v)) => calls += v.parse::<f64>().unwrap_or(0.0),
+                    Some(("usec", v)) => usec += v.parse::<f64>().unwrap_or(0.0),
+                    _ => {}
+                }
+            }
+        }
+        let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut conn).expect("CONFIG RESETSTAT");
+        if calls > 0.0 { usec / calls } else { 0.0 }
+    }
+
     /// Kills the server (SIGKILL: no shutdown save) and waits for it to exit.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
