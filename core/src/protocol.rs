@@ -251,8 +251,9 @@ impl<T: Transport> Semaphore<T> {
     pub fn acquire(&self, n: i64, blocking: bool, timeout: Option<f64>) -> Result<Vec<Permit>, Error> {
         let n = validate::count(n)?;
         let timeout_ms = validate::timeout(blocking, timeout)?;
-        let started = self.transport.monotonic_now_ns();
         let waits = blocking && timeout_ms != Some(0);
+        // The clock is a host call: read it only when a time-out will be measured from it.
+        let started = if waits && timeout_ms.is_some() { self.transport.monotonic_now_ns() } else { 0 };
         let first = self.run(&scripts::ACQUIRE, &[&n, &flag(waits), &flag(self.id.bounded)])?;
         match self.step(first)? {
             Step::Granted(permits) => self.acknowledged(permits),
