@@ -278,12 +278,91 @@ fn is_connection_error(e: &redis::RedisError) -> bool {
     e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error()
 }
 
+/// Runs `request` on the blocking connection in `slot` (connected on first use), reconnecting
+/// once when the connection broke, as the async path does.
+fn query_own(
+    slot: &mut Option<redis::Connection>,
+    client: &redis::Client,
+    retry: bool,
+    request: impl Fn(&mut redis::Connection) -> redis::RedisResult<Value>,
+) -> redis::RedisResult<Value> {
+    match sync_connection(slot, client, Some(RESPONSE_TIMEOUT)).and_then(&request) {
+        Err(e) if retry && is_connection_error(&e) => {
+            *slot = None;
+            sync_connection(slot, client, Some(RESPONSE_TIMEOUT)).and_then(request)
+        }
+        other => other,
+    }
+}
+
 /// A scope the guest opened (WIT `scope`): keys already checked against the sandbox, and the
 /// arguments that lead every script's ARGV.
 #[derive(Debug)]
 pub struct Scope {
     keys: Vec<String>,
     leading: Vec<String>,
+    /// `numkeys`, the keys and the leading arguments in RESP: the part of every EVALSHA in this
+    /// scope that never changes, framed once for the caller-thread path.
+    framed: Vec<u8>,
+}
+
+impl Scope {
+    fn new(keys: Vec<String>, leading: Vec<String>) -> Scope {
+        let mut framed = Vec::with_capacity(64 * (keys.len() + leading.len()));
+        resp_bulk(&mut framed, decimal(keys.len()).as_bytes());
+        for arg in keys.iter().chain(&leading) {
+            resp_bulk(&mut framed, arg.as_bytes());
+        }
+        Scope { keys, leading, framed }
+    }
+}
+
+/// `n` in decimal, without the formatting machinery (this runs on every call).
+fn decimal(mut n: usize) -> DecimalBuf {
+    let mut buf = DecimalBuf { digits: [0; 20], start: 20 };
+    loop {
+        buf.start -= 1;
+        buf.digits[buf.start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return buf;
+        }
+    }
+}
+
+struct DecimalBuf {
+    digits: [u8; 20],
+    start: usize,
+}
+
+impl DecimalBuf {
+    fn as_bytes(&self) -> &[u8] {
+        &self.digits[self.start..]
+    }
+}
+
+/// Appends one RESP bulk string.
+fn resp_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'$');
+    out.extend_from_slice(decimal(bytes.len()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(bytes);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// EVALSHA `sha1` in `scope` with the call's own `args`, framed in RESP into `out` (cleared
+/// first): what redis-rs's `Cmd` would send, without building one.
+fn frame_evalsha(out: &mut Vec<u8>, sha1: &str, scope: &Scope, args: &[String]) {
+    out.clear();
+    out.push(b'*');
+    out.extend_from_slice(decimal(3 + scope.keys.len() + scope.leading.len() + args.len()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    resp_bulk(out, b"EVALSHA");
+    resp_bulk(out, sha1.as_bytes());
+    out.extend_from_slice(&scope.framed);
+    for arg in args {
+        resp_bulk(out, arg.as_bytes());
+    }
 }
 
 /// Scopes one guest instance may hold at once (the protocol holds one).
@@ -303,6 +382,8 @@ pub(crate) struct HostState {
     /// The current call runs on the caller's thread, which may block: use `sync`.
     pub(crate) blocking_io: bool,
     sync: SyncConnections,
+    /// The last EVALSHA framed for `sync`, its buffer kept for the next.
+    framed: Vec<u8>,
     pub(crate) keys: Keys,
     scopes: ResourceTable,
     open_scopes: usize,
@@ -321,6 +402,7 @@ impl HostState {
             wrote_on: None,
             blocking_io: false,
             sync: SyncConnections::default(),
+            framed: Vec::new(),
             keys: Keys::new(key),
             scopes: ResourceTable::new(),
             open_scopes: 0,
@@ -350,18 +432,7 @@ impl HostState {
             let (value, number) = conns.query(cmd, route, retry).await?;
             return Ok((value, Some(number)));
         };
-        let attempt = |slot: &mut Option<redis::Connection>, client: &redis::Client| -> redis::RedisResult<Value> {
-            cmd.query(sync_connection(slot, client, Some(RESPONSE_TIMEOUT))?)
-        };
-        let value = match attempt(&mut self.sync.commands, client) {
-            Err(e) if retry && is_connection_error(&e) => {
-                // Reconnect once, as the async path does.
-                self.sync.commands = None;
-                attempt(&mut self.sync.commands, client)
-            }
-            other => other,
-        };
-        Ok((value?, None))
+        Ok((query_own(&mut self.sync.commands, client, retry, |conn| cmd.query(conn))?, None))
     }
 
     async fn query_routed(&mut self, master: u32, cmd: &redis::Cmd, route: Route) -> redis::RedisResult<Value> {
@@ -393,15 +464,21 @@ impl HostState {
         }
     }
 
-    /// The guest's EVALSHA after the sandbox's checks: a protocol script, on the keys of a scope
-    /// (checked when it was opened).
-    fn evalsha(&self, master: u32, sha1: &str, scope: &Resource<Scope>, args: &[String]) -> Result<redis::Cmd, WitError> {
+    /// The sandbox's checks of a guest's EVALSHA: a configured master and a protocol script
+    /// (its keys were checked when its scope was opened).
+    fn check_script(&self, master: u32, sha1: &str) -> Result<(), WitError> {
         self.check_master(master)?;
         // Only the protocol's own scripts run, so a guest cannot reach keys a script computes.
         if scripts::by_sha1(sha1).is_none() {
             return Err(WitError::Forbidden(format!("script {sha1} is not one of the protocol's scripts")));
         }
-        let scope = self.scopes.get(scope).map_err(|e| WitError::Forbidden(format!("scope: {e}")))?;
+        Ok(())
+    }
+
+    /// The guest's EVALSHA as a redis-rs command, for the async connections.
+    fn evalsha(&self, master: u32, sha1: &str, scope: &Resource<Scope>, args: &[String]) -> Result<redis::Cmd, WitError> {
+        self.check_script(master, sha1)?;
+        let scope = open_scope(&self.scopes, scope)?;
         // Room for a call's arguments up front: growing the buffer step by step cost more
         // reallocations than anything else in building the command (~2k instructions a call).
         let mut evalsha = redis::Cmd::with_capacity(3 + scope.keys.len() + scope.leading.len() + args.len(), 512);
@@ -416,6 +493,11 @@ impl HostState {
             Err(WitError::Forbidden(format!("key {key:?} is outside {}", self.keys.prefix())))
         }
     }
+}
+
+/// A scope the guest holds, or the sandbox's refusal.
+fn open_scope<'a>(scopes: &'a ResourceTable, scope: &Resource<Scope>) -> Result<&'a Scope, WitError> {
+    scopes.get(scope).map_err(|e| WitError::Forbidden(format!("scope: {e}")))
 }
 
 /// An EVALSHA result in WIT form: `None` when Redis lacks the script.
@@ -451,7 +533,7 @@ impl HostScope for HostState {
         if self.open_scopes >= MAX_SCOPES {
             return Err(WitError::Forbidden(format!("at most {MAX_SCOPES} scopes at once")));
         }
-        let scope = self.scopes.push(Scope { keys, leading }).map_err(|e| WitError::Forbidden(format!("scope: {e}")))?;
+        let scope = self.scopes.push(Scope::new(keys, leading)).map_err(|e| WitError::Forbidden(format!("scope: {e}")))?;
         self.open_scopes += 1;
         Ok(scope)
     }
@@ -465,8 +547,23 @@ impl HostScope for HostState {
 
 impl TransportHost for HostState {
     async fn eval(&mut self, master: u32, sha1: String, scope: Resource<Scope>, args: Vec<String>) -> Result<Option<Reply>, WitError> {
-        let evalsha = self.evalsha(master, &sha1, &scope, &args)?;
-        let result = self.run(master, &evalsha, None, true).await;
+        let conns = self.masters.get(master as usize).cloned();
+        let result = match conns.as_deref().and_then(|conns| self.caller_thread_client(conns)) {
+            // The hot path of the blocking API: the scope's fixed part was framed when it was
+            // opened, and the frame buffer is reused, so a call allocates no command.
+            Some(client) => {
+                self.check_script(master, &sha1)?;
+                let scope = open_scope(&self.scopes, &scope)?;
+                frame_evalsha(&mut self.framed, &sha1, scope, &args);
+                let framed = &self.framed;
+                let request = |conn: &mut redis::Connection| redis::ConnectionLike::req_packed_command(conn, framed).and_then(Value::extract_error);
+                query_own(&mut self.sync.commands, client, true, request).map(|value| (value, None))
+            }
+            None => {
+                let evalsha = self.evalsha(master, &sha1, &scope, &args)?;
+                self.run(master, &evalsha, None, true).await
+            }
+        };
         self.resumed_at = Instant::now();
         if let Ok((_, conn)) = &result {
             self.wrote_on = *conn;
@@ -599,12 +696,29 @@ mod tests {
     use super::*;
     use pottery_semaphore_core::scripts::{ACQUIRE, INIT};
 
-    /// A single server and a cluster. Nothing listens on port 1: every check below must refuse
+    /// A single server, called from the async API and from the blocking one (its own
+    /// connections), and a cluster. Nothing listens on port 1: every check below must refuse
     /// before any I/O.
-    fn states() -> [HostState; 2] {
-        let server = Connections::for_url("redis://127.0.0.1:1").expect("url");
+    fn states() -> [HostState; 3] {
+        let server = || Connections::for_url("redis://127.0.0.1:1").expect("url");
         let cluster = Connections::for_cluster(&["redis://127.0.0.1:1".into()]).expect("urls");
-        [HostState::new(Arc::from(vec![server]), "mine", 1 << 20), HostState::new(Arc::from(vec![cluster]), "mine", 1 << 20)]
+        let mut blocking = HostState::new(Arc::from(vec![server()]), "mine", 1 << 20);
+        blocking.blocking_io = true;
+        [HostState::new(Arc::from(vec![server()]), "mine", 1 << 20), blocking, HostState::new(Arc::from(vec![cluster]), "mine", 1 << 20)]
+    }
+
+    #[test]
+    fn an_evalsha_framed_in_place_is_what_redis_rs_would_send() {
+        let keys = Keys::new("mine").script_keys();
+        let leading = vec!["holder".to_string(), String::new(), "10000".into()];
+        let args = vec!["1".to_string(), "é".into(), "1234567890123".into()];
+        let mut framed = b"left over".to_vec();
+        frame_evalsha(&mut framed, ACQUIRE.sha1(), &Scope::new(keys.clone(), leading.clone()), &args);
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(ACQUIRE.sha1()).arg(keys.len()).arg(&keys).arg(&leading).arg(&args);
+        assert_eq!(String::from_utf8_lossy(&framed), String::from_utf8_lossy(&cmd.get_packed_command()));
+        assert_eq!(decimal(0).as_bytes(), b"0");
+        assert_eq!(decimal(usize::MAX).as_bytes(), usize::MAX.to_string().as_bytes());
     }
 
     fn forbidden<T: std::fmt::Debug>(r: Result<T, WitError>) -> bool {
