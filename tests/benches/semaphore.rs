@@ -78,6 +78,31 @@ fn pair_sums(samples: &[Duration], iters: usize) -> Vec<Duration> {
     sums
 }
 
+/// Mean of each round's samples, in round order (the rounds of `measure_interleaved`).
+fn round_means(samples: &[Duration], iters: usize) -> Vec<f64> {
+    let mut means = Vec::with_capacity(ROUNDS);
+    let mut start = 0;
+    for round in 0..ROUNDS {
+        let n = iters / ROUNDS + usize::from(round < iters % ROUNDS);
+        means.push(samples[start..start + n].iter().map(Duration::as_secs_f64).sum::<f64>() / n.max(1) as f64);
+        start += n;
+    }
+    means
+}
+
+/// `cycle`'s mean over 2 × `single`'s, round by round: how much of a ratio is the machine's
+/// drift between rounds rather than the code (every round runs each op back to back).
+fn round_ratios(cycle: &[Duration], single: &[Duration], iters: usize) -> Vec<f64> {
+    round_means(cycle, iters).iter().zip(round_means(single, iters)).map(|(c, s)| c / (2.0 * s)).collect()
+}
+
+fn spread(ratios: &[f64]) -> String {
+    let mut sorted = ratios.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let (low, high) = (sorted.first().copied().unwrap_or(0.0), sorted.last().copied().unwrap_or(0.0));
+    format!("per round {low:.2}–{high:.2}×, median {:.2}×", sorted.get(sorted.len() / 2).copied().unwrap_or(0.0))
+}
+
 /// Warms `op` up with `WARMUP` calls; returns the server-side µs per script they took.
 fn warm_up(server: &Server, op: &mut dyn FnMut()) -> f64 {
     op(); // the first call may load its scripts
@@ -291,6 +316,8 @@ fn main() {
     let native_server_us = warm_up(&server, &mut native);
     let samples = measure_interleaved(iters, &mut [&mut raw, &mut handoff, &mut component, &mut native]);
     let raw_pairs = stats(pair_sums(&samples[0], iters));
+    let component_rounds = round_ratios(&samples[2], &samples[0], iters);
+    let native_rounds = round_ratios(&samples[3], &samples[0], iters);
     let [raw, handoff, component, native] = samples.into_iter().map(stats).collect::<Vec<_>>()[..] else {
         unreachable!("one Stats per op")
     };
@@ -327,15 +354,20 @@ fn main() {
         [
             "b. component acquire+release cycle".into(),
             format!(
-                "{}; {ratio:.2}× baseline (p50 {ratio_p50:.2}×); server {component_server_us:.1} µs/script",
-                fmt_stats(component)
+                "{}; {ratio:.2}× baseline (p50 {ratio_p50:.2}×; {}); server {component_server_us:.1} µs/script",
+                fmt_stats(component),
+                spread(&component_rounds)
             ),
             "≤ 1.3× (mean)".into(),
             verdict(ratio <= 1.3).into(),
         ],
         [
             "c. native protocol acquire+release cycle".into(),
-            format!("{}; {native_ratio:.2}× baseline; server {native_server_us:.1} µs/script", fmt_stats(native)),
+            format!(
+                "{}; {native_ratio:.2}× baseline ({}); server {native_server_us:.1} µs/script",
+                fmt_stats(native),
+                spread(&native_rounds)
+            ),
             "—".into(),
             "—".into(),
         ],
@@ -431,14 +463,14 @@ fn main() {
                 "Rust host (component)",
                 component,
                 Some(component_server_us),
-                json!({"client": "Rust (BlockingSemaphore)", "ratio_to_baseline": ratio}),
+                json!({"client": "Rust (BlockingSemaphore)", "ratio_to_baseline": ratio, "ratio_per_round": component_rounds}),
             ),
             cycle(
                 name("c. native protocol acquire"),
                 "native protocol",
                 native,
                 Some(native_server_us),
-                json!({"client": "Rust (core compiled natively)", "ratio_to_baseline": native_ratio}),
+                json!({"client": "Rust (core compiled natively)", "ratio_to_baseline": native_ratio, "ratio_per_round": native_rounds}),
             ),
             json!({
                 "name": name("d. contended utilisation"),
