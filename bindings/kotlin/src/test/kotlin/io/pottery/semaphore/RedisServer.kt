@@ -47,26 +47,31 @@ class RedisServer(vararg extra: String) : AutoCloseable {
 
     /** Sends one command and returns the raw reply's first line (enough for SET and the like). */
     fun command(vararg args: String): String = Socket("127.0.0.1", port).use { socket ->
-        val out = socket.getOutputStream()
-        val request = StringBuilder("*${args.size}\r\n")
-        for (a in args) request.append("$").append(a.toByteArray().size).append("\r\n").append(a).append("\r\n")
-        out.write(request.toString().toByteArray())
-        out.flush()
+        send(socket, args)
         socket.getInputStream().bufferedReader().readLine()
     }
 
-    /** The text of `INFO section` (a bulk reply). */
-    fun info(section: String): String = Socket("127.0.0.1", port).use { socket ->
-        socket.getOutputStream().apply {
-            write("*2\r\n\$4\r\nINFO\r\n\$${section.length}\r\n$section\r\n".toByteArray())
-            flush()
-        }
+    /** Sends one command that answers with a bulk string (`INFO`, `CLUSTER INFO`) and returns it. */
+    fun bulk(vararg args: String): String = Socket("127.0.0.1", port).use { socket ->
+        send(socket, args)
         val input = socket.getInputStream().bufferedReader()
         val length = input.readLine().removePrefix("$").toInt()
         val body = CharArray(length)
         var read = 0
         while (read < length) read += input.read(body, read, length - read)
         String(body)
+    }
+
+    /** The text of `INFO section`. */
+    fun info(section: String): String = bulk("INFO", section)
+
+    private fun send(socket: Socket, args: Array<out String>) {
+        val request = StringBuilder("*${args.size}\r\n")
+        for (a in args) request.append("$").append(a.toByteArray().size).append("\r\n").append(a).append("\r\n")
+        socket.getOutputStream().apply {
+            write(request.toString().toByteArray())
+            flush()
+        }
     }
 
     override fun close() {
