@@ -23,7 +23,10 @@ struct Span {
     end: Duration,
 }
 
-/// Workers in other languages print `span <start ms> <end ms> <token>` relative to `epoch`.
+/// Workers in other languages print `span <start µs> <end µs> <token>` relative to `epoch`.
+/// Every worker reads the same clock (the system's real-time clock) to the microsecond: the
+/// over-admission check compares spans across processes, and a hand-off takes well under a
+/// millisecond, so spans rounded to milliseconds could seem to overlap when they do not.
 fn external_workers(
     kind: &str,
     command: &[String],
@@ -32,12 +35,12 @@ fn external_workers(
     key: &str,
     epoch: std::time::SystemTime,
 ) -> Vec<std::thread::JoinHandle<Vec<Span>>> {
-    let epoch_ms = epoch.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0).to_string();
+    let epoch_us = epoch.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros()).unwrap_or(0).to_string();
     (0..count)
         .map(|i| {
             let child = std::process::Command::new(&command[0])
                 .args(&command[1..])
-                .args([url, key, &PERMITS.to_string(), &ROUNDS.to_string(), &epoch_ms, &i.to_string()])
+                .args([url, key, &PERMITS.to_string(), &ROUNDS.to_string(), &epoch_us, &i.to_string()])
                 .stdout(std::process::Stdio::piped())
                 .spawn()
                 .unwrap_or_else(|e| panic!("{kind} worker: {e}"));
@@ -49,13 +52,18 @@ fn external_workers(
                     .lines()
                     .filter_map(|l| {
                         let f: Vec<u64> = l.strip_prefix("span ")?.split(' ').filter_map(|x| x.parse().ok()).collect();
-                        let (start, end) = (Duration::from_millis(f[0]), Duration::from_millis(f[1]));
+                        let (start, end) = (Duration::from_micros(f[0]), Duration::from_micros(f[1]));
                         Some(Span { worker: name.clone(), token: f[2], start, end })
                     })
                     .collect()
             })
         })
         .collect()
+}
+
+/// Time since `epoch` on the real-time clock, the one the other languages' workers read too.
+fn since(epoch: std::time::SystemTime) -> Duration {
+    std::time::SystemTime::now().duration_since(epoch).unwrap_or_default()
 }
 
 /// The Python SDK's worker when target/py/venv holds the SDK (`cargo xtask demo` builds it).
@@ -100,7 +108,6 @@ fn main() {
     let key = format!("demo-{}", std::process::id());
     // A fresh throwaway server would trip the restart guard; a long-lived one would not.
     let options = Options::new(&url, &key).permits(PERMITS).guard_fresh_server(_server.is_none());
-    let t0 = Instant::now();
     let epoch = std::time::SystemTime::now();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(std::path::Path::new(".")).to_path_buf();
     let mut others = Vec::new();
@@ -118,9 +125,11 @@ fn main() {
             std::thread::spawn(move || {
                 for round in 0..ROUNDS {
                     let permit = sem.acquire_n(1, true, Some(30.0)).expect("acquire");
-                    let start = t0.elapsed();
+                    // A span starts once the permit is ours and ends before release() is called,
+                    // so it lies inside the time Redis counts the permit as held.
+                    let start = since(epoch);
                     std::thread::sleep(Duration::from_millis(40 + ((worker * 37 + round * 53) % 90) as u64));
-                    let end = t0.elapsed();
+                    let end = since(epoch);
                     sem.release(1).expect("release");
                     let worker = format!("rust {worker}");
                     spans.lock().expect("spans").push(Span { worker, token: permit[0].token, start, end });
