@@ -13,7 +13,7 @@ fn usage() -> &'static str {
   python      build the Python wheel and install it into target/py/venv (made if missing)
   swift       generate the Swift package and check its layout and that every file parses
   demo        build everything and run the demo against $REDIS_URL or a throwaway redis-server
-  test        build everything and run every test: Rust, then Python
+  test        build everything and run every test: Rust, Python, Swift check, Kotlin, the demo
   bench       run the benchmarks (Rust and Python) against throwaway redis-servers
   report      run every benchmark and write target/report/benchmarks.md and wait-times.png
   kotlin      build the Kotlin/JVM SDK with Maven and run its JUnit suite
@@ -190,8 +190,11 @@ fn main() -> ExitCode {
             .and_then(|()| python(false))
             .and_then(|venv| pytest(&venv, &["-q", "tests"]))
             .and_then(|()| swift_check())
-            // Last: its cross-language tests use the Python venv built above.
-            .and_then(|()| kotlin(&["verify"])),
+            // Its cross-language tests use the Python venv built above.
+            .and_then(|()| kotlin(&["verify"]))
+            // The main job too (README's first command), so a run that breaks it fails here.
+            .and_then(|()| kotlin_demo_classpath())
+            .and_then(|()| cargo(&["run", "-p", "pottery-semaphore-tests", "--bin", "demo"])),
         Some("demo") => ensure_redis_server()
             .and_then(|()| component())
             .and_then(|()| python(false))
