@@ -4,6 +4,7 @@
 
 pub mod allocator;
 pub mod api;
+pub mod decimal;
 pub mod error;
 pub mod keys;
 pub mod multi;
@@ -17,6 +18,7 @@ pub mod validate;
 mod guest;
 
 pub use api::Api;
+pub use decimal::Decimal;
 pub use error::Error;
 pub use protocol::{Config, Holder, Opened, Permit, Released, Semaphore, Status, Waiter};
 pub use reply::{Reply, Scalar};

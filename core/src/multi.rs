@@ -142,11 +142,7 @@ impl<T: Transport> Semaphore<T> {
             return Err(Error::invalid(format!("no semaphore named {:?} exists", sem.id.key)));
         }
         let initial = sem.agreed(initials);
-        if initial != sem.id.initial {
-            // Later scripts are told the value the masters agree on: a new scope (see protocol.rs).
-            sem.id.initial = initial;
-            sem.scope = Scope::new(sem.scope.keys.clone(), sem.id.leading_args());
-        }
+        sem.id.adopt_initial(initial, &mut sem.scope);
         Ok((sem, Opened { initial, created }))
     }
 

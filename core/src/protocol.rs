@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use crate::keys::Keys;
 use crate::reply::Cursor;
 use crate::scripts::{self, Script};
-use crate::{validate, Error, Reply, Scalar, Scope, Transport};
+use crate::{validate, Decimal, Error, Reply, Scalar, Scope, Transport};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -63,6 +63,15 @@ impl Identity {
     pub(crate) fn leading_args(&self) -> Vec<String> {
         vec![self.holder.clone(), self.initial.to_string(), self.lease_ms.to_string()]
     }
+
+    /// Takes the initial value Redis holds, which later scripts are told through a new scope
+    /// (transports keep one copy per scope), made only when it differs from the value asked for.
+    pub(crate) fn adopt_initial(&mut self, initial: u64, scope: &mut Scope) {
+        if initial != self.initial {
+            self.initial = initial;
+            *scope = Scope::new(scope.keys.clone(), self.leading_args());
+        }
+    }
 }
 
 /// A script's own arguments (after the scope's leading ones), rewritten in place for each call:
@@ -98,18 +107,7 @@ pub(crate) trait Arg {
 
 impl Arg for u64 {
     fn write_to(&self, out: &mut String) {
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        let mut rest = *self;
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (rest % 10) as u8;
-            rest /= 10;
-            if rest == 0 {
-                break;
-            }
-        }
-        digits[at..].iter().for_each(|&d| out.push(char::from(d)));
+        Decimal::new(*self).as_bytes().iter().for_each(|&d| out.push(char::from(d)));
     }
 }
 
@@ -204,11 +202,7 @@ impl<T: Transport> Semaphore<T> {
             return Err(Error::invalid(format!("no semaphore named {:?} exists", sem.id.key)));
         }
         let opened = Opened { initial: initial as u64, created: reply.u64()? == 1 };
-        if opened.initial != sem.id.initial {
-            // Later scripts are told the value Redis holds: a new scope (the host keeps one copy each).
-            sem.id.initial = opened.initial;
-            sem.scope = Scope::new(sem.scope.keys.clone(), sem.id.leading_args());
-        }
+        sem.id.adopt_initial(opened.initial, &mut sem.scope);
         if opened.created {
             sem.replicated()?;
         }
