@@ -21,6 +21,7 @@ use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use crate::bindings::transport::{Host as TransportHost, HostScope, Reply, Scalar};
 use crate::bindings::types::{Error as WitError, Host as TypesHost};
 use crate::cancel::CancelFlag;
+use crate::convert::EvalshaFrame;
 use crate::error::from_redis;
 use crate::semaphore::ReplicaAck;
 
@@ -301,67 +302,14 @@ fn query_own(
 pub struct Scope {
     keys: Vec<String>,
     leading: Vec<String>,
-    /// `numkeys`, the keys and the leading arguments in RESP: the part of every EVALSHA in this
-    /// scope that never changes, framed once for the caller-thread path.
-    framed: Vec<u8>,
+    /// Both framed once, for the caller-thread path.
+    frame: EvalshaFrame,
 }
 
 impl Scope {
     fn new(keys: Vec<String>, leading: Vec<String>) -> Scope {
-        let mut framed = Vec::with_capacity(64 * (keys.len() + leading.len()));
-        resp_bulk(&mut framed, decimal(keys.len()).as_bytes());
-        for arg in keys.iter().chain(&leading) {
-            resp_bulk(&mut framed, arg.as_bytes());
-        }
-        Scope { keys, leading, framed }
-    }
-}
-
-/// `n` in decimal, without the formatting machinery (this runs on every call).
-fn decimal(mut n: usize) -> DecimalBuf {
-    let mut buf = DecimalBuf { digits: [0; 20], start: 20 };
-    loop {
-        buf.start -= 1;
-        buf.digits[buf.start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return buf;
-        }
-    }
-}
-
-struct DecimalBuf {
-    digits: [u8; 20],
-    start: usize,
-}
-
-impl DecimalBuf {
-    fn as_bytes(&self) -> &[u8] {
-        &self.digits[self.start..]
-    }
-}
-
-/// Appends one RESP bulk string.
-fn resp_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.push(b'$');
-    out.extend_from_slice(decimal(bytes.len()).as_bytes());
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(bytes);
-    out.extend_from_slice(b"\r\n");
-}
-
-/// EVALSHA `sha1` in `scope` with the call's own `args`, framed in RESP into `out` (cleared
-/// first): what redis-rs's `Cmd` would send, without building one.
-fn frame_evalsha(out: &mut Vec<u8>, sha1: &str, scope: &Scope, args: &[String]) {
-    out.clear();
-    out.push(b'*');
-    out.extend_from_slice(decimal(3 + scope.keys.len() + scope.leading.len() + args.len()).as_bytes());
-    out.extend_from_slice(b"\r\n");
-    resp_bulk(out, b"EVALSHA");
-    resp_bulk(out, sha1.as_bytes());
-    out.extend_from_slice(&scope.framed);
-    for arg in args {
-        resp_bulk(out, arg.as_bytes());
+        let frame = EvalshaFrame::new(&keys, &leading);
+        Scope { keys, leading, frame }
     }
 }
 
@@ -554,7 +502,7 @@ impl TransportHost for HostState {
             Some(client) => {
                 self.check_script(master, &sha1)?;
                 let scope = open_scope(&self.scopes, &scope)?;
-                frame_evalsha(&mut self.framed, &sha1, scope, &args);
+                scope.frame.write(&mut self.framed, &sha1, &args);
                 let framed = &self.framed;
                 let request = |conn: &mut redis::Connection| redis::ConnectionLike::req_packed_command(conn, framed).and_then(Value::extract_error);
                 query_own(&mut self.sync.commands, client, true, request).map(|value| (value, None))
@@ -705,20 +653,6 @@ mod tests {
         let mut blocking = HostState::new(Arc::from(vec![server()]), "mine", 1 << 20);
         blocking.blocking_io = true;
         [HostState::new(Arc::from(vec![server()]), "mine", 1 << 20), blocking, HostState::new(Arc::from(vec![cluster]), "mine", 1 << 20)]
-    }
-
-    #[test]
-    fn an_evalsha_framed_in_place_is_what_redis_rs_would_send() {
-        let keys = Keys::new("mine").script_keys();
-        let leading = vec!["holder".to_string(), String::new(), "10000".into()];
-        let args = vec!["1".to_string(), "é".into(), "1234567890123".into()];
-        let mut framed = b"left over".to_vec();
-        frame_evalsha(&mut framed, ACQUIRE.sha1(), &Scope::new(keys.clone(), leading.clone()), &args);
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(ACQUIRE.sha1()).arg(keys.len()).arg(&keys).arg(&leading).arg(&args);
-        assert_eq!(String::from_utf8_lossy(&framed), String::from_utf8_lossy(&cmd.get_packed_command()));
-        assert_eq!(decimal(0).as_bytes(), b"0");
-        assert_eq!(decimal(usize::MAX).as_bytes(), usize::MAX.to_string().as_bytes());
     }
 
     fn forbidden<T: std::fmt::Debug>(r: Result<T, WitError>) -> bool {

@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use pottery_semaphore_core::scripts::Script;
 use pottery_semaphore_core::{Error, Reply, Scope, Transport};
-use pottery_semaphore_host::convert::{error as from_redis, reply};
-use redis::Value;
+use pottery_semaphore_host::convert::{error as from_redis, reply, EvalshaFrame};
+use redis::{ConnectionLike, Value};
 
 /// One connection for scripts and commands, another for blocking pops. Single-threaded: the
 /// protocol calls its transport from one thread at a time.
@@ -17,6 +17,10 @@ pub struct NativeTransport {
     conn: RefCell<redis::Connection>,
     pop_conn: RefCell<redis::Connection>,
     started: Instant,
+    /// The last scope's EVALSHA frame (by scope id) and the buffer each call is framed into: as
+    /// the host's blocking path frames its calls, so the two differ only by the component.
+    frame: RefCell<Option<(u64, EvalshaFrame)>>,
+    framed: RefCell<Vec<u8>>,
 }
 
 impl fmt::Debug for NativeTransport {
@@ -30,7 +34,13 @@ impl NativeTransport {
         let client = redis::Client::open(url).map_err(|e| Error::InvalidArgument(format!("bad Redis URL: {e}")))?;
         let conn = client.get_connection().map_err(|e| from_redis(&e))?;
         let pop_conn = client.get_connection().map_err(|e| from_redis(&e))?;
-        Ok(NativeTransport { conn: RefCell::new(conn), pop_conn: RefCell::new(pop_conn), started: Instant::now() })
+        Ok(NativeTransport {
+            conn: RefCell::new(conn),
+            pop_conn: RefCell::new(pop_conn),
+            started: Instant::now(),
+            frame: RefCell::default(),
+            framed: RefCell::default(),
+        })
     }
 
     fn query(&self, cmd: &redis::Cmd) -> Result<Value, redis::RedisError> {
@@ -43,12 +53,16 @@ impl NativeTransport {
 
 impl Transport for NativeTransport {
     fn eval(&self, script: &Script, scope: &Scope, args: &[String]) -> Result<Reply, Error> {
-        let keys = &scope.keys;
-        // Sized up front as the host sizes its EVALSHA, so the two differ only by the component.
-        let mut evalsha = redis::Cmd::with_capacity(3 + keys.len() + scope.leading.len() + args.len(), 512);
-        evalsha.arg("EVALSHA").arg(script.sha1()).arg(keys.len()).arg(keys).arg(&scope.leading).arg(args);
-        let result = match self.query(&evalsha) {
+        let mut frame = self.frame.borrow_mut();
+        if frame.as_ref().is_none_or(|(id, _)| *id != scope.id()) {
+            *frame = Some((scope.id(), EvalshaFrame::new(&scope.keys, &scope.leading)));
+        }
+        let mut framed = self.framed.borrow_mut();
+        frame.as_ref().expect("set above").1.write(&mut framed, script.sha1(), args);
+        let sent = self.conn.borrow_mut().req_packed_command(&framed).and_then(Value::extract_error);
+        let result = match sent {
             Err(e) if e.code() == Some("NOSCRIPT") => {
+                let keys = &scope.keys;
                 let mut eval = redis::cmd("EVAL");
                 eval.arg(script.source).arg(keys.len()).arg(keys).arg(&scope.leading).arg(args);
                 self.query(&eval)
