@@ -51,10 +51,9 @@ fn stats(mut samples: Vec<Duration>) -> Stats {
 fn measure_interleaved(iters: usize, ops: &mut [&mut dyn FnMut()]) -> Vec<Vec<Duration>> {
     let mut samples = vec![Vec::with_capacity(iters); ops.len()];
     for round in 0..ROUNDS {
-        let n = iters / ROUNDS + usize::from(round < iters % ROUNDS);
         for k in 0..ops.len() {
             let i = (round + k) % ops.len();
-            for _ in 0..n {
+            for _ in 0..round_len(round, iters) {
                 let t = Instant::now();
                 ops[i]();
                 samples[i].push(t.elapsed());
@@ -64,30 +63,31 @@ fn measure_interleaved(iters: usize, ops: &mut [&mut dyn FnMut()]) -> Vec<Vec<Du
     samples
 }
 
+/// How many of `iters` samples round `round` takes.
+fn round_len(round: usize, iters: usize) -> usize {
+    iters / ROUNDS + usize::from(round < iters % ROUNDS)
+}
+
+/// One op's samples (from `measure_interleaved`), round by round.
+fn by_round(samples: &[Duration], iters: usize) -> impl Iterator<Item = &[Duration]> {
+    let mut rest = samples;
+    (0..ROUNDS).map(move |round| {
+        let (this, next) = rest.split_at(round_len(round, iters));
+        rest = next;
+        this
+    })
+}
+
 /// Sums of consecutive pairs of single-call samples (timed back to back within a round): the
 /// distribution of two calls in a row, for the JSON's cycle baseline (the table shows 2 × mean
 /// and 2 × p50).
 fn pair_sums(samples: &[Duration], iters: usize) -> Vec<Duration> {
-    let mut sums = Vec::with_capacity(samples.len() / 2);
-    let mut start = 0;
-    for round in 0..ROUNDS {
-        let n = iters / ROUNDS + usize::from(round < iters % ROUNDS);
-        sums.extend(samples[start..start + n].chunks_exact(2).map(|p| p[0] + p[1]));
-        start += n;
-    }
-    sums
+    by_round(samples, iters).flat_map(|round| round.chunks_exact(2).map(|p| p[0] + p[1])).collect()
 }
 
-/// Mean of each round's samples, in round order (the rounds of `measure_interleaved`).
+/// Mean of each round's samples, in round order.
 fn round_means(samples: &[Duration], iters: usize) -> Vec<f64> {
-    let mut means = Vec::with_capacity(ROUNDS);
-    let mut start = 0;
-    for round in 0..ROUNDS {
-        let n = iters / ROUNDS + usize::from(round < iters % ROUNDS);
-        means.push(samples[start..start + n].iter().map(Duration::as_secs_f64).sum::<f64>() / n.max(1) as f64);
-        start += n;
-    }
-    means
+    by_round(samples, iters).map(|round| round.iter().map(Duration::as_secs_f64).sum::<f64>() / round.len().max(1) as f64).collect()
 }
 
 /// `cycle`'s mean over 2 × `single`'s, round by round: how much of a ratio is the machine's
