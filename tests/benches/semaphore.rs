@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use pottery_semaphore_core::{Config, Semaphore as NativeSemaphore};
 use pottery_semaphore_host::BlockingSemaphore;
-use pottery_semaphore_tests::native::NativeTransport;
 use pottery_semaphore_tests::{Flavor, Server, key, percentile};
 
 const WARMUP: usize = 200;
@@ -168,28 +166,7 @@ fn component_cycle(server: &Server) -> impl FnMut() {
 
 /// c. The same cycle with the protocol compiled natively.
 fn native_cycle(server: &Server) -> impl FnMut() {
-    let transport = NativeTransport::connect(&server.url()).expect("connect");
-    let config = Config {
-        key: key("bench-native"),
-        value: 1,
-        bounded: true,
-        lease_ms: 10_000,
-        holder: "bench-native-holder".into(),
-        // As `Server::options`: the server is seconds old and this guard would grant nothing yet.
-        guard_fresh_server: false,
-        create: true,
-        masters: 1,
-        raise_on_redis_errors: false,
-        replicate: false,
-    };
-    let (sem, _) = NativeSemaphore::open(transport, config).expect("open");
-    move || {
-        let permits = sem.acquire(1, true, None).expect("acquire");
-        assert!(!permits.is_empty(), "an uncontended acquire was not granted");
-        // As the host does: name the permit being released as ours.
-        let mine: Vec<u64> = permits.iter().map(|p| p.token).collect();
-        sem.release(1, &mine).expect("release");
-    }
+    pottery_semaphore_tests::native::uncontended_cycle(&server.url(), key("bench-native"))
 }
 
 struct Contended {

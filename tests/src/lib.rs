@@ -61,6 +61,18 @@ pub struct Server {
     extra: Vec<String>,
 }
 
+/// For the profiling examples: runs `cycle` `n` times, then prints µs per cycle and the
+/// server's µs per script over those cycles.
+pub fn time_cycles(server: &Server, n: usize, mut cycle: impl FnMut()) {
+    server.script_us_per_call();
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        cycle();
+    }
+    let per_cycle = start.elapsed().as_secs_f64() * 1e6 / n.max(1) as f64;
+    eprintln!("{per_cycle:.1} µs per cycle; server {:.2} µs per script", server.script_us_per_call());
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
 }

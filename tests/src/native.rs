@@ -7,7 +7,7 @@ use std::fmt;
 use std::time::Instant;
 
 use pottery_semaphore_core::scripts::Script;
-use pottery_semaphore_core::{Error, Reply, Scope, Transport};
+use pottery_semaphore_core::{Config, Error, Reply, Scope, Semaphore, Transport};
 use pottery_semaphore_host::convert::{error as from_redis, reply, EvalshaFrame};
 use redis::{ConnectionLike, Value};
 
@@ -99,5 +99,32 @@ impl Transport for NativeTransport {
     fn sleep(&self, ms: u64) -> Result<(), Error> {
         std::thread::sleep(std::time::Duration::from_millis(ms));
         Ok(())
+    }
+}
+
+/// The benchmark's uncontended cycle with the protocol compiled natively: a one-permit
+/// semaphore `key` on `url`, and a closure that acquires and releases it once.
+pub fn uncontended_cycle(url: &str, key: String) -> impl FnMut() + use<> {
+    let transport = NativeTransport::connect(url).expect("connect");
+    let config = Config {
+        holder: format!("{key}-holder"),
+        key,
+        value: 1,
+        bounded: true,
+        lease_ms: 10_000,
+        // As `Server::options`: the server is seconds old and this guard would grant nothing yet.
+        guard_fresh_server: false,
+        create: true,
+        masters: 1,
+        raise_on_redis_errors: false,
+        replicate: false,
+    };
+    let (sem, _) = Semaphore::open(transport, config).expect("open");
+    move || {
+        let permits = sem.acquire(1, true, None).expect("acquire");
+        assert!(!permits.is_empty(), "an uncontended acquire was not granted");
+        // As the host does: name the permit being released as ours.
+        let mine: Vec<u64> = permits.iter().map(|p| p.token).collect();
+        sem.release(1, &mine).expect("release");
     }
 }
