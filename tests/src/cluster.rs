@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{free_port, Flavor, Server};
+use crate::{Flavor, Server};
 
 /// A running cluster owned by a test.
 #[derive(Debug)]
@@ -23,8 +23,7 @@ impl Cluster {
     /// A cluster-enabled server, not yet part of a cluster, with `extra` arguments.
     pub fn node(flavor: Flavor, extra: &[&str]) -> Server {
         // The bus port defaults to port + 10000, which overflows for high ephemeral ports.
-        let bus = free_port().to_string();
-        let mut args = vec!["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", &bus];
+        let mut args = vec!["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", "{free_port}"];
         args.extend_from_slice(extra);
         Server::start_with(flavor, &args)
     }

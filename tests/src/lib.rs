@@ -89,18 +89,39 @@ impl Server {
     }
 
     /// Starts a server with extra `--option value` arguments (e.g. `--requirepass`); `{port}` in
-    /// them stands for the server's port (e.g. `--port 0 --tls-port {port}` for TLS only).
+    /// them stands for the server's port (e.g. `--port 0 --tls-port {port}` for TLS only) and
+    /// `{free_port}` for another free port (a cluster node's bus).
+    ///
+    /// A port found free can be taken before the server binds it (by another test's server, or
+    /// as a client connection's own port), and the server then exits at once: it is started
+    /// again on other ports, up to three times.
     pub fn start_with(flavor: Flavor, extra: &[&str]) -> Server {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("pottery-semaphore-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let extra = extra.iter().map(|s| s.replace("{port}", &port.to_string())).collect();
-        let mut server = Server { flavor, port, child: None, dir, extra };
-        server.spawn();
-        server
+        const ATTEMPTS: usize = 3;
+        for attempt in 1..=ATTEMPTS {
+            let port = free_port();
+            let dir = std::env::temp_dir().join(format!("pottery-semaphore-{}-{port}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            let extra = extra.iter().map(|s| s.replace("{port}", &port.to_string()).replace("{free_port}", &free_port().to_string())).collect();
+            let mut server = Server { flavor, port, child: None, dir, extra };
+            match server.try_spawn() {
+                Ok(()) => return server,
+                Err(e) if attempt < ATTEMPTS && server.exited() => eprintln!("note: {e}; starting it on other ports"),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
     }
 
     fn spawn(&mut self) {
+        self.try_spawn().unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Whether the process has exited (a server that could not bind its port does at once).
+    fn exited(&mut self) -> bool {
+        self.child.as_mut().is_none_or(|c| c.try_wait().is_ok_and(|status| status.is_some()))
+    }
+
+    fn try_spawn(&mut self) -> Result<(), String> {
         let child = Command::new(self.flavor.binary())
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
@@ -112,23 +133,37 @@ impl Server {
             .unwrap_or_else(|e| panic!("cannot start {}: {e} (is it installed?)", self.flavor.binary()));
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
+        let binary = self.flavor.binary();
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "{} did not start on port {}", self.flavor.binary(), self.port);
+            if self.exited() {
+                return Err(format!("{binary} exited at start on port {}", self.port));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("{binary} did not start on port {}", self.port));
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
         // A server that replays its AOF accepts connections but answers LOADING until done. Any
         // other answer (NOAUTH included) means it is ready. (A TLS-only port cannot be asked in
         // plain text; it has nothing to load in the tests.)
         if self.extra.iter().any(|a| a == "--tls-port") {
-            return;
+            return Ok(());
         }
         while let Err(e) = self.client().get_connection().and_then(|mut c| redis::cmd("PING").query::<String>(&mut c)) {
             if e.kind() != redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading) && !e.is_io_error() {
                 break;
             }
-            assert!(Instant::now() < deadline, "{} on port {} does not answer: {e}", self.flavor.binary(), self.port);
+            // A connect that "succeeded" can be the kernel joining a client socket to itself on
+            // this port; the server that should have bound it is gone.
+            if self.exited() {
+                return Err(format!("{binary} exited at start on port {}: {e}", self.port));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("{binary} on port {} does not answer: {e}", self.port));
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
+        Ok(())
     }
 
     /// The server's process id while it runs (to stop and continue it with signals).
