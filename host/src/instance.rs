@@ -7,7 +7,7 @@ use pottery_semaphore_core::{Holder, Permit, Status, Waiter};
 use wasmtime::component::ResourceAny;
 use wasmtime::{Store, UpdateDeadline};
 
-use crate::bindings::{api, types, Guest};
+use crate::bindings::{api, sync, types, Guest};
 use crate::cancel::CancelFlag;
 use crate::error::guest_trap;
 use crate::runtime::Runtime;
@@ -15,15 +15,23 @@ use crate::semaphore::ReplicaAck;
 use crate::transport::{HostState, Masters};
 use crate::Error;
 
+/// The guest's exports through one of the two sets of bindings.
+enum Bindings {
+    /// Called on a fiber, imports async: the async API, and blocking calls that need tokio.
+    Async(Guest),
+    /// Called straight on the caller's thread, imports sync: the blocking API on one server.
+    Sync(sync::Guest),
+}
+
 pub(crate) struct Instance {
     store: Store<HostState>,
-    guest: Guest,
+    guest: Bindings,
     sem: ResourceAny,
 }
 
 impl std::fmt::Debug for Instance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Instance").field("keys", &self.store.data().keys).finish_non_exhaustive()
+        f.debug_struct("Instance").field("keys", &self.store.data().keys).field("sync", &self.is_sync()).finish_non_exhaustive()
     }
 }
 
@@ -36,38 +44,104 @@ fn flatten<T>(r: wasmtime::Result<Result<T, types::Error>>) -> Result<T, Error> 
     r.map_err(guest_trap)?.map_err(Error::from)
 }
 
+/// Calls the semaphore method `$method` through whichever bindings the instance has (awaited
+/// when async) and turns the result into one type with `$lift`, written once and expanded for
+/// each set of bindings, whose record types differ.
+macro_rules! call {
+    ($self:ident . $method:ident ( $($arg:expr),* ) $(, $lift:expr)?) => {
+        match &$self.guest {
+            Bindings::Async(g) => {
+                let r = flatten(g.pottery_semaphore_api().semaphore().$method(&mut $self.store, $self.sem $(, $arg)*).await);
+                r $(.map($lift))?
+            }
+            Bindings::Sync(g) => {
+                let r = flatten(g.pottery_semaphore_api().semaphore().$method(&mut $self.store, $self.sem $(, $arg)*));
+                r $(.map($lift))?
+            }
+        }
+    };
+}
+
+/// The status record of either set of bindings as the host's.
+macro_rules! status {
+    () => {
+        |s| Status {
+            initial: s.initial,
+            capacity: s.capacity,
+            available: s.available,
+            holders: s.holders.into_iter().map(|h| Holder { token: h.token, holder: h.holder, ttl_ms: h.ttl_ms }).collect(),
+            waiters: s.waiters.into_iter().map(|w| Waiter { id: w.id, n: w.n, holder: w.holder }).collect(),
+        }
+    };
+}
+
+/// The open configuration in the sync bindings' own record type.
+fn sync_config(c: &api::Config) -> sync::api::Config {
+    sync::api::Config {
+        key: c.key.clone(),
+        value: c.value,
+        bounded: c.bounded,
+        lease_ms: c.lease_ms,
+        holder: c.holder.clone(),
+        guard_fresh_server: c.guard_fresh_server,
+        create: c.create,
+        masters: c.masters,
+        raise_on_redis_errors: c.raise_on_redis_errors,
+        replicate: c.replicate,
+    }
+}
+
 impl Instance {
     /// Instantiates the component and opens the semaphore (creating it in Redis if needed).
+    /// `on_caller_thread`: a sync instance for the blocking API, whose calls run on the
+    /// caller's thread over its own connections (one plain server only, see
+    /// `Connections::serves_caller_thread`).
     pub(crate) async fn open(
         rt: &Runtime,
         masters: Masters,
         config: &api::Config,
         replicas: Option<ReplicaAck>,
+        on_caller_thread: bool,
     ) -> Result<(Self, api::Opened), Error> {
         let mut state = HostState::new(masters, &config.key, rt.options.memory_limit);
         state.replicas = replicas;
+        state.blocking_io = on_caller_thread;
         let mut store = Store::new(&rt.engine, state);
         store.limiter(|s| &mut s.limits);
         let budget = rt.options.cpu_budget;
         // Time spent in host imports (Redis, blocking pops) does not count: `resumed_at` moves
-        // every time an import returns.
+        // every time an import returns. Only a call on a fiber can yield.
         store.epoch_deadline_callback(move |ctx| {
             if ctx.data().resumed_at.elapsed() > budget {
                 Err(wasmtime::Error::msg(format!("guest ran for more than {budget:?} without yielding")))
+            } else if ctx.data().blocking_io {
+                Ok(UpdateDeadline::Continue(1))
             } else {
                 Ok(UpdateDeadline::Yield(1))
             }
         });
         store.set_epoch_deadline(1);
+        store.data_mut().resumed_at = Instant::now();
+        if on_caller_thread {
+            let guest = rt.pre_sync.instantiate(&mut store).map_err(guest_trap)?;
+            let (sem, opened) = flatten(guest.pottery_semaphore_api().semaphore().call_open(&mut store, &sync_config(config)))?;
+            let opened = api::Opened { initial: opened.initial, created: opened.created };
+            return Ok((Instance { store, guest: Bindings::Sync(guest), sem }, opened));
+        }
         let guest = rt.pre.instantiate_async(&mut store).await.map_err(guest_trap)?;
         store.data_mut().resumed_at = Instant::now();
         let (sem, opened) = flatten(guest.pottery_semaphore_api().semaphore().call_open(&mut store, config).await)?;
-        Ok((Instance { store, guest, sem }, opened))
+        Ok((Instance { store, guest: Bindings::Async(guest), sem }, opened))
+    }
+
+    /// True for an instance whose calls run on the caller's thread (see [`Instance::open`]).
+    pub(crate) fn is_sync(&self) -> bool {
+        matches!(self.guest, Bindings::Sync(_))
     }
 
     /// Calls that follow run on the caller's thread and may block it (see `HostState::query`).
     pub(crate) fn set_blocking_io(&mut self, on: bool) {
-        self.store.data_mut().blocking_io = on;
+        self.store.data_mut().blocking_io = on || self.is_sync();
     }
 
     fn begin(&mut self, cancel: Option<CancelFlag>) {
@@ -78,68 +152,59 @@ impl Instance {
 
     pub(crate) async fn acquire(&mut self, n: i64, blocking: bool, timeout: Option<f64>, cancel: CancelFlag) -> Result<Vec<Permit>, Error> {
         self.begin(Some(cancel));
-        let api = self.guest.pottery_semaphore_api().semaphore();
-        let r = api.call_acquire(&mut self.store, self.sem, n, blocking, timeout).await;
+        let r = call!(self.call_acquire(n, blocking, timeout));
         self.begin(None);
-        Ok(flatten(r)?.into_iter().map(permit).collect())
+        Ok(r?.into_iter().map(permit).collect())
     }
 
-    pub(crate) async fn release(&mut self, n: i64, own: &[u64]) -> Result<api::Released, Error> {
+    /// Returns the tokens of this holder's own permits that were released.
+    pub(crate) async fn release(&mut self, n: i64, own: &[u64]) -> Result<Vec<u64>, Error> {
         self.begin(None);
-        flatten(self.guest.pottery_semaphore_api().semaphore().call_release(&mut self.store, self.sem, n, own).await)
+        call!(self.call_release(n, own), |r| r.own_tokens)
     }
 
     pub(crate) async fn release_permits(&mut self, tokens: &[u64]) -> Result<Vec<u64>, Error> {
         self.begin(None);
-        flatten(self.guest.pottery_semaphore_api().semaphore().call_release_permits(&mut self.store, self.sem, tokens).await)
+        call!(self.call_release_permits(tokens))
     }
 
     pub(crate) async fn refresh(&mut self, tokens: &[u64]) -> Result<Vec<Permit>, Error> {
         self.begin(None);
-        let r = self.guest.pottery_semaphore_api().semaphore().call_refresh(&mut self.store, self.sem, tokens).await;
-        Ok(flatten(r)?.into_iter().map(permit).collect())
+        Ok(call!(self.call_refresh(tokens))?.into_iter().map(permit).collect())
     }
 
     pub(crate) async fn permits(&mut self) -> Result<Vec<Permit>, Error> {
         self.begin(None);
-        let r = self.guest.pottery_semaphore_api().semaphore().call_permits(&mut self.store, self.sem).await;
-        Ok(flatten(r)?.into_iter().map(permit).collect())
+        Ok(call!(self.call_permits())?.into_iter().map(permit).collect())
     }
 
     pub(crate) async fn value(&mut self) -> Result<u64, Error> {
         self.begin(None);
-        flatten(self.guest.pottery_semaphore_api().semaphore().call_value(&mut self.store, self.sem).await)
+        call!(self.call_value())
     }
 
     pub(crate) async fn initial_value(&mut self) -> Result<u64, Error> {
         self.begin(None);
-        flatten(self.guest.pottery_semaphore_api().semaphore().call_initial_value(&mut self.store, self.sem).await)
+        call!(self.call_initial_value())
     }
 
     pub(crate) async fn locked(&mut self) -> Result<bool, Error> {
         self.begin(None);
-        flatten(self.guest.pottery_semaphore_api().semaphore().call_locked(&mut self.store, self.sem).await)
+        call!(self.call_locked())
     }
 
     pub(crate) async fn set_permits(&mut self, value: i64) -> Result<u64, Error> {
         self.begin(None);
-        flatten(self.guest.pottery_semaphore_api().semaphore().call_set_permits(&mut self.store, self.sem, value).await)
+        call!(self.call_set_permits(value))
     }
 
     pub(crate) async fn add_permits(&mut self, delta: i64) -> Result<u64, Error> {
         self.begin(None);
-        flatten(self.guest.pottery_semaphore_api().semaphore().call_add_permits(&mut self.store, self.sem, delta).await)
+        call!(self.call_add_permits(delta))
     }
 
     pub(crate) async fn status(&mut self) -> Result<Status, Error> {
         self.begin(None);
-        let s = flatten(self.guest.pottery_semaphore_api().semaphore().call_status(&mut self.store, self.sem).await)?;
-        Ok(Status {
-            initial: s.initial,
-            capacity: s.capacity,
-            available: s.available,
-            holders: s.holders.into_iter().map(|h| Holder { token: h.token, holder: h.holder, ttl_ms: h.ttl_ms }).collect(),
-            waiters: s.waiters.into_iter().map(|w| Waiter { id: w.id, n: w.n, holder: w.holder }).collect(),
-        })
+        call!(self.call_status(), status!())
     }
 }

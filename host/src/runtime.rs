@@ -9,7 +9,7 @@ use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
-use crate::bindings::{Guest, GuestPre};
+use crate::bindings::{sync, Guest, GuestPre};
 use crate::transport::HostState;
 use crate::Error;
 
@@ -52,6 +52,8 @@ impl Default for EngineOptions {
 pub struct Runtime {
     pub(crate) engine: Engine,
     pub(crate) pre: GuestPre<HostState>,
+    /// The same component linked to synchronous imports (see [`crate::bindings::sync`]).
+    pub(crate) pre_sync: sync::GuestPre<HostState>,
     pub(crate) tokio: tokio::runtime::Runtime,
     pub(crate) options: EngineOptions,
     /// True when the component came from the on-disk cache rather than a fresh compilation.
@@ -99,11 +101,16 @@ impl Runtime {
         }
         let engine = Engine::new(&config).map_err(|e| Error::Runtime(format!("engine: {e:#}")))?;
         let (component, loaded_from_cache) = load_component(&engine, options.cache_dir.as_ref())?;
+        let linker_error = |e: wasmtime::Error| Error::Runtime(format!("linker: {e:#}"));
         let mut linker = Linker::<HostState>::new(&engine);
-        Guest::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |state| state)
-            .map_err(|e| Error::Runtime(format!("linker: {e:#}")))?;
-        let pre = linker.instantiate_pre(&component).map_err(|e| Error::Runtime(format!("instantiate_pre: {e:#}")))?;
-        let pre = GuestPre::new(pre).map_err(|e| Error::Runtime(format!("component exports: {e:#}")))?;
+        Guest::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |state| state).map_err(linker_error)?;
+        let mut sync_linker = Linker::<HostState>::new(&engine);
+        sync::Guest::add_to_linker::<_, HasSelf<HostState>>(&mut sync_linker, |state| state).map_err(linker_error)?;
+        let exports_error = |e: wasmtime::Error| Error::Runtime(format!("component exports: {e:#}"));
+        let pre = linker.instantiate_pre(&component).map_err(linker_error)?;
+        let pre = GuestPre::new(pre).map_err(exports_error)?;
+        let pre_sync = sync_linker.instantiate_pre(&component).map_err(linker_error)?;
+        let pre_sync = sync::GuestPre::new(pre_sync).map_err(exports_error)?;
         let tokio = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(options.worker_threads.max(1))
             .thread_name("pottery-semaphore")
@@ -121,7 +128,7 @@ impl Runtime {
                 }
             })
             .map_err(|e| Error::Runtime(format!("epoch thread: {e}")))?;
-        Ok(Runtime { engine, pre, tokio, options, loaded_from_cache })
+        Ok(Runtime { engine, pre, pre_sync, tokio, options, loaded_from_cache })
     }
 
     /// Runs `fut` on this runtime's threads and returns its output to a future on any executor.

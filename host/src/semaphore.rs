@@ -173,6 +173,10 @@ struct Inner {
     initial: u64,
     created: bool,
     idle: Mutex<Vec<Instance>>,
+    /// Instances for the blocking API, called on the caller's thread; only with one plain
+    /// server (`caller_thread`), where every import can run there.
+    idle_sync: Mutex<Vec<Instance>>,
+    caller_thread: bool,
     held: Mutex<BTreeMap<u64, Permit>>,
     /// Permits whose release failed (Redis unreachable): no longer refreshed, and released
     /// again by the refresher until that works or their lease is over.
@@ -233,11 +237,12 @@ impl Drop for Granted {
 }
 
 impl Inner {
-    async fn checkout(&self) -> Result<Instance, Error> {
-        let idle = lock(&self.idle).pop();
+    async fn checkout(&self, on_caller_thread: bool) -> Result<Instance, Error> {
+        let pool = if on_caller_thread { &self.idle_sync } else { &self.idle };
+        let idle = lock(pool).pop();
         match idle {
             Some(instance) => Ok(instance),
-            None => Ok(Instance::open(self.rt, self.masters.clone(), &self.config, self.replicas).await?.0),
+            None => Ok(Instance::open(self.rt, self.masters.clone(), &self.config, self.replicas, on_caller_thread).await?.0),
         }
     }
 
@@ -246,7 +251,7 @@ impl Inner {
         if matches!(result, Err(Error::Guest(_))) {
             return;
         }
-        let mut idle = lock(&self.idle);
+        let mut idle = lock(if instance.is_sync() { &self.idle_sync } else { &self.idle });
         if idle.len() < IDLE_INSTANCES {
             idle.push(instance);
         }
@@ -257,7 +262,7 @@ impl Inner {
     where
         F: for<'a> FnOnce(&'a mut Instance) -> OpFuture<'a, R>,
     {
-        let mut instance = self.checkout().await?;
+        let mut instance = self.checkout(false).await?;
         let result = op(&mut instance).await;
         self.checkin(instance, &result);
         result
@@ -269,7 +274,7 @@ impl Inner {
     where
         F: for<'a> FnOnce(&'a mut Instance) -> OpFuture<'a, R>,
     {
-        let mut instance = self.checkout().await?;
+        let mut instance = self.checkout(self.caller_thread).await?;
         instance.set_blocking_io(true);
         let result = op(&mut instance).await;
         instance.set_blocking_io(false);
@@ -399,7 +404,8 @@ impl Semaphore {
             } else {
                 urls.iter().map(|url| Connections::for_url(url)).collect::<Result<Vec<_>, _>>()?.into()
             };
-            let (instance, opened) = Instance::open(rt, masters.clone(), &config, replicas).await?;
+            let (instance, opened) = Instance::open(rt, masters.clone(), &config, replicas, false).await?;
+            let caller_thread = masters.len() == 1 && masters[0].serves_caller_thread();
             let period = Duration::from_millis((config.lease_ms / 3).max(1) as u64);
             let inner = Arc::new(Inner {
                 rt,
@@ -409,6 +415,8 @@ impl Semaphore {
                 initial: opened.initial,
                 created: opened.created,
                 idle: Mutex::new(vec![instance]),
+                idle_sync: Mutex::new(Vec::new()),
+                caller_thread,
                 held: Mutex::new(BTreeMap::new()),
                 unreleased: Mutex::new(Vec::new()),
                 lost: Mutex::new(Vec::new()),
@@ -483,7 +491,7 @@ impl Semaphore {
             self.forget_released(e, first);
         })?;
         let mut held = lock(&self.inner.held);
-        for token in released.own_tokens {
+        for token in released {
             held.remove(&token);
         }
         Ok(())

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use pottery_semaphore_core::keys::Keys;
-use pottery_semaphore_core::scripts;
+use pottery_semaphore_core::{scripts, Reply as CoreReply};
 use redis::aio::MultiplexedConnection;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
@@ -18,7 +18,7 @@ use redis::{AsyncConnectionConfig, RedisFuture, Value};
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 
-use crate::bindings::transport::{Host as TransportHost, HostScope, Reply, Scalar};
+use crate::bindings::transport::{Host as TransportHost, HostScope, Reply};
 use crate::bindings::types::{Error as WitError, Host as TypesHost};
 use crate::cancel::CancelFlag;
 use crate::convert::EvalshaFrame;
@@ -152,6 +152,11 @@ impl Connections {
             let pops = builder().build().map_err(bad)?;
             Ok(Target::Cluster { commands, pops })
         })
+    }
+
+    /// True for one plain server, whose blocking API runs on the caller's thread.
+    pub(crate) fn serves_caller_thread(&self) -> bool {
+        self.server_client().is_some()
     }
 
     /// The server's client, for plain blocking connections; `None` for a cluster, whose calls
@@ -434,6 +439,105 @@ impl HostState {
         Ok(evalsha)
     }
 
+    /// The sandbox's key check happens here, once per scope rather than on every script.
+    fn open_scope(&mut self, keys: Vec<String>, leading: Vec<String>) -> Result<Resource<Scope>, WitError> {
+        for key in &keys {
+            self.check_key(key)?;
+        }
+        if self.open_scopes >= MAX_SCOPES {
+            return Err(WitError::Forbidden(format!("at most {MAX_SCOPES} scopes at once")));
+        }
+        let scope = self.scopes.push(Scope::new(keys, leading)).map_err(|e| WitError::Forbidden(format!("scope: {e}")))?;
+        self.open_scopes += 1;
+        Ok(scope)
+    }
+
+    fn drop_scope(&mut self, scope: Resource<Scope>) -> wasmtime::Result<()> {
+        self.scopes.delete(scope)?;
+        self.open_scopes -= 1;
+        Ok(())
+    }
+
+    /// The hot path of the blocking API: EVALSHA on this instance's own connection. The scope's
+    /// fixed part was framed when it was opened, and the frame buffer is reused, so a call
+    /// allocates no command.
+    fn eval_on_caller_thread(
+        &mut self,
+        client: &redis::Client,
+        master: u32,
+        sha1: &str,
+        scope: &Resource<Scope>,
+        args: &[String],
+    ) -> Result<redis::RedisResult<Value>, WitError> {
+        self.check_script(master, sha1)?;
+        let scope = open_scope(&self.scopes, scope)?;
+        scope.frame.write(&mut self.framed, sha1, args);
+        let framed = &self.framed;
+        let request = |conn: &mut redis::Connection| redis::ConnectionLike::req_packed_command(conn, framed).and_then(Value::extract_error);
+        Ok(query_own(&mut self.sync.commands, client, true, request))
+    }
+
+    /// A read-only command of the allow list, on the semaphore's own key.
+    fn allowed_command(&self, master: u32, name: &str, key: &str, args: &[String]) -> Result<redis::Cmd, WitError> {
+        self.check_master(master)?;
+        let upper = name.to_ascii_uppercase();
+        if !ALLOWED_COMMANDS.contains(&upper.as_str()) {
+            return Err(WitError::Forbidden(format!("command {name} is not allowed")));
+        }
+        self.check_key(key)?;
+        let mut cmd = redis::cmd(&upper);
+        cmd.arg(key).arg(args);
+        Ok(cmd)
+    }
+
+    /// SCRIPT LOAD of one of the protocol's scripts, the only ones a guest may load.
+    fn script_load(&self, master: u32, script: &str) -> Result<redis::Cmd, WitError> {
+        self.check_master(master)?;
+        let Some(known) = scripts::ALL.iter().find(|s| s.source == script) else {
+            return Err(WitError::Forbidden("that script is not one of the protocol's scripts".into()));
+        };
+        let mut load = redis::cmd("SCRIPT");
+        load.arg("LOAD").arg(known.source);
+        Ok(load)
+    }
+
+    /// WAIT (or WAITAOF) for the configured replicas, with its time-out in ms; `None` when no
+    /// replicas are configured.
+    fn replica_wait(&self, master: u32) -> Result<Option<(redis::Cmd, u64)>, WitError> {
+        self.check_master(master)?;
+        let Some(ack) = self.replicas else { return Ok(None) };
+        // WAIT 0 would block forever.
+        let timeout_ms = ack.timeout.as_millis().clamp(1, u64::MAX as u128) as u64;
+        let mut wait = redis::cmd(if ack.aof { "WAITAOF" } else { "WAIT" });
+        if ack.aof {
+            wait.arg(0);
+        }
+        wait.arg(ack.replicas).arg(timeout_ms);
+        Ok(Some((wait, timeout_ms)))
+    }
+
+    /// Judges WAIT's answer: enough replicas, on the connection that ran the scripts (`conn`).
+    fn replicas_acked(&self, value: Value, conn: Option<u64>, timeout_ms: u64) -> Result<(), WitError> {
+        let Some(ack) = self.replicas else { return Ok(()) };
+        let acked = match value {
+            Value::Int(n) if !ack.aof => n,
+            // WAITAOF answers [local fsyncs, replica fsyncs].
+            Value::Array(counts) if ack.aof && counts.len() == 2 => match counts[1] {
+                Value::Int(n) => n,
+                _ => return Err(WitError::Redis(format!("WAITAOF answered {counts:?}"))),
+            },
+            other => return Err(WitError::Redis(format!("WAIT answered {other:?}"))),
+        };
+        if conn != self.wrote_on {
+            return Err(WitError::NotReplicated("the connection that ran the scripts was replaced before WAIT".into()));
+        }
+        if acked >= i64::from(ack.replicas) {
+            return Ok(());
+        }
+        let what = if ack.aof { "replicas fsynced to their AOF" } else { "replicas acknowledged" };
+        Err(WitError::NotReplicated(format!("{acked} of {} {what} within {timeout_ms} ms", ack.replicas)))
+    }
+
     fn check_key(&self, key: &str) -> Result<(), WitError> {
         if self.keys.owns(key) {
             Ok(())
@@ -448,8 +552,17 @@ fn open_scope<'a>(scopes: &'a ResourceTable, scope: &Resource<Scope>) -> Result<
     scopes.get(scope).map_err(|e| WitError::Forbidden(format!("scope: {e}")))
 }
 
+/// SCRIPT LOAD's answer: the script's SHA-1.
+fn loaded_sha1(result: redis::RedisResult<Value>) -> Result<String, WitError> {
+    match result.map_err(|e| from_redis(&e))? {
+        Value::BulkString(sha) => Ok(String::from_utf8_lossy(&sha).into_owned()),
+        Value::SimpleString(sha) => Ok(sha),
+        other => Err(WitError::Redis(format!("SCRIPT LOAD answered {other:?}"))),
+    }
+}
+
 /// An EVALSHA result in WIT form: `None` when Redis lacks the script.
-fn eval_result(result: redis::RedisResult<Value>) -> Result<Option<Reply>, WitError> {
+fn eval_result<R: From<CoreReply>>(result: redis::RedisResult<Value>) -> Result<Option<R>, WitError> {
     match result {
         Err(e) if e.code() == Some("NOSCRIPT") => Ok(None),
         other => Ok(Some(reply(other.map_err(|e| from_redis(&e))?)?)),
@@ -457,39 +570,42 @@ fn eval_result(result: redis::RedisResult<Value>) -> Result<Option<Reply>, WitEr
 }
 
 /// The protocol's reply in WIT form.
-fn reply(v: Value) -> Result<Reply, WitError> {
-    let scalar = |s: pottery_semaphore_core::Scalar| match s {
-        pottery_semaphore_core::Scalar::Nil => Scalar::Nil,
-        pottery_semaphore_core::Scalar::Int(i) => Scalar::Int(i),
-        pottery_semaphore_core::Scalar::Bulk(b) => Scalar::Bulk(b),
-        pottery_semaphore_core::Scalar::Status(s) => Scalar::Status(s),
-    };
-    Ok(match crate::convert::reply(v)? {
-        pottery_semaphore_core::Reply::Scalar(s) => Reply::Scalar(scalar(s)),
-        pottery_semaphore_core::Reply::Array(items) => Reply::Array(items.into_iter().map(scalar).collect()),
-    })
+fn reply<R: From<CoreReply>>(v: Value) -> Result<R, WitError> {
+    Ok(crate::convert::reply(v)?.into())
 }
+
+/// The protocol's reply as the WIT reply of one set of bindings (async and sync have their own).
+macro_rules! wit_reply_from_core {
+    ($($wit:ident)::+) => {
+        impl From<CoreReply> for $($wit)::+::Reply {
+            fn from(r: CoreReply) -> Self {
+                use $($wit)::+::Scalar;
+                let scalar = |s: pottery_semaphore_core::Scalar| match s {
+                    pottery_semaphore_core::Scalar::Nil => Scalar::Nil,
+                    pottery_semaphore_core::Scalar::Int(i) => Scalar::Int(i),
+                    pottery_semaphore_core::Scalar::Bulk(b) => Scalar::Bulk(b),
+                    pottery_semaphore_core::Scalar::Status(s) => Scalar::Status(s),
+                };
+                match r {
+                    CoreReply::Scalar(s) => Self::Scalar(scalar(s)),
+                    CoreReply::Array(items) => Self::Array(items.into_iter().map(scalar).collect()),
+                }
+            }
+        }
+    };
+}
+wit_reply_from_core!(crate::bindings::transport);
+wit_reply_from_core!(crate::bindings::sync::transport);
 
 impl TypesHost for HostState {}
 
 impl HostScope for HostState {
-    /// The sandbox's key check happens here, once per scope rather than on every script.
     async fn open(&mut self, keys: Vec<String>, leading: Vec<String>) -> Result<Resource<Scope>, WitError> {
-        for key in &keys {
-            self.check_key(key)?;
-        }
-        if self.open_scopes >= MAX_SCOPES {
-            return Err(WitError::Forbidden(format!("at most {MAX_SCOPES} scopes at once")));
-        }
-        let scope = self.scopes.push(Scope::new(keys, leading)).map_err(|e| WitError::Forbidden(format!("scope: {e}")))?;
-        self.open_scopes += 1;
-        Ok(scope)
+        self.open_scope(keys, leading)
     }
 
     async fn drop(&mut self, scope: Resource<Scope>) -> wasmtime::Result<()> {
-        self.scopes.delete(scope)?;
-        self.open_scopes -= 1;
-        Ok(())
+        self.drop_scope(scope)
     }
 }
 
@@ -497,16 +613,7 @@ impl TransportHost for HostState {
     async fn eval(&mut self, master: u32, sha1: String, scope: Resource<Scope>, args: Vec<String>) -> Result<Option<Reply>, WitError> {
         let conns = self.masters.get(master as usize).cloned();
         let result = match conns.as_deref().and_then(|conns| self.caller_thread_client(conns)) {
-            // The hot path of the blocking API: the scope's fixed part was framed when it was
-            // opened, and the frame buffer is reused, so a call allocates no command.
-            Some(client) => {
-                self.check_script(master, &sha1)?;
-                let scope = open_scope(&self.scopes, &scope)?;
-                scope.frame.write(&mut self.framed, &sha1, &args);
-                let framed = &self.framed;
-                let request = |conn: &mut redis::Connection| redis::ConnectionLike::req_packed_command(conn, framed).and_then(Value::extract_error);
-                query_own(&mut self.sync.commands, client, true, request).map(|value| (value, None))
-            }
+            Some(client) => self.eval_on_caller_thread(client, master, &sha1, &scope, &args)?.map(|value| (value, None)),
             None => {
                 let evalsha = self.evalsha(master, &sha1, &scope, &args)?;
                 self.run(master, &evalsha, None, true).await
@@ -558,30 +665,14 @@ impl TransportHost for HostState {
     }
 
     async fn load_script(&mut self, master: u32, script: String) -> Result<String, WitError> {
-        self.check_master(master)?;
-        let Some(known) = scripts::ALL.iter().find(|s| s.source == script) else {
-            return Err(WitError::Forbidden("that script is not one of the protocol's scripts".into()));
-        };
-        let mut load = redis::cmd("SCRIPT");
-        load.arg("LOAD").arg(known.source);
+        let load = self.script_load(master, &script)?;
         let result = self.query_routed(master, &load, Route::AllPrimaries).await;
         self.resumed_at = Instant::now();
-        match result.map_err(|e| from_redis(&e))? {
-            Value::BulkString(sha) => Ok(String::from_utf8_lossy(&sha).into_owned()),
-            Value::SimpleString(sha) => Ok(sha),
-            other => Err(WitError::Redis(format!("SCRIPT LOAD answered {other:?}"))),
-        }
+        loaded_sha1(result)
     }
 
     async fn command(&mut self, master: u32, name: String, key: String, args: Vec<String>) -> Result<Reply, WitError> {
-        self.check_master(master)?;
-        let upper = name.to_ascii_uppercase();
-        if !ALLOWED_COMMANDS.contains(&upper.as_str()) {
-            return Err(WitError::Forbidden(format!("command {name} is not allowed")));
-        }
-        self.check_key(&key)?;
-        let mut cmd = redis::cmd(&upper);
-        cmd.arg(&key).arg(&args);
+        let cmd = self.allowed_command(master, &name, &key, &args)?;
         let result = self.query(master, &cmd).await;
         self.resumed_at = Instant::now();
         reply(result.map_err(|e| from_redis(&e))?)
@@ -601,43 +692,21 @@ impl TransportHost for HostState {
     }
 
     async fn wait_replicas(&mut self, master: u32) -> Result<(), WitError> {
-        self.check_master(master)?;
-        let Some(ack) = self.replicas else { return Ok(()) };
-        // WAIT 0 would block forever.
-        let timeout_ms = ack.timeout.as_millis().clamp(1, u64::MAX as u128) as u64;
-        let mut wait = redis::cmd(if ack.aof { "WAITAOF" } else { "WAIT" });
-        if ack.aof {
-            wait.arg(0);
-        }
-        wait.arg(ack.replicas).arg(timeout_ms);
+        let Some((wait, timeout_ms)) = self.replica_wait(master)? else { return Ok(()) };
         // No retry: WAIT on a new connection would not cover the writes of the old one.
         let slot = redis::cluster_routing::Slot::for_key(self.keys.meta());
         let result = self.run(master, &wait, Some(Route::PrimaryOf(slot)), false).await;
         self.resumed_at = Instant::now();
         let (value, conn) = result.map_err(|e| from_redis(&e))?;
-        let acked = match value {
-            Value::Int(n) if !ack.aof => n,
-            // WAITAOF answers [local fsyncs, replica fsyncs].
-            Value::Array(counts) if ack.aof && counts.len() == 2 => match counts[1] {
-                Value::Int(n) => n,
-                _ => return Err(WitError::Redis(format!("WAITAOF answered {counts:?}"))),
-            },
-            other => return Err(WitError::Redis(format!("WAIT answered {other:?}"))),
-        };
-        if conn != self.wrote_on {
-            return Err(WitError::NotReplicated("the connection that ran the scripts was replaced before WAIT".into()));
-        }
-        if acked >= i64::from(ack.replicas) {
-            return Ok(());
-        }
-        let what = if ack.aof { "replicas fsynced to their AOF" } else { "replicas acknowledged" };
-        Err(WitError::NotReplicated(format!("{acked} of {} {what} within {timeout_ms} ms", ack.replicas)))
+        self.replicas_acked(value, conn, timeout_ms)
     }
 
     async fn monotonic_now(&mut self) -> u64 {
         self.started_at.elapsed().as_nanos() as u64
     }
 }
+
+mod caller_thread;
 
 #[cfg(test)]
 mod tests {
@@ -659,40 +728,63 @@ mod tests {
         matches!(r, Err(WitError::Forbidden(_)))
     }
 
+    /// The sandbox's checks, through one set of imports (`Scopes`, `Imports`): async ones are
+    /// awaited (`await` given), sync ones called as they are.
+    macro_rules! assert_sandboxed {
+        ($s:expr, $scopes:path, $imports:path $(, $aw:tt)?) => {{
+            let s: &mut HostState = $s;
+            let own = Keys::new("mine").script_keys();
+            let foreign = Keys::new("other").multi_script_keys("h");
+            let sha = ACQUIRE.sha1().to_string();
+            // Keys are checked when the guest opens a scope: only its own semaphore's.
+            assert!(forbidden(<HostState as $scopes>::open(s, foreign, vec![])$(.$aw)?));
+            assert!(forbidden(<HostState as $scopes>::open(s, vec!["plain-key".into()], vec![])$(.$aw)?));
+            let scope = <HostState as $scopes>::open(s, own.clone(), vec![])$(.$aw)?.expect("its own keys");
+            let borrowed = || Resource::<Scope>::new_borrow(scope.rep());
+            // A script of the guest's own: neither run by its SHA nor loaded.
+            let evil = "return redis.call('FLUSHALL')".to_string();
+            assert!(forbidden(<HostState as $imports>::eval(s, 0, sha1_of(&evil), borrowed(), vec![])$(.$aw)?));
+            assert!(forbidden(<HostState as $imports>::load_script(s, 0, evil)$(.$aw)?));
+            assert!(forbidden(<HostState as $imports>::eval(s, 1, sha.clone(), borrowed(), vec![])$(.$aw)?), "only master 0");
+            assert!(forbidden(<HostState as $imports>::eval(s, 1, INIT.sha1().into(), borrowed(), vec![])$(.$aw)?), "only master 0");
+            let each = <HostState as $imports>::eval_each(s, sha.clone(), borrowed(), vec![(1, vec![])], 10)$(.$aw)?;
+            assert!(each.into_iter().all(|r| forbidden(r)), "only master 0");
+            assert!(forbidden(<HostState as $imports>::load_script(s, 1, INIT.source.into())$(.$aw)?), "only master 0");
+            assert!(forbidden(<HostState as $imports>::command(s, 0, "DEL".into(), Keys::new("mine").meta(), vec![])$(.$aw)?), "writes are not allowed");
+            assert!(forbidden(<HostState as $imports>::command(s, 0, "HGET".into(), Keys::new("other").meta(), vec![])$(.$aw)?));
+            assert!(forbidden(<HostState as $imports>::blocking_pop(s, 0, "pottery-semaphore:{other}:wake:1".into(), 10)$(.$aw)?));
+            // Scopes cost host memory: a guest holds a few at most, and may open more as it drops some.
+            let mut more = Vec::new();
+            for _ in 1..MAX_SCOPES {
+                more.push(<HostState as $scopes>::open(s, own.clone(), vec![])$(.$aw)?.expect("within the cap"));
+            }
+            assert!(forbidden(<HostState as $scopes>::open(s, own.clone(), vec![])$(.$aw)?), "over the cap");
+            <HostState as $scopes>::drop(s, scope)$(.$aw)?.expect("drop");
+            assert!(<HostState as $scopes>::open(s, own, vec![])$(.$aw)?.is_ok(), "room again after a drop");
+        }};
+    }
+
     #[tokio::test]
     async fn the_guest_reaches_only_its_own_keys_through_known_scripts() {
         for mut s in states() {
-            assert_sandboxed(&mut s).await;
+            assert_sandboxed!(&mut s, HostScope, TransportHost, await);
         }
     }
 
-    async fn assert_sandboxed(s: &mut HostState) {
-        let own = Keys::new("mine").script_keys();
-        let foreign = Keys::new("other").multi_script_keys("h");
-        let sha = ACQUIRE.sha1().to_string();
-        // Keys are checked when the guest opens a scope: only its own semaphore's.
-        assert!(forbidden(HostScope::open(s, foreign, vec![]).await));
-        assert!(forbidden(HostScope::open(s, vec!["plain-key".into()], vec![]).await));
-        let scope = HostScope::open(s, own.clone(), vec![]).await.expect("its own keys");
-        let borrowed = || Resource::<Scope>::new_borrow(scope.rep());
-        // A script of the guest's own: neither run by its SHA nor loaded.
-        let evil = "return redis.call('FLUSHALL')".to_string();
-        assert!(forbidden(s.eval(0, sha1_of(&evil), borrowed(), vec![]).await));
-        assert!(forbidden(s.load_script(0, evil).await));
-        assert!(forbidden(s.eval(1, sha.clone(), borrowed(), vec![]).await), "only master 0");
-        assert!(forbidden(s.eval(1, INIT.sha1().into(), borrowed(), vec![]).await), "only master 0");
-        assert!(forbidden(s.load_script(1, INIT.source.into()).await), "only master 0");
-        assert!(forbidden(s.command(0, "DEL".into(), Keys::new("mine").meta(), vec![]).await), "writes are not allowed");
-        assert!(forbidden(s.command(0, "HGET".into(), Keys::new("other").meta(), vec![]).await));
-        assert!(forbidden(s.blocking_pop(0, "pottery-semaphore:{other}:wake:1".into(), 10).await));
-        // Scopes cost host memory: a guest holds a few at most, and may open more as it drops some.
-        let mut more = Vec::new();
-        for _ in 1..MAX_SCOPES {
-            more.push(HostScope::open(s, own.clone(), vec![]).await.expect("within the cap"));
+    /// The same through the sync imports of the caller-thread instances. Where those do not
+    /// apply (the async API's state, a cluster), every call is refused.
+    #[test]
+    fn the_caller_thread_imports_keep_the_same_sandbox() {
+        use crate::bindings::sync::transport::{Host as SyncHost, HostScope as SyncHostScope};
+        for mut s in states() {
+            assert_sandboxed!(&mut s, SyncHostScope, SyncHost);
         }
-        assert!(forbidden(HostScope::open(s, own.clone(), vec![]).await), "over the cap");
-        HostScope::drop(s, scope).await.expect("drop");
-        assert!(HostScope::open(s, own, vec![]).await.is_ok(), "room again after a drop");
+        let [mut not_here, _, mut cluster] = states();
+        for s in [&mut not_here, &mut cluster] {
+            let scope = SyncHostScope::open(s, Keys::new("mine").script_keys(), vec![]).expect("its own keys");
+            assert!(forbidden(SyncHost::eval(s, 0, ACQUIRE.sha1().into(), scope, vec![])), "async instances' masters");
+            assert!(forbidden(SyncHost::command(s, 0, "HGET".into(), Keys::new("mine").meta(), vec![])));
+        }
     }
 
     fn sha1_of(s: &str) -> String {
