@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 
 use crate::scripts::Script;
-use crate::{multi, protocol, Api, Error, Reply, Scalar, Scope, Transport};
+use crate::{multi, protocol, Api, Args, Error, Reply, Scalar, Scope, Transport};
 
 wit_bindgen::generate!({ path: "../wit", world: "guest" });
 
@@ -40,7 +40,7 @@ impl HostTransport {
 
 /// After Redis answered that it lacks `script` (once per script and master in a server's life):
 /// loads it on `master` and runs it again.
-fn load_and_eval(master: u32, script: &Script, scope: &wit_transport::Scope, args: &[String]) -> Result<Reply, Error> {
+fn load_and_eval(master: u32, script: &Script, scope: &wit_transport::Scope, args: &[u8]) -> Result<Reply, Error> {
     wit_transport::load_script(master, script.source)?;
     wit_transport::eval(master, script.sha1(), scope, args)?
         .map(Reply::from)
@@ -49,21 +49,22 @@ fn load_and_eval(master: u32, script: &Script, scope: &wit_transport::Scope, arg
 
 impl Transport for HostTransport {
     /// EVALSHA; the script text crosses the boundary only when Redis lacks the script.
-    fn eval(&self, script: &Script, scope: &Scope, args: &[String]) -> Result<Reply, Error> {
-        self.in_scope(scope, |handle| match wit_transport::eval(MASTER, script.sha1(), handle, args)? {
+    fn eval(&self, script: &Script, scope: &Scope, args: &Args) -> Result<Reply, Error> {
+        self.in_scope(scope, |handle| match wit_transport::eval(MASTER, script.sha1(), handle, args.framed())? {
             Some(reply) => Ok(reply.into()),
-            None => load_and_eval(MASTER, script, handle, args),
+            None => load_and_eval(MASTER, script, handle, args.framed()),
         })
     }
 
     /// EVALSHA on several masters at once; the masters that lack the script get it loaded and
     /// are asked again one by one.
-    fn eval_each(&self, script: &Script, scope: &Scope, calls: &[(u32, Vec<String>)], timeout_ms: u64) -> Vec<Result<Reply, Error>> {
+    fn eval_each(&self, script: &Script, scope: &Scope, calls: &[(u32, Args)], timeout_ms: u64) -> Vec<Result<Reply, Error>> {
+        let framed: Vec<(u32, Vec<u8>)> = calls.iter().map(|(master, args)| (*master, args.framed().to_vec())).collect();
         let replies = self.in_scope(scope, |handle| {
-            let replies = wit_transport::eval_each(script.sha1(), handle, calls, timeout_ms);
+            let replies = wit_transport::eval_each(script.sha1(), handle, &framed, timeout_ms);
             Ok(replies
                 .into_iter()
-                .zip(calls)
+                .zip(&framed)
                 .map(|(reply, (master, args))| match reply {
                     Ok(Some(reply)) => Ok(reply.into()),
                     Ok(None) => load_and_eval(*master, script, handle, args),

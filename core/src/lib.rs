@@ -3,6 +3,7 @@
 //! and for measuring what the component costs over native code.
 
 pub mod allocator;
+pub mod args;
 pub mod api;
 pub mod decimal;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod validate;
 mod guest;
 
 pub use api::Api;
+pub use args::{Arg, Args};
 pub use decimal::Decimal;
 pub use error::Error;
 pub use protocol::{Config, Holder, Opened, Permit, Released, Semaphore, Status, Waiter};

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use crate::protocol::{Config, Holder, Identity, Opened, Permit, Released, Status};
 use crate::reply::Cursor;
 use crate::scripts::{self, Script};
-use crate::{validate, Error, Reply, Scope, Transport};
+use crate::{validate, Args, Error, Reply, Scope, Transport};
 
 /// Slots are 16 bits of the fencing token.
 pub const MAX_SLOTS: u64 = 1 << SLOT_BITS;
@@ -187,6 +187,7 @@ impl<T: Transport> Semaphore<T> {
 
     /// Runs `script` on each master of `calls` at once; replies in the same order.
     fn run_each(&self, script: &Script, calls: Vec<(u32, Vec<String>)>) -> Vec<(u32, Result<Reply, Error>)> {
+        let calls: Vec<(u32, Args)> = calls.into_iter().map(|(m, extra)| (m, extra.into_iter().collect())).collect();
         let replies = self.transport.eval_each(script, &self.scope, &calls, self.round_timeout_ms());
         calls.iter().map(|(m, _)| *m).zip(replies).collect()
     }

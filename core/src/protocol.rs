@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use crate::keys::Keys;
 use crate::reply::Cursor;
 use crate::scripts::{self, Script};
-use crate::{validate, Decimal, Error, Reply, Scalar, Scope, Transport};
+use crate::{validate, Arg, Args, Error, Reply, Scalar, Scope, Transport};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -74,58 +74,6 @@ impl Identity {
     }
 }
 
-/// A script's own arguments (after the scope's leading ones), rewritten in place for each call:
-/// the strings keep their capacity, so a warm call allocates nothing for its arguments (in the
-/// component, each allocation is a trip through the guest's allocator).
-#[derive(Debug, Default)]
-pub(crate) struct Argv {
-    strings: Vec<String>,
-    len: usize,
-}
-
-impl Argv {
-    pub(crate) fn set(&mut self, extra: &[&dyn Arg]) -> &[String] {
-        self.len = 0;
-        for value in extra {
-            if self.len == self.strings.len() {
-                self.strings.push(String::new());
-            }
-            let slot = &mut self.strings[self.len];
-            slot.clear();
-            value.write_to(slot);
-            self.len += 1;
-        }
-        &self.strings[..self.len]
-    }
-}
-
-/// A script argument, written as text without `core::fmt` (a few hundred instructions per
-/// number in the guest).
-pub(crate) trait Arg {
-    fn write_to(&self, out: &mut String);
-}
-
-impl Arg for u64 {
-    fn write_to(&self, out: &mut String) {
-        Decimal::new(*self).as_bytes().iter().for_each(|&d| out.push(char::from(d)));
-    }
-}
-
-impl Arg for i64 {
-    fn write_to(&self, out: &mut String) {
-        if *self < 0 {
-            out.push('-');
-        }
-        self.unsigned_abs().write_to(out);
-    }
-}
-
-impl Arg for &str {
-    fn write_to(&self, out: &mut String) {
-        out.push_str(self);
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Opened {
     pub initial: u64,
@@ -183,7 +131,7 @@ pub struct Semaphore<T> {
     transport: T,
     id: Identity,
     scope: Scope,
-    argv: RefCell<Argv>,
+    argv: RefCell<Args>,
     replicate: bool,
 }
 
@@ -234,7 +182,9 @@ impl<T: Transport> Semaphore<T> {
 
     fn eval(&self, script: &Script, extra: &[&dyn Arg]) -> Result<Reply, Error> {
         let mut argv = self.argv.borrow_mut();
-        self.transport.eval(script, &self.scope, argv.set(extra))
+        argv.clear();
+        extra.iter().for_each(|arg| argv.push_arg(*arg));
+        self.transport.eval(script, &self.scope, &argv)
     }
 
     fn run(&self, script: &Script, extra: &[&dyn Arg]) -> Result<Cursor, Error> {

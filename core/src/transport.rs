@@ -1,7 +1,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::scripts::Script;
-use crate::{Error, Reply};
+use crate::{Args, Error, Reply};
 
 /// What every script of one semaphore runs with: its KEYS and the leading part of its ARGV
 /// (holder, initial value, lease). A transport may keep them across calls (the component's host
@@ -30,7 +30,7 @@ impl Scope {
 pub trait Transport {
     /// Runs a protocol script (EVALSHA, falling back to EVAL) with `scope`'s keys and ARGV =
     /// its leading arguments, then `args`.
-    fn eval(&self, script: &Script, scope: &Scope, args: &[String]) -> Result<Reply, Error>;
+    fn eval(&self, script: &Script, scope: &Scope, args: &Args) -> Result<Reply, Error>;
     /// A read-only command whose only key is its first argument.
     fn command(&self, name: &str, key: &str, args: &[String]) -> Result<Reply, Error>;
     /// BLPOP on `key` for at most `timeout_ms`; `None` on time-out, `Err(Cancelled)` when the
@@ -45,7 +45,7 @@ pub trait Transport {
     /// Runs `script` on several masters at once, each `(master, args)` of `calls`; one result
     /// per call, in order; a master slower than `timeout_ms` is `Unreachable`. Without several
     /// masters only master 0 exists.
-    fn eval_each(&self, script: &Script, scope: &Scope, calls: &[(u32, Vec<String>)], timeout_ms: u64) -> Vec<Result<Reply, Error>> {
+    fn eval_each(&self, script: &Script, scope: &Scope, calls: &[(u32, Args)], timeout_ms: u64) -> Vec<Result<Reply, Error>> {
         let _ = timeout_ms;
         calls.iter().map(|(master, args)| if *master == 0 { self.eval(script, scope, args) } else { Err(no_master(*master)) }).collect()
     }

@@ -1,7 +1,8 @@
 //! redis-rs values and errors as the protocol sees them. One mapping for the component's
 //! transport and for any native transport (the benchmark's), so they cannot disagree.
 
-use pottery_semaphore_core::{Decimal, Error, Reply, Scalar};
+use pottery_semaphore_core::args::resp_bulk;
+use pottery_semaphore_core::{Args, Decimal, Error, Reply, Scalar};
 use redis::Value;
 
 /// What a Redis failure means to the caller: unreachable, refused credentials, a key of another
@@ -53,43 +54,31 @@ pub fn reply(v: Value) -> Result<Reply, Error> {
 /// send the bytes with `req_packed_command`.
 #[derive(Debug, Clone)]
 pub struct EvalshaFrame {
-    fixed: Vec<u8>,
-    fixed_args: usize,
+    fixed: Args,
 }
 
 impl EvalshaFrame {
     pub fn new(keys: &[String], leading: &[String]) -> Self {
-        let mut fixed = Vec::with_capacity(64 * (keys.len() + leading.len()));
-        resp_bulk(&mut fixed, Decimal::new(keys.len() as u64).as_bytes());
+        let mut fixed = Args::default();
+        fixed.push(Decimal::new(keys.len() as u64).as_bytes());
         for arg in keys.iter().chain(leading) {
-            resp_bulk(&mut fixed, arg.as_bytes());
+            fixed.push(arg.as_bytes());
         }
-        EvalshaFrame { fixed, fixed_args: 1 + keys.len() + leading.len() }
+        EvalshaFrame { fixed }
     }
 
-    /// EVALSHA `sha1` with this frame's fixed part and then `args`, framed into `out` (cleared
-    /// first): what redis-rs's `Cmd` would send.
-    pub fn write(&self, out: &mut Vec<u8>, sha1: &str, args: &[String]) {
+    /// EVALSHA `sha1` with this frame's fixed part and then `args` (already framed: appended
+    /// as they are), framed into `out` (cleared first): what redis-rs's `Cmd` would send.
+    pub fn write(&self, out: &mut Vec<u8>, sha1: &str, args: &Args) {
         out.clear();
         out.push(b'*');
-        out.extend_from_slice(Decimal::new((2 + self.fixed_args + args.len()) as u64).as_bytes());
+        out.extend_from_slice(Decimal::new((2 + self.fixed.len() + args.len()) as u64).as_bytes());
         out.extend_from_slice(b"\r\n");
         resp_bulk(out, b"EVALSHA");
         resp_bulk(out, sha1.as_bytes());
-        out.extend_from_slice(&self.fixed);
-        for arg in args {
-            resp_bulk(out, arg.as_bytes());
-        }
+        out.extend_from_slice(self.fixed.framed());
+        out.extend_from_slice(args.framed());
     }
-}
-
-/// Appends one RESP bulk string.
-fn resp_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.push(b'$');
-    out.extend_from_slice(Decimal::new(bytes.len() as u64).as_bytes());
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(bytes);
-    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]
@@ -118,7 +107,7 @@ mod tests {
         let args = vec!["1".to_string(), "é".into(), "1234567890123".into()];
         let sha1 = "a".repeat(40);
         let mut framed = b"left over".to_vec();
-        EvalshaFrame::new(&keys, &leading).write(&mut framed, &sha1, &args);
+        EvalshaFrame::new(&keys, &leading).write(&mut framed, &sha1, &args.iter().collect());
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(&sha1).arg(keys.len()).arg(&keys).arg(&leading).arg(&args);
         assert_eq!(String::from_utf8_lossy(&framed), String::from_utf8_lossy(&cmd.get_packed_command()));

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use pottery_semaphore_core::keys::Keys;
-use pottery_semaphore_core::{scripts, Reply as CoreReply};
+use pottery_semaphore_core::{scripts, Args, Reply as CoreReply};
 use redis::aio::MultiplexedConnection;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
@@ -429,13 +429,16 @@ impl HostState {
     }
 
     /// The guest's EVALSHA as a redis-rs command, for the async connections.
-    fn evalsha(&self, master: u32, sha1: &str, scope: &Resource<Scope>, args: &[String]) -> Result<redis::Cmd, WitError> {
+    fn evalsha(&self, master: u32, sha1: &str, scope: &Resource<Scope>, args: &Args) -> Result<redis::Cmd, WitError> {
         self.check_script(master, sha1)?;
         let scope = open_scope(&self.scopes, scope)?;
         // Room for a call's arguments up front: growing the buffer step by step cost more
         // reallocations than anything else in building the command (~2k instructions a call).
         let mut evalsha = redis::Cmd::with_capacity(3 + scope.keys.len() + scope.leading.len() + args.len(), 512);
-        evalsha.arg("EVALSHA").arg(sha1).arg(scope.keys.len()).arg(&scope.keys).arg(&scope.leading).arg(args);
+        evalsha.arg("EVALSHA").arg(sha1).arg(scope.keys.len()).arg(&scope.keys).arg(&scope.leading);
+        args.iter().for_each(|arg| {
+            evalsha.arg(arg);
+        });
         Ok(evalsha)
     }
 
@@ -467,7 +470,7 @@ impl HostState {
         master: u32,
         sha1: &str,
         scope: &Resource<Scope>,
-        args: &[String],
+        args: &Args,
     ) -> Result<redis::RedisResult<Value>, WitError> {
         self.check_script(master, sha1)?;
         let scope = open_scope(&self.scopes, scope)?;
@@ -552,6 +555,11 @@ fn open_scope<'a>(scopes: &'a ResourceTable, scope: &Resource<Scope>) -> Result<
     scopes.get(scope).map_err(|e| WitError::Forbidden(format!("scope: {e}")))
 }
 
+/// A call's arguments as the guest framed them, refused unless they are nothing but arguments.
+fn guest_args(framed: Vec<u8>) -> Result<Args, WitError> {
+    Args::parse(framed).map_err(|e| WitError::Forbidden(format!("script arguments: {e}")))
+}
+
 /// SCRIPT LOAD's answer: the script's SHA-1.
 fn loaded_sha1(result: redis::RedisResult<Value>) -> Result<String, WitError> {
     match result.map_err(|e| from_redis(&e))? {
@@ -610,7 +618,8 @@ impl HostScope for HostState {
 }
 
 impl TransportHost for HostState {
-    async fn eval(&mut self, master: u32, sha1: String, scope: Resource<Scope>, args: Vec<String>) -> Result<Option<Reply>, WitError> {
+    async fn eval(&mut self, master: u32, sha1: String, scope: Resource<Scope>, args: Vec<u8>) -> Result<Option<Reply>, WitError> {
+        let args = guest_args(args)?;
         let conns = self.masters.get(master as usize).cloned();
         let result = match conns.as_deref().and_then(|conns| self.caller_thread_client(conns)) {
             Some(client) => self.eval_on_caller_thread(client, master, &sha1, &scope, &args)?.map(|value| (value, None)),
@@ -627,13 +636,13 @@ impl TransportHost for HostState {
     }
 
     /// Each call on its own master, all at once: a round costs the slowest master, not the sum.
-    async fn eval_each(&mut self, sha1: String, scope: Resource<Scope>, calls: Vec<(u32, Vec<String>)>, timeout_ms: u64) -> Vec<Result<Option<Reply>, WitError>> {
+    async fn eval_each(&mut self, sha1: String, scope: Resource<Scope>, calls: Vec<(u32, Vec<u8>)>, timeout_ms: u64) -> Vec<Result<Option<Reply>, WitError>> {
         let timeout = Duration::from_millis(timeout_ms.max(1));
         let pending: Vec<_> = calls
-            .iter()
+            .into_iter()
             .map(|(master, args)| {
-                let cmd = self.evalsha(*master, &sha1, &scope, args)?;
-                let conns = self.masters[*master as usize].clone();
+                let cmd = self.evalsha(master, &sha1, &scope, &guest_args(args)?)?;
+                let conns = self.masters[master as usize].clone();
                 Ok(tokio::spawn(async move { tokio::time::timeout(timeout, conns.query(&cmd, None, true)).await }))
             })
             .collect();
@@ -746,6 +755,11 @@ mod tests {
             assert!(forbidden(<HostState as $imports>::eval(s, 0, sha1_of(&evil), borrowed(), vec![])$(.$aw)?));
             assert!(forbidden(<HostState as $imports>::load_script(s, 0, evil)$(.$aw)?));
             assert!(forbidden(<HostState as $imports>::eval(s, 1, sha.clone(), borrowed(), vec![])$(.$aw)?), "only master 0");
+            // Arguments are bulk strings and nothing else: no second command rides along.
+            let smuggled = b"$1\r\n1\r\n*1\r\n$8\r\nFLUSHALL\r\n".to_vec();
+            assert!(forbidden(<HostState as $imports>::eval(s, 0, sha.clone(), borrowed(), smuggled.clone())$(.$aw)?));
+            let each = <HostState as $imports>::eval_each(s, sha.clone(), borrowed(), vec![(0, smuggled)], 10)$(.$aw)?;
+            assert!(each.into_iter().all(|r| forbidden(r)), "malformed arguments");
             assert!(forbidden(<HostState as $imports>::eval(s, 1, INIT.sha1().into(), borrowed(), vec![])$(.$aw)?), "only master 0");
             let each = <HostState as $imports>::eval_each(s, sha.clone(), borrowed(), vec![(1, vec![])], 10)$(.$aw)?;
             assert!(each.into_iter().all(|r| forbidden(r)), "only master 0");

@@ -7,7 +7,7 @@ use std::fmt;
 use std::time::Instant;
 
 use pottery_semaphore_core::scripts::Script;
-use pottery_semaphore_core::{Config, Error, Reply, Scope, Semaphore, Transport};
+use pottery_semaphore_core::{Args, Config, Error, Reply, Scope, Semaphore, Transport};
 use pottery_semaphore_host::convert::{error as from_redis, reply, EvalshaFrame};
 use redis::{ConnectionLike, Value};
 
@@ -52,7 +52,7 @@ impl NativeTransport {
 }
 
 impl Transport for NativeTransport {
-    fn eval(&self, script: &Script, scope: &Scope, args: &[String]) -> Result<Reply, Error> {
+    fn eval(&self, script: &Script, scope: &Scope, args: &Args) -> Result<Reply, Error> {
         let mut frame = self.frame.borrow_mut();
         if frame.as_ref().is_none_or(|(id, _)| *id != scope.id()) {
             *frame = Some((scope.id(), EvalshaFrame::new(&scope.keys, &scope.leading)));
@@ -64,7 +64,10 @@ impl Transport for NativeTransport {
             Err(e) if e.code() == Some("NOSCRIPT") => {
                 let keys = &scope.keys;
                 let mut eval = redis::cmd("EVAL");
-                eval.arg(script.source).arg(keys.len()).arg(keys).arg(&scope.leading).arg(args);
+                eval.arg(script.source).arg(keys.len()).arg(keys).arg(&scope.leading);
+                args.iter().for_each(|arg| {
+                    eval.arg(arg);
+                });
                 self.query(&eval)
             }
             other => other,

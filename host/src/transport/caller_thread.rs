@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use redis::Value;
 use wasmtime::component::Resource;
 
-use super::{eval_result, loaded_sha1, query_own, reply, HostState, Scope, WitError};
+use super::{eval_result, guest_args, loaded_sha1, query_own, reply, HostState, Scope, WitError};
 use crate::bindings::sync::transport::{Host, HostScope, Reply};
 use crate::error::from_redis;
 
@@ -30,8 +30,9 @@ impl HostState {
         self.with_own_client(master, |this, client| query_own(&mut this.sync.commands, client, retry, |conn| cmd.query(conn)))
     }
 
-    fn eval_here(&mut self, master: u32, sha1: &str, scope: &Resource<Scope>, args: &[String]) -> Result<Option<Reply>, WitError> {
-        let result = self.with_own_client(master, |this, client| this.eval_on_caller_thread(client, master, sha1, scope, args))??;
+    fn eval_here(&mut self, master: u32, sha1: &str, scope: &Resource<Scope>, args: Vec<u8>) -> Result<Option<Reply>, WitError> {
+        let args = guest_args(args)?;
+        let result = self.with_own_client(master, |this, client| this.eval_on_caller_thread(client, master, sha1, scope, &args))??;
         self.resumed_at = Instant::now();
         if result.is_ok() {
             self.wrote_on = None;
@@ -51,14 +52,14 @@ impl HostScope for HostState {
 }
 
 impl Host for HostState {
-    fn eval(&mut self, master: u32, sha1: String, scope: Resource<Scope>, args: Vec<String>) -> Result<Option<Reply>, WitError> {
-        self.eval_here(master, &sha1, &scope, &args)
+    fn eval(&mut self, master: u32, sha1: String, scope: Resource<Scope>, args: Vec<u8>) -> Result<Option<Reply>, WitError> {
+        self.eval_here(master, &sha1, &scope, args)
     }
 
     /// One master only, so one call after the other (the several-master mode, which needs them
     /// at once, always runs async).
-    fn eval_each(&mut self, sha1: String, scope: Resource<Scope>, calls: Vec<(u32, Vec<String>)>, _timeout_ms: u64) -> Vec<Result<Option<Reply>, WitError>> {
-        calls.iter().map(|(master, args)| self.eval_here(*master, &sha1, &scope, args)).collect()
+    fn eval_each(&mut self, sha1: String, scope: Resource<Scope>, calls: Vec<(u32, Vec<u8>)>, _timeout_ms: u64) -> Vec<Result<Option<Reply>, WitError>> {
+        calls.into_iter().map(|(master, args)| self.eval_here(master, &sha1, &scope, args)).collect()
     }
 
     fn sleep(&mut self, ms: u64) -> Result<(), WitError> {
