@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use pottery_semaphore_host::BlockingSemaphore;
-use pottery_semaphore_tests::{Flavor, Server, key, percentile};
+use pottery_semaphore_tests::{Flavor, Server, key, percentile, thread_cpu_ns};
 
 const WARMUP: usize = 200;
 const ROUNDS: usize = 10;
@@ -43,22 +43,26 @@ fn stats(mut samples: Vec<Duration>) -> Stats {
 }
 
 /// Times each op `iters` times, interleaved in `ROUNDS` rounds so that a machine whose speed
-/// drifts (a shared VM) slows them all alike; returns each op's samples in the order taken.
+/// drifts (a shared VM) slows them all alike; returns each op's samples in the order taken, and
+/// the CPU time this thread spent in each op's calls in all.
 /// Each round starts with the next op, so none always runs right after the same other one
 /// (whose threads may still be winding down on a 2-core machine).
-fn measure_interleaved(iters: usize, ops: &mut [&mut dyn FnMut()]) -> Vec<Vec<Duration>> {
+fn measure_interleaved(iters: usize, ops: &mut [&mut dyn FnMut()]) -> (Vec<Vec<Duration>>, Vec<Duration>) {
     let mut samples = vec![Vec::with_capacity(iters); ops.len()];
+    let mut cpu = vec![Duration::ZERO; ops.len()];
     for round in 0..ROUNDS {
         for k in 0..ops.len() {
             let i = (round + k) % ops.len();
+            let cpu_start = thread_cpu_ns();
             for _ in 0..round_len(round, iters) {
                 let t = Instant::now();
                 ops[i]();
                 samples[i].push(t.elapsed());
             }
+            cpu[i] += Duration::from_nanos(thread_cpu_ns().saturating_sub(cpu_start));
         }
     }
-    samples
+    (samples, cpu)
 }
 
 /// How many of `iters` samples round `round` takes.
@@ -291,7 +295,9 @@ fn main() {
     warm_up(&server, &mut handoff);
     let component_server_us = warm_up(&server, &mut component);
     let native_server_us = warm_up(&server, &mut native);
-    let samples = measure_interleaved(iters, &mut [&mut raw, &mut handoff, &mut component, &mut native]);
+    let (samples, cpu) = measure_interleaved(iters, &mut [&mut raw, &mut handoff, &mut component, &mut native]);
+    let cpu_per_call_us = |op: usize| us(cpu[op]) / (2 * iters.max(1)) as f64;
+    let cpu_overhead_us = cpu_per_call_us(2) - cpu_per_call_us(3);
     let raw_pairs = stats(pair_sums(&samples[0], iters));
     let component_rounds = round_ratios(&samples[2], &samples[0], iters);
     let native_rounds = round_ratios(&samples[3], &samples[0], iters);
@@ -353,6 +359,12 @@ fn main() {
             format!("{overhead_us:.1} µs (mean), {overhead_p50_us:.1} µs (p50)"),
             "≤ 10 µs (mean)".into(),
             verdict(overhead_us <= 10.0).into(),
+        ],
+        [
+            "c. the same in the caller's CPU time (no waits for Redis)".into(),
+            format!("{cpu_overhead_us:.1} µs"),
+            "— (report only)".into(),
+            "—".into(),
         ],
         [
             format!("d. contended utilisation ({WORKERS} threads, {CONTENDED_PERMITS} permits, hold {HOLD:?})"),
@@ -444,7 +456,12 @@ fn main() {
                     "client": "Rust (BlockingSemaphore)",
                     "ratio_to_baseline": ratio,
                     "ratio_per_round": component_rounds,
-                    "note": format!("÷ raw EVALSHA ×2 in each of the {ROUNDS} interleaved rounds: {}", spread(&component_rounds)),
+                    "cpu_us_per_call": cpu_per_call_us(2),
+                    "note": format!(
+                        "÷ raw EVALSHA ×2 in each of the {ROUNDS} interleaved rounds: {}; the caller's CPU time {:.1} µs per call, {cpu_overhead_us:.1} µs over native",
+                        spread(&component_rounds),
+                        cpu_per_call_us(2)
+                    ),
                 }),
             ),
             cycle(
@@ -456,7 +473,12 @@ fn main() {
                     "client": "Rust (core compiled natively)",
                     "ratio_to_baseline": native_ratio,
                     "ratio_per_round": native_rounds,
-                    "note": format!("÷ raw EVALSHA ×2 in each of the {ROUNDS} interleaved rounds: {}", spread(&native_rounds)),
+                    "cpu_us_per_call": cpu_per_call_us(3),
+                    "note": format!(
+                        "÷ raw EVALSHA ×2 in each of the {ROUNDS} interleaved rounds: {}; the caller's CPU time {:.1} µs per call",
+                        spread(&native_rounds),
+                        cpu_per_call_us(3)
+                    ),
                 }),
             ),
             json!({
