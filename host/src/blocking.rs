@@ -48,6 +48,12 @@ impl BlockingSemaphore {
         Ok(block_on(Semaphore::open(options))?.into())
     }
 
+    /// True when calls enter the guest synchronously on the caller's thread (one plain server);
+    /// false when they drive the async path to completion (a cluster, several masters).
+    pub fn on_caller_thread(&self) -> bool {
+        self.inner.serves_caller_thread()
+    }
+
     /// The async handle sharing this one's holder identity.
     pub fn as_async(&self) -> &Semaphore {
         &self.async_handle

@@ -437,6 +437,11 @@ impl Semaphore {
         self.inner.rt
     }
 
+    /// True when blocking calls may use instances called on the caller's thread.
+    pub(crate) fn serves_caller_thread(&self) -> bool {
+        self.inner.caller_thread
+    }
+
     async fn run<R, F>(&self, op: F) -> Result<R, Error>
     where
         R: Send + 'static,

@@ -108,6 +108,7 @@ fn blocking_semaphore_works_on_a_cluster() {
         let k = key("blocking");
         let holder = BlockingSemaphore::open(cluster.options(&k).permits(1)).unwrap();
         let waiter = BlockingSemaphore::open(cluster.options_via(1, &k)).unwrap();
+        assert!(!holder.on_caller_thread(), "a cluster routes on the async path");
         assert!(holder.acquire(false, None).unwrap());
         assert_eq!(holder.value().unwrap(), 0);
         let started = Instant::now();

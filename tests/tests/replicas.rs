@@ -202,6 +202,7 @@ fn blocking_calls_wait_on_their_own_connection() {
     let (primary, replica) = primary_and_replica(Flavor::Redis, &[]);
     let waits = calls(&primary, "wait");
     let sem = BlockingSemaphore::open(primary.options(&key("blocking-ack")).permits(1).replica_ack(ReplicaAck::new(1, ACK))).unwrap();
+    assert!(sem.on_caller_thread(), "one plain server: the synchronous imports");
     assert!(sem.acquire(false, None).unwrap());
     sem.release(1).unwrap();
     assert!(calls(&primary, "wait") >= waits + 3);
