@@ -56,8 +56,10 @@ struct Claim {
 #[derive(Debug)]
 enum Attempt {
     Granted(Vec<Permit>),
-    /// Not enough free slots on a majority; something may change in this many ms.
-    Busy(u64),
+    /// Not enough free slots on a majority; something may change in this many ms. `refused_by`:
+    /// the masters that answered busy, where the release that frees a slot will push its
+    /// wake-up (one that granted may already have had that release, and its push taken).
+    Busy { wait_ms: u64, refused_by: Vec<u32> },
     /// Enough masters granted, but not the same slots: retry after a short random delay.
     Split,
     /// More than half of the masters failed.
@@ -220,9 +222,13 @@ impl<T: Transport> Semaphore<T> {
         let waits = blocking && timeout_ms != Some(0);
         let mut attempt: u64 = 0;
         loop {
+            let mut wait_on = Vec::new();
             let pause_ms = match self.attempt(n, blocking)? {
                 Attempt::Granted(permits) => return Ok(permits),
-                Attempt::Busy(ms) => ms.min(MAX_WAIT_MS),
+                Attempt::Busy { wait_ms, refused_by } => {
+                    wait_on = refused_by;
+                    wait_ms.min(MAX_WAIT_MS)
+                }
                 Attempt::Split => 1 + self.jitter(attempt) % (2 + 2 * attempt.min(10)),
                 Attempt::NoQuorum(failures) => {
                     if self.raise_on_redis_errors {
@@ -242,15 +248,24 @@ impl<T: Transport> Semaphore<T> {
                 }
                 pause_ms = pause_ms.min((deadline - now).div_ceil(1_000_000));
             }
-            self.pause(attempt, pause_ms)?;
+            self.pause(attempt, pause_ms, &wait_on)?;
             attempt += 1;
         }
     }
 
-    /// Waits up to `ms` for a release pushed to one master's wake list (a different master each
-    /// time, so one that is down does not stall waiters); sleeps if that master cannot be reached.
-    fn pause(&self, attempt: u64, ms: u64) -> Result<(), Error> {
-        let master = ((attempt + self.jitter(0)) % u64::from(self.masters)) as u32;
+    /// Waits up to `ms` for a release pushed to one master's wake list: one of `wait_on` when
+    /// given, else any (a different master each time, so one that is down does not stall
+    /// waiters); sleeps if that master cannot be reached.
+    ///
+    /// A release reaches the masters one by one. A waiter woken by its push on the first may
+    /// find the others still held, and must then wait where the release has yet to arrive: on
+    /// the master whose push it took, nothing more would come until `MAX_WAIT_MS`.
+    fn pause(&self, attempt: u64, ms: u64, wait_on: &[u32]) -> Result<(), Error> {
+        let pick = attempt + self.jitter(0);
+        let master = match wait_on {
+            [] => (pick % u64::from(self.masters)) as u32,
+            some => some[(pick % some.len() as u64) as usize],
+        };
         match self.transport.blocking_pop_on(master, &self.id.keys.multi_wake(), ms) {
             Ok(_) => Ok(()),
             Err(Error::Cancelled) => Err(Error::Cancelled),
@@ -271,12 +286,15 @@ impl<T: Transport> Semaphore<T> {
     /// One round: claim on every master, keep the slots a majority granted, confirm their epoch.
     fn attempt(&self, n: u64, blocking: bool) -> Result<Attempt, Error> {
         let started = self.transport.monotonic_now_ns();
-        let (mut claims, mut busy_ms, mut too_many) = (Vec::new(), MAX_WAIT_MS, 0);
+        let (mut claims, mut busy_ms, mut refused_by, mut too_many) = (Vec::new(), MAX_WAIT_MS, Vec::new(), 0);
         let (replies, failures) = self.answers(&scripts::MULTI_CLAIM, &[n.to_string()])?;
         for (master, mut reply) in replies {
             match reply.i64()? {
                 1 => claims.push(Claim { master, epoch: reply.u64()?, deadline_ms: reply.u64()?, slots: reply.rest_u64()? }),
-                0 => busy_ms = busy_ms.min(reply.u64()?),
+                0 => {
+                    busy_ms = busy_ms.min(reply.u64()?);
+                    refused_by.push(master);
+                }
                 -1 => too_many += 1,
                 other => return Err(Error::protocol(format!("unknown claim status {other}"))),
             }
@@ -303,7 +321,7 @@ impl<T: Transport> Semaphore<T> {
         } else if claims.len() >= self.quorum() {
             Ok(Attempt::Split)
         } else {
-            Ok(Attempt::Busy(busy_ms))
+            Ok(Attempt::Busy { wait_ms: busy_ms, refused_by })
         }
     }
 
@@ -577,6 +595,81 @@ impl<T: Transport> Semaphore<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Scalar;
+    use std::cell::{Cell, RefCell};
+
+    /// Three masters in the middle of a release: master 0 has had it (its slot is free), 1 and 2
+    /// not yet. Records where the waiter then waits, and ends the acquire there.
+    #[derive(Default)]
+    struct HalfReleased {
+        now_ns: Cell<u64>,
+        waited_on: RefCell<Vec<u32>>,
+    }
+
+    fn ints(items: &[i64]) -> Result<Reply, Error> {
+        Ok(Reply::Array(items.iter().map(|i| Scalar::Int(*i)).collect()))
+    }
+
+    impl Transport for &HalfReleased {
+        fn eval(&self, _: &Script, _: &Scope, _: &Args) -> Result<Reply, Error> {
+            unreachable!("several masters run scripts through eval_each")
+        }
+        fn eval_each(&self, script: &Script, _: &Scope, calls: &[(u32, Args)], _: u64) -> Vec<Result<Reply, Error>> {
+            let answer = |master: u32| match script.name {
+                "multi/init.lua" => ints(&[1, 0]),
+                "multi/claim.lua" if master == 0 => ints(&[1, 7, 10_000, 0]),
+                "multi/claim.lua" => ints(&[0, 500]),
+                "multi/release.lua" => ints(&[0]),
+                other => unreachable!("{other}"),
+            };
+            calls.iter().map(|(master, _)| answer(*master)).collect()
+        }
+        fn command(&self, _: &str, _: &str, _: &[String]) -> Result<Reply, Error> {
+            unreachable!("no commands")
+        }
+        fn blocking_pop(&self, _: &str, _: u64) -> Result<Option<String>, Error> {
+            unreachable!("several masters pop through blocking_pop_on")
+        }
+        fn blocking_pop_on(&self, master: u32, _: &str, _: u64) -> Result<Option<String>, Error> {
+            self.waited_on.borrow_mut().push(master);
+            Err(Error::Cancelled)
+        }
+        fn wait_replicas(&self) -> Result<(), Error> {
+            Ok(())
+        }
+        fn monotonic_now_ns(&self) -> u64 {
+            self.now_ns.get()
+        }
+        fn sleep(&self, _: u64) -> Result<(), Error> {
+            Ok(())
+        }
+    }
+
+    /// A waiter whose claim only the master the release already reached granted waits for the
+    /// release's push on a master it has yet to reach, whatever its random pick.
+    #[test]
+    fn a_waiter_caught_mid_release_waits_where_the_release_is_still_to_come() {
+        for i in 0..48u64 {
+            let fake = HalfReleased::default();
+            fake.now_ns.set(i * 7_919_000_003);
+            let config = Config {
+                key: "k".into(),
+                value: 1,
+                bounded: true,
+                lease_ms: 10_000,
+                holder: format!("h{i}"),
+                guard_fresh_server: false,
+                create: true,
+                masters: 3,
+                raise_on_redis_errors: false,
+                replicate: false,
+            };
+            let (sem, _) = Semaphore::open(&fake, config).expect("open");
+            assert_eq!(sem.acquire(1, true, None), Err(Error::Cancelled));
+            assert_eq!(fake.waited_on.borrow().len(), 1);
+            assert_ne!(fake.waited_on.borrow()[0], 0, "waited where the push was already taken");
+        }
+    }
 
     #[test]
     fn tokens_carry_the_slot_and_grow_with_the_epoch() {
