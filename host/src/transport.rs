@@ -25,6 +25,8 @@ use crate::convert::EvalshaFrame;
 use crate::error::from_redis;
 use crate::semaphore::ReplicaAck;
 
+mod caller_thread;
+
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// For scripts on the shared connection: far above any script's run time, below a hung server.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -431,7 +433,7 @@ impl HostState {
     /// The guest's EVALSHA as a redis-rs command, for the async connections.
     fn evalsha(&self, master: u32, sha1: &str, scope: &Resource<Scope>, args: &Args) -> Result<redis::Cmd, WitError> {
         self.check_script(master, sha1)?;
-        let scope = open_scope(&self.scopes, scope)?;
+        let scope = held_scope(&self.scopes, scope)?;
         // Room for a call's arguments up front: growing the buffer step by step cost more
         // reallocations than anything else in building the command (~2k instructions a call).
         let mut evalsha = redis::Cmd::with_capacity(3 + scope.keys.len() + scope.leading.len() + args.len(), 512);
@@ -443,7 +445,7 @@ impl HostState {
     }
 
     /// The sandbox's key check happens here, once per scope rather than on every script.
-    fn open_scope(&mut self, keys: Vec<String>, leading: Vec<String>) -> Result<Resource<Scope>, WitError> {
+    fn new_scope(&mut self, keys: Vec<String>, leading: Vec<String>) -> Result<Resource<Scope>, WitError> {
         for key in &keys {
             self.check_key(key)?;
         }
@@ -473,7 +475,7 @@ impl HostState {
         args: &Args,
     ) -> Result<redis::RedisResult<Value>, WitError> {
         self.check_script(master, sha1)?;
-        let scope = open_scope(&self.scopes, scope)?;
+        let scope = held_scope(&self.scopes, scope)?;
         scope.frame.write(&mut self.framed, sha1, args);
         let framed = &self.framed;
         let request = |conn: &mut redis::Connection| redis::ConnectionLike::req_packed_command(conn, framed).and_then(Value::extract_error);
@@ -551,7 +553,7 @@ impl HostState {
 }
 
 /// A scope the guest holds, or the sandbox's refusal.
-fn open_scope<'a>(scopes: &'a ResourceTable, scope: &Resource<Scope>) -> Result<&'a Scope, WitError> {
+fn held_scope<'a>(scopes: &'a ResourceTable, scope: &Resource<Scope>) -> Result<&'a Scope, WitError> {
     scopes.get(scope).map_err(|e| WitError::Forbidden(format!("scope: {e}")))
 }
 
@@ -609,7 +611,7 @@ impl TypesHost for HostState {}
 
 impl HostScope for HostState {
     async fn open(&mut self, keys: Vec<String>, leading: Vec<String>) -> Result<Resource<Scope>, WitError> {
-        self.open_scope(keys, leading)
+        self.new_scope(keys, leading)
     }
 
     async fn drop(&mut self, scope: Resource<Scope>) -> wasmtime::Result<()> {
@@ -714,8 +716,6 @@ impl TransportHost for HostState {
         self.started_at.elapsed().as_nanos() as u64
     }
 }
-
-mod caller_thread;
 
 #[cfg(test)]
 mod tests {

@@ -43,7 +43,7 @@ impl HostState {
 
 impl HostScope for HostState {
     fn open(&mut self, keys: Vec<String>, leading: Vec<String>) -> Result<Resource<Scope>, WitError> {
-        self.open_scope(keys, leading)
+        self.new_scope(keys, leading)
     }
 
     fn drop(&mut self, scope: Resource<Scope>) -> wasmtime::Result<()> {
