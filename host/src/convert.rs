@@ -48,6 +48,13 @@ pub fn reply(v: Value) -> Result<Reply, Error> {
     }
 }
 
+/// Appends a call's framed arguments to a redis-rs command, one argument each.
+pub fn push_args(cmd: &mut redis::Cmd, args: &Args) {
+    for arg in args.iter() {
+        cmd.arg(arg);
+    }
+}
+
 /// The part of an EVALSHA that is the same on every call of one semaphore (`numkeys`, its keys
 /// and the leading arguments), framed in RESP once. [`EvalshaFrame::write`] adds the rest, so a
 /// call builds no redis-rs `Cmd`: the host's blocking path and the benchmark's native transport

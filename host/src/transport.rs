@@ -21,7 +21,7 @@ use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use crate::bindings::transport::{Host as TransportHost, HostScope, Reply};
 use crate::bindings::types::{Error as WitError, Host as TypesHost};
 use crate::cancel::CancelFlag;
-use crate::convert::EvalshaFrame;
+use crate::convert::{push_args, EvalshaFrame};
 use crate::error::from_redis;
 use crate::semaphore::ReplicaAck;
 
@@ -438,9 +438,7 @@ impl HostState {
         // reallocations than anything else in building the command (~2k instructions a call).
         let mut evalsha = redis::Cmd::with_capacity(3 + scope.keys.len() + scope.leading.len() + args.len(), 512);
         evalsha.arg("EVALSHA").arg(sha1).arg(scope.keys.len()).arg(&scope.keys).arg(&scope.leading);
-        args.iter().for_each(|arg| {
-            evalsha.arg(arg);
-        });
+        push_args(&mut evalsha, args);
         Ok(evalsha)
     }
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use pottery_semaphore_core::scripts::Script;
 use pottery_semaphore_core::{Args, Config, Error, Reply, Scope, Semaphore, Transport};
-use pottery_semaphore_host::convert::{error as from_redis, reply, EvalshaFrame};
+use pottery_semaphore_host::convert::{error as from_redis, push_args, reply, EvalshaFrame};
 use redis::{ConnectionLike, Value};
 
 /// One connection for scripts and commands, another for blocking pops. Single-threaded: the
@@ -65,9 +65,7 @@ impl Transport for NativeTransport {
                 let keys = &scope.keys;
                 let mut eval = redis::cmd("EVAL");
                 eval.arg(script.source).arg(keys.len()).arg(keys).arg(&scope.leading);
-                args.iter().for_each(|arg| {
-                    eval.arg(arg);
-                });
+                push_args(&mut eval, args);
                 self.query(&eval)
             }
             other => other,
