@@ -121,9 +121,9 @@ impl Instance {
             }
         });
         store.set_epoch_deadline(1);
-        store.data_mut().resumed_at = Instant::now();
         if on_caller_thread {
             let guest = rt.pre_sync.instantiate(&mut store).map_err(guest_trap)?;
+            store.data_mut().resumed_at = Instant::now();
             let (sem, opened) = flatten(guest.pottery_semaphore_api().semaphore().call_open(&mut store, &sync_config(config)))?;
             let opened = api::Opened { initial: opened.initial, created: opened.created };
             return Ok((Instance { store, guest: Bindings::Sync(guest), sem }, opened));
