@@ -6,8 +6,8 @@ local n = tonumber(ARGV[4])
 local cap, quarantine = capacity(create)
 if n > cap and ARGV[5] == '1' and ARGV[6] == '1' then return {-1, cap} end
 purge()
-local free, queued = serve(cap, quarantine)
-if now >= quarantine and free >= n and not queued then
+local free, held_up = serve(cap, quarantine)
+if now >= quarantine and free >= n and not held_up then
   return granted(grant(HOLDER, n, LEASE))
 end
 if ARGV[5] ~= '1' then return {0} end

