@@ -24,6 +24,8 @@ const HOLD: Duration = Duration::from_millis(10);
 const TIMEOUT: Duration = Duration::from_millis(100);
 const TIMEOUT_RUNS: usize = 20;
 const WAKE_RUNS: usize = 50;
+const IDLE: Duration = Duration::from_millis(10);
+const IDLE_RUNS: usize = 100;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -176,6 +178,8 @@ fn native_cycle(server: &Server) -> impl FnMut() {
 struct Contended {
     utilisation: f64,
     acquisitions: usize,
+    /// Redis's own time per script (enqueues, releases that serve the next waiter, heartbeats).
+    server_us: f64,
     wait: Stats,
     /// Every wait, in the order the workers' results were collected.
     waits: Vec<Duration>,
@@ -215,16 +219,19 @@ fn contended(server: &Server, run: Duration) -> Contended {
             })
         })
         .collect();
+    server.script_us_per_call();
     barrier.wait();
     let started = Instant::now();
     for w in workers {
         w.join().expect("worker");
     }
     let wall = started.elapsed();
+    let server_us = server.script_us_per_call();
     let (held, waits) = std::mem::take(&mut *results.lock().expect("results"));
     Contended {
         utilisation: held.as_secs_f64() / (f64::from(CONTENDED_PERMITS) * wall.as_secs_f64()) * 100.0,
         acquisitions: waits.len(),
+        server_us,
         wait: stats(waits.clone()),
         waits,
     }
@@ -248,6 +255,24 @@ fn timeout_overshoot(server: &Server) -> (Duration, Duration) {
     holder.release(1).expect("release");
     let mean = overshoots.iter().sum::<Duration>() / TIMEOUT_RUNS as u32;
     (mean, overshoots.into_iter().max().unwrap_or_default())
+}
+
+/// g. Each op once after `IDLE` asleep, `IDLE_RUNS` times, taking turns: how a semaphore that
+/// guards occasional work sees it. After the sleep the caches are cold, so what a call costs
+/// grows with the code and data it touches (wasmtime, the guest and the host for the component).
+/// Returns each op's mean.
+fn after_idle(ops: &mut [&mut dyn FnMut()]) -> Vec<Duration> {
+    let mut total = vec![Duration::ZERO; ops.len()];
+    for run in 0..IDLE_RUNS {
+        for k in 0..ops.len() {
+            let i = (run + k) % ops.len();
+            std::thread::sleep(IDLE);
+            let t = Instant::now();
+            ops[i]();
+            total[i] += t.elapsed();
+        }
+    }
+    total.into_iter().map(|t| t / IDLE_RUNS as u32).collect()
 }
 
 /// f. From calling `release()` in one thread to a blocked `acquire()` returning in another: the
@@ -296,6 +321,15 @@ fn main() {
     let component_server_us = warm_up(&server, &mut component);
     let native_server_us = warm_up(&server, &mut native);
     let (samples, cpu) = measure_interleaved(iters, &mut [&mut raw, &mut handoff, &mut component, &mut native]);
+    let mut raw_pair = || {
+        raw();
+        raw();
+    };
+    let [idle_raw_pair, idle_component, idle_native] = after_idle(&mut [&mut raw_pair, &mut component, &mut native])[..]
+    else {
+        unreachable!("one mean per op")
+    };
+    let idle_overhead_us = (us(idle_component) - us(idle_native)) / 2.0;
     let cpu_per_call_us = |op: usize| us(cpu[op]) / (2 * iters.max(1)) as f64;
     let cpu_overhead_us = cpu_per_call_us(2) - cpu_per_call_us(3);
     let raw_pairs = stats(pair_sums(&samples[0], iters));
@@ -368,7 +402,10 @@ fn main() {
         ],
         [
             format!("d. contended utilisation ({WORKERS} threads, {CONTENDED_PERMITS} permits, hold {HOLD:?})"),
-            format!("{:.1} %, {} acquisitions in {seconds} s", contended.utilisation, contended.acquisitions),
+            format!(
+                "{:.1} %, {} acquisitions in {seconds} s; server {:.1} µs/script",
+                contended.utilisation, contended.acquisitions, contended.server_us
+            ),
             "≥ 95 %".into(),
             verdict(contended.utilisation >= 95.0).into(),
         ],
@@ -387,6 +424,19 @@ fn main() {
         [
             format!("f. wake-up latency ({WAKE_RUNS} runs, release() called → acquire() returns)"),
             format!("p50 {}, p99 {}", fmt(wake.p50), fmt(wake.p99)),
+            "— (report only)".into(),
+            "—".into(),
+        ],
+        [
+            format!("g. cycles of b, c and a (2 × raw) after {IDLE:?} idle each, {IDLE_RUNS} runs"),
+            format!(
+                "mean component {} ({:.2}×), native {} ({:.2}×), 2 × raw {}; component overhead {idle_overhead_us:.1} µs per call",
+                fmt(idle_component),
+                idle_component.as_secs_f64() / idle_raw_pair.as_secs_f64(),
+                fmt(idle_native),
+                idle_native.as_secs_f64() / idle_raw_pair.as_secs_f64(),
+                fmt(idle_raw_pair)
+            ),
             "— (report only)".into(),
             "—".into(),
         ],
@@ -492,6 +542,7 @@ fn main() {
                 "hold_ms": ms(HOLD),
                 "seconds": seconds,
                 "utilisation_pct": contended.utilisation,
+                "server_us_per_script": contended.server_us,
                 "grants": contended.acquisitions,
                 "wait_p50_ms": ms(contended.wait.p50),
                 "wait_p99_ms": ms(contended.wait.p99),
@@ -507,6 +558,18 @@ fn main() {
                 "runs": TIMEOUT_RUNS,
                 "mean_ms": ms(overshoot_mean),
                 "max_ms": ms(overshoot_max),
+            }),
+            json!({
+                "name": name("g. cycles of b, c and a"),
+                "implementation": "Rust host (component)",
+                "client": "Rust (BlockingSemaphore; native protocol; redis-rs)",
+                "scenario": "cycle after idle",
+                "idle_ms": ms(IDLE),
+                "runs": IDLE_RUNS,
+                "component_mean_us": us(idle_component),
+                "native_mean_us": us(idle_native),
+                "raw_pair_mean_us": us(idle_raw_pair),
+                "overhead_per_call_us": idle_overhead_us,
             }),
             json!({
                 "name": name("f. wake-up latency"),
