@@ -6,7 +6,12 @@ local INITIAL = tonumber(ARGV[2])
 -- Lua numbers are doubles. Integers go to redis.call as '%d' strings: exact, and cheaper than a
 -- number argument, which Redis 7.0 formats with '%.17g' (about 1 µs each, measured on the
 -- queue's paths; `..` on a number formats with '%.14g', as costly and not exact beyond that).
-local function int(x) return string.format('%d', x) end
+-- Above 1e9 in two parts, as '%d' takes a C long, 32 bits on some builds. For x < 2^53 the
+-- quotient is exact: x / 1e9 is at least 1e-9 from the next integer, more than half its ulp.
+local function int(x)
+  if x < 1e9 then return string.format('%d', x) end
+  return string.format('%d%09d', math.floor(x / 1e9), x % 1e9)
+end
 
 -- Capacity and quarantine end. A server that finds the state gone knows it vanished (FLUSHALL,
 -- a restart without persistence): it recreates it with `create` (each mode has its own layout)
