@@ -1,5 +1,6 @@
 -- A queued waiter's check after a wake-up or a heartbeat: claims its grant if served, else keeps
--- its place (or queues again at the tail when it was dropped for missing its heartbeat).
+-- its place (or queues again at the tail: dropped for missing its heartbeat, or its grant was
+-- not whole any more).
 -- ARGV 4: waiter id, 5: n, 6: bounded (1/0). Reply as acquire.lua.
 local w, n = ARGV[4], tonumber(ARGV[5])
 local cap, quarantine = capacity(create)
@@ -12,7 +13,11 @@ if n > cap and ARGV[6] == '1' then
   return {-1, cap}
 end
 if not own_waiter(w) then
-  return enqueue(n, quarantine)
+  -- Served before and the grant not whole, or dropped: at the tail again. What settle_grant gave
+  -- back goes to the queue now, this waiter included, rather than at the next release.
+  local queued = enqueue(n, quarantine)
+  serve(cap, quarantine)
+  return queued
 end
 write_waiter(w, n)
 return {2, w, next_change(quarantine)}

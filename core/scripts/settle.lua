@@ -8,20 +8,20 @@ local function own_waiter(id)
 end
 
 -- Settles the permits `serve` handed to waiter w when its wake-up push was not taken: keeps
--- them (a fresh lease) or gives them back. A grant of which a part has already expired is given
--- back whole: permits are taken all at once or not at all. A grant record whose first permit is
--- not the caller's (another holder's grant under a reused id) is left alone; one that has
--- wholly expired ends by itself with its keys' own expiry.
+-- them (a fresh lease) or gives them back. A grant of which a part has gone (its lease ended, or
+-- another holder released it: permits are fungible) gives the rest back: permits are taken all
+-- at once or not at all. A grant record with none of the caller's permits left (another
+-- holder's grant under a reused id, or one wholly ended) is left to its keys' own expiry.
 local function settle_grant(w, keep)
   local toks = redis.call('GET', grant_key(w))
   local out, total = {}, 0
   if not toks then return out end
-  if not redis.call('ZSCORE', LEASES, permit(string.match(toks, '%S+'), HOLDER)) then return out end
-  redis.call('DEL', grant_key(w), wake_key(w))
   for tok in string.gmatch(toks, '%S+') do
     total = total + 1
     if redis.call('ZSCORE', LEASES, permit(tok, HOLDER)) then out[#out + 1] = tok end
   end
+  if #out == 0 then return out end
+  redis.call('DEL', grant_key(w), wake_key(w))
   if keep and #out == total then
     for _, tok in ipairs(out) do redis.call('ZADD', LEASES, now + LEASE, permit(tok, HOLDER)) end
     return out
