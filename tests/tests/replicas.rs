@@ -154,7 +154,8 @@ async fn waitaof_waits_for_the_replicas_append_only_file() {
         // fsync on every write: with the default (every second) WAITAOF would wait up to 1 s.
         let (primary, replica) = primary_and_replica(flavor, &["--appendonly", "yes", "--appendfsync", "always"]);
         let k = key("aof");
-        let ack = ReplicaAck::new(1, Duration::from_millis(500)).aof(true);
+        // Room for a slow fsync on a busy machine (a CI run beside other builds took over 500 ms).
+        let ack = ReplicaAck::new(1, Duration::from_secs(2)).aof(true);
         let opened = Semaphore::open(primary.options(&k).permits(1).replica_ack(ack)).await;
         if !has_waitaof(&primary) {
             // No WAITAOF before Redis 7.2: a clear error, and nothing is left behind.
