@@ -7,7 +7,9 @@
 //! Fencing: a grant's epoch is the highest of the claiming masters' epochs, and confirming it
 //! raises the epoch of every master it reaches. A later grant of the same slot needs a majority,
 //! which includes a master that confirmed the earlier grant before the slot freed there, so its
-//! epoch is larger. A permit's token is `epoch << 16 | slot`: strictly increasing per slot.
+//! epoch is larger. A permit's token is `epoch << 16 | slot`: strictly increasing per slot. A
+//! master's epoch never falls below its server time × 32, so one that lost its state does not
+//! start below what it issued (`scripts/multi/prelude.lua`).
 //!
 //! There is no queue: a waiter retries when a release pushes to the wake list of the master it
 //! waits on, when the nearest lease may have ended, or after a short random delay when votes

@@ -1,6 +1,7 @@
-//! The one-server scripts driven step by step on a real Redis, for interleavings that clients
-//! reach only by chance: a waiter's grant partly released by another holder before the waiter
-//! claimed it. All of a grant is kept or none (n permits at once), so the rest must come back.
+//! The protocol's scripts driven step by step on a real Redis (and Valkey), for interleavings
+//! and rates that clients reach only by chance: a waiter's grant partly released by another
+//! holder before the waiter claimed it (all of a grant is kept or none, so the rest must come
+//! back); fencing epochs of a several-master semaphore after a burst of grants and a wipe.
 
 use pottery_semaphore_core::keys::Keys;
 use pottery_semaphore_core::scripts::{self, Script};
@@ -103,5 +104,85 @@ fn a_waiter_that_polls_returns_what_is_left_of_a_grant_released_in_part_and_is_s
         assert_eq!(leases.len(), 2, "{flavor:?}: W was served both permits anew: {leases:?}");
         assert!(leases.iter().all(|l| l.ends_with(":W")), "{leases:?}");
         assert!(sem.queued().is_empty(), "served waiters leave the queue");
+    }
+}
+
+/// Several masters, one of them here: a burst of grants (faster than one per ms) and then the
+/// state wiped (a restart without persistence). The recreated semaphore must start above every
+/// epoch it issued, or a later grant of a slot could carry a smaller token than an earlier one.
+#[test]
+fn a_wiped_master_starts_its_fencing_epochs_above_those_of_a_burst_of_grants() {
+    for flavor in Flavor::all() {
+        let server = Server::start(flavor);
+        let keys = Keys::new(&key("epochs"));
+        let multi_keys = keys.multi_script_keys("H");
+        let mut conn = server.connection();
+        let mut run = |script: &Script, lease_ms: u64, args: &[String]| -> Vec<i64> {
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(script.source).arg(multi_keys.len()).arg(&multi_keys).arg("H").arg(1).arg(lease_ms).arg(args);
+            ints(&cmd.query(&mut conn).unwrap_or_else(|e| panic!("{}: {e}", script.name)))
+        };
+        // Created by the scripts themselves, quarantined for the creating call's lease: 1 ms.
+        assert_eq!(run(&scripts::MULTI_CLAIM, 1, &["1".into()])[0], 0, "{flavor:?}: a new semaphore is quarantined");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let started = std::time::Instant::now();
+        let mut last = 0;
+        for _ in 0..3000 {
+            let claim = run(&scripts::MULTI_CLAIM, LEASE_MS, &["1".into()]);
+            assert_eq!(claim[0], 1, "{flavor:?}: the only slot is free: {claim:?}");
+            assert!(claim[1] > last, "{flavor:?}: epochs increase");
+            last = claim[1];
+            run(&scripts::MULTI_RELEASE, LEASE_MS, &["0".into(), claim[3].to_string(), claim[1].to_string(), "H".into()]);
+        }
+        let took = started.elapsed();
+        // A restart takes longer than the millisecond the floor needs to pass the last epoch.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let _: () = redis::cmd("FLUSHALL").query(&mut server.connection()).expect("FLUSHALL");
+        // The next claim finds the state gone and recreates it (quarantined: it grants nothing).
+        let claim = run(&scripts::MULTI_CLAIM, LEASE_MS, &["1".into()]);
+        assert_eq!(claim[0], 0, "{flavor:?}: quarantined after the wipe: {claim:?}");
+        let epoch: i64 = redis::cmd("HGET").arg(keys.meta()).arg("epoch").query(&mut server.connection()).expect("HGET");
+        assert!(epoch > last, "{flavor:?}: recreated at epoch {epoch}, below {last} issued before ({took:?} for 3000 grants)");
+    }
+}
+
+/// Several masters, one of them here. H's grant of slot 0 ends unrefreshed; Z holds the slot and
+/// gives it back; another task of H's handle claims it anew. A refresh of the ended grant, late,
+/// must not take that claim for it: it would report as alive a permit that ended, under an epoch
+/// older than Z's, and spoil the new claim's confirmation.
+#[test]
+fn a_late_refresh_does_not_bring_back_an_ended_grant_through_a_newer_claim() {
+    for flavor in Flavor::all() {
+        let server = Server::start(flavor);
+        let keys = Keys::new(&key("late-refresh"));
+        let mut conn = server.connection();
+        let _: () = redis::cmd("HSET")
+            .arg(keys.meta())
+            .arg(&[("initial", "1"), ("capacity", "1"), ("epoch", "0"), ("quarantine", "0"), ("mode", "slots")])
+            .query(&mut conn)
+            .expect("HSET");
+        let mut run = |script: &Script, holder: &str, lease_ms: u64, args: &[String]| -> Vec<i64> {
+            let multi_keys = keys.multi_script_keys(holder);
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(script.source).arg(multi_keys.len()).arg(&multi_keys).arg(holder).arg(1).arg(lease_ms).arg(args);
+            ints(&cmd.query(&mut conn).unwrap_or_else(|e| panic!("{}: {e}", script.name)))
+        };
+        let confirm = |epoch: i64| vec![epoch.to_string(), "1".into(), "0".into()];
+        // H's grant, with a short lease that then ends.
+        let first = run(&scripts::MULTI_CLAIM, "H", 50, &["1".into()]);
+        assert_eq!(run(&scripts::MULTI_CONFIRM, "H", 50, &confirm(first[1])), [1]);
+        std::thread::sleep(std::time::Duration::from_millis(80));
+        // Z takes the slot and releases it.
+        let z = run(&scripts::MULTI_CLAIM, "Z", LEASE_MS, &["1".into()]);
+        assert_eq!(z[0], 1, "{flavor:?}: the slot was free again: {z:?}");
+        assert_eq!(run(&scripts::MULTI_CONFIRM, "Z", LEASE_MS, &confirm(z[1])), [1]);
+        run(&scripts::MULTI_RELEASE, "Z", LEASE_MS, &["0".into(), "0".into(), z[1].to_string(), "Z".into()]);
+        // H claims it again (not confirmed yet) and the late refresh of the first grant arrives.
+        let again = run(&scripts::MULTI_CLAIM, "H", LEASE_MS, &["1".into()]);
+        assert_eq!(again[0], 1, "{flavor:?}: {again:?}");
+        let refreshed = run(&scripts::MULTI_REFRESH, "H", LEASE_MS, &["0".into(), first[1].to_string()]);
+        assert_eq!(refreshed.len(), 1, "{flavor:?}: the ended grant (epoch {}) was extended: {refreshed:?}", first[1]);
+        assert_eq!(run(&scripts::MULTI_CONFIRM, "H", LEASE_MS, &confirm(again[1])), [1], "{flavor:?}: the new claim confirms");
+        assert!(first[1] < z[1] && z[1] < again[1], "{flavor:?}: epochs increase");
     }
 }

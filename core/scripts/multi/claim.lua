@@ -13,7 +13,12 @@ while #slots < n and slot < cap do
   slot = slot + 1
 end
 if #slots < n then return {0, next_change(quarantine)} end
-local epoch = int(redis.call('HINCRBY', META, 'epoch', 1))
+local epoch = redis.call('HINCRBY', META, 'epoch', 1)
+if epoch < EPOCH_FLOOR then
+  epoch = EPOCH_FLOOR
+  redis.call('HSET', META, 'epoch', int(epoch))
+end
+epoch = int(epoch)
 local out = {1, epoch, now + LEASE}
 for _, s in ipairs(slots) do
   redis.call('ZADD', LEASES, now + LEASE, s)
