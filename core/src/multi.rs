@@ -357,13 +357,15 @@ impl<T: Transport> Semaphore<T> {
         Ok(Some(tokens.into_iter().map(|token| Permit { token, deadline_ms, ttl_ms: validity }).collect()))
     }
 
-    /// Gives back what an attempt claimed but does not keep.
+    /// Gives back what an attempt claimed but does not keep, waking waiters there: a claim that
+    /// won only a minority of the masters made the others' claims fail on those (waiters that
+    /// split the masters between them), and they wait there for a push.
     fn give_back(&self, claims: &[Claim]) {
         let calls: Vec<(u32, Vec<String>)> = claims
             .iter()
             .filter(|c| !c.slots.is_empty())
             .map(|c| {
-                let mut extra = vec!["0".to_string()];
+                let mut extra = vec!["1".to_string()];
                 for slot in &c.slots {
                     extra.extend([slot.to_string(), c.epoch.to_string(), self.id.holder.clone()]);
                 }

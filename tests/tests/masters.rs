@@ -197,3 +197,54 @@ async fn leases_refresh_and_expired_slots_come_back() {
     unbounded.release(2).await.unwrap();
     assert_eq!(unbounded.status().await.unwrap().capacity, 2, "an unbounded release beyond the holders adds capacity");
 }
+
+/// Waiters can split the masters between them: each claims a slot on one, none on a majority.
+/// Each then gives its claim back and waits on a master that refused it for a push, so the give
+/// back must push one, or all of them sleep until the nearest lease ends (up to 2 s) while the
+/// slot is free everywhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_claim_given_back_wakes_the_waiters_it_held_up() {
+    let servers = masters(3);
+    let k = key("mm-split");
+    let a = open(&servers, &k, 1).await;
+    // Other waiters' claims in flight hold the only slot on masters 1 and 2.
+    claim_slot_as(&servers[1], &k, "x");
+    claim_slot_as(&servers[2], &k, "y");
+    assert!(!a.acquire(false, None).await.unwrap(), "one master of three is no majority");
+    assert_eq!(pushes(&servers, &k), [1, 0, 0], "giving back the claim on master 0 woke whoever waits there");
+}
+
+/// The same for a slot a master granted but the majority did not: the grant gives it back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slot_given_back_at_confirmation_wakes_the_waiters_it_held_up() {
+    let servers = masters(3);
+    let k = key("mm-odd-slot");
+    let a = open(&servers, &k, 2).await;
+    // On master 0 another claim holds slot 0, so it grants slot 1; masters 1 and 2 grant slot 0.
+    claim_slot_as(&servers[0], &k, "x");
+    assert!(a.acquire(false, None).await.unwrap(), "slot 0 on a majority");
+    assert_eq!(slot_of(a.held()[0].token), 0);
+    assert_eq!(pushes(&servers, &k), [1, 0, 0], "slot 1 went back on master 0, waking whoever waits there");
+}
+
+/// Claims the lowest free slot of semaphore `k` on `server` as `holder` (a claim in flight).
+fn claim_slot_as(server: &Server, k: &str, holder: &str) {
+    let multi_keys = pottery_semaphore_core::keys::Keys::new(k).multi_script_keys(holder);
+    let claim: Vec<i64> = redis::cmd("EVAL")
+        .arg(pottery_semaphore_core::scripts::MULTI_CLAIM.source)
+        .arg(multi_keys.len())
+        .arg(&multi_keys)
+        .arg(holder)
+        .arg(1)
+        .arg(10_000)
+        .arg(1)
+        .query(&mut server.connection())
+        .unwrap();
+    assert_eq!(claim[0], 1, "{claim:?}");
+}
+
+/// Wake-up pushes waiting in each master's list.
+fn pushes(servers: &[Server], k: &str) -> Vec<i64> {
+    let mwake = pottery_semaphore_core::keys::Keys::new(k).multi_wake();
+    servers.iter().map(|s| redis::cmd("LLEN").arg(&mwake).query(&mut s.connection()).unwrap()).collect()
+}

@@ -13,7 +13,13 @@ for i = 6, 5 + k do
     confirmed = confirmed + 1
   end
 end
+-- Slots given back wake waiters here, whose claims they may have made fail.
+local dropped = 0
 for i = 6 + k, #ARGV do
-  if mm_owns(HOLDER, ARGV[i], epoch) then mm_drop(ARGV[i]) end
+  if mm_owns(HOLDER, ARGV[i], epoch) then
+    mm_drop(ARGV[i])
+    dropped = dropped + 1
+  end
 end
+mm_wake(dropped)
 return confirmed
