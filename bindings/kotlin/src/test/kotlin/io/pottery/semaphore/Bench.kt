@@ -52,7 +52,7 @@ fun main() {
         val utilisation = heldNanos.get() / 1e9 / (2 * seconds) * 100
         println("| Kotlin SDK acquire+release | mean ${fmt(cycle.average())} µs, p50 ${fmt(percentile(cycle, .5))} µs, p99 ${fmt(percentile(cycle, .99))} µs |")
         println("| contended, 8 threads, 2 permits, 10 ms hold | utilisation ${fmt(utilisation)} %, ${sortedWaits.size} grants, wait p50 ${fmt(percentile(sortedWaits, .5))} ms, p99 ${fmt(percentile(sortedWaits, .99))} ms |")
-        val version = Regex("redis_version:(\\S+)").find(server.command("INFO", "server"))?.groupValues?.get(1) ?: "?"
+        val version = Regex("redis_version:(\\S+)").find(server.info("server"))?.groupValues?.get(1) ?: "?"
         System.getenv("BENCH_JSON")?.let { path ->
             val client = "\"client\": \"Kotlin (DistributedSemaphore, blocking)\""
             val json = """
