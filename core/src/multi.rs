@@ -202,17 +202,26 @@ impl<T: Transport> Semaphore<T> {
     }
 
     /// `script` on every master: the replies, and the masters that failed. An error that more
-    /// masters would not change (wrong type, bad credentials...) is returned at once.
+    /// masters would not change (wrong type, bad credentials...) is returned instead.
     fn answers(&self, script: &Script, extra: &[String]) -> Result<(Vec<(u32, Cursor)>, Failures), Error> {
-        let (mut replies, mut failures) = (Vec::new(), Vec::new());
+        let (replies, failures, fatal) = self.all_answers(script, extra);
+        fatal.map_or(Ok((replies, failures)), Err)
+    }
+
+    /// [`Self::answers`], with the other masters' replies also when one failed for good: what
+    /// they did (a claim) may need undoing.
+    fn all_answers(&self, script: &Script, extra: &[String]) -> (Vec<(u32, Cursor)>, Failures, Option<Error>) {
+        let (mut replies, mut failures, mut fatal) = (Vec::new(), Vec::new(), None);
         for (master, reply) in self.run_all(script, extra) {
             match reply {
                 Ok(r) => replies.push((master, r)),
-                Err(e) if Self::is_fatal(&e) => return Err(e),
+                Err(e) if Self::is_fatal(&e) => {
+                    fatal.get_or_insert(e);
+                }
                 Err(e) => failures.push((master, e)),
             }
         }
-        Ok((replies, failures))
+        (replies, failures, fatal)
     }
 
     /// Takes `n` permits (slots) at once or none. Returns the permits; empty means not acquired.
@@ -289,7 +298,7 @@ impl<T: Transport> Semaphore<T> {
     fn attempt(&self, n: u64, blocking: bool) -> Result<Attempt, Error> {
         let started = self.transport.monotonic_now_ns();
         let (mut claims, mut busy_ms, mut refused_by, mut too_many) = (Vec::new(), MAX_WAIT_MS, Vec::new(), 0);
-        let (replies, failures) = self.answers(&scripts::MULTI_CLAIM, &[n.to_string()])?;
+        let (replies, failures, fatal) = self.all_answers(&scripts::MULTI_CLAIM, &[n.to_string()]);
         for (master, mut reply) in replies {
             match reply.i64()? {
                 1 => claims.push(Claim { master, epoch: reply.u64()?, deadline_ms: reply.u64()?, slots: reply.rest_u64()? }),
@@ -301,7 +310,13 @@ impl<T: Transport> Semaphore<T> {
                 other => return Err(Error::protocol(format!("unknown claim status {other}"))),
             }
         }
+        // Failing for good, or for a request no majority could grant: what others granted goes back.
+        if let Some(e) = fatal {
+            self.give_back(&claims);
+            return Err(e);
+        }
         if too_many >= self.quorum() && blocking && self.id.bounded {
+            self.give_back(&claims);
             return Err(Error::invalid(format!(
                 "n exceeds the capacity of a bounded semaphore: a blocking acquire could never succeed ({n} permits asked)"
             )));

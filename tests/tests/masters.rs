@@ -248,3 +248,21 @@ fn pushes(servers: &[Server], k: &str) -> Vec<i64> {
     let mwake = pottery_semaphore_core::keys::Keys::new(k).multi_wake();
     servers.iter().map(|s| redis::cmd("LLEN").arg(&mwake).query(&mut s.connection()).unwrap()).collect()
 }
+
+/// A master that fails for good (here the semaphore's `owner` key holds a string) fails the
+/// acquire with a typed error, and the slot the other masters granted meanwhile goes back at
+/// once instead of staying claimed for a lease.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_acquire_failing_on_one_master_gives_back_what_the_others_granted() {
+    let servers = masters(3);
+    let k = key("mm-fatal");
+    let a = open(&servers, &k, 1).await;
+    let owner = format!("pottery-semaphore:{{{k}}}:owner");
+    let _: () = redis::cmd("SET").arg(&owner).arg("not a hash").query(&mut servers[2].connection()).unwrap();
+    let result = a.acquire(false, None).await;
+    assert!(matches!(result, Err(Error::WrongType(_))), "{result:?}");
+    for server in &servers[..2] {
+        let leases: i64 = redis::cmd("ZCARD").arg(format!("pottery-semaphore:{{{k}}}:leases")).query(&mut server.connection()).unwrap();
+        assert_eq!(leases, 0, "the slot claimed on a healthy master went back");
+    }
+}
