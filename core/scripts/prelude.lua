@@ -13,6 +13,14 @@ local function int(x)
   return string.format('%d%09d', math.floor(x / 1e9), x % 1e9)
 end
 
+-- A part of a key name that comes from the arguments (a waiter id, a holder). Braces could make
+-- the name one of another semaphore's keys (one whose name extends this one's), and the host
+-- checks only the keys it is given, so anything but these characters stops the script.
+local function key_part(s)
+  if not string.find(s, '^[%w_-]+$') then error('pottery-semaphore: bad key part ' .. s) end
+  return s
+end
+
 -- Capacity and quarantine end. A server that finds the state gone knows it vanished (FLUSHALL,
 -- a restart without persistence): it recreates it with `create` (each mode has its own layout)
 -- and grants nothing for one lease, so that permits held under the old state end first.

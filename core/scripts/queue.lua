@@ -8,8 +8,8 @@
 --   wake:W   list  pushed once when W is served: "deadline token..." so it needs no claim
 local QUEUE, WAITERS = KEYS[3], KEYS[4]
 
-local function wake_key(w) return PREFIX .. 'wake:' .. w end
-local function grant_key(w) return PREFIX .. 'grant:' .. w end
+local function wake_key(w) return PREFIX .. 'wake:' .. key_part(w) end
+local function grant_key(w) return PREFIX .. 'grant:' .. key_part(w) end
 local function permit(tok, holder) return tok .. ':' .. holder end
 
 -- Writes a fresh semaphore. Tokens and waiter ids start from server time x 1000, above any

@@ -42,8 +42,10 @@ fn blpop(key: &str, timeout: Duration) -> redis::Cmd {
 }
 /// Idle pop connections kept per Redis server.
 const IDLE_POP_CONNECTIONS: usize = 16;
-/// Read-only commands the guest may send, each taking its key first.
-const ALLOWED_COMMANDS: &[&str] = &["HGET", "HGETALL", "TYPE", "EXISTS", "ZCARD", "SMEMBERS", "PTTL", "LLEN"];
+/// Read-only commands the guest may send on one key of its own, each with how many arguments
+/// may follow the key: a field for HGET, none for the rest (so EXISTS cannot name more keys).
+const ALLOWED_COMMANDS: &[(&str, usize)] =
+    &[("HGET", 1), ("HGETALL", 0), ("TYPE", 0), ("EXISTS", 0), ("ZCARD", 0), ("SMEMBERS", 0), ("PTTL", 0), ("LLEN", 0)];
 
 /// Where connections go: one server, or the seed nodes of one Redis Cluster. One per process and
 /// URL, never moved after creation: the size of its variants does not matter.
@@ -447,6 +449,11 @@ impl HostState {
         for key in &keys {
             self.check_key(key)?;
         }
+        // The scripts derive the names of the keys they build (wake and grant lists, held sets)
+        // from KEYS[1], the semaphore's meta key: any other first key would move them elsewhere.
+        if keys.first() != Some(&self.keys.meta()) {
+            return Err(WitError::Forbidden(format!("a scope's first key must be {}", self.keys.meta())));
+        }
         if self.open_scopes >= MAX_SCOPES {
             return Err(WitError::Forbidden(format!("at most {MAX_SCOPES} scopes at once")));
         }
@@ -484,8 +491,8 @@ impl HostState {
     fn allowed_command(&self, master: u32, name: &str, key: &str, args: &[String]) -> Result<redis::Cmd, WitError> {
         self.check_master(master)?;
         let upper = name.to_ascii_uppercase();
-        if !ALLOWED_COMMANDS.contains(&upper.as_str()) {
-            return Err(WitError::Forbidden(format!("command {name} is not allowed")));
+        if !ALLOWED_COMMANDS.contains(&(upper.as_str(), args.len())) {
+            return Err(WitError::Forbidden(format!("command {name} with {} arguments after its key is not allowed", args.len())));
         }
         self.check_key(key)?;
         let mut cmd = redis::cmd(&upper);
@@ -746,6 +753,10 @@ mod tests {
             // Keys are checked when the guest opens a scope: only its own semaphore's.
             assert!(forbidden(<HostState as $scopes>::open(s, foreign, vec![])$(.$aw)?));
             assert!(forbidden(<HostState as $scopes>::open(s, vec!["plain-key".into()], vec![])$(.$aw)?));
+            // Its own keys, but not its meta key first: the scripts would build key names from
+            // a shortened prefix (`…{mi` + `grant:…`), reaching other semaphores.
+            let shifted: Vec<String> = ["m", "leases", "queue", "waiters"].iter().map(|k| format!("{}{k}", Keys::new("mine").prefix())).collect();
+            assert!(forbidden(<HostState as $scopes>::open(s, shifted, vec![])$(.$aw)?));
             let scope = <HostState as $scopes>::open(s, own.clone(), vec![])$(.$aw)?.expect("its own keys");
             let borrowed = || Resource::<Scope>::new_borrow(scope.rep());
             // A script of the guest's own: neither run by its SHA nor loaded.
@@ -764,6 +775,8 @@ mod tests {
             assert!(forbidden(<HostState as $imports>::load_script(s, 1, INIT.source.into())$(.$aw)?), "only master 0");
             assert!(forbidden(<HostState as $imports>::command(s, 0, "DEL".into(), Keys::new("mine").meta(), vec![])$(.$aw)?), "writes are not allowed");
             assert!(forbidden(<HostState as $imports>::command(s, 0, "HGET".into(), Keys::new("other").meta(), vec![])$(.$aw)?));
+            let more_keys = vec![Keys::new("other").meta()];
+            assert!(forbidden(<HostState as $imports>::command(s, 0, "EXISTS".into(), Keys::new("mine").meta(), more_keys)$(.$aw)?), "one key only");
             assert!(forbidden(<HostState as $imports>::blocking_pop(s, 0, "pottery-semaphore:{other}:wake:1".into(), 10)$(.$aw)?));
             // Scopes cost host memory: a guest holds a few at most, and may open more as it drops some.
             let mut more = Vec::new();

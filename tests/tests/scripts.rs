@@ -186,3 +186,42 @@ fn a_late_refresh_does_not_bring_back_an_ended_grant_through_a_newer_claim() {
         assert!(first[1] < z[1] && z[1] < again[1], "{flavor:?}: epochs increase");
     }
 }
+
+/// Key names the scripts build from their arguments take no braces: with them, a waiter id or a
+/// holder could name a key of another semaphore, one whose name extends this one's
+/// (`mine}:grant:x`), which the host's check of the scope's keys does not see.
+#[test]
+fn key_names_built_from_arguments_stay_within_the_semaphore() {
+    let server = Server::start(Flavor::Redis);
+    let mut sem = Sem::new(&server, "key-parts", 1);
+    let reach = |sem: &mut Sem, script: &Script, holder: &str, args: &[String]| {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(script.source).arg(sem.keys.len()).arg(&sem.keys).arg(holder).arg(1).arg(LEASE_MS).arg(args);
+        cmd.query::<Value>(&mut sem.conn).expect_err("refused").to_string()
+    };
+    let err = reach(&mut sem, &scripts::CANCEL, "W", &["x}:grant:5".into(), "0".into()]);
+    assert!(err.contains("bad key part"), "{err}");
+    let err = reach(&mut sem, &scripts::POLL, "W", &["x}:meta".into(), "1".into(), "1".into()]);
+    assert!(err.contains("bad key part"), "{err}");
+    // Several masters: a holder names its held set.
+    let keys = Keys::new(&key("key-parts-multi"));
+    let _: () = redis::cmd("HSET")
+        .arg(keys.meta())
+        .arg(&[("initial", "1"), ("capacity", "1"), ("epoch", "0"), ("quarantine", "0"), ("mode", "slots")])
+        .query(&mut sem.conn)
+        .expect("HSET");
+    let holder = "h}:x";
+    let multi_keys = keys.multi_script_keys("h");
+    let err = redis::cmd("EVAL")
+        .arg(scripts::MULTI_CLAIM.source)
+        .arg(multi_keys.len())
+        .arg(&multi_keys)
+        .arg(holder)
+        .arg(1)
+        .arg(LEASE_MS)
+        .arg(1)
+        .query::<Value>(&mut sem.conn)
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains("bad key part"), "{err}");
+}

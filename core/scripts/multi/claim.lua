@@ -13,6 +13,7 @@ while #slots < n and slot < cap do
   slot = slot + 1
 end
 if #slots < n then return {0, next_change(quarantine)} end
+key_part(HOLDER) -- it names the holder's held set, written below and in mm_drop
 local epoch = redis.call('HINCRBY', META, 'epoch', 1)
 if epoch < EPOCH_FLOOR then
   epoch = EPOCH_FLOOR
