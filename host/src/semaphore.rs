@@ -316,20 +316,23 @@ impl Inner {
         if tokens.is_empty() {
             return;
         }
-        let retry = tokens.clone();
-        if self.with_instance(move |i| Box::pin(async move { i.release_permits(&retry).await })).await.is_ok() {
-            lock(&self.unreleased).retain(|(t, _)| !tokens.contains(t));
+        for chunk in tokens.chunks(MAX_PERMITS_PER_CALL as usize) {
+            let retry = chunk.to_vec();
+            if self.with_instance(move |i| Box::pin(async move { i.release_permits(&retry).await })).await.is_ok() {
+                lock(&self.unreleased).retain(|(t, _)| !chunk.contains(t));
+            }
         }
     }
 
+    /// Extends every held permit's lease, at most `MAX_PERMITS_PER_CALL` to a call (the guest
+    /// refuses more: a handle holding more would otherwise let all its leases lapse unreported).
     async fn refresh_once(&self) -> Result<(), Error> {
-        let before: Vec<u64> = lock(&self.held).keys().copied().collect();
-        if before.is_empty() {
-            return Ok(());
+        let held: Vec<u64> = lock(&self.held).keys().copied().collect();
+        for before in held.chunks(MAX_PERMITS_PER_CALL as usize) {
+            let tokens = before.to_vec();
+            let alive = self.with_instance(move |i| Box::pin(async move { i.refresh(&tokens).await })).await?;
+            self.reconcile(before, alive);
         }
-        let tokens = before.clone();
-        let alive = self.with_instance(move |i| Box::pin(async move { i.refresh(&tokens).await })).await?;
-        self.reconcile(&before, alive);
         Ok(())
     }
 }
@@ -343,7 +346,9 @@ impl Drop for Inner {
             return;
         }
         self.rt.tokio.spawn(async move {
-            let _ = instance.release_permits(&tokens).await;
+            for chunk in tokens.chunks(MAX_PERMITS_PER_CALL as usize) {
+                let _ = instance.release_permits(chunk).await;
+            }
         });
     }
 }

@@ -217,6 +217,25 @@ async fn permit_inspection_and_lease_refresh() {
     assert_eq!(status.available, 1);
 }
 
+/// A handle may hold more permits than one call takes (10,000): the refresher then extends them
+/// call by call. It used to send them all at once, be refused, and let every lease lapse while
+/// the handle still counted them as held, reporting nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_refresher_keeps_more_permits_than_one_call_takes() {
+    let server = Server::start(Flavor::Redis);
+    let sem = Semaphore::open(server.options(&key("many")).permits(10_001).lease(Duration::from_millis(400)))
+        .await
+        .unwrap();
+    assert_eq!(sem.acquire_n(10_000, false, None).await.unwrap().len(), 10_000);
+    assert_eq!(sem.acquire_n(1, false, None).await.unwrap().len(), 1);
+    // Three leases: only the refresher keeps them.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let status = sem.status().await.unwrap();
+    assert_eq!((status.available, status.holders.len()), (0, 10_001), "every permit still held in Redis");
+    assert_eq!(sem.held().len(), 10_001);
+    assert!(sem.take_lost().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn refresh_never_resurrects_an_expired_permit_and_reports_it_lost() {
     let server = Server::start(Flavor::Redis);
