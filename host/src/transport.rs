@@ -230,22 +230,34 @@ impl Connections {
 
     async fn blocking_pop(&self, key: &str, timeout_ms: u64, cancel: Option<&CancelFlag>) -> Result<Option<String>, WitError> {
         let pooled = self.idle_pops.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut reused = pooled.is_some();
         let mut conn = match pooled {
             Some(c) => c,
             None => self.connect(None).await.map_err(|e| from_redis(&e))?,
         };
         let timeout = Duration::from_millis(timeout_ms);
         let cmd = blpop(key, timeout);
-        let pop = cmd.query_async::<Option<(String, String)>>(&mut conn);
+        let time_up = tokio::time::sleep(timeout);
         let cancelled = crate::cancel::cancelled(cancel);
+        tokio::pin!(time_up, cancelled);
         // On time-out or cancellation the connection is dropped with the BLPOP in flight, which
         // ends it on the server (a cluster connection's task, and so its node connections, end
         // with its last handle). A push it may have taken is not lost: the waiter's grant record
         // is the truth, which the guest settles next.
-        let popped = tokio::select! {
-            r = pop => r.map_err(|e| from_redis(&e))?,
-            () = tokio::time::sleep(timeout) => return Ok(None),
-            () = cancelled => return Err(WitError::Cancelled),
+        let popped = loop {
+            let popped = tokio::select! {
+                r = cmd.query_async::<Option<(String, String)>>(&mut conn) => r,
+                () = &mut time_up => return Ok(None),
+                () = &mut cancelled => return Err(WitError::Cancelled),
+            };
+            match popped {
+                // A kept connection that broke while idle (the server restarted, or dropped it):
+                // the BLPOP never reached a server, so once more on a new one.
+                Err(e) if std::mem::take(&mut reused) && is_connection_error(&e) => {
+                    conn = self.connect(None).await.map_err(|e| from_redis(&e))?;
+                }
+                other => break other.map_err(|e| from_redis(&e))?,
+            }
         };
         let mut idle = self.idle_pops.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < IDLE_POP_CONNECTIONS {
@@ -400,15 +412,25 @@ impl HostState {
     /// on time-out the connection is dropped with the BLPOP in flight (see `blocking_pop`).
     fn blocking_pop_sync(&mut self, client: &redis::Client, key: &str, timeout_ms: u64) -> Result<Option<String>, WitError> {
         let timeout = Duration::from_millis(timeout_ms);
-        let result = sync_connection(&mut self.sync.pops, client, None).and_then(|conn| {
-            conn.set_read_timeout(Some(timeout))?;
-            blpop(key, timeout).query::<Option<(String, String)>>(conn)
-        });
-        match result {
-            Ok(popped) => Ok(popped.map(|(_, v)| v)),
-            Err(e) => {
-                self.sync.pops = None;
-                if e.is_timeout() { Ok(None) } else { Err(from_redis(&e)) }
+        let mut reused = self.sync.pops.is_some();
+        loop {
+            // Failing to connect is an error of its own, even when it timed out: not an empty pop.
+            let conn = sync_connection(&mut self.sync.pops, client, None).map_err(|e| from_redis(&e))?;
+            let result = conn.set_read_timeout(Some(timeout)).and_then(|()| blpop(key, timeout).query::<Option<(String, String)>>(conn));
+            match result {
+                Ok(popped) => return Ok(popped.map(|(_, v)| v)),
+                Err(e) => {
+                    self.sync.pops = None;
+                    if e.is_timeout() {
+                        return Ok(None);
+                    }
+                    // A kept connection that broke while idle (the server restarted, or dropped
+                    // it): the BLPOP never reached a server, so once more on a new one.
+                    if std::mem::take(&mut reused) && is_connection_error(&e) {
+                        continue;
+                    }
+                    return Err(from_redis(&e));
+                }
             }
         }
     }

@@ -130,6 +130,42 @@ async fn restart_with_persistence_keeps_holders() {
     assert!(next[0].token > token);
 }
 
+/// The connections kept for blocking pops broke when Redis restarted; the next wait on each
+/// must reconnect rather than fail with `Unreachable` against a server that is up again
+/// (async handles keep a pool, blocking ones one per instance).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wait_after_a_restart_reconnects_its_kept_pop_connection() {
+    let mut server = Server::start_with(Flavor::Redis, &["--appendonly", "yes", "--appendfsync", "always"]);
+    let k = key("pop-reconnect");
+    let holder = Semaphore::open(server.options(&k).permits(1)).await.unwrap();
+    assert!(holder.acquire(false, None).await.unwrap());
+    let waiter = Semaphore::open(server.options(&k).permits(1)).await.unwrap();
+    let blocking = pottery_semaphore_host::BlockingSemaphore::open(server.options(&k).permits(1)).unwrap();
+    let wait = Duration::from_millis(100);
+    // A wait each that a release ends (a timed-out pop drops its connection; a served one keeps it).
+    let (w, b) = (waiter.clone(), blocking.clone());
+    let served = tokio::spawn(async move { w.acquire(true, Some(Duration::from_secs(5))).await });
+    while holder.status().await.unwrap().waiters.is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    holder.release(1).await.unwrap();
+    assert!(served.await.unwrap().unwrap());
+    let served = tokio::task::spawn_blocking(move || b.acquire(true, Some(Duration::from_secs(5))));
+    while holder.status().await.unwrap().waiters.is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    waiter.release(1).await.unwrap();
+    assert!(served.await.unwrap().unwrap());
+    let b = blocking.clone();
+    tokio::task::spawn_blocking(move || b.release(1)).await.unwrap().unwrap();
+    assert!(holder.acquire(false, None).await.unwrap());
+    server.restart();
+    let after_async = waiter.acquire(true, Some(wait)).await;
+    let after_blocking = tokio::task::spawn_blocking(move || blocking.acquire(true, Some(wait))).await.unwrap();
+    assert!(matches!((&after_async, &after_blocking), (Ok(false), Ok(false))), "async: {after_async:?}, blocking: {after_blocking:?}");
+    holder.release(1).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn state_lost_in_a_restart_is_quarantined_for_a_lease_and_reported() {
     let mut server = Server::start(Flavor::Redis);
