@@ -219,9 +219,16 @@ impl Connections {
             };
             value.map(|v| (v, number))
         };
-        match attempt(self.shared().await?).await {
+        let (conn, number) = self.shared().await?;
+        match attempt((conn, number)).await {
             Err(e) if retry && is_connection_error(&e) => {
-                self.shared.lock().await.0 = None;
+                // Only the connection that failed: another call may have replaced it already, and
+                // dropping that one would split writes and their WAIT over two connections.
+                let mut slot = self.shared.lock().await;
+                if slot.1 == number {
+                    slot.0 = None;
+                }
+                drop(slot);
                 attempt(self.shared().await?).await
             }
             other => other,
