@@ -181,8 +181,43 @@ struct Inner {
     /// Permits whose release failed (Redis unreachable): no longer refreshed, and released
     /// again by the refresher until that works or their lease is over.
     unreleased: Mutex<Vec<(u64, std::time::Instant)>>,
+    /// Permits a release of this handle is giving back right now (with how many releases name
+    /// each): a refresh that no longer finds them has not seen a lost lease.
+    releasing: Mutex<BTreeMap<u64, usize>>,
     lost: Mutex<Vec<Permit>>,
     lost_signal: Notify,
+}
+
+/// Marks permits as being released for as long as it lives (see `Inner::releasing`): until the
+/// release has settled `held`, also when its future is dropped half-way.
+struct Releasing {
+    inner: Arc<Inner>,
+    tokens: Vec<u64>,
+}
+
+impl Releasing {
+    fn new(inner: &Arc<Inner>, tokens: &[u64]) -> Self {
+        let mut releasing = lock(&inner.releasing);
+        for token in tokens {
+            *releasing.entry(*token).or_default() += 1;
+        }
+        drop(releasing);
+        Releasing { inner: inner.clone(), tokens: tokens.to_vec() }
+    }
+}
+
+impl Drop for Releasing {
+    fn drop(&mut self) {
+        let mut releasing = lock(&self.inner.releasing);
+        for token in &self.tokens {
+            if let Some(count) = releasing.get_mut(token) {
+                *count -= 1;
+                if *count == 0 {
+                    releasing.remove(token);
+                }
+            }
+        }
+    }
 }
 
 type OpFuture<'a, R> = Pin<Box<dyn Future<Output = Result<R, Error>> + Send + 'a>>;
@@ -287,6 +322,7 @@ impl Inner {
     fn reconcile(&self, before: &[u64], alive: Vec<Permit>) {
         let alive: BTreeMap<u64, Permit> = alive.into_iter().map(|p| (p.token, p)).collect();
         let mut held = lock(&self.held);
+        let releasing = lock(&self.releasing);
         let mut newly_lost = Vec::new();
         for token in before {
             match alive.get(token) {
@@ -295,10 +331,12 @@ impl Inner {
                         *h = *p;
                     }
                 }
+                // Gone because our own release took it: that release settles `held`.
+                None if releasing.contains_key(token) => {}
                 None => newly_lost.extend(held.remove(token)),
             }
         }
-        drop(held);
+        drop((held, releasing));
         if !newly_lost.is_empty() {
             lock(&self.lost).extend(newly_lost);
             self.lost_signal.notify_waiters();
@@ -424,6 +462,7 @@ impl Semaphore {
                 caller_thread,
                 held: Mutex::new(BTreeMap::new()),
                 unreleased: Mutex::new(Vec::new()),
+                releasing: Mutex::new(BTreeMap::new()),
                 lost: Mutex::new(Vec::new()),
                 lost_signal: Notify::new(),
             });
@@ -495,11 +534,16 @@ impl Semaphore {
     pub async fn release(&self, n: i64) -> Result<(), Error> {
         // Lowest token first; the guest can only release as ours the permits it is told of.
         let own: Vec<u64> = lock(&self.inner.held).keys().take(MAX_PERMITS_PER_CALL as usize).copied().collect();
-        let released = self.run(move |i| Box::pin(async move { i.release(n, &own).await })).await.inspect_err(|e| {
-            // The release goes for this handle's permits first, lowest token first.
-            let first: Vec<u64> = lock(&self.inner.held).keys().take(usize::try_from(n).unwrap_or(0)).copied().collect();
-            self.forget_released(e, first);
-        })?;
+        let releasing = Releasing::new(&self.inner, &own);
+        let released = match self.run(move |i| Box::pin(async move { i.release(n, &own).await })).await {
+            Ok(released) => released,
+            Err(e) => {
+                // The release goes for this handle's permits first, lowest token first.
+                let first: Vec<u64> = lock(&self.inner.held).keys().take(usize::try_from(n).unwrap_or(0)).copied().collect();
+                self.forget_released(&e, first, releasing);
+                return Err(e);
+            }
+        };
         let mut held = lock(&self.inner.held);
         for token in released {
             held.remove(&token);
@@ -510,10 +554,14 @@ impl Semaphore {
     /// Releases exactly these permits of this handle (those it still holds).
     pub async fn release_permits(&self, tokens: Vec<u64>) -> Result<Vec<u64>, Error> {
         let asked = tokens.clone();
-        let released = self
-            .run(move |i| Box::pin(async move { i.release_permits(&tokens).await }))
-            .await
-            .inspect_err(|e| self.forget_released(e, asked))?;
+        let releasing = Releasing::new(&self.inner, &asked);
+        let released = match self.run(move |i| Box::pin(async move { i.release_permits(&tokens).await })).await {
+            Ok(released) => released,
+            Err(e) => {
+                self.forget_released(&e, asked, releasing);
+                return Err(e);
+            }
+        };
         let mut held = lock(&self.inner.held);
         for token in &released {
             held.remove(token);
@@ -528,7 +576,8 @@ impl Semaphore {
     /// and the refresher releases them again meanwhile. A release that was not replicated did
     /// happen on the primary, but its reply (which of our permits went) is lost: drop from
     /// `held` whatever Redis no longer lists as ours. Argument errors changed nothing.
-    fn forget_released(&self, e: &Error, tokens: Vec<u64>) {
+    /// `releasing` keeps the tokens marked until `held` is settled (after the check below).
+    fn forget_released(&self, e: &Error, tokens: Vec<u64>, releasing: Releasing) {
         if matches!(e, Error::Unreachable(_) | Error::Quorum(_) | Error::Redis(_) | Error::Guest(_) | Error::Cancelled) {
             let mut held = lock(&self.inner.held);
             let now = std::time::Instant::now();
@@ -545,6 +594,7 @@ impl Semaphore {
             let Ok(alive) = inner.with_instance(|i| Box::pin(i.permits())).await else { return };
             let alive: std::collections::BTreeSet<u64> = alive.iter().map(|p| p.token).collect();
             lock(&inner.held).retain(|token, _| alive.contains(token));
+            drop(releasing);
         });
     }
 

@@ -214,3 +214,23 @@ fn blocking_calls_wait_on_their_own_connection() {
     drop(paused);
     assert!(sem.acquire(true, Some(Duration::from_secs(5))).unwrap());
 }
+
+/// A release that waits for a stopped replica has already taken its permit off the primary; a
+/// refresh that runs meanwhile (the refresher, on another connection) no longer finds it. That
+/// is the handle's own release, not a lost lease: nothing may be reported lost.
+#[test]
+fn a_refresh_during_a_slow_release_does_not_report_the_permit_lost() {
+    use pottery_semaphore_host::BlockingSemaphore;
+    let (primary, replica) = primary_and_replica(Flavor::Redis, &[]);
+    let options = primary.options(&key("slow-release")).permits(1).lease(Duration::from_millis(300));
+    let sem = BlockingSemaphore::open(options.replica_ack(ReplicaAck::new(1, Duration::from_millis(800)))).unwrap();
+    assert!(sem.acquire(false, None).unwrap());
+    let paused = Paused::new(&replica);
+    // WAIT holds the release for 800 ms on its own connection; the refresher runs every 100 ms.
+    let r = sem.release(1);
+    assert!(matches!(r, Err(Error::NotReplicated(_))), "{r:?}");
+    drop(paused);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sem.take_lost(), Vec::new(), "released, not lost");
+    assert!(sem.held().is_empty());
+}
