@@ -8,7 +8,7 @@
 //! raises the epoch of every master it reaches. A later grant of the same slot needs a majority,
 //! which includes a master that confirmed the earlier grant before the slot freed there, so its
 //! epoch is larger. A permit's token is `epoch << 16 | slot`: strictly increasing per slot. A
-//! master's epoch never falls below its server time × 32, so one that lost its state does not
+//! master's epoch never falls below its server time × 16, so one that lost its state does not
 //! start below what it issued (`scripts/multi/prelude.lua`).
 //!
 //! There is no queue: a waiter retries when a release pushes to the wake list of the master it

@@ -188,8 +188,8 @@ struct Inner {
     lost_signal: Notify,
 }
 
-/// Marks permits as being released for as long as it lives (see `Inner::releasing`): until the
-/// release has settled `held`, also when its future is dropped half-way.
+/// Marks permits as being released for as long as it lives (see `Inner::releasing`): it lives in
+/// the release's own work, which settles `held` before it ends (`Semaphore::release_with`).
 struct Releasing {
     inner: Arc<Inner>,
     tokens: Vec<u64>,
@@ -360,6 +360,51 @@ impl Inner {
                 lock(&self.unreleased).retain(|(t, _)| !chunk.contains(t));
             }
         }
+    }
+
+    /// Settles `held` after a release (see `Semaphore::release_with`), so that the refresher
+    /// neither keeps alive what the caller gave up nor reports it lost.
+    ///
+    /// When Redis could not be reached, the release may or may not have happened: the targeted
+    /// permits stop being refreshed, so they end within a lease at the latest, and the refresher
+    /// releases them again meanwhile. A release that was not replicated did happen on the
+    /// primary, but its reply (which of our permits went) is lost: of the permits it may have
+    /// taken, those Redis no longer lists leave `held`, and the untargeted ones among them are
+    /// reported lost (another holder's release took them). Argument errors changed nothing.
+    async fn settle_release(&self, result: Result<Vec<u64>, Error>, targeted: &[u64], judged: &[u64]) -> Result<Vec<u64>, Error> {
+        let e = match result {
+            Ok(released) => {
+                let mut held = lock(&self.held);
+                for token in &released {
+                    held.remove(token);
+                }
+                return Ok(released);
+            }
+            Err(e) => e,
+        };
+        if matches!(e, Error::Unreachable(_) | Error::Quorum(_) | Error::Redis(_) | Error::Guest(_) | Error::Cancelled) {
+            let mut held = lock(&self.held);
+            let now = std::time::Instant::now();
+            let gone: Vec<(u64, std::time::Instant)> = targeted.iter().filter(|t| held.remove(t).is_some()).map(|t| (*t, now)).collect();
+            drop(held);
+            lock(&self.unreleased).extend(gone);
+        } else if matches!(e, Error::NotReplicated(_))
+            && let Ok(alive) = self.with_instance(|i| Box::pin(i.permits())).await
+        {
+            let alive: std::collections::BTreeSet<u64> = alive.iter().map(|p| p.token).collect();
+            let mut held = lock(&self.held);
+            let lost: Vec<Permit> = judged
+                .iter()
+                .filter(|t| !alive.contains(t))
+                .filter_map(|t| held.remove(t).filter(|_| !targeted.contains(t)))
+                .collect();
+            drop(held);
+            if !lost.is_empty() {
+                lock(&self.lost).extend(lost);
+                self.lost_signal.notify_waiters();
+            }
+        }
+        Err(e)
     }
 
     /// Extends every held permit's lease, at most `MAX_PERMITS_PER_CALL` to a call (the guest
@@ -534,68 +579,32 @@ impl Semaphore {
     pub async fn release(&self, n: i64) -> Result<(), Error> {
         // Lowest token first; the guest can only release as ours the permits it is told of.
         let own: Vec<u64> = lock(&self.inner.held).keys().take(MAX_PERMITS_PER_CALL as usize).copied().collect();
-        let releasing = Releasing::new(&self.inner, &own);
-        let released = match self.run(move |i| Box::pin(async move { i.release(n, &own).await })).await {
-            Ok(released) => released,
-            Err(e) => {
-                // The release goes for this handle's permits first, lowest token first.
-                let first: Vec<u64> = lock(&self.inner.held).keys().take(usize::try_from(n).unwrap_or(0)).copied().collect();
-                self.forget_released(&e, first, releasing);
-                return Err(e);
-            }
-        };
-        let mut held = lock(&self.inner.held);
-        for token in released {
-            held.remove(&token);
-        }
-        Ok(())
+        let targeted: Vec<u64> = own.iter().take(usize::try_from(n).unwrap_or(0)).copied().collect();
+        let judged = own.clone();
+        self.release_with(targeted, judged, move |i| Box::pin(async move { i.release(n, &own).await })).await.map(drop)
     }
 
     /// Releases exactly these permits of this handle (those it still holds).
     pub async fn release_permits(&self, tokens: Vec<u64>) -> Result<Vec<u64>, Error> {
         let asked = tokens.clone();
-        let releasing = Releasing::new(&self.inner, &asked);
-        let released = match self.run(move |i| Box::pin(async move { i.release_permits(&tokens).await })).await {
-            Ok(released) => released,
-            Err(e) => {
-                self.forget_released(&e, asked, releasing);
-                return Err(e);
-            }
-        };
-        let mut held = lock(&self.inner.held);
-        for token in &released {
-            held.remove(token);
-        }
-        Ok(released)
+        self.release_with(asked.clone(), asked, move |i| Box::pin(async move { i.release_permits(&tokens).await })).await
     }
 
-    /// After a failed release, the refresher must not keep alive what the caller gave up.
-    ///
-    /// When Redis could not be reached, the release may or may not have happened: `tokens` (the
-    /// permits it was releasing) stop being refreshed, so they end within a lease at the latest,
-    /// and the refresher releases them again meanwhile. A release that was not replicated did
-    /// happen on the primary, but its reply (which of our permits went) is lost: drop from
-    /// `held` whatever Redis no longer lists as ours. Argument errors changed nothing.
-    /// `releasing` keeps the tokens marked until `held` is settled (after the check below).
-    fn forget_released(&self, e: &Error, tokens: Vec<u64>, releasing: Releasing) {
-        if matches!(e, Error::Unreachable(_) | Error::Quorum(_) | Error::Redis(_) | Error::Guest(_) | Error::Cancelled) {
-            let mut held = lock(&self.inner.held);
-            let now = std::time::Instant::now();
-            let gone: Vec<(u64, std::time::Instant)> = tokens.into_iter().filter(|t| held.remove(t).is_some()).map(|t| (t, now)).collect();
-            drop(held);
-            lock(&self.inner.unreleased).extend(gone);
-            return;
-        }
-        if !matches!(e, Error::NotReplicated(_)) {
-            return;
-        }
-        let inner = self.inner.clone();
-        self.inner.rt.tokio.spawn(async move {
-            let Ok(alive) = inner.with_instance(|i| Box::pin(i.permits())).await else { return };
-            let alive: std::collections::BTreeSet<u64> = alive.iter().map(|p| p.token).collect();
-            lock(&inner.held).retain(|token, _| alive.contains(token));
-            drop(releasing);
-        });
+    /// Runs a release and settles `held` after it, in one piece: on the runtime's threads
+    /// unless inline, so that dropping the caller's future leaves neither undone. `targeted`
+    /// are the permits it gives back (marked meanwhile: a refresh that misses them has not
+    /// seen a lost lease); `judged`, those it may have taken.
+    async fn release_with<F>(&self, targeted: Vec<u64>, judged: Vec<u64>, op: F) -> Result<Vec<u64>, Error>
+    where
+        F: for<'a> FnOnce(&'a mut Instance) -> OpFuture<'a, Vec<u64>> + Send + 'static,
+    {
+        let (inner, inline) = (self.inner.clone(), self.inline);
+        let work = async move {
+            let _releasing = Releasing::new(&inner, &targeted);
+            let result = if inline { inner.with_instance_blocking(op).await } else { inner.with_instance(op).await };
+            inner.settle_release(result, &targeted, &judged).await
+        };
+        if inline { work.await } else { self.inner.rt.run(work).await? }
     }
 
     /// Available permits.

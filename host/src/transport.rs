@@ -259,9 +259,14 @@ impl Connections {
             };
             match popped {
                 // A kept connection that broke while idle (the server restarted, or dropped it):
-                // the BLPOP never reached a server, so once more on a new one.
+                // once more on a new one. Had the BLPOP reached a server and taken a push, the
+                // waiter's grant record still holds it, as after a time-out.
                 Err(e) if std::mem::take(&mut reused) && is_connection_error(&e) => {
-                    conn = self.connect(None).await.map_err(|e| from_redis(&e))?;
+                    conn = tokio::select! {
+                        c = self.connect(None) => c.map_err(|e| from_redis(&e))?,
+                        () = &mut time_up => return Ok(None),
+                        () = &mut cancelled => return Err(WitError::Cancelled),
+                    };
                 }
                 other => break other.map_err(|e| from_redis(&e))?,
             }
@@ -432,7 +437,8 @@ impl HostState {
                         return Ok(None);
                     }
                     // A kept connection that broke while idle (the server restarted, or dropped
-                    // it): the BLPOP never reached a server, so once more on a new one.
+                    // it): once more on a new one. Had the BLPOP reached a server and taken a
+                    // push, the waiter's grant record still holds it, as after a time-out.
                     if std::mem::take(&mut reused) && is_connection_error(&e) {
                         continue;
                     }

@@ -234,3 +234,21 @@ fn a_refresh_during_a_slow_release_does_not_report_the_permit_lost() {
     assert_eq!(sem.take_lost(), Vec::new(), "released, not lost");
     assert!(sem.held().is_empty());
 }
+
+/// A release whose caller stops waiting for it (a time-out around the call) still completes and
+/// settles the handle's books: the permit is neither kept as held nor reported lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_release_whose_caller_stops_waiting_still_settles() {
+    let (primary, replica) = primary_and_replica(Flavor::Redis, &[]);
+    let options = primary.options(&key("dropped-release")).permits(1).lease(Duration::from_millis(300));
+    let sem = Semaphore::open(options.replica_ack(ReplicaAck::new(1, Duration::from_millis(800)))).await.unwrap();
+    assert!(sem.acquire(false, None).await.unwrap());
+    let paused = Paused::new(&replica);
+    let waited = tokio::time::timeout(Duration::from_millis(100), sem.release(1)).await;
+    assert!(waited.is_err(), "the release waits for the stopped replica");
+    // The release goes on without its caller; the refresher runs every 100 ms meanwhile.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    drop(paused);
+    assert_eq!(sem.take_lost(), Vec::new(), "released, not lost");
+    assert!(sem.held().is_empty(), "{:?}", sem.held());
+}

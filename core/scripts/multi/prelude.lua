@@ -12,11 +12,11 @@ local MWAKE = PREFIX .. 'mwake'
 
 local function held_key(holder) return PREFIX .. 'held:' .. holder end
 
--- Fencing epochs never fall below server time x 32 (claim.lua raises them to it), so a master
+-- Fencing epochs never fall below server time x 16 (claim.lua raises them to it), so a master
 -- that lost its state starts above the epochs it issued before, unless grants there averaged
--- more than 32 per ms since its clock last caught up. (x 32 keeps `epoch << 16 | slot` within
--- 63 bits until the year 2248.)
-local EPOCH_FLOOR = now * 32
+-- more than 16 per ms since its clock last caught up. (x 16 keeps `epoch << 16 | slot` within
+-- 63 bits, a signed 64-bit integer as the Kotlin SDK has it, until the year 2248.)
+local EPOCH_FLOOR = now * 16
 
 local function mm_create(quarantine)
   redis.call('HSET', META, 'initial', INITIAL, 'capacity', INITIAL, 'epoch', int(EPOCH_FLOOR),
