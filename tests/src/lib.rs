@@ -281,6 +281,21 @@ pub fn signal(pid: u32, name: &str) {
     assert!(status.success(), "kill -s {name} {pid} failed");
 }
 
+/// EVAL of a protocol script as the guest runs it: its KEYS, then the ARGV every script starts
+/// with (holder, initial value, lease in ms: `head.lua`), then the script's own arguments. For
+/// tests that drive the scripts step by step.
+pub fn eval_script(
+    conn: &mut redis::Connection,
+    script: &pottery_semaphore_core::scripts::Script,
+    keys: &[String],
+    holder: &str,
+    initial: u64,
+    lease_ms: u64,
+    args: &[String],
+) -> redis::RedisResult<redis::Value> {
+    redis::cmd("EVAL").arg(script.source).arg(keys.len()).arg(keys).arg(holder).arg(initial).arg(lease_ms).arg(args).query(conn)
+}
+
 /// A unique semaphore key per test.
 pub fn key(name: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use pottery_semaphore_core::multi::slot_of;
 use pottery_semaphore_host::{Error, Options, Semaphore};
-use pottery_semaphore_tests::{key, Flavor, Server};
+use pottery_semaphore_tests::{eval_script, key, Flavor, Server};
 
 /// `n` masters; with Valkey installed, the last one is a Valkey server (the mode mixes them).
 fn masters(n: usize) -> Vec<Server> {
@@ -230,16 +230,9 @@ async fn a_slot_given_back_at_confirmation_wakes_the_waiters_it_held_up() {
 /// Claims the lowest free slot of semaphore `k` on `server` as `holder` (a claim in flight).
 fn claim_slot_as(server: &Server, k: &str, holder: &str) {
     let multi_keys = pottery_semaphore_core::keys::Keys::new(k).multi_script_keys(holder);
-    let claim: Vec<i64> = redis::cmd("EVAL")
-        .arg(pottery_semaphore_core::scripts::MULTI_CLAIM.source)
-        .arg(multi_keys.len())
-        .arg(&multi_keys)
-        .arg(holder)
-        .arg(1)
-        .arg(10_000)
-        .arg(1)
-        .query(&mut server.connection())
-        .unwrap();
+    let script = &pottery_semaphore_core::scripts::MULTI_CLAIM;
+    let claim = eval_script(&mut server.connection(), script, &multi_keys, holder, 1, 10_000, &["1".into()]).unwrap();
+    let claim: Vec<i64> = redis::from_redis_value(claim).unwrap();
     assert_eq!(claim[0], 1, "{claim:?}");
 }
 

@@ -5,7 +5,7 @@
 
 use pottery_semaphore_core::keys::Keys;
 use pottery_semaphore_core::scripts::{self, Script};
-use pottery_semaphore_tests::{Flavor, Server, key};
+use pottery_semaphore_tests::{Flavor, Server, eval_script, key};
 use redis::Value;
 
 const LEASE_MS: u64 = 60_000;
@@ -31,9 +31,7 @@ impl Sem {
     }
 
     fn run(&mut self, script: &Script, holder: &str, args: &[String]) -> Value {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(script.source).arg(self.keys.len()).arg(&self.keys).arg(holder).arg(2).arg(LEASE_MS).arg(args);
-        cmd.query(&mut self.conn).unwrap_or_else(|e| panic!("{}: {e}", script.name))
+        eval_script(&mut self.conn, script, &self.keys, holder, 2, LEASE_MS, args).unwrap_or_else(|e| panic!("{}: {e}", script.name))
     }
 
     /// Permits held now, as "token:holder".
@@ -48,6 +46,16 @@ impl Sem {
     fn capacity(&mut self) -> u64 {
         redis::cmd("HGET").arg(&self.meta).arg("capacity").query(&mut self.conn).expect("HGET")
     }
+}
+
+/// A several-master semaphore of one slot on this server, as the opening script leaves it (no
+/// quarantine), with its fencing epoch at 0.
+fn one_slot_on(conn: &mut redis::Connection, keys: &Keys) {
+    let _: () = redis::cmd("HSET")
+        .arg(keys.meta())
+        .arg(&[("initial", "1"), ("capacity", "1"), ("epoch", "0"), ("quarantine", "0"), ("mode", "slots")])
+        .query(conn)
+        .expect("HSET");
 }
 
 fn ints(v: &Value) -> Vec<i64> {
@@ -118,9 +126,7 @@ fn a_wiped_master_starts_its_fencing_epochs_above_those_of_a_burst_of_grants() {
         let multi_keys = keys.multi_script_keys("H");
         let mut conn = server.connection();
         let mut run = |script: &Script, lease_ms: u64, args: &[String]| -> Vec<i64> {
-            let mut cmd = redis::cmd("EVAL");
-            cmd.arg(script.source).arg(multi_keys.len()).arg(&multi_keys).arg("H").arg(1).arg(lease_ms).arg(args);
-            ints(&cmd.query(&mut conn).unwrap_or_else(|e| panic!("{}: {e}", script.name)))
+            ints(&eval_script(&mut conn, script, &multi_keys, "H", 1, lease_ms, args).unwrap_or_else(|e| panic!("{}: {e}", script.name)))
         };
         // Created by the scripts themselves, quarantined for the creating call's lease: 1 ms.
         assert_eq!(run(&scripts::MULTI_CLAIM, 1, &["1".into()])[0], 0, "{flavor:?}: a new semaphore is quarantined");
@@ -156,16 +162,10 @@ fn a_late_refresh_does_not_bring_back_an_ended_grant_through_a_newer_claim() {
         let server = Server::start(flavor);
         let keys = Keys::new(&key("late-refresh"));
         let mut conn = server.connection();
-        let _: () = redis::cmd("HSET")
-            .arg(keys.meta())
-            .arg(&[("initial", "1"), ("capacity", "1"), ("epoch", "0"), ("quarantine", "0"), ("mode", "slots")])
-            .query(&mut conn)
-            .expect("HSET");
+        one_slot_on(&mut conn, &keys);
         let mut run = |script: &Script, holder: &str, lease_ms: u64, args: &[String]| -> Vec<i64> {
             let multi_keys = keys.multi_script_keys(holder);
-            let mut cmd = redis::cmd("EVAL");
-            cmd.arg(script.source).arg(multi_keys.len()).arg(&multi_keys).arg(holder).arg(1).arg(lease_ms).arg(args);
-            ints(&cmd.query(&mut conn).unwrap_or_else(|e| panic!("{}: {e}", script.name)))
+            ints(&eval_script(&mut conn, script, &multi_keys, holder, 1, lease_ms, args).unwrap_or_else(|e| panic!("{}: {e}", script.name)))
         };
         let confirm = |epoch: i64| vec![epoch.to_string(), "1".into(), "0".into()];
         // H's grant, with a short lease that then ends.
@@ -194,34 +194,17 @@ fn a_late_refresh_does_not_bring_back_an_ended_grant_through_a_newer_claim() {
 fn key_names_built_from_arguments_stay_within_the_semaphore() {
     let server = Server::start(Flavor::Redis);
     let mut sem = Sem::new(&server, "key-parts", 1);
-    let reach = |sem: &mut Sem, script: &Script, holder: &str, args: &[String]| {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(script.source).arg(sem.keys.len()).arg(&sem.keys).arg(holder).arg(1).arg(LEASE_MS).arg(args);
-        cmd.query::<Value>(&mut sem.conn).expect_err("refused").to_string()
+    let refused = |sem: &mut Sem, keys: &[String], script: &Script, holder: &str, args: &[String]| {
+        eval_script(&mut sem.conn, script, keys, holder, 1, LEASE_MS, args).expect_err("refused").to_string()
     };
-    let err = reach(&mut sem, &scripts::CANCEL, "W", &["x}:grant:5".into(), "0".into()]);
+    let own = sem.keys.clone();
+    let err = refused(&mut sem, &own, &scripts::CANCEL, "W", &["x}:grant:5".into(), "0".into()]);
     assert!(err.contains("bad key part"), "{err}");
-    let err = reach(&mut sem, &scripts::POLL, "W", &["x}:meta".into(), "1".into(), "1".into()]);
+    let err = refused(&mut sem, &own, &scripts::POLL, "W", &["x}:meta".into(), "1".into(), "1".into()]);
     assert!(err.contains("bad key part"), "{err}");
     // Several masters: a holder names its held set.
     let keys = Keys::new(&key("key-parts-multi"));
-    let _: () = redis::cmd("HSET")
-        .arg(keys.meta())
-        .arg(&[("initial", "1"), ("capacity", "1"), ("epoch", "0"), ("quarantine", "0"), ("mode", "slots")])
-        .query(&mut sem.conn)
-        .expect("HSET");
-    let holder = "h}:x";
-    let multi_keys = keys.multi_script_keys("h");
-    let err = redis::cmd("EVAL")
-        .arg(scripts::MULTI_CLAIM.source)
-        .arg(multi_keys.len())
-        .arg(&multi_keys)
-        .arg(holder)
-        .arg(1)
-        .arg(LEASE_MS)
-        .arg(1)
-        .query::<Value>(&mut sem.conn)
-        .expect_err("refused")
-        .to_string();
+    one_slot_on(&mut sem.conn, &keys);
+    let err = refused(&mut sem, &keys.multi_script_keys("h"), &scripts::MULTI_CLAIM, "h}:x", &["1".into()]);
     assert!(err.contains("bad key part"), "{err}");
 }
