@@ -41,8 +41,13 @@ local function read_waiter(id)
   return tonumber(n), tonumber(lease), tonumber(alive), holder
 end
 
+-- How long a waiter keeps its place without a heartbeat: at most 3 s (the guest beats every
+-- third of it, see `WAITER_WINDOW_MS` in protocol.rs), so a waiter that dies at the head holds up
+-- those behind it for seconds, not for a whole lease.
+local WAITER_WINDOW = math.min(LEASE, 3000)
+
 local function write_waiter(id, n)
-  redis.call('HSET', WAITERS, id, int(n) .. ' ' .. int(LEASE) .. ' ' .. int(now + LEASE) .. ' ' .. HOLDER)
+  redis.call('HSET', WAITERS, id, int(n) .. ' ' .. int(LEASE) .. ' ' .. int(now + WAITER_WINDOW) .. ' ' .. HOLDER)
 end
 
 local function remove_waiter(id)

@@ -9,6 +9,11 @@ use crate::reply::Cursor;
 use crate::scripts::{self, Script};
 use crate::{validate, Arg, Args, Error, Reply, Scalar, Scope, Transport};
 
+/// How long a queued waiter keeps its place without a heartbeat (or its lease, if shorter); it
+/// beats every third of this. Short and independent of the lease, so that a waiter that dies at
+/// the head of the queue holds up the others for seconds, not a lease. `queue.lua` has the same.
+const WAITER_WINDOW_MS: u64 = 3000;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub key: String,
@@ -212,9 +217,10 @@ impl<T: Transport> Semaphore<T> {
     /// Sleeps in BLPOP until served, timed out or cancelled. The push that wakes it carries its
     /// permits, so being served costs no further round trip. Each pop is capped by the next lease
     /// deadline (expired permits are reclaimed without a release) and by a heartbeat that keeps
-    /// this waiter's place in the queue; a waiter that stops beating is dropped by the others.
+    /// this waiter's place in the queue (see [`WAITER_WINDOW_MS`]); a waiter that stops beating
+    /// is dropped by the others.
     fn wait(&self, n: u64, mut waiter: u64, mut wait_ms: u64, deadline: Option<u64>) -> Result<Vec<Permit>, Error> {
-        let heartbeat_ms = (self.id.lease_ms / 3).max(1);
+        let heartbeat_ms = (self.id.lease_ms.min(WAITER_WINDOW_MS) / 3).max(1);
         loop {
             let mut pop_ms = wait_ms.min(heartbeat_ms);
             if let Some(deadline) = deadline {

@@ -107,11 +107,36 @@ async fn a_waiter_that_dies_leaves_the_queue_within_its_lease() {
     let pending = tokio::spawn(async move { b.acquire(true, Some(Duration::from_secs(30))).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
     holder.release(1).await.unwrap();
-    // The dead waiter's heartbeat (10 s lease) ends; then the permit goes to the live one.
+    // Released while the dead waiter still had its place: it was served, and the permits served
+    // to it come back with their lease (10 s); then the permit goes to the live one.
     let started = Instant::now();
     assert!(pending.await.unwrap().unwrap());
     println!("live waiter served {:?} after the release", started.elapsed());
     assert!(started.elapsed() <= Duration::from_millis(10_500));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_waiter_loses_its_place_within_seconds_whatever_its_lease() {
+    let server = Server::start(Flavor::Redis);
+    let k = key("deadwaiter-window");
+    let holder = Semaphore::open(server.options(&k).permits(1)).await.unwrap();
+    assert!(holder.acquire(false, None).await.unwrap());
+    let (mut dead, mut out) = spawn_worker(&["wait", &server.url(), &k, "1", "60"]);
+    assert_eq!(line(&mut out), "waiting");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    dead.kill().unwrap();
+    dead.wait().unwrap();
+    let behind = Semaphore::open(server.options(&k).permits(1)).await.unwrap();
+    let b = behind.clone();
+    let pending = tokio::spawn(async move { b.acquire(true, Some(Duration::from_secs(30))).await });
+    // The dead waiter's lease is 10 s, but a waiter keeps its place only 3 s without a heartbeat:
+    // a release after that passes it over (a release within it would serve it, see above).
+    tokio::time::sleep(Duration::from_millis(3_300)).await;
+    holder.release(1).await.unwrap();
+    let started = Instant::now();
+    assert!(pending.await.unwrap().unwrap());
+    println!("live waiter served {:?} after the release", started.elapsed());
+    assert!(started.elapsed() <= Duration::from_millis(1_000), "served only {:?} after the release", started.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -67,8 +67,12 @@ fn open(fake: &Fake) -> Semaphore<&Fake> {
 }
 
 fn open_with(fake: &Fake, replicate: bool) -> Semaphore<&Fake> {
+    open_leased(fake, replicate, 3000)
+}
+
+fn open_leased(fake: &Fake, replicate: bool, lease_ms: i64) -> Semaphore<&Fake> {
     fake.replies.borrow_mut().push_back(ints(&[3, 1]));
-    let config = Config { key: "k".into(), value: 3, bounded: true, lease_ms: 3000, holder: "h".into(), guard_fresh_server: true, create: true, masters: 1, raise_on_redis_errors: false, replicate };
+    let config = Config { key: "k".into(), value: 3, bounded: true, lease_ms, holder: "h".into(), guard_fresh_server: true, create: true, masters: 1, raise_on_redis_errors: false, replicate };
     let (sem, opened) = Semaphore::open(fake, config).expect("open");
     assert_eq!(opened, Opened { initial: 3, created: true });
     let expected = if replicate { vec![eval("init.lua", &["1", "1"]), Call::Wait] } else { vec![eval("init.lua", &["1", "1"])] };
@@ -112,6 +116,17 @@ fn waiter_sleeps_on_its_wake_key_and_the_push_carries_its_permits() {
     let calls = fake.calls.borrow();
     // The pop is capped by the heartbeat (lease / 3), not by the 60 s hint; no claim follows.
     assert_eq!(*calls, vec![eval("acquire.lua", &["2", "1", "1"]), Call::Pop("pottery-semaphore:{k}:wake:7".into(), 1000)]);
+}
+
+#[test]
+fn a_waiter_beats_every_second_however_long_its_lease() {
+    let fake = Fake::default();
+    let sem = open_leased(&fake, false, 600_000);
+    fake.replies.borrow_mut().extend([ints(&[2, 7, 600_000]), ints(&[1, 9000, 43])]);
+    fake.pops.borrow_mut().push_back(Ok(None));
+    assert_eq!(sem.acquire(1, true, None).expect("acquire")[0].token, 43);
+    // A third of the 3 s a waiter keeps its place without a beat (queue.lua), not of the lease.
+    assert_eq!(fake.calls.borrow()[1], Call::Pop("pottery-semaphore:{k}:wake:7".into(), 1000));
 }
 
 #[test]
