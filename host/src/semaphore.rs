@@ -576,6 +576,11 @@ impl Semaphore {
 
     /// Releases `n` permits: this handle's own first, then (permits are fungible, as with
     /// `threading.Semaphore`) other holders', whose owners then see them as lost.
+    ///
+    /// `Unreachable` (or `Redis`, `Quorum`) means the release may or may not have happened. The
+    /// handle finishes it: the permits it targeted stop being refreshed and are released again
+    /// in the background until Redis answers or their lease ends. Do not call `release` again
+    /// for them: that would release another permit.
     pub async fn release(&self, n: i64) -> Result<(), Error> {
         // Lowest token first; the guest can only release as ours the permits it is told of.
         let own: Vec<u64> = lock(&self.inner.held).keys().take(MAX_PERMITS_PER_CALL as usize).copied().collect();

@@ -79,7 +79,9 @@ class AIOSemaphore:
             return False
 
     async def release(self, n: int = 1) -> None:
-        """Give back ``n`` permits: yours first, then other holders' (permits are fungible)."""
+        """Give back ``n`` permits: yours first, then other holders' (permits are fungible).
+        After :class:`RedisUnavailableError` the release is finished in the background: do not
+        call ``release`` again for it."""
         await self._call("release_async", c.integer("n", n))
 
     async def locked(self) -> bool:

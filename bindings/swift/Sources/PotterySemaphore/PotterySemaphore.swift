@@ -79,7 +79,9 @@ public final class Semaphore: Sendable {
         }
     }
 
-    /// Gives back `n` permits held by this handle.
+    /// Gives back `n` permits: this handle's own first, then (permits are fungible) other
+    /// holders'. After `.unreachable` the release may or may not have happened: the handle
+    /// finishes it in the background, so do not call `release` again for it.
     public func release(n: Int = 1) async throws {
         try await translatingErrors {
             try await raw.releaseAsync(n: Int64(n))
