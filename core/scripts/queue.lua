@@ -4,12 +4,15 @@
 --                  permit, its holder and its lease: a grant is one ZADD, an expiry is purged by
 --                  one ZREMRANGEBYSCORE, and a holder proves a permit is its own by naming it.
 --   queue    zset  waiter id -> waiter id (FIFO), waiters hash id -> "n lease alive_until holder"
---   grant:W  str   tokens handed to waiter W: the record a late or cancelled waiter settles
+--   grant:W  str   "holder token..." handed to waiter W: the record a late or cancelled waiter
+--                  settles, or others reclaim when W never takes its push
 --   wake:W   list  pushed once when W is served: "deadline token..." so it needs no claim
+--   served   zset  waiter id -> when a push still there means W is dead (see reclaim_unwoken)
 local QUEUE, WAITERS = KEYS[3], KEYS[4]
 
 local function wake_key(w) return PREFIX .. 'wake:' .. key_part(w) end
 local function grant_key(w) return PREFIX .. 'grant:' .. key_part(w) end
+local SERVED = PREFIX .. 'served'
 local function permit(tok, holder) return tok .. ':' .. holder end
 
 -- Writes a fresh semaphore. Tokens and waiter ids start from server time x 1000, above any
@@ -55,12 +58,31 @@ local function remove_waiter(id)
   redis.call('HDEL', WAITERS, id)
 end
 
+-- A served waiter takes its push within a heartbeat (a second) of it; one that left it there
+-- this long died (or stalled: it then finds nothing and queues again). BLPOP takes a push
+-- atomically, so a push still there means nobody has seen these tokens: they go back at once
+-- rather than a lease later.
+local SERVED_GRACE = 3000
+
+local function reclaim_unwoken()
+  for _, w in ipairs(redis.call('ZRANGEBYSCORE', SERVED, '-inf', int(now))) do
+    redis.call('ZREM', SERVED, w)
+    local rec = redis.call('GET', grant_key(w))
+    if rec and redis.call('EXISTS', wake_key(w)) == 1 then
+      local holder, toks = string.match(rec, '^(%S+) (.*)$')
+      for tok in string.gmatch(toks, '%S+') do redis.call('ZREM', LEASES, permit(tok, holder)) end
+      redis.call('DEL', grant_key(w), wake_key(w))
+    end
+  end
+end
+
 -- Hands free permits to waiters in arrival order, each woken by a push that carries its
 -- permits; returns the permits left and whether the queue holds up a newcomer (anyone queued,
 -- or no permit left to serve them with). The head blocks those behind it (strict FIFO); a
--- waiter past its heartbeat is dropped once a permit could go to the next. A served waiter that
--- never wakes (it died, or its caller went away) is not refreshed by anyone: its permits expire.
+-- waiter past its heartbeat is dropped once a permit could go to the next, and permits served
+-- to a waiter that never took them come back after SERVED_GRACE.
 local function serve(cap, quarantine)
+  reclaim_unwoken()
   local free = cap - redis.call('ZCARD', LEASES)
   if now < quarantine then return 0, redis.call('ZCARD', QUEUE) > 0 end
   while true do
@@ -73,9 +95,11 @@ local function serve(cap, quarantine)
       remove_waiter(head) -- gave up or died
     elseif n <= free then
       local toks, ttl = table.concat(grant(holder, n, lease), ' '), int(lease)
-      redis.call('SET', grant_key(head), toks, 'PX', ttl)
+      redis.call('SET', grant_key(head), holder .. ' ' .. toks, 'PX', ttl)
       redis.call('RPUSH', wake_key(head), int(now + lease) .. ' ' .. toks)
       redis.call('PEXPIRE', wake_key(head), ttl)
+      redis.call('ZADD', SERVED, int(now + SERVED_GRACE), head)
+      redis.call('PEXPIRE', SERVED, int(math.max(lease, SERVED_GRACE) * 2))
       remove_waiter(head)
       free = free - n
     else

@@ -1,7 +1,8 @@
 //! The protocol's scripts driven step by step on a real Redis (and Valkey), for interleavings
 //! and rates that clients reach only by chance: a waiter's grant partly released by another
 //! holder before the waiter claimed it (all of a grant is kept or none, so the rest must come
-//! back); fencing epochs of a several-master semaphore after a burst of grants and a wipe.
+//! back); permits served to a waiter that never took its push; fencing epochs of a
+//! several-master semaphore after a burst of grants and a wipe.
 
 use pottery_semaphore_core::keys::Keys;
 use pottery_semaphore_core::scripts::{self, Script};
@@ -112,6 +113,44 @@ fn a_waiter_that_polls_returns_what_is_left_of_a_grant_released_in_part_and_is_s
         assert_eq!(leases.len(), 2, "{flavor:?}: W was served both permits anew: {leases:?}");
         assert!(leases.iter().all(|l| l.ends_with(":W")), "{leases:?}");
         assert!(sem.queued().is_empty(), "served waiters leave the queue");
+    }
+}
+
+/// Capacity 1: H holds it, W and V queue; H's release serves W, whose push is left untaken
+/// (W died). Within 3 s nothing changes; after that, the next script that serves (V's
+/// heartbeat) takes W's permit back and hands it to V. V takes its push, so it keeps the permit
+/// past the same grace.
+#[test]
+fn permits_served_to_a_waiter_that_never_takes_its_push_come_back_after_three_seconds() {
+    for flavor in Flavor::all() {
+        let server = Server::start(flavor);
+        let mut sem = Sem::new(&server, "unwoken", 1);
+        let held = ints(&sem.run(&scripts::ACQUIRE, "H", &["1".into(), "1".into(), "1".into()]));
+        let w = ints(&sem.run(&scripts::ACQUIRE, "W", &["1".into(), "1".into(), "1".into()]))[1].to_string();
+        let v = ints(&sem.run(&scripts::ACQUIRE, "V", &["1".into(), "1".into(), "1".into()]))[1].to_string();
+        sem.run(&scripts::RELEASE, "H", &["1".into(), "1".into(), held[2].to_string()]);
+        assert!(sem.leases()[0].ends_with(":W"), "{flavor:?}: W was served: {:?}", sem.leases());
+        let beat = ints(&sem.run(&scripts::POLL, "V", &[v.clone(), "1".into(), "1".into()]));
+        assert_eq!(beat[0], 2, "{flavor:?}: within the grace W keeps what it was served: {beat:?}");
+        std::thread::sleep(std::time::Duration::from_millis(3_100));
+        let beat = ints(&sem.run(&scripts::POLL, "V", &[v.clone(), "1".into(), "1".into()]));
+        assert_eq!(beat[0], 1, "{flavor:?}: V got W's untaken permit: {beat:?}");
+        assert_eq!(sem.leases().len(), 1);
+        assert!(sem.leases()[0].ends_with(":V"), "{:?}", sem.leases());
+        let wake_w = format!("{}wake:{w}", &sem.meta[..sem.meta.len() - 4]);
+        let exists: bool = redis::cmd("EXISTS").arg(&wake_w).query(&mut sem.conn).expect("EXISTS");
+        assert!(!exists, "{flavor:?}: W's push went with its permit");
+
+        // X queues behind V's permit, is served by V's release and takes its push at once.
+        let x = ints(&sem.run(&scripts::ACQUIRE, "X", &["1".into(), "1".into(), "1".into()]))[1].to_string();
+        sem.run(&scripts::RELEASE, "V", &["1".into(), "1".into(), beat[2].to_string()]);
+        let wake_x = format!("{}wake:{x}", &sem.meta[..sem.meta.len() - 4]);
+        let pushed: Option<(String, String)> = redis::cmd("BLPOP").arg(&wake_x).arg(1).query(&mut sem.conn).expect("BLPOP");
+        assert!(pushed.is_some(), "{flavor:?}: X was served");
+        std::thread::sleep(std::time::Duration::from_millis(3_100));
+        let other = ints(&sem.run(&scripts::ACQUIRE, "Y", &["1".into(), "0".into(), "1".into()]));
+        assert_eq!(other, [0], "{flavor:?}: X took its push and keeps its permit past the grace");
+        assert!(sem.leases()[0].ends_with(":X"), "{:?}", sem.leases());
     }
 }
 
