@@ -9,7 +9,12 @@ serve(cap, quarantine)
 local got = settle_grant(w, true)
 if #got > 0 then return granted(got) end
 if n > cap and ARGV[6] == '1' then
-  if own_waiter(w) then remove_waiter(w) end
+  -- It can never be served now (the capacity went below n): it leaves, and if it held up the
+  -- queue, those behind it are served at once rather than at their next heartbeat.
+  if own_waiter(w) then
+    remove_waiter(w)
+    serve(cap, quarantine)
+  end
   return {-1, cap}
 end
 if not own_waiter(w) then
