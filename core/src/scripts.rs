@@ -3,11 +3,19 @@
 
 use std::sync::OnceLock;
 
-/// A script: `head.lua`, then `parts` (helpers, any fast path first), then its body `file`.
+/// A script: `head.lua`, then `parts` (helpers, any fast path first), then its body `file`;
+/// `once` for the scripts that must not run again after a lost reply (see [`Script::rerun_safe`]).
 macro_rules! script {
     ($name:ident, $file:literal, [$($part:literal),*]) => {
+        script!($name, $file, [$($part),*], rerun_safe: true);
+    };
+    ($name:ident, $file:literal, [$($part:literal),*], once) => {
+        script!($name, $file, [$($part),*], rerun_safe: false);
+    };
+    ($name:ident, $file:literal, [$($part:literal),*], rerun_safe: $safe:literal) => {
         pub static $name: Script = Script {
             name: $file,
+            rerun_safe: $safe,
             source: concat!(
                 include_str!("../scripts/head.lua"),
                 $(include_str!(concat!("../scripts/", $part)),)*
@@ -21,6 +29,12 @@ macro_rules! script {
 #[derive(Debug)]
 pub struct Script {
     pub name: &'static str,
+    /// Running it a second time after its reply was lost (the connection broke, or the reply
+    /// timed out, once the request was sent) does no harm beyond permits the caller never learns
+    /// of, which expire: a transport may send it again on a new connection. False for the
+    /// scripts whose second run would change more: a release (the permits it names are gone,
+    /// so it would give back others'), and adding permits.
+    pub rerun_safe: bool,
     pub source: &'static str,
     sha1: OnceLock<String>,
 }
@@ -36,7 +50,7 @@ impl Script {
 // return from their fast path, before any helper exists.
 script!(INIT, "init.lua", ["prelude.lua", "queue.lua", "opening.lua"]);
 script!(ACQUIRE, "acquire.lua", ["acquire_fast.lua", "prelude.lua", "queue.lua"]);
-script!(RELEASE, "release.lua", ["release_fast.lua", "prelude.lua", "queue.lua"]);
+script!(RELEASE, "release.lua", ["release_fast.lua", "prelude.lua", "queue.lua"], once);
 script!(POLL, "poll.lua", ["prelude.lua", "queue.lua", "settle.lua"]);
 script!(CANCEL, "cancel.lua", ["prelude.lua", "queue.lua", "settle.lua"]);
 script!(RELEASE_PERMITS, "release_permits.lua", ["prelude.lua", "queue.lua"]);
@@ -44,7 +58,7 @@ script!(REFRESH, "refresh.lua", ["prelude.lua", "queue.lua"]);
 script!(PERMITS, "permits.lua", ["prelude.lua", "queue.lua"]);
 script!(VALUE, "value.lua", ["prelude.lua", "queue.lua"]);
 script!(STATUS, "status.lua", ["prelude.lua", "queue.lua"]);
-script!(SET_CAPACITY, "set_capacity.lua", ["prelude.lua", "queue.lua"]);
+script!(SET_CAPACITY, "set_capacity.lua", ["prelude.lua", "queue.lua"], once);
 
 // Several masters: the shared prelude, then the mode's own.
 script!(MULTI_INIT, "multi/init.lua", ["prelude.lua", "multi/prelude.lua", "opening.lua"]);
@@ -53,7 +67,7 @@ script!(MULTI_CONFIRM, "multi/confirm.lua", ["prelude.lua", "multi/prelude.lua"]
 script!(MULTI_RELEASE, "multi/release.lua", ["prelude.lua", "multi/prelude.lua"]);
 script!(MULTI_REFRESH, "multi/refresh.lua", ["prelude.lua", "multi/prelude.lua"]);
 script!(MULTI_STATUS, "multi/status.lua", ["prelude.lua", "multi/prelude.lua"]);
-script!(MULTI_SET_CAPACITY, "multi/set_capacity.lua", ["prelude.lua", "multi/prelude.lua"]);
+script!(MULTI_SET_CAPACITY, "multi/set_capacity.lua", ["prelude.lua", "multi/prelude.lua"], once);
 
 pub static ALL: [&Script; 18] = [
     &INIT,
@@ -92,5 +106,11 @@ mod tests {
             assert_eq!(by_sha1(s.sha1()).map(|f| f.name), Some(s.name));
         }
         assert!(by_sha1("0000000000000000000000000000000000000000").is_none());
+    }
+
+    #[test]
+    fn only_releases_and_capacity_changes_must_not_run_twice() {
+        let once: Vec<&str> = ALL.iter().filter(|s| !s.rerun_safe).map(|s| s.name).collect();
+        assert_eq!(once, ["release.lua", "set_capacity.lua", "multi/set_capacity.lua"]);
     }
 }

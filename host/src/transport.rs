@@ -201,9 +201,9 @@ impl Connections {
 
     /// Runs `cmd` on the shared connection, sent where `route` says on a cluster (commands with
     /// a key are routed by it), and says which connection ran it. With `retry`, after a connection
-    /// failure (Redis restarted, network blip) it reconnects and tries once more. A script that
-    /// did run before the failure may so run twice: that can only grant permits the caller never
-    /// learns of, which expire unrefreshed.
+    /// failure (Redis restarted, network blip, no reply in time) it reconnects and tries once
+    /// more. A script that did run before the failure then runs twice: only scripts for which
+    /// that is harmless are sent with `retry` ([`scripts::Script::rerun_safe`]).
     async fn query(&self, cmd: &redis::Cmd, route: Option<Route>, retry: bool) -> redis::RedisResult<(Value, u64)> {
         let attempt = |(mut conn, number): (Conn, u64)| async move {
             let value = match (&mut conn, route) {
@@ -458,25 +458,23 @@ impl HostState {
 
     /// The sandbox's checks of a guest's EVALSHA: a configured master and a protocol script
     /// (its keys were checked when its scope was opened).
-    fn check_script(&self, master: u32, sha1: &str) -> Result<(), WitError> {
+    fn check_script(&self, master: u32, sha1: &str) -> Result<&'static scripts::Script, WitError> {
         self.check_master(master)?;
         // Only the protocol's own scripts run, so a guest cannot reach keys a script computes.
-        if scripts::by_sha1(sha1).is_none() {
-            return Err(WitError::Forbidden(format!("script {sha1} is not one of the protocol's scripts")));
-        }
-        Ok(())
+        scripts::by_sha1(sha1).ok_or_else(|| WitError::Forbidden(format!("script {sha1} is not one of the protocol's scripts")))
     }
 
-    /// The guest's EVALSHA as a redis-rs command, for the async connections.
-    fn evalsha(&self, master: u32, sha1: &str, scope: &Resource<Scope>, args: &Args) -> Result<redis::Cmd, WitError> {
-        self.check_script(master, sha1)?;
+    /// The guest's EVALSHA as a redis-rs command, for the async connections, and whether it may
+    /// be sent again after a lost reply ([`scripts::Script::rerun_safe`]).
+    fn evalsha(&self, master: u32, sha1: &str, scope: &Resource<Scope>, args: &Args) -> Result<(redis::Cmd, bool), WitError> {
+        let rerun_safe = self.check_script(master, sha1)?.rerun_safe;
         let scope = held_scope(&self.scopes, scope)?;
         // Room for a call's arguments up front: growing the buffer step by step cost more
         // reallocations than anything else in building the command (~2k instructions a call).
         let mut evalsha = redis::Cmd::with_capacity(3 + scope.keys.len() + scope.leading.len() + args.len(), 512);
         evalsha.arg("EVALSHA").arg(sha1).arg(scope.keys.len()).arg(&scope.keys).arg(&scope.leading);
         push_args(&mut evalsha, args);
-        Ok(evalsha)
+        Ok((evalsha, rerun_safe))
     }
 
     /// The sandbox's key check happens here, once per scope rather than on every script.
@@ -514,12 +512,12 @@ impl HostState {
         scope: &Resource<Scope>,
         args: &Args,
     ) -> Result<redis::RedisResult<Value>, WitError> {
-        self.check_script(master, sha1)?;
+        let rerun_safe = self.check_script(master, sha1)?.rerun_safe;
         let scope = held_scope(&self.scopes, scope)?;
         scope.frame.write(&mut self.framed, sha1, args);
         let framed = &self.framed;
         let request = |conn: &mut redis::Connection| redis::ConnectionLike::req_packed_command(conn, framed).and_then(Value::extract_error);
-        Ok(query_own(&mut self.sync.commands, client, true, request))
+        Ok(query_own(&mut self.sync.commands, client, rerun_safe, request))
     }
 
     /// A read-only command of the allow list, on the semaphore's own key.
@@ -666,8 +664,8 @@ impl TransportHost for HostState {
         let result = match conns.as_deref().and_then(|conns| self.caller_thread_client(conns)) {
             Some(client) => self.eval_on_caller_thread(client, master, &sha1, &scope, &args)?.map(|value| (value, None)),
             None => {
-                let evalsha = self.evalsha(master, &sha1, &scope, &args)?;
-                self.run(master, &evalsha, None, true).await
+                let (evalsha, rerun_safe) = self.evalsha(master, &sha1, &scope, &args)?;
+                self.run(master, &evalsha, None, rerun_safe).await
             }
         };
         self.resumed_at = Instant::now();
@@ -683,9 +681,9 @@ impl TransportHost for HostState {
         let pending: Vec<_> = calls
             .into_iter()
             .map(|(master, args)| {
-                let cmd = self.evalsha(master, &sha1, &scope, &guest_args(args)?)?;
+                let (cmd, rerun_safe) = self.evalsha(master, &sha1, &scope, &guest_args(args)?)?;
                 let conns = self.masters[master as usize].clone();
-                Ok(tokio::spawn(async move { tokio::time::timeout(timeout, conns.query(&cmd, None, true)).await }))
+                Ok(tokio::spawn(async move { tokio::time::timeout(timeout, conns.query(&cmd, None, rerun_safe)).await }))
             })
             .collect();
         let mut results = Vec::with_capacity(pending.len());

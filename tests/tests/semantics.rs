@@ -520,3 +520,46 @@ async fn scripts_flushed_from_redis_are_loaded_again() {
     assert!(commandstat(&server, "script|load").await >= 1, "the guest loaded the script again");
     assert!(sem.acquire(false, None).await.unwrap());
 }
+
+/// A release runs in Redis but its reply is lost: Redis holds it (CLIENT PAUSE) while a proxy
+/// cuts the network, so the reply is dropped, and the healed network closes the connection. The
+/// caller gets `Unreachable`. Sent a second time, the release would no longer find the caller's
+/// permit and would give back another holder's (permits are fungible), so the host must not send
+/// it again. Through both paths: the async API and the blocking one, which runs on the caller's
+/// thread over its own connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_release_whose_reply_was_lost_is_not_sent_again() {
+    use pottery_semaphore_host::{BlockingSemaphore, Options};
+    use pottery_semaphore_tests::proxy::Proxy;
+    let server = Server::start(Flavor::Redis);
+    let proxy = Proxy::start(server.port);
+    let (ka, kb) = (key("lost-reply-async"), key("lost-reply-blocking"));
+    let via_proxy = |k: &str| Options::new(proxy.url(), k).guard_fresh_server(false).permits(2);
+    let (mine_async, other_async) = (Semaphore::open(via_proxy(&ka)).await.unwrap(), open(&server, &ka, 2).await);
+    let (mine_blocking, other_blocking) = (Semaphore::open(via_proxy(&kb)).await.unwrap(), open(&server, &kb, 2).await);
+    for sem in [&mine_async, &other_async, &mine_blocking, &other_blocking] {
+        assert!(sem.acquire(false, None).await.unwrap());
+    }
+    // Redis has the release script (a NOSCRIPT reply would be lost instead).
+    mine_async.release(1).await.unwrap();
+    assert!(mine_async.acquire(false, None).await.unwrap());
+    let mine_blocking = BlockingSemaphore::from(mine_blocking);
+    // Its guest instance for the caller's thread, and that instance's connection, exist first.
+    let mine_blocking = tokio::task::spawn_blocking(move || mine_blocking.value().map(|_| mine_blocking)).await.unwrap().unwrap();
+    let mut conn = server.client().get_multiplexed_async_connection().await.expect("conn");
+    let _: () = redis::cmd("CLIENT").arg("PAUSE").arg(1_000).arg("WRITE").query_async(&mut conn).await.expect("CLIENT PAUSE");
+    let blocking = tokio::task::spawn_blocking(move || mine_blocking.release(1));
+    let releasing = tokio::spawn(async move { mine_async.release(1).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(1_300)).await; // the releases ran; their replies were dropped
+    proxy.restore();
+    let released = releasing.await.unwrap();
+    assert!(matches!(released, Err(Error::Unreachable(_))), "async: {released:?}");
+    let released = blocking.await.unwrap();
+    assert!(matches!(released, Err(Error::Unreachable(_))), "blocking: {released:?}");
+    for (path, other) in [("async", &other_async), ("blocking", &other_blocking)] {
+        assert_eq!(other.permits().await.unwrap().len(), 1, "{path}: the release ran twice and took the other holder's permit");
+        assert_eq!(other.value().await.unwrap(), 1, "{path}: the caller's own permit was released once");
+    }
+}
