@@ -552,14 +552,19 @@ impl<T: Transport> Semaphore<T> {
         })
     }
 
-    /// Releases `n` permits: this holder's own first (oldest first), then other holders' (earliest
-    /// lease end first). Two round trips: read all masters, then release on all. Every master
-    /// records owners, so `own` (what the caller knows it holds) is not needed.
-    pub fn release(&self, n: i64, _own: &[u64]) -> Result<Released, Error> {
+    /// Releases `n` permits: those the caller names as its own first, then other holders'
+    /// (earliest lease end first). Two round trips: read all masters, then release on all.
+    /// Named, not all this holder's permits: the caller's books settle only what it named.
+    pub fn release(&self, n: i64, named: &[u64]) -> Result<Released, Error> {
         let n = validate::count(n)?;
         let view = self.view()?;
-        let (mut own, mut others): (Vec<Holder>, Vec<Holder>) = view.holders.into_iter().map(|(h, _)| h).partition(|h| h.holder == self.id.holder);
-        own.sort_by_key(|h| h.token);
+        // As on one server: the permits the caller names as its own first, in its order; then
+        // everyone else's, this holder's unnamed ones included (one whose release failed and
+        // is being retried, say), earliest lease end first.
+        let order: BTreeMap<u64, usize> = named.iter().enumerate().map(|(i, t)| (*t, i)).collect();
+        let (mut own, mut others): (Vec<Holder>, Vec<Holder>) =
+            view.holders.into_iter().map(|(h, _)| h).partition(|h| h.holder == self.id.holder && order.contains_key(&h.token));
+        own.sort_by_key(|h| order[&h.token]);
         others.sort_by_key(|h| h.ttl_ms);
         own.truncate(n as usize);
         others.truncate(n as usize - own.len());

@@ -259,3 +259,28 @@ async fn an_acquire_failing_on_one_master_gives_back_what_the_others_granted() {
         assert_eq!(leases, 0, "the slot claimed on a healthy master went back");
     }
 }
+
+/// A release names the permits the caller knows it holds, and those go first. Here the handle
+/// holds U and A; U's release failed (no majority), so the handle no longer counts it (it
+/// retries it in the background) though the masters still do. `release(1)` must give back A,
+/// which the caller means, not U, the holder's oldest in Redis: else A stays held and refreshed
+/// for as long as the handle lives.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_release_gives_back_the_permits_the_caller_names_first() {
+    let mut servers: Vec<Server> = (0..3).map(|_| Server::start_persistent(Flavor::Redis)).collect();
+    let k = key("mm-named");
+    let sem = Semaphore::open(options(&servers, &k).permits(2).lease(Duration::from_secs(30))).await.unwrap();
+    let u = sem.acquire_n(1, false, None).await.unwrap()[0].token;
+    let a = sem.acquire_n(1, false, None).await.unwrap()[0].token;
+    assert!(u < a);
+    servers[1].kill();
+    servers[2].kill();
+    assert!(matches!(sem.release_permits(vec![u]).await, Err(Error::Quorum(_))));
+    assert_eq!(sem.held().iter().map(|p| p.token).collect::<Vec<_>>(), [a], "U's release is in doubt");
+    servers[1].restart();
+    servers[2].restart();
+    sem.release(1).await.unwrap();
+    assert!(sem.held().is_empty(), "A was released: {:?}", sem.held());
+    let in_redis: Vec<u64> = sem.permits().await.unwrap().iter().map(|p| p.token).collect();
+    assert!(!in_redis.contains(&a), "A is gone from the masters: {in_redis:?}");
+}
