@@ -184,6 +184,10 @@ struct Inner {
     /// Permits a release of this handle is giving back right now (with how many releases name
     /// each): a refresh that no longer finds them has not seen a lost lease.
     releasing: Mutex<BTreeMap<u64, usize>>,
+    /// Held by a release from choosing its permits until it has settled `held`: each release
+    /// of this handle names its permits from what the one before left (two at once would both
+    /// target the lowest, and a failure of one would leave what it meant held and refreshed).
+    releases: tokio::sync::Mutex<()>,
     lost: Mutex<Vec<Permit>>,
     lost_signal: Notify,
 }
@@ -221,6 +225,15 @@ impl Drop for Releasing {
 }
 
 type OpFuture<'a, R> = Pin<Box<dyn Future<Output = Result<R, Error>> + Send + 'a>>;
+
+/// Gives a release's call its signature (a closure's is not inferred as higher-ranked when it
+/// is returned from another closure).
+fn release_op<F>(op: F) -> F
+where
+    F: for<'a> FnOnce(&'a mut Instance) -> OpFuture<'a, Vec<u64>>,
+{
+    op
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -266,7 +279,12 @@ impl Drop for Granted {
         let tokens: Vec<u64> = self.permits.iter().map(|p| p.token).collect();
         let inner = self.inner.clone();
         self.inner.rt.tokio.spawn(async move {
-            let _ = inner.with_instance(move |i| Box::pin(async move { i.release_permits(&tokens).await })).await;
+            let retry = tokens.clone();
+            if inner.with_instance(move |i| Box::pin(async move { i.release_permits(&tokens).await })).await.is_err() {
+                // The refresher tries again, as for any release that failed.
+                let now = std::time::Instant::now();
+                lock(&inner.unreleased).extend(retry.into_iter().map(|t| (t, now)));
+            }
         });
     }
 }
@@ -508,6 +526,7 @@ impl Semaphore {
                 held: Mutex::new(BTreeMap::new()),
                 unreleased: Mutex::new(Vec::new()),
                 releasing: Mutex::new(BTreeMap::new()),
+                releases: tokio::sync::Mutex::new(()),
                 lost: Mutex::new(Vec::new()),
                 lost_signal: Notify::new(),
             });
@@ -582,29 +601,36 @@ impl Semaphore {
     /// in the background until Redis answers or their lease ends. Do not call `release` again
     /// for them: that would release another permit.
     pub async fn release(&self, n: i64) -> Result<(), Error> {
-        // Lowest token first; the guest can only release as ours the permits it is told of.
-        let own: Vec<u64> = lock(&self.inner.held).keys().take(MAX_PERMITS_PER_CALL as usize).copied().collect();
-        let targeted: Vec<u64> = own.iter().take(usize::try_from(n).unwrap_or(0)).copied().collect();
-        let judged = own.clone();
-        self.release_with(targeted, judged, move |i| Box::pin(async move { i.release(n, &own).await })).await.map(drop)
+        let plan = move |inner: &Inner| {
+            // Lowest token first; the guest can only release as ours the permits it is told of.
+            let own: Vec<u64> = lock(&inner.held).keys().take(MAX_PERMITS_PER_CALL as usize).copied().collect();
+            let targeted: Vec<u64> = own.iter().take(usize::try_from(n).unwrap_or(0)).copied().collect();
+            let judged = own.clone();
+            (targeted, judged, release_op(move |i| Box::pin(async move { i.release(n, &own).await })))
+        };
+        self.release_with(plan).await.map(drop)
     }
 
     /// Releases exactly these permits of this handle (those it still holds).
     pub async fn release_permits(&self, tokens: Vec<u64>) -> Result<Vec<u64>, Error> {
-        let asked = tokens.clone();
-        self.release_with(asked.clone(), asked, move |i| Box::pin(async move { i.release_permits(&tokens).await })).await
+        let plan = move |_: &Inner| (tokens.clone(), tokens.clone(), release_op(move |i| Box::pin(async move { i.release_permits(&tokens).await })));
+        self.release_with(plan).await
     }
 
     /// Runs a release and settles `held` after it, in one piece: on the runtime's threads
-    /// unless inline, so that dropping the caller's future leaves neither undone. `targeted`
-    /// are the permits it gives back (marked meanwhile: a refresh that misses them has not
-    /// seen a lost lease); `judged`, those it may have taken.
-    async fn release_with<F>(&self, targeted: Vec<u64>, judged: Vec<u64>, op: F) -> Result<Vec<u64>, Error>
+    /// unless inline, so that dropping the caller's future leaves neither undone, and one
+    /// release of this handle at a time (see `Inner::releases`). `plan` says, from `held` as
+    /// the release finds it, which permits it gives back (marked meanwhile: a refresh that
+    /// misses them has not seen a lost lease), which it may have taken, and the call.
+    async fn release_with<P, F>(&self, plan: P) -> Result<Vec<u64>, Error>
     where
+        P: FnOnce(&Inner) -> (Vec<u64>, Vec<u64>, F) + Send + 'static,
         F: for<'a> FnOnce(&'a mut Instance) -> OpFuture<'a, Vec<u64>> + Send + 'static,
     {
         let (inner, inline) = (self.inner.clone(), self.inline);
         let work = async move {
+            let _one_at_a_time = inner.releases.lock().await;
+            let (targeted, judged, op) = plan(&inner);
             let _releasing = Releasing::new(&inner, &targeted);
             let result = if inline { inner.with_instance_blocking(op).await } else { inner.with_instance(op).await };
             inner.settle_release(result, &targeted, &judged).await

@@ -157,8 +157,9 @@ struct Step {
 ///
 /// Faults that can leave dead waiters queued (a killed worker, a restart that keeps the queue
 /// while its waiters' connections broke) get two leases and a second: such a waiter keeps its
-/// place until its heartbeat lapses (a lease), and a permit handed to it meanwhile stays taken
-/// for another lease. The wiped restart gets its lease of quarantine and a lease to grant.
+/// place until its heartbeat lapses (3 s, or the lease if shorter: here the lease), and a permit
+/// handed to it meanwhile stays taken until its lease ends or 3 s pass with its push untaken
+/// (here the lease again). The wiped restart gets its lease of quarantine and a lease to grant.
 fn schedule(servers: usize, cluster: bool) -> (Vec<Step>, Duration) {
     let ghosts = LEASE * 2 + Duration::from_secs(1);
     // A restarted cluster primary refuses commands for its first 2 s (Redis' writable delay,
