@@ -44,10 +44,12 @@ local function read_waiter(id)
   return tonumber(n), tonumber(lease), tonumber(alive), holder
 end
 
--- How long a waiter keeps its place without a heartbeat: at most 3 s (the guest beats every
--- third of it, see `WAITER_WINDOW_MS` in protocol.rs), so a waiter that dies at the head holds up
--- those behind it for seconds, not for a whole lease.
-local WAITER_WINDOW = math.min(LEASE, 3000)
+-- How long a waiter keeps its place without a heartbeat: its lease, but at most 10 s (the guest
+-- beats every third of it, see `WAITER_WINDOW_MS` in protocol.rs), so a waiter that dies at the
+-- head holds up those behind it for seconds, not for a long lease. Not shorter: each empty beat
+-- costs the waiter a new pop connection, and a server stall longer than this drops waiters
+-- (they queue again, out of order).
+local WAITER_WINDOW = math.min(LEASE, 10000)
 
 local function write_waiter(id, n)
   redis.call('HSET', WAITERS, id, int(n) .. ' ' .. int(LEASE) .. ' ' .. int(now + WAITER_WINDOW) .. ' ' .. HOLDER)
@@ -58,8 +60,9 @@ local function remove_waiter(id)
   redis.call('HDEL', WAITERS, id)
 end
 
--- A served waiter takes its push within a heartbeat (a second) of it; one that left it there
--- this long died (or stalled: it then finds nothing and queues again). BLPOP takes a push
+-- A live waiter sits in BLPOP but for a heartbeat's round trip between pops, so it takes its
+-- push at once; one that left it there this long died (or stalled: it then finds nothing and
+-- queues again). BLPOP takes a push
 -- atomically, so a push still there means nobody has seen these tokens: they go back at once
 -- rather than a lease later.
 local SERVED_GRACE = 3000

@@ -10,9 +10,9 @@ use crate::scripts::{self, Script};
 use crate::{validate, Arg, Args, Error, Reply, Scalar, Scope, Transport};
 
 /// How long a queued waiter keeps its place without a heartbeat (or its lease, if shorter); it
-/// beats every third of this. Short and independent of the lease, so that a waiter that dies at
-/// the head of the queue holds up the others for seconds, not a lease. `queue.lua` has the same.
-const WAITER_WINDOW_MS: u64 = 3000;
+/// beats every third of this. Capped, so that a waiter that dies at the head of the queue holds
+/// up the others for seconds, not a long lease. `queue.lua` has the same.
+const WAITER_WINDOW_MS: u64 = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {

@@ -122,7 +122,7 @@ async fn a_dead_waiter_loses_its_place_within_seconds_whatever_its_lease() {
     let k = key("deadwaiter-window");
     let holder = Semaphore::open(server.options(&k).permits(1)).await.unwrap();
     assert!(holder.acquire(false, None).await.unwrap());
-    let (mut dead, mut out) = spawn_worker(&["wait", &server.url(), &k, "1", "60"]);
+    let (mut dead, mut out) = spawn_worker(&["wait", &server.url(), &k, "1", "120", "60000"]);
     assert_eq!(line(&mut out), "waiting");
     tokio::time::sleep(Duration::from_millis(300)).await;
     dead.kill().unwrap();
@@ -130,9 +130,10 @@ async fn a_dead_waiter_loses_its_place_within_seconds_whatever_its_lease() {
     let behind = Semaphore::open(server.options(&k).permits(1)).await.unwrap();
     let b = behind.clone();
     let pending = tokio::spawn(async move { b.acquire(true, Some(Duration::from_secs(30))).await });
-    // The dead waiter's lease is 10 s, but a waiter keeps its place only 3 s without a heartbeat:
-    // a release after that passes it over (a release within it would serve it, see above).
-    tokio::time::sleep(Duration::from_millis(3_300)).await;
+    // The dead waiter's lease is 60 s, but a waiter keeps its place at most 10 s without a
+    // heartbeat: a release after that passes it over (a release within it would serve it, and
+    // the permit would come back 3 s later, see above).
+    tokio::time::sleep(Duration::from_millis(10_300)).await;
     holder.release(1).await.unwrap();
     let started = Instant::now();
     assert!(pending.await.unwrap().unwrap());

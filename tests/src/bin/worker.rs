@@ -6,7 +6,7 @@
 //!   doing `cycles` acquire/hold/release rounds with random holds. The oracle, a separate Redis
 //!   server that knows nothing of the protocol, counts holders with INCR/DECR; a count above
 //!   `permits` is recorded as a violation. Prints `done <cycles> <max seen>`.
-//! `worker wait <url> <key> <permits> <timeout_s>`: prints `waiting`, blocks in acquire and prints
+//! `worker wait <url> <key> <permits> <timeout_s> [lease_ms]`: prints `waiting`, blocks in acquire and prints
 //!   `acquired <ms waited>` or `timeout`.
 //! `worker chaos <json>`: the fault tests' client (see [`chaos`]); the JSON names `masters`,
 //!   `cluster`, `key`, `permits`, `lease_ms`, `oracle`, `duration_ms` and `threads`.
@@ -265,7 +265,8 @@ fn main() {
         }
         "stress" => stress(url, key, permits, arg(&args, 5), arg(&args, 6).parse().expect("tasks"), arg(&args, 7).parse().expect("cycles")),
         "wait" => {
-            let sem = open(url, key, permits, Duration::from_secs(10));
+            let lease_ms: u64 = args.get(6).map_or(10_000, |l| l.parse().expect("lease_ms"));
+            let sem = open(url, key, permits, Duration::from_millis(lease_ms));
             let timeout: f64 = arg(&args, 5).parse().expect("timeout");
             println!("waiting");
             let started = Instant::now();
