@@ -21,12 +21,19 @@ local function key_part(s)
   return s
 end
 
+-- When the one-server queue last looked for permits served to dead waiters (see queue.lua's
+-- serve), read along with the capacity at no extra cost.
+local reclaimed_at = 0
+
 -- Capacity and quarantine end. A server that finds the state gone knows it vanished (FLUSHALL,
 -- a restart without persistence): it recreates it with `create` (each mode has its own layout)
 -- and grants nothing for one lease, so that permits held under the old state end first.
 local function capacity(create)
-  local meta = redis.call('HMGET', META, 'capacity', 'quarantine')
-  if meta[1] then return tonumber(meta[1]), tonumber(meta[2]) end
+  local meta = redis.call('HMGET', META, 'capacity', 'quarantine', 'reclaimed')
+  if meta[1] then
+    reclaimed_at = tonumber(meta[3]) or 0
+    return tonumber(meta[1]), tonumber(meta[2])
+  end
   create(now + LEASE)
   return INITIAL, now + LEASE
 end

@@ -7,7 +7,8 @@
 --   grant:W  str   "holder token..." handed to waiter W: the record a late or cancelled waiter
 --                  settles, or others reclaim when W never takes its push
 --   wake:W   list  pushed once when W is served: "deadline token..." so it needs no claim
---   served   zset  waiter id -> when a push still there means W is dead (see reclaim_unwoken)
+--   served   zset  waiter id -> when a push still there means W is dead (see reclaim_unwoken);
+--                  no expiry: entries go with the first script that serves after they are due
 local QUEUE, WAITERS = KEYS[3], KEYS[4]
 
 local function wake_key(w) return PREFIX .. 'wake:' .. key_part(w) end
@@ -62,30 +63,42 @@ end
 
 -- A live waiter sits in BLPOP but for a heartbeat's round trip between pops, so it takes its
 -- push at once; one that left it there this long died (or stalled: it then finds nothing and
--- queues again). BLPOP takes a push
--- atomically, so a push still there means nobody has seen these tokens: they go back at once
--- rather than a lease later.
+-- queues again). BLPOP takes a push atomically, so a push still there means nobody has seen
+-- these tokens: they go back at once rather than a lease later. The check runs at most once a
+-- second (its time is kept in meta), not in every hand-off of a busy queue.
 local SERVED_GRACE = 3000
+local RECLAIM_EVERY = 1000
+-- Served waiters looked at per script: a busy queue's backlog is worked off over a few
+-- scripts instead of in one long one. (Most are live waiters that took their push.)
+local RECLAIM_BATCH = 200
 
+-- Returns false when more are due than one batch looked at.
 local function reclaim_unwoken()
-  for _, w in ipairs(redis.call('ZRANGEBYSCORE', SERVED, '-inf', int(now))) do
-    redis.call('ZREM', SERVED, w)
-    local rec = redis.call('GET', grant_key(w))
-    if rec and redis.call('EXISTS', wake_key(w)) == 1 then
-      local holder, toks = string.match(rec, '^(%S+) (.*)$')
+  local due = redis.call('ZRANGEBYSCORE', SERVED, '-inf', int(now), 'LIMIT', '0', int(RECLAIM_BATCH))
+  if #due == 0 then return true end
+  for _, w in ipairs(due) do
+    local rec = redis.call('EXISTS', wake_key(w)) == 1 and redis.call('GET', grant_key(w))
+    local holder, toks = string.match(rec or '', '^(%S+) (.*)$')
+    if holder then
       for tok in string.gmatch(toks, '%S+') do redis.call('ZREM', LEASES, permit(tok, holder)) end
       redis.call('DEL', grant_key(w), wake_key(w))
     end
   end
+  -- The lowest scores first, so the batch is the set's first ranks.
+  redis.call('ZREMRANGEBYRANK', SERVED, '0', int(#due - 1))
+  return #due < RECLAIM_BATCH
 end
 
 -- Hands free permits to waiters in arrival order, each woken by a push that carries its
 -- permits; returns the permits left and whether the queue holds up a newcomer (anyone queued,
 -- or no permit left to serve them with). The head blocks those behind it (strict FIFO); a
 -- waiter past its heartbeat is dropped once a permit could go to the next, and permits served
--- to a waiter that never took them come back after SERVED_GRACE.
+-- to a waiter that never took them come back after SERVED_GRACE (and RECLAIM_EVERY at most).
 local function serve(cap, quarantine)
-  reclaim_unwoken()
+  if now >= reclaimed_at + RECLAIM_EVERY and reclaim_unwoken() then
+    reclaimed_at = now
+    redis.call('HSET', META, 'reclaimed', int(now))
+  end
   local free = cap - redis.call('ZCARD', LEASES)
   if now < quarantine then return 0, redis.call('ZCARD', QUEUE) > 0 end
   while true do
@@ -102,7 +115,6 @@ local function serve(cap, quarantine)
       redis.call('RPUSH', wake_key(head), int(now + lease) .. ' ' .. toks)
       redis.call('PEXPIRE', wake_key(head), ttl)
       redis.call('ZADD', SERVED, int(now + SERVED_GRACE), head)
-      redis.call('PEXPIRE', SERVED, int(math.max(lease, SERVED_GRACE) * 2))
       remove_waiter(head)
       free = free - n
     else

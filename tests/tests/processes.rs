@@ -108,12 +108,12 @@ async fn permits_served_to_a_waiter_that_died_come_back_within_seconds() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     holder.release(1).await.unwrap();
     // Released while the dead waiter still had its place: it was served. It never takes its
-    // push, so 3 s later the live one's next heartbeat (every second) takes the permit back for
-    // itself, long before the dead one's 10 s lease would have ended.
+    // push, so 3 s later the live one's next heartbeat (every 3.3 s) takes the permit back for
+    // itself, before the dead one's 10 s lease would have ended.
     let started = Instant::now();
     assert!(pending.await.unwrap().unwrap());
     println!("live waiter served {:?} after the release", started.elapsed());
-    assert!(started.elapsed() <= Duration::from_millis(4_500), "served only {:?} after the release", started.elapsed());
+    assert!(started.elapsed() <= Duration::from_millis(8_000), "served only {:?} after the release", started.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -179,6 +179,34 @@ fn permits_served_to_a_waiter_that_never_takes_its_push_come_back_after_three_se
     }
 }
 
+/// A busy queue leaves many served waiters to look at; each script looks at 200 at most and the
+/// next goes on (not a second later), so the backlog never outgrows the check. 250 waiters
+/// served 4 s ago, the last of which never took its push (a permit of capacity 1): the first
+/// script looks at 200, the second at the rest and takes the untaken permit back.
+#[test]
+fn served_waiters_are_looked_at_in_batches_until_none_is_due() {
+    for flavor in Flavor::all() {
+        let server = Server::start(flavor);
+        let mut sem = Sem::new(&server, "batches", 1);
+        let prefix = sem.meta[..sem.meta.len() - 4].to_string();
+        let served = format!("{prefix}served");
+        let now_ms: u64 = redis::cmd("TIME").query::<(u64, u64)>(&mut sem.conn).map(|(s, us)| s * 1000 + us / 1000).expect("TIME");
+        for w in 1..=250u64 {
+            let _: () = redis::cmd("ZADD").arg(&served).arg(now_ms - 4_000 + w).arg(w).query(&mut sem.conn).expect("ZADD");
+        }
+        let _: () = redis::cmd("ZADD").arg(&sem.keys[1]).arg(now_ms + 60_000).arg("7:D").query(&mut sem.conn).expect("ZADD");
+        let _: () = redis::cmd("SET").arg(format!("{prefix}grant:250")).arg("D 7").query(&mut sem.conn).expect("SET");
+        let _: () = redis::cmd("RPUSH").arg(format!("{prefix}wake:250")).arg("0 7").query(&mut sem.conn).expect("RPUSH");
+        let left = |sem: &mut Sem| -> u64 { redis::cmd("ZCARD").arg(&served).query(&mut sem.conn).expect("ZCARD") };
+        sem.run(&scripts::VALUE, "X", &[]);
+        assert_eq!(left(&mut sem), 50, "{flavor:?}: one batch looked at");
+        assert_eq!(sem.leases(), ["7:D"], "{flavor:?}: the untaken permit is in the next batch");
+        sem.run(&scripts::VALUE, "X", &[]);
+        assert_eq!(left(&mut sem), 0, "{flavor:?}: the next script went on at once");
+        assert!(sem.leases().is_empty(), "{flavor:?}: the permit D never took came back: {:?}", sem.leases());
+    }
+}
+
 /// Several masters, one of them here: a burst of grants (faster than one per ms) and then the
 /// state wiped (a restart without persistence). The recreated semaphore must start above every
 /// epoch it issued, or a later grant of a slot could carry a smaller token than an earlier one.
