@@ -75,8 +75,8 @@ impl Transport for HostTransport {
         replies.unwrap_or_else(|e| calls.iter().map(|_| Err(e.clone())).collect())
     }
 
-    fn blocking_pop_on(&self, master: u32, key: &str, timeout_ms: u64) -> Result<Option<String>, Error> {
-        wit_transport::blocking_pop(master, key, timeout_ms).map_err(Error::from)
+    fn blocking_pop_on(&self, master: u32, key: &str, timeout_ms: u64, exact: bool) -> Result<Option<String>, Error> {
+        wit_transport::blocking_pop(master, key, timeout_ms, exact).map_err(Error::from)
     }
 
     fn sleep(&self, ms: u64) -> Result<(), Error> {
@@ -87,8 +87,8 @@ impl Transport for HostTransport {
         Ok(wit_transport::command(MASTER, name, key, args)?.into())
     }
 
-    fn blocking_pop(&self, key: &str, timeout_ms: u64) -> Result<Option<String>, Error> {
-        wit_transport::blocking_pop(MASTER, key, timeout_ms).map_err(Error::from)
+    fn blocking_pop(&self, key: &str, timeout_ms: u64, exact: bool) -> Result<Option<String>, Error> {
+        wit_transport::blocking_pop(MASTER, key, timeout_ms, exact).map_err(Error::from)
     }
 
     fn wait_replicas(&self) -> Result<(), Error> {

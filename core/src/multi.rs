@@ -27,6 +27,9 @@ pub const MAX_SLOTS: u64 = 1 << SLOT_BITS;
 const SLOT_BITS: u32 = 16;
 /// Longest wait between two attempts while nothing wakes the waiter.
 const MAX_WAIT_MS: u64 = 2_000;
+/// Pauses shorter than this are timed to the millisecond (see `Transport::blocking_pop`): Redis's
+/// timer could stretch them several times over.
+const EXACT_BELOW_MS: u64 = 500;
 
 /// The fencing token of slot `slot` granted under `epoch`.
 pub fn token(epoch: u64, slot: u64) -> u64 {
@@ -252,14 +255,19 @@ impl<T: Transport> Semaphore<T> {
                 return Ok(Vec::new());
             }
             let mut pause_ms = pause_ms.max(1);
+            // Short back-offs and the caller's deadline need the millisecond; a long wait for
+            // a push may end a little late and keep its connection.
+            let mut exact = pause_ms < EXACT_BELOW_MS;
             if let Some(deadline) = deadline {
                 let now = self.transport.monotonic_now_ns();
                 if now >= deadline {
                     return Ok(Vec::new());
                 }
-                pause_ms = pause_ms.min((deadline - now).div_ceil(1_000_000));
+                let left_ms = (deadline - now).div_ceil(1_000_000);
+                exact |= left_ms <= pause_ms;
+                pause_ms = pause_ms.min(left_ms);
             }
-            self.pause(attempt, pause_ms, &wait_on)?;
+            self.pause(attempt, pause_ms, exact, &wait_on)?;
             attempt += 1;
         }
     }
@@ -271,13 +279,13 @@ impl<T: Transport> Semaphore<T> {
     /// A release reaches the masters one by one. A waiter woken by its push on the first may
     /// find the others still held, and must then wait where the release has yet to arrive: on
     /// the master whose push it took, nothing more would come until `MAX_WAIT_MS`.
-    fn pause(&self, attempt: u64, ms: u64, wait_on: &[u32]) -> Result<(), Error> {
+    fn pause(&self, attempt: u64, ms: u64, exact: bool, wait_on: &[u32]) -> Result<(), Error> {
         let pick = attempt + self.jitter(0);
         let master = match wait_on {
             [] => (pick % u64::from(self.masters)) as u32,
             some => some[(pick % some.len() as u64) as usize],
         };
-        match self.transport.blocking_pop_on(master, &self.id.keys.multi_wake(), ms) {
+        match self.transport.blocking_pop_on(master, &self.id.keys.multi_wake(), ms, exact) {
             Ok(_) => Ok(()),
             Err(Error::Cancelled) => Err(Error::Cancelled),
             Err(_) => self.transport.sleep(ms),
@@ -651,10 +659,10 @@ mod tests {
         fn command(&self, _: &str, _: &str, _: &[String]) -> Result<Reply, Error> {
             unreachable!("no commands")
         }
-        fn blocking_pop(&self, _: &str, _: u64) -> Result<Option<String>, Error> {
+        fn blocking_pop(&self, _: &str, _: u64, _: bool) -> Result<Option<String>, Error> {
             unreachable!("several masters pop through blocking_pop_on")
         }
-        fn blocking_pop_on(&self, master: u32, _: &str, _: u64) -> Result<Option<String>, Error> {
+        fn blocking_pop_on(&self, master: u32, _: &str, _: u64, _: bool) -> Result<Option<String>, Error> {
             self.waited_on.borrow_mut().push(master);
             Err(Error::Cancelled)
         }

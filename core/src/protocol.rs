@@ -223,14 +223,19 @@ impl<T: Transport> Semaphore<T> {
         let heartbeat_ms = (self.id.lease_ms.min(WAITER_WINDOW_MS) / 3).max(1);
         loop {
             let mut pop_ms = wait_ms.min(heartbeat_ms);
+            // Only the caller's deadline needs the millisecond; a heartbeat or a lease's end
+            // may come a little late, and such a pop keeps its connection.
+            let mut exact = false;
             if let Some(deadline) = deadline {
                 let now = self.transport.monotonic_now_ns();
                 if now >= deadline {
                     return self.leave_queue(waiter, true);
                 }
-                pop_ms = pop_ms.min((deadline - now).div_ceil(1_000_000));
+                let left_ms = (deadline - now).div_ceil(1_000_000);
+                exact = left_ms <= pop_ms;
+                pop_ms = pop_ms.min(left_ms);
             }
-            match self.transport.blocking_pop(&self.id.keys.wake(waiter), pop_ms.max(1)) {
+            match self.transport.blocking_pop(&self.id.keys.wake(waiter), pop_ms.max(1), exact) {
                 Ok(Some(pushed)) if !self.replicate => return self.served(&pushed),
                 // Replicated: the grant was written by another client, which WAIT on this
                 // connection does not cover. poll.lua claims it (a write of ours, after it).

@@ -34,8 +34,9 @@ pub trait Transport {
     /// A read-only command whose only key is its first argument.
     fn command(&self, name: &str, key: &str, args: &[String]) -> Result<Reply, Error>;
     /// BLPOP on `key` for at most `timeout_ms`; `None` on time-out, `Err(Cancelled)` when the
-    /// caller went away.
-    fn blocking_pop(&self, key: &str, timeout_ms: u64) -> Result<Option<String>, Error>;
+    /// caller went away. `exact`: keep the time-out to the millisecond (the caller's deadline),
+    /// else Redis's timer may end it a little late (a heartbeat; see the WIT).
+    fn blocking_pop(&self, key: &str, timeout_ms: u64, exact: bool) -> Result<Option<String>, Error>;
     /// Returns once the configured replicas acknowledged this connection's writes;
     /// `Err(NotReplicated)` when they did not in time. Called only when `Config::replicate`.
     fn wait_replicas(&self) -> Result<(), Error>;
@@ -51,8 +52,8 @@ pub trait Transport {
     }
 
     /// [`Transport::blocking_pop`] on master `master`.
-    fn blocking_pop_on(&self, master: u32, key: &str, timeout_ms: u64) -> Result<Option<String>, Error> {
-        if master == 0 { self.blocking_pop(key, timeout_ms) } else { Err(no_master(master)) }
+    fn blocking_pop_on(&self, master: u32, key: &str, timeout_ms: u64, exact: bool) -> Result<Option<String>, Error> {
+        if master == 0 { self.blocking_pop(key, timeout_ms, exact) } else { Err(no_master(master)) }
     }
 
     /// Waits `ms` milliseconds (between retries when no master can be reached to wait on).

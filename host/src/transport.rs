@@ -30,15 +30,18 @@ mod caller_thread;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// For scripts on the shared connection: far above any script's run time, below a hung server.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// The server-side time-out of a BLPOP exceeds ours by this much: Redis checks blocked clients
-/// only `hz` times a second (10 by default), up to 100 ms late, so the host keeps time itself.
+/// Redis checks blocked clients only `hz` times a second (10 by default), up to 100 ms late. An
+/// exact pop's server-side time-out exceeds the host's own timer by this much, so the host ends
+/// it on time (and drops the connection with the BLPOP in flight); a heartbeat's lets Redis end
+/// it, which keeps the connection, with this much for the host's timer to spare.
 const POP_SLACK: Duration = Duration::from_secs(1);
 
-/// BLPOP whose server-side time-out outlasts `timeout`, which the caller enforces itself.
-fn blpop(key: &str, timeout: Duration) -> redis::Cmd {
+/// BLPOP `key` and the time-out the host keeps itself: `(command, host's time-out)`.
+fn blpop(key: &str, timeout: Duration, exact: bool) -> (redis::Cmd, Duration) {
+    let (on_server, on_host) = if exact { (timeout + POP_SLACK, timeout) } else { (timeout, timeout + POP_SLACK) };
     let mut cmd = redis::cmd("BLPOP");
-    cmd.arg(key).arg(format!("{:.3}", (timeout + POP_SLACK).as_secs_f64()));
-    cmd
+    cmd.arg(key).arg(format!("{:.3}", on_server.as_secs_f64()));
+    (cmd, on_host)
 }
 /// Idle pop connections kept per Redis server.
 const IDLE_POP_CONNECTIONS: usize = 16;
@@ -235,15 +238,14 @@ impl Connections {
         }
     }
 
-    async fn blocking_pop(&self, key: &str, timeout_ms: u64, cancel: Option<&CancelFlag>) -> Result<Option<String>, WitError> {
+    async fn blocking_pop(&self, key: &str, timeout_ms: u64, exact: bool, cancel: Option<&CancelFlag>) -> Result<Option<String>, WitError> {
         let pooled = self.idle_pops.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let mut reused = pooled.is_some();
         let mut conn = match pooled {
             Some(c) => c,
             None => self.connect(None).await.map_err(|e| from_redis(&e))?,
         };
-        let timeout = Duration::from_millis(timeout_ms);
-        let cmd = blpop(key, timeout);
+        let (cmd, timeout) = blpop(key, Duration::from_millis(timeout_ms), exact);
         let time_up = tokio::time::sleep(timeout);
         let cancelled = crate::cancel::cancelled(cancel);
         tokio::pin!(time_up, cancelled);
@@ -421,14 +423,14 @@ impl HostState {
     }
 
     /// BLPOP on this instance's blocking pop connection, timed by the socket's read time-out;
-    /// on time-out the connection is dropped with the BLPOP in flight (see `blocking_pop`).
-    fn blocking_pop_sync(&mut self, client: &redis::Client, key: &str, timeout_ms: u64) -> Result<Option<String>, WitError> {
-        let timeout = Duration::from_millis(timeout_ms);
+    /// when that ends it, the connection is dropped with the BLPOP in flight (see `blocking_pop`).
+    fn blocking_pop_sync(&mut self, client: &redis::Client, key: &str, timeout_ms: u64, exact: bool) -> Result<Option<String>, WitError> {
+        let (cmd, timeout) = blpop(key, Duration::from_millis(timeout_ms), exact);
         let mut reused = self.sync.pops.is_some();
         loop {
             // Failing to connect is an error of its own, even when it timed out: not an empty pop.
             let conn = sync_connection(&mut self.sync.pops, client, None).map_err(|e| from_redis(&e))?;
-            let result = conn.set_read_timeout(Some(timeout)).and_then(|()| blpop(key, timeout).query::<Option<(String, String)>>(conn));
+            let result = conn.set_read_timeout(Some(timeout)).and_then(|()| cmd.query::<Option<(String, String)>>(conn));
             match result {
                 Ok(popped) => return Ok(popped.map(|(_, v)| v)),
                 Err(e) => {
@@ -727,14 +729,14 @@ impl TransportHost for HostState {
         reply(result.map_err(|e| from_redis(&e))?)
     }
 
-    async fn blocking_pop(&mut self, master: u32, key: String, timeout_ms: u64) -> Result<Option<String>, WitError> {
+    async fn blocking_pop(&mut self, master: u32, key: String, timeout_ms: u64, exact: bool) -> Result<Option<String>, WitError> {
         self.check_master(master)?;
         self.check_key(&key)?;
         let conns = self.masters[master as usize].clone();
         let result = if let Some(client) = self.caller_thread_client(&conns) {
-            self.blocking_pop_sync(client, &key, timeout_ms.max(1))
+            self.blocking_pop_sync(client, &key, timeout_ms.max(1), exact)
         } else {
-            self.masters[master as usize].blocking_pop(&key, timeout_ms.max(1), self.cancel.as_ref()).await
+            self.masters[master as usize].blocking_pop(&key, timeout_ms.max(1), exact, self.cancel.as_ref()).await
         };
         self.resumed_at = Instant::now();
         result
@@ -810,7 +812,7 @@ mod tests {
             assert!(forbidden(<HostState as $imports>::command(s, 0, "HGET".into(), Keys::new("other").meta(), vec![])$(.$aw)?));
             let more_keys = vec![Keys::new("other").meta()];
             assert!(forbidden(<HostState as $imports>::command(s, 0, "EXISTS".into(), Keys::new("mine").meta(), more_keys)$(.$aw)?), "one key only");
-            assert!(forbidden(<HostState as $imports>::blocking_pop(s, 0, "pottery-semaphore:{other}:wake:1".into(), 10)$(.$aw)?));
+            assert!(forbidden(<HostState as $imports>::blocking_pop(s, 0, "pottery-semaphore:{other}:wake:1".into(), 10, true)$(.$aw)?));
             // Scopes cost host memory: a guest holds a few at most, and may open more as it drops some.
             let mut more = Vec::new();
             for _ in 1..MAX_SCOPES {

@@ -79,7 +79,7 @@ impl Transport for NativeTransport {
         reply(self.query(&cmd).map_err(|e| from_redis(&e))?)
     }
 
-    fn blocking_pop(&self, key: &str, timeout_ms: u64) -> Result<Option<String>, Error> {
+    fn blocking_pop(&self, key: &str, timeout_ms: u64, _exact: bool) -> Result<Option<String>, Error> {
         let seconds = format!("{:.3}", timeout_ms as f64 / 1000.0);
         let mut cmd = redis::cmd("BLPOP");
         cmd.arg(key).arg(seconds);

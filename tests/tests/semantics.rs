@@ -223,13 +223,15 @@ async fn permit_inspection_and_lease_refresh() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_refresher_keeps_more_permits_than_one_call_takes() {
     let server = Server::start(Flavor::Redis);
-    let sem = Semaphore::open(server.options(&key("many")).permits(10_001).lease(Duration::from_millis(400)))
+    // A lease long enough for a refresh of 10,000 permits (tens of ms) to come in time on a
+    // busy machine: at 400 ms, two busy loops beside it made leases lapse.
+    let sem = Semaphore::open(server.options(&key("many")).permits(10_001).lease(Duration::from_millis(1500)))
         .await
         .unwrap();
     assert_eq!(sem.acquire_n(10_000, false, None).await.unwrap().len(), 10_000);
     assert_eq!(sem.acquire_n(1, false, None).await.unwrap().len(), 1);
     // Three leases: only the refresher keeps them.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(Duration::from_millis(4500)).await;
     let status = sem.status().await.unwrap();
     assert_eq!((status.available, status.holders.len()), (0, 10_001), "every permit still held in Redis");
     assert_eq!(sem.held().len(), 10_001);
@@ -562,4 +564,37 @@ async fn a_release_whose_reply_was_lost_is_not_sent_again() {
         assert_eq!(other.permits().await.unwrap().len(), 1, "{path}: the release ran twice and took the other holder's permit");
         assert_eq!(other.value().await.unwrap(), 1, "{path}: the caller's own permit was released once");
     }
+}
+
+async fn connections_received(server: &Server) -> u64 {
+    let mut conn = server.client().get_multiplexed_async_connection().await.expect("conn");
+    let info: String = redis::cmd("INFO").arg("stats").query_async(&mut conn).await.expect("info");
+    info.lines().find_map(|l| l.strip_prefix("total_connections_received:")).and_then(|n| n.trim().parse().ok()).expect("total_connections_received")
+}
+
+/// A waiter beats every third of its lease (here every 300 ms). Those pops are ended by Redis,
+/// not cut by the host, so they keep their connection: a few thousand waiters must not open a
+/// connection each per heartbeat (and fill the client's ports with TIME_WAIT sockets). Only the
+/// last pop, which ends at the caller's deadline, is timed by the host. Both paths.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_waiters_heartbeats_keep_their_pop_connection() {
+    use pottery_semaphore_host::BlockingSemaphore;
+    let server = Server::start(Flavor::Redis);
+    let k = key("heartbeat-connections");
+    let leased = || server.options(&k).permits(1).lease(Duration::from_millis(900));
+    let holder = Semaphore::open(leased()).await.unwrap();
+    assert!(holder.acquire(false, None).await.unwrap());
+    let waiter = Semaphore::open(leased()).await.unwrap();
+    let blocking = BlockingSemaphore::from(Semaphore::open(leased()).await.unwrap());
+    waiter.value().await.unwrap();
+    let blocking = tokio::task::spawn_blocking(move || blocking.value().map(|_| blocking)).await.unwrap().unwrap();
+    let before = connections_received(&server).await;
+    let w = waiter.clone();
+    let waiting = tokio::spawn(async move { w.acquire(true, Some(Duration::from_secs(3))).await });
+    let waiting_blocking = tokio::task::spawn_blocking(move || blocking.acquire(true, Some(Duration::from_secs(3))));
+    assert!(!waiting.await.unwrap().unwrap(), "the holder kept its permit");
+    assert!(!waiting_blocking.await.unwrap().unwrap());
+    // One pop connection per waiter and this test's own; ten heartbeats each would be twenty.
+    let opened = connections_received(&server).await - before;
+    assert!(opened <= 4, "{opened} connections opened while two callers waited 3 s");
 }

@@ -11,7 +11,8 @@ use std::collections::VecDeque;
 enum Call {
     Eval(&'static str, Vec<String>),
     Command(String),
-    Pop(String, u64),
+    /// Key, time-out, and whether it must be kept to the millisecond.
+    Pop(String, u64, bool),
     Wait,
 }
 
@@ -44,8 +45,8 @@ impl Transport for &Fake {
         self.calls.borrow_mut().push(Call::Command(name.to_string()));
         self.replies.borrow_mut().pop_front().expect("unexpected command")
     }
-    fn blocking_pop(&self, key: &str, timeout_ms: u64) -> Result<Option<String>, Error> {
-        self.calls.borrow_mut().push(Call::Pop(key.to_string(), timeout_ms));
+    fn blocking_pop(&self, key: &str, timeout_ms: u64, exact: bool) -> Result<Option<String>, Error> {
+        self.calls.borrow_mut().push(Call::Pop(key.to_string(), timeout_ms, exact));
         *self.now_ns.borrow_mut() += timeout_ms * 1_000_000;
         self.pops.borrow_mut().pop_front().expect("unexpected pop")
     }
@@ -115,7 +116,7 @@ fn waiter_sleeps_on_its_wake_key_and_the_push_carries_its_permits() {
     assert_eq!(permits.iter().map(|p| (p.token, p.deadline_ms)).collect::<Vec<_>>(), vec![(43, 9000), (44, 9000)]);
     let calls = fake.calls.borrow();
     // The pop is capped by the heartbeat (lease / 3), not by the 60 s hint; no claim follows.
-    assert_eq!(*calls, vec![eval("acquire.lua", &["2", "1", "1"]), Call::Pop("pottery-semaphore:{k}:wake:7".into(), 1000)]);
+    assert_eq!(*calls, vec![eval("acquire.lua", &["2", "1", "1"]), Call::Pop("pottery-semaphore:{k}:wake:7".into(), 1000, false)]);
 }
 
 #[test]
@@ -126,7 +127,7 @@ fn a_waiter_beats_every_few_seconds_however_long_its_lease() {
     fake.pops.borrow_mut().push_back(Ok(None));
     assert_eq!(sem.acquire(1, true, None).expect("acquire")[0].token, 43);
     // A third of the 10 s a waiter keeps its place without a beat (queue.lua), not of the lease.
-    assert_eq!(fake.calls.borrow()[1], Call::Pop("pottery-semaphore:{k}:wake:7".into(), 3333));
+    assert_eq!(fake.calls.borrow()[1], Call::Pop("pottery-semaphore:{k}:wake:7".into(), 3333, false));
 }
 
 #[test]
@@ -148,8 +149,9 @@ fn pop_is_capped_by_the_next_lease_deadline_and_the_timeout() {
     fake.pops.borrow_mut().extend([Ok(None), Ok(None)]);
     assert!(sem.acquire(1, true, Some(0.5)).expect("acquire").is_empty());
     let calls = fake.calls.borrow();
-    assert_eq!(calls[1], Call::Pop("pottery-semaphore:{k}:wake:7".into(), 120));
-    assert_eq!(calls[3], Call::Pop("pottery-semaphore:{k}:wake:7".into(), 380));
+    // The lease hint may end a little late; the last pop ends at the caller's deadline, exactly.
+    assert_eq!(calls[1], Call::Pop("pottery-semaphore:{k}:wake:7".into(), 120, false));
+    assert_eq!(calls[3], Call::Pop("pottery-semaphore:{k}:wake:7".into(), 380, true));
     // Timed out: leaves the queue but keeps a grant that raced in.
     assert_eq!(calls[4], eval("cancel.lua", &["7", "1"]));
 }

@@ -83,9 +83,9 @@ impl Host for HostState {
         reply(result.map_err(|e| from_redis(&e))?)
     }
 
-    fn blocking_pop(&mut self, master: u32, key: String, timeout_ms: u64) -> Result<Option<String>, WitError> {
+    fn blocking_pop(&mut self, master: u32, key: String, timeout_ms: u64, exact: bool) -> Result<Option<String>, WitError> {
         self.check_key(&key)?;
-        let result = self.with_own_client(master, |this, client| this.blocking_pop_sync(client, &key, timeout_ms.max(1)))?;
+        let result = self.with_own_client(master, |this, client| this.blocking_pop_sync(client, &key, timeout_ms.max(1), exact))?;
         self.resumed_at = Instant::now();
         result
     }
