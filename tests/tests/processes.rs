@@ -89,23 +89,28 @@ async fn a_process_waiting_is_woken_by_another_process_release() {
     assert!(child.wait().unwrap().success());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn permits_served_to_a_waiter_that_died_come_back_within_seconds() {
-    let server = Server::start(Flavor::Redis);
-    let k = key("deadwaiter");
-    let holder = Semaphore::open(server.options(&k).permits(1)).await.unwrap();
+/// A holder of the only permit, a waiter process (lease `lease_ms`) queued behind it and killed,
+/// and a live waiter queued behind the dead one. Returns the holder and the live waiter's acquire
+/// (30 s time-out).
+async fn dead_waiter_ahead(server: &Server, k: &str, lease_ms: &str) -> (Semaphore, tokio::task::JoinHandle<Result<bool, pottery_semaphore_host::Error>>) {
+    let holder = Semaphore::open(server.options(k).permits(1)).await.unwrap();
     assert!(holder.acquire(false, None).await.unwrap());
-    let (mut dead, mut out) = spawn_worker(&["wait", &server.url(), &k, "1", "60"]);
+    let (mut dead, mut out) = spawn_worker(&["wait", &server.url(), k, "1", "120", lease_ms]);
     assert_eq!(line(&mut out), "waiting");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(holder.status().await.unwrap().waiters.len(), 1);
     dead.kill().unwrap();
     dead.wait().unwrap();
-    // A live waiter behind the dead one.
-    let behind = Semaphore::open(server.options(&k).permits(1)).await.unwrap();
-    let b = behind.clone();
-    let pending = tokio::spawn(async move { b.acquire(true, Some(Duration::from_secs(30))).await });
+    let behind = Semaphore::open(server.options(k).permits(1)).await.unwrap();
+    let pending = tokio::spawn(async move { behind.acquire(true, Some(Duration::from_secs(30))).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
+    (holder, pending)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn permits_served_to_a_waiter_that_died_come_back_within_seconds() {
+    let server = Server::start(Flavor::Redis);
+    let (holder, pending) = dead_waiter_ahead(&server, &key("deadwaiter"), "10000").await;
     holder.release(1).await.unwrap();
     // Released while the dead waiter still had its place: it was served. It never takes its
     // push, so 3 s later the live one's next heartbeat (every 3.3 s) takes the permit back for
@@ -119,21 +124,11 @@ async fn permits_served_to_a_waiter_that_died_come_back_within_seconds() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_waiter_loses_its_place_within_seconds_whatever_its_lease() {
     let server = Server::start(Flavor::Redis);
-    let k = key("deadwaiter-window");
-    let holder = Semaphore::open(server.options(&k).permits(1)).await.unwrap();
-    assert!(holder.acquire(false, None).await.unwrap());
-    let (mut dead, mut out) = spawn_worker(&["wait", &server.url(), &k, "1", "120", "60000"]);
-    assert_eq!(line(&mut out), "waiting");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    dead.kill().unwrap();
-    dead.wait().unwrap();
-    let behind = Semaphore::open(server.options(&k).permits(1)).await.unwrap();
-    let b = behind.clone();
-    let pending = tokio::spawn(async move { b.acquire(true, Some(Duration::from_secs(30))).await });
+    let (holder, pending) = dead_waiter_ahead(&server, &key("deadwaiter-window"), "60000").await;
     // The dead waiter's lease is 60 s, but a waiter keeps its place at most 10 s without a
     // heartbeat: a release after that passes it over (a release within it would serve it, and
     // the permit would come back 3 s later, see above).
-    tokio::time::sleep(Duration::from_millis(10_300)).await;
+    tokio::time::sleep(Duration::from_millis(10_100)).await;
     holder.release(1).await.unwrap();
     let started = Instant::now();
     assert!(pending.await.unwrap().unwrap());
