@@ -17,7 +17,9 @@ local function settle_grant(w, keep)
   local out, total = {}, 0
   if not rec then return out end
   local holder, toks = string.match(rec, '^(%S+) (.*)$')
-  if holder ~= HOLDER then return out end
+  -- A record of another holder has none of this one's permits, which the check below sees; a
+  -- record without a holder (written by scripts before they kept one) is all tokens.
+  if holder ~= HOLDER then toks = rec end
   for tok in string.gmatch(toks, '%S+') do
     total = total + 1
     if redis.call('ZSCORE', LEASES, permit(tok, HOLDER)) then out[#out + 1] = tok end

@@ -264,7 +264,7 @@ impl<T: Transport> Semaphore<T> {
                     return Ok(Vec::new());
                 }
                 let left_ms = (deadline - now).div_ceil(1_000_000);
-                exact |= left_ms <= pause_ms;
+                exact |= left_ms <= pause_ms + crate::protocol::REDIS_TIMER_SLACK_MS;
                 pause_ms = pause_ms.min(left_ms);
             }
             self.pause(attempt, pause_ms, exact, &wait_on)?;

@@ -14,6 +14,10 @@ use crate::{validate, Arg, Args, Error, Reply, Scalar, Scope, Transport};
 /// up the others for seconds, not a long lease. `queue.lua` has the same.
 const WAITER_WINDOW_MS: u64 = 10_000;
 
+/// How late Redis may end a blocking pop it times itself (one tick of its timer at `hz 10`, with
+/// room): pops that end closer than this to the caller's deadline are timed by the host.
+pub(crate) const REDIS_TIMER_SLACK_MS: u64 = 200;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub key: String,
@@ -232,7 +236,9 @@ impl<T: Transport> Semaphore<T> {
                     return self.leave_queue(waiter, true);
                 }
                 let left_ms = (deadline - now).div_ceil(1_000_000);
-                exact = left_ms <= pop_ms;
+                // Redis may end a pop it times up to a tick late: one that would end just before
+                // the deadline is timed by the host too, so the next one starts in time.
+                exact = left_ms <= pop_ms + REDIS_TIMER_SLACK_MS;
                 pop_ms = pop_ms.min(left_ms);
             }
             match self.transport.blocking_pop(&self.id.keys.wake(waiter), pop_ms.max(1), exact) {

@@ -597,9 +597,10 @@ impl Semaphore {
     /// `threading.Semaphore`) other holders', whose owners then see them as lost.
     ///
     /// `Unreachable` (or `Redis`, `Quorum`) means the release may or may not have happened. The
-    /// handle finishes it: the permits it targeted stop being refreshed and are released again
-    /// in the background until Redis answers or their lease ends. Do not call `release` again
-    /// for them: that would release another permit.
+    /// handle finishes it for its own permits: those it targeted stop being refreshed and are
+    /// released again in the background until Redis answers or their lease ends. Do not call
+    /// `release` again for them: that would release another permit. What it would have taken
+    /// beyond them (other holders' permits, added capacity) is not repeated.
     pub async fn release(&self, n: i64) -> Result<(), Error> {
         let plan = move |inner: &Inner| {
             // Lowest token first; the guest can only release as ours the permits it is told of.

@@ -224,7 +224,8 @@ impl Connections {
         };
         let (conn, number) = self.shared().await?;
         match attempt((conn, number)).await {
-            Err(e) if retry && is_connection_error(&e) => {
+            Err(e) if is_connection_error(&e) => {
+                // The next call gets a new connection whether or not this one is sent again.
                 // Only the connection that failed: another call may have replaced it already, and
                 // dropping that one would split writes and their WAIT over two connections.
                 let mut slot = self.shared.lock().await;
@@ -232,7 +233,7 @@ impl Connections {
                     slot.0 = None;
                 }
                 drop(slot);
-                attempt(self.shared().await?).await
+                if retry { attempt(self.shared().await?).await } else { Err(e) }
             }
             other => other,
         }
@@ -322,10 +323,16 @@ fn query_own(
     retry: bool,
     request: impl Fn(&mut redis::Connection) -> redis::RedisResult<Value>,
 ) -> redis::RedisResult<Value> {
+    // A connection that already failed is replaced before anything is sent on it.
+    if slot.as_ref().is_some_and(|conn| !redis::ConnectionLike::is_open(conn)) {
+        *slot = None;
+    }
     match sync_connection(slot, client, Some(RESPONSE_TIMEOUT)).and_then(&request) {
-        Err(e) if retry && is_connection_error(&e) => {
+        Err(e) if is_connection_error(&e) => {
+            // Dropped whether or not the request is sent again: after a time-out its reply may
+            // still come, and would be read as the next request's.
             *slot = None;
-            sync_connection(slot, client, Some(RESPONSE_TIMEOUT)).and_then(request)
+            if retry { sync_connection(slot, client, Some(RESPONSE_TIMEOUT)).and_then(request) } else { Err(e) }
         }
         other => other,
     }

@@ -249,3 +249,33 @@ async fn a_release_that_fails_while_redis_is_down_does_not_keep_the_permit_alive
     println!("permit back {:?} after Redis returned", started.elapsed());
     assert!(started.elapsed() < lease + Duration::from_millis(500));
 }
+
+/// A connection that broke while idle (Redis restarted) fails the release sent on it, which
+/// is not sent again (a release must not run twice). The connection must still be replaced:
+/// the next release, through either path, goes through.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_release_on_a_broken_connection_fails_once_and_the_next_one_goes_through() {
+    use pottery_semaphore_host::BlockingSemaphore;
+    let mut server = Server::start_persistent(Flavor::Redis);
+    let (ka, kb) = (key("broken-async"), key("broken-blocking"));
+    let holder = Semaphore::open(server.options(&ka).permits(2)).await.unwrap();
+    let blocking = BlockingSemaphore::from(Semaphore::open(server.options(&kb).permits(2)).await.unwrap());
+    assert_eq!(holder.acquire_n(2, false, None).await.unwrap().len(), 2);
+    let blocking = tokio::task::spawn_blocking(move || {
+        assert_eq!(blocking.acquire_n(2, false, None).unwrap().len(), 2);
+        blocking
+    })
+    .await
+    .unwrap();
+    server.kill();
+    server.restart(); // the AOF keeps the permits
+    let _ = holder.release(1).await; // may fail: sent on the connection that broke
+    assert!(holder.release(1).await.is_ok(), "async: the broken connection was kept");
+    let second = tokio::task::spawn_blocking(move || {
+        let _ = blocking.release(1);
+        blocking.release(1)
+    })
+    .await
+    .unwrap();
+    assert!(second.is_ok(), "blocking: the broken connection was kept: {second:?}");
+}

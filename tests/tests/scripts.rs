@@ -207,6 +207,26 @@ fn served_waiters_are_looked_at_in_batches_until_none_is_due() {
     }
 }
 
+/// A grant record written before records named their holder ("token...") is still claimed by
+/// its waiter (during an upgrade).
+#[test]
+fn a_grant_record_without_a_holder_is_still_claimed() {
+    for flavor in Flavor::all() {
+        let server = Server::start(flavor);
+        let mut sem = Sem::new(&server, "old-record", 1);
+        sem.run(&scripts::ACQUIRE, "H", &["1".into(), "1".into(), "1".into()]);
+        let w = ints(&sem.run(&scripts::ACQUIRE, "W", &["1".into(), "1".into(), "1".into()]))[1].to_string();
+        let prefix = sem.meta[..sem.meta.len() - 4].to_string();
+        // As the old scripts served W: H's permit gone, W's lease, its record and push.
+        let _: () = redis::cmd("DEL").arg(&sem.keys[1]).query(&mut sem.conn).expect("DEL");
+        let _: () = redis::cmd("ZADD").arg(&sem.keys[1]).arg("+inf").arg("5000:W").query(&mut sem.conn).expect("ZADD");
+        let _: () = redis::cmd("ZREM").arg(&sem.keys[2]).arg(&w).query(&mut sem.conn).expect("ZREM");
+        let _: () = redis::cmd("SET").arg(format!("{prefix}grant:{w}")).arg("5000").query(&mut sem.conn).expect("SET");
+        let reply = ints(&sem.run(&scripts::POLL, "W", &[w, "1".into(), "1".into()]));
+        assert_eq!((reply[0], reply[2]), (1, 5000), "{flavor:?}: W claimed its grant: {reply:?}");
+    }
+}
+
 /// Several masters, one of them here: a burst of grants (faster than one per ms) and then the
 /// state wiped (a restart without persistence). The recreated semaphore must start above every
 /// epoch it issued, or a later grant of a slot could carry a smaller token than an earlier one.

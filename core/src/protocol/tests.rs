@@ -131,6 +131,20 @@ fn a_waiter_beats_every_few_seconds_however_long_its_lease() {
 }
 
 #[test]
+fn a_pop_that_would_end_just_before_the_deadline_is_timed_exactly() {
+    let fake = Fake::default();
+    let sem = open(&fake);
+    fake.replies.borrow_mut().extend([ints(&[2, 7, 60_000]), ints(&[2, 7, 60_000]), ints(&[0])]);
+    fake.pops.borrow_mut().extend([Ok(None), Ok(None)]);
+    // 1.1 s: the first heartbeat pop (1 s) would end 100 ms before the deadline, within what
+    // Redis may add to a pop it times, so the host times it; the second ends at the deadline.
+    assert!(sem.acquire(1, true, Some(1.1)).expect("acquire").is_empty());
+    let calls = fake.calls.borrow();
+    assert_eq!(calls[1], Call::Pop("pottery-semaphore:{k}:wake:7".into(), 1000, true));
+    assert_eq!(calls[3], Call::Pop("pottery-semaphore:{k}:wake:7".into(), 100, true));
+}
+
+#[test]
 fn a_heartbeat_poll_claims_a_grant_whose_push_was_missed() {
     let fake = Fake::default();
     let sem = open(&fake);
