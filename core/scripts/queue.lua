@@ -47,9 +47,8 @@ end
 
 -- How long a waiter keeps its place without a heartbeat: its lease, but at most 10 s (the guest
 -- beats every third of it, see `WAITER_WINDOW_MS` in protocol.rs), so a waiter that dies at the
--- head holds up those behind it for seconds, not for a long lease. Not shorter: each empty beat
--- costs the waiter a new pop connection, and a server stall longer than this drops waiters
--- (they queue again, out of order).
+-- head holds up those behind it for seconds, not for a long lease. Not shorter: each beat is a
+-- script, and a server stall longer than this drops waiters (they queue again, out of order).
 local WAITER_WINDOW = math.min(LEASE, 10000)
 
 local function write_waiter(id, n)
