@@ -594,7 +594,9 @@ async fn a_waiters_heartbeats_keep_their_pop_connection() {
     let waiting_blocking = tokio::task::spawn_blocking(move || blocking.acquire(true, Some(Duration::from_secs(3))));
     assert!(!waiting.await.unwrap().unwrap(), "the holder kept its permit");
     assert!(!waiting_blocking.await.unwrap().unwrap());
-    // One pop connection per waiter and this test's own; ten heartbeats each would be twenty.
+    // Per waiter, its pop connection and a new one after each pop the host timed itself (those
+    // ending near the deadline: one or two), and this test's own; a connection per heartbeat
+    // would be about twenty.
     let opened = connections_received(&server).await - before;
-    assert!(opened <= 4, "{opened} connections opened while two callers waited 3 s");
+    assert!(opened <= 8, "{opened} connections opened while two callers waited 3 s");
 }
