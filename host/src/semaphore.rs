@@ -439,9 +439,11 @@ impl Inner {
 }
 
 impl Drop for Inner {
-    /// The last handle is gone: give its permits back now instead of letting them expire.
+    /// The last handle is gone: give its permits back now instead of letting them expire,
+    /// those whose release failed too (nobody retries them any more).
     fn drop(&mut self) {
-        let tokens: Vec<u64> = lock(&self.held).keys().copied().collect();
+        let mut tokens: Vec<u64> = lock(&self.held).keys().copied().collect();
+        tokens.extend(lock(&self.unreleased).iter().map(|(t, _)| *t));
         let Some(mut instance) = lock(&self.idle).pop() else { return };
         if tokens.is_empty() {
             return;

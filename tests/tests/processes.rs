@@ -279,3 +279,22 @@ async fn a_release_on_a_broken_connection_fails_once_and_the_next_one_goes_throu
     .unwrap();
     assert!(second.is_ok(), "blocking: the broken connection was kept: {second:?}");
 }
+
+/// A release failed (Redis down) and the handle was dropped before its refresher tried again:
+/// the permit goes back as the handle goes, not a lease later.
+#[tokio::test(flavor = "multi_thread")]
+async fn dropping_a_handle_gives_back_the_permits_whose_release_failed() {
+    let mut server = Server::start_persistent(Flavor::Redis);
+    let k = key("dropped-unreleased");
+    let lease = Duration::from_secs(30);
+    let holder = Semaphore::open(server.options(&k).permits(1).lease(lease)).await.unwrap();
+    assert!(holder.acquire(false, None).await.unwrap());
+    server.kill();
+    assert!(holder.release(1).await.is_err(), "Redis is down");
+    server.restart(); // the AOF keeps the permit
+    drop(holder);
+    let watcher = Semaphore::open(server.options(&k).permits(1).lease(lease)).await.unwrap();
+    let started = Instant::now();
+    assert!(watcher.acquire(true, Some(Duration::from_secs(5))).await.unwrap(), "the permit waited for its 30 s lease");
+    println!("permit back {:?} after the handle was dropped", started.elapsed());
+}
