@@ -15,6 +15,8 @@ struct Sem {
     conn: redis::Connection,
     keys: Vec<String>,
     meta: String,
+    /// What every key of the semaphore starts with (`Keys::prefix`).
+    prefix: String,
 }
 
 impl Sem {
@@ -28,7 +30,12 @@ impl Sem {
             .arg(&[("initial", capacity), ("capacity", capacity), ("token", 1000), ("waiter", 1000), ("quarantine", 0)])
             .query(&mut conn)
             .expect("HSET");
-        Sem { conn, meta: keys.meta(), keys: keys.script_keys() }
+        Sem { conn, meta: keys.meta(), prefix: keys.prefix().to_string(), keys: keys.script_keys() }
+    }
+
+    /// The name of the semaphore's key `suffix` (those scripts build, such as `wake:<id>`).
+    fn key(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.prefix)
     }
 
     fn run(&mut self, script: &Script, holder: &str, args: &[String]) -> Value {
@@ -162,14 +169,14 @@ fn permits_served_to_a_waiter_that_never_takes_its_push_come_back_after_three_se
         assert_eq!(beat[0], 1, "{flavor:?}: V got W's untaken permit: {beat:?}");
         assert_eq!(sem.leases().len(), 1);
         assert!(sem.leases()[0].ends_with(":V"), "{:?}", sem.leases());
-        let wake_w = format!("{}wake:{w}", &sem.meta[..sem.meta.len() - 4]);
+        let wake_w = sem.key(&format!("wake:{w}"));
         let exists: bool = redis::cmd("EXISTS").arg(&wake_w).query(&mut sem.conn).expect("EXISTS");
         assert!(!exists, "{flavor:?}: W's push went with its permit");
 
         // X queues behind V's permit, is served by V's release and takes its push at once.
         let x = ints(&sem.run(&scripts::ACQUIRE, "X", &["1".into(), "1".into(), "1".into()]))[1].to_string();
         sem.run(&scripts::RELEASE, "V", &["1".into(), "1".into(), beat[2].to_string()]);
-        let wake_x = format!("{}wake:{x}", &sem.meta[..sem.meta.len() - 4]);
+        let wake_x = sem.key(&format!("wake:{x}"));
         let pushed: Option<(String, String)> = redis::cmd("BLPOP").arg(&wake_x).arg(1).query(&mut sem.conn).expect("BLPOP");
         assert!(pushed.is_some(), "{flavor:?}: X was served");
         std::thread::sleep(std::time::Duration::from_millis(3_100));
@@ -188,15 +195,14 @@ fn served_waiters_are_looked_at_in_batches_until_none_is_due() {
     for flavor in Flavor::all() {
         let server = Server::start(flavor);
         let mut sem = Sem::new(&server, "batches", 1);
-        let prefix = sem.meta[..sem.meta.len() - 4].to_string();
-        let served = format!("{prefix}served");
+        let served = sem.key("served");
         let now_ms: u64 = redis::cmd("TIME").query::<(u64, u64)>(&mut sem.conn).map(|(s, us)| s * 1000 + us / 1000).expect("TIME");
         for w in 1..=250u64 {
             let _: () = redis::cmd("ZADD").arg(&served).arg(now_ms - 4_000 + w).arg(w).query(&mut sem.conn).expect("ZADD");
         }
         let _: () = redis::cmd("ZADD").arg(&sem.keys[1]).arg(now_ms + 60_000).arg("7:D").query(&mut sem.conn).expect("ZADD");
-        let _: () = redis::cmd("SET").arg(format!("{prefix}grant:250")).arg("D 7").query(&mut sem.conn).expect("SET");
-        let _: () = redis::cmd("RPUSH").arg(format!("{prefix}wake:250")).arg("0 7").query(&mut sem.conn).expect("RPUSH");
+        let _: () = redis::cmd("SET").arg(sem.key("grant:250")).arg("D 7").query(&mut sem.conn).expect("SET");
+        let _: () = redis::cmd("RPUSH").arg(sem.key("wake:250")).arg("0 7").query(&mut sem.conn).expect("RPUSH");
         let left = |sem: &mut Sem| -> u64 { redis::cmd("ZCARD").arg(&served).query(&mut sem.conn).expect("ZCARD") };
         sem.run(&scripts::VALUE, "X", &[]);
         assert_eq!(left(&mut sem), 50, "{flavor:?}: one batch looked at");
@@ -216,12 +222,11 @@ fn a_grant_record_without_a_holder_is_still_claimed() {
         let mut sem = Sem::new(&server, "old-record", 1);
         sem.run(&scripts::ACQUIRE, "H", &["1".into(), "1".into(), "1".into()]);
         let w = ints(&sem.run(&scripts::ACQUIRE, "W", &["1".into(), "1".into(), "1".into()]))[1].to_string();
-        let prefix = sem.meta[..sem.meta.len() - 4].to_string();
         // As the old scripts served W: H's permit gone, W's lease, its record and push.
         let _: () = redis::cmd("DEL").arg(&sem.keys[1]).query(&mut sem.conn).expect("DEL");
         let _: () = redis::cmd("ZADD").arg(&sem.keys[1]).arg("+inf").arg("5000:W").query(&mut sem.conn).expect("ZADD");
         let _: () = redis::cmd("ZREM").arg(&sem.keys[2]).arg(&w).query(&mut sem.conn).expect("ZREM");
-        let _: () = redis::cmd("SET").arg(format!("{prefix}grant:{w}")).arg("5000").query(&mut sem.conn).expect("SET");
+        let _: () = redis::cmd("SET").arg(sem.key(&format!("grant:{w}"))).arg("5000").query(&mut sem.conn).expect("SET");
         let reply = ints(&sem.run(&scripts::POLL, "W", &[w, "1".into(), "1".into()]));
         assert_eq!((reply[0], reply[2]), (1, 5000), "{flavor:?}: W claimed its grant: {reply:?}");
     }
