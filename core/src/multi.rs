@@ -259,13 +259,10 @@ impl<T: Transport> Semaphore<T> {
             // a push may end a little late and keep its connection.
             let mut exact = pause_ms < EXACT_BELOW_MS;
             if let Some(deadline) = deadline {
-                let now = self.transport.monotonic_now_ns();
-                if now >= deadline {
+                let Some((before_ms, at_deadline)) = crate::protocol::pop_before(pause_ms, self.transport.monotonic_now_ns(), deadline) else {
                     return Ok(Vec::new());
-                }
-                let left_ms = (deadline - now).div_ceil(1_000_000);
-                exact |= left_ms <= pause_ms + crate::protocol::REDIS_TIMER_SLACK_MS;
-                pause_ms = pause_ms.min(left_ms);
+                };
+                (pause_ms, exact) = (before_ms, exact || at_deadline);
             }
             self.pause(attempt, pause_ms, exact, &wait_on)?;
             attempt += 1;

@@ -16,7 +16,15 @@ const WAITER_WINDOW_MS: u64 = 10_000;
 
 /// How late Redis may end a blocking pop it times itself (one tick of its timer at `hz 10`, with
 /// room): pops that end closer than this to the caller's deadline are timed by the host.
-pub(crate) const REDIS_TIMER_SLACK_MS: u64 = 200;
+const REDIS_TIMER_SLACK_MS: u64 = 200;
+
+/// A pop of up to `pop_ms` before the caller's `deadline` (monotonic ns), at `now`: how long it
+/// may last, and whether the host must time it (it ends at, or Redis's timer could stretch it
+/// past, the deadline). `None` once the deadline has passed.
+pub(crate) fn pop_before(pop_ms: u64, now: u64, deadline: u64) -> Option<(u64, bool)> {
+    let left_ms = deadline.checked_sub(now).filter(|ns| *ns > 0)?.div_ceil(1_000_000);
+    Some((pop_ms.min(left_ms), left_ms <= pop_ms + REDIS_TIMER_SLACK_MS))
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -231,15 +239,10 @@ impl<T: Transport> Semaphore<T> {
             // may come a little late, and such a pop keeps its connection.
             let mut exact = false;
             if let Some(deadline) = deadline {
-                let now = self.transport.monotonic_now_ns();
-                if now >= deadline {
+                let Some(before) = pop_before(pop_ms, self.transport.monotonic_now_ns(), deadline) else {
                     return self.leave_queue(waiter, true);
-                }
-                let left_ms = (deadline - now).div_ceil(1_000_000);
-                // Redis may end a pop it times up to a tick late: one that would end just before
-                // the deadline is timed by the host too, so the next one starts in time.
-                exact = left_ms <= pop_ms + REDIS_TIMER_SLACK_MS;
-                pop_ms = pop_ms.min(left_ms);
+                };
+                (pop_ms, exact) = before;
             }
             match self.transport.blocking_pop(&self.id.keys.wake(waiter), pop_ms.max(1), exact) {
                 Ok(Some(pushed)) if !self.replicate => return self.served(&pushed),
