@@ -4,6 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::proxy::Proxy;
 use crate::{Flavor, Server};
 
 /// A running cluster owned by a test.
@@ -11,6 +12,8 @@ use crate::{Flavor, Server};
 pub struct Cluster {
     pub flavor: Flavor,
     pub nodes: Vec<Server>,
+    /// One per node, in the same order, when clients reach the nodes through proxies.
+    pub proxies: Vec<Proxy>,
 }
 
 impl Cluster {
@@ -28,6 +31,21 @@ impl Cluster {
         Server::start_with(flavor, &args)
     }
 
+    /// `n` nodes, each behind a [`Proxy`] and announcing the proxy's port
+    /// (`cluster-announce-port`), so that the slot map and redirections lead clients through the
+    /// proxies (the cluster bus runs directly): a test can cut one node off its clients. The
+    /// announced port stays across restarts.
+    pub fn start_behind_proxies(flavor: Flavor, n: usize, extra: &[&str]) -> Cluster {
+        let mut nodes: Vec<Server> = (0..n).map(|_| Cluster::node(flavor, extra)).collect();
+        let proxies: Vec<Proxy> = nodes.iter().map(|s| Proxy::start(s.port)).collect();
+        for (node, proxy) in nodes.iter_mut().zip(&proxies) {
+            let port = proxy.port().to_string();
+            let _: () = redis::cmd("CONFIG").arg("SET").arg("cluster-announce-port").arg(&port).query(&mut node.connection()).expect("announce the proxy");
+            node.add_args(&["--cluster-announce-port", &port]);
+        }
+        Cluster { proxies, ..Cluster::join(nodes) }
+    }
+
     /// Makes one cluster of `nodes` (from [`Cluster::node`]), slots spread evenly.
     pub fn join(nodes: Vec<Server>) -> Cluster {
         let flavor = nodes[0].flavor;
@@ -41,7 +59,7 @@ impl Cluster {
             .output()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", flavor.cli()));
         assert!(out.status.success(), "{} --cluster create failed: {}", flavor.cli(), String::from_utf8_lossy(&out.stdout));
-        let cluster = Cluster { flavor, nodes };
+        let cluster = Cluster { flavor, nodes, proxies: Vec::new() };
         cluster.wait_until_ok();
         cluster
     }
@@ -98,7 +116,8 @@ impl Cluster {
             });
             if serves {
                 let port: u16 = fields[1].split(['@', ':']).nth(1).and_then(|p| p.parse().ok()).expect("node address");
-                return self.nodes.iter().position(|n| n.port == port).expect("a node of this cluster");
+                let announced = |i: usize| self.proxies.get(i).map_or(self.nodes[i].port, Proxy::port);
+                return (0..self.nodes.len()).find(|&i| announced(i) == port).expect("a node of this cluster");
             }
         }
         panic!("no node serves slot {slot}:\n{listing}")

@@ -94,20 +94,13 @@ fn start_masters(n: usize) -> Servers {
     Servers { servers, proxies, cluster: false }
 }
 
-/// Three primaries with persistence, each behind a [`Proxy`] and announcing the proxy's port
-/// (`cluster-announce-port`), so that the slot map and redirections lead clients through the
-/// proxies too; the cluster bus runs directly. A "restart without persistence" keeps the node's
+/// Three primaries with persistence, each behind a [`Proxy`] it announces
+/// ([`Cluster::start_behind_proxies`]). A "restart without persistence" keeps the node's
 /// `nodes.conf` ([`Server::restart_wiped`]). The semaphore lives on the node of its slot, so
 /// faults of the other nodes must not disturb it and faults of that node are its own.
 fn start_cluster(nodes: usize) -> Servers {
-    let mut servers: Vec<Server> = (0..nodes).map(|_| Cluster::node(Flavor::Redis, &["--appendonly", "yes", "--appendfsync", "always"])).collect();
-    let proxies: Vec<Proxy> = servers.iter().map(|s| Proxy::start(s.port)).collect();
-    for (server, proxy) in servers.iter_mut().zip(&proxies) {
-        let port = proxy.port().to_string();
-        let _: () = redis::cmd("CONFIG").arg("SET").arg("cluster-announce-port").arg(&port).query(&mut server.connection()).expect("announce the proxy");
-        server.add_args(&["--cluster-announce-port", &port]);
-    }
-    let Cluster { nodes: servers, .. } = Cluster::join(servers);
+    let Cluster { nodes: servers, proxies, .. } =
+        Cluster::start_behind_proxies(Flavor::Redis, nodes, &["--appendonly", "yes", "--appendfsync", "always"]);
     Servers { servers, proxies, cluster: true }
 }
 
