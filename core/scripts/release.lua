@@ -1,6 +1,7 @@
--- ARGV 4: n, 5: bounded (1/0), 6..: the caller's own tokens, lowest first. Releases those first
--- (the caller names them: a permit is its own only as "token:holder"), then other holders' (earliest
--- lease deadline first); beyond that an unbounded semaphore grows.
+-- ARGV 4: n, 5: bounded (1/0), 6: request id (done.lua), 7..: the caller's own tokens, lowest
+-- first. Releases those first (the caller names them: a permit is its own only as
+-- "token:holder"), then other holders' (earliest lease deadline first); beyond that an unbounded
+-- semaphore grows.
 -- Reply: {1, others released, capacity added, own tokens...} | {-2, available, initial}
 --        | 1 from release_fast.lua: the first n named tokens, all released as the caller's own
 local n = tonumber(ARGV[4])
@@ -13,7 +14,7 @@ if ARGV[5] == '1' and n > used then
 end
 local out = {1, 0, 0}
 local left = n
-for i = 6, #ARGV do
+for i = 7, #ARGV do
   if left == 0 then break end
   if redis.call('ZREM', LEASES, permit(ARGV[i], HOLDER)) == 1 then
     out[#out + 1] = ARGV[i]
@@ -31,4 +32,5 @@ if left > 0 then
   out[3] = left
 end
 serve(cap, quarantine)
+if DONE then redis.call('SET', DONE, table.concat(out, ' '), 'PX', DONE_MS) end
 return out

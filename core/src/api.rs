@@ -5,7 +5,7 @@ use crate::{multi, protocol, Error, Transport};
 
 pub trait Api {
     fn acquire(&self, n: i64, blocking: bool, timeout: Option<f64>) -> Result<Vec<Permit>, Error>;
-    fn release(&self, n: i64, own: &[u64]) -> Result<Released, Error>;
+    fn release(&self, n: i64, own: &[u64], request: u64) -> Result<Released, Error>;
     fn release_permits(&self, tokens: &[u64]) -> Result<Vec<u64>, Error>;
     fn refresh(&self, tokens: &[u64]) -> Result<Vec<Permit>, Error>;
     fn permits(&self) -> Result<Vec<Permit>, Error>;
@@ -14,7 +14,7 @@ pub trait Api {
     fn locked(&self) -> Result<bool, Error>;
     fn status(&self) -> Result<Status, Error>;
     fn set_permits(&self, value: i64) -> Result<u64, Error>;
-    fn add_permits(&self, delta: i64) -> Result<u64, Error>;
+    fn add_permits(&self, delta: i64, request: u64) -> Result<u64, Error>;
 }
 
 /// Forwards every [`Api`] method to the type's inherent method of the same name.
@@ -24,8 +24,8 @@ macro_rules! forward {
             fn acquire(&self, n: i64, blocking: bool, timeout: Option<f64>) -> Result<Vec<Permit>, Error> {
                 Self::acquire(self, n, blocking, timeout)
             }
-            fn release(&self, n: i64, own: &[u64]) -> Result<Released, Error> {
-                Self::release(self, n, own)
+            fn release(&self, n: i64, own: &[u64], request: u64) -> Result<Released, Error> {
+                Self::release(self, n, own, request)
             }
             fn release_permits(&self, tokens: &[u64]) -> Result<Vec<u64>, Error> {
                 Self::release_permits(self, tokens)
@@ -51,8 +51,8 @@ macro_rules! forward {
             fn set_permits(&self, value: i64) -> Result<u64, Error> {
                 Self::set_permits(self, value)
             }
-            fn add_permits(&self, delta: i64) -> Result<u64, Error> {
-                Self::add_permits(self, delta)
+            fn add_permits(&self, delta: i64, request: u64) -> Result<u64, Error> {
+                Self::add_permits(self, delta, request)
             }
         }
     };

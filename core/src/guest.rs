@@ -204,8 +204,8 @@ impl GuestSemaphore for Semaphore {
         Ok(permits(self.0.acquire(n, blocking, timeout)?))
     }
 
-    fn release(&self, n: i64, mine: Vec<u64>) -> Res<wit_api::Released> {
-        let r = self.0.release(n, &mine)?;
+    fn release(&self, n: i64, mine: Vec<u64>, request: u64) -> Res<wit_api::Released> {
+        let r = self.0.release(n, &mine, request)?;
         Ok(wit_api::Released { own_tokens: r.own, others: r.others, added: r.added })
     }
 
@@ -237,8 +237,8 @@ impl GuestSemaphore for Semaphore {
         Ok(self.0.set_permits(value)?)
     }
 
-    fn add_permits(&self, delta: i64) -> Res<u64> {
-        Ok(self.0.add_permits(delta)?)
+    fn add_permits(&self, delta: i64, request: u64) -> Res<u64> {
+        Ok(self.0.add_permits(delta, request)?)
     }
 
     fn status(&self) -> Res<wit_api::Status> {

@@ -560,7 +560,8 @@ impl<T: Transport> Semaphore<T> {
     /// Releases `n` permits: those the caller names as its own first, then other holders'
     /// (earliest lease end first). Two round trips: read all masters, then release on all.
     /// Named, not all this holder's permits: the caller's books settle only what it named.
-    pub fn release(&self, n: i64, named: &[u64]) -> Result<Released, Error> {
+    /// `_request`: masters are reached over connections that never send a call twice.
+    pub fn release(&self, n: i64, named: &[u64], _request: u64) -> Result<Released, Error> {
         let n = validate::count(n)?;
         let view = self.view()?;
         // As on one server: the permits the caller names as its own first, in its order; then
@@ -594,7 +595,7 @@ impl<T: Transport> Semaphore<T> {
         self.change_capacity("set", value as i64)
     }
 
-    pub fn add_permits(&self, delta: i64) -> Result<u64, Error> {
+    pub fn add_permits(&self, delta: i64, _request: u64) -> Result<u64, Error> {
         if delta.unsigned_abs() > MAX_SLOTS {
             return Err(Error::invalid(format!("delta must be within ±{MAX_SLOTS}")));
         }

@@ -309,11 +309,13 @@ impl<T: Transport> Semaphore<T> {
     /// Releases `n` permits: this holder's own first (`own`, in that order: the caller names
     /// them), then, as permits are fungible, other holders' (earliest lease deadline first). A
     /// bounded semaphore refuses to go beyond its initial value and changes nothing; an unbounded
-    /// one grows.
-    pub fn release(&self, n: i64, own: &[u64]) -> Result<Released, Error> {
+    /// one grows. `request`: see [`request_arg`].
+    pub fn release(&self, n: i64, own: &[u64], request: u64) -> Result<Released, Error> {
         let n = validate::count(n)?;
         let bounded = flag(self.id.bounded);
-        let mut args: Vec<&dyn Arg> = vec![&n, &bounded];
+        let request = request_arg(request);
+        let request = request.as_str();
+        let mut args: Vec<&dyn Arg> = vec![&n, &bounded, &request];
         args.extend(Self::token_args(own)?);
         let reply = self.eval(&scripts::RELEASE, &args)?;
         // The fast path's answer: the first n named permits, all of them this holder's own.
@@ -399,19 +401,21 @@ impl<T: Transport> Semaphore<T> {
     /// nothing is granted until enough are released. Returns the new capacity.
     pub fn set_permits(&self, value: i64) -> Result<u64, Error> {
         let value = validate::value(value)?;
-        self.change_capacity("set", value as i64)
+        self.change_capacity("set", value as i64, 0)
     }
 
-    /// Adds `delta` permits (negative removes); the result may not go below zero.
-    pub fn add_permits(&self, delta: i64) -> Result<u64, Error> {
+    /// Adds `delta` permits (negative removes); the result may not go below zero. `request`: see
+    /// [`request_arg`].
+    pub fn add_permits(&self, delta: i64, request: u64) -> Result<u64, Error> {
         if delta.abs() > validate::MAX_VALUE {
             return Err(Error::invalid(format!("delta must be within ±{}", validate::MAX_VALUE)));
         }
-        self.change_capacity("add", delta)
+        self.change_capacity("add", delta, request)
     }
 
-    fn change_capacity(&self, mode: &str, amount: i64) -> Result<u64, Error> {
-        let mut reply = self.run(&scripts::SET_CAPACITY, &[&mode, &amount, &validate::MAX_VALUE])?;
+    fn change_capacity(&self, mode: &str, amount: i64, request: u64) -> Result<u64, Error> {
+        let request = request_arg(request);
+        let mut reply = self.run(&scripts::SET_CAPACITY, &[&mode, &amount, &request.as_str(), &validate::MAX_VALUE])?;
         match reply.i64()? {
             -1 => Err(Error::invalid(format!(
                 "the number of permits must stay between 0 and {} (it is {})",
@@ -437,6 +441,12 @@ impl<T: Transport> Semaphore<T> {
             .collect::<Result<_, Error>>()?;
         Ok(Status { initial, capacity, available, holders, waiters })
     }
+}
+
+/// The script argument for a call's request id (`done.lua`): '' when the transport never runs a
+/// call twice (0), so that nothing is recorded.
+fn request_arg(request: u64) -> String {
+    if request == 0 { String::new() } else { request.to_string() }
 }
 
 /// A script's 1/0 argument.

@@ -50,7 +50,7 @@ impl Script {
 // return from their fast path, before any helper exists.
 script!(INIT, "init.lua", ["prelude.lua", "queue.lua", "opening.lua"]);
 script!(ACQUIRE, "acquire.lua", ["acquire_fast.lua", "prelude.lua", "queue.lua"]);
-script!(RELEASE, "release.lua", ["release_fast.lua", "prelude.lua", "queue.lua"], once);
+script!(RELEASE, "release.lua", ["done.lua", "release_fast.lua", "prelude.lua", "queue.lua"], once);
 script!(POLL, "poll.lua", ["prelude.lua", "queue.lua", "settle.lua"]);
 script!(CANCEL, "cancel.lua", ["prelude.lua", "queue.lua", "settle.lua"]);
 script!(RELEASE_PERMITS, "release_permits.lua", ["prelude.lua", "queue.lua"]);
@@ -58,7 +58,7 @@ script!(REFRESH, "refresh.lua", ["prelude.lua", "queue.lua"]);
 script!(PERMITS, "permits.lua", ["prelude.lua", "queue.lua"]);
 script!(VALUE, "value.lua", ["prelude.lua", "queue.lua"]);
 script!(STATUS, "status.lua", ["prelude.lua", "queue.lua"]);
-script!(SET_CAPACITY, "set_capacity.lua", ["prelude.lua", "queue.lua"], once);
+script!(SET_CAPACITY, "set_capacity.lua", ["done.lua", "prelude.lua", "queue.lua"], once);
 
 // Several masters: the shared prelude, then the mode's own.
 script!(MULTI_INIT, "multi/init.lua", ["prelude.lua", "multi/prelude.lua", "opening.lua"]);

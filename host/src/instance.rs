@@ -160,7 +160,8 @@ impl Instance {
     /// Returns the tokens of this holder's own permits that were released.
     pub(crate) async fn release(&mut self, n: i64, own: &[u64]) -> Result<Vec<u64>, Error> {
         self.begin(None);
-        call!(self.call_release(n, own), |r| r.own_tokens)
+        let request = self.store.data().request_id();
+        call!(self.call_release(n, own, request), |r| r.own_tokens)
     }
 
     pub(crate) async fn release_permits(&mut self, tokens: &[u64]) -> Result<Vec<u64>, Error> {
@@ -200,7 +201,8 @@ impl Instance {
 
     pub(crate) async fn add_permits(&mut self, delta: i64) -> Result<u64, Error> {
         self.begin(None);
-        call!(self.call_add_permits(delta))
+        let request = self.store.data().request_id();
+        call!(self.call_add_permits(delta, request))
     }
 
     pub(crate) async fn status(&mut self) -> Result<Status, Error> {

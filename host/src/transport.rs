@@ -161,6 +161,13 @@ impl Connections {
         })
     }
 
+    /// True when a call may run twice after its reply was lost: redis-rs's cluster client sends
+    /// a command again by itself after a connection error (it must, to follow redirections).
+    /// The host itself never sends again a script for which that would do harm.
+    pub(crate) fn resends_lost_replies(&self) -> bool {
+        matches!(self.target, Target::Cluster { .. })
+    }
+
     /// True for one plain server, whose blocking API runs on the caller's thread.
     pub(crate) fn serves_caller_thread(&self) -> bool {
         self.server_client().is_some()
@@ -405,6 +412,14 @@ impl HostState {
 
     /// The client for this instance's own blocking connections, when the call runs on the
     /// caller's thread: one plain server only (a cluster routes, several masters run at once).
+    /// An id for a call that must not act twice (see the WIT `release`), or 0 when nothing
+    /// sends a call twice here. Unique within the process; the scripts pair it with the holder.
+    pub(crate) fn request_id(&self) -> u64 {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        if self.masters.iter().any(|m| m.resends_lost_replies()) { NEXT.fetch_add(1, Ordering::Relaxed) } else { 0 }
+    }
+
     fn caller_thread_client<'a>(&self, conns: &'a Connections) -> Option<&'a redis::Client> {
         conns.server_client().filter(|_| self.blocking_io && self.masters.len() == 1)
     }

@@ -126,6 +126,6 @@ pub fn uncontended_cycle(url: &str, key: String) -> impl FnMut() + use<> {
         assert!(!permits.is_empty(), "an uncontended acquire was not granted");
         // As the host does: name the permit being released as ours.
         let mine: Vec<u64> = permits.iter().map(|p| p.token).collect();
-        sem.release(1, &mine).expect("release");
+        sem.release(1, &mine, 0).expect("release");
     }
 }

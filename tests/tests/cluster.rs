@@ -256,3 +256,36 @@ async fn replica_ack_waits_on_the_node_of_the_slot() {
     one = Semaphore::open(cluster.options(&k)).await.unwrap();
     assert_eq!(one.value().await.unwrap(), 1, "given back");
 }
+
+/// A release runs on its node but the reply is lost with the connection: the node holds the
+/// script (CLIENT PAUSE) while its proxy cuts the network, and healing closes the connection.
+/// redis-rs's cluster client then sends the command again on a new connection by itself (it
+/// must, to follow redirections). Run twice, the release would no longer find the caller's permit
+/// and would give back another holder's (permits are fungible). The second run must only repeat
+/// the first one's answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_release_whose_reply_was_lost_runs_once_on_a_cluster() {
+    for flavor in Flavor::all() {
+        let cluster = Cluster::start_behind_proxies(flavor, 3, &[]);
+        let k = key("lost-reply");
+        let owner = cluster.owner_of(cluster.slot_of(&Keys::new(&k).meta()));
+        let mine = open(&cluster, &k, 2).await;
+        let other = open(&cluster, &k, 2).await;
+        assert!(mine.acquire(false, None).await.unwrap());
+        assert!(other.acquire(false, None).await.unwrap());
+        // The node has the release script (a NOSCRIPT reply would be lost instead).
+        mine.release(1).await.unwrap();
+        assert!(mine.acquire(false, None).await.unwrap());
+        let mut admin = cluster.nodes[owner].connection();
+        let _: () = redis::cmd("CLIENT").arg("PAUSE").arg(1_000).arg("WRITE").query(&mut admin).unwrap();
+        let releasing = tokio::spawn(async move { mine.release(1).await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        cluster.proxies[owner].cut();
+        tokio::time::sleep(Duration::from_millis(1_300)).await; // the release ran; its reply was dropped
+        cluster.proxies[owner].restore();
+        let released = releasing.await.unwrap();
+        assert!(matches!(released, Ok(()) | Err(Error::Unreachable(_))), "{flavor:?}: {released:?}");
+        assert_eq!(other.permits().await.unwrap().len(), 1, "{flavor:?}: the release ran twice and took the other holder's permit");
+        assert_eq!(other.value().await.unwrap(), 1, "{flavor:?}: the caller's own permit was released once");
+    }
+}

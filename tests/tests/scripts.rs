@@ -83,10 +83,10 @@ fn grant_then_release_one_of_it(sem: &mut Sem) -> String {
     assert_eq!(queued[0], 2, "W queued: {queued:?}");
     let waiter = queued[1].to_string();
     let own = [held[2].to_string(), held[3].to_string()];
-    sem.run(&scripts::RELEASE, "H", &["2".into(), "1".into(), own[0].clone(), own[1].clone()]);
+    sem.run(&scripts::RELEASE, "H", &["2".into(), "1".into(), String::new(), own[0].clone(), own[1].clone()]);
     assert_eq!(sem.leases().len(), 2, "both permits were handed to W");
     assert!(sem.leases().iter().all(|l| l.ends_with(":W")), "{:?}", sem.leases());
-    let released = ints(&sem.run(&scripts::RELEASE, "Z", &["1".into(), "1".into()]));
+    let released = ints(&sem.run(&scripts::RELEASE, "Z", &["1".into(), "1".into(), String::new()]));
     assert_eq!(released[..2], [1, 1], "Z released one permit of another holder: {released:?}");
     assert_eq!(sem.leases().len(), 1);
     waiter
@@ -135,7 +135,7 @@ fn a_waiter_that_leaves_for_a_lowered_capacity_lets_those_behind_it_through() {
         let h = ints(&sem.run(&scripts::ACQUIRE, "H", &["3".into(), "1".into(), "1".into()]))[1].to_string();
         let x = ints(&sem.run(&scripts::ACQUIRE, "X", &["1".into(), "1".into(), "1".into()]));
         assert_eq!(x[0], 2, "{flavor:?}: X queued behind H: {x:?}");
-        sem.run(&scripts::SET_CAPACITY, "O", &["set".into(), "2".into(), "1000".into()]);
+        sem.run(&scripts::SET_CAPACITY, "O", &["set".into(), "2".into(), String::new(), "1000".into()]);
         assert_eq!(sem.leases().len(), 1, "{flavor:?}: H still holds up the queue");
         let left = ints(&sem.run(&scripts::POLL, "H", &[h, "3".into(), "1".into()]));
         assert_eq!(left, [-1, 2], "{flavor:?}: H can never be served");
@@ -157,7 +157,7 @@ fn permits_served_to_a_waiter_that_never_takes_its_push_come_back_after_three_se
         let held = ints(&sem.run(&scripts::ACQUIRE, "H", &["1".into(), "1".into(), "1".into()]));
         let w = ints(&sem.run(&scripts::ACQUIRE, "W", &["1".into(), "1".into(), "1".into()]))[1].to_string();
         let v = ints(&sem.run(&scripts::ACQUIRE, "V", &["1".into(), "1".into(), "1".into()]))[1].to_string();
-        sem.run(&scripts::RELEASE, "H", &["1".into(), "1".into(), held[2].to_string()]);
+        sem.run(&scripts::RELEASE, "H", &["1".into(), "1".into(), String::new(), held[2].to_string()]);
         assert!(sem.leases()[0].ends_with(":W"), "{flavor:?}: W was served: {:?}", sem.leases());
         // V beats as a live waiter does (more often than every 3 s).
         for _ in 0..2 {
@@ -175,7 +175,7 @@ fn permits_served_to_a_waiter_that_never_takes_its_push_come_back_after_three_se
 
         // X queues behind V's permit, is served by V's release and takes its push at once.
         let x = ints(&sem.run(&scripts::ACQUIRE, "X", &["1".into(), "1".into(), "1".into()]))[1].to_string();
-        sem.run(&scripts::RELEASE, "V", &["1".into(), "1".into(), beat[2].to_string()]);
+        sem.run(&scripts::RELEASE, "V", &["1".into(), "1".into(), String::new(), beat[2].to_string()]);
         let wake_x = sem.key(&format!("wake:{x}"));
         let pushed: Option<(String, String)> = redis::cmd("BLPOP").arg(&wake_x).arg(1).query(&mut sem.conn).expect("BLPOP");
         assert!(pushed.is_some(), "{flavor:?}: X was served");
@@ -319,9 +319,50 @@ fn key_names_built_from_arguments_stay_within_the_semaphore() {
     assert!(err.contains("bad key part"), "{err}");
     let err = refused(&mut sem, &own, &scripts::POLL, "W", &["x}:meta".into(), "1".into(), "1".into()]);
     assert!(err.contains("bad key part"), "{err}");
+    // A request id and the holder name the record of a call's answer (done.lua).
+    let err = refused(&mut sem, &own, &scripts::RELEASE, "W", &["1".into(), "1".into(), "5}:meta".into()]);
+    assert!(err.contains("bad request id"), "{err}");
+    let err = refused(&mut sem, &own, &scripts::SET_CAPACITY, "W}:x", &["add".into(), "1".into(), "5".into(), "9".into()]);
+    assert!(err.contains("bad request id"), "{err}");
     // Several masters: a holder names its held set.
     let keys = Keys::new(&key("key-parts-multi"));
     one_slot_on(&mut sem.conn, &keys);
     let err = refused(&mut sem, &keys.multi_script_keys("h"), &scripts::MULTI_CLAIM, "h}:x", &["1".into()]);
     assert!(err.contains("bad key part"), "{err}");
+}
+
+/// A call sent a second time after its reply was lost (a cluster client does so by itself)
+/// carries the same request id: the second run gives the first one's answer and changes nothing.
+/// Without the id the second release would give back another holder's permit, and the second
+/// addition would add again. Both release paths: the fast one (only the caller's own permit, the
+/// queue empty) and the full one (beyond the caller's own).
+#[test]
+fn a_call_run_again_with_its_request_id_repeats_its_answer_and_changes_nothing() {
+    for flavor in Flavor::all() {
+        let server = Server::start(flavor);
+        let mut sem = Sem::new(&server, "request-id", 3);
+        let acquire = |sem: &mut Sem, holder: &str| ints(&sem.run(&scripts::ACQUIRE, holder, &["1".into(), "0".into(), "1".into()]))[2];
+        let (mine, _, _) = (acquire(&mut sem, "A"), acquire(&mut sem, "B"), acquire(&mut sem, "C"));
+        let fast = || vec!["1".to_string(), "1".into(), "41".into(), mine.to_string()];
+        assert_eq!(ints(&sem.run(&scripts::RELEASE, "A", &fast())), [1], "{flavor:?}: the fast path released A's own");
+        assert_eq!(ints(&sem.run(&scripts::RELEASE, "A", &fast())), [1], "{flavor:?}: the same answer again");
+        assert_eq!(sem.leases().len(), 2, "{flavor:?}: B's and C's permits stay: {:?}", sem.leases());
+
+        let beyond = || vec!["1".to_string(), "1".into(), "42".into()];
+        let first = sem.run(&scripts::RELEASE, "A", &beyond());
+        assert_eq!(ints(&first)[..3], [1, 1, 0], "{flavor:?}: A, holding nothing, released another holder's");
+        assert_eq!(sem.run(&scripts::RELEASE, "A", &beyond()), first, "{flavor:?}: the same answer again");
+        assert_eq!(sem.leases().len(), 1, "{flavor:?}: one other permit released, not two: {:?}", sem.leases());
+        // Another request of the same holder acts anew, and the same id of another holder too.
+        let again = ints(&sem.run(&scripts::RELEASE, "A", &["1".into(), "1".into(), "43".into()]));
+        assert_eq!(again[..3], [1, 1, 0], "{flavor:?}");
+
+        let add = || vec!["add".to_string(), "2".into(), "44".into(), "1000".into()];
+        let added = sem.run(&scripts::SET_CAPACITY, "O", &add());
+        assert_eq!(ints(&added)[..2], [5, 5], "{flavor:?}");
+        assert_eq!(sem.run(&scripts::SET_CAPACITY, "O", &add()), added, "{flavor:?}: the same answer again");
+        assert_eq!(sem.capacity(), 5, "{flavor:?}: added once");
+        let other = ints(&sem.run(&scripts::SET_CAPACITY, "P", &add()));
+        assert_eq!(other[..2], [7, 7], "{flavor:?}: the same id from another holder is another request");
+    }
 }

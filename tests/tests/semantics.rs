@@ -140,7 +140,7 @@ async fn naming_another_holders_token_does_not_make_it_yours() {
         let (b, _) = NativeSemaphore::open(NativeTransport::connect(&server.url()).unwrap(), config).unwrap();
         assert!(b.release_permits(&[token]).unwrap().is_empty(), "b cannot release a's permit by its token");
         assert!(b.refresh(&[token]).unwrap().is_empty(), "nor extend it");
-        let released = b.release(1, &[token]).unwrap();
+        let released = b.release(1, &[token], 0).unwrap();
         assert!(released.own.is_empty(), "a named token is released as b's own only if b holds it");
         assert_eq!(released.others, 1, "a's permit went as anyone's (fungible), and is reported so");
         a.refresh().await.unwrap();

@@ -197,7 +197,7 @@ fn bad_arguments_fail_before_any_io() {
     assert_eq!(sem.acquire(0, true, None), Err(Error::InvalidArgument("n must be >= 1".into())));
     assert!(matches!(sem.acquire(1, true, Some(f64::NAN)), Err(Error::InvalidArgument(_))));
     assert!(matches!(sem.acquire(1, true, Some(-1.0)), Err(Error::InvalidArgument(_))));
-    assert_eq!(sem.release(0, &[]), Err(Error::InvalidArgument("n must be >= 1".into())));
+    assert_eq!(sem.release(0, &[], 0), Err(Error::InvalidArgument("n must be >= 1".into())));
     assert!(fake.calls.borrow().is_empty());
     for config in [
         Config { key: String::new(), value: 1, bounded: true, lease_ms: 1000, holder: "h".into(), guard_fresh_server: true, create: true, masters: 1, raise_on_redis_errors: false, replicate: false },
@@ -222,10 +222,12 @@ fn replies_map_to_typed_results() {
         Ok(Reply::Scalar(Scalar::Nil)),
     ]);
     assert!(matches!(sem.acquire(4, true, None), Err(Error::InvalidArgument(m)) if m.contains("capacity")));
-    assert_eq!(sem.release(1, &[]), Err(Error::Bounded { key: "k".into(), current: 3, initial: 3 }));
-    assert_eq!(sem.release(4, &[41, 40]), Ok(Released { own: vec![41], others: 1, added: 2 }));
-    // The caller's own permits go to the script in the caller's order, after n and bounded.
-    assert_eq!(fake.calls.borrow()[2], eval("release.lua", &["4", "1", "41", "40"]));
+    assert_eq!(sem.release(1, &[], 0), Err(Error::Bounded { key: "k".into(), current: 3, initial: 3 }));
+    assert_eq!(sem.release(4, &[41, 40], 7), Ok(Released { own: vec![41], others: 1, added: 2 }));
+    // The caller's own permits go to the script in the caller's order, after n, bounded and the
+    // request id (none: '').
+    assert_eq!(fake.calls.borrow()[1], eval("release.lua", &["1", "1", ""]));
+    assert_eq!(fake.calls.borrow()[2], eval("release.lua", &["4", "1", "7", "41", "40"]));
     assert_eq!(sem.initial_value(), Ok(3));
     assert_eq!(sem.initial_value(), Ok(3), "state vanished: falls back to the value opened with");
 }
@@ -288,14 +290,14 @@ fn changes_wait_for_replicas_only_when_asked_to_and_reads_never_do() {
             ints(&[0]),
             ints(&[-2, 3, 3]),
         ]);
-        sem.release(1, &[]).expect("release");
+        sem.release(1, &[], 0).expect("release");
         assert_eq!(sem.release_permits(&[42]).expect("release"), vec![42]);
         assert!(sem.release_permits(&[99]).expect("nothing released").is_empty());
         assert_eq!(sem.set_permits(5), Ok(5));
-        assert_eq!(sem.add_permits(1), Ok(6));
+        assert_eq!(sem.add_permits(1, 0), Ok(6));
         assert_eq!(sem.value(), Ok(3));
         assert!(sem.acquire(1, false, None).expect("acquire").is_empty());
-        assert!(matches!(sem.release(1, &[]), Err(Error::Bounded { .. })));
+        assert!(matches!(sem.release(1, &[], 0), Err(Error::Bounded { .. })));
         let waits = fake.calls.borrow().iter().filter(|c| **c == Call::Wait).count();
         assert_eq!(waits, if replicate { 4 } else { 0 }, "release, release_permits, set and add");
     }
@@ -307,8 +309,8 @@ fn the_fast_releases_answer_means_the_first_n_named_permits() {
     let fake = Fake::default();
     let sem = open(&fake);
     fake.replies.borrow_mut().extend([Ok(Reply::Scalar(Scalar::Int(1))), Ok(Reply::Scalar(Scalar::Int(1)))]);
-    assert_eq!(sem.release(2, &[40, 41, 42]), Ok(Released { own: vec![40, 41], others: 0, added: 0 }));
-    assert!(matches!(sem.release(2, &[40]), Err(Error::Redis(m)) if m.contains("named")), "more released than named is a protocol error");
+    assert_eq!(sem.release(2, &[40, 41, 42], 0), Ok(Released { own: vec![40, 41], others: 0, added: 0 }));
+    assert!(matches!(sem.release(2, &[40], 0), Err(Error::Redis(m)) if m.contains("named")), "more released than named is a protocol error");
 }
 
 /// Scripts are told the initial value Redis holds, not the one this handle asked for.
