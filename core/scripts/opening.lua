@@ -14,11 +14,15 @@ local function wrong_type(expected)
 end
 
 -- The quarantine end of a semaphore created now. A new semaphore and one whose state a restart
--- without persistence wiped look the same. LASTSAVE is the server's start (or last save) time,
--- in whole seconds: rounded up, if it is less than a lease ago, permits granted before a restart
--- may still be held, so (when guarding, ARGV 4) grant nothing until they would have ended.
+-- without persistence wiped look the same: if the server started less than a lease ago,
+-- permits granted before the restart may still be held, so (when guarding, ARGV 4) grant
+-- nothing until they would have ended. The start comes from INFO's uptime in whole seconds,
+-- taken as late as it can be. (LASTSAVE, the start or the last RDB save, would quarantine new
+-- semaphores for up to a lease after every snapshot of a server that saves often.)
 local function fresh_quarantine()
-  local started = (tonumber(redis.call('LASTSAVE')) + 1) * 1000
-  if ARGV[4] == '1' and now < started + LEASE then return started + LEASE end
+  if ARGV[4] ~= '1' then return 0 end
+  local uptime = tonumber(string.match(redis.call('INFO', 'server'), 'uptime_in_seconds:(%d+)'))
+  local started = now - uptime * 1000
+  if now < started + LEASE then return started + LEASE end
   return 0
 end

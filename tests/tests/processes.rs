@@ -232,6 +232,26 @@ async fn a_new_opener_right_after_a_restart_waits_out_the_old_leases() {
     assert!(eager.acquire(false, None).await.unwrap());
 }
 
+/// The guard looks at when the server started, not at LASTSAVE, which every RDB snapshot moves:
+/// on a server that saves often, a semaphore created just after a snapshot must grant at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_does_not_quarantine_a_new_semaphore() {
+    let server = Server::start(Flavor::Redis);
+    let lease = Duration::from_millis(1500);
+    let conn = server.client().get_multiplexed_async_connection().await.unwrap();
+    let uptime = || async {
+        let info: String = redis::cmd("INFO").arg("server").query_async(&mut conn.clone()).await.unwrap();
+        info.lines().find_map(|l| l.strip_prefix("uptime_in_seconds:")).and_then(|v| v.trim().parse::<u64>().ok()).unwrap()
+    };
+    while Duration::from_secs(uptime().await) < lease + Duration::from_secs(1) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _: () = redis::cmd("SAVE").query_async(&mut conn.clone()).await.unwrap();
+    let sem = Semaphore::open(Options::new(server.url(), key("after-save")).permits(1).lease(lease)).await.unwrap();
+    assert!(sem.created());
+    assert!(sem.acquire(false, None).await.unwrap(), "quarantined by a snapshot of a server up for {} s", uptime().await);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_release_that_fails_while_redis_is_down_does_not_keep_the_permit_alive() {
     let mut server = Server::start_persistent(Flavor::Redis);
