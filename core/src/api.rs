@@ -13,7 +13,7 @@ pub trait Api {
     fn initial_value(&self) -> Result<u64, Error>;
     fn locked(&self) -> Result<bool, Error>;
     fn status(&self) -> Result<Status, Error>;
-    fn set_permits(&self, value: i64) -> Result<u64, Error>;
+    fn set_permits(&self, value: i64, request: u64) -> Result<u64, Error>;
     fn add_permits(&self, delta: i64, request: u64) -> Result<u64, Error>;
 }
 
@@ -48,8 +48,8 @@ macro_rules! forward {
             fn status(&self) -> Result<Status, Error> {
                 Self::status(self)
             }
-            fn set_permits(&self, value: i64) -> Result<u64, Error> {
-                Self::set_permits(self, value)
+            fn set_permits(&self, value: i64, request: u64) -> Result<u64, Error> {
+                Self::set_permits(self, value, request)
             }
             fn add_permits(&self, delta: i64, request: u64) -> Result<u64, Error> {
                 Self::add_permits(self, delta, request)

@@ -233,8 +233,8 @@ impl GuestSemaphore for Semaphore {
         Ok(self.0.locked()?)
     }
 
-    fn set_permits(&self, value: i64) -> Res<u64> {
-        Ok(self.0.set_permits(value)?)
+    fn set_permits(&self, value: i64, request: u64) -> Res<u64> {
+        Ok(self.0.set_permits(value, request)?)
     }
 
     fn add_permits(&self, delta: i64, request: u64) -> Res<u64> {

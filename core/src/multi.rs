@@ -590,7 +590,7 @@ impl<T: Transport> Semaphore<T> {
         Ok(Released { own: own_tokens, others: others_released, added })
     }
 
-    pub fn set_permits(&self, value: i64) -> Result<u64, Error> {
+    pub fn set_permits(&self, value: i64, _request: u64) -> Result<u64, Error> {
         let value = validate::value(value)?;
         self.change_capacity("set", value as i64)
     }

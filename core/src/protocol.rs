@@ -399,9 +399,10 @@ impl<T: Transport> Semaphore<T> {
 
     /// Sets the number of permits (operators). Permits in use are never taken away: below them,
     /// nothing is granted until enough are released. Returns the new capacity.
-    pub fn set_permits(&self, value: i64) -> Result<u64, Error> {
+    /// `request`: see [`request_arg`].
+    pub fn set_permits(&self, value: i64, request: u64) -> Result<u64, Error> {
         let value = validate::value(value)?;
-        self.change_capacity("set", value as i64, 0)
+        self.change_capacity("set", value as i64, request)
     }
 
     /// Adds `delta` permits (negative removes); the result may not go below zero. `request`: see

@@ -196,7 +196,8 @@ impl Instance {
 
     pub(crate) async fn set_permits(&mut self, value: i64) -> Result<u64, Error> {
         self.begin(None);
-        call!(self.call_set_permits(value))
+        let request = self.store.data().request_id();
+        call!(self.call_set_permits(value, request))
     }
 
     pub(crate) async fn add_permits(&mut self, delta: i64) -> Result<u64, Error> {

@@ -410,8 +410,6 @@ impl HostState {
         }
     }
 
-    /// The client for this instance's own blocking connections, when the call runs on the
-    /// caller's thread: one plain server only (a cluster routes, several masters run at once).
     /// An id for a call that must not act twice (see the WIT `release`), or 0 when nothing
     /// sends a call twice here. Unique within the process; the scripts pair it with the holder.
     pub(crate) fn request_id(&self) -> u64 {
@@ -420,6 +418,8 @@ impl HostState {
         if self.masters.iter().any(|m| m.resends_lost_replies()) { NEXT.fetch_add(1, Ordering::Relaxed) } else { 0 }
     }
 
+    /// The client for this instance's own blocking connections, when the call runs on the
+    /// caller's thread: one plain server only (a cluster routes, several masters run at once).
     fn caller_thread_client<'a>(&self, conns: &'a Connections) -> Option<&'a redis::Client> {
         conns.server_client().filter(|_| self.blocking_io && self.masters.len() == 1)
     }

@@ -333,8 +333,8 @@ fn key_names_built_from_arguments_stay_within_the_semaphore() {
 
 /// A call sent a second time after its reply was lost (a cluster client does so by itself)
 /// carries the same request id: the second run gives the first one's answer and changes nothing.
-/// Without the id the second release would give back another holder's permit, and the second
-/// addition would add again. Both release paths: the fast one (only the caller's own permit, the
+/// Without the id the second release would give back another holder's permit, the second
+/// addition would add again, and a second setting would undo a change made in between. Both release paths: the fast one (only the caller's own permit, the
 /// queue empty) and the full one (beyond the caller's own).
 #[test]
 fn a_call_run_again_with_its_request_id_repeats_its_answer_and_changes_nothing() {
@@ -345,7 +345,11 @@ fn a_call_run_again_with_its_request_id_repeats_its_answer_and_changes_nothing()
         let (mine, _, _) = (acquire(&mut sem, "A"), acquire(&mut sem, "B"), acquire(&mut sem, "C"));
         let fast = || vec!["1".to_string(), "1".into(), "41".into(), mine.to_string()];
         assert_eq!(ints(&sem.run(&scripts::RELEASE, "A", &fast())), [1], "{flavor:?}: the fast path released A's own");
+        let record = sem.key("done:41:A");
+        let _: () = redis::cmd("PEXPIRE").arg(&record).arg(5_000).query(&mut sem.conn).expect("PEXPIRE");
         assert_eq!(ints(&sem.run(&scripts::RELEASE, "A", &fast())), [1], "{flavor:?}: the same answer again");
+        let ttl: i64 = redis::cmd("PTTL").arg(&record).query(&mut sem.conn).expect("PTTL");
+        assert!(ttl > 5_000, "{flavor:?}: a replay writes (the record's expiry), so a replica wait after it covers the first run");
         assert_eq!(sem.leases().len(), 2, "{flavor:?}: B's and C's permits stay: {:?}", sem.leases());
 
         let beyond = || vec!["1".to_string(), "1".into(), "42".into()];
@@ -364,5 +368,11 @@ fn a_call_run_again_with_its_request_id_repeats_its_answer_and_changes_nothing()
         assert_eq!(sem.capacity(), 5, "{flavor:?}: added once");
         let other = ints(&sem.run(&scripts::SET_CAPACITY, "P", &add()));
         assert_eq!(other[..2], [7, 7], "{flavor:?}: the same id from another holder is another request");
+        // A setting run again must not undo what came between (here an addition).
+        let set = || vec!["set".to_string(), "3".into(), "45".into(), "1000".into()];
+        let first = sem.run(&scripts::SET_CAPACITY, "O", &set());
+        sem.run(&scripts::SET_CAPACITY, "O", &["add".into(), "1".into(), String::new(), "1000".into()]);
+        assert_eq!(sem.run(&scripts::SET_CAPACITY, "O", &set()), first, "{flavor:?}: the same answer again");
+        assert_eq!(sem.capacity(), 4, "{flavor:?}: the addition after the setting stands");
     }
 }

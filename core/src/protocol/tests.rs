@@ -293,7 +293,7 @@ fn changes_wait_for_replicas_only_when_asked_to_and_reads_never_do() {
         sem.release(1, &[], 0).expect("release");
         assert_eq!(sem.release_permits(&[42]).expect("release"), vec![42]);
         assert!(sem.release_permits(&[99]).expect("nothing released").is_empty());
-        assert_eq!(sem.set_permits(5), Ok(5));
+        assert_eq!(sem.set_permits(5, 0), Ok(5));
         assert_eq!(sem.add_permits(1, 0), Ok(6));
         assert_eq!(sem.value(), Ok(3));
         assert!(sem.acquire(1, false, None).expect("acquire").is_empty());
