@@ -80,6 +80,12 @@ def test_redis_down_and_wrong_password(own_server, unique_key):
     assert sem.acquire() is False, "raise_on_redis_errors=False: not acquired, as without quorum"
     with pytest.raises(RedisUnavailableError):
         strict.acquire()
+    # A with block cannot be told it holds nothing: it must not run.
+    ran = []
+    with pytest.raises(RedisUnavailableError):
+        with sem:
+            ran.append(1)
+    assert ran == [], "the block ran without a permit"
     with pytest.raises(SemaphoreError):
         sem.release()
 
@@ -104,3 +110,17 @@ def test_a_change_replicas_did_not_acknowledge_is_not_replicated_error():
     assert isinstance(e, NotReplicatedError)
     assert isinstance(e, SemaphoreRuntimeError), "what it was reported as before"
     assert str(e) == "not replicated: 0 of 1 replicas acknowledged within 100 ms"
+
+
+async def test_async_with_does_not_run_without_a_permit(own_server, unique_key):
+    from pottery_semaphore import AIOSemaphore
+
+    sem = AIOSemaphore(key=unique_key, masters={own_server.url}, guard_fresh_server=False)
+    assert await sem.get_value() == 1
+    own_server.kill()
+    assert await sem.acquire() is False, "raise_on_redis_errors=False: not acquired"
+    ran = []
+    with pytest.raises(RedisUnavailableError):
+        async with sem:
+            ran.append(1)
+    assert ran == [], "the block ran without a permit"

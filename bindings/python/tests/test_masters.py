@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import redis
 import redis.asyncio
+import redis.sentinel
 
 from pottery_semaphore import Semaphore
 from pottery_semaphore._masters import DEFAULT_URL, client_url, master_urls
@@ -17,6 +19,12 @@ def test_client_urls():
     assert client_url(redis.Redis(unix_socket_path="/tmp/r.sock", db=2)) == "unix:///tmp/r.sock?db=2"
     assert client_url(redis.Redis(host="h", ssl=True)) == "rediss://h:6379/0"
     assert client_url(redis.Redis(host="h", ssl=True, ssl_cert_reqs="none")) == "rediss://h:6379/0#insecure"
+    # What cannot be carried over is refused, not dropped: a Sentinel-managed pool names no host
+    # (it must not become localhost), and TLS files have no place in a URL.
+    with pytest.raises(TypeError, match="names no host"):
+        client_url(redis.sentinel.Sentinel([("localhost", 1)]).master_for("mymaster"))
+    with pytest.raises(TypeError, match="ssl_ca_certs"):
+        client_url(redis.Redis(host="h", ssl=True, ssl_ca_certs="/tmp/ca.pem"))
     assert master_urls([]) == [DEFAULT_URL]
     assert master_urls(["redis://a:1", "redis://a:1"]) == ["redis://a:1"]
 

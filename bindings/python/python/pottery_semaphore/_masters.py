@@ -36,7 +36,16 @@ def client_url(client: Any) -> str:
         if kwargs.get("password"):
             query += "&pass=" + quote(str(kwargs["password"]), safe="")
         return f"unix://{path}{query}"
-    host = kwargs.get("host") or "localhost"
+    host = kwargs.get("host")
+    if not host:
+        # A Sentinel-managed pool, say, finds its master itself: turning it into localhost would
+        # quietly count permits on another server.
+        raise TypeError(
+            f"the connection pool of {type(client).__name__} names no host (Sentinel?): pass the master's URL instead"
+        )
+    tls_files = [k for k in ("ssl_ca_certs", "ssl_ca_path", "ssl_ca_data", "ssl_certfile", "ssl_keyfile") if kwargs.get(k)]
+    if tls_files:
+        raise TypeError(f"TLS settings {', '.join(tls_files)} cannot be carried over from a client: pass a rediss:// URL")
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     port = int(kwargs.get("port") or 6379)

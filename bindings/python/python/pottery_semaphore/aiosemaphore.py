@@ -134,8 +134,11 @@ class AIOSemaphore:
         return [c.permit(p) for p in self._native.take_lost()]
 
     async def __aenter__(self) -> "AIOSemaphore":
-        """Acquire a permit, waiting as long as it takes."""
-        await self.acquire()
+        """Acquire a permit, waiting as long as it takes. As for ``with``, Redis unreachable
+        raises :class:`RedisUnavailableError` whatever ``raise_on_redis_errors`` says: the block
+        never runs without a permit."""
+        if not await self._call("acquire_async", 1, True, None):
+            raise exc.SemaphoreRuntimeError("a blocking acquire without a time-out returned no permit")
         return self
 
     async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:

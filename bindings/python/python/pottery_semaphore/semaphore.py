@@ -160,8 +160,11 @@ class Semaphore:
         return self.status().waiters
 
     def __enter__(self) -> "Semaphore":
-        """Acquire a permit, waiting as long as it takes."""
-        self.acquire()
+        """Acquire a permit, waiting as long as it takes. A ``with`` block cannot be told that
+        no permit was taken, so Redis unreachable raises :class:`RedisUnavailableError` here
+        whatever ``raise_on_redis_errors`` says: the block never runs without a permit."""
+        if not self._call("acquire", 1, True, None):
+            raise exc.SemaphoreRuntimeError("a blocking acquire without a time-out returned no permit")
         return self
 
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
