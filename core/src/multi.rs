@@ -41,8 +41,18 @@ pub fn slot_of(token: u64) -> u64 {
     token & (MAX_SLOTS - 1)
 }
 
+
 fn epoch_of(token: u64) -> u64 {
     token >> SLOT_BITS
+}
+
+/// The tokens of a reply's remaining (slot, epoch) pairs.
+fn slot_epoch_tokens(r: Cursor) -> Result<Vec<u64>, Error> {
+    let pairs = r.rest_u64()?;
+    if pairs.len() % 2 != 0 {
+        return Err(Error::protocol("an odd number of slot and epoch values"));
+    }
+    Ok(pairs.chunks_exact(2).map(|p| token(p[1], p[0])).collect())
 }
 
 /// Masters that failed a round, with their errors.
@@ -402,11 +412,11 @@ impl<T: Transport> Semaphore<T> {
     /// one, and the failures.
     fn release_tokens(&self, tokens: &[u64], holder: &str, wake: bool) -> (Vec<u64>, Failures) {
         let (dropped, failures) = self.dropped(wake, tokens.iter().map(|t| (*t, holder)));
-        let released = tokens.iter().copied().filter(|t| dropped.contains(&slot_of(*t))).collect();
+        let released = tokens.iter().copied().filter(|t| dropped.contains(t)).collect();
         (released, failures)
     }
 
-    /// Runs release.lua on every master for these (token, holder) permits: the slots dropped
+    /// Runs release.lua on every master for these (token, holder) permits: the tokens dropped
     /// anywhere, and the failures.
     fn dropped<'a>(&self, wake: bool, permits: impl Iterator<Item = (u64, &'a str)>) -> (Vec<u64>, Failures) {
         let mut extra = vec![u8::from(wake).to_string()];
@@ -415,8 +425,8 @@ impl<T: Transport> Semaphore<T> {
         }
         let (mut dropped, mut failures) = (Vec::new(), Vec::new());
         for (master, reply) in self.run_all(&scripts::MULTI_RELEASE, &extra) {
-            match reply.and_then(Cursor::rest_u64) {
-                Ok(slots) => dropped.extend(slots),
+            match reply.and_then(slot_epoch_tokens) {
+                Ok(tokens) => dropped.extend(tokens),
                 Err(e) => failures.push((master, e)),
             }
         }
@@ -437,16 +447,17 @@ impl<T: Transport> Semaphore<T> {
         validate::tokens(tokens)?;
         let started = self.transport.monotonic_now_ns();
         let extra: Vec<String> = tokens.iter().flat_map(|t| [slot_of(*t).to_string(), epoch_of(*t).to_string()]).collect();
+        // Counted per token, not per slot: two of the handle's tokens may share a slot.
         let mut extended: BTreeMap<u64, usize> = BTreeMap::new();
         let mut failures = Vec::new();
         let mut deadline_ms = u64::MAX;
         for (master, reply) in self.run_all(&scripts::MULTI_REFRESH, &extra) {
-            let slots = reply.and_then(|mut r| {
+            let live = reply.and_then(|mut r| {
                 deadline_ms = deadline_ms.min(r.u64()?);
-                r.rest_u64()
+                slot_epoch_tokens(r)
             });
-            match slots {
-                Ok(slots) => slots.into_iter().for_each(|s| *extended.entry(s).or_default() += 1),
+            match live {
+                Ok(live) => live.into_iter().for_each(|t| *extended.entry(t).or_default() += 1),
                 Err(e) => failures.push((master, e)),
             }
         }
@@ -456,7 +467,7 @@ impl<T: Transport> Semaphore<T> {
         if validity == 0 {
             return Ok(Vec::new());
         }
-        let held = tokens.iter().filter(|t| extended.get(&slot_of(**t)).is_some_and(|v| *v >= self.quorum()));
+        let held = tokens.iter().filter(|t| extended.get(t).is_some_and(|v| *v >= self.quorum()));
         let deadline_ms = deadline_ms.saturating_sub(self.drift_ms() + elapsed_ms);
         Ok(held.map(|&token| Permit { token, deadline_ms, ttl_ms: validity }).collect())
     }
@@ -580,8 +591,8 @@ impl<T: Transport> Semaphore<T> {
         }
         let (dropped, failures) = self.dropped(true, own.iter().chain(&others).map(|h| (h.token, h.holder.as_str())));
         self.check_quorum(failures)?;
-        let own_tokens = own.iter().map(|h| h.token).filter(|t| dropped.contains(&slot_of(*t))).collect();
-        let others_released = others.iter().filter(|h| dropped.contains(&slot_of(h.token))).count() as u32;
+        let own_tokens = own.iter().map(|h| h.token).filter(|t| dropped.contains(t)).collect();
+        let others_released = others.iter().filter(|h| dropped.contains(&h.token)).count() as u32;
         let mut added = 0;
         if excess > 0 {
             self.change_capacity("add", excess as i64)?;
@@ -699,6 +710,64 @@ mod tests {
             assert_eq!(fake.waited_on.borrow().len(), 1);
             assert_ne!(fake.waited_on.borrow()[0], 0, "waited where the push was already taken");
         }
+    }
+
+    /// Every master holds slot 0 for this holder under epoch 9 only: an older grant of the
+    /// same slot (epoch 5, ended, not yet known as lost) is named too.
+    struct OneLiveGrant;
+
+    impl Transport for &OneLiveGrant {
+        fn eval(&self, _: &Script, _: &Scope, _: &Args) -> Result<Reply, Error> {
+            unreachable!("several masters run scripts through eval_each")
+        }
+        fn eval_each(&self, script: &Script, _: &Scope, calls: &[(u32, Args)], _: u64) -> Vec<Result<Reply, Error>> {
+            let answer = || match script.name {
+                "multi/init.lua" => ints(&[1, 0]),
+                "multi/refresh.lua" => ints(&[20_000, 0, 9]),
+                "multi/release.lua" => ints(&[0, 9]),
+                other => unreachable!("{other}"),
+            };
+            calls.iter().map(|_| answer()).collect()
+        }
+        fn command(&self, _: &str, _: &str, _: &[String]) -> Result<Reply, Error> {
+            unreachable!("no commands")
+        }
+        fn blocking_pop(&self, _: &str, _: u64, _: bool) -> Result<Option<String>, Error> {
+            unreachable!("no pops")
+        }
+        fn wait_replicas(&self) -> Result<(), Error> {
+            Ok(())
+        }
+        fn monotonic_now_ns(&self) -> u64 {
+            0
+        }
+        fn sleep(&self, _: u64) -> Result<(), Error> {
+            Ok(())
+        }
+    }
+
+    /// Two tokens of one slot: the masters extend (or drop) only the grant live there, and only
+    /// that token may come back as held (or released). Counting by slot brought the ended grant
+    /// back to life beside the newer one: two holders of one permit.
+    #[test]
+    fn of_two_tokens_of_one_slot_only_the_live_grant_counts() {
+        let config = Config {
+            key: "k".into(),
+            value: 1,
+            bounded: true,
+            lease_ms: 10_000,
+            holder: "h".into(),
+            guard_fresh_server: false,
+            create: true,
+            masters: 3,
+            raise_on_redis_errors: false,
+            replicate: false,
+        };
+        let (sem, _) = Semaphore::open(&OneLiveGrant, config).expect("open");
+        let (ended, live) = (token(5, 0), token(9, 0));
+        let held: Vec<u64> = sem.refresh(&[ended, live]).expect("refresh").iter().map(|p| p.token).collect();
+        assert_eq!(held, [live]);
+        assert_eq!(sem.release_permits(&[ended, live]), Ok(vec![live]));
     }
 
     #[test]

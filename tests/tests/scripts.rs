@@ -301,6 +301,12 @@ fn a_late_refresh_does_not_bring_back_an_ended_grant_through_a_newer_claim() {
         assert_eq!(refreshed.len(), 1, "{flavor:?}: the ended grant (epoch {}) was extended: {refreshed:?}", first[1]);
         assert_eq!(run(&scripts::MULTI_CONFIRM, "H", LEASE_MS, &confirm(again[1])), [1], "{flavor:?}: the new claim confirms");
         assert!(first[1] < z[1] && z[1] < again[1], "{flavor:?}: epochs increase");
+        // Both grants named at once: the reply names the slot with the epoch extended, the
+        // new one's, so that the ended grant's token does not pass for extended too.
+        let both = run(&scripts::MULTI_REFRESH, "H", LEASE_MS, &["0".into(), first[1].to_string(), "0".into(), again[1].to_string()]);
+        assert_eq!(both[1..], [0, again[1]], "{flavor:?}: {both:?}");
+        let dropped = run(&scripts::MULTI_RELEASE, "H", LEASE_MS, &["0".into(), "0".into(), first[1].to_string(), "H".into(), "0".into(), again[1].to_string(), "H".into()]);
+        assert_eq!(dropped, [0, again[1]], "{flavor:?}: only the live grant was dropped");
     }
 }
 
