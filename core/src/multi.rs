@@ -121,6 +121,12 @@ pub struct Semaphore<T> {
 impl<T: Transport> Semaphore<T> {
     /// Validates `config` and creates the semaphore on every master that lacks it. Succeeds
     /// when a majority answers.
+    ///
+    /// Two rounds when some master lacks it: first every master only reports, so that copies
+    /// missing beside existing ones are known to be lost (FLUSHALL, eviction, a fail-over to a
+    /// replica without them) and are recreated quarantined for a lease, whatever the fresh-server
+    /// guard says. Created without quarantine, such a copy could join a minority still holding a
+    /// slot in a new majority for it. Only a semaphore missing everywhere is new.
     pub fn open(transport: T, config: Config) -> Result<(Self, Opened), Error> {
         let id = Identity::validate(&config)?;
         if id.initial > MAX_SLOTS {
@@ -136,31 +142,50 @@ impl<T: Transport> Semaphore<T> {
             masters: config.masters,
             raise_on_redis_errors: config.raise_on_redis_errors,
         };
-        let flags = vec![u8::from(config.guard_fresh_server).to_string(), u8::from(config.create).to_string()];
-        let (mut initials, mut created, mut missing) = (Vec::new(), false, 0);
-        let (replies, failures) = sem.answers(&scripts::MULTI_INIT, &flags)?;
-        for (_, mut reply) in replies {
-            match reply.i64()? {
-                -2 => {
-                    return Err(Error::invalid(format!(
-                        "semaphore {:?} was created on one server: it cannot be opened with several masters",
-                        sem.id.key
-                    )));
-                }
-                -1 => missing += 1,
-                initial => {
-                    initials.push(initial as u64);
-                    created |= reply.u64()? == 1;
+        let guard = u8::from(config.guard_fresh_server).to_string();
+        let (mut initials, mut created, mut missing) = (Vec::new(), false, Vec::new());
+        let (replies, mut failures) = sem.answers(&scripts::MULTI_INIT, &[guard.clone(), "0".into()])?;
+        for (master, reply) in replies {
+            sem.init_reply(master, Ok(reply), &mut initials, &mut created, &mut missing)?;
+        }
+        if config.create && !missing.is_empty() {
+            // '2': quarantine whatever the server's age (see init.lua).
+            let lost = if initials.is_empty() { guard } else { "2".into() };
+            let calls = std::mem::take(&mut missing).into_iter().map(|m| (m, vec![lost.clone(), "1".into()])).collect();
+            for (master, reply) in sem.run_each(&scripts::MULTI_INIT, calls) {
+                match reply.and_then(Cursor::new) {
+                    Err(e) if !Self::is_fatal(&e) => failures.push((master, e)),
+                    reply => sem.init_reply(master, reply, &mut initials, &mut created, &mut missing)?,
                 }
             }
         }
         sem.check_quorum(failures)?;
-        if initials.len() < sem.quorum() && missing > 0 {
+        if initials.len() < sem.quorum() && !missing.is_empty() {
             return Err(Error::invalid(format!("no semaphore named {:?} exists", sem.id.key)));
         }
         let initial = sem.agreed(initials);
         sem.id.adopt_initial(initial, &mut sem.scope);
         Ok((sem, Opened { initial, created }))
+    }
+
+    /// Reads master `master`'s answer to init.lua into what `open` gathers.
+    fn init_reply(&self, master: u32, reply: Result<Cursor, Error>, initials: &mut Vec<u64>, created: &mut bool, missing: &mut Vec<u32>) -> Result<(), Error> {
+        let mut reply = reply?;
+        match reply.i64()? {
+            -2 => Err(Error::invalid(format!(
+                "semaphore {:?} was created on one server: it cannot be opened with several masters",
+                self.id.key
+            ))),
+            -1 => {
+                missing.push(master);
+                Ok(())
+            }
+            initial => {
+                initials.push(initial as u64);
+                *created |= reply.u64()? == 1;
+                Ok(())
+            }
+        }
     }
 
     /// Masters a decision needs.

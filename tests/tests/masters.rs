@@ -155,6 +155,25 @@ async fn a_restarted_master_without_persistence_cannot_hand_out_a_held_slot() {
     drop(holder);
 }
 
+/// A holds the only slot on two of three masters (the third was down). One of the two loses its
+/// state while up (FLUSHALL: the fresh-server guard, which looks at uptime, cannot see it). A
+/// process opening the semaphore then finds it on one master and missing on two: those copies
+/// are recreated quarantined, or X would hold the slot on the wiped master and the third, a
+/// majority, beside A.
+#[tokio::test(flavor = "multi_thread")]
+async fn copies_lost_beside_existing_ones_are_recreated_quarantined() {
+    let mut servers = masters(3);
+    let k = key("mm-lost-copy");
+    servers[2].kill();
+    let a = open(&servers, &k, 1).await;
+    assert!(a.acquire(false, None).await.unwrap(), "two of three masters grant");
+    servers[2].restart();
+    let _: () = redis::cmd("FLUSHALL").query(&mut servers[0].connection()).unwrap();
+    let x = open(&servers, &k, 1).await;
+    assert!(!x.acquire(false, None).await.unwrap(), "granted a slot A holds on a majority of one");
+    drop(a);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn modes_do_not_mix_and_arguments_are_checked() {
     let servers = masters(3);

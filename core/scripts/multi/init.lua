@@ -1,5 +1,6 @@
 -- Creates the semaphore on this master unless it exists; never overwrites another creator's value.
--- ARGV 4: guard a fresh server (1/0), 5: create when missing (1/0).
+-- ARGV 4: guard a fresh server (1/0), or 2: quarantine in any case (the guest saw the semaphore on
+-- other masters: this copy was lost), 5: create when missing (1/0).
 -- Reply: {initial, created 0/1, capacity} | {-1} missing, not to be created | {-2} a semaphore of
 --        the one-server protocol lives under this key
 local bad = wrong_type({hash = {META, OWNER, TOKENS}, zset = {LEASES}, set = {HELD}})
