@@ -388,9 +388,11 @@ impl<T: Transport> Semaphore<T> {
         let epoch = claims.iter().map(|c| c.epoch).max().unwrap_or(0);
         let calls = (0..self.masters)
             .map(|m| {
-                let mut extra = vec![epoch.to_string(), chosen.len().to_string()];
+                let claim = claims.iter().find(|c| c.master == m);
+                let claimed_under = claim.map(|c| c.epoch.to_string()).unwrap_or_default();
+                let mut extra = vec![epoch.to_string(), claimed_under, chosen.len().to_string()];
                 extra.extend(chosen.iter().map(u64::to_string));
-                if let Some(claim) = claims.iter().find(|c| c.master == m) {
+                if let Some(claim) = claim {
                     extra.extend(claim.slots.iter().filter(|s| !chosen.contains(s)).map(u64::to_string));
                 }
                 (m, extra)
@@ -405,7 +407,9 @@ impl<T: Transport> Semaphore<T> {
         let validity = self.id.lease_ms.saturating_sub(elapsed_ms + self.drift_ms());
         let tokens: Vec<u64> = chosen.iter().map(|s| token(epoch, *s)).collect();
         if confirmed < self.quorum() || validity == 0 {
+            // Confirmed copies go by the grant's epoch, unconfirmed ones by their claim's.
             self.release_tokens(&tokens, &self.id.holder, false);
+            self.give_back(claims);
             return Ok(None);
         }
         let deadline_ms = claims.iter().map(|c| c.deadline_ms).min().unwrap_or(0).saturating_sub(self.drift_ms() + elapsed_ms);

@@ -284,7 +284,8 @@ fn a_late_refresh_does_not_bring_back_an_ended_grant_through_a_newer_claim() {
             let multi_keys = keys.multi_script_keys(holder);
             ints(&eval_script(&mut conn, script, &multi_keys, holder, 1, lease_ms, args).unwrap_or_else(|e| panic!("{}: {e}", script.name)))
         };
-        let confirm = |epoch: i64| vec![epoch.to_string(), "1".into(), "0".into()];
+        // One master: the grant's epoch is this master's claim epoch.
+        let confirm = |epoch: i64| vec![epoch.to_string(), epoch.to_string(), "1".into(), "0".into()];
         // H's grant, with a short lease that then ends.
         let first = run(&scripts::MULTI_CLAIM, "H", 50, &["1".into()]);
         assert_eq!(run(&scripts::MULTI_CONFIRM, "H", 50, &confirm(first[1])), [1]);
@@ -307,6 +308,33 @@ fn a_late_refresh_does_not_bring_back_an_ended_grant_through_a_newer_claim() {
         assert_eq!(both[1..], [0, again[1]], "{flavor:?}: {both:?}");
         let dropped = run(&scripts::MULTI_RELEASE, "H", LEASE_MS, &["0".into(), "0".into(), first[1].to_string(), "H".into(), "0".into(), again[1].to_string(), "H".into()]);
         assert_eq!(dropped, [0, again[1]], "{flavor:?}: only the live grant was dropped");
+    }
+}
+
+/// Several masters, one of them here. An attempt of H's handle claims slot 0 and never confirms
+/// (its give-back failed); another attempt of the same handle, which claimed the slot elsewhere
+/// under another epoch, confirms or releases it here. The copy is the first attempt's: the other
+/// must neither count it towards its majority (the copy ends with the first claim's lease, so
+/// that majority would not last) nor drop it.
+#[test]
+fn an_unconfirmed_copy_belongs_to_its_own_claim_not_to_every_attempt_of_its_holder() {
+    for flavor in Flavor::all() {
+        let server = Server::start(flavor);
+        let keys = Keys::new(&key("claim-identity"));
+        let mut conn = server.connection();
+        one_slot_on(&mut conn, &keys);
+        let multi_keys = keys.multi_script_keys("H");
+        let mut run = |script: &Script, args: &[String]| -> Vec<i64> {
+            ints(&eval_script(&mut conn, script, &multi_keys, "H", 1, LEASE_MS, args).unwrap_or_else(|e| panic!("{}: {e}", script.name)))
+        };
+        let claim = run(&scripts::MULTI_CLAIM, &["1".into()]);
+        assert_eq!(claim[0], 1, "{flavor:?}: {claim:?}");
+        let other_epoch = (claim[1] + 7).to_string();
+        // The other attempt claimed nothing here.
+        assert_eq!(run(&scripts::MULTI_CONFIRM, &[other_epoch.clone(), String::new(), "1".into(), "0".into()]), [0], "{flavor:?}: confirmed for another attempt");
+        assert_eq!(run(&scripts::MULTI_RELEASE, &["0".into(), "0".into(), other_epoch.clone(), "H".into()]), Vec::<i64>::new(), "{flavor:?}: dropped for another attempt");
+        // Its own claim confirms, under the grant's epoch (here the other's, higher one).
+        assert_eq!(run(&scripts::MULTI_CONFIRM, &[other_epoch, claim[1].to_string(), "1".into(), "0".into()]), [1], "{flavor:?}: its own claim confirms");
     }
 }
 

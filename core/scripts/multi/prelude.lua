@@ -5,7 +5,9 @@
 --   leases   zset  slot -> lease deadline (this master's server time, ms)
 --   owner    hash  slot -> holder
 --   held:H   set   slots holder H owns here
---   tokens   hash  slot -> fencing epoch its holder confirmed (absent until confirmed)
+--   tokens   hash  slot -> fencing epoch its holder confirmed; until then 'c' .. the epoch of the
+--                  claim that took it here, so that another attempt of the same holder (another
+--                  task of its handle, a stale release) is not taken for that claim
 --   mwake    list  a push per released permit, popped by waiters to retry (there is no queue)
 local OWNER, HELD, TOKENS = KEYS[3], KEYS[4], KEYS[5]
 local MWAKE = PREFIX .. 'mwake'
@@ -35,11 +37,13 @@ local function mm_purge()
   for _, slot in ipairs(redis.call('ZRANGEBYSCORE', LEASES, '-inf', now)) do mm_drop(slot) end
 end
 
--- True when `holder` owns `slot` here under fencing epoch `epoch`, or owns it unconfirmed.
+-- True when `holder` owns `slot` here under fencing epoch `epoch`: confirmed under it, or claimed
+-- here under it and not confirmed yet. (A claim made before claims kept their epoch has none:
+-- any epoch of its holder owns it.)
 local function mm_owns(holder, slot, epoch)
   if redis.call('HGET', OWNER, slot) ~= holder then return false end
-  local confirmed = redis.call('HGET', TOKENS, slot)
-  return not confirmed or confirmed == epoch
+  local tok = redis.call('HGET', TOKENS, slot)
+  return not tok or tok == epoch or tok == 'c' .. epoch
 end
 
 -- Raises the fencing epoch to at least `epoch` (an existing semaphore only).
