@@ -75,7 +75,8 @@ enum Attempt {
     /// the masters that answered busy, where the release that frees a slot will push its
     /// wake-up (one that granted may already have had that release, and its push taken).
     Busy { wait_ms: u64, refused_by: Vec<u32> },
-    /// Enough masters granted, but not the same slots: retry after a short random delay.
+    /// Enough masters granted, but not the same slots: retry after a short random delay,
+    /// claiming first the slots free on a majority (see `after_split`).
     Split,
     /// More than half of the masters failed.
     NoQuorum(Failures),
@@ -105,6 +106,8 @@ struct View {
     initial: u64,
     capacity: u64,
     available: u64,
+    /// The available slots, lowest first.
+    free: Vec<u64>,
     /// Permits held on a majority, with the deadline a majority still holds them to.
     holders: Vec<(Holder, u64)>,
 }
@@ -270,15 +273,30 @@ impl<T: Transport> Semaphore<T> {
         let deadline = timeout_ms.map(|ms| started.saturating_add(ms.saturating_mul(1_000_000)));
         let waits = blocking && timeout_ms != Some(0);
         let mut attempt: u64 = 0;
+        // Slots free on a majority, to claim first after a split vote (see `after_split`).
+        let mut preferred = Vec::new();
         loop {
             let mut wait_on = Vec::new();
-            let pause_ms = match self.attempt(n, blocking)? {
+            let outcome = self.attempt(n, blocking, &std::mem::take(&mut preferred))?;
+            let pause_ms = match outcome {
                 Attempt::Granted(permits) => return Ok(permits),
                 Attempt::Busy { wait_ms, refused_by } => {
                     wait_on = refused_by;
                     wait_ms.min(MAX_WAIT_MS)
                 }
-                Attempt::Split => 1 + self.jitter(attempt) % (2 + 2 * attempt.min(10)),
+                Attempt::Split => match self.after_split(n) {
+                    Some(free) => {
+                        preferred = free;
+                        if !waits && attempt == 0 {
+                            // Not a wait: the one retry that the slots free on a majority allow.
+                            attempt += 1;
+                            continue;
+                        }
+                        1 + self.jitter(attempt) % (2 + 2 * attempt.min(10))
+                    }
+                    // Nothing to grant on a majority: wait for a release like a refused claim.
+                    None => MAX_WAIT_MS,
+                },
                 Attempt::NoQuorum(failures) => {
                     if self.raise_on_redis_errors {
                         return Err(self.quorum_error(&failures));
@@ -334,11 +352,23 @@ impl<T: Transport> Semaphore<T> {
         x
     }
 
-    /// One round: claim on every master, keep the slots a majority granted, confirm their epoch.
-    fn attempt(&self, n: u64, blocking: bool) -> Result<Attempt, Error> {
+    /// After a split vote: the slots free on a majority when there are `n` of them, else `None`.
+    /// Each master claims its lowest free slots, so masters whose free slots differ (after an
+    /// outage during grants) could split on every attempt, although a slot is free on a majority;
+    /// claiming those first makes them agree. With fewer than `n`, the semaphore is full: the
+    /// waiter waits for a release instead of voting again and again.
+    fn after_split(&self, n: u64) -> Option<Vec<u64>> {
+        let free = self.view().ok()?.free;
+        (free.len() as u64 >= n).then_some(free)
+    }
+
+    /// One round: claim on every master (the `preferred` slots first where free), keep the slots
+    /// a majority granted, confirm their epoch.
+    fn attempt(&self, n: u64, blocking: bool, preferred: &[u64]) -> Result<Attempt, Error> {
         let started = self.transport.monotonic_now_ns();
         let (mut claims, mut busy_ms, mut refused_by, mut too_many) = (Vec::new(), MAX_WAIT_MS, Vec::new(), 0);
-        let (replies, failures, fatal) = self.all_answers(&scripts::MULTI_CLAIM, &[n.to_string()]);
+        let args: Vec<String> = std::iter::once(n).chain(preferred.iter().copied()).map(|v| v.to_string()).collect();
+        let (replies, failures, fatal) = self.all_answers(&scripts::MULTI_CLAIM, &args);
         for (master, mut reply) in replies {
             match reply.i64()? {
                 1 => claims.push(Claim { master, epoch: reply.u64()?, deadline_ms: reply.u64()?, slots: reply.rest_u64()? }),
@@ -526,12 +556,13 @@ impl<T: Transport> Semaphore<T> {
             }
         }
         let eligible: Vec<u64> = views.iter().filter(|v| !v.quarantined).map(|v| v.capacity).collect();
-        let available = (0..capacity)
+        let free: Vec<u64> = (0..capacity)
             .filter(|s| {
                 let counting = eligible.iter().filter(|c| **c > *s).count();
                 counting.saturating_sub(taken.get(s).copied().unwrap_or(0)) >= q
             })
-            .count() as u64;
+            .collect();
+        let available = free.len() as u64;
         // A holder holds a slot under one confirmed epoch on a majority (unconfirmed copies count).
         let mut by_slot: BTreeMap<u64, Vec<(&LiveSlot, u64)>> = BTreeMap::new();
         for v in &views {
@@ -556,7 +587,7 @@ impl<T: Transport> Semaphore<T> {
             let ttl_ms = ttl.saturating_sub(self.drift_ms());
             holders.push((Holder { token: token(epoch, slot), holder: owner.holder.clone(), ttl_ms }, deadline.saturating_sub(self.drift_ms())));
         }
-        Ok(View { initial, capacity, available, holders })
+        Ok(View { initial, capacity, available, free, holders })
     }
 
     /// Permits this holder holds on a majority, with their leases.

@@ -174,6 +174,32 @@ async fn copies_lost_beside_existing_ones_are_recreated_quarantined() {
     drop(a);
 }
 
+/// Three slots; the third master is down. Grants made during outages left slot 0 taken on the
+/// first master only and slot 1 on the second only. Each master's lowest free slot differs (1
+/// and 0), so claims split on every attempt, yet slot 2 is free on both: after a split the
+/// waiter claims the slots free on a majority first, and gets slot 2. When nothing is free on
+/// a majority, it waits for a release instead of voting again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_split_vote_claims_the_slots_free_on_a_majority() {
+    let mut servers = masters(3);
+    let k = key("mm-split");
+    let a = open(&servers, &k, 3).await;
+    servers[2].kill();
+    let keys = pottery_semaphore_core::keys::Keys::new(&k);
+    let run = |server: &Server, script: &pottery_semaphore_core::scripts::Script, holder: &str, args: &[String]| -> Vec<i64> {
+        let reply = eval_script(&mut server.connection(), script, &keys.multi_script_keys(holder), holder, 3, 60_000, args);
+        redis::from_redis_value(reply.unwrap()).unwrap()
+    };
+    use pottery_semaphore_core::scripts::{MULTI_CLAIM, MULTI_RELEASE};
+    assert_eq!(run(&servers[0], &MULTI_CLAIM, "Y", &["1".into()])[3..], [0]);
+    let z = run(&servers[1], &MULTI_CLAIM, "Z", &["2".into()]);
+    assert_eq!(z[3..], [0, 1]);
+    assert_eq!(run(&servers[1], &MULTI_RELEASE, "Z", &["0".into(), "0".into(), z[1].to_string(), "Z".into()]), [0, z[1]]);
+    let got = a.acquire_n(1, true, Some(2.0)).await.unwrap();
+    assert_eq!(got.iter().map(|p| slot_of(p.token)).collect::<Vec<_>>(), [2], "split votes never converged");
+    assert!(a.acquire_n(1, false, None).await.unwrap().is_empty(), "nothing left on a majority");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn modes_do_not_mix_and_arguments_are_checked() {
     let servers = masters(3);

@@ -1,15 +1,24 @@
 -- Claims the n lowest free slots here, all or none. Masters that agree on the state pick the
 -- same slots; the caller keeps the slots a majority gave it and gives the rest back.
--- ARGV 4: n. Reply: {1, epoch, deadline, slots...} | {0, ms until a slot may free up}
+-- ARGV 4: n, 5..: slots to take first where free here (those free on a majority, after a split
+-- vote: lowest free slots differ between masters that lost different slots, and would split
+-- again). Reply: {1, epoch, deadline, slots...} | {0, ms until a slot may free up}
 --        | {-1, capacity} n exceeds the capacity
 local n = tonumber(ARGV[4])
 local cap, quarantine = capacity(mm_create)
 if n > cap then return {-1, cap} end
 mm_purge()
 if now < quarantine or cap - redis.call('ZCARD', LEASES) < n then return {0, next_change(quarantine)} end
-local slots, slot = {}, 0
+local slots, picked = {}, {}
+for i = 5, #ARGV do
+  local s = tonumber(ARGV[i])
+  if #slots < n and s < cap and not picked[s] and not redis.call('ZSCORE', LEASES, s) then
+    slots[#slots + 1], picked[s] = s, true
+  end
+end
+local slot = 0
 while #slots < n and slot < cap do
-  if not redis.call('ZSCORE', LEASES, slot) then slots[#slots + 1] = slot end
+  if not picked[slot] and not redis.call('ZSCORE', LEASES, slot) then slots[#slots + 1] = slot end
   slot = slot + 1
 end
 if #slots < n then return {0, next_change(quarantine)} end
