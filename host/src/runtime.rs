@@ -73,11 +73,36 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
+/// The process-wide runtime and the process that started it.
+static GLOBAL: Mutex<Option<(u32, &'static Runtime)>> = Mutex::new(None);
+
+/// Runs `f` on a thread of its own and awaits its result, leaving the caller's executor free.
+async fn off_thread<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .map_err(|e| Error::Runtime(format!("{name} thread: {e}")))?;
+    rx.await.map_err(|_| Error::Runtime(format!("the {name} thread died")))
+}
+
 impl Runtime {
+    /// [`Runtime::global`] for async code. Its first call in a process compiles or loads the
+    /// component, for up to seconds: that runs on a thread of its own, not on the caller's
+    /// executor (an asyncio loop, Android's main dispatcher, Swift's cooperative pool).
+    pub async fn global_async() -> Result<&'static Runtime, Error> {
+        let started = GLOBAL.try_lock().ok().and_then(|g| *g).filter(|(pid, _)| *pid == std::process::id());
+        match started {
+            Some((_, rt)) => Ok(rt),
+            None => off_thread("pottery-semaphore-init", Runtime::global).await?,
+        }
+    }
+
     /// The process-wide runtime with default options, started on first use. A child made by
     /// `fork()` inherits none of the parent's threads, so it gets a runtime of its own.
     pub fn global() -> Result<&'static Runtime, Error> {
-        static GLOBAL: Mutex<Option<(u32, &'static Runtime)>> = Mutex::new(None);
         let mut global = GLOBAL.lock().unwrap_or_else(|e| e.into_inner());
         let pid = std::process::id();
         match *global {
@@ -171,4 +196,34 @@ fn load_component(engine: &Engine, cache_dir: Option<&PathBuf>) -> Result<(Compo
         }
     }
     Ok((component, false))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// Work moved off the executor (the first runtime start) leaves it running other tasks.
+    #[test]
+    fn work_off_thread_leaves_the_executor_free() {
+        let executor = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+        executor.block_on(async {
+            let ticks = Arc::new(AtomicU64::new(0));
+            let counted = ticks.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    counted.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            let out = super::off_thread("test", || {
+                std::thread::sleep(Duration::from_millis(200));
+                7
+            })
+            .await;
+            assert_eq!(out.expect("result"), 7);
+            assert!(ticks.load(Ordering::Relaxed) >= 20, "the executor stood still: {} ticks", ticks.load(Ordering::Relaxed));
+        });
+    }
 }

@@ -472,7 +472,7 @@ impl Semaphore {
     pub async fn open(options: Options) -> Result<Self, Error> {
         let rt = match options.runtime {
             Some(rt) => rt,
-            None => Runtime::global()?,
+            None => Runtime::global_async().await?,
         };
         let lease_ms = i64::try_from(options.lease.as_millis()).unwrap_or(i64::MAX);
         let config = api::Config {
