@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pottery_semaphore_core::validate::MAX_PERMITS_PER_CALL;
 use pottery_semaphore_core::{Permit, Status};
@@ -178,6 +178,10 @@ struct Inner {
     idle_sync: Mutex<Vec<Instance>>,
     caller_thread: bool,
     held: Mutex<BTreeMap<u64, Permit>>,
+    /// When each held permit's lease ends by this process's clock: its validity counted from
+    /// before the call that granted or last extended it. Past that, with Redis out of reach, the
+    /// permit is reported lost without waiting for Redis to answer again (see `lease_watch`).
+    valid_until: Mutex<BTreeMap<u64, Instant>>,
     /// Permits whose release failed (Redis unreachable): no longer refreshed, and released
     /// again by the refresher until that works or their lease is over.
     unreleased: Mutex<Vec<(u64, std::time::Instant)>>,
@@ -266,9 +270,21 @@ struct Granted {
 impl Granted {
     fn keep(mut self) -> Vec<Permit> {
         let permits = std::mem::take(&mut self.permits);
-        lock(&self.inner.held).extend(permits.iter().map(|p| (p.token, *p)));
+        let mut held = lock(&self.inner.held);
+        held.extend(permits.iter().map(|p| (p.token, *p)));
+        // Counted from now: an acquire may have waited long before the grant. The grant's reply
+        // took a little time to arrive, which the drift allowance covers.
+        let now = Instant::now();
+        lock(&self.inner.valid_until).extend(permits.iter().map(|p| (p.token, now + validity(p.ttl_ms))));
+        drop(held);
         permits
     }
+}
+
+/// How long a permit of `ttl_ms` stays valid by this process's clock: less 1 % and 2 ms for
+/// clock drift and the reply's way back (as the several-master mode allows).
+fn validity(ttl_ms: u64) -> Duration {
+    Duration::from_millis(ttl_ms.saturating_sub(ttl_ms / 100 + 2))
 }
 
 impl Drop for Granted {
@@ -336,17 +352,20 @@ impl Inner {
     }
 
     /// Moves permits that vanished from Redis (expired, or released by another holder) from
-    /// `held` to `lost`. Only permits held both before and after the refresh are judged.
-    fn reconcile(&self, before: &[u64], alive: Vec<Permit>) {
+    /// `held` to `lost`. Only permits held both before and after the refresh are judged. The
+    /// refresh was sent at `asked`.
+    fn reconcile(&self, before: &[u64], alive: Vec<Permit>, asked: Instant) {
         let alive: BTreeMap<u64, Permit> = alive.into_iter().map(|p| (p.token, p)).collect();
         let mut held = lock(&self.held);
         let releasing = lock(&self.releasing);
+        let mut valid_until = lock(&self.valid_until);
         let mut newly_lost = Vec::new();
         for token in before {
             match alive.get(token) {
                 Some(p) => {
                     if let Some(h) = held.get_mut(token) {
                         *h = *p;
+                        valid_until.insert(*token, asked + validity(p.ttl_ms));
                     }
                 }
                 // Gone because our own release took it: that release settles `held`.
@@ -354,11 +373,31 @@ impl Inner {
                 None => newly_lost.extend(held.remove(token)),
             }
         }
-        drop((held, releasing));
-        if !newly_lost.is_empty() {
-            lock(&self.lost).extend(newly_lost);
+        drop((held, releasing, valid_until));
+        self.report_lost(newly_lost);
+    }
+
+    fn report_lost(&self, lost: Vec<Permit>) {
+        if !lost.is_empty() {
+            lock(&self.lost).extend(lost);
             self.lost_signal.notify_waiters();
         }
+    }
+
+    /// Reports as lost the held permits whose lease has ended by this process's clock (those a
+    /// release is giving back excepted: it settles them); returns when the next one ends.
+    fn expire_unrefreshed(&self) -> Option<Instant> {
+        let now = Instant::now();
+        let mut held = lock(&self.held);
+        let releasing = lock(&self.releasing);
+        let mut valid_until = lock(&self.valid_until);
+        valid_until.retain(|token, _| held.contains_key(token));
+        let ended: Vec<u64> = valid_until.iter().filter(|(t, at)| **at <= now && !releasing.contains_key(t)).map(|(t, _)| *t).collect();
+        let lost: Vec<Permit> = ended.iter().filter_map(|t| valid_until.remove(t).and(held.remove(t))).collect();
+        let next = valid_until.values().min().copied();
+        drop((held, releasing, valid_until));
+        self.report_lost(lost);
+        next
     }
 
     /// Releases again the permits whose release failed, as long as their lease may still run.
@@ -431,8 +470,9 @@ impl Inner {
         let held: Vec<u64> = lock(&self.held).keys().copied().collect();
         for before in held.chunks(MAX_PERMITS_PER_CALL as usize) {
             let tokens = before.to_vec();
+            let asked = Instant::now();
             let alive = self.with_instance(move |i| Box::pin(async move { i.refresh(&tokens).await })).await?;
-            self.reconcile(before, alive);
+            self.reconcile(before, alive, asked);
         }
         Ok(())
     }
@@ -453,6 +493,21 @@ impl Drop for Inner {
                 let _ = instance.release_permits(chunk).await;
             }
         });
+    }
+}
+
+/// Wakes when the next held permit's lease ends by this process's clock and reports it lost if
+/// no refresh extended it meanwhile: with Redis out of reach, refreshes fail (each after up to a
+/// response time-out) and Redis cannot say the lease ended, but the holder must stop using the
+/// permit all the same, as another process may hold it by then.
+async fn lease_watch(weak: Weak<Inner>, period: Duration) {
+    loop {
+        let next = {
+            let Some(inner) = weak.upgrade() else { return };
+            inner.expire_unrefreshed()
+        };
+        let wait = next.map_or(period, |at| at.saturating_duration_since(Instant::now()).min(period));
+        tokio::time::sleep(wait).await;
     }
 }
 
@@ -526,6 +581,7 @@ impl Semaphore {
                 idle_sync: Mutex::new(Vec::new()),
                 caller_thread,
                 held: Mutex::new(BTreeMap::new()),
+                valid_until: Mutex::new(BTreeMap::new()),
                 unreleased: Mutex::new(Vec::new()),
                 releasing: Mutex::new(BTreeMap::new()),
                 releases: tokio::sync::Mutex::new(()),
@@ -533,6 +589,7 @@ impl Semaphore {
                 lost_signal: Notify::new(),
             });
             tokio::spawn(refresher(Arc::downgrade(&inner), period));
+            tokio::spawn(lease_watch(Arc::downgrade(&inner), period));
             Ok(Semaphore { inner, inline: false })
         })
         .await?

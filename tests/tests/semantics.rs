@@ -566,6 +566,30 @@ async fn a_release_whose_reply_was_lost_is_not_sent_again() {
     }
 }
 
+/// Redis out of reach: refreshes fail, and Redis cannot say that the lease ended. The holder must
+/// learn it when the lease ends all the same (by its own clock), not once Redis answers again,
+/// maybe never: by then another process may hold the permit.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lease_that_ends_while_redis_is_out_of_reach_is_reported_lost() {
+    use pottery_semaphore_host::Options;
+    use pottery_semaphore_tests::proxy::Proxy;
+    let server = Server::start(Flavor::Redis);
+    let proxy = Proxy::start(server.port);
+    let lease = Duration::from_millis(1500);
+    let sem = Semaphore::open(Options::new(proxy.url(), key("lease-out-of-reach")).guard_fresh_server(false).lease(lease)).await.unwrap();
+    let token = sem.acquire_n(1, false, None).await.unwrap()[0].token;
+    let granted = Instant::now();
+    proxy.cut();
+    let reported = tokio::time::timeout(lease + Duration::from_secs(2), sem.lost()).await;
+    let after = granted.elapsed();
+    assert!(reported.is_ok(), "not reported lost {after:?} after the grant (lease {lease:?})");
+    assert!(after < lease + Duration::from_millis(200), "reported {after:?} after the grant, the lease being {lease:?}");
+    assert!(after > lease / 2, "reported {after:?} after the grant: refreshes were due, and the lease ran on");
+    assert_eq!(sem.take_lost().iter().map(|p| p.token).collect::<Vec<_>>(), [token]);
+    assert!(sem.held().is_empty());
+    proxy.restore();
+}
+
 async fn connections_received(server: &Server) -> u64 {
     let mut conn = server.client().get_multiplexed_async_connection().await.expect("conn");
     let info: String = redis::cmd("INFO").arg("stats").query_async(&mut conn).await.expect("info");
