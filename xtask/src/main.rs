@@ -94,7 +94,10 @@ fn pytest(venv: &Path, args: &[&str]) -> Result<(), String> {
 fn kotlin(goals: &[&str]) -> Result<(), String> {
     sdk::require("mvn", "install Maven and a JDK 17 (apt-get install maven openjdk-17-jdk-headless)")?;
     let pom = workspace().join("bindings/kotlin/pom.xml");
-    run(Command::new("mvn").arg("-q").arg("-f").arg(&pom).args(goals))
+    // `cargo run` (the xtask alias) puts target/release on LD_LIBRARY_PATH, where JNA would find
+    // a release build of the native library before the one this build puts on the class path:
+    // a stale one, from an earlier `cargo xtask sdk`, fails with missing symbols.
+    run(Command::new("mvn").arg("-q").arg("-f").arg(&pom).args(goals).env_remove("LD_LIBRARY_PATH"))
 }
 
 /// The demo starts a throwaway redis-server unless $REDIS_URL names one; on a fresh Debian
