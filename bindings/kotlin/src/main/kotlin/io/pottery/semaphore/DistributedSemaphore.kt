@@ -1,6 +1,8 @@
 package io.pottery.semaphore
 
 import io.pottery.semaphore.ffi.Semaphore as NativeSemaphore
+import java.util.concurrent.atomic.AtomicBoolean
+import java.util.concurrent.atomic.AtomicInteger
 import java.util.function.Supplier
 import kotlin.contracts.ExperimentalContracts
 import kotlin.contracts.InvocationKind
@@ -131,12 +133,56 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
      */
     @JvmOverloads
     fun <T> withPermitBlocking(n: Int = 1, block: Supplier<T>): T {
-        val permits = acquirePermitsBlocking(n)
+        enterWithPermit()
         try {
-            return block.get()
-        } finally {
+            val permits = acquirePermitsBlocking(n)
+            checkGranted(permits)
+            val result = try {
+                block.get()
+            } catch (e: Throwable) {
+                try {
+                    releasePermitsBlocking(permits)
+                } catch (r: Throwable) {
+                    e.addSuppressed(r)
+                }
+                throw e
+            }
             releasePermitsBlocking(permits)
+            return result
+        } finally {
+            leaveWithPermit()
         }
+    }
+
+    // A block run by withPermit must keep its permits until it ends, even if the handle is
+    // closed meanwhile: closing gives back every permit the handle holds. So close() waits for
+    // the blocks running then (the last one to end closes the handle) and refuses new ones.
+    private val withPermitRunning = AtomicInteger()
+    @Volatile private var closing = false
+    private val closed = AtomicBoolean()
+
+    @PublishedApi
+    internal fun enterWithPermit() {
+        withPermitRunning.incrementAndGet()
+        if (closing) {
+            leaveWithPermit()
+            throw IllegalStateException("the semaphore handle is closed")
+        }
+    }
+
+    @PublishedApi
+    internal fun leaveWithPermit() {
+        if (withPermitRunning.decrementAndGet() == 0 && closing) closeNow()
+    }
+
+    /** An acquire without a time-out returns permits or throws; anything else must not run a block. */
+    @PublishedApi
+    internal fun checkGranted(permits: List<Permit>) {
+        check(permits.isNotEmpty()) { "an acquire without a time-out returned no permit" }
+    }
+
+    private fun closeNow() {
+        if (closed.compareAndSet(false, true)) native.close()
     }
 
     // Inspecting
@@ -197,8 +243,15 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
 
     fun addPermitsBlocking(delta: Long): Long = translated { native.addPermits(delta) }.toLong()
 
-    /** Lets the handle go: the permits it still holds are given back. Further calls fail. */
-    override fun close() = native.close()
+    /**
+     * Lets the handle go: the permits it still holds are given back. Further calls fail. A
+     * [withPermit] block running now keeps its permits: the handle closes when the last such block
+     * ends.
+     */
+    override fun close() {
+        closing = true
+        if (withPermitRunning.get() == 0) closeNow()
+    }
 
     override fun toString() = "DistributedSemaphore(key=$key, holderId=$holderId)"
 
@@ -233,15 +286,29 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
 /**
  * Runs [block] holding [n] permits, as `kotlinx.coroutines.sync.Semaphore.withPermit`: acquires
  * (waiting as long as it takes), runs [block], and gives exactly those permits back however it
- * ends, cancellation included.
+ * ends, cancellation included. A release that fails after [block] threw is attached to that
+ * exception as suppressed. [DistributedSemaphore.close] waits for the block to end.
  */
 @OptIn(ExperimentalContracts::class)
 suspend inline fun <T> DistributedSemaphore.withPermit(n: Int = 1, block: () -> T): T {
     contract { callsInPlace(block, InvocationKind.EXACTLY_ONCE) }
-    val permits = acquirePermits(n)
+    enterWithPermit()
     try {
-        return block()
-    } finally {
+        val permits = acquirePermits(n)
+        checkGranted(permits)
+        val result = try {
+            block()
+        } catch (e: Throwable) {
+            try {
+                withContext(NonCancellable) { releasePermits(permits) }
+            } catch (r: Throwable) {
+                e.addSuppressed(r)
+            }
+            throw e
+        }
         withContext(NonCancellable) { releasePermits(permits) }
+        return result
+    } finally {
+        leaveWithPermit()
     }
 }

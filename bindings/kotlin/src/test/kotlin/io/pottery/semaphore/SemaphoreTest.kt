@@ -7,6 +7,7 @@ import kotlin.time.Duration
 import kotlin.time.Duration.Companion.milliseconds
 import kotlin.time.Duration.Companion.seconds
 import kotlin.time.TimeSource
+import kotlinx.coroutines.CompletableDeferred
 import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.async
 import kotlinx.coroutines.awaitAll
@@ -331,6 +332,52 @@ class SemaphoreTest : RedisTest() {
         sem.close()
         eventually("the permit came back") { other.value() == 1L }
         assertThrows<IllegalStateException> { sem.valueBlocking() }
+    }
+
+    @Test
+    fun `closing a handle waits for a running withPermit block`() = runBlocking<Unit> {
+        val key = uniqueKey()
+        val other = open(key)
+        val sem = DistributedSemaphore.open(config(key))
+        val entered = CompletableDeferred<Unit>()
+        val finish = CompletableDeferred<Unit>()
+        val running = launch(Dispatchers.Default) {
+            sem.withPermit {
+                entered.complete(Unit)
+                finish.await()
+            }
+        }
+        entered.await()
+        sem.close()
+        assertThrows<IllegalStateException> { sem.withPermitBlocking { 1 } }
+        // Giving the permits back on close takes a round trip: had it happened, it would show.
+        delay(300)
+        assertEquals(0, other.value(), "the block's permit was given back while the block ran")
+        finish.complete(Unit)
+        running.join()
+        eventually("the permit came back") { other.value() == 1L }
+        assertThrows<IllegalStateException> { sem.valueBlocking() }
+    }
+
+    @Test
+    fun `a release that fails after the block failed does not hide the block's exception`() = runBlocking<Unit> {
+        val own = RedisServer()
+        try {
+            val sem = DistributedSemaphore.openBlocking(
+                SemaphoreConfig(url = own.url, key = uniqueKey()).withGuardFreshServer(false),
+            )
+            val thrown = assertThrows<IllegalStateException> {
+                sem.withPermitBlocking<Unit> {
+                    own.close() // Redis goes away: the release on the way out fails too
+                    error("boom")
+                }
+            }
+            assertEquals("boom", thrown.message)
+            assertTrue(thrown.suppressed.single() is SemaphoreException.Unreachable, "suppressed: ${thrown.suppressed.toList()}")
+            sem.close()
+        } finally {
+            own.close()
+        }
     }
 
     @Test
