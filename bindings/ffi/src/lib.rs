@@ -279,6 +279,11 @@ impl Semaphore {
         Ok(self.r#async().release(n).await?)
     }
 
+    /// As `release_permits`, for callers on an async executor (Swift's `withPermit`).
+    pub async fn release_permits_async(&self, tokens: Vec<u64>) -> Result<Vec<u64>> {
+        Ok(self.r#async().release_permits(tokens).await?)
+    }
+
     pub async fn value_async(&self) -> Result<u64> {
         Ok(self.r#async().value().await?)
     }

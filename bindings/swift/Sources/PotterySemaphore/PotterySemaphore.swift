@@ -73,9 +73,30 @@ public final class Semaphore: Sendable {
     /// Takes `n` permits at once or none, waiting at most `timeout` seconds (`nil`: without limit).
     /// Returns whether the permits were taken.
     public func acquire(n: Int = 1, timeout: TimeInterval? = nil) async throws -> Bool {
+        let permits = try await acquirePermits(n: n, timeout: timeout)
+        return !permits.isEmpty
+    }
+
+    /// As `acquire`, returning the permits taken (empty when not acquired). Cancelling the task
+    /// does not end the wait (give a `timeout` to bound it); permits granted to a task cancelled
+    /// meanwhile are given back and `CancellationError` is thrown.
+    public func acquirePermits(n: Int = 1, timeout: TimeInterval? = nil) async throws -> [Permit] {
+        let permits = try await translatingErrors {
+            try await raw.acquireAsync(n: Int64(n), blocking: true, timeoutS: timeout)
+        }
+        if Task.isCancelled && !permits.isEmpty {
+            _ = try? await releasePermits(permits)
+            throw CancellationError()
+        }
+        return permits
+    }
+
+    /// Gives back exactly these permits (never another holder's); returns the tokens of those
+    /// this handle still held.
+    @discardableResult
+    public func releasePermits(_ permits: [Permit]) async throws -> [UInt64] {
         try await translatingErrors {
-            let permits = try await raw.acquireAsync(n: Int64(n), blocking: true, timeoutS: timeout)
-            return !permits.isEmpty
+            try await raw.releasePermitsAsync(tokens: permits.map { $0.token })
         }
     }
 
@@ -88,9 +109,11 @@ public final class Semaphore: Sendable {
         }
     }
 
-    /// Runs `body` holding one permit, which is released when `body` returns or throws.
+    /// Runs `body` holding one permit, which is released when `body` returns or throws: that
+    /// very permit, never another (a plain `release` gives back any, others' included).
     public func withPermit<T>(_ body: () async throws -> T) async throws -> T {
-        guard try await acquire() else {
+        let permits = try await acquirePermits()
+        guard !permits.isEmpty else {
             throw SemaphoreError.runtime("acquire without a timeout returned no permit")
         }
         // `defer` cannot `await` in Swift 5.9, so this is the `finally` written out.
@@ -98,10 +121,10 @@ public final class Semaphore: Sendable {
         do {
             result = try await body()
         } catch {
-            try? await release()
+            _ = try? await releasePermits(permits)
             throw error
         }
-        try await release()
+        try await releasePermits(permits)
         return result
     }
 }

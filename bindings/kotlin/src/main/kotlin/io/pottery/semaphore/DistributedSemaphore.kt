@@ -117,8 +117,11 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
      * Gives back exactly these permits of this handle (never another holder's); returns those it
      * still held and released.
      */
-    suspend fun releasePermits(permits: Collection<Permit>): List<Permit> =
-        if (permits.isEmpty()) emptyList() else withContext(Dispatchers.IO) { releasePermitsBlocking(permits) }
+    suspend fun releasePermits(permits: Collection<Permit>): List<Permit> {
+        if (permits.isEmpty()) return emptyList()
+        val released = translated { native.releasePermitsAsync(permits.map { it.token.toULong() }) }.toSet()
+        return permits.filter { it.token.toULong() in released }
+    }
 
     /** [releasePermits] for non-coroutine callers. */
     fun releasePermitsBlocking(permits: Collection<Permit>): List<Permit> {
