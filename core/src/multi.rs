@@ -437,7 +437,7 @@ impl<T: Transport> Semaphore<T> {
         let validity = self.id.lease_ms.saturating_sub(elapsed_ms + self.drift_ms());
         let tokens: Vec<u64> = chosen.iter().map(|s| token(epoch, *s)).collect();
         if confirmed < self.quorum() || validity == 0 {
-            // Confirmed copies go by the grant's epoch, unconfirmed ones by their claim's.
+            // Confirmed copies go by the grant's epoch, unconfirmed ones by their claim.
             self.release_tokens(&tokens, &self.id.holder, false);
             self.give_back(claims);
             return Ok(None);
@@ -456,7 +456,8 @@ impl<T: Transport> Semaphore<T> {
             .map(|c| {
                 let mut extra = vec!["1".to_string()];
                 for slot in &c.slots {
-                    extra.extend([slot.to_string(), c.epoch.to_string(), self.id.holder.clone()]);
+                    // Unconfirmed copies go by their claim (see multi/prelude.lua's mm_owns).
+                    extra.extend([slot.to_string(), format!("c{}", c.epoch), self.id.holder.clone()]);
                 }
                 (c.master, extra)
             })

@@ -186,15 +186,17 @@ async fn a_split_vote_claims_the_slots_free_on_a_majority() {
     let a = open(&servers, &k, 3).await;
     servers[2].kill();
     let keys = pottery_semaphore_core::keys::Keys::new(&k);
-    let run = |server: &Server, script: &pottery_semaphore_core::scripts::Script, holder: &str, args: &[String]| -> Vec<i64> {
-        let reply = eval_script(&mut server.connection(), script, &keys.multi_script_keys(holder), holder, 3, 60_000, args);
-        redis::from_redis_value(reply.unwrap()).unwrap()
+    let run = |server: &Server, script: &pottery_semaphore_core::scripts::Script, holder: &str, args: &[String]| -> redis::Value {
+        eval_script(&mut server.connection(), script, &keys.multi_script_keys(holder), holder, 3, 60_000, args).unwrap()
     };
     use pottery_semaphore_core::scripts::{MULTI_CLAIM, MULTI_RELEASE};
-    assert_eq!(run(&servers[0], &MULTI_CLAIM, "Y", &["1".into()])[3..], [0]);
-    let z = run(&servers[1], &MULTI_CLAIM, "Z", &["2".into()]);
+    let claimed = |v: redis::Value| -> Vec<i64> { redis::from_redis_value(v).unwrap() };
+    assert_eq!(claimed(run(&servers[0], &MULTI_CLAIM, "Y", &["1".into()]))[3..], [0]);
+    let z = claimed(run(&servers[1], &MULTI_CLAIM, "Z", &["2".into()]));
     assert_eq!(z[3..], [0, 1]);
-    assert_eq!(run(&servers[1], &MULTI_RELEASE, "Z", &["0".into(), "0".into(), z[1].to_string(), "Z".into()]), [0, z[1]]);
+    // Z gives slot 0 back unconfirmed, by its claim.
+    let dropped = run(&servers[1], &MULTI_RELEASE, "Z", &["0".into(), "0".into(), format!("c{}", z[1]), "Z".into()]);
+    assert_eq!(claimed(dropped), [0, z[1]]);
     let got = a.acquire_n(1, true, Some(2.0)).await.unwrap();
     assert_eq!(got.iter().map(|p| slot_of(p.token)).collect::<Vec<_>>(), [2], "split votes never converged");
     assert!(a.acquire_n(1, false, None).await.unwrap().is_empty(), "nothing left on a majority");

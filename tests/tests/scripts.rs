@@ -255,7 +255,8 @@ fn a_wiped_master_starts_its_fencing_epochs_above_those_of_a_burst_of_grants() {
             assert_eq!(claim[0], 1, "{flavor:?}: the only slot is free: {claim:?}");
             assert!(claim[1] > last, "{flavor:?}: epochs increase");
             last = claim[1];
-            run(&scripts::MULTI_RELEASE, LEASE_MS, &["0".into(), claim[3].to_string(), claim[1].to_string(), "H".into()]);
+            // Unconfirmed: it goes by its claim ('c' and the claim's epoch).
+            run(&scripts::MULTI_RELEASE, LEASE_MS, &["0".into(), claim[3].to_string(), format!("c{}", claim[1]), "H".into()]);
         }
         let took = started.elapsed();
         // A restart takes longer than the millisecond the floor needs to pass the last epoch.
@@ -333,6 +334,10 @@ fn an_unconfirmed_copy_belongs_to_its_own_claim_not_to_every_attempt_of_its_hold
         // The other attempt claimed nothing here.
         assert_eq!(run(&scripts::MULTI_CONFIRM, &[other_epoch.clone(), String::new(), "1".into(), "0".into()]), [0], "{flavor:?}: confirmed for another attempt");
         assert_eq!(run(&scripts::MULTI_RELEASE, &["0".into(), "0".into(), other_epoch.clone(), "H".into()]), Vec::<i64>::new(), "{flavor:?}: dropped for another attempt");
+        // An attempt that claimed here under another epoch, its grant's epoch equal to this
+        // copy's claim epoch (claim epochs are per master): not its copy either.
+        let another_claim = (claim[1] + 3).to_string();
+        assert_eq!(run(&scripts::MULTI_CONFIRM, &[claim[1].to_string(), another_claim, "1".into(), "0".into()]), [0], "{flavor:?}: a grant epoch taken for a claim");
         // Its own claim confirms, under the grant's epoch (here the other's, higher one).
         assert_eq!(run(&scripts::MULTI_CONFIRM, &[other_epoch, claim[1].to_string(), "1".into(), "0".into()]), [1], "{flavor:?}: its own claim confirms");
     }

@@ -33,7 +33,7 @@ local out = {1, epoch, now + LEASE}
 for _, s in ipairs(slots) do
   redis.call('ZADD', LEASES, now + LEASE, s)
   redis.call('HSET', OWNER, s, HOLDER)
-  redis.call('HSET', TOKENS, s, 'c' .. epoch)
+  redis.call('HSET', CLAIMS, s, epoch)
   redis.call('SADD', HELD, s)
   out[#out + 1] = s
 end

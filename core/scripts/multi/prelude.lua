@@ -5,12 +5,15 @@
 --   leases   zset  slot -> lease deadline (this master's server time, ms)
 --   owner    hash  slot -> holder
 --   held:H   set   slots holder H owns here
---   tokens   hash  slot -> fencing epoch its holder confirmed; until then 'c' .. the epoch of the
---                  claim that took it here, so that another attempt of the same holder (another
---                  task of its handle, a stale release) is not taken for that claim
+--   tokens   hash  slot -> fencing epoch its holder confirmed (absent until confirmed)
+--   claims   hash  slot -> epoch of the claim that took it here, until confirmed: claim epochs
+--                  are unique per master (not across masters), so the attempt that claimed the
+--                  slot here is told from another attempt of the same holder (another task of
+--                  its handle, a stale release)
 --   mwake    list  a push per released permit, popped by waiters to retry (there is no queue)
 local OWNER, HELD, TOKENS = KEYS[3], KEYS[4], KEYS[5]
 local MWAKE = PREFIX .. 'mwake'
+local CLAIMS = PREFIX .. 'claims'
 
 local function held_key(holder) return PREFIX .. 'held:' .. holder end
 
@@ -30,6 +33,7 @@ local function mm_drop(slot)
   redis.call('ZREM', LEASES, slot)
   redis.call('HDEL', OWNER, slot)
   redis.call('HDEL', TOKENS, slot)
+  redis.call('HDEL', CLAIMS, slot)
   if owner then redis.call('SREM', held_key(owner), slot) end
 end
 
@@ -37,13 +41,14 @@ local function mm_purge()
   for _, slot in ipairs(redis.call('ZRANGEBYSCORE', LEASES, '-inf', now)) do mm_drop(slot) end
 end
 
--- True when `holder` owns `slot` here under fencing epoch `epoch`: confirmed under it, or claimed
--- here under it and not confirmed yet. (A claim made before claims kept their epoch has none:
--- any epoch of its holder owns it.)
-local function mm_owns(holder, slot, epoch)
+-- True when `holder` owns `slot` here as `id` names it: a fencing epoch for a confirmed copy, or
+-- 'c' and the claim epoch here for one not confirmed yet. The two never stand for each other:
+-- one master's claim epoch may equal another attempt's grant epoch.
+local function mm_owns(holder, slot, id)
   if redis.call('HGET', OWNER, slot) ~= holder then return false end
   local tok = redis.call('HGET', TOKENS, slot)
-  return not tok or tok == epoch or tok == 'c' .. epoch
+  if tok then return tok == id end
+  return 'c' .. (redis.call('HGET', CLAIMS, slot) or '') == id
 end
 
 -- Raises the fencing epoch to at least `epoch` (an existing semaphore only).

@@ -10,8 +10,7 @@ out[5] = #live / 2
 for i = 1, #live, 2 do
   out[#out + 1] = live[i]
   out[#out + 1] = redis.call('HGET', OWNER, live[i]) or ''
-  local tok = redis.call('HGET', TOKENS, live[i])
-  out[#out + 1] = (tok and string.sub(tok, 1, 1) ~= 'c') and tok or 0
+  out[#out + 1] = redis.call('HGET', TOKENS, live[i]) or 0
   out[#out + 1] = tonumber(live[i + 1]) - now
 end
 return out
