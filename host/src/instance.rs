@@ -150,11 +150,17 @@ impl Instance {
         data.resumed_at = Instant::now();
     }
 
-    pub(crate) async fn acquire(&mut self, n: i64, blocking: bool, timeout: Option<f64>, cancel: CancelFlag) -> Result<Vec<Permit>, Error> {
+    /// The permits, and when at the earliest they were granted (by this process's clock).
+    pub(crate) async fn acquire(&mut self, n: i64, blocking: bool, timeout: Option<f64>, cancel: CancelFlag) -> Result<(Vec<Permit>, Instant), Error> {
+        let called = Instant::now();
         self.begin(Some(cancel));
+        let data = self.store.data_mut();
+        (data.script_sent_at, data.script_before_pop) = (None, None);
         let r = call!(self.call_acquire(n, blocking, timeout));
+        let data = self.store.data();
+        let granted_after = data.script_before_pop.or(data.script_sent_at).unwrap_or(called);
         self.begin(None);
-        Ok(r?.into_iter().map(permit).collect())
+        Ok((r?.into_iter().map(permit).collect(), granted_after))
     }
 
     /// Returns the tokens of this holder's own permits that were released.

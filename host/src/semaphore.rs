@@ -265,6 +265,8 @@ fn new_holder_id() -> String {
 struct Granted {
     inner: Arc<Inner>,
     permits: Vec<Permit>,
+    /// When at the earliest they were granted (see `HostState::script_before_pop`).
+    granted_after: Instant,
 }
 
 impl Granted {
@@ -272,17 +274,15 @@ impl Granted {
         let permits = std::mem::take(&mut self.permits);
         let mut held = lock(&self.inner.held);
         held.extend(permits.iter().map(|p| (p.token, *p)));
-        // Counted from now: an acquire may have waited long before the grant. The grant's reply
-        // took a little time to arrive, which the drift allowance covers.
-        let now = Instant::now();
-        lock(&self.inner.valid_until).extend(permits.iter().map(|p| (p.token, now + validity(p.ttl_ms))));
+        let until = self.granted_after;
+        lock(&self.inner.valid_until).extend(permits.iter().map(|p| (p.token, until + validity(p.ttl_ms))));
         drop(held);
         permits
     }
 }
 
 /// How long a permit of `ttl_ms` stays valid by this process's clock: less 1 % and 2 ms for
-/// clock drift and the reply's way back (as the several-master mode allows).
+/// clock drift (as the several-master mode allows).
 fn validity(ttl_ms: u64) -> Duration {
     Duration::from_millis(ttl_ms.saturating_sub(ttl_ms / 100 + 2))
 }
@@ -385,7 +385,9 @@ impl Inner {
     }
 
     /// Reports as lost the held permits whose lease has ended by this process's clock (those a
-    /// release is giving back excepted: it settles them); returns when the next one ends.
+    /// release is giving back excepted: it settles them) and has the refresher give them back,
+    /// in case a refresh answered too late extended them after all; returns when the next one
+    /// ends.
     fn expire_unrefreshed(&self) -> Option<Instant> {
         let now = Instant::now();
         let mut held = lock(&self.held);
@@ -394,8 +396,9 @@ impl Inner {
         valid_until.retain(|token, _| held.contains_key(token));
         let ended: Vec<u64> = valid_until.iter().filter(|(t, at)| **at <= now && !releasing.contains_key(t)).map(|(t, _)| *t).collect();
         let lost: Vec<Permit> = ended.iter().filter_map(|t| valid_until.remove(t).and(held.remove(t))).collect();
-        let next = valid_until.values().min().copied();
+        let next = valid_until.iter().filter(|(t, at)| **at > now && !releasing.contains_key(t)).map(|(_, at)| *at).min();
         drop((held, releasing, valid_until));
+        lock(&self.unreleased).extend(lost.iter().map(|p| (p.token, now)));
         self.report_lost(lost);
         next
     }
@@ -496,6 +499,10 @@ impl Drop for Inner {
     }
 }
 
+/// The lease watch never wakes more often than this (a deadline it cannot act on yet, such as
+/// one of a permit being released, must not make it spin).
+const LEASE_WATCH_MIN_SLEEP: Duration = Duration::from_millis(10);
+
 /// Wakes when the next held permit's lease ends by this process's clock and reports it lost if
 /// no refresh extended it meanwhile: with Redis out of reach, refreshes fail (each after up to a
 /// response time-out) and Redis cannot say the lease ended, but the holder must stop using the
@@ -507,7 +514,7 @@ async fn lease_watch(weak: Weak<Inner>, period: Duration) {
             inner.expire_unrefreshed()
         };
         let wait = next.map_or(period, |at| at.saturating_duration_since(Instant::now()).min(period));
-        tokio::time::sleep(wait).await;
+        tokio::time::sleep(wait.max(LEASE_WATCH_MIN_SLEEP)).await;
     }
 }
 
@@ -634,8 +641,8 @@ impl Semaphore {
     pub async fn acquire_n(&self, n: i64, blocking: bool, timeout: Option<f64>) -> Result<Vec<Permit>, Error> {
         if self.inline {
             let inner = self.inner.clone();
-            let permits = self.run(move |i| Box::pin(i.acquire(n, blocking, timeout, CancelFlag::default()))).await?;
-            return Ok(Granted { inner, permits }.keep());
+            let (permits, granted_after) = self.run(move |i| Box::pin(i.acquire(n, blocking, timeout, CancelFlag::default()))).await?;
+            return Ok(Granted { inner, permits, granted_after }.keep());
         }
         let cancel = CancelFlag::default();
         let on_drop = CancelOnDrop::new(cancel.clone());
@@ -644,8 +651,8 @@ impl Semaphore {
             .inner
             .rt
             .run(async move {
-                let permits = inner.with_instance(|i| Box::pin(i.acquire(n, blocking, timeout, cancel))).await?;
-                Ok::<_, Error>(Granted { inner, permits })
+                let (permits, granted_after) = inner.with_instance(|i| Box::pin(i.acquire(n, blocking, timeout, cancel))).await?;
+                Ok::<_, Error>(Granted { inner, permits, granted_after })
             })
             .await;
         on_drop.disarm();

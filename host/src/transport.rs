@@ -388,6 +388,12 @@ pub(crate) struct HostState {
     pub(crate) cancel: Option<CancelFlag>,
     /// When the guest last got control back; the epoch callback measures guest CPU from here.
     pub(crate) resumed_at: Instant,
+    /// When the current call last sent a script, and when it had last sent one as it began its
+    /// latest blocking pop: a grant the call returns was made after the latter (a waiter is
+    /// served while it pops, or by the script after the pop) or, without a pop, after the
+    /// former. The permits' validity by this process's clock counts from there.
+    pub(crate) script_sent_at: Option<Instant>,
+    pub(crate) script_before_pop: Option<Instant>,
     pub(crate) started_at: Instant,
 }
 
@@ -406,6 +412,8 @@ impl HostState {
             limits: StoreLimitsBuilder::new().memory_size(memory_limit).instances(16).tables(16).memories(4).trap_on_grow_failure(true).build(),
             cancel: None,
             resumed_at: Instant::now(),
+            script_sent_at: None,
+            script_before_pop: None,
             started_at: Instant::now(),
         }
     }
@@ -684,6 +692,7 @@ impl HostScope for HostState {
 impl TransportHost for HostState {
     async fn eval(&mut self, master: u32, sha1: String, scope: Resource<Scope>, args: Vec<u8>) -> Result<Option<Reply>, WitError> {
         let args = guest_args(args)?;
+        self.script_sent_at = Some(Instant::now());
         let conns = self.masters.get(master as usize).cloned();
         let result = match conns.as_deref().and_then(|conns| self.caller_thread_client(conns)) {
             Some(client) => self.eval_on_caller_thread(client, master, &sha1, &scope, &args)?.map(|value| (value, None)),
@@ -702,6 +711,7 @@ impl TransportHost for HostState {
     /// Each call on its own master, all at once: a round costs the slowest master, not the sum.
     async fn eval_each(&mut self, sha1: String, scope: Resource<Scope>, calls: Vec<(u32, Vec<u8>)>, timeout_ms: u64) -> Vec<Result<Option<Reply>, WitError>> {
         let timeout = Duration::from_millis(timeout_ms.max(1));
+        self.script_sent_at = Some(Instant::now());
         let pending: Vec<_> = calls
             .into_iter()
             .map(|(master, args)| {
@@ -754,6 +764,7 @@ impl TransportHost for HostState {
     async fn blocking_pop(&mut self, master: u32, key: String, timeout_ms: u64, exact: bool) -> Result<Option<String>, WitError> {
         self.check_master(master)?;
         self.check_key(&key)?;
+        self.script_before_pop = self.script_sent_at;
         let conns = self.masters[master as usize].clone();
         let result = if let Some(client) = self.caller_thread_client(&conns) {
             self.blocking_pop_sync(client, &key, timeout_ms.max(1), exact)

@@ -583,7 +583,7 @@ async fn a_lease_that_ends_while_redis_is_out_of_reach_is_reported_lost() {
     let reported = tokio::time::timeout(lease + Duration::from_secs(2), sem.lost()).await;
     let after = granted.elapsed();
     assert!(reported.is_ok(), "not reported lost {after:?} after the grant (lease {lease:?})");
-    assert!(after < lease + Duration::from_millis(200), "reported {after:?} after the grant, the lease being {lease:?}");
+    assert!(after < lease + lease / 2, "reported {after:?} after the grant, the lease being {lease:?}");
     assert!(after > lease / 2, "reported {after:?} after the grant: refreshes were due, and the lease ran on");
     assert_eq!(sem.take_lost().iter().map(|p| p.token).collect::<Vec<_>>(), [token]);
     assert!(sem.held().is_empty());

@@ -32,6 +32,7 @@ impl HostState {
 
     fn eval_here(&mut self, master: u32, sha1: &str, scope: &Resource<Scope>, args: Vec<u8>) -> Result<Option<Reply>, WitError> {
         let args = guest_args(args)?;
+        self.script_sent_at = Some(Instant::now());
         let result = self.with_own_client(master, |this, client| this.eval_on_caller_thread(client, master, sha1, scope, &args))??;
         self.resumed_at = Instant::now();
         if result.is_ok() {
@@ -85,6 +86,7 @@ impl Host for HostState {
 
     fn blocking_pop(&mut self, master: u32, key: String, timeout_ms: u64, exact: bool) -> Result<Option<String>, WitError> {
         self.check_key(&key)?;
+        self.script_before_pop = self.script_sent_at;
         let result = self.with_own_client(master, |this, client| this.blocking_pop_sync(client, &key, timeout_ms.max(1), exact))?;
         self.resumed_at = Instant::now();
         result
