@@ -136,10 +136,10 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
      */
     @JvmOverloads
     fun <T> withPermitBlocking(n: Int = 1, block: Supplier<T>): T {
+        val permits = acquirePermitsBlocking(n)
+        checkGranted(permits)
         enterWithPermit()
         try {
-            val permits = acquirePermitsBlocking(n)
-            checkGranted(permits)
             val result = try {
                 block.get()
             } catch (e: Throwable) {
@@ -159,7 +159,9 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
 
     // A block run by withPermit must keep its permits until it ends, even if the handle is
     // closed meanwhile: closing gives back every permit the handle holds. So close() waits for
-    // the blocks running then (the last one to end closes the handle) and refuses new ones.
+    // the blocks running then (the last one to end closes the handle), and a block whose acquire
+    // returns after close() does not run. Blocks count from when they hold their permits: one
+    // still waiting for them does not hold close() up.
     private val withPermitRunning = AtomicInteger()
     @Volatile private var closing = false
     private val closed = AtomicBoolean()
@@ -295,10 +297,10 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
 @OptIn(ExperimentalContracts::class)
 suspend inline fun <T> DistributedSemaphore.withPermit(n: Int = 1, block: () -> T): T {
     contract { callsInPlace(block, InvocationKind.EXACTLY_ONCE) }
+    val permits = acquirePermits(n)
+    checkGranted(permits)
     enterWithPermit()
     try {
-        val permits = acquirePermits(n)
-        checkGranted(permits)
         val result = try {
             block()
         } catch (e: Throwable) {

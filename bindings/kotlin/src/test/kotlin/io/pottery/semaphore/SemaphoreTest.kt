@@ -337,8 +337,8 @@ class SemaphoreTest : RedisTest() {
     @Test
     fun `closing a handle waits for a running withPermit block`() = runBlocking<Unit> {
         val key = uniqueKey()
-        val other = open(key)
-        val sem = DistributedSemaphore.open(config(key))
+        val other = open(key, value = 2)
+        val sem = DistributedSemaphore.open(config(key, value = 2))
         val entered = CompletableDeferred<Unit>()
         val finish = CompletableDeferred<Unit>()
         val running = launch(Dispatchers.Default) {
@@ -349,14 +349,33 @@ class SemaphoreTest : RedisTest() {
         }
         entered.await()
         sem.close()
-        assertThrows<IllegalStateException> { sem.withPermitBlocking { 1 } }
+        // A block whose permits come after close() does not run (they go back with the handle).
+        var ran = false
+        assertThrows<IllegalStateException> { sem.withPermitBlocking { ran = true } }
+        assertFalse(ran)
         // Giving the permits back on close takes a round trip: had it happened, it would show.
         delay(300)
-        assertEquals(0, other.value(), "the block's permit was given back while the block ran")
+        assertEquals(0, other.value(), "the running block's permit was given back while it ran")
         finish.complete(Unit)
         running.join()
-        eventually("the permit came back") { other.value() == 1L }
+        eventually("both permits came back") { other.value() == 2L }
         assertThrows<IllegalStateException> { sem.valueBlocking() }
+    }
+
+    @Test
+    fun `a withPermit still waiting does not hold close up, and its block does not run`() = runBlocking<Unit> {
+        val key = uniqueKey()
+        val other = open(key)
+        assertTrue(other.acquire())
+        val sem = DistributedSemaphore.open(config(key))
+        var ran = false
+        val waiting = async(Dispatchers.Default) { runCatching { sem.withPermit { ran = true } } }
+        eventually("queued") { other.status().waiters.isNotEmpty() }
+        sem.close()
+        other.release()
+        assertTrue(waiting.await().exceptionOrNull() is IllegalStateException)
+        assertFalse(ran, "the block ran on a closed handle")
+        eventually("the permit came back") { other.value() == 1L }
     }
 
     @Test
