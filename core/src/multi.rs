@@ -357,8 +357,12 @@ impl<T: Transport> Semaphore<T> {
     /// outage during grants) could split on every attempt, although a slot is free on a majority;
     /// claiming those first makes them agree. With fewer than `n`, the semaphore is full: the
     /// waiter waits for a release instead of voting again and again.
+    /// Only the lowest few go: enough to agree on, without a long argument list per master. A
+    /// failed read retries as before (at random).
     fn after_split(&self, n: u64) -> Option<Vec<u64>> {
-        let free = self.view().ok()?.free;
+        let Ok(view) = self.view() else { return Some(Vec::new()) };
+        let mut free = view.free;
+        free.truncate(2 * n as usize + 8);
         (free.len() as u64 >= n).then_some(free)
     }
 
