@@ -134,9 +134,9 @@ class AIOSemaphore:
         return [c.permit(p) for p in self._native.take_lost()]
 
     async def __aenter__(self) -> "AIOSemaphore":
-        """Acquire a permit, waiting as long as it takes. As for ``with``, Redis unreachable
-        raises :class:`RedisUnavailableError` whatever ``raise_on_redis_errors`` says: the block
-        never runs without a permit."""
+        """Acquire a permit, waiting as long as it takes. As for ``with``: where ``acquire``
+        would return False for an unreachable Redis, this raises
+        :class:`RedisUnavailableError`; the block never runs without a permit."""
         if not await self._call("acquire_async", 1, True, None):
             raise exc.SemaphoreRuntimeError("a blocking acquire without a time-out returned no permit")
         return self

@@ -161,8 +161,9 @@ class Semaphore:
 
     def __enter__(self) -> "Semaphore":
         """Acquire a permit, waiting as long as it takes. A ``with`` block cannot be told that
-        no permit was taken, so Redis unreachable raises :class:`RedisUnavailableError` here
-        whatever ``raise_on_redis_errors`` says: the block never runs without a permit."""
+        no permit was taken, so where ``acquire`` would return False for an unreachable Redis,
+        this raises :class:`RedisUnavailableError` instead: the block never runs without a
+        permit. (With several masters an acquire without a time-out keeps trying.)"""
         if not self._call("acquire", 1, True, None):
             raise exc.SemaphoreRuntimeError("a blocking acquire without a time-out returned no permit")
         return self
