@@ -340,6 +340,12 @@ fn an_unconfirmed_copy_belongs_to_its_own_claim_not_to_every_attempt_of_its_hold
         assert_eq!(run(&scripts::MULTI_CONFIRM, &[claim[1].to_string(), another_claim, "1".into(), "0".into()]), [0], "{flavor:?}: a grant epoch taken for a claim");
         // Its own claim confirms, under the grant's epoch (here the other's, higher one).
         assert_eq!(run(&scripts::MULTI_CONFIRM, &[other_epoch, claim[1].to_string(), "1".into(), "0".into()]), [1], "{flavor:?}: its own claim confirms");
+        // A client of the version before kept unconfirmed claims as 'c' and the epoch in tokens:
+        // status reads such a copy as unconfirmed (epoch 0) instead of failing to parse it.
+        let _: () = redis::cmd("HSET").arg(&multi_keys[4]).arg(0).arg("c123").query(&mut server.connection()).expect("HSET");
+        let status = eval_script(&mut server.connection(), &scripts::MULTI_STATUS, &multi_keys, "H", 1, LEASE_MS, &[]).expect("status");
+        let Value::Array(fields) = &status else { panic!("{status:?}") };
+        assert_eq!(fields[7], Value::Int(0), "{flavor:?}: {status:?}");
     }
 }
 

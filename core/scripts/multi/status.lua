@@ -10,7 +10,9 @@ out[5] = #live / 2
 for i = 1, #live, 2 do
   out[#out + 1] = live[i]
   out[#out + 1] = redis.call('HGET', OWNER, live[i]) or ''
-  out[#out + 1] = redis.call('HGET', TOKENS, live[i]) or 0
+  -- A claim of a client before claims had their own hash left 'c' and its epoch here.
+  local tok = redis.call('HGET', TOKENS, live[i])
+  out[#out + 1] = (tok and tonumber(tok)) and tok or 0
   out[#out + 1] = tonumber(live[i + 1]) - now
 end
 return out
