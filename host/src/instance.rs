@@ -155,10 +155,9 @@ impl Instance {
         let called = Instant::now();
         self.begin(Some(cancel));
         let data = self.store.data_mut();
-        (data.script_sent_at, data.script_before_pop) = (None, None);
+        (data.first_script_at, data.script_sent_at, data.script_before_pop) = (None, None, None);
         let r = call!(self.call_acquire(n, blocking, timeout));
-        let data = self.store.data();
-        let granted_after = data.script_before_pop.or(data.script_sent_at).unwrap_or(called);
+        let granted_after = self.store.data().granted_after(called);
         self.begin(None);
         Ok((r?.into_iter().map(permit).collect(), granted_after))
     }

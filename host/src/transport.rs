@@ -388,10 +388,13 @@ pub(crate) struct HostState {
     pub(crate) cancel: Option<CancelFlag>,
     /// When the guest last got control back; the epoch callback measures guest CPU from here.
     pub(crate) resumed_at: Instant,
-    /// When the current call last sent a script, and when it had last sent one as it began its
-    /// latest blocking pop: a grant the call returns was made after the latter (a waiter is
-    /// served while it pops, or by the script after the pop) or, without a pop, after the
-    /// former. The permits' validity by this process's clock counts from there.
+    /// When the current call first and last sent a script, and when it had last sent one as it
+    /// began its latest blocking pop: on one server a grant the call returns was made after
+    /// the latter (a waiter is served while it pops, or by the script after the pop) or, without
+    /// a pop, after the first (a waiter served before it cancelled). With several masters the
+    /// guest's validity already counts from the winning attempt's start, before its last round.
+    /// The permits' validity by this process's clock counts from there.
+    pub(crate) first_script_at: Option<Instant>,
     pub(crate) script_sent_at: Option<Instant>,
     pub(crate) script_before_pop: Option<Instant>,
     pub(crate) started_at: Instant,
@@ -412,10 +415,24 @@ impl HostState {
             limits: StoreLimitsBuilder::new().memory_size(memory_limit).instances(16).tables(16).memories(4).trap_on_grow_failure(true).build(),
             cancel: None,
             resumed_at: Instant::now(),
+            first_script_at: None,
             script_sent_at: None,
             script_before_pop: None,
             started_at: Instant::now(),
         }
+    }
+
+    fn note_script_sent(&mut self) {
+        let now = Instant::now();
+        self.script_sent_at = Some(now);
+        self.first_script_at.get_or_insert(now);
+    }
+
+    /// When at the earliest the permits the current call returns were granted, by this
+    /// process's clock (see `script_before_pop`); `called` when it sent no script.
+    pub(crate) fn granted_after(&self, called: Instant) -> Instant {
+        let bound = if self.masters.len() > 1 { self.script_sent_at } else { self.script_before_pop.or(self.first_script_at) };
+        bound.unwrap_or(called)
     }
 
     /// An id for a call that must not act twice (see the WIT `release`), or 0 when nothing
@@ -692,7 +709,7 @@ impl HostScope for HostState {
 impl TransportHost for HostState {
     async fn eval(&mut self, master: u32, sha1: String, scope: Resource<Scope>, args: Vec<u8>) -> Result<Option<Reply>, WitError> {
         let args = guest_args(args)?;
-        self.script_sent_at = Some(Instant::now());
+        self.note_script_sent();
         let conns = self.masters.get(master as usize).cloned();
         let result = match conns.as_deref().and_then(|conns| self.caller_thread_client(conns)) {
             Some(client) => self.eval_on_caller_thread(client, master, &sha1, &scope, &args)?.map(|value| (value, None)),
@@ -711,7 +728,7 @@ impl TransportHost for HostState {
     /// Each call on its own master, all at once: a round costs the slowest master, not the sum.
     async fn eval_each(&mut self, sha1: String, scope: Resource<Scope>, calls: Vec<(u32, Vec<u8>)>, timeout_ms: u64) -> Vec<Result<Option<Reply>, WitError>> {
         let timeout = Duration::from_millis(timeout_ms.max(1));
-        self.script_sent_at = Some(Instant::now());
+        self.note_script_sent();
         let pending: Vec<_> = calls
             .into_iter()
             .map(|(master, args)| {
@@ -794,6 +811,31 @@ impl TransportHost for HostState {
 mod tests {
     use super::*;
     use pottery_semaphore_core::scripts::{ACQUIRE, INIT};
+
+    /// One server: a grant is no older than the script before the last pop, or, without a pop,
+    /// than the first script (a waiter served before it cancelled). Several masters: the last
+    /// script (the guest's validity already counts from the winning attempt's start; a bound
+    /// from an earlier attempt, before its pause, would count that pause twice).
+    #[test]
+    fn a_grant_is_dated_from_the_script_that_can_have_made_it() {
+        let server = |port: u16| Connections::for_url(&format!("redis://127.0.0.1:{port}")).expect("url");
+        let called = Instant::now();
+        for masters in [vec![server(1)], vec![server(1), server(2), server(3)]] {
+            let several = masters.len() > 1;
+            let mut state = HostState::new(Arc::from(masters), "mine", 1 << 20);
+            assert_eq!(state.granted_after(called), called, "no script sent");
+            state.note_script_sent(); // enqueue / first claim round
+            let first = state.first_script_at.expect("noted");
+            state.script_before_pop = state.script_sent_at; // a pop
+            std::thread::sleep(Duration::from_millis(2));
+            state.note_script_sent(); // poll / the winning attempt's confirm round
+            let last = state.script_sent_at.expect("noted");
+            assert!(last > first);
+            assert_eq!(state.granted_after(called), if several { last } else { first });
+            state.script_before_pop = None; // no pop: a cancel that kept a raced-in grant
+            assert_eq!(state.granted_after(called), if several { last } else { first });
+        }
+    }
 
     /// A single server, called from the async API and from the blocking one (its own
     /// connections), and a cluster. Nothing listens on port 1: every check below must refuse

@@ -32,7 +32,7 @@ impl HostState {
 
     fn eval_here(&mut self, master: u32, sha1: &str, scope: &Resource<Scope>, args: Vec<u8>) -> Result<Option<Reply>, WitError> {
         let args = guest_args(args)?;
-        self.script_sent_at = Some(Instant::now());
+        self.note_script_sent();
         let result = self.with_own_client(master, |this, client| this.eval_on_caller_thread(client, master, sha1, scope, &args))??;
         self.resumed_at = Instant::now();
         if result.is_ok() {
