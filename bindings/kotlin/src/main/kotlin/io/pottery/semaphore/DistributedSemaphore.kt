@@ -138,7 +138,12 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
     fun <T> withPermitBlocking(n: Int = 1, block: Supplier<T>): T {
         val permits = acquirePermitsBlocking(n)
         checkGranted(permits)
-        enterWithPermit()
+        try {
+            enterWithPermit()
+        } catch (e: IllegalStateException) {
+            runCatching { releasePermitsBlocking(permits) }
+            throw e
+        }
         try {
             val result = try {
                 block.get()
@@ -299,7 +304,14 @@ suspend inline fun <T> DistributedSemaphore.withPermit(n: Int = 1, block: () -> 
     contract { callsInPlace(block, InvocationKind.EXACTLY_ONCE) }
     val permits = acquirePermits(n)
     checkGranted(permits)
-    enterWithPermit()
+    try {
+        enterWithPermit()
+    } catch (e: IllegalStateException) {
+        // Closed meanwhile: the block does not run; its permits go back now, not when the
+        // blocks still running end (if the handle is gone already, they went with it).
+        runCatching { withContext(NonCancellable) { releasePermits(permits) } }
+        throw e
+    }
     try {
         val result = try {
             block()
