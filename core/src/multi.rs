@@ -129,7 +129,8 @@ impl<T: Transport> Semaphore<T> {
     /// missing beside existing ones are known to be lost (FLUSHALL, eviction, a fail-over to a
     /// replica without them) and are recreated quarantined for a lease, whatever the fresh-server
     /// guard says. Created without quarantine, such a copy could join a minority still holding a
-    /// slot in a new majority for it. Only a semaphore missing everywhere is new.
+    /// slot in a new majority for it. A semaphore missing everywhere is new, and so is one whose
+    /// existing copies never saw a claim (another opener is creating it right now).
     pub fn open(transport: T, config: Config) -> Result<(Self, Opened), Error> {
         let id = Identity::validate(&config)?;
         if id.initial > MAX_SLOTS {
@@ -146,19 +147,21 @@ impl<T: Transport> Semaphore<T> {
             raise_on_redis_errors: config.raise_on_redis_errors,
         };
         let guard = u8::from(config.guard_fresh_server).to_string();
-        let (mut initials, mut created, mut missing) = (Vec::new(), false, Vec::new());
+        let (mut initials, mut created, mut missing, mut claimed) = (Vec::new(), false, Vec::new(), false);
         let (replies, mut failures) = sem.answers(&scripts::MULTI_INIT, &[guard.clone(), "0".into()])?;
         for (master, reply) in replies {
-            sem.init_reply(master, Ok(reply), &mut initials, &mut created, &mut missing)?;
+            claimed |= sem.init_reply(master, Ok(reply), &mut initials, &mut created, &mut missing)?;
         }
         if config.create && !missing.is_empty() {
             // '2': quarantine whatever the server's age (see init.lua).
-            let lost = if initials.is_empty() { guard } else { "2".into() };
+            let lost = if claimed { "2".into() } else { guard };
             let calls = std::mem::take(&mut missing).into_iter().map(|m| (m, vec![lost.clone(), "1".into()])).collect();
             for (master, reply) in sem.run_each(&scripts::MULTI_INIT, calls) {
                 match reply.and_then(Cursor::new) {
                     Err(e) if !Self::is_fatal(&e) => failures.push((master, e)),
-                    reply => sem.init_reply(master, reply, &mut initials, &mut created, &mut missing)?,
+                    reply => {
+                        sem.init_reply(master, reply, &mut initials, &mut created, &mut missing)?;
+                    }
                 }
             }
         }
@@ -171,8 +174,9 @@ impl<T: Transport> Semaphore<T> {
         Ok((sem, Opened { initial, created }))
     }
 
-    /// Reads master `master`'s answer to init.lua into what `open` gathers.
-    fn init_reply(&self, master: u32, reply: Result<Cursor, Error>, initials: &mut Vec<u64>, created: &mut bool, missing: &mut Vec<u32>) -> Result<(), Error> {
+    /// Reads master `master`'s answer to init.lua into what `open` gathers; true when that copy
+    /// has seen a claim (one whose epoch field is missing, from an older client, counts so).
+    fn init_reply(&self, master: u32, reply: Result<Cursor, Error>, initials: &mut Vec<u64>, created: &mut bool, missing: &mut Vec<u32>) -> Result<bool, Error> {
         let mut reply = reply?;
         match reply.i64()? {
             -2 => Err(Error::invalid(format!(
@@ -181,12 +185,13 @@ impl<T: Transport> Semaphore<T> {
             ))),
             -1 => {
                 missing.push(master);
-                Ok(())
+                Ok(false)
             }
             initial => {
                 initials.push(initial as u64);
                 *created |= reply.u64()? == 1;
-                Ok(())
+                let _capacity = reply.u64()?;
+                Ok(reply.u64().map_or(true, |never| never == 0))
             }
         }
     }
@@ -722,7 +727,7 @@ mod tests {
         }
         fn eval_each(&self, script: &Script, _: &Scope, calls: &[(u32, Args)], _: u64) -> Vec<Result<Reply, Error>> {
             let answer = |master: u32| match script.name {
-                "multi/init.lua" => ints(&[1, 0]),
+                "multi/init.lua" => ints(&[1, 0, 1, 1]),
                 "multi/claim.lua" if master == 0 => ints(&[1, 7, 10_000, 0]),
                 "multi/claim.lua" => ints(&[0, 500]),
                 "multi/release.lua" => ints(&[0]),
@@ -787,7 +792,7 @@ mod tests {
         }
         fn eval_each(&self, script: &Script, _: &Scope, calls: &[(u32, Args)], _: u64) -> Vec<Result<Reply, Error>> {
             let answer = || match script.name {
-                "multi/init.lua" => ints(&[1, 0]),
+                "multi/init.lua" => ints(&[1, 0, 1, 1]),
                 "multi/refresh.lua" => ints(&[20_000, 0, 9]),
                 "multi/release.lua" => ints(&[0, 9]),
                 other => unreachable!("{other}"),

@@ -174,6 +174,21 @@ async fn copies_lost_beside_existing_ones_are_recreated_quarantined() {
     drop(a);
 }
 
+/// Another opener is creating the semaphore right now: its copy exists on one master, the other
+/// two not yet. Copies that never saw a claim mean nothing can be held, so this opener creates
+/// the missing ones as new (the fresh-server guard, off here), not quarantined as lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_semaphore_half_created_by_another_opener_is_not_quarantined() {
+    let servers = masters(3);
+    let k = key("mm-half-created");
+    let keys = pottery_semaphore_core::keys::Keys::new(&k);
+    let init = &pottery_semaphore_core::scripts::MULTI_INIT;
+    let created = eval_script(&mut servers[0].connection(), init, &keys.multi_script_keys("P1"), "P1", 1, 10_000, &["0".into(), "1".into()]).unwrap();
+    assert_eq!(redis::from_redis_value::<Vec<i64>>(created).unwrap(), [1, 1, 1, 1]);
+    let sem = open(&servers, &k, 1).await;
+    assert!(sem.acquire(false, None).await.unwrap(), "quarantined a semaphore nobody ever claimed on");
+}
+
 /// Three slots; the third master is down. Grants made during outages left slot 0 taken on the
 /// first master only and slot 1 on the second only. Each master's lowest free slot differs (1
 /// and 0), so claims split on every attempt, yet slot 2 is free on both: after a split the

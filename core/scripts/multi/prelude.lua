@@ -1,7 +1,8 @@
 -- Several-master mode (Redlock, one lock per permit). Every master holds the same layout for a
 -- semaphore; a permit is a numbered slot, and holding it means owning it on a majority of the
 -- masters. KEYS: 3 owner, 4 held:H, 5 tokens. Per master:
---   meta     hash  initial, capacity, epoch (last fencing epoch seen here), quarantine, mode
+--   meta     hash  initial, capacity, epoch (last fencing epoch seen here), born (the epoch it
+--                  was created with: still equal, this copy never saw a claim), quarantine, mode
 --   leases   zset  slot -> lease deadline (this master's server time, ms)
 --   owner    hash  slot -> holder
 --   held:H   set   slots holder H owns here
@@ -24,7 +25,7 @@ local function held_key(holder) return PREFIX .. 'held:' .. holder end
 local EPOCH_FLOOR = now * 16
 
 local function mm_create(quarantine)
-  redis.call('HSET', META, 'initial', INITIAL, 'capacity', INITIAL, 'epoch', int(EPOCH_FLOOR),
+  redis.call('HSET', META, 'initial', INITIAL, 'capacity', INITIAL, 'epoch', int(EPOCH_FLOOR), 'born', int(EPOCH_FLOOR),
     'quarantine', quarantine, 'mode', 'slots')
 end
 
