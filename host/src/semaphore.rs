@@ -182,6 +182,9 @@ struct Inner {
     /// before the call that granted or last extended it. Past that, with Redis out of reach, the
     /// permit is reported lost without waiting for Redis to answer again (see `lease_watch`).
     valid_until: Mutex<BTreeMap<u64, Instant>>,
+    /// Wakes the lease watch for a new permit, which may end before the watch meant to wake.
+    /// Shared with the watch, which must not keep the handle alive.
+    new_permit: Arc<Notify>,
     /// Permits whose release failed (Redis unreachable): no longer refreshed, and released
     /// again by the refresher until that works or their lease is over.
     unreleased: Mutex<Vec<(u64, std::time::Instant)>>,
@@ -277,6 +280,9 @@ impl Granted {
         let until = self.granted_after;
         lock(&self.inner.valid_until).extend(permits.iter().map(|p| (p.token, until + validity(p.ttl_ms))));
         drop(held);
+        if !permits.is_empty() {
+            self.inner.new_permit.notify_one();
+        }
         permits
     }
 }
@@ -499,22 +505,25 @@ impl Drop for Inner {
     }
 }
 
-/// The lease watch never wakes more often than this (a deadline it cannot act on yet, such as
-/// one of a permit being released, must not make it spin).
-const LEASE_WATCH_MIN_SLEEP: Duration = Duration::from_millis(10);
+/// The lease watch never wakes more often than this.
+const LEASE_WATCH_MIN_SLEEP: Duration = Duration::from_millis(1);
 
 /// Wakes when the next held permit's lease ends by this process's clock and reports it lost if
 /// no refresh extended it meanwhile: with Redis out of reach, refreshes fail (each after up to a
 /// response time-out) and Redis cannot say the lease ended, but the holder must stop using the
 /// permit all the same, as another process may hold it by then.
-async fn lease_watch(weak: Weak<Inner>, period: Duration) {
+async fn lease_watch(weak: Weak<Inner>, period: Duration, new_permit: Arc<Notify>) {
     loop {
         let next = {
             let Some(inner) = weak.upgrade() else { return };
             inner.expire_unrefreshed()
         };
         let wait = next.map_or(period, |at| at.saturating_duration_since(Instant::now()).min(period));
-        tokio::time::sleep(wait.max(LEASE_WATCH_MIN_SLEEP)).await;
+        // A permit kept since the look above left its wake-up stored (notify_one): not missed.
+        tokio::select! {
+            () = tokio::time::sleep(wait.max(LEASE_WATCH_MIN_SLEEP)) => {}
+            () = new_permit.notified() => {}
+        }
     }
 }
 
@@ -589,6 +598,7 @@ impl Semaphore {
                 caller_thread,
                 held: Mutex::new(BTreeMap::new()),
                 valid_until: Mutex::new(BTreeMap::new()),
+                new_permit: Arc::new(Notify::new()),
                 unreleased: Mutex::new(Vec::new()),
                 releasing: Mutex::new(BTreeMap::new()),
                 releases: tokio::sync::Mutex::new(()),
@@ -596,7 +606,7 @@ impl Semaphore {
                 lost_signal: Notify::new(),
             });
             tokio::spawn(refresher(Arc::downgrade(&inner), period));
-            tokio::spawn(lease_watch(Arc::downgrade(&inner), period));
+            tokio::spawn(lease_watch(Arc::downgrade(&inner), period, inner.new_permit.clone()));
             Ok(Semaphore { inner, inline: false })
         })
         .await?
