@@ -493,11 +493,22 @@ impl Drop for Inner {
     fn drop(&mut self) {
         let mut tokens: Vec<u64> = lock(&self.held).keys().copied().collect();
         tokens.extend(lock(&self.unreleased).iter().map(|(t, _)| *t));
-        let Some(mut instance) = lock(&self.idle).pop() else { return };
         if tokens.is_empty() {
             return;
         }
+        let idle = lock(&self.idle).pop();
+        // For a fresh instance when a guest trap discarded every one (a semaphore gone from
+        // Redis meanwhile is not created again: there is nothing to give back then).
+        let (rt, masters, replicas) = (self.rt, self.masters.clone(), self.replicas);
+        let config = api::Config { create: false, ..self.config.clone() };
         self.rt.tokio.spawn(async move {
+            let mut instance = match idle {
+                Some(instance) => instance,
+                None => match Instance::open(rt, masters, &config, replicas, false).await {
+                    Ok((instance, _)) => instance,
+                    Err(_) => return,
+                },
+            };
             for chunk in tokens.chunks(MAX_PERMITS_PER_CALL as usize) {
                 let _ = instance.release_permits(chunk).await;
             }
@@ -759,6 +770,14 @@ impl Semaphore {
         }
         let inner = self.inner.clone();
         self.inner.rt.run(async move { inner.refresh_once().await }).await?
+    }
+
+    /// For tests: empties the pools of idle guest instances, as guest traps would (a trapped
+    /// instance is discarded, and a new one opened on demand).
+    #[doc(hidden)]
+    pub fn discard_idle_instances(&self) {
+        lock(&self.inner.idle).clear();
+        lock(&self.inner.idle_sync).clear();
     }
 
     /// Permits this handle believes it holds.

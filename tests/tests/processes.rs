@@ -300,6 +300,21 @@ async fn a_release_on_a_broken_connection_fails_once_and_the_next_one_goes_throu
     assert!(second.is_ok(), "blocking: the broken connection was kept: {second:?}");
 }
 
+/// A guest trap discards its instance. With every one gone, the last handle still gives its
+/// permits back as it goes (on a fresh instance), not a lease later.
+#[tokio::test(flavor = "multi_thread")]
+async fn dropping_a_handle_whose_instances_all_trapped_gives_back_its_permits() {
+    let server = Server::start(Flavor::Redis);
+    let k = key("dropped-trapped");
+    let lease = Duration::from_secs(30);
+    let holder = Semaphore::open(server.options(&k).permits(1).lease(lease)).await.unwrap();
+    assert!(holder.acquire(false, None).await.unwrap());
+    holder.discard_idle_instances();
+    drop(holder);
+    let watcher = Semaphore::open(server.options(&k).permits(1).lease(lease)).await.unwrap();
+    assert!(watcher.acquire(true, Some(Duration::from_secs(5))).await.unwrap(), "the permit waited for its 30 s lease");
+}
+
 /// A release failed (Redis down) and the handle was dropped before its refresher tried again:
 /// the permit goes back as the handle goes, not a lease later.
 #[tokio::test(flavor = "multi_thread")]
