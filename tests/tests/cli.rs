@@ -151,3 +151,71 @@ fn cluster_seed_nodes_reach_a_semaphore_on_a_redis_cluster() {
     let out = Command::new(cli()).args(["--redis", &seed, "--cluster", "status", "--key", &k, "--json"]).output().unwrap();
     assert!(text(&out.stdout).contains(r#""capacity":2"#), "{}", text(&out.stdout));
 }
+
+/// Polls `check` every 20 ms for up to 5 s.
+fn eventually(what: &str, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !check() {
+        assert!(Instant::now() < deadline, "not within 5 s: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Another holder's release takes the CLI's permit (permits are fungible) while the command
+/// runs: the CLI stops the command and exits 76, so a script can tell that exclusion broke;
+/// with --keep-running it only warns and passes the command's own status.
+#[test]
+fn a_permit_lost_while_the_command_runs_stops_it_unless_told_otherwise() {
+    let server = Server::start(Flavor::Redis);
+    let k = key("cli-lost");
+    let other = create(&server, &k, 1);
+    let spawn = |extra: &[&str], command: &[&str]| {
+        Command::new(cli())
+            .env("REDIS_URL", server.url())
+            .args(["run", "--key", &k, "--lease", "1.5"])
+            .args(extra)
+            .arg("--")
+            .args(command)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    let held = || other.status().expect("status").holders.len() == 1;
+    let child = spawn(&[], &["sleep", "30"]);
+    eventually("the CLI holds the permit", held);
+    let released = Instant::now();
+    other.release(1).expect("release");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(76), "{}", text(&out.stderr));
+    assert!(released.elapsed() < Duration::from_secs(5), "stopped {:?} after the loss", released.elapsed());
+    assert!(text(&out.stderr).contains("stopping the command"), "{}", text(&out.stderr));
+
+    let child = spawn(&["--keep-running"], &["sh", "-c", "sleep 2; exit 3"]);
+    eventually("the CLI holds the permit", held);
+    other.release(1).expect("release");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("keeps running"), "{}", text(&out.stderr));
+}
+
+/// SIGTERM while waiting: the CLI leaves the queue before it exits (a dead waiter would hold
+/// up those behind it for seconds) and exits 128 + 15.
+#[test]
+fn a_signal_while_waiting_leaves_the_queue_before_exiting() {
+    let server = Server::start(Flavor::Redis);
+    let k = key("cli-wait-signal");
+    let other = create(&server, &k, 1);
+    assert!(other.acquire(false, None).unwrap());
+    let mut child = Command::new(cli())
+        .env("REDIS_URL", server.url())
+        .args(["run", "--key", &k, "--", "true"])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    eventually("the CLI waits in the queue", || other.status().expect("status").waiters.len() == 1);
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+    assert_eq!(child.wait().expect("wait").code(), Some(128 + 15));
+    assert!(other.status().expect("status").waiters.is_empty(), "the CLI exited still queued");
+}

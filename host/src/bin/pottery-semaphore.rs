@@ -1,5 +1,6 @@
 //! `pottery-semaphore`: the semaphore for shells, cron jobs and operators.
 
+use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use pottery_semaphore_host::{Error, Options, Semaphore, Status};
 const USAGE: &str = "usage: pottery-semaphore [--redis URL]... [--cluster] <command>
 
 commands:
-  run --key K [--permits N] [--timeout S] [--lease S] -- CMD [ARGS...]
+  run --key K [--permits N] [--timeout S] [--lease S] [--keep-running] -- CMD [ARGS...]
         wait for a permit, run CMD while refreshing the lease, release, exit with CMD's status
   status --key K [--json]
         capacity, available permits, holders (token, holder, lease left) and waiters in order
@@ -23,16 +24,25 @@ commands:
 --permits N   permits when `run` creates the semaphore (default 1; an existing one keeps its own)
 --timeout S   give up after S seconds of waiting (exit status 75)
 --lease S     lease of the permit in seconds (default 10), refreshed while CMD runs
+--keep-running  when the permit is lost while CMD runs (its lease ended, Redis out of reach,
+              another holder released it), only warn; by default CMD gets SIGTERM, then
+              SIGKILL 10 s later, and the exit status is 76
 
-exit status: CMD's own (128+N when killed by signal N); 75 timed out waiting; 64 usage;
-             69 Redis unreachable; 77 authentication refused; 70 other errors";
+exit status: CMD's own (128+N when killed by signal N); 75 timed out waiting; 76 the permit
+             was lost while CMD ran; 128+N interrupted by signal N while waiting; 64 usage;
+             69 Redis unreachable; 77 authentication refused; 70 other errors; 127 CMD not
+             found, 126 not executable";
 
 /// sysexits.h codes, so scripts can tell outcomes apart.
 const EX_USAGE: u8 = 64;
 const EX_SOFTWARE: u8 = 70;
 const EX_UNAVAILABLE: u8 = 69;
 const EX_TEMPFAIL: u8 = 75;
+/// The permit was lost while the command ran (EX_PROTOCOL's number, for want of a closer one).
+const EX_LOST: u8 = 76;
 const EX_NOPERM: u8 = 77;
+/// How long a command stopped for a lost permit has between SIGTERM and SIGKILL.
+const LOST_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Default)]
 struct Args {
@@ -43,9 +53,11 @@ struct Args {
     permits: Option<i64>,
     timeout: Option<f64>,
     lease: Option<f64>,
+    keep_running: bool,
     json: bool,
     positional: Vec<String>,
-    program: Vec<String>,
+    /// The command and its arguments, as given (not necessarily UTF-8).
+    program: Vec<OsString>,
 }
 
 #[derive(Debug)]
@@ -74,12 +86,18 @@ fn failure(e: Error, url: &str) -> Failure {
     Failure { code, message: format!("{e}\n{hint}").trim_end().to_string() }
 }
 
-fn parse(raw: Vec<String>) -> Result<Args, Failure> {
+fn parse(raw: Vec<OsString>) -> Result<Args, Failure> {
     let mut args = Args::default();
     let mut it = raw.into_iter();
-    let value = |it: &mut std::vec::IntoIter<String>, flag: &str| it.next().ok_or_else(|| usage(format!("{flag} needs a value")));
+    let text = |a: OsString| a.into_string().map_err(|a| usage(format!("not UTF-8: {}", a.to_string_lossy())));
+    let value = |it: &mut std::vec::IntoIter<OsString>, flag: &str| it.next().ok_or_else(|| usage(format!("{flag} needs a value"))).and_then(text);
     let number = |s: String, flag: &str| s.parse::<f64>().map_err(|_| usage(format!("{flag}: not a number: {s}")));
     while let Some(arg) = it.next() {
+        if arg == "--" {
+            args.program = it.by_ref().collect();
+            break;
+        }
+        let arg = text(arg)?;
         match arg.as_str() {
             "-h" | "--help" => return Err(Failure { code: 0, message: USAGE.into() }),
             "--redis" => args.redis.push(value(&mut it, "--redis")?),
@@ -91,11 +109,8 @@ fn parse(raw: Vec<String>) -> Result<Args, Failure> {
             "--timeout" => args.timeout = Some(number(value(&mut it, "--timeout")?, "--timeout")?),
             "--lease" => args.lease = Some(number(value(&mut it, "--lease")?, "--lease")?),
             "--json" => args.json = true,
+            "--keep-running" => args.keep_running = true,
             "--cluster" => args.cluster = true,
-            "--" => {
-                args.program = it.by_ref().collect();
-                break;
-            }
             flag if flag.starts_with("--") => return Err(usage(format!("unknown option {flag}"))),
             _ if args.command.is_empty() => args.command = arg,
             _ => args.positional.push(arg),
@@ -103,6 +118,7 @@ fn parse(raw: Vec<String>) -> Result<Args, Failure> {
     }
     match args.command.as_str() {
         "" => Err(usage("no command given")),
+        "run" if !args.positional.is_empty() => Err(usage(format!("unexpected {}: the command goes after --", args.positional[0]))),
         "run" | "status" | "set-permits" | "add-permits" => Ok(args),
         other => Err(usage(format!("unknown command {other}"))),
     }
@@ -116,27 +132,51 @@ fn options(args: &Args) -> Result<(Options, String), Failure> {
     };
     let shown = urls.iter().map(|u| redacted(u)).collect::<Vec<_>>().join(", ");
     let key = args.key.clone().ok_or_else(|| usage("--key is required"))?;
-    let mut options = Options::with_masters(urls, key).cluster(args.cluster).permits(args.permits.unwrap_or(1));
+    // Several masters: a majority failing is an error (exit 69), not a wait that never ends.
+    let mut options =
+        Options::with_masters(urls, key).cluster(args.cluster).permits(args.permits.unwrap_or(1)).raise_on_redis_errors(true);
     if let Some(lease) = args.lease {
-        if !(lease.is_finite() && lease > 0.0) {
-            return Err(usage("--lease must be a positive number of seconds"));
-        }
-        options = options.lease(Duration::from_secs_f64(lease));
+        let lease = Duration::try_from_secs_f64(lease).ok().filter(|l| !l.is_zero());
+        options = options.lease(lease.ok_or_else(|| usage("--lease must be a positive number of seconds"))?);
     }
     Ok((options, shown))
 }
 
 fn redacted(url: &str) -> String {
-    // Never echo a password back to the terminal.
-    match (url.find("://"), url.rfind('@')) {
+    // Never echo a password back to the terminal: neither user:password@ nor a unix URL's pass=.
+    let url = match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => format!("{}://…@{}", &url[..scheme], &url[at + 1..]),
         _ => url.to_string(),
+    };
+    match url.find("pass=") {
+        Some(at) => {
+            let end = url[at..].find('&').map_or(url.len(), |e| at + e);
+            format!("{}pass=…{}", &url[..at], &url[end..])
+        }
+        None => url,
     }
+}
+
+/// `println!` that ignores a closed stdout (`status | head`) instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
 }
 
 fn print_status(key: &str, s: &Status, json: bool) {
     if json {
-        let esc = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
+        let esc = |v: &str| {
+            v.chars()
+                .map(|c| match c {
+                    '"' => "\\\"".to_string(),
+                    '\\' => "\\\\".to_string(),
+                    c if (c as u32) < 0x20 => format!("\\u{:04x}", c as u32),
+                    c => c.to_string(),
+                })
+                .collect::<String>()
+        };
         let holders: Vec<String> = s
             .holders
             .iter()
@@ -144,7 +184,7 @@ fn print_status(key: &str, s: &Status, json: bool) {
             .collect();
         let waiters: Vec<String> =
             s.waiters.iter().map(|w| format!(r#"{{"id":{},"n":{},"holder":"{}"}}"#, w.id, w.n, esc(&w.holder))).collect();
-        println!(
+        say!(
             r#"{{"key":"{}","initial":{},"capacity":{},"available":{},"holders":[{}],"waiters":[{}]}}"#,
             esc(key),
             s.initial,
@@ -155,14 +195,14 @@ fn print_status(key: &str, s: &Status, json: bool) {
         );
         return;
     }
-    println!("semaphore {key:?}: {} of {} permits available (initial value {})", s.available, s.capacity, s.initial);
-    println!("holders ({}):", s.holders.len());
+    say!("semaphore {key:?}: {} of {} permits available (initial value {})", s.available, s.capacity, s.initial);
+    say!("holders ({}):", s.holders.len());
     for h in &s.holders {
-        println!("  token {:>20}  holder {}  lease left {:.1} s", h.token, h.holder, h.ttl_ms as f64 / 1000.0);
+        say!("  token {:>20}  holder {}  lease left {:.1} s", h.token, h.holder, h.ttl_ms as f64 / 1000.0);
     }
-    println!("waiters ({}), first served first:", s.waiters.len());
+    say!("waiters ({}), first served first:", s.waiters.len());
     for (i, w) in s.waiters.iter().enumerate() {
-        println!("  {:>3}. waiter {}  wants {}  holder {}", i + 1, w.id, w.n, w.holder);
+        say!("  {:>3}. waiter {}  wants {}  holder {}", i + 1, w.id, w.n, w.holder);
     }
 }
 
@@ -191,78 +231,144 @@ fn send_signal(pid: u32, signal: i32) {
     }
 }
 
+/// True when SIGINT most likely came from the terminal, which sends it to its whole foreground
+/// process group, the command included: this process group is the terminal's foreground one.
+#[allow(unsafe_code)]
+fn interrupt_reached_command() -> bool {
+    // SAFETY: tcgetpgrp(3) and getpgrp(2) only read process state; a stdin that is not a
+    // terminal makes tcgetpgrp fail with -1, which no process group equals.
+    unsafe { libc::tcgetpgrp(0) == libc::getpgrp() }
+}
+
+/// After a wait was given up: the handle leaves the queue, and gives back a permit granted just
+/// then, on the library's threads. Exiting at once could cut that short (a dead waiter would
+/// hold up the queue behind it for seconds), so wait, briefly, until neither shows.
+async fn settle_after_cancel(sem: &Semaphore) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        match sem.status().await {
+            Ok(s) if !s.waiters.iter().any(|w| w.holder == sem.holder_id()) && !s.holders.iter().any(|h| h.holder == sem.holder_id()) => return,
+            Err(_) => return,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
 async fn run(args: Args) -> Result<u8, Failure> {
     use tokio::signal::unix::{signal, SignalKind};
     if args.program.is_empty() {
         return Err(usage("run needs a command after --"));
     }
-    let (options, url) = options(&args)?;
-    let sem = Semaphore::open(options).await.map_err(|e| failure(e, &url))?;
     let timeout = args.timeout.map(|t| if t.is_finite() && t >= 0.0 { Ok(t) } else { Err(usage("--timeout must be >= 0")) }).transpose()?;
+    let (options, url) = options(&args)?;
+    // From here on every handled signal is seen: while waiting it ends the wait, once the
+    // command runs it is forwarded to it.
+    let kinds = [
+        SignalKind::interrupt(),
+        SignalKind::terminate(),
+        SignalKind::hangup(),
+        SignalKind::quit(),
+        SignalKind::user_defined1(),
+        SignalKind::user_defined2(),
+    ];
+    let mut signals = kinds
+        .iter()
+        .map(|k| signal(*k).map(|s| (k.as_raw_value(), s)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Failure { code: EX_SOFTWARE, message: e.to_string() })?;
+    let sem = Semaphore::open(options).await.map_err(|e| failure(e, &url))?;
     let started = Instant::now();
     let progress = std::io::stderr().is_terminal().then(|| tokio::spawn(show_progress(sem.clone(), started)));
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| Failure { code: EX_SOFTWARE, message: e.to_string() })?;
-    let mut terminate = signal(SignalKind::terminate()).map_err(|e| Failure { code: EX_SOFTWARE, message: e.to_string() })?;
-    // Dropping the acquire on a signal leaves the queue cleanly.
     let acquired = tokio::select! {
-        r = sem.acquire_n(1, true, timeout) => r,
-        _ = interrupt.recv() => Err(Error::Cancelled),
-        _ = terminate.recv() => Err(Error::Cancelled),
+        r = sem.acquire_n(1, true, timeout) => Ok(r),
+        Some(sig) = first_signal(&mut signals) => Err(sig),
     };
     if let Some(p) = progress {
         p.abort();
         eprint!("\r\x1b[K");
     }
     let permits = match acquired {
-        Ok(p) if p.is_empty() => {
+        Err(sig) => {
+            settle_after_cancel(&sem).await;
+            return Ok(128u8.saturating_add(sig as u8));
+        }
+        Ok(Ok(p)) if p.is_empty() => {
             return Err(Failure {
                 code: EX_TEMPFAIL,
                 message: format!("timed out after {:.1} s waiting for a permit of {:?}", started.elapsed().as_secs_f64(), sem.key()),
             });
         }
-        Ok(p) => p,
-        Err(Error::Cancelled) => return Ok(130),
-        Err(e) => return Err(failure(e, &url)),
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => return Err(failure(e, &url)),
     };
-    let mut child = tokio::process::Command::new(&args.program[0])
+    let child = tokio::process::Command::new(&args.program[0])
         .args(&args.program[1..])
         .env("POTTERY_SEMAPHORE_TOKEN", permits[0].token.to_string())
-        .spawn()
-        .map_err(|e| Failure { code: 127, message: format!("cannot run {}: {e}", args.program[0]) });
-    let status = match child.as_mut() {
-        Ok(child) => {
-            let pid = child.id().unwrap_or(0);
-            let forwarded = [SignalKind::terminate(), SignalKind::hangup(), SignalKind::quit(), SignalKind::user_defined1(), SignalKind::user_defined2()];
-            let mut streams: Vec<_> = forwarded.iter().filter_map(|k| signal(*k).ok().map(|s| (k.as_raw_value(), s))).collect();
-            // On a terminal, Ctrl-C already reaches the whole foreground group, the command included.
-            let forward_interrupt = !std::io::stdin().is_terminal();
-            loop {
-                let next_signal = futures_like_select(&mut streams);
-                tokio::select! {
-                    status = child.wait() => break status.ok(),
-                    _ = interrupt.recv() => if forward_interrupt { send_signal(pid, libc::SIGINT) },
-                    Some(sig) = next_signal => send_signal(pid, sig),
-                    () = sem.lost() => {
-                        for p in sem.take_lost() {
-                            eprintln!("pottery-semaphore: lost the permit (token {}) of {:?}: its lease ended or another holder released it; the command keeps running", p.token, sem.key());
-                        }
-                    }
-                }
-            }
+        .spawn();
+    let (status, lost) = match child {
+        Ok(mut child) => watch_command(&mut child, &sem, &mut signals, args.keep_running).await,
+        Err(e) => {
+            let _ = sem.release_permits(permits.iter().map(|p| p.token).collect()).await;
+            let code = if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 };
+            return Err(Failure { code, message: format!("cannot run {}: {e}", args.program[0].to_string_lossy()) });
         }
-        Err(_) => None,
     };
     let released = sem.release_permits(permits.iter().map(|p| p.token).collect()).await;
-    let child = child?;
-    drop(child);
     if let Err(e) = released {
         eprintln!("pottery-semaphore: could not release the permit ({e}); it ends with its lease");
+    }
+    if lost && !args.keep_running {
+        return Ok(EX_LOST);
     }
     Ok(exit_code(status))
 }
 
+/// Waits for the command, forwarding signals to it; when the permit is lost, stops it (SIGTERM,
+/// then SIGKILL after `LOST_GRACE`) unless `keep_running`. Returns its status and whether the
+/// permit was lost.
+async fn watch_command(
+    child: &mut tokio::process::Child,
+    sem: &Semaphore,
+    signals: &mut [(i32, tokio::signal::unix::Signal)],
+    keep_running: bool,
+) -> (Option<std::process::ExitStatus>, bool) {
+    let pid = child.id().unwrap_or(0);
+    let (mut lost, mut kill_at) = (false, None);
+    loop {
+        let kill_due = async {
+            match kill_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            status = child.wait() => return (status.ok(), lost),
+            Some(sig) = first_signal(signals) => {
+                if sig != libc::SIGINT || !interrupt_reached_command() {
+                    send_signal(pid, sig);
+                }
+            }
+            () = sem.lost(), if !lost => {
+                lost = true;
+                let what = if keep_running { "the command keeps running (--keep-running)" } else { "stopping the command" };
+                for p in sem.take_lost() {
+                    eprintln!("pottery-semaphore: lost the permit (token {}) of {:?}: its lease ended, Redis was out of reach or another holder released it; {what}", p.token, sem.key());
+                }
+                if !keep_running {
+                    send_signal(pid, libc::SIGTERM);
+                    kill_at = Some(tokio::time::Instant::now() + LOST_GRACE);
+                }
+            }
+            () = kill_due => {
+                send_signal(pid, libc::SIGKILL);
+                kill_at = None;
+            }
+        }
+    }
+}
+
 /// The first signal any of `streams` delivers.
-async fn futures_like_select(streams: &mut [(i32, tokio::signal::unix::Signal)]) -> Option<i32> {
+async fn first_signal(streams: &mut [(i32, tokio::signal::unix::Signal)]) -> Option<i32> {
     std::future::poll_fn(|cx| {
         for (raw, stream) in streams.iter_mut() {
             if let std::task::Poll::Ready(Some(())) = stream.poll_recv(cx) {
@@ -303,12 +409,12 @@ async fn operate(args: Args) -> Result<u8, Failure> {
             let n = amount()?;
             let sem = Semaphore::open(options.permits(n.max(0))).await.map_err(|e| failure(e, &url))?;
             let now = sem.set_permits(n).await.map_err(|e| failure(e, &url))?;
-            println!("{key}: {now} permits");
+            say!("{key}: {now} permits");
         }
         "add-permits" => {
             let n = amount()?;
             let now = open(options).await?.add_permits(n).await.map_err(|e| failure(e, &url))?;
-            println!("{key}: {now} permits");
+            say!("{key}: {now} permits");
         }
         _ => unreachable!("parse() accepts only known commands"),
     }
@@ -316,7 +422,7 @@ async fn operate(args: Args) -> Result<u8, Failure> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse(std::env::args().skip(1).collect()) {
+    let args = match parse(std::env::args_os().skip(1).collect()) {
         Ok(a) => a,
         Err(f) => return report(f),
     };
