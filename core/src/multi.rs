@@ -41,7 +41,6 @@ pub fn slot_of(token: u64) -> u64 {
     token & (MAX_SLOTS - 1)
 }
 
-
 fn epoch_of(token: u64) -> u64 {
     token >> SLOT_BITS
 }
@@ -717,6 +716,22 @@ mod tests {
         waited_on: RefCell<Vec<u32>>,
     }
 
+    /// A one-permit semaphore of `holder` on three masters, as the fakes below answer for.
+    fn three_masters(holder: &str) -> Config {
+        Config {
+            key: "k".into(),
+            value: 1,
+            bounded: true,
+            lease_ms: 10_000,
+            holder: holder.into(),
+            guard_fresh_server: false,
+            create: true,
+            masters: 3,
+            raise_on_redis_errors: false,
+            replicate: false,
+        }
+    }
+
     fn ints(items: &[i64]) -> Result<Reply, Error> {
         Ok(Reply::Array(items.iter().map(|i| Scalar::Int(*i)).collect()))
     }
@@ -763,19 +778,7 @@ mod tests {
         for i in 0..48u64 {
             let fake = HalfReleased::default();
             fake.now_ns.set(i * 7_919_000_003);
-            let config = Config {
-                key: "k".into(),
-                value: 1,
-                bounded: true,
-                lease_ms: 10_000,
-                holder: format!("h{i}"),
-                guard_fresh_server: false,
-                create: true,
-                masters: 3,
-                raise_on_redis_errors: false,
-                replicate: false,
-            };
-            let (sem, _) = Semaphore::open(&fake, config).expect("open");
+            let (sem, _) = Semaphore::open(&fake, three_masters(&format!("h{i}"))).expect("open");
             assert_eq!(sem.acquire(1, true, None), Err(Error::Cancelled));
             assert_eq!(fake.waited_on.borrow().len(), 1);
             assert_ne!(fake.waited_on.borrow()[0], 0, "waited where the push was already taken");
@@ -821,19 +824,7 @@ mod tests {
     /// back to life beside the newer one: two holders of one permit.
     #[test]
     fn of_two_tokens_of_one_slot_only_the_live_grant_counts() {
-        let config = Config {
-            key: "k".into(),
-            value: 1,
-            bounded: true,
-            lease_ms: 10_000,
-            holder: "h".into(),
-            guard_fresh_server: false,
-            create: true,
-            masters: 3,
-            raise_on_redis_errors: false,
-            replicate: false,
-        };
-        let (sem, _) = Semaphore::open(&OneLiveGrant, config).expect("open");
+        let (sem, _) = Semaphore::open(&OneLiveGrant, three_masters("h")).expect("open");
         let (ended, live) = (token(5, 0), token(9, 0));
         let held: Vec<u64> = sem.refresh(&[ended, live]).expect("refresh").iter().map(|p| p.token).collect();
         assert_eq!(held, [live]);

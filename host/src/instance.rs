@@ -144,18 +144,18 @@ impl Instance {
         self.store.data_mut().blocking_io = on || self.is_sync();
     }
 
+    /// Per-call state of the store, fresh for the call about to start.
     fn begin(&mut self, cancel: Option<CancelFlag>) {
         let data = self.store.data_mut();
         data.cancel = cancel;
         data.resumed_at = Instant::now();
+        (data.first_script_at, data.script_sent_at, data.script_before_pop) = (None, None, None);
     }
 
     /// The permits, and when at the earliest they were granted (by this process's clock).
     pub(crate) async fn acquire(&mut self, n: i64, blocking: bool, timeout: Option<f64>, cancel: CancelFlag) -> Result<(Vec<Permit>, Instant), Error> {
         let called = Instant::now();
         self.begin(Some(cancel));
-        let data = self.store.data_mut();
-        (data.first_script_at, data.script_sent_at, data.script_before_pop) = (None, None, None);
         let r = call!(self.call_acquire(n, blocking, timeout));
         let granted_after = self.store.data().granted_after(called);
         self.begin(None);

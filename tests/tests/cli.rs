@@ -18,6 +18,11 @@ fn run(server: &Server, args: &[&str]) -> Output {
     Command::new(cli()).env("REDIS_URL", server.url()).args(args).output().expect("run the CLI")
 }
 
+/// The CLI started in the background, stdin closed (not a terminal), its stderr kept.
+fn spawn(server: &Server, args: &[&str]) -> std::process::Child {
+    Command::new(cli()).env("REDIS_URL", server.url()).args(args).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn")
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -64,12 +69,7 @@ fn signals_reach_the_command_and_its_status_comes_back() {
     let server = Server::start(Flavor::Redis);
     let k = key("cli-signal");
     let _sem = create(&server, &k, 1);
-    let mut child = Command::new(cli())
-        .env("REDIS_URL", server.url())
-        .args(["run", "--key", &k, "--", "sleep", "30"])
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let mut child = spawn(&server, &["run", "--key", &k, "--", "sleep", "30"]);
     std::thread::sleep(Duration::from_millis(500));
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
     assert!(status.success());
@@ -169,20 +169,12 @@ fn a_permit_lost_while_the_command_runs_stops_it_unless_told_otherwise() {
     let server = Server::start(Flavor::Redis);
     let k = key("cli-lost");
     let other = create(&server, &k, 1);
-    let spawn = |extra: &[&str], command: &[&str]| {
-        Command::new(cli())
-            .env("REDIS_URL", server.url())
-            .args(["run", "--key", &k, "--lease", "1.5"])
-            .args(extra)
-            .arg("--")
-            .args(command)
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn")
+    let start = |extra: &[&str], command: &[&str]| {
+        let args: Vec<&str> = ["run", "--key", &k, "--lease", "1.5"].iter().chain(extra).chain(&["--"]).chain(command).copied().collect();
+        spawn(&server, &args)
     };
     let held = || other.status().expect("status").holders.len() == 1;
-    let child = spawn(&[], &["sleep", "30"]);
+    let child = start(&[], &["sleep", "30"]);
     eventually("the CLI holds the permit", held);
     let released = Instant::now();
     other.release(1).expect("release");
@@ -191,7 +183,7 @@ fn a_permit_lost_while_the_command_runs_stops_it_unless_told_otherwise() {
     assert!(released.elapsed() < Duration::from_secs(5), "stopped {:?} after the loss", released.elapsed());
     assert!(text(&out.stderr).contains("stopping the command"), "{}", text(&out.stderr));
 
-    let child = spawn(&["--keep-running"], &["sh", "-c", "sleep 2; exit 3"]);
+    let child = start(&["--keep-running"], &["sh", "-c", "sleep 2; exit 3"]);
     eventually("the CLI holds the permit", held);
     other.release(1).expect("release");
     let out = child.wait_with_output().expect("wait");
@@ -207,12 +199,7 @@ fn a_signal_while_waiting_leaves_the_queue_before_exiting() {
     let k = key("cli-wait-signal");
     let other = create(&server, &k, 1);
     assert!(other.acquire(false, None).unwrap());
-    let mut child = Command::new(cli())
-        .env("REDIS_URL", server.url())
-        .args(["run", "--key", &k, "--", "true"])
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let mut child = spawn(&server, &["run", "--key", &k, "--", "true"]);
     eventually("the CLI waits in the queue", || other.status().expect("status").waiters.len() == 1);
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
     assert!(status.success());

@@ -301,6 +301,7 @@ async fn run(args: Args) -> Result<u8, Failure> {
         Ok(Ok(p)) => p,
         Ok(Err(e)) => return Err(failure(e, &url)),
     };
+    let tokens: Vec<u64> = permits.iter().map(|p| p.token).collect();
     let child = tokio::process::Command::new(&args.program[0])
         .args(&args.program[1..])
         .env("POTTERY_SEMAPHORE_TOKEN", permits[0].token.to_string())
@@ -308,12 +309,12 @@ async fn run(args: Args) -> Result<u8, Failure> {
     let (status, lost) = match child {
         Ok(mut child) => watch_command(&mut child, &sem, &mut signals, args.keep_running).await,
         Err(e) => {
-            let _ = sem.release_permits(permits.iter().map(|p| p.token).collect()).await;
+            let _ = sem.release_permits(tokens).await;
             let code = if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 };
             return Err(Failure { code, message: format!("cannot run {}: {e}", args.program[0].to_string_lossy()) });
         }
     };
-    let released = sem.release_permits(permits.iter().map(|p| p.token).collect()).await;
+    let released = sem.release_permits(tokens).await;
     if let Err(e) = released {
         eprintln!("pottery-semaphore: could not release the permit ({e}); it ends with its lease");
     }
