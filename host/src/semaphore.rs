@@ -182,9 +182,12 @@ struct Inner {
     /// before the call that granted or last extended it. Past that, with Redis out of reach, the
     /// permit is reported lost without waiting for Redis to answer again (see `lease_watch`).
     valid_until: Mutex<BTreeMap<u64, Instant>>,
-    /// Wakes the lease watch for a new permit, which may end before the watch meant to wake.
+    /// Wakes the lease watch for a new permit that ends before the watch means to wake.
     /// Shared with the watch, which must not keep the handle alive.
     new_permit: Arc<Notify>,
+    /// When the lease watch means to wake next; `None` while it looks at `valid_until`. A grant
+    /// wakes it only when it must (a wake-up is a thread switch in the hand-off to a waiter).
+    watch_wakes_at: Mutex<Option<Instant>>,
     /// Permits whose release failed (Redis unreachable): no longer refreshed, and released
     /// again by the refresher until that works or their lease is over.
     unreleased: Mutex<Vec<(u64, std::time::Instant)>>,
@@ -277,10 +280,15 @@ impl Granted {
         let permits = std::mem::take(&mut self.permits);
         let mut held = lock(&self.inner.held);
         held.extend(permits.iter().map(|p| (p.token, *p)));
-        let until = self.granted_after;
-        lock(&self.inner.valid_until).extend(permits.iter().map(|p| (p.token, until + validity(p.ttl_ms))));
-        drop(held);
-        if !permits.is_empty() {
+        let after = self.granted_after;
+        let mut valid_until = lock(&self.inner.valid_until);
+        valid_until.extend(permits.iter().map(|p| (p.token, after + validity(p.ttl_ms))));
+        let first_end = permits.iter().map(|p| after + validity(p.ttl_ms)).min();
+        drop((held, valid_until));
+        // After the insert: a watch looking now either sees these permits or has not yet
+        // published when it will wake (`None`), and is woken.
+        let wakes_at = *lock(&self.inner.watch_wakes_at);
+        if first_end.is_some_and(|end| wakes_at.is_none_or(|at| end < at)) {
             self.inner.new_permit.notify_one();
         }
         permits
@@ -525,14 +533,19 @@ const LEASE_WATCH_MIN_SLEEP: Duration = Duration::from_millis(1);
 /// permit all the same, as another process may hold it by then.
 async fn lease_watch(weak: Weak<Inner>, period: Duration, new_permit: Arc<Notify>) {
     loop {
-        let next = {
+        let wake_at = {
             let Some(inner) = weak.upgrade() else { return };
-            inner.expire_unrefreshed()
+            *lock(&inner.watch_wakes_at) = None;
+            let next = inner.expire_unrefreshed();
+            let now = Instant::now();
+            let wait = next.map_or(period, |at| at.saturating_duration_since(now).min(period));
+            let wake_at = now + wait.max(LEASE_WATCH_MIN_SLEEP);
+            *lock(&inner.watch_wakes_at) = Some(wake_at);
+            wake_at
         };
-        let wait = next.map_or(period, |at| at.saturating_duration_since(Instant::now()).min(period));
         // A permit kept since the look above left its wake-up stored (notify_one): not missed.
         tokio::select! {
-            () = tokio::time::sleep(wait.max(LEASE_WATCH_MIN_SLEEP)) => {}
+            () = tokio::time::sleep_until(wake_at.into()) => {}
             () = new_permit.notified() => {}
         }
     }
@@ -610,6 +623,7 @@ impl Semaphore {
                 held: Mutex::new(BTreeMap::new()),
                 valid_until: Mutex::new(BTreeMap::new()),
                 new_permit: Arc::new(Notify::new()),
+                watch_wakes_at: Mutex::new(None),
                 unreleased: Mutex::new(Vec::new()),
                 releasing: Mutex::new(BTreeMap::new()),
                 releases: tokio::sync::Mutex::new(()),
