@@ -147,17 +147,20 @@ def cycle_table(cycles) -> list[str]:
 
 def contended_table(runs) -> list[str]:
     out = [
-        "| Implementation | Workers | utilisation | grants | ideal grants | wait p50 | wait p99 | wait mean |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| Implementation | Workers | utilisation | grants | ideal grants | idle per grant | wait p50 | wait p99 | wait mean |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in sorted(runs, key=lambda r: order_key(r["implementation"])):
-        ideal = "—"
+        ideal = idle = "—"
         if row.get("permits") and row.get("hold_ms") and row.get("seconds"):
             ideal = f"{row['permits'] * row['seconds'] * 1000 / row['hold_ms']:,.0f}"
+        if row.get("permits") and row.get("seconds") and row.get("grants"):
+            unused_s = (1 - row["utilisation_pct"] / 100) * row["permits"] * row["seconds"]
+            idle = us(unused_s / row["grants"] * 1e6)
         workers = f"{row.get('workers', '?')} {row.get('worker_kind', '')}".strip()
         out.append(
             f"| {row['implementation']} | {workers} | {row['utilisation_pct']:.1f} % | {row['grants']:,} | {ideal} | "
-            f"{ms(row.get('wait_p50_ms'))} | {ms(row.get('wait_p99_ms'))} | {ms(row.get('wait_mean_ms'))} |"
+            f"{idle} | {ms(row.get('wait_p50_ms'))} | {ms(row.get('wait_p99_ms'))} | {ms(row.get('wait_mean_ms'))} |"
         )
     return out
 
@@ -297,7 +300,9 @@ def main() -> None:
             f"{r0.get('workers', '?')} workers (threads or processes: see the Workers column) loop "
             f"acquire → hold {r0.get('hold_ms', '?'):g} ms → release on {r0.get('permits', '?')} permits for "
             f"{r0.get('seconds', '?'):g} s. Utilisation is time held ÷ (permits × run time); "
-            "\"ideal grants\" is permits × run time ÷ hold. With FIFO hand-offs every acquisition waits "
+            "\"ideal grants\" is permits × run time ÷ hold; \"idle per grant\" is the time a permit sat "
+            "unused per grant, (1 − utilisation) × permits × run time ÷ grants: the release's round trip, "
+            "Redis's script, the waiter's wake-up. With FIFO hand-offs every acquisition waits "
             f"about (workers ÷ permits − 1) × hold = "
             f"{(r0.get('workers', 8) / r0.get('permits', 2) - 1) * r0.get('hold_ms', 10):.0f} ms, "
             "so a tight distribution there is the goal; the spread around it is fairness.",

@@ -287,12 +287,17 @@ impl Granted {
         drop((held, valid_until));
         // After the insert: a watch looking now either sees these permits or has not yet
         // published when it will wake (`None`), and is woken.
-        let wakes_at = *lock(&self.inner.watch_wakes_at);
-        if first_end.is_some_and(|end| wakes_at.is_none_or(|at| end < at)) {
+        if watch_must_wake(first_end, *lock(&self.inner.watch_wakes_at)) {
             self.inner.new_permit.notify_one();
         }
         permits
     }
+}
+
+/// Whether a permit ending at `first_end` (none: no permit) needs the lease watch, which means
+/// to wake at `wakes_at` (none: it is looking now, and may have missed the permit), woken early.
+fn watch_must_wake(first_end: Option<Instant>, wakes_at: Option<Instant>) -> bool {
+    first_end.is_some_and(|end| wakes_at.is_none_or(|at| end < at))
 }
 
 /// How long a permit of `ttl_ms` stays valid by this process's clock: less 1 % and 2 ms for
@@ -834,5 +839,21 @@ impl Semaphore {
     /// True when this handle's `open` created the semaphore in Redis.
     pub fn created(&self) -> bool {
         self.inner.created
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_grant_wakes_the_lease_watch_only_for_a_permit_ending_before_the_watch_wakes() {
+        let now = Instant::now();
+        let (soon, later) = (now + Duration::from_millis(10), now + Duration::from_secs(1));
+        assert!(watch_must_wake(Some(soon), Some(later)), "the permit would end unwatched");
+        assert!(!watch_must_wake(Some(later), Some(soon)), "the watch wakes before the permit ends anyway");
+        assert!(!watch_must_wake(Some(soon), Some(soon)), "the watch wakes right when it ends");
+        assert!(watch_must_wake(Some(later), None), "a watch that is looking may have missed it");
+        assert!(!watch_must_wake(None, None), "no permit, nothing to watch");
     }
 }

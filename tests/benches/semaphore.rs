@@ -183,6 +183,26 @@ struct Contended {
     wait: Stats,
     /// Every wait, in the order the workers' results were collected.
     waits: Vec<Duration>,
+    /// From a holder calling `release()` to the next holder's `acquire()` returning: what a
+    /// permit spends unused per grant, and so what utilisation loses.
+    handoff: Stats,
+}
+
+/// Pairs each `acquire()` return with the earliest unpaired `release()` call before it (a
+/// release serves the queue's head): the hand-off times. `events`: (when, true for a release
+/// call) of every worker. The first grants, of permits nobody held, pair with nothing.
+fn handoffs(mut events: Vec<(Instant, bool)>) -> Vec<Duration> {
+    events.sort();
+    let mut released = std::collections::VecDeque::new();
+    let mut out = Vec::new();
+    for (at, is_release) in events {
+        if is_release {
+            released.push_back(at);
+        } else if let Some(called) = released.pop_front() {
+            out.push(at - called);
+        }
+    }
+    out
 }
 
 /// d. `WORKERS` threads, each with its own handle, cycling acquire / hold / release on
@@ -193,7 +213,7 @@ fn contended(server: &Server, run: Duration) -> Contended {
         .map(|_| BlockingSemaphore::open(server.options(&name).permits(i64::from(CONTENDED_PERMITS))).expect("open"))
         .collect();
     let barrier = Arc::new(Barrier::new(WORKERS + 1));
-    let results = Arc::new(Mutex::new((Duration::ZERO, Vec::new())));
+    let results = Arc::new(Mutex::new((Duration::ZERO, Vec::new(), Vec::new())));
     let workers: Vec<_> = handles
         .into_iter()
         .map(|sem| {
@@ -201,6 +221,7 @@ fn contended(server: &Server, run: Duration) -> Contended {
             std::thread::spawn(move || {
                 let mut held = Duration::ZERO;
                 let mut waits = Vec::new();
+                let mut events = Vec::new();
                 barrier.wait();
                 let deadline = Instant::now() + run;
                 while Instant::now() < deadline {
@@ -210,12 +231,15 @@ fn contended(server: &Server, run: Duration) -> Contended {
                     assert!(granted, "a blocking acquire without time-out returned false");
                     waits.push(got - asked);
                     std::thread::sleep(HOLD);
-                    held += got.elapsed();
+                    let releasing = Instant::now();
+                    held += releasing - got;
+                    events.extend([(got, false), (releasing, true)]);
                     sem.release(1).expect("release");
                 }
                 let mut results = results.lock().expect("results");
                 results.0 += held;
                 results.1.extend(waits);
+                results.2.extend(events);
             })
         })
         .collect();
@@ -227,13 +251,14 @@ fn contended(server: &Server, run: Duration) -> Contended {
     }
     let wall = started.elapsed();
     let server_us = server.script_us_per_call();
-    let (held, waits) = std::mem::take(&mut *results.lock().expect("results"));
+    let (held, waits, events) = std::mem::take(&mut *results.lock().expect("results"));
     Contended {
         utilisation: held.as_secs_f64() / (f64::from(CONTENDED_PERMITS) * wall.as_secs_f64()) * 100.0,
         acquisitions: waits.len(),
         server_us,
         wait: stats(waits.clone()),
         waits,
+        handoff: stats(handoffs(events)),
     }
 }
 
@@ -416,6 +441,12 @@ fn main() {
             verdict(contended.wait.p99 <= Duration::from_millis(50)).into(),
         ],
         [
+            "d. hand-off (release() called → the next holder's acquire() returns)".into(),
+            fmt_stats(contended.handoff),
+            "— (report only)".into(),
+            "—".into(),
+        ],
+        [
             format!("e. time-out overshoot ({TIMEOUT_RUNS} × {TIMEOUT:?})"),
             format!("mean {}, max {}", fmt(overshoot_mean), fmt(overshoot_max)),
             "— (report only)".into(),
@@ -548,6 +579,9 @@ fn main() {
                 "wait_p99_ms": ms(contended.wait.p99),
                 "wait_mean_ms": ms(contended.wait.mean),
                 "wait_samples_ms": contended.waits.iter().map(|&d| ms(d)).collect::<Vec<_>>(),
+                "handoff_mean_us": us(contended.handoff.mean),
+                "handoff_p50_us": us(contended.handoff.p50),
+                "handoff_p99_us": us(contended.handoff.p99),
             }),
             json!({
                 "name": name("e. time-out overshoot"),
