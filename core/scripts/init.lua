@@ -1,5 +1,6 @@
 -- Creates the semaphore unless it exists; never overwrites another creator's value.
--- ARGV 4: guard a fresh server (1/0), 5: create when missing (1/0).
+-- ARGV 4: guard a fresh server (1/0; 2: the state existed, see opening.lua), 5: create when
+-- missing (1/0).
 -- Reply: {initial, created 0/1} | {-1} missing and not to be created | {-2} a semaphore of the
 --        several-master mode lives under this key
 local bad = wrong_type({hash = {META, WAITERS}, zset = {LEASES, QUEUE}})

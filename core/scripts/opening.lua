@@ -20,7 +20,9 @@ end
 -- taken as late as it can be. (LASTSAVE, the start or the last RDB save, would quarantine new
 -- semaphores for up to a lease after every snapshot of a server that saves often.)
 local function fresh_quarantine()
-  if ARGV[4] == '2' then return now + LEASE end -- several masters: lost here, held elsewhere
+  -- Known to have existed: lost here, held elsewhere (several masters) or still held (a handle
+  -- that opened it before opens another instance).
+  if ARGV[4] == '2' then return now + LEASE end
   if ARGV[4] ~= '1' then return 0 end
   local uptime = tonumber(string.match(redis.call('INFO', 'server'), 'uptime_in_seconds:(%d+)'))
   local started = now - uptime * 1000

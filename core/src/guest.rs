@@ -184,6 +184,7 @@ impl GuestSemaphore for Semaphore {
             lease_ms: c.lease_ms,
             holder: c.holder,
             guard_fresh_server: c.guard_fresh_server,
+            existed: c.existed,
             create: c.create,
             masters: c.masters,
             raise_on_redis_errors: c.raise_on_redis_errors,

@@ -725,6 +725,7 @@ mod tests {
             lease_ms: 10_000,
             holder: holder.into(),
             guard_fresh_server: false,
+            existed: false,
             create: true,
             masters: 3,
             raise_on_redis_errors: false,

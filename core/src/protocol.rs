@@ -35,6 +35,8 @@ pub struct Config {
     pub holder: String,
     /// See `guard-fresh-server` in the WIT.
     pub guard_fresh_server: bool,
+    /// See `existed` in the WIT.
+    pub existed: bool,
     /// Create the semaphore when it does not exist (false: opening a missing one is an error).
     pub create: bool,
     /// Independent masters the host reaches (indices 0..masters); more than one selects the
@@ -158,7 +160,9 @@ impl<T: Transport> Semaphore<T> {
         let id = Identity::validate(&config)?;
         let scope = Scope::new(id.keys.script_keys(), id.leading_args());
         let mut sem = Semaphore { transport, id, scope, argv: RefCell::default(), replicate: config.replicate };
-        let mut reply = sem.run(&scripts::INIT, &[&flag(config.guard_fresh_server), &flag(config.create)])?;
+        // '2': missing state was wiped, not new (see opening.lua).
+        let guard = if config.existed { "2" } else { flag(config.guard_fresh_server) };
+        let mut reply = sem.run(&scripts::INIT, &[&guard, &flag(config.create)])?;
         let initial = reply.i64()?;
         if initial == -2 {
             return Err(Error::invalid(format!("semaphore {:?} was created on several masters: open it with all of them", sem.id.key)));

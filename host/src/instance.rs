@@ -84,6 +84,7 @@ fn sync_config(c: &api::Config) -> sync::api::Config {
         lease_ms: c.lease_ms,
         holder: c.holder.clone(),
         guard_fresh_server: c.guard_fresh_server,
+        existed: c.existed,
         create: c.create,
         masters: c.masters,
         raise_on_redis_errors: c.raise_on_redis_errors,

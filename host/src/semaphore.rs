@@ -582,6 +582,7 @@ impl Semaphore {
             lease_ms,
             holder: new_holder_id(),
             guard_fresh_server: options.guard_fresh_server,
+            existed: false,
             create: options.create,
             // A cluster is one logical master: its keys share one slot.
             masters: if options.cluster { 1 } else { u32::try_from(options.masters.len()).unwrap_or(u32::MAX) },
@@ -613,6 +614,8 @@ impl Semaphore {
                 urls.iter().map(|url| Connections::for_url(url)).collect::<Result<Vec<_>, _>>()?.into()
             };
             let (instance, opened) = Instance::open(rt, masters.clone(), &config, replicas, false).await?;
+            // Every later instance of this handle opens a semaphore it has seen exist.
+            let config = api::Config { existed: true, ..config };
             let caller_thread = masters.len() == 1 && masters[0].serves_caller_thread();
             let period = Duration::from_millis((config.lease_ms / 3).max(1) as u64);
             let inner = Arc::new(Inner {

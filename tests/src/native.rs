@@ -115,6 +115,7 @@ pub fn uncontended_cycle(url: &str, key: String) -> impl FnMut() + use<> {
         lease_ms: 10_000,
         // As `Server::options`: the server is seconds old and this guard would grant nothing yet.
         guard_fresh_server: false,
+        existed: false,
         create: true,
         masters: 1,
         raise_on_redis_errors: false,

@@ -132,6 +132,7 @@ async fn naming_another_holders_token_does_not_make_it_yours() {
             lease_ms: 10_000,
             holder: "intruder".into(),
             guard_fresh_server: false,
+            existed: false,
             create: false,
             masters: 1,
             raise_on_redis_errors: false,
@@ -623,4 +624,25 @@ async fn a_waiters_heartbeats_keep_their_pop_connection() {
     // would be about twenty.
     let opened = connections_received(&server).await - before;
     assert!(opened <= 8, "{opened} connections opened while two callers waited 3 s");
+}
+
+/// A handle opens further guest instances as it goes (two calls at once, its first blocking
+/// call, a replacement after a trap), each running the opening script. After FLUSHALL wiped
+/// the state while its permit was in use, such an instance must recreate the semaphore
+/// quarantined, as every other script does, not free to grant a second holder at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_instance_of_a_handle_recreates_a_wiped_semaphore_quarantined() {
+    for flavor in Flavor::all() {
+        let server = Server::start(flavor);
+        let k = key("wiped-new-instance");
+        let sem = open(&server, &k, 1).await;
+        assert!(sem.acquire(false, None).await.unwrap(), "{flavor:?}: the only permit was free");
+        let _: () = redis::cmd("FLUSHALL").query(&mut server.connection()).unwrap();
+        sem.discard_idle_instances();
+        assert!(!sem.acquire(false, None).await.unwrap(), "{flavor:?}: granted again right after the wipe");
+        let meta = pottery_semaphore_core::keys::Keys::new(&k).meta();
+        let until: u64 = redis::cmd("HGET").arg(meta).arg("quarantine").query(&mut server.connection()).unwrap();
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        assert!(until > now_ms + 5_000, "{flavor:?}: not quarantined for the 10 s lease: until {until}, now {now_ms}");
+    }
 }

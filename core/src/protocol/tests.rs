@@ -73,7 +73,7 @@ fn open_with(fake: &Fake, replicate: bool) -> Semaphore<&Fake> {
 
 fn open_leased(fake: &Fake, replicate: bool, lease_ms: i64) -> Semaphore<&Fake> {
     fake.replies.borrow_mut().push_back(ints(&[3, 1]));
-    let config = Config { key: "k".into(), value: 3, bounded: true, lease_ms, holder: "h".into(), guard_fresh_server: true, create: true, masters: 1, raise_on_redis_errors: false, replicate };
+    let config = Config { key: "k".into(), value: 3, bounded: true, lease_ms, holder: "h".into(), guard_fresh_server: true, existed: false, create: true, masters: 1, raise_on_redis_errors: false, replicate };
     let (sem, opened) = Semaphore::open(fake, config).expect("open");
     assert_eq!(opened, Opened { initial: 3, created: true });
     let expected = if replicate { vec![eval("init.lua", &["1", "1"]), Call::Wait] } else { vec![eval("init.lua", &["1", "1"])] };
@@ -200,10 +200,10 @@ fn bad_arguments_fail_before_any_io() {
     assert_eq!(sem.release(0, &[], 0), Err(Error::InvalidArgument("n must be >= 1".into())));
     assert!(fake.calls.borrow().is_empty());
     for config in [
-        Config { key: String::new(), value: 1, bounded: true, lease_ms: 1000, holder: "h".into(), guard_fresh_server: true, create: true, masters: 1, raise_on_redis_errors: false, replicate: false },
-        Config { key: "k".into(), value: -1, bounded: true, lease_ms: 1000, holder: "h".into(), guard_fresh_server: true, create: true, masters: 1, raise_on_redis_errors: false, replicate: false },
-        Config { key: "k".into(), value: 1, bounded: true, lease_ms: 0, holder: "h".into(), guard_fresh_server: true, create: true, masters: 1, raise_on_redis_errors: false, replicate: false },
-        Config { key: "k".repeat(1 << 20), value: 1, bounded: true, lease_ms: 1000, holder: "h".into(), guard_fresh_server: true, create: true, masters: 1, raise_on_redis_errors: false, replicate: false },
+        Config { key: String::new(), value: 1, bounded: true, lease_ms: 1000, holder: "h".into(), guard_fresh_server: true, existed: false, create: true, masters: 1, raise_on_redis_errors: false, replicate: false },
+        Config { key: "k".into(), value: -1, bounded: true, lease_ms: 1000, holder: "h".into(), guard_fresh_server: true, existed: false, create: true, masters: 1, raise_on_redis_errors: false, replicate: false },
+        Config { key: "k".into(), value: 1, bounded: true, lease_ms: 0, holder: "h".into(), guard_fresh_server: true, existed: false, create: true, masters: 1, raise_on_redis_errors: false, replicate: false },
+        Config { key: "k".repeat(1 << 20), value: 1, bounded: true, lease_ms: 1000, holder: "h".into(), guard_fresh_server: true, existed: false, create: true, masters: 1, raise_on_redis_errors: false, replicate: false },
     ] {
         assert!(matches!(Semaphore::open(&fake, config), Err(Error::InvalidArgument(_))));
     }
@@ -318,7 +318,7 @@ fn the_fast_releases_answer_means_the_first_n_named_permits() {
 fn scripts_after_open_are_told_the_initial_value_redis_holds() {
     let fake = Fake::default();
     fake.replies.borrow_mut().extend([ints(&[2, 0]), ints(&[0])]);
-    let config = Config { key: "k".into(), value: 5, bounded: true, lease_ms: 3000, holder: "h".into(), guard_fresh_server: true, create: true, masters: 1, raise_on_redis_errors: false, replicate: false };
+    let config = Config { key: "k".into(), value: 5, bounded: true, lease_ms: 3000, holder: "h".into(), guard_fresh_server: true, existed: false, create: true, masters: 1, raise_on_redis_errors: false, replicate: false };
     let (sem, opened) = Semaphore::open(&fake, config).expect("open");
     assert_eq!(opened, Opened { initial: 2, created: false });
     assert_eq!(*fake.told_initial.borrow(), "5", "init.lua creates with the value asked for");
