@@ -75,6 +75,33 @@ async def test_cancelling_an_awaiting_acquire_leaks_nothing(server, unique_key):
     await aio.release()
 
 
+async def test_cancelling_an_acquire_as_its_grant_arrives_gives_the_permit_back(server, unique_key, monkeypatch):
+    # Forces the interleaving wait_for's time-out can hit: Rust has finished the acquire (the
+    # handle holds the permit) and the task is cancelled before it resumes with the result.
+    from pottery_semaphore._native import pottery_semaphore_ffi as ffi
+
+    aio = AIOSemaphore(value=1, key=unique_key, masters={server.url})
+    assert await aio.get_value() == 1
+    task = None
+    set_result = ffi._uniffi_set_future_result
+
+    def set_result_then_cancel(future, poll_code):
+        set_result(future, poll_code)
+        if poll_code == ffi._UNIFFI_RUST_FUTURE_POLL_READY and task is not None:
+            task.cancel()
+
+    monkeypatch.setattr(ffi, "_uniffi_set_future_result", set_result_then_cancel)
+    task = asyncio.ensure_future(aio.acquire())
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    monkeypatch.undo()
+    assert aio.fencing_token is None, "the handle kept the permit of the cancelled acquire"
+    other = Semaphore(value=1, key=unique_key, masters={server.url})
+    assert other.holders() == [], "the permit of the cancelled acquire is still held"
+    assert other.acquire(blocking=False)
+    other.release()
+
+
 def test_four_processes_compete_for_two_permits(server, unique_key):
     procs = [
         subprocess.Popen(python_worker("stress", server.url, unique_key, "2", "60"), stdout=subprocess.PIPE, text=True)

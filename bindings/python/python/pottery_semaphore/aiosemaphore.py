@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Iterable, List, Optional
 
+from . import _cancel_safe
 from . import _common as c
 from ._common import ReplicaAck
 from . import exceptions as exc
@@ -66,13 +67,20 @@ class AIOSemaphore:
         except c.NATIVE_ERRORS as e:
             raise c.translate(e) from None
 
+    async def _acquire(self, n: int, blocking: bool, timeout_s: Optional[float]) -> bool:
+        native = await self._open()
+        try:
+            return bool(await _cancel_safe.acquire(native, n, blocking, timeout_s))
+        except c.NATIVE_ERRORS as e:
+            raise c.translate(e) from None
+
     async def acquire(self, blocking: bool = True, timeout: Optional[float] = -1, *, n: int = 1) -> bool:
         """Take ``n`` permits (all at once or none); returns whether they were taken.
         ``timeout`` in seconds; ``-1`` or ``None`` waits forever."""
         count = c.integer("n", n)
         seconds = c.timeout_seconds(blocking, timeout)
         try:
-            return bool(await self._call("acquire_async", count, bool(blocking), seconds))
+            return await self._acquire(count, bool(blocking), seconds)
         except exc.RedisUnavailableError:
             if self._raise_on_redis_errors:
                 raise
@@ -137,7 +145,7 @@ class AIOSemaphore:
         """Acquire a permit, waiting as long as it takes. As for ``with``: where ``acquire``
         would return False for an unreachable Redis, this raises
         :class:`RedisUnavailableError`; the block never runs without a permit."""
-        if not await self._call("acquire_async", 1, True, None):
+        if not await self._acquire(1, True, None):
             raise exc.SemaphoreRuntimeError("a blocking acquire without a time-out returned no permit")
         return self
 
