@@ -11,6 +11,7 @@ from pottery_semaphore import (
     InvalidArgumentError,
     NotReplicatedError,
     RedisUnavailableError,
+    ReplicaAck,
     Semaphore,
     SemaphoreError,
     SemaphoreRuntimeError,
@@ -60,9 +61,21 @@ def test_bad_timeouts(redis_client, unique_key, timeout):
 def test_bad_keys_and_lease(redis_client):
     with pytest.raises(InvalidArgumentError, match="at most 1024"):
         Semaphore(key="k" * (1 << 20), masters={redis_client})
-    for lease in [0, -1, math.nan, "10"]:
+    for lease in [0, -1, math.nan, "10", math.inf, 1e17, 10**400, -(10**400)]:
         with pytest.raises(InvalidArgumentError):
-            Semaphore(key="k", masters={redis_client}, lease=lease)
+            Semaphore(key="k", masters={redis_client}, lease=lease).value
+
+
+def test_numbers_beyond_a_float_or_the_native_range(redis_client, unique_key):
+    sem = Semaphore(value=1, key=unique_key, masters={redis_client})
+    assert sem.acquire(timeout=10**400), "a whole number beyond any float waits as long as it takes"
+    sem.release()
+    with pytest.raises(InvalidArgumentError, match="timeout"):
+        sem.acquire(timeout=-(10**400))
+    for timeout in [1e17, 10**400, math.inf, 0, "0.1"]:
+        with pytest.raises(InvalidArgumentError):
+            Semaphore(key=unique_key, masters={redis_client}, replica_ack=ReplicaAck(timeout=timeout)).value
+    assert sem.value == 1
 
 
 def test_a_key_of_another_type(redis_client, unique_key):

@@ -98,10 +98,34 @@ def timeout_seconds(blocking: bool, timeout: Any) -> Optional[float]:
             raise TypeError(f"timeout must be a number, not {type(timeout).__name__}") from None
     if timeout == -1:
         return None
-    t = float(timeout)
+    try:
+        t = float(timeout)
+    except OverflowError:  # a whole number beyond any float: forever, or a negative one
+        t = math.inf if timeout > 0 else -math.inf
     if math.isinf(t) and t > 0:
         return None
     return t
+
+
+# The largest millisecond count the native layer takes (an i64); it rejects anything near it.
+_MAX_MS = 2**63 - 1
+
+
+def milliseconds(seconds: Any, what: str) -> int:
+    """``seconds`` (a positive finite number) as whole milliseconds, at least 1; values beyond
+    the native range are clamped to it, so the native layer's range check reports them."""
+    try:
+        finite = not isinstance(seconds, bool) and isinstance(seconds, (int, float)) and math.isfinite(seconds)
+    except OverflowError:  # a whole number beyond any float
+        finite = False
+        if seconds > 0:
+            return _MAX_MS
+    if not finite or seconds <= 0:
+        raise exc.InvalidArgumentError(f"{what} must be a positive number of seconds, got {seconds!r}")
+    try:
+        return min(max(1, round(seconds * 1000)), _MAX_MS)
+    except OverflowError:
+        return _MAX_MS
 
 
 class ReplicaAck(NamedTuple):
@@ -115,10 +139,8 @@ class ReplicaAck(NamedTuple):
     def _native(self) -> Any:
         if isinstance(self.replicas, bool) or not isinstance(self.replicas, int) or not 0 <= self.replicas < 2**32:
             raise exc.InvalidArgumentError(f"replicas must be a whole number >= 0, got {self.replicas!r}")
-        t = float(self.timeout)
-        if not math.isfinite(t) or t <= 0:
-            raise exc.InvalidArgumentError(f"the replica timeout must be a positive number of seconds, got {self.timeout!r}")
-        return _ffi.ReplicaAck(replicas=self.replicas, timeout_ms=max(1, round(t * 1000)), aof=bool(self.aof))
+        timeout_ms = milliseconds(self.timeout, "the replica timeout")
+        return _ffi.ReplicaAck(replicas=self.replicas, timeout_ms=timeout_ms, aof=bool(self.aof))
 
 
 def options(
@@ -138,8 +160,7 @@ def options(
         raise TypeError(f"key must be a str, not {type(key).__name__}")
     # Several masters: each permit is a slot held on a majority of them (Redlock mode).
     urls = master_urls(masters)
-    if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not math.isfinite(lease) or lease <= 0:
-        raise exc.InvalidArgumentError(f"lease must be a positive number of seconds, got {lease!r}")
+    lease_ms = milliseconds(lease, "lease")
     return _ffi.SemaphoreOptions(
         url=urls[0],
         more_masters=urls[1:],
@@ -147,7 +168,7 @@ def options(
         key=key or DEFAULT_KEY,
         value=v,
         bounded=bool(bounded),
-        lease_ms=max(1, round(lease * 1000)),
+        lease_ms=lease_ms,
         guard_fresh_server=bool(guard_fresh_server),
         cluster=bool(cluster),
         replica_ack=None if replica_ack is None else replica_ack._native(),
