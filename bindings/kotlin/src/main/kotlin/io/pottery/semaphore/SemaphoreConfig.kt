@@ -56,8 +56,15 @@ data class SemaphoreConfig @JvmOverloads constructor(
 
     fun withCluster(cluster: Boolean) = copy(cluster = cluster)
 
-    fun withReplicaAck(replicas: Int, timeoutMillis: Long, aof: Boolean = false) =
-        copy(replicaAck = ReplicaAck(replicas.toUInt(), timeoutMillis.toULong(), aof))
+    fun withReplicaAck(replicas: Int, timeoutMillis: Long, aof: Boolean = false): SemaphoreConfig {
+        // The native record is unsigned: a negative number would wrap to a huge one there.
+        if (replicas < 0 || timeoutMillis < 0) {
+            throw SemaphoreException.InvalidArgument(
+                "replica acknowledgement needs replicas >= 0 and a time-out >= 0, not $replicas and $timeoutMillis ms",
+            )
+        }
+        return copy(replicaAck = ReplicaAck(replicas.toUInt(), timeoutMillis.toULong(), aof))
+    }
 
     internal fun toOptions(): SemaphoreOptions {
         // The native record takes the lease unsigned: a negative one is an argument error here

@@ -1,5 +1,6 @@
 package io.pottery.semaphore
 
+import io.pottery.semaphore.ffi.InternalException
 import io.pottery.semaphore.ffi.SemaphoreException as NativeError
 
 /**
@@ -81,4 +82,7 @@ internal inline fun <T> translated(block: () -> T): T =
         block()
     } catch (e: NativeError) {
         throw SemaphoreException.from(e)
+    } catch (e: InternalException) {
+        // A panic in the native library (a bug there): still one of ours, as documented.
+        throw SemaphoreException.Runtime(e.message ?: "internal error in the native library", e)
     }

@@ -1,9 +1,11 @@
 package io.pottery.semaphore
 
+import io.pottery.semaphore.ffi.InternalException
 import io.pottery.semaphore.ffi.SemaphoreException as NativeError
 import org.junit.jupiter.api.Assertions.assertEquals
 import org.junit.jupiter.api.Assertions.assertSame
 import org.junit.jupiter.api.Test
+import org.junit.jupiter.api.assertThrows
 
 /** Every case of the generated error maps to its own exception, detail and message intact. */
 class ErrorMappingTest {
@@ -33,5 +35,19 @@ class ErrorMappingTest {
         check<SemaphoreException.NotReplicated>(NativeError.NotReplicated("x"), "not replicated: x")
         check<SemaphoreException.Guest>(NativeError.Guest("x"), "the protocol component failed: x")
         check<SemaphoreException.Runtime>(NativeError.Runtime("x"), "runtime error: x")
+    }
+
+    @Test
+    fun `a panic of the native library is one of ours too`() {
+        val e = assertThrows<SemaphoreException.Runtime> { translated<Unit> { throw InternalException("boom") } }
+        assertEquals("runtime error: boom", e.message)
+    }
+
+    @Test
+    fun `a negative replica count or time-out is an argument error, not a huge unsigned one`() {
+        val config = SemaphoreConfig("redis://127.0.0.1:1", "k")
+        assertThrows<SemaphoreException.InvalidArgument> { config.withReplicaAck(-1, 100) }
+        assertThrows<SemaphoreException.InvalidArgument> { config.withReplicaAck(1, -100) }
+        assertEquals(1u, config.withReplicaAck(1, 100).replicaAck?.replicas)
     }
 }
