@@ -84,15 +84,17 @@ fn next_bulk(framed: &[u8]) -> Result<Option<Split<'_>>, String> {
         return if framed.is_empty() { Ok(None) } else { Err("an argument does not start with '$'".into()) };
     };
     let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    // At most 10 digits: no argument comes near 10 GB, and the sum cannot overflow.
+    // At most 10 digits: no argument comes near 10 GB. Counted in u64 and compared with what is
+    // there, so a 32-bit host (Pulley on one) cannot overflow either.
     if digits == 0 || digits > 10 || (digits > 1 && rest[0] == b'0') {
         return Err("an argument's length is not a decimal number".into());
     }
-    let len = rest[..digits].iter().fold(0usize, |n, d| n * 10 + usize::from(d - b'0'));
+    let len = rest[..digits].iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
     let body = rest[digits..].strip_prefix(b"\r\n").ok_or("an argument's length is not followed by CRLF")?;
-    if body.len() < len + 2 || &body[len..len + 2] != b"\r\n" {
+    let len = usize::try_from(len).ok().filter(|len| len.checked_add(2).is_some_and(|end| end <= body.len()));
+    let Some(len) = len.filter(|len| &body[*len..*len + 2] == b"\r\n") else {
         return Err("an argument is shorter than its length or not followed by CRLF".into());
-    }
+    };
     Ok(Some((&body[..len], &body[len + 2..])))
 }
 
@@ -170,6 +172,12 @@ mod tests {
             b"$01\r\na\r\n",
             b"$99999999999\r\n",
             b"$1\r\na",
+            // Lengths near the top of 32 and 64 bits, and CRLF missing after an empty one.
+            b"$4294967294\r\n",
+            b"$4294967295\r\nab\r\n",
+            b"$9999999999\r\n",
+            b"$0\r\n",
+            b"$0\r\nx",
         ] {
             assert!(Args::parse(bad.to_vec()).is_err(), "{}", String::from_utf8_lossy(bad));
         }

@@ -1,8 +1,9 @@
 //! One guest instance: a Store with its limits and sandbox, and the guest's semaphore resource.
 //! A handle keeps a few of these so that concurrent calls never queue behind a waiting acquire.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use pottery_semaphore_core::validate::MAX_TIMEOUT_S;
 use pottery_semaphore_core::{Holder, Permit, Status, Waiter};
 use wasmtime::component::ResourceAny;
 use wasmtime::{Store, UpdateDeadline};
@@ -12,7 +13,10 @@ use crate::cancel::CancelFlag;
 use crate::error::guest_trap;
 use crate::runtime::Runtime;
 use crate::semaphore::ReplicaAck;
-use crate::transport::{HostState, Masters};
+use crate::transport::{HostState, Masters, CALL_TIME_LIMIT};
+
+/// A call that waits for nothing but Redis (see `Instance::begin`).
+const NO_WAIT: Option<Duration> = Some(Duration::ZERO);
 use crate::Error;
 
 /// The guest's exports through one of the two sets of bindings.
@@ -122,6 +126,7 @@ impl Instance {
             }
         });
         store.set_epoch_deadline(1);
+        store.data_mut().call_deadline = Some(Instant::now() + CALL_TIME_LIMIT);
         if on_caller_thread {
             let guest = rt.pre_sync.instantiate(&mut store).map_err(guest_trap)?;
             store.data_mut().resumed_at = Instant::now();
@@ -145,75 +150,85 @@ impl Instance {
         self.store.data_mut().blocking_io = on || self.is_sync();
     }
 
-    /// Per-call state of the store, fresh for the call about to start.
-    fn begin(&mut self, cancel: Option<CancelFlag>) {
+    /// Per-call state of the store, fresh for the call about to start. `waits`: how long the
+    /// call may wait by the caller's wish (`None`: as long as it takes), beyond which its
+    /// imports are refused after `CALL_TIME_LIMIT` more.
+    fn begin(&mut self, cancel: Option<CancelFlag>, waits: Option<Duration>) {
         let data = self.store.data_mut();
         data.cancel = cancel;
         data.resumed_at = Instant::now();
+        data.call_deadline = waits.and_then(|w| data.resumed_at.checked_add(w.saturating_add(CALL_TIME_LIMIT)));
         (data.first_script_at, data.script_sent_at, data.script_before_pop) = (None, None, None);
     }
 
     /// The permits, and when at the earliest they were granted (by this process's clock).
     pub(crate) async fn acquire(&mut self, n: i64, blocking: bool, timeout: Option<f64>, cancel: CancelFlag) -> Result<(Vec<Permit>, Instant), Error> {
         let called = Instant::now();
-        self.begin(Some(cancel));
+        // A valid time-out, or none; the guest rejects the rest.
+        let waits = match (blocking, timeout) {
+            (false, _) => Some(Duration::ZERO),
+            (true, Some(t)) if t > MAX_TIMEOUT_S => None,
+            (true, Some(t)) => Some(Duration::try_from_secs_f64(t).unwrap_or(Duration::ZERO)),
+            (true, None) => None,
+        };
+        self.begin(Some(cancel), waits);
         let r = call!(self.call_acquire(n, blocking, timeout));
         let granted_after = self.store.data().granted_after(called);
-        self.begin(None);
+        self.begin(None, NO_WAIT);
         Ok((r?.into_iter().map(permit).collect(), granted_after))
     }
 
     /// Returns the tokens of this holder's own permits that were released.
     pub(crate) async fn release(&mut self, n: i64, own: &[u64]) -> Result<Vec<u64>, Error> {
-        self.begin(None);
+        self.begin(None, NO_WAIT);
         let request = self.store.data().request_id();
         call!(self.call_release(n, own, request), |r| r.own_tokens)
     }
 
     pub(crate) async fn release_permits(&mut self, tokens: &[u64]) -> Result<Vec<u64>, Error> {
-        self.begin(None);
+        self.begin(None, NO_WAIT);
         call!(self.call_release_permits(tokens))
     }
 
     pub(crate) async fn refresh(&mut self, tokens: &[u64]) -> Result<Vec<Permit>, Error> {
-        self.begin(None);
+        self.begin(None, NO_WAIT);
         Ok(call!(self.call_refresh(tokens))?.into_iter().map(permit).collect())
     }
 
     pub(crate) async fn permits(&mut self) -> Result<Vec<Permit>, Error> {
-        self.begin(None);
+        self.begin(None, NO_WAIT);
         Ok(call!(self.call_permits())?.into_iter().map(permit).collect())
     }
 
     pub(crate) async fn value(&mut self) -> Result<u64, Error> {
-        self.begin(None);
+        self.begin(None, NO_WAIT);
         call!(self.call_value())
     }
 
     pub(crate) async fn initial_value(&mut self) -> Result<u64, Error> {
-        self.begin(None);
+        self.begin(None, NO_WAIT);
         call!(self.call_initial_value())
     }
 
     pub(crate) async fn locked(&mut self) -> Result<bool, Error> {
-        self.begin(None);
+        self.begin(None, NO_WAIT);
         call!(self.call_locked())
     }
 
     pub(crate) async fn set_permits(&mut self, value: i64) -> Result<u64, Error> {
-        self.begin(None);
+        self.begin(None, NO_WAIT);
         let request = self.store.data().request_id();
         call!(self.call_set_permits(value, request))
     }
 
     pub(crate) async fn add_permits(&mut self, delta: i64) -> Result<u64, Error> {
-        self.begin(None);
+        self.begin(None, NO_WAIT);
         let request = self.store.data().request_id();
         call!(self.call_add_permits(delta, request))
     }
 
     pub(crate) async fn status(&mut self) -> Result<Status, Error> {
-        self.begin(None);
+        self.begin(None, NO_WAIT);
         call!(self.call_status(), status!())
     }
 }

@@ -364,6 +364,21 @@ impl Scope {
 
 /// Scopes one guest instance may hold at once (the protocol holds one).
 const MAX_SCOPES: usize = 8;
+/// Keys and leading arguments of one scope (the protocol's: 4 or 5 keys, 3 arguments), and the
+/// bytes of its arguments: each script call copies them.
+const MAX_SCOPE_KEYS: usize = 8;
+const MAX_SCOPE_ARGS: usize = 4;
+const MAX_SCOPE_ARG_BYTES: usize = 4096;
+
+/// Wall-clock limits on the guest's waits. The protocol's pops and sleeps last seconds at most
+/// (a heartbeat, a retry); a call other than a waiting acquire ends well within a minute, and a
+/// waiting acquire within a minute of its time-out. Past its deadline a call's imports are
+/// refused (leaving the CPU budget to stop a guest that keeps trying).
+const MAX_GUEST_WAIT: Duration = Duration::from_secs(60);
+pub(crate) const CALL_TIME_LIMIT: Duration = Duration::from_secs(60);
+/// Elements of a guest table (wasmtime allows any number by default): the component's few
+/// hundred, with room.
+const MAX_TABLE_ELEMENTS: usize = 10_000;
 
 /// The masters of one semaphore, indexed as the guest addresses them.
 pub(crate) type Masters = Arc<[Arc<Connections>]>;
@@ -398,6 +413,9 @@ pub(crate) struct HostState {
     pub(crate) script_sent_at: Option<Instant>,
     pub(crate) script_before_pop: Option<Instant>,
     pub(crate) started_at: Instant,
+    /// When the current call's imports stop being served (see `CALL_TIME_LIMIT`); `None`: an
+    /// acquire that waits as long as it takes (its caller can cancel it).
+    pub(crate) call_deadline: Option<Instant>,
 }
 
 impl HostState {
@@ -412,14 +430,39 @@ impl HostState {
             keys: Keys::new(key),
             scopes: ResourceTable::new(),
             open_scopes: 0,
-            limits: StoreLimitsBuilder::new().memory_size(memory_limit).instances(16).tables(16).memories(4).trap_on_grow_failure(true).build(),
+            limits: StoreLimitsBuilder::new().memory_size(memory_limit).instances(16).tables(16).memories(4).table_elements(MAX_TABLE_ELEMENTS).trap_on_grow_failure(true).build(),
             cancel: None,
             resumed_at: Instant::now(),
             first_script_at: None,
             script_sent_at: None,
             script_before_pop: None,
             started_at: Instant::now(),
+            call_deadline: None,
         }
+    }
+
+    /// Admits one more import of the current call: refused past its deadline. Returns how long
+    /// the import may wait (`MAX_GUEST_WAIT` at most). A refusal leaves `resumed_at` alone, so
+    /// a guest that keeps trying spends its CPU budget.
+    fn admit(&self) -> Result<Duration, WitError> {
+        let Some(deadline) = self.call_deadline else { return Ok(MAX_GUEST_WAIT) };
+        match deadline.checked_duration_since(Instant::now()) {
+            Some(left) if !left.is_zero() => Ok(left.min(MAX_GUEST_WAIT)),
+            _ => Err(WitError::Forbidden(format!("the call went past its time limit ({CALL_TIME_LIMIT:?} beyond any time-out)"))),
+        }
+    }
+
+    /// The calls of an `eval-each`: one per master, each named once (a round of the several-
+    /// master mode); anything else would let a guest fan out without bound.
+    fn check_each(&self, calls: &[(u32, Vec<u8>)]) -> Result<(), WitError> {
+        let mut seen = vec![false; self.masters.len()];
+        for (master, _) in calls {
+            self.check_master(*master)?;
+            if std::mem::replace(&mut seen[*master as usize], true) {
+                return Err(WitError::Forbidden(format!("master {master} named twice in one round")));
+            }
+        }
+        Ok(())
     }
 
     fn note_script_sent(&mut self) {
@@ -528,6 +571,12 @@ impl HostState {
 
     /// The sandbox's key check happens here, once per scope rather than on every script.
     fn new_scope(&mut self, keys: Vec<String>, leading: Vec<String>) -> Result<Resource<Scope>, WitError> {
+        let arg_bytes: usize = leading.iter().map(String::len).sum();
+        if keys.len() > MAX_SCOPE_KEYS || leading.len() > MAX_SCOPE_ARGS || arg_bytes > MAX_SCOPE_ARG_BYTES {
+            return Err(WitError::Forbidden(format!(
+                "a scope has at most {MAX_SCOPE_KEYS} keys and {MAX_SCOPE_ARGS} arguments of {MAX_SCOPE_ARG_BYTES} bytes in all"
+            )));
+        }
         for key in &keys {
             self.check_key(key)?;
         }
@@ -639,6 +688,11 @@ impl HostState {
     }
 }
 
+/// A pop of `timeout_ms` cut to what the call may still wait (at least 1 ms).
+pub(super) fn pop_ms(timeout_ms: u64, left: Duration) -> u64 {
+    timeout_ms.min(u64::try_from(left.as_millis()).unwrap_or(u64::MAX)).max(1)
+}
+
 /// A scope the guest holds, or the sandbox's refusal.
 fn held_scope<'a>(scopes: &'a ResourceTable, scope: &Resource<Scope>) -> Result<&'a Scope, WitError> {
     scopes.get(scope).map_err(|e| WitError::Forbidden(format!("scope: {e}")))
@@ -708,6 +762,7 @@ impl HostScope for HostState {
 
 impl TransportHost for HostState {
     async fn eval(&mut self, master: u32, sha1: String, scope: Resource<Scope>, args: Vec<u8>) -> Result<Option<Reply>, WitError> {
+        self.admit()?;
         let args = guest_args(args)?;
         self.note_script_sent();
         let conns = self.masters.get(master as usize).cloned();
@@ -727,7 +782,12 @@ impl TransportHost for HostState {
 
     /// Each call on its own master, all at once: a round costs the slowest master, not the sum.
     async fn eval_each(&mut self, sha1: String, scope: Resource<Scope>, calls: Vec<(u32, Vec<u8>)>, timeout_ms: u64) -> Vec<Result<Option<Reply>, WitError>> {
-        let timeout = Duration::from_millis(timeout_ms.max(1));
+        let admitted = self.admit().and_then(|left| self.check_each(&calls).map(|()| left));
+        let left = match admitted {
+            Ok(left) => left,
+            Err(refused) => return calls.iter().map(|_| Err(refused.clone())).collect(),
+        };
+        let timeout = Duration::from_millis(timeout_ms.max(1)).min(left);
         self.note_script_sent();
         let pending: Vec<_> = calls
             .into_iter()
@@ -755,9 +815,10 @@ impl TransportHost for HostState {
     }
 
     async fn sleep(&mut self, ms: u64) -> Result<(), WitError> {
+        let left = self.admit()?;
         let cancelled = crate::cancel::cancelled(self.cancel.as_ref());
         let result = tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(ms)) => Ok(()),
+            () = tokio::time::sleep(Duration::from_millis(ms).min(left)) => Ok(()),
             () = cancelled => Err(WitError::Cancelled),
         };
         self.resumed_at = Instant::now();
@@ -765,6 +826,7 @@ impl TransportHost for HostState {
     }
 
     async fn load_script(&mut self, master: u32, script: String) -> Result<String, WitError> {
+        self.admit()?;
         let load = self.script_load(master, &script)?;
         let result = self.query_routed(master, &load, Route::AllPrimaries).await;
         self.resumed_at = Instant::now();
@@ -772,6 +834,7 @@ impl TransportHost for HostState {
     }
 
     async fn command(&mut self, master: u32, name: String, key: String, args: Vec<String>) -> Result<Reply, WitError> {
+        self.admit()?;
         let cmd = self.allowed_command(master, &name, &key, &args)?;
         let result = self.query(master, &cmd).await;
         self.resumed_at = Instant::now();
@@ -779,6 +842,7 @@ impl TransportHost for HostState {
     }
 
     async fn blocking_pop(&mut self, master: u32, key: String, timeout_ms: u64, exact: bool) -> Result<Option<String>, WitError> {
+        let timeout_ms = pop_ms(timeout_ms, self.admit()?);
         self.check_master(master)?;
         self.check_key(&key)?;
         self.script_before_pop = self.script_sent_at;
@@ -793,6 +857,7 @@ impl TransportHost for HostState {
     }
 
     async fn wait_replicas(&mut self, master: u32) -> Result<(), WitError> {
+        self.admit()?;
         let Some((wait, timeout_ms)) = self.replica_wait(master)? else { return Ok(()) };
         // No retry: WAIT on a new connection would not cover the writes of the old one.
         let slot = redis::cluster_routing::Slot::for_key(self.keys.meta());
@@ -867,6 +932,13 @@ mod tests {
             // a shortened prefix (`…{mi` + `grant:…`), reaching other semaphores.
             let shifted: Vec<String> = ["m", "leases", "queue", "waiters"].iter().map(|k| format!("{}{k}", Keys::new("mine").prefix())).collect();
             assert!(forbidden(<HostState as $scopes>::open(s, shifted, vec![])$(.$aw)?));
+            // Every script call copies a scope: its size is capped.
+            let many_keys = vec![Keys::new("mine").meta(); MAX_SCOPE_KEYS + 1];
+            assert!(forbidden(<HostState as $scopes>::open(s, many_keys, vec![])$(.$aw)?), "too many keys");
+            let many_args = vec![String::new(); MAX_SCOPE_ARGS + 1];
+            assert!(forbidden(<HostState as $scopes>::open(s, own.clone(), many_args)$(.$aw)?), "too many arguments");
+            let long_arg = vec!["x".repeat(MAX_SCOPE_ARG_BYTES + 1)];
+            assert!(forbidden(<HostState as $scopes>::open(s, own.clone(), long_arg)$(.$aw)?), "arguments too long");
             let scope = <HostState as $scopes>::open(s, own.clone(), vec![])$(.$aw)?.expect("its own keys");
             let borrowed = || Resource::<Scope>::new_borrow(scope.rep());
             // A script of the guest's own: neither run by its SHA nor loaded.
@@ -882,6 +954,9 @@ mod tests {
             assert!(forbidden(<HostState as $imports>::eval(s, 1, INIT.sha1().into(), borrowed(), vec![])$(.$aw)?), "only master 0");
             let each = <HostState as $imports>::eval_each(s, sha.clone(), borrowed(), vec![(1, vec![])], 10)$(.$aw)?;
             assert!(each.into_iter().all(|r| forbidden(r)), "only master 0");
+            // One call per master and round: a guest cannot fan out without bound.
+            let each = <HostState as $imports>::eval_each(s, sha.clone(), borrowed(), vec![(0, vec![]), (0, vec![])], 10)$(.$aw)?;
+            assert!(each.into_iter().all(|r| forbidden(r)), "master 0 twice");
             assert!(forbidden(<HostState as $imports>::load_script(s, 1, INIT.source.into())$(.$aw)?), "only master 0");
             assert!(forbidden(<HostState as $imports>::command(s, 0, "DEL".into(), Keys::new("mine").meta(), vec![])$(.$aw)?), "writes are not allowed");
             assert!(forbidden(<HostState as $imports>::command(s, 0, "HGET".into(), Keys::new("other").meta(), vec![])$(.$aw)?));
@@ -897,6 +972,42 @@ mod tests {
             <HostState as $scopes>::drop(s, scope)$(.$aw)?.expect("drop");
             assert!(<HostState as $scopes>::open(s, own, vec![])$(.$aw)?.is_ok(), "room again after a drop");
         }};
+    }
+
+    /// Past its deadline a call's imports are refused at once, and no wait outlasts it.
+    macro_rules! assert_time_limited {
+        ($s:expr, $scopes:path, $imports:path $(, $aw:tt)?) => {{
+            let s: &mut HostState = $s;
+            let scope = <HostState as $scopes>::open(s, Keys::new("mine").script_keys(), vec![])$(.$aw)?.expect("its own keys");
+            let borrowed = || Resource::<Scope>::new_borrow(scope.rep());
+            let wake = format!("{}wake:1", Keys::new("mine").prefix());
+            s.call_deadline = Some(Instant::now() + Duration::from_millis(100));
+            let started = Instant::now();
+            let _ = <HostState as $imports>::sleep(s, u64::MAX)$(.$aw)?;
+            let slept = started.elapsed();
+            assert!(slept < Duration::from_secs(2), "a sleep of u64::MAX ms outlasted the call's deadline: {slept:?}");
+            s.call_deadline = Instant::now().checked_sub(Duration::from_millis(1));
+            assert!(forbidden(<HostState as $imports>::sleep(s, 1)$(.$aw)?));
+            assert!(forbidden(<HostState as $imports>::eval(s, 0, ACQUIRE.sha1().into(), borrowed(), vec![])$(.$aw)?));
+            assert!(forbidden(<HostState as $imports>::blocking_pop(s, 0, wake, 10, true)$(.$aw)?));
+            assert!(forbidden(<HostState as $imports>::command(s, 0, "HGET".into(), Keys::new("mine").meta(), vec!["f".into()])$(.$aw)?));
+            assert!(forbidden(<HostState as $imports>::load_script(s, 0, INIT.source.into())$(.$aw)?));
+            let each = <HostState as $imports>::eval_each(s, ACQUIRE.sha1().into(), borrowed(), vec![(0, vec![])], 10)$(.$aw)?;
+            assert!(each.into_iter().all(|r| forbidden(r)));
+        }};
+    }
+
+    #[tokio::test]
+    async fn a_call_past_its_time_limit_is_refused_and_no_wait_outlasts_it() {
+        let [mut s, ..] = states();
+        assert_time_limited!(&mut s, HostScope, TransportHost, await);
+    }
+
+    #[test]
+    fn the_caller_thread_imports_keep_the_same_time_limit() {
+        use crate::bindings::sync::transport::{Host as SyncHost, HostScope as SyncHostScope};
+        let [_, mut s, _] = states();
+        assert_time_limited!(&mut s, SyncHostScope, SyncHost);
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use redis::Value;
 use wasmtime::component::Resource;
 
-use super::{eval_result, guest_args, loaded_sha1, query_own, reply, HostState, Scope, WitError};
+use super::{eval_result, guest_args, loaded_sha1, pop_ms, query_own, reply, HostState, Scope, WitError};
 use crate::bindings::sync::transport::{Host, HostScope, Reply};
 use crate::error::from_redis;
 
@@ -31,6 +31,7 @@ impl HostState {
     }
 
     fn eval_here(&mut self, master: u32, sha1: &str, scope: &Resource<Scope>, args: Vec<u8>) -> Result<Option<Reply>, WitError> {
+        self.admit()?;
         let args = guest_args(args)?;
         self.note_script_sent();
         let result = self.with_own_client(master, |this, client| this.eval_on_caller_thread(client, master, sha1, scope, &args))??;
@@ -60,17 +61,22 @@ impl Host for HostState {
     /// One master only, so one call after the other (the several-master mode, which needs them
     /// at once, always runs async).
     fn eval_each(&mut self, sha1: String, scope: Resource<Scope>, calls: Vec<(u32, Vec<u8>)>, _timeout_ms: u64) -> Vec<Result<Option<Reply>, WitError>> {
+        if let Err(refused) = self.check_each(&calls) {
+            return calls.iter().map(|_| Err(refused.clone())).collect();
+        }
         calls.into_iter().map(|(master, args)| self.eval_here(master, &sha1, &scope, args)).collect()
     }
 
     fn sleep(&mut self, ms: u64) -> Result<(), WitError> {
         // Nothing cancels a blocking call: its caller waits for it on this very thread.
-        std::thread::sleep(Duration::from_millis(ms));
+        let left = self.admit()?;
+        std::thread::sleep(Duration::from_millis(ms).min(left));
         self.resumed_at = Instant::now();
         Ok(())
     }
 
     fn load_script(&mut self, master: u32, script: String) -> Result<String, WitError> {
+        self.admit()?;
         let load = self.script_load(master, &script)?;
         let result = self.run_here(master, &load, true)?;
         self.resumed_at = Instant::now();
@@ -78,6 +84,7 @@ impl Host for HostState {
     }
 
     fn command(&mut self, master: u32, name: String, key: String, args: Vec<String>) -> Result<Reply, WitError> {
+        self.admit()?;
         let cmd = self.allowed_command(master, &name, &key, &args)?;
         let result = self.run_here(master, &cmd, true)?;
         self.resumed_at = Instant::now();
@@ -85,6 +92,7 @@ impl Host for HostState {
     }
 
     fn blocking_pop(&mut self, master: u32, key: String, timeout_ms: u64, exact: bool) -> Result<Option<String>, WitError> {
+        let timeout_ms = pop_ms(timeout_ms, self.admit()?);
         self.check_key(&key)?;
         self.script_before_pop = self.script_sent_at;
         let result = self.with_own_client(master, |this, client| this.blocking_pop_sync(client, &key, timeout_ms.max(1), exact))?;
@@ -93,6 +101,7 @@ impl Host for HostState {
     }
 
     fn wait_replicas(&mut self, master: u32) -> Result<(), WitError> {
+        self.admit()?;
         let Some((wait, timeout_ms)) = self.replica_wait(master)? else { return Ok(()) };
         // No retry: WAIT on a new connection would not cover the writes of the old one.
         let result = self.run_here(master, &wait, false)?;
