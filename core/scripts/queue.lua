@@ -45,11 +45,12 @@ local function read_waiter(id)
   return tonumber(n), tonumber(lease), tonumber(alive), holder
 end
 
--- How long a waiter keeps its place without a heartbeat: its lease, but at most 10 s (the guest
--- beats every third of it, see `WAITER_WINDOW_MS` in protocol.rs), so a waiter that dies at the
--- head holds up those behind it for seconds, not for a long lease. Not shorter: each beat is a
+-- How long a waiter keeps its place without a heartbeat: its lease, but at most 10 s and at least
+-- 1 s (the guest beats every third of it, see `WAITER_WINDOW_MS` in protocol.rs), so a waiter that
+-- dies at the head holds up those behind it for seconds, not for a long lease, and one whose
+-- short lease is less than a late heartbeat pop keeps its place. Not shorter: each beat is a
 -- script, and a server stall longer than this drops waiters (they queue again, out of order).
-local WAITER_WINDOW = math.min(LEASE, 10000)
+local WAITER_WINDOW = math.max(math.min(LEASE, 10000), 1000)
 
 local function write_waiter(id, n)
   redis.call('HSET', WAITERS, id, int(n) .. ' ' .. int(LEASE) .. ' ' .. int(now + WAITER_WINDOW) .. ' ' .. HOLDER)

@@ -9,10 +9,13 @@ use crate::reply::Cursor;
 use crate::scripts::{self, Script};
 use crate::{validate, Arg, Args, Error, Reply, Scalar, Scope, Transport};
 
-/// How long a queued waiter keeps its place without a heartbeat (or its lease, if shorter); it
-/// beats every third of this. Capped, so that a waiter that dies at the head of the queue holds
-/// up the others for seconds, not a long lease. `queue.lua` has the same.
+/// How long a queued waiter keeps its place without a heartbeat: its lease, within these bounds;
+/// it beats every third of that. Capped, so that a waiter that dies at the head of the queue
+/// holds up the others for seconds, not a long lease; floored, because Redis may end a heartbeat
+/// pop up to `REDIS_TIMER_SLACK_MS` late, and a waiter with a shorter window would be dropped
+/// from the head while alive. `queue.lua` has the same.
 const WAITER_WINDOW_MS: u64 = 10_000;
+const MIN_WAITER_WINDOW_MS: u64 = 1_000;
 
 /// How late Redis may end a blocking pop it times itself (one tick of its timer at `hz 10`, with
 /// room): pops that end closer than this to the caller's deadline are timed by the host.
@@ -236,7 +239,7 @@ impl<T: Transport> Semaphore<T> {
     /// this waiter's place in the queue (see [`WAITER_WINDOW_MS`]); a waiter that stops beating
     /// is dropped by the others.
     fn wait(&self, n: u64, mut waiter: u64, mut wait_ms: u64, deadline: Option<u64>) -> Result<Vec<Permit>, Error> {
-        let heartbeat_ms = (self.id.lease_ms.min(WAITER_WINDOW_MS) / 3).max(1);
+        let heartbeat_ms = self.id.lease_ms.clamp(MIN_WAITER_WINDOW_MS, WAITER_WINDOW_MS) / 3;
         loop {
             let mut pop_ms = wait_ms.min(heartbeat_ms);
             // Only the caller's deadline needs the millisecond; a heartbeat or a lease's end
@@ -265,8 +268,17 @@ impl<T: Transport> Semaphore<T> {
                     return Err(err);
                 }
             }
-            let reply = self.run(&scripts::POLL, &[&waiter, &n, &flag(self.id.bounded)])?;
-            match self.step(reply)? {
+            let polled = self.run(&scripts::POLL, &[&waiter, &n, &flag(self.id.bounded)]).and_then(|reply| self.step(reply));
+            let step = match polled {
+                Ok(step) => step,
+                // As for a failed pop: the caller gets the error, so the entry must not keep
+                // its place (nor a grant that raced in) for a heartbeat window.
+                Err(err) => {
+                    let _ = self.leave_queue(waiter, false);
+                    return Err(err);
+                }
+            };
+            match step {
                 Step::Granted(permits) => return self.acknowledged(permits),
                 Step::Queued { waiter: w, wait_ms: ms } => (waiter, wait_ms) = (w, ms),
                 Step::Unavailable => return Err(Error::protocol("poll answered unavailable")),

@@ -421,3 +421,25 @@ fn a_call_run_again_with_its_request_id_repeats_its_answer_and_changes_nothing()
         assert_eq!(sem.capacity(), 4, "{flavor:?}: the addition after the setting stands");
     }
 }
+
+/// Leases down to 100 ms are allowed, and Redis may end a waiter's heartbeat pop 200 ms late. A
+/// waiter keeps its place for at least a second between heartbeats, so one with a short lease is
+/// not dropped from the head of the queue just as a release would serve it.
+#[test]
+fn a_waiter_with_a_short_lease_keeps_its_place_between_heartbeats() {
+    for flavor in Flavor::all() {
+        let server = Server::start(flavor);
+        let mut sem = Sem::new(&server, "short-lease-waiter", 1);
+        let held = ints(&sem.run(&scripts::ACQUIRE, "H", &["1".into(), "1".into(), "1".into()]));
+        assert_eq!(held[0], 1, "{flavor:?}: H got the permit: {held:?}");
+        let wait = ["1".to_string(), "1".into(), "1".into()];
+        let queued = ints(&eval_script(&mut sem.conn, &scripts::ACQUIRE, &sem.keys, "W", 1, 150, &wait).expect("acquire"));
+        assert_eq!(queued[0], 2, "{flavor:?}: W queued: {queued:?}");
+        // Later than W's 150 ms lease, within a second: a heartbeat pop that Redis ended late.
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        sem.run(&scripts::RELEASE, "H", &["1".into(), "1".into(), String::new(), held[2].to_string()]);
+        let leases = sem.leases();
+        assert!(leases.len() == 1 && leases[0].ends_with(":W"), "{flavor:?}: W was dropped, not served: {leases:?}");
+        assert!(sem.queued().is_empty(), "{flavor:?}: served waiters leave the queue");
+    }
+}

@@ -191,6 +191,19 @@ fn redis_lost_mid_wait_is_reported_after_a_best_effort_cleanup() {
 }
 
 #[test]
+fn a_failed_poll_leaves_the_queue_too() {
+    let fake = Fake::default();
+    let sem = open(&fake);
+    let broke = Error::Unreachable("connection reset".into());
+    fake.replies.borrow_mut().extend([ints(&[2, 9, 1000]), Err(broke.clone()), ints(&[0])]);
+    fake.pops.borrow_mut().push_back(Ok(None));
+    assert_eq!(sem.acquire(1, true, None), Err(broke));
+    let calls = fake.calls.borrow();
+    assert_eq!(calls[2], eval("poll.lua", &["9", "1", "1"]));
+    assert_eq!(calls[3], eval("cancel.lua", &["9", "0"]), "the waiter left the queue, giving back any grant");
+}
+
+#[test]
 fn bad_arguments_fail_before_any_io() {
     let fake = Fake::default();
     let sem = open(&fake);
