@@ -154,8 +154,10 @@ def contended_table(runs) -> list[str]:
         ideal = idle = "—"
         if row.get("permits") and row.get("hold_ms") and row.get("seconds"):
             ideal = f"{row['permits'] * row['seconds'] * 1000 / row['hold_ms']:,.0f}"
-        if row.get("permits") and row.get("seconds") and row.get("grants"):
-            unused_s = (1 - row["utilisation_pct"] / 100) * row["permits"] * row["seconds"]
+        run_s = row.get("wall_seconds") or row.get("seconds")
+        if row.get("permits") and run_s and row.get("grants"):
+            # Utilisation is over the measured run where the bench gives it (the Rust one).
+            unused_s = (1 - row["utilisation_pct"] / 100) * row["permits"] * run_s
             idle = us(unused_s / row["grants"] * 1e6)
         workers = f"{row.get('workers', '?')} {row.get('worker_kind', '')}".strip()
         out.append(

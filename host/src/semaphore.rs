@@ -384,7 +384,12 @@ impl Inner {
                 Some(p) => {
                     if let Some(h) = held.get_mut(token) {
                         *h = *p;
-                        valid_until.insert(*token, asked + validity(p.ttl_ms));
+                        // Never earlier than before: with several masters a slow refresh's ttl
+                        // is cut by its own duration, and may end before the grant's bound,
+                        // which still holds on the grant's majority.
+                        let until = asked + validity(p.ttl_ms);
+                        let kept = valid_until.entry(*token).or_insert(until);
+                        *kept = (*kept).max(until);
                     }
                 }
                 // Gone because our own release took it: that release settles `held`.

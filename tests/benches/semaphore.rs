@@ -186,23 +186,20 @@ struct Contended {
     /// From a holder calling `release()` to the next holder's `acquire()` returning: what a
     /// permit spends unused per grant, and so what utilisation loses.
     handoff: Stats,
+    /// The run's length as measured (the last cycles end after `run`).
+    wall: Duration,
 }
 
-/// Pairs each `acquire()` return with the earliest unpaired `release()` call before it (a
-/// release serves the queue's head): the hand-off times. `events`: (when, true for a release
-/// call) of every worker. The first grants, of permits nobody held, pair with nothing.
-fn handoffs(mut events: Vec<(Instant, bool)>) -> Vec<Duration> {
-    events.sort();
-    let mut released = std::collections::VecDeque::new();
-    let mut out = Vec::new();
-    for (at, is_release) in events {
-        if is_release {
-            released.push_back(at);
-        } else if let Some(called) = released.pop_front() {
-            out.push(at - called);
-        }
-    }
-    out
+/// The hand-off times: with FIFO service the k-th `release()` call serves the grant that
+/// returns (`CONTENDED_PERMITS` + k)-th, the first grants being of permits nobody held (so a
+/// slow first grant that returns after the first release still pairs right). `events`: (when,
+/// true for a release call) of every worker.
+fn handoffs(events: Vec<(Instant, bool)>) -> Vec<Duration> {
+    let (mut released, mut granted): (Vec<_>, Vec<_>) = events.into_iter().partition(|(_, is_release)| *is_release);
+    released.sort();
+    granted.sort();
+    let served = granted.iter().skip(CONTENDED_PERMITS as usize);
+    released.iter().zip(served).filter_map(|((called, _), (got, _))| got.checked_duration_since(*called)).collect()
 }
 
 /// d. `WORKERS` threads, each with its own handle, cycling acquire / hold / release on
@@ -259,6 +256,7 @@ fn contended(server: &Server, run: Duration) -> Contended {
         wait: stats(waits.clone()),
         waits,
         handoff: stats(handoffs(events)),
+        wall,
     }
 }
 
@@ -579,6 +577,7 @@ fn main() {
                 "wait_p99_ms": ms(contended.wait.p99),
                 "wait_mean_ms": ms(contended.wait.mean),
                 "wait_samples_ms": contended.waits.iter().map(|&d| ms(d)).collect::<Vec<_>>(),
+                "wall_seconds": contended.wall.as_secs_f64(),
                 "handoff_mean_us": us(contended.handoff.mean),
                 "handoff_p50_us": us(contended.handoff.p50),
                 "handoff_p99_us": us(contended.handoff.p99),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 
@@ -72,9 +74,14 @@ def test_numbers_beyond_a_float_or_the_native_range(redis_client, unique_key):
     sem.release()
     with pytest.raises(InvalidArgumentError, match="timeout"):
         sem.acquire(timeout=-(10**400))
-    for timeout in [1e17, 10**400, math.inf, 0, "0.1"]:
+    with pytest.raises(InvalidArgumentError, match="timeout"):
+        sem.acquire(timeout=-Fraction(10**400))
+    for timeout in [1e17, 10**400, Fraction(10**400), math.inf, 0, "0.1"]:
         with pytest.raises(InvalidArgumentError):
             Semaphore(key=unique_key, masters={redis_client}, replica_ack=ReplicaAck(timeout=timeout)).value
+    # Real numbers of other types are taken as they were.
+    assert ReplicaAck(timeout=Fraction(1, 10))._native().timeout_ms == 100
+    assert ReplicaAck(timeout=Decimal("0.25"))._native().timeout_ms == 250
     assert sem.value == 1
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import decimal
 import math
+import numbers
 import operator
 import os
 from typing import Any, Callable, Iterable, List, NamedTuple, Optional, TypeVar
@@ -94,6 +96,8 @@ def timeout_seconds(blocking: bool, timeout: Any) -> Optional[float]:
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         try:
             timeout = float(timeout)
+        except OverflowError:  # a Fraction or Decimal beyond any float
+            timeout = math.inf if timeout > 0 else -math.inf
         except (TypeError, ValueError):
             raise TypeError(f"timeout must be a number, not {type(timeout).__name__}") from None
     if timeout == -1:
@@ -112,20 +116,18 @@ _MAX_MS = 2**63 - 1
 
 
 def milliseconds(seconds: Any, what: str) -> int:
-    """``seconds`` (a positive finite number) as whole milliseconds, at least 1; values beyond
-    the native range are clamped to it, so the native layer's range check reports them."""
-    try:
-        finite = not isinstance(seconds, bool) and isinstance(seconds, (int, float)) and math.isfinite(seconds)
-    except OverflowError:  # a whole number beyond any float
-        finite = False
-        if seconds > 0:
-            return _MAX_MS
-    if not finite or seconds <= 0:
+    """``seconds`` (a positive real number: int, float, Fraction, Decimal...) as whole
+    milliseconds, at least 1; values beyond the native range are clamped to it, so the native
+    layer's range check reports them."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (numbers.Real, decimal.Decimal)):
         raise exc.InvalidArgumentError(f"{what} must be a positive number of seconds, got {seconds!r}")
     try:
-        return min(max(1, round(seconds * 1000)), _MAX_MS)
-    except OverflowError:
-        return _MAX_MS
+        s = float(seconds)
+    except OverflowError:  # beyond any float
+        s = math.inf if seconds > 0 else -math.inf
+    if math.isnan(s) or s <= 0:
+        raise exc.InvalidArgumentError(f"{what} must be a positive number of seconds, got {seconds!r}")
+    return _MAX_MS if math.isinf(s) else min(max(1, round(s * 1000)), _MAX_MS)
 
 
 class ReplicaAck(NamedTuple):
