@@ -79,8 +79,9 @@ local function reclaim_unwoken()
   for _, w in ipairs(due) do
     local rec = redis.call('EXISTS', wake_key(w)) == 1 and redis.call('GET', grant_key(w))
     local holder, toks = string.match(rec or '', '^(%S+) (.*)$')
-    -- A record without a holder (all digits: written before records kept one) is left to expire.
-    if holder and string.find(holder, '%D') then
+    -- Holders may be all digits. A record of tokens only (written before records kept the
+    -- holder) names no lease here: removing it is all that happens, its permits end with their lease.
+    if holder then
       for tok in string.gmatch(toks, '%S+') do redis.call('ZREM', LEASES, permit(tok, holder)) end
       redis.call('DEL', grant_key(w), wake_key(w))
     end

@@ -577,6 +577,11 @@ impl HostState {
                 "a scope has at most {MAX_SCOPE_KEYS} keys and {MAX_SCOPE_ARGS} arguments of {MAX_SCOPE_ARG_BYTES} bytes in all"
             )));
         }
+        // The first leading argument is the holder, which scripts write into values and build
+        // key names from: only a well-formed one.
+        if let Some(holder) = leading.first() {
+            pottery_semaphore_core::validate::holder(holder).map_err(|e| WitError::Forbidden(format!("scope: {e}")))?;
+        }
         for key in &keys {
             self.check_key(key)?;
         }
@@ -939,6 +944,8 @@ mod tests {
             assert!(forbidden(<HostState as $scopes>::open(s, own.clone(), many_args)$(.$aw)?), "too many arguments");
             let long_arg = vec!["x".repeat(MAX_SCOPE_ARG_BYTES + 1)];
             assert!(forbidden(<HostState as $scopes>::open(s, own.clone(), long_arg)$(.$aw)?), "arguments too long");
+            let odd_holder = vec!["h}:x".to_string(), "1".into(), "1000".into()];
+            assert!(forbidden(<HostState as $scopes>::open(s, own.clone(), odd_holder)$(.$aw)?), "a holder outside [A-Za-z0-9_-]");
             let scope = <HostState as $scopes>::open(s, own.clone(), vec![])$(.$aw)?.expect("its own keys");
             let borrowed = || Resource::<Scope>::new_borrow(scope.rep());
             // A script of the guest's own: neither run by its SHA nor loaded.

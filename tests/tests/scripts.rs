@@ -203,6 +203,10 @@ fn served_waiters_are_looked_at_in_batches_until_none_is_due() {
         let _: () = redis::cmd("ZADD").arg(&sem.keys[1]).arg(now_ms + 60_000).arg("7:D").query(&mut sem.conn).expect("ZADD");
         let _: () = redis::cmd("SET").arg(sem.key("grant:250")).arg("D 7").query(&mut sem.conn).expect("SET");
         let _: () = redis::cmd("RPUSH").arg(sem.key("wake:250")).arg("0 7").query(&mut sem.conn).expect("RPUSH");
+        // And one of a holder whose id is all digits, in the first batch.
+        let _: () = redis::cmd("ZADD").arg(&sem.keys[1]).arg(now_ms + 60_000).arg("8:123").query(&mut sem.conn).expect("ZADD");
+        let _: () = redis::cmd("SET").arg(sem.key("grant:100")).arg("123 8").query(&mut sem.conn).expect("SET");
+        let _: () = redis::cmd("RPUSH").arg(sem.key("wake:100")).arg("0 8").query(&mut sem.conn).expect("RPUSH");
         let left = |sem: &mut Sem| -> u64 { redis::cmd("ZCARD").arg(&served).query(&mut sem.conn).expect("ZCARD") };
         sem.run(&scripts::VALUE, "X", &[]);
         assert_eq!(left(&mut sem), 50, "{flavor:?}: one batch looked at");
@@ -373,6 +377,12 @@ fn key_names_built_from_arguments_stay_within_the_semaphore() {
     let keys = Keys::new(&key("key-parts-multi"));
     one_slot_on(&mut sem.conn, &keys);
     let err = refused(&mut sem, &keys.multi_script_keys("h"), &scripts::MULTI_CLAIM, "h}:x", &["1".into()]);
+    assert!(err.contains("bad key part"), "{err}");
+    // ...and so does an owner read back from the semaphore's own hash, when its lease ends.
+    let multi_keys = keys.multi_script_keys("h");
+    let _: () = redis::cmd("HSET").arg(&multi_keys[2]).arg("0").arg("x}:y").query(&mut sem.conn).expect("HSET");
+    let _: () = redis::cmd("ZADD").arg(&multi_keys[1]).arg(1).arg("0").query(&mut sem.conn).expect("ZADD");
+    let err = refused(&mut sem, &multi_keys, &scripts::MULTI_CLAIM, "h", &["1".into()]);
     assert!(err.contains("bad key part"), "{err}");
 }
 

@@ -16,7 +16,8 @@ local OWNER, HELD, TOKENS = KEYS[3], KEYS[4], KEYS[5]
 local MWAKE = PREFIX .. 'mwake'
 local CLAIMS = PREFIX .. 'claims'
 
-local function held_key(holder) return PREFIX .. 'held:' .. holder end
+-- A holder read back from OWNER is checked like one from the arguments.
+local function held_key(holder) return PREFIX .. 'held:' .. key_part(holder) end
 
 -- Fencing epochs never fall below server time x 16 (claim.lua raises them to it), so a master
 -- that lost its state starts above the epochs it issued before, unless grants there averaged
