@@ -9,5 +9,6 @@ local initial, mode = unpack(redis.call('HMGET', META, 'initial', 'mode'))
 if mode == 'slots' then return {-2} end
 if initial then return {tonumber(initial), 0} end
 if ARGV[5] ~= '1' then return {-1} end
+if ARGV[4] == '0' then creator_guards = '0' end
 create(fresh_quarantine())
 return {INITIAL, 1}

@@ -25,14 +25,51 @@ end
 -- serve), read along with the capacity at no extra cost.
 local reclaimed_at = 0
 
--- Capacity and quarantine end. A server that finds the state gone knows it vanished (FLUSHALL,
--- a restart without persistence): it recreates it with `create` (each mode has its own layout)
--- and grants nothing for one lease, so that permits held under the old state end first.
+-- How often (ms) a semaphore in use asks whether the server restarted (see restart_check).
+local RESTART_CHECK_MS = 10
+
+-- The server's run id (a new one at every start).
+local function run_id(info)
+  return string.match(info or redis.call('INFO', 'server'), 'run_id:(%x+)')
+end
+
+-- A restart that reloads older state (an RDB snapshot, an AOF that missed its last writes)
+-- brings the semaphore back without the permits granted since, which their holders still use,
+-- and with counters that issued fencing tokens and waiter ids since. So at most every
+-- RESTART_CHECK_MS (a restart takes longer), a script compares the server's run id with the one
+-- meta last saw: after a restart, tokens and waiter ids move above any issued before, and, unless
+-- the semaphore's creator declared its persistence complete (guard off), nothing is granted until
+-- a lease after the server started. Returns the quarantine end.
+local function restart_check(quarantine)
+  local info = redis.call('INFO', 'server')
+  local run = run_id(info)
+  local seen = redis.call('HMGET', META, 'run', 'guard', 'token', 'waiter')
+  -- No run id yet: created by scripts that did not keep one.
+  if seen[1] and seen[1] ~= run then
+    local floor = now * 1000
+    redis.call('HSET', META, 'token', int(math.max(tonumber(seen[3]) or 0, floor)),
+      'waiter', int(math.max(tonumber(seen[4]) or 0, floor)))
+    local started = now - tonumber(string.match(info, 'uptime_in_seconds:(%d+)')) * 1000
+    if seen[2] ~= '0' and now < started + LEASE and quarantine < started + LEASE then
+      quarantine = started + LEASE
+      redis.call('HSET', META, 'quarantine', int(quarantine))
+    end
+  end
+  redis.call('HSET', META, 'run', run, 'checked', int(now))
+  return quarantine
+end
+
+-- Capacity and quarantine end (one-server mode). A server that finds the state gone knows it
+-- vanished (FLUSHALL, a restart without persistence): it recreates it with `create` and grants
+-- nothing for one lease, so that permits held under the old state end first. State that came
+-- back older is caught by restart_check.
 local function capacity(create)
-  local meta = redis.call('HMGET', META, 'capacity', 'quarantine', 'reclaimed')
+  local meta = redis.call('HMGET', META, 'capacity', 'quarantine', 'reclaimed', 'checked')
   if meta[1] then
     reclaimed_at = tonumber(meta[3]) or 0
-    return tonumber(meta[1]), tonumber(meta[2])
+    local quarantine = tonumber(meta[2])
+    if now - (tonumber(meta[4]) or 0) >= RESTART_CHECK_MS then quarantine = restart_check(quarantine) end
+    return tonumber(meta[1]), quarantine
   end
   create(now + LEASE)
   return INITIAL, now + LEASE

@@ -74,7 +74,9 @@ pub struct Options {
     pub runtime: Option<&'static Runtime>,
     /// On a server that started less than a lease ago, a semaphore created now grants nothing
     /// until a lease after that start, in case a restart without persistence wiped permits that
-    /// are still in use. On by default; turn it off only where Redis persists every write.
+    /// are still in use; and a semaphore this handle creates grants nothing for a lease after
+    /// any restart it sees later, in case the state came back older (an RDB snapshot). On by
+    /// default; turn it off only where Redis persists every write (`appendfsync always`).
     pub guard_fresh_server: bool,
     /// Create the semaphore if it does not exist (the default); when false, opening a missing
     /// one is an `InvalidArgument` error (for tools that only inspect).

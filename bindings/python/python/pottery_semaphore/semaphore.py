@@ -32,7 +32,9 @@ class Semaphore:
         lease: Seconds each permit stays valid without a refresh (extra).
         guard_fresh_server: On a Redis server that started less than a lease ago, grant nothing
             until a lease after its start, in case a restart without persistence wiped permits
-            still in use (extra; turn off only where Redis persists every write).
+            still in use; a semaphore created with it on also waits out a lease after any later
+            restart, in case its state came back older (extra; turn off only where Redis
+            persists every write, ``appendfsync always``).
         cluster: ``masters`` are seed nodes of one Redis Cluster (extra); the semaphore's keys
             share a hash tag, so one node holds them.
         replica_ack: wait for replicas after every grant and release (``WAIT``, or ``WAITAOF``

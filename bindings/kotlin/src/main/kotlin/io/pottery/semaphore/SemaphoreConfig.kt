@@ -13,8 +13,9 @@ import io.pottery.semaphore.ffi.SemaphoreOptions
  * @property leaseMillis how long a permit lives unless refreshed; the handle refreshes its permits
  *   in the background, so a lease only runs out when the holder dies or loses Redis.
  * @property guardFreshServer withhold grants for one lease after Redis (re)started, so that
- *   permits held before a restart that lost them cannot be granted twice. Turn off only for
- *   servers that keep their data or for tests on throwaway servers.
+ *   permits held before a restart that lost them (or reloaded older state) cannot be granted
+ *   twice. Turn off only for servers that persist every write (`appendfsync always`) or for
+ *   tests on throwaway servers.
  * @property create when false, opening a semaphore that does not exist fails instead of creating it.
  * @property moreMasters independent masters besides [url]: with any, each permit is a slot held on
  *   a majority of all of them (Redlock mode; no FIFO queue).
