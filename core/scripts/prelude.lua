@@ -27,10 +27,21 @@ local reclaimed_at = 0
 
 -- How often (ms) a semaphore in use asks whether the server restarted (see restart_check).
 local RESTART_CHECK_MS = 10
+-- Whether this mode looks for restarts that reloaded older state: the one-server mode does
+-- (queue.lua turns it on); the several-master mode leaves a master's restart to its quorum.
+local checks_restarts = false
 
--- The server's run id (a new one at every start).
+-- INFO's server section, or nil where this client may not run INFO (an ACL without
+-- @dangerous): the restart check is then skipped.
+local function server_info()
+  local ok, info = pcall(redis.call, 'INFO', 'server')
+  if ok and type(info) == 'string' then return info end
+  return nil
+end
+
+-- The server's run id (a new one at every start), or nil when INFO is not available.
 local function run_id(info)
-  return string.match(info or redis.call('INFO', 'server'), 'run_id:(%x+)')
+  return info and string.match(info, 'run_id:(%x+)')
 end
 
 -- A restart that reloads older state (an RDB snapshot, an AOF that missed its last writes)
@@ -41,10 +52,14 @@ end
 -- the semaphore's creator declared its persistence complete (guard off), nothing is granted until
 -- a lease after the server started. Returns the quarantine end.
 local function restart_check(quarantine)
-  local info = redis.call('INFO', 'server')
+  local info = server_info()
   local run = run_id(info)
+  if not run then
+    redis.call('HSET', META, 'checked', int(now))
+    return quarantine
+  end
   local seen = redis.call('HMGET', META, 'run', 'guard', 'token', 'waiter')
-  -- No run id yet: created by scripts that did not keep one.
+  -- No run id yet: created by scripts that did not keep one, or where INFO was refused.
   if seen[1] and seen[1] ~= run then
     local floor = now * 1000
     redis.call('HSET', META, 'token', int(math.max(tonumber(seen[3]) or 0, floor)),
@@ -59,16 +74,18 @@ local function restart_check(quarantine)
   return quarantine
 end
 
--- Capacity and quarantine end (one-server mode). A server that finds the state gone knows it
--- vanished (FLUSHALL, a restart without persistence): it recreates it with `create` and grants
--- nothing for one lease, so that permits held under the old state end first. State that came
--- back older is caught by restart_check.
+-- Capacity and quarantine end. A server that finds the state gone knows it vanished (FLUSHALL,
+-- a restart without persistence): it recreates it with `create` (each mode has its own layout)
+-- and grants nothing for one lease, so that permits held under the old state end first. State
+-- that came back older is caught by restart_check (one server). A check time ahead of the
+-- clock (a clock stepped back) makes the check due too.
 local function capacity(create)
   local meta = redis.call('HMGET', META, 'capacity', 'quarantine', 'reclaimed', 'checked')
   if meta[1] then
     reclaimed_at = tonumber(meta[3]) or 0
     local quarantine = tonumber(meta[2])
-    if now - (tonumber(meta[4]) or 0) >= RESTART_CHECK_MS then quarantine = restart_check(quarantine) end
+    local age = now - (tonumber(meta[4]) or 0)
+    if checks_restarts and (age < 0 or age >= RESTART_CHECK_MS) then quarantine = restart_check(quarantine) end
     return tonumber(meta[1]), quarantine
   end
   create(now + LEASE)

@@ -16,16 +16,20 @@ local function grant_key(w) return PREFIX .. 'grant:' .. key_part(w) end
 local SERVED = PREFIX .. 'served'
 local function permit(tok, holder) return tok .. ':' .. holder end
 
+checks_restarts = true
+
 -- Whether a semaphore created now quarantines after restarts (see restart_check): the opening
--- script clears it for a creator that turned the fresh-server guard off.
+-- script clears it for a creator that turned the fresh-server guard off. (Recreated by any other
+-- script, it quarantines: the safe side.)
 local creator_guards = '1'
 
 -- Writes a fresh semaphore. Tokens and waiter ids start from server time x 1000, above any
 -- issued before the state was lost (as long as fewer than 1000 were issued per ms on average).
 local function create(quarantine)
   redis.call('HSET', META, 'initial', INITIAL, 'capacity', INITIAL, 'token', int(now * 1000),
-    'waiter', int(now * 1000), 'quarantine', quarantine, 'run', run_id(), 'checked', int(now),
-    'guard', creator_guards)
+    'waiter', int(now * 1000), 'quarantine', quarantine, 'checked', int(now), 'guard', creator_guards)
+  local run = run_id(server_info())
+  if run then redis.call('HSET', META, 'run', run) end
 end
 
 -- A lease ends at its deadline: from then on the permit is free again.

@@ -453,3 +453,31 @@ fn a_waiter_with_a_short_lease_keeps_its_place_between_heartbeats() {
         assert!(sem.queued().is_empty(), "{flavor:?}: served waiters leave the queue");
     }
 }
+
+/// The restart check (one server): a run id other than the one meta saw means the server
+/// restarted, perhaps from older state. A check time ahead of the server's clock (a clock stepped
+/// back) does not put the next check off: the fast acquire defers to the full script, which
+/// quarantines (the server started less than a lease ago) and moves tokens above server time.
+/// The several-master mode keeps none of this in its meta.
+#[test]
+fn a_new_run_id_is_caught_even_when_the_last_check_is_dated_ahead() {
+    for flavor in Flavor::all() {
+        let server = Server::start(flavor);
+        let mut sem = Sem::new(&server, "run-id", 1);
+        let (seconds, _): (i64, i64) = redis::cmd("TIME").query(&mut sem.conn).expect("TIME");
+        let ahead = seconds * 1000 + 60_000;
+        let fields = [("run", "0123456789abcdef".to_string()), ("checked", ahead.to_string())];
+        let _: () = redis::cmd("HSET").arg(&sem.meta).arg(&fields).query(&mut sem.conn).expect("HSET");
+        let reply = ints(&sem.run(&scripts::ACQUIRE, "H", &["1".into(), "0".into(), "1".into()]));
+        assert_eq!(reply, [0], "{flavor:?}: granted on a server that restarted less than a lease ago");
+        let token: i64 = redis::cmd("HGET").arg(&sem.meta).arg("token").query(&mut sem.conn).expect("HGET");
+        assert!(token > ahead, "{flavor:?}: tokens were not moved above server time x 1000: {token}");
+
+        let keys = Keys::new(&key("run-id-multi"));
+        one_slot_on(&mut sem.conn, &keys);
+        let claim = ints(&eval_script(&mut sem.conn, &scripts::MULTI_CLAIM, &keys.multi_script_keys("h"), "h", 1, LEASE_MS, &["1".into()]).expect("claim"));
+        assert_eq!(claim[0], 1, "{flavor:?}: {claim:?}");
+        let kept: Vec<Option<String>> = redis::cmd("HMGET").arg(keys.meta()).arg(&["run", "checked", "token"]).query(&mut sem.conn).expect("HMGET");
+        assert_eq!(kept, [None, None, None], "{flavor:?}: the several-master meta got one-server fields");
+    }
+}
