@@ -88,6 +88,14 @@ def check_value(value: Any) -> int:
     return v
 
 
+def _to_float(x: Any) -> float:
+    """``float(x)``, with numbers beyond any float (a huge int, Fraction or Decimal) as ±inf."""
+    try:
+        return float(x)
+    except OverflowError:
+        return math.inf if x > 0 else -math.inf
+
+
 def timeout_seconds(blocking: bool, timeout: Any) -> Optional[float]:
     """``-1`` and ``None`` wait forever; a non-blocking call ignores ``timeout`` as the original
     library did. NaN and other negatives reach the native layer, which rejects them."""
@@ -95,17 +103,12 @@ def timeout_seconds(blocking: bool, timeout: Any) -> Optional[float]:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         try:
-            timeout = float(timeout)
-        except OverflowError:  # a Fraction or Decimal beyond any float
-            timeout = math.inf if timeout > 0 else -math.inf
+            timeout = _to_float(timeout)
         except (TypeError, ValueError):
             raise TypeError(f"timeout must be a number, not {type(timeout).__name__}") from None
     if timeout == -1:
         return None
-    try:
-        t = float(timeout)
-    except OverflowError:  # a whole number beyond any float: forever, or a negative one
-        t = math.inf if timeout > 0 else -math.inf
+    t = _to_float(timeout)
     if math.isinf(t) and t > 0:
         return None
     return t
@@ -121,10 +124,7 @@ def milliseconds(seconds: Any, what: str) -> int:
     layer's range check reports them."""
     if isinstance(seconds, bool) or not isinstance(seconds, (numbers.Real, decimal.Decimal)):
         raise exc.InvalidArgumentError(f"{what} must be a positive number of seconds, got {seconds!r}")
-    try:
-        s = float(seconds)
-    except OverflowError:  # beyond any float
-        s = math.inf if seconds > 0 else -math.inf
+    s = _to_float(seconds)
     if math.isnan(s) or s <= 0:
         raise exc.InvalidArgumentError(f"{what} must be a positive number of seconds, got {seconds!r}")
     return _MAX_MS if math.isinf(s) else min(max(1, round(s * 1000)), _MAX_MS)
