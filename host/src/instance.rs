@@ -3,8 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use pottery_semaphore_core::validate::MAX_TIMEOUT_S;
-use pottery_semaphore_core::{Holder, Permit, Status, Waiter};
+use pottery_semaphore_core::{validate, Holder, Permit, Status, Waiter};
 use wasmtime::component::ResourceAny;
 use wasmtime::{Store, UpdateDeadline};
 
@@ -14,10 +13,10 @@ use crate::error::guest_trap;
 use crate::runtime::Runtime;
 use crate::semaphore::ReplicaAck;
 use crate::transport::{HostState, Masters, CALL_TIME_LIMIT};
+use crate::Error;
 
 /// A call that waits for nothing but Redis (see `Instance::begin`).
 const NO_WAIT: Option<Duration> = Some(Duration::ZERO);
-use crate::Error;
 
 /// The guest's exports through one of the two sets of bindings.
 enum Bindings {
@@ -164,12 +163,11 @@ impl Instance {
     /// The permits, and when at the earliest they were granted (by this process's clock).
     pub(crate) async fn acquire(&mut self, n: i64, blocking: bool, timeout: Option<f64>, cancel: CancelFlag) -> Result<(Vec<Permit>, Instant), Error> {
         let called = Instant::now();
-        // A valid time-out, or none; the guest rejects the rest.
-        let waits = match (blocking, timeout) {
-            (false, _) => Some(Duration::ZERO),
-            (true, Some(t)) if t > MAX_TIMEOUT_S => None,
-            (true, Some(t)) => Some(Duration::try_from_secs_f64(t).unwrap_or(Duration::ZERO)),
-            (true, None) => None,
+        // The time-out as the guest reads it (none: as long as it takes); it rejects bad ones.
+        let waits = match validate::timeout(blocking, timeout) {
+            Ok(Some(ms)) if blocking => Some(Duration::from_millis(ms)),
+            Ok(None) if blocking => None,
+            _ => NO_WAIT,
         };
         self.begin(Some(cancel), waits);
         let r = call!(self.call_acquire(n, blocking, timeout));
