@@ -5,9 +5,9 @@
 do
   local n = tonumber(ARGV[4])
   local meta = redis.call('HMGET', META, 'capacity', 'quarantine', 'checked')
-  -- Not when a restart check is due (10 ms: RESTART_CHECK_MS in prelude.lua).
+  -- Not when a restart check is due (see restart_check in prelude.lua).
   local age = now - (tonumber(meta[3]) or 0)
-  if meta[1] and now >= tonumber(meta[2]) and age >= 0 and age < 10 and redis.call('ZCARD', KEYS[3]) == 0
+  if meta[1] and now >= tonumber(meta[2]) and age >= 0 and age < RESTART_CHECK_MS and redis.call('ZCARD', KEYS[3]) == 0
     and redis.call('ZCARD', LEASES) + n <= tonumber(meta[1]) then
     -- Tokens go back as integer replies (exact: HINCRBY's result is a Lua double already).
     local out = {1, now + LEASE}

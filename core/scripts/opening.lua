@@ -24,8 +24,7 @@ local function fresh_quarantine()
   -- that opened it before opens another instance).
   if ARGV[4] == '2' then return now + LEASE end
   if ARGV[4] ~= '1' then return 0 end
-  local uptime = tonumber(string.match(redis.call('INFO', 'server'), 'uptime_in_seconds:(%d+)'))
-  local started = now - uptime * 1000
+  local started = started_ms(redis.call('INFO', 'server'))
   if now < started + LEASE then return started + LEASE end
   return 0
 end

@@ -25,8 +25,6 @@ end
 -- serve), read along with the capacity at no extra cost.
 local reclaimed_at = 0
 
--- How often (ms) a semaphore in use asks whether the server restarted (see restart_check).
-local RESTART_CHECK_MS = 10
 -- Whether this mode looks for restarts that reloaded older state: the one-server mode does
 -- (queue.lua turns it on); the several-master mode leaves a master's restart to its quorum.
 local checks_restarts = false
@@ -42,6 +40,12 @@ end
 -- The server's run id (a new one at every start), or nil when INFO is not available.
 local function run_id(info)
   return info and string.match(info, 'run_id:(%x+)')
+end
+
+-- When the server started (ms, server time), from INFO's uptime in whole seconds: up to a second
+-- late, which only makes the quarantines that end a lease after it longer.
+local function started_ms(info)
+  return now - tonumber(string.match(info, 'uptime_in_seconds:(%d+)')) * 1000
 end
 
 -- A restart that reloads older state (an RDB snapshot, an AOF that missed its last writes)
@@ -64,7 +68,7 @@ local function restart_check(quarantine)
     local floor = now * 1000
     redis.call('HSET', META, 'token', int(math.max(tonumber(seen[3]) or 0, floor)),
       'waiter', int(math.max(tonumber(seen[4]) or 0, floor)))
-    local started = now - tonumber(string.match(info, 'uptime_in_seconds:(%d+)')) * 1000
+    local started = started_ms(info)
     if seen[2] ~= '0' and now < started + LEASE and quarantine < started + LEASE then
       quarantine = started + LEASE
       redis.call('HSET', META, 'quarantine', int(quarantine))
