@@ -51,6 +51,11 @@ impl Sem {
         redis::cmd("ZRANGE").arg(&self.keys[2]).arg(0).arg(-1).query(&mut self.conn).expect("ZRANGE")
     }
 
+    /// The server's clock in ms, as the scripts read it.
+    fn server_ms(&mut self) -> u64 {
+        redis::cmd("TIME").query::<(u64, u64)>(&mut self.conn).map(|(s, us)| s * 1000 + us / 1000).expect("TIME")
+    }
+
     fn capacity(&mut self) -> u64 {
         redis::cmd("HGET").arg(&self.meta).arg("capacity").query(&mut self.conn).expect("HGET")
     }
@@ -196,7 +201,7 @@ fn served_waiters_are_looked_at_in_batches_until_none_is_due() {
         let server = Server::start(flavor);
         let mut sem = Sem::new(&server, "batches", 1);
         let served = sem.key("served");
-        let now_ms: u64 = redis::cmd("TIME").query::<(u64, u64)>(&mut sem.conn).map(|(s, us)| s * 1000 + us / 1000).expect("TIME");
+        let now_ms = sem.server_ms();
         for w in 1..=250u64 {
             let _: () = redis::cmd("ZADD").arg(&served).arg(now_ms - 4_000 + w).arg(w).query(&mut sem.conn).expect("ZADD");
         }
@@ -464,13 +469,12 @@ fn a_new_run_id_is_caught_even_when_the_last_check_is_dated_ahead() {
     for flavor in Flavor::all() {
         let server = Server::start(flavor);
         let mut sem = Sem::new(&server, "run-id", 1);
-        let (seconds, _): (i64, i64) = redis::cmd("TIME").query(&mut sem.conn).expect("TIME");
-        let ahead = seconds * 1000 + 60_000;
+        let ahead = sem.server_ms() + 60_000;
         let fields = [("run", "0123456789abcdef".to_string()), ("checked", ahead.to_string())];
         let _: () = redis::cmd("HSET").arg(&sem.meta).arg(&fields).query(&mut sem.conn).expect("HSET");
         let reply = ints(&sem.run(&scripts::ACQUIRE, "H", &["1".into(), "0".into(), "1".into()]));
         assert_eq!(reply, [0], "{flavor:?}: granted on a server that restarted less than a lease ago");
-        let token: i64 = redis::cmd("HGET").arg(&sem.meta).arg("token").query(&mut sem.conn).expect("HGET");
+        let token: u64 = redis::cmd("HGET").arg(&sem.meta).arg("token").query(&mut sem.conn).expect("HGET");
         assert!(token > ahead, "{flavor:?}: tokens were not moved above server time x 1000: {token}");
 
         let keys = Keys::new(&key("run-id-multi"));
