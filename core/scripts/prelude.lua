@@ -25,9 +25,15 @@ end
 -- serve), read along with the capacity at no extra cost.
 local reclaimed_at = 0
 
--- Whether this mode looks for restarts that reloaded older state: the one-server mode does
--- (queue.lua turns it on); the several-master mode leaves a master's restart to its quorum.
-local checks_restarts = false
+-- Meta fields of counters that must move above all they issued once a restart may have
+-- brought older state back (see restart_check): the one-server mode's (queue.lua). The
+-- several-master mode's fencing epochs have their floor at server time instead (claim.lua).
+local restart_counters = {}
+
+-- Whether a semaphore created now quarantines after restarts (see restart_check): the opening
+-- scripts clear it for a creator that turned the fresh-server guard off. (Recreated by any other
+-- script, it quarantines: the safe side.)
+local creator_guards = '1'
 
 -- INFO's server section, or nil where this client may not run INFO (an ACL without
 -- @dangerous): the restart check is then skipped.
@@ -51,10 +57,11 @@ end
 -- A restart that reloads older state (an RDB snapshot, an AOF that missed its last writes)
 -- brings the semaphore back without the permits granted since, which their holders still use,
 -- and with counters that issued fencing tokens and waiter ids since. So at most every
--- RESTART_CHECK_MS (a restart takes longer), a script compares the server's run id with the one
--- meta last saw: after a restart, tokens and waiter ids move above any issued before, and, unless
--- the semaphore's creator declared its persistence complete (guard off), nothing is granted until
--- a lease after the server started. Returns the quarantine end.
+-- RESTART_CHECK_MS (a restart takes longer), a script that may grant compares the server's run id
+-- with the one meta last saw: after a restart, the counters move above any value issued before,
+-- and, unless the semaphore's creator declared its persistence complete (guard off), nothing is
+-- granted until a lease after the server started. With several masters this keeps a master from
+-- lending its vote to a second holder of a slot it forgot. Returns the quarantine end.
 local function restart_check(quarantine)
   local info = server_info()
   local run = run_id(info)
@@ -62,12 +69,13 @@ local function restart_check(quarantine)
     redis.call('HSET', META, 'checked', int(now))
     return quarantine
   end
-  local seen = redis.call('HMGET', META, 'run', 'guard', 'token', 'waiter')
+  local seen = redis.call('HMGET', META, 'run', 'guard', unpack(restart_counters))
   -- No run id yet: created by scripts that did not keep one, or where INFO was refused.
   if seen[1] and seen[1] ~= run then
     local floor = now * 1000
-    redis.call('HSET', META, 'token', int(math.max(tonumber(seen[3]) or 0, floor)),
-      'waiter', int(math.max(tonumber(seen[4]) or 0, floor)))
+    for i, field in ipairs(restart_counters) do
+      redis.call('HSET', META, field, int(math.max(tonumber(seen[i + 2]) or 0, floor)))
+    end
     local started = started_ms(info)
     if seen[2] ~= '0' and now < started + LEASE and quarantine < started + LEASE then
       quarantine = started + LEASE
@@ -78,18 +86,26 @@ local function restart_check(quarantine)
   return quarantine
 end
 
+-- What a semaphore created now records for restart_check: when the server was checked, its run
+-- id (where INFO is allowed) and whether the creator guards against restarts.
+local function note_server()
+  redis.call('HSET', META, 'checked', int(now), 'guard', creator_guards)
+  local run = run_id(server_info())
+  if run then redis.call('HSET', META, 'run', run) end
+end
+
 -- Capacity and quarantine end. A server that finds the state gone knows it vanished (FLUSHALL,
 -- a restart without persistence): it recreates it with `create` (each mode has its own layout)
 -- and grants nothing for one lease, so that permits held under the old state end first. State
--- that came back older is caught by restart_check (one server). A check time ahead of the
--- clock (a clock stepped back) makes the check due too.
+-- that came back older is caught by restart_check. A check time ahead of the clock (a clock
+-- stepped back) makes the check due too.
 local function capacity(create)
   local meta = redis.call('HMGET', META, 'capacity', 'quarantine', 'reclaimed', 'checked')
   if meta[1] then
     reclaimed_at = tonumber(meta[3]) or 0
     local quarantine = tonumber(meta[2])
     local age = now - (tonumber(meta[4]) or 0)
-    if checks_restarts and (age < 0 or age >= RESTART_CHECK_MS) then quarantine = restart_check(quarantine) end
+    if age < 0 or age >= RESTART_CHECK_MS then quarantine = restart_check(quarantine) end
     return tonumber(meta[1]), quarantine
   end
   create(now + LEASE)

@@ -1,5 +1,6 @@
 -- The one-server protocol's helpers. KEYS: 1 meta, 2 leases, 3 queue, 4 waiters.
---   meta     hash  initial, capacity, token (last fencing token), waiter (last waiter id), quarantine
+--   meta     hash  initial, capacity, token (last fencing token), waiter (last waiter id), quarantine,
+--                  run, checked, guard (restart_check, prelude.lua)
 --   leases   zset  "token:holder" -> lease deadline (Redis server ms). One structure for the
 --                  permit, its holder and its lease: a grant is one ZADD, an expiry is purged by
 --                  one ZREMRANGEBYSCORE, and a holder proves a permit is its own by naming it.
@@ -16,20 +17,14 @@ local function grant_key(w) return PREFIX .. 'grant:' .. key_part(w) end
 local SERVED = PREFIX .. 'served'
 local function permit(tok, holder) return tok .. ':' .. holder end
 
-checks_restarts = true
-
--- Whether a semaphore created now quarantines after restarts (see restart_check): the opening
--- script clears it for a creator that turned the fresh-server guard off. (Recreated by any other
--- script, it quarantines: the safe side.)
-local creator_guards = '1'
+restart_counters = {'token', 'waiter'}
 
 -- Writes a fresh semaphore. Tokens and waiter ids start from server time x 1000, above any
 -- issued before the state was lost (as long as fewer than 1000 were issued per ms on average).
 local function create(quarantine)
   redis.call('HSET', META, 'initial', INITIAL, 'capacity', INITIAL, 'token', int(now * 1000),
-    'waiter', int(now * 1000), 'quarantine', quarantine, 'checked', int(now), 'guard', creator_guards)
-  local run = run_id(server_info())
-  if run then redis.call('HSET', META, 'run', run) end
+    'waiter', int(now * 1000), 'quarantine', quarantine)
+  note_server()
 end
 
 -- A lease ends at its deadline: from then on the permit is free again.

@@ -155,6 +155,33 @@ async fn a_restarted_master_without_persistence_cannot_hand_out_a_held_slot() {
     drop(holder);
 }
 
+/// Two of three masters crash and reload a snapshot taken before a grant: they come back without
+/// the slot, while its holder still uses it, and would form a majority for a second holder. Their
+/// scripts see each server's new run id and lend no vote until a lease after its restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn masters_that_reload_an_older_snapshot_lend_no_vote_for_a_lease() {
+    let mut servers = masters(3);
+    let k = key("mm-rollback");
+    let lease = Duration::from_millis(1500);
+    // The default guard, on servers older than the lease (or the opening would quarantine).
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let options = Options::with_masters(servers.iter().map(Server::url), &k).permits(1).lease(lease);
+    let holder = Semaphore::open(options.clone()).await.unwrap();
+    let other = Semaphore::open(options).await.unwrap();
+    for server in &servers[..2] {
+        let _: () = redis::cmd("SAVE").query(&mut server.connection()).unwrap();
+    }
+    assert!(holder.acquire(false, None).await.unwrap());
+    servers[0].restart(); // crashes: the snapshots from before the grant come back
+    servers[1].restart();
+    let restarted = Instant::now();
+    assert!(!other.acquire(false, None).await.unwrap(), "granted the slot its holder still uses");
+    assert!(other.acquire(true, Some(Duration::from_secs(5))).await.unwrap());
+    let waited = restarted.elapsed();
+    assert!(waited >= lease - Duration::from_millis(50), "granted {waited:?} after the restarts");
+    drop(holder);
+}
+
 /// A holds the only slot on two of three masters (the third was down). One of the two loses its
 /// state while up (FLUSHALL: the fresh-server guard, which looks at uptime, cannot see it). A
 /// process opening the semaphore then finds it on one master and missing on two: those copies

@@ -459,11 +459,12 @@ fn a_waiter_with_a_short_lease_keeps_its_place_between_heartbeats() {
     }
 }
 
-/// The restart check (one server): a run id other than the one meta saw means the server
-/// restarted, perhaps from older state. A check time ahead of the server's clock (a clock stepped
-/// back) does not put the next check off: the fast acquire defers to the full script, which
-/// quarantines (the server started less than a lease ago) and moves tokens above server time.
-/// The several-master mode keeps none of this in its meta.
+/// The restart check: a run id other than the one meta saw means the server restarted, perhaps
+/// from older state. A check time ahead of the server's clock (a clock stepped back) does not put
+/// the next check off: the fast acquire defers to the full script, which quarantines (the server
+/// started less than a lease ago) and moves tokens above server time. A several-master claim
+/// checks too, with its own counters (its epochs have their floor at server time): a master
+/// quarantined there lends no vote.
 #[test]
 fn a_new_run_id_is_caught_even_when_the_last_check_is_dated_ahead() {
     for flavor in Flavor::all() {
@@ -477,11 +478,21 @@ fn a_new_run_id_is_caught_even_when_the_last_check_is_dated_ahead() {
         let token: u64 = redis::cmd("HGET").arg(&sem.meta).arg("token").query(&mut sem.conn).expect("HGET");
         assert!(token > ahead, "{flavor:?}: tokens were not moved above server time x 1000: {token}");
 
-        let keys = Keys::new(&key("run-id-multi"));
-        one_slot_on(&mut sem.conn, &keys);
-        let claim = ints(&eval_script(&mut sem.conn, &scripts::MULTI_CLAIM, &keys.multi_script_keys("h"), "h", 1, LEASE_MS, &["1".into()]).expect("claim"));
-        assert_eq!(claim[0], 1, "{flavor:?}: {claim:?}");
-        let kept: Vec<Option<String>> = redis::cmd("HMGET").arg(keys.meta()).arg(&["run", "checked", "token"]).query(&mut sem.conn).expect("HMGET");
-        assert_eq!(kept, [None, None, None], "{flavor:?}: the several-master meta got one-server fields");
+        let run_id: String = redis::cmd("HGET").arg(&sem.meta).arg("run").query(&mut sem.conn).expect("HGET");
+        let mut claim = |name: &str, guard: &str| {
+            let keys = Keys::new(&key(name));
+            one_slot_on(&mut sem.conn, &keys);
+            let fields = [("run", "0123456789abcdef".to_string()), ("checked", ahead.to_string()), ("guard", guard.into())];
+            let _: () = redis::cmd("HSET").arg(keys.meta()).arg(&fields).query(&mut sem.conn).expect("HSET");
+            let claim = eval_script(&mut sem.conn, &scripts::MULTI_CLAIM, &keys.multi_script_keys("h"), "h", 1, LEASE_MS, &["1".into()]);
+            let fields = ["run", "token", "waiter"];
+            let kept: Vec<Option<String>> = redis::cmd("HMGET").arg(keys.meta()).arg(&fields).query(&mut sem.conn).expect("HMGET");
+            (ints(&claim.expect("claim"))[0], kept)
+        };
+        let (granted, kept) = claim("run-id-multi", "1");
+        assert_eq!(granted, 0, "{flavor:?}: a master that restarted less than a lease ago lent its vote");
+        assert_eq!(kept, [Some(run_id.clone()), None, None], "{flavor:?}: the several-master meta: {kept:?}");
+        // A creator that declared every write persisted (guard off) is not quarantined.
+        assert_eq!(claim("run-id-multi-unguarded", "0").0, 1, "{flavor:?}: quarantined with the guard off");
     }
 }

@@ -11,6 +11,7 @@ if meta[1] then
   return {tonumber(meta[1]), 0, tonumber(meta[3]), meta[4] == meta[5] and 1 or 0}
 end
 if ARGV[5] ~= '1' then return {-1} end
+if ARGV[4] == '0' then creator_guards = '0' end
 -- As init.lua: a server that started less than a lease ago may have forgotten held slots.
 mm_create(fresh_quarantine())
 return {INITIAL, 1, INITIAL, 1}

@@ -2,7 +2,8 @@
 -- semaphore; a permit is a numbered slot, and holding it means owning it on a majority of the
 -- masters. KEYS: 3 owner, 4 held:H, 5 tokens. Per master:
 --   meta     hash  initial, capacity, epoch (last fencing epoch seen here), born (the epoch it
---                  was created with: still equal, this copy never saw a claim), quarantine, mode
+--                  was created with: still equal, this copy never saw a claim), quarantine, mode,
+--                  run, checked, guard (restart_check, prelude.lua)
 --   leases   zset  slot -> lease deadline (this master's server time, ms)
 --   owner    hash  slot -> holder
 --   held:H   set   slots holder H owns here
@@ -28,6 +29,7 @@ local EPOCH_FLOOR = now * 16
 local function mm_create(quarantine)
   redis.call('HSET', META, 'initial', INITIAL, 'capacity', INITIAL, 'epoch', int(EPOCH_FLOOR), 'born', int(EPOCH_FLOOR),
     'quarantine', quarantine, 'mode', 'slots')
+  note_server()
 end
 
 local function mm_drop(slot)
