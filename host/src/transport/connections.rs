@@ -1,0 +1,331 @@
+//! Connections to Redis: one shared multiplexed connection per server (or cluster) for scripts
+//! and commands, pooled connections of their own for blocking pops, and plain blocking
+//! connections for calls made on the caller's thread.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::{AsyncConnectionConfig, RedisFuture, Value};
+
+use crate::bindings::types::Error as WitError;
+use crate::cancel::CancelFlag;
+use crate::error::from_redis;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// For scripts on the shared connection: far above any script's run time, below a hung server.
+pub(super) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Redis checks blocked clients only `hz` times a second (10 by default), up to 100 ms late. An
+/// exact pop's server-side time-out exceeds the host's own timer by this much, so the host ends
+/// it on time (and drops the connection with the BLPOP in flight); a heartbeat's lets Redis end
+/// it, which keeps the connection, with this much for the host's timer to spare.
+const POP_SLACK: Duration = Duration::from_secs(1);
+
+/// BLPOP `key` and the time-out the host keeps itself: `(command, host's time-out)`.
+pub(super) fn blpop(key: &str, timeout: Duration, exact: bool) -> (redis::Cmd, Duration) {
+    let (on_server, on_host) = if exact { (timeout + POP_SLACK, timeout) } else { (timeout, timeout + POP_SLACK) };
+    let mut cmd = redis::cmd("BLPOP");
+    cmd.arg(key).arg(format!("{:.3}", on_server.as_secs_f64()));
+    (cmd, on_host)
+}
+/// Idle pop connections kept per Redis server.
+const IDLE_POP_CONNECTIONS: usize = 16;
+
+/// Where connections go: one server, or the seed nodes of one Redis Cluster. One per process and
+/// URL, never moved after creation: the size of its variants does not matter.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+enum Target {
+    Server(redis::Client),
+    /// Two clients: scripts run with a response time-out, blocking pops without one.
+    Cluster { commands: ClusterClient, pops: ClusterClient },
+}
+
+/// A multiplexed connection to a server or to a cluster (one per node inside, behind redis-rs's
+/// routing), so the code above it does not care which.
+#[derive(Clone)]
+enum Conn {
+    Server(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Conn::Server(_) => "Conn::Server",
+            Conn::Cluster(_) => "Conn::Cluster",
+        })
+    }
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Server(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(&'a mut self, cmd: &'a redis::Pipeline, offset: usize, count: usize) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Server(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Server(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Which nodes of a cluster a key-less command must reach (a single server ignores it).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Route {
+    /// Every primary: SCRIPT LOAD, so whichever node owns the semaphore's slot, now or after a
+    /// migration or fail-over, has the script. With the cluster's default full-coverage
+    /// setting a primary that is down stops every command anyway, so this costs no availability.
+    AllPrimaries,
+    /// The primary serving the slot of this key: WAIT, which must reach the connection to the
+    /// node that ran the scripts.
+    PrimaryOf(redis::cluster_routing::Slot),
+}
+
+/// Connections to one Redis server (or cluster), shared by every semaphore of the process that
+/// uses its URL (or seed URLs).
+#[derive(Debug)]
+pub(crate) struct Connections {
+    target: Target,
+    /// The shared connection and its number (which connection of this process's it is): WAIT
+    /// covers only the writes made on the connection it runs on.
+    shared: tokio::sync::Mutex<(Option<Conn>, u64)>,
+    idle_pops: Mutex<Vec<Conn>>,
+}
+
+/// The connections of this process registered under `id`, created by `create` on first use.
+fn registered(id: String, create: impl FnOnce() -> Result<Target, WitError>) -> Result<Arc<Connections>, WitError> {
+    static BY_ID: Mutex<Option<HashMap<String, Weak<Connections>>>> = Mutex::new(None);
+    let mut map = BY_ID.lock().unwrap_or_else(|e| e.into_inner());
+    let map = map.get_or_insert_with(HashMap::new);
+    // Connections are driven by the threads of the process that opened them: after fork(),
+    // the child opens its own.
+    let id = format!("{} {id}", std::process::id());
+    if let Some(existing) = map.get(&id).and_then(Weak::upgrade) {
+        return Ok(existing);
+    }
+    let target = create()?;
+    let conns = Arc::new(Connections { target, shared: tokio::sync::Mutex::new((None, 0)), idle_pops: Mutex::new(Vec::new()) });
+    map.retain(|_, w| w.strong_count() > 0);
+    map.insert(id, Arc::downgrade(&conns));
+    Ok(conns)
+}
+
+impl Connections {
+    /// The process-wide connections for `url`, created on first use.
+    pub(crate) fn for_url(url: &str) -> Result<Arc<Self>, WitError> {
+        registered(url.to_string(), || {
+            let client = redis::Client::open(url).map_err(|e| WitError::InvalidArgument(format!("bad Redis URL: {e}")))?;
+            Ok(Target::Server(client))
+        })
+    }
+
+    /// The process-wide connections for the Redis Cluster with these seed nodes.
+    pub(crate) fn for_cluster(seeds: &[String]) -> Result<Arc<Self>, WitError> {
+        registered(format!("cluster {}", seeds.join(" ")), || {
+            let bad = |e: redis::RedisError| WitError::InvalidArgument(format!("bad Redis Cluster URLs: {e}"));
+            let builder = || ClusterClient::builder(seeds.iter().map(String::as_str)).connection_timeout(CONNECT_TIMEOUT);
+            let commands = builder().response_timeout(RESPONSE_TIMEOUT).build().map_err(bad)?;
+            let pops = builder().build().map_err(bad)?;
+            Ok(Target::Cluster { commands, pops })
+        })
+    }
+
+    /// True when a call may run twice after its reply was lost: redis-rs's cluster client sends
+    /// a command again by itself after a connection error (it must, to follow redirections).
+    /// The host itself never sends again a script for which that would do harm.
+    pub(crate) fn resends_lost_replies(&self) -> bool {
+        matches!(self.target, Target::Cluster { .. })
+    }
+
+    /// True for one plain server, whose blocking API runs on the caller's thread.
+    pub(crate) fn serves_caller_thread(&self) -> bool {
+        self.server_client().is_some()
+    }
+
+    /// The server's client, for plain blocking connections; `None` for a cluster, whose calls
+    /// always take the async path (its routing lives in the async cluster connection).
+    pub(super) fn server_client(&self) -> Option<&redis::Client> {
+        match &self.target {
+            Target::Server(client) => Some(client),
+            Target::Cluster { .. } => None,
+        }
+    }
+
+    async fn connect(&self, response_timeout: Option<Duration>) -> redis::RedisResult<Conn> {
+        match &self.target {
+            Target::Server(client) => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(response_timeout);
+                Ok(Conn::Server(client.get_multiplexed_async_connection_with_config(&config).await?))
+            }
+            Target::Cluster { commands, pops } => {
+                let client = if response_timeout.is_some() { commands } else { pops };
+                Ok(Conn::Cluster(client.get_async_connection().await?))
+            }
+        }
+    }
+
+    /// The shared connection and its number.
+    async fn shared(&self) -> redis::RedisResult<(Conn, u64)> {
+        let mut slot = self.shared.lock().await;
+        if let (Some(conn), number) = &*slot {
+            return Ok((conn.clone(), *number));
+        }
+        let conn = self.connect(Some(RESPONSE_TIMEOUT)).await?;
+        slot.0 = Some(conn.clone());
+        slot.1 += 1;
+        Ok((conn, slot.1))
+    }
+
+    /// Runs `cmd` on the shared connection, sent where `route` says on a cluster (commands with
+    /// a key are routed by it), and says which connection ran it. With `retry`, after a connection
+    /// failure (Redis restarted, network blip, no reply in time) it reconnects and tries once
+    /// more. A script that did run before the failure then runs twice: only scripts for which
+    /// that is harmless are sent with `retry` ([`scripts::Script::rerun_safe`]).
+    pub(super) async fn query(&self, cmd: &redis::Cmd, route: Option<Route>, retry: bool) -> redis::RedisResult<(Value, u64)> {
+        let attempt = |(mut conn, number): (Conn, u64)| async move {
+            let value = match (&mut conn, route) {
+                (Conn::Cluster(c), Some(Route::AllPrimaries)) => {
+                    let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, Some(ResponsePolicy::AllSucceeded)));
+                    c.route_command(cmd.clone(), all).await
+                }
+                (Conn::Cluster(c), Some(Route::PrimaryOf(slot))) => {
+                    let node = redis::cluster_routing::Route::with_slot(slot, SlotAddr::Master);
+                    c.route_command(cmd.clone(), RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(node))).await
+                }
+                _ => cmd.query_async(&mut conn).await,
+            };
+            value.map(|v| (v, number))
+        };
+        let (conn, number) = self.shared().await?;
+        match attempt((conn, number)).await {
+            Err(e) if is_connection_error(&e) => {
+                // The next call gets a new connection whether or not this one is sent again.
+                // Only the connection that failed: another call may have replaced it already, and
+                // dropping that one would split writes and their WAIT over two connections.
+                let mut slot = self.shared.lock().await;
+                if slot.1 == number {
+                    slot.0 = None;
+                }
+                drop(slot);
+                if retry { attempt(self.shared().await?).await } else { Err(e) }
+            }
+            other => other,
+        }
+    }
+
+    pub(super) async fn blocking_pop(&self, key: &str, timeout_ms: u64, exact: bool, cancel: Option<&CancelFlag>) -> Result<Option<String>, WitError> {
+        let pooled = self.idle_pops.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut reused = pooled.is_some();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => self.connect(None).await.map_err(|e| from_redis(&e))?,
+        };
+        let (cmd, timeout) = blpop(key, Duration::from_millis(timeout_ms), exact);
+        let time_up = tokio::time::sleep(timeout);
+        let cancelled = crate::cancel::cancelled(cancel);
+        tokio::pin!(time_up, cancelled);
+        // On time-out or cancellation the connection is dropped with the BLPOP in flight, which
+        // ends it on the server (a cluster connection's task, and so its node connections, end
+        // with its last handle). A push it may have taken is not lost: the waiter's grant record
+        // is the truth, which the guest settles next.
+        let popped = loop {
+            let popped = tokio::select! {
+                r = cmd.query_async::<Option<(String, String)>>(&mut conn) => r,
+                () = &mut time_up => return Ok(None),
+                () = &mut cancelled => return Err(WitError::Cancelled),
+            };
+            match popped {
+                // A kept connection that broke while idle (the server restarted, or dropped it):
+                // once more on a new one. Had the BLPOP reached a server and taken a push, the
+                // waiter's grant record still holds it, as after a time-out.
+                Err(e) if std::mem::take(&mut reused) && is_connection_error(&e) => {
+                    conn = tokio::select! {
+                        c = self.connect(None) => c.map_err(|e| from_redis(&e))?,
+                        () = &mut time_up => return Ok(None),
+                        () = &mut cancelled => return Err(WitError::Cancelled),
+                    };
+                }
+                other => break other.map_err(|e| from_redis(&e))?,
+            }
+        };
+        let mut idle = self.idle_pops.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < IDLE_POP_CONNECTIONS {
+            idle.push(conn);
+        }
+        Ok(popped.map(|(_, v)| v))
+    }
+}
+
+/// Plain blocking connections of one instance, for calls made on the caller's own thread
+/// ([`crate::BlockingSemaphore`]): no thread hand-off per round trip.
+#[derive(Default)]
+pub(super) struct SyncConnections {
+    pub(super) commands: Option<redis::Connection>,
+    pub(super) pops: Option<redis::Connection>,
+}
+
+impl std::fmt::Debug for SyncConnections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncConnections").field("open", &(self.commands.is_some(), self.pops.is_some())).finish()
+    }
+}
+
+/// The connection in `slot`, connected on first use. `read_timeout` is set once, at connection:
+/// a `setsockopt` per call is a syscall the hot path can do without.
+pub(super) fn sync_connection<'a>(
+    slot: &'a mut Option<redis::Connection>,
+    client: &redis::Client,
+    read_timeout: Option<Duration>,
+) -> redis::RedisResult<&'a mut redis::Connection> {
+    if slot.is_none() {
+        let conn = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
+        conn.set_read_timeout(read_timeout)?;
+        *slot = Some(conn);
+    }
+    Ok(slot.as_mut().expect("just set"))
+}
+
+pub(super) fn is_connection_error(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error()
+}
+
+/// Runs `request` on the blocking connection in `slot` (connected on first use), reconnecting
+/// once when the connection broke, as the async path does.
+pub(super) fn query_own(
+    slot: &mut Option<redis::Connection>,
+    client: &redis::Client,
+    retry: bool,
+    request: impl Fn(&mut redis::Connection) -> redis::RedisResult<Value>,
+) -> redis::RedisResult<Value> {
+    // A connection that already failed is replaced before anything is sent on it.
+    if slot.as_ref().is_some_and(|conn| !redis::ConnectionLike::is_open(conn)) {
+        *slot = None;
+    }
+    match sync_connection(slot, client, Some(RESPONSE_TIMEOUT)).and_then(&request) {
+        Err(e) if is_connection_error(&e) => {
+            // Dropped whether or not the request is sent again: after a time-out its reply may
+            // still come, and would be read as the next request's.
+            *slot = None;
+            if retry { sync_connection(slot, client, Some(RESPONSE_TIMEOUT)).and_then(request) } else { Err(e) }
+        }
+        other => other,
+    }
+}
