@@ -11,7 +11,7 @@ use crate::bindings::{api, sync, types, Guest};
 use crate::cancel::CancelFlag;
 use crate::error::guest_trap;
 use crate::runtime::Runtime;
-use crate::semaphore::ReplicaAck;
+use crate::options::ReplicaAck;
 use crate::transport::{HostState, Masters, CALL_TIME_LIMIT};
 use crate::Error;
 

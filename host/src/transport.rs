@@ -19,7 +19,7 @@ use crate::bindings::types::{Error as WitError, Host as TypesHost};
 use crate::cancel::CancelFlag;
 use crate::convert::{push_args, EvalshaFrame};
 use crate::error::from_redis;
-use crate::semaphore::ReplicaAck;
+use crate::options::ReplicaAck;
 
 mod caller_thread;
 mod connections;

@@ -1,0 +1,137 @@
+//! What to open: where Redis is, which semaphore, how it behaves, and which replicas must
+//! acknowledge its changes.
+
+use std::time::Duration;
+
+use crate::runtime::Runtime;
+
+/// Wait for replicas to acknowledge every change that matters (grants, releases, changes of the
+/// number of permits): with a primary and replicas (Sentinel, managed Redis), a fail-over to a
+/// replica that lacks a grant would grant the same permits again. An acquire whose grant is not
+/// acknowledged gives it back and fails with [`Error::NotReplicated`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaAck {
+    /// Replicas that must acknowledge (`WAIT replicas timeout`).
+    pub replicas: u32,
+    /// How long to wait for them; at least 1 ms and below the response time-out (5 s).
+    pub timeout: Duration,
+    /// Wait until the replicas have also written the change to their append-only file
+    /// (`WAITAOF 0 replicas timeout`, Redis 7.2+ / Valkey; the replicas need `appendonly yes`).
+    pub aof: bool,
+}
+
+impl ReplicaAck {
+    pub fn new(replicas: u32, timeout: Duration) -> Self {
+        ReplicaAck { replicas, timeout, aof: false }
+    }
+
+    pub fn aof(mut self, aof: bool) -> Self {
+        self.aof = aof;
+        self
+    }
+}
+
+/// What to open: where Redis is, which semaphore, and how it behaves.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where the semaphore lives, each `redis://[user:password@]host:port[/db]`, `rediss://…`
+    /// (TLS) or `unix:///path/to/socket`. One URL: one server. Several: independent masters,
+    /// each permit a slot held on a majority of them (Redlock mode). With `cluster`, the seed
+    /// nodes of one Redis Cluster.
+    pub masters: Vec<String>,
+    /// `masters` are seed nodes of a Redis Cluster (all keys of a semaphore live in one slot).
+    pub cluster: bool,
+    /// With several masters: when more than half of them fail, `acquire` raises
+    /// a quorum error instead of answering "not acquired".
+    pub raise_on_redis_errors: bool,
+    pub key: String,
+    /// Permits when the semaphore is first created; later openers with another value do not change it.
+    pub value: i64,
+    /// Refuse releases beyond the initial value (the default, like `threading.BoundedSemaphore`).
+    pub bounded: bool,
+    /// Lease of each permit; refreshed every third of it while this process lives.
+    pub lease: Duration,
+    /// Runtime to use; `None` means [`Runtime::global`].
+    pub runtime: Option<&'static Runtime>,
+    /// On a server that started less than a lease ago, a semaphore created now grants nothing
+    /// until a lease after that start, in case a restart without persistence wiped permits that
+    /// are still in use; and a semaphore this handle creates grants nothing for a lease after
+    /// any restart it sees later, in case the state came back older (an RDB snapshot). On by
+    /// default; turn it off only where Redis persists every write (`appendfsync always`).
+    pub guard_fresh_server: bool,
+    /// Create the semaphore if it does not exist (the default); when false, opening a missing
+    /// one is an `InvalidArgument` error (for tools that only inspect).
+    pub create: bool,
+    /// Replicas that must acknowledge changes; `None` (the default): none waited for.
+    pub replicas: Option<ReplicaAck>,
+}
+
+impl Options {
+    /// A semaphore on one Redis server.
+    pub fn new(url: impl Into<String>, key: impl Into<String>) -> Self {
+        Options::with_masters([url.into()], key)
+    }
+
+    /// A semaphore on several independent masters (Redlock mode when there is more than one).
+    pub fn with_masters(urls: impl IntoIterator<Item = String>, key: impl Into<String>) -> Self {
+        Options {
+            masters: urls.into_iter().collect(),
+            cluster: false,
+            raise_on_redis_errors: false,
+            key: key.into(),
+            value: 1,
+            bounded: true,
+            lease: Duration::from_secs(10),
+            runtime: None,
+            guard_fresh_server: true,
+            create: true,
+            replicas: None,
+        }
+    }
+
+    /// `masters` are the seed nodes of one Redis Cluster.
+    pub fn cluster(mut self, cluster: bool) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
+    pub fn raise_on_redis_errors(mut self, raise: bool) -> Self {
+        self.raise_on_redis_errors = raise;
+        self
+    }
+
+    pub fn permits(mut self, value: i64) -> Self {
+        self.value = value;
+        self
+    }
+
+    pub fn bounded(mut self, bounded: bool) -> Self {
+        self.bounded = bounded;
+        self
+    }
+
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    pub fn guard_fresh_server(mut self, guard: bool) -> Self {
+        self.guard_fresh_server = guard;
+        self
+    }
+
+    pub fn create(mut self, create: bool) -> Self {
+        self.create = create;
+        self
+    }
+
+    pub fn replica_ack(mut self, ack: ReplicaAck) -> Self {
+        self.replicas = Some(ack);
+        self
+    }
+
+    pub fn runtime(mut self, runtime: &'static Runtime) -> Self {
+        self.runtime = Some(runtime);
+        self
+    }
+}
