@@ -8,6 +8,6 @@ local HOLDER = ARGV[1]
 local LEASE = tonumber(ARGV[3])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
--- How often (ms) a one-server semaphore in use asks whether the server restarted (see
--- restart_check in prelude.lua); here so that the fast acquire can tell when a check is due.
+-- How often (ms) a semaphore in use asks whether the server restarted (see restart_check in
+-- prelude.lua); here so that the one-server fast acquire can tell when a check is due.
 local RESTART_CHECK_MS = 10

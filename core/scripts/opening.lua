@@ -16,8 +16,8 @@ end
 -- The quarantine end of a semaphore created now. A new semaphore and one whose state a restart
 -- without persistence wiped look the same: if the server started less than a lease ago,
 -- permits granted before the restart may still be held, so (when guarding, ARGV 4) grant
--- nothing until they would have ended. The start comes from INFO's uptime in whole seconds,
--- taken as late as it can be. (LASTSAVE, the start or the last RDB save, would quarantine new
+-- nothing until they would have ended. The start comes from INFO (started_ms), taken as late
+-- as it can be. (LASTSAVE, the start or the last RDB save, would quarantine new
 -- semaphores for up to a lease after every snapshot of a server that saves often.)
 local function fresh_quarantine()
   -- Known to have existed: lost here, held elsewhere (several masters) or still held (a handle

@@ -48,10 +48,16 @@ local function run_id(info)
   return info and string.match(info, 'run_id:(%x+)')
 end
 
--- When the server started (ms, server time), from INFO's uptime in whole seconds: up to a second
--- late, which only makes the quarantines that end a lease after it longer.
+-- The latest the server can have started (ms, server time), so that a quarantine ending a lease
+-- after it is never short. INFO's uptime subtracts two clocks read in whole seconds, the
+-- server's start (rounded down) from its cached time, and so reads up to a second more or less
+-- than the real uptime; the cached time itself (server_time_usec, Redis 6.2+) pins the start
+-- within one second. Without it, now's second, never earlier than the cached one, is used.
 local function started_ms(info)
-  return now - tonumber(string.match(info, 'uptime_in_seconds:(%d+)')) * 1000
+  local uptime = tonumber(string.match(info, 'uptime_in_seconds:(%d+)'))
+  local cached = tonumber(string.match(info, 'server_time_usec:(%d+)') or '')
+  local second = cached and math.floor(cached / 1000000) or math.floor(now / 1000)
+  return (second - uptime + 1) * 1000
 end
 
 -- A restart that reloads older state (an RDB snapshot, an AOF that missed its last writes)

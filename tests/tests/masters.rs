@@ -163,8 +163,9 @@ async fn masters_that_reload_an_older_snapshot_lend_no_vote_for_a_lease() {
     let mut servers = masters(3);
     let k = key("mm-rollback");
     let lease = Duration::from_millis(1500);
-    // The default guard, on servers older than the lease (or the opening would quarantine).
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // The default guard, on servers older than the lease (or the opening would quarantine),
+    // with a second to spare: a start is taken up to a second late.
+    tokio::time::sleep(Duration::from_millis(2700)).await;
     let options = Options::with_masters(servers.iter().map(Server::url), &k).permits(1).lease(lease);
     let holder = Semaphore::open(options.clone()).await.unwrap();
     let other = Semaphore::open(options).await.unwrap();

@@ -494,5 +494,44 @@ fn a_new_run_id_is_caught_even_when_the_last_check_is_dated_ahead() {
         assert_eq!(kept, [Some(run_id.clone()), None, None], "{flavor:?}: the several-master meta: {kept:?}");
         // A creator that declared every write persisted (guard off) is not quarantined.
         assert_eq!(claim("run-id-multi-unguarded", "0").0, 1, "{flavor:?}: quarantined with the guard off");
+        // The opening scripts of both modes record what the creator chose.
+        for (init, keys, guard) in [
+            (&scripts::INIT, Keys::new(&key("guard-off")).script_keys(), "0"),
+            (&scripts::MULTI_INIT, Keys::new(&key("guard-off-multi")).multi_script_keys("h"), "0"),
+            (&scripts::MULTI_INIT, Keys::new(&key("guard-on-multi")).multi_script_keys("h"), "1"),
+        ] {
+            let args = [guard.to_string(), "1".into()];
+            eval_script(&mut sem.conn, init, &keys, "h", 1, LEASE_MS, &args).expect("init");
+            let kept: String = redis::cmd("HGET").arg(&keys[0]).arg("guard").query(&mut sem.conn).expect("HGET");
+            assert_eq!(kept, guard, "{flavor:?}: {} recorded the guard as {kept}", init.name);
+        }
+    }
+}
+
+/// A semaphore created on a server that started less than a lease ago grants nothing until a
+/// lease after that start. INFO's uptime may read a second more than the real one (it subtracts
+/// two clocks read in whole seconds): the server is started just before a second begins and
+/// asked just after, when that reading is likely, and the quarantine must still reach a lease
+/// past the moment the server was started (both clocks are this machine's).
+#[test]
+fn the_fresh_server_quarantine_never_ends_before_a_lease_after_the_start() {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    let now = || SystemTime::now().duration_since(UNIX_EPOCH).expect("clock");
+    for flavor in Flavor::all() {
+        // 100 ms before a second begins (the server then starts within that second, unless slow).
+        let into_second = now().subsec_millis() as u64;
+        std::thread::sleep(Duration::from_millis((900 + 1000 - into_second) % 1000));
+        let before_start = now();
+        let server = Server::start(flavor);
+        let next_second = Duration::from_secs(before_start.as_secs() + 1) + Duration::from_millis(50);
+        std::thread::sleep(next_second.saturating_sub(now()));
+        let keys = Keys::new(&key("fresh-start"));
+        let mut conn = server.connection();
+        let guard_and_create = ["1".to_string(), "1".into()];
+        let opened = eval_script(&mut conn, &scripts::INIT, &keys.script_keys(), "h", 1, LEASE_MS, &guard_and_create).expect("init");
+        assert_eq!(ints(&opened), [1, 1], "{flavor:?}: created");
+        let until: u64 = redis::cmd("HGET").arg(keys.meta()).arg("quarantine").query(&mut conn).expect("HGET");
+        let lease_after_start = before_start.as_millis() as u64 + LEASE_MS;
+        assert!(until >= lease_after_start, "{flavor:?}: quarantined until {until}, {} ms short", lease_after_start - until);
     }
 }

@@ -72,7 +72,7 @@ class Server:
 
 
 #: The default lease (s): semaphores created with defaults on a server younger than this (plus
-#: LASTSAVE's one-second resolution) wait out the fresh-server guard.
+#: a second: the server's start is known to the second) wait out the fresh-server guard.
 DEFAULT_LEASE = 10.0
 
 
@@ -82,7 +82,7 @@ def server() -> Iterator[Server]:
     used verbatim with its defaults, grants at once (a server that just restarted would not)."""
     s = Server()
     started = int(s.client().lastsave().timestamp())
-    time.sleep(max(0.0, started + 1 + DEFAULT_LEASE + 0.2 - time.time()))
+    time.sleep(max(0.0, started + 1 + DEFAULT_LEASE + 0.5 - time.time()))
     yield s
     s.close()
 
