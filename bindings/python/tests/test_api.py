@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 
@@ -82,6 +83,65 @@ def test_context_managers_release_even_on_errors(redis_client, unique_key):
         assert sem.value == 0
         raise RuntimeError("boom")
     assert sem.value == 1
+
+
+def test_a_with_block_gives_back_only_the_permit_it_took(redis_client, unique_key):
+    a, b, c = (Semaphore(key=unique_key, masters={redis_client}) for _ in range(3))
+    with a:
+        # a pauses past its lease: Redis frees the permit, and b takes it.
+        redis_client.delete(f"pottery-semaphore:{{{unique_key}}}:leases")
+        assert b.acquire(blocking=False)
+    assert not c.acquire(blocking=False), "leaving a's block released b's permit: two holders"
+    b.release()
+
+
+async def test_an_async_with_block_gives_back_only_the_permit_it_took(redis_client, unique_key, server):
+    import redis.asyncio
+
+    a, b, c = (AIOSemaphore(key=unique_key, masters={redis.asyncio.Redis(port=server.port)}) for _ in range(3))
+    async with a:
+        redis_client.delete(f"pottery-semaphore:{{{unique_key}}}:leases")
+        assert await b.acquire(blocking=False)
+    assert not await c.acquire(blocking=False), "leaving a's block released b's permit: two holders"
+    await b.release()
+
+
+def test_a_signal_ends_a_blocking_acquire_on_the_main_thread_and_keeps_nothing(redis_client, unique_key):
+    """Python acts on a signal (Ctrl-C) only between its own steps, but the signal also breaks
+    the native wait's read from Redis (EINTR): the acquire ends at once, leaves the queue and
+    keeps no permit, and the handler's exception follows."""
+    holder = Semaphore(key=unique_key, masters={redis_client})
+    waiter = Semaphore(key=unique_key, masters={redis_client})
+    assert holder.acquire()
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(signum, frame):
+        raise Interrupted()
+
+    previous = signal.signal(signal.SIGUSR1, interrupt)
+    main = threading.main_thread().ident
+    sender = threading.Timer(0.3, lambda: signal.pthread_kill(main, signal.SIGUSR1))
+    started = time.monotonic()
+    try:
+        sender.start()
+        with pytest.raises(Interrupted):
+            waiter.acquire(timeout=3)
+        waited = time.monotonic() - started
+    finally:
+        sender.join()
+        signal.signal(signal.SIGUSR1, previous)
+    assert waited < 1.5, f"the signal ended the wait only after {waited:.2f} s"
+    # The host leaves the queue in the background, right after the cancellation.
+    deadline = time.monotonic() + 2
+    while waiter.waiters() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert waiter.waiters() == [], "the interrupted waiter stayed queued"
+    holder.release()
+    assert waiter.acquire(timeout=2), "the handle is still usable"
+    assert len(waiter.permits) == 1, "it holds the one permit it took, nothing from the interrupted wait"
+    waiter.release()
 
 
 async def test_async_api(redis_client, unique_key, server):

@@ -7,6 +7,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 import pytest
+import redis.exceptions
 
 from pottery_semaphore import (
     AuthenticationError,
@@ -89,10 +90,15 @@ def test_a_key_of_another_type(redis_client, unique_key):
     redis_client.set(f"pottery-semaphore:{{{unique_key}}}:meta", "x")
     with pytest.raises(WrongTypeError):
         Semaphore(key=unique_key, masters={redis_client})
+    # Code written for the original, which let redis-py's errors through, still catches them.
+    with pytest.raises(redis.exceptions.ResponseError):
+        Semaphore(key=unique_key, masters={redis_client})
 
 
 def test_redis_down_and_wrong_password(own_server, unique_key):
     with pytest.raises(RedisUnavailableError):
+        Semaphore(key=unique_key, masters={"redis://127.0.0.1:1"})
+    with pytest.raises(redis.exceptions.ConnectionError):
         Semaphore(key=unique_key, masters={"redis://127.0.0.1:1"})
     sem = Semaphore(key=unique_key, masters={own_server.url}, guard_fresh_server=False)
     strict = Semaphore(key=unique_key, masters={own_server.url}, guard_fresh_server=False, raise_on_redis_errors=True)
@@ -116,6 +122,8 @@ def test_wrong_password(unique_key):
     server = Server("--requirepass", "s3cret")
     try:
         with pytest.raises(AuthenticationError):
+            Semaphore(key=unique_key, masters={server.client(password="wrong")})
+        with pytest.raises(redis.exceptions.AuthenticationError):
             Semaphore(key=unique_key, masters={server.client(password="wrong")})
         sem = Semaphore(key=unique_key, masters={server.client(password="s3cret")}, guard_fresh_server=False)
         assert sem.acquire(blocking=False)

@@ -25,6 +25,10 @@ def test_client_urls():
         client_url(redis.sentinel.Sentinel([("localhost", 1)]).master_for("mymaster"))
     with pytest.raises(TypeError, match="ssl_ca_certs"):
         client_url(redis.Redis(host="h", ssl=True, ssl_ca_certs="/tmp/ca.pem"))
+    # A credential provider's credentials, not none: the URL must not connect unauthenticated.
+    provider = redis.UsernamePasswordCredentialProvider("u", "s3cret")
+    assert client_url(redis.Redis(host="h", credential_provider=provider)) == "redis://u:s3cret@h:6379/0"
+    assert client_url(redis.Redis(unix_socket_path="/tmp/a b#1.sock")) == "unix:///tmp/a%20b%231.sock?db=0"
     assert master_urls([]) == [DEFAULT_URL]
     assert master_urls(["redis://a:1", "redis://a:1"]) == ["redis://a:1"]
 

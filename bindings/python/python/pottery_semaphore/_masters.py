@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, List
+from typing import Any, Iterable, List, Tuple
 from urllib.parse import quote
 
 DEFAULT_URL = "redis://localhost:6379"
@@ -16,6 +16,23 @@ def _userinfo(username: Any, password: Any) -> str:
     return f"{user}:{secret}@"
 
 
+def _credentials(kwargs: Any) -> Tuple[Any, Any]:
+    """The client's username and password: from its credential provider when it has one (asked
+    once: credentials it rotates later are not followed), else from its pool's settings."""
+    provider = kwargs.get("credential_provider")
+    if provider is None:
+        return kwargs.get("username"), kwargs.get("password")
+    try:
+        given = tuple(provider.get_credentials())
+    except Exception as e:
+        raise TypeError(f"the client's credential provider gave no credentials ({e!r}): pass a URL instead") from None
+    if len(given) == 1:
+        return None, given[0]
+    if len(given) == 2:
+        return given
+    raise TypeError(f"the client's credential provider gave {len(given)} values, not (password,) or (username, password)")
+
+
 def client_url(client: Any) -> str:
     """The URL of a ``redis.Redis`` / ``redis.asyncio.Redis`` client, from its connection pool:
     host, port, db, username, password, TLS (``rediss://``) or a unix socket."""
@@ -26,16 +43,17 @@ def client_url(client: Any) -> str:
             f"masters must hold redis.Redis / redis.asyncio.Redis clients or URL strings, "
             f"not {type(client).__name__}"
         )
-    auth = _userinfo(kwargs.get("username"), kwargs.get("password"))
+    username, password = _credentials(kwargs)
+    auth = _userinfo(username, password)
     db = int(kwargs.get("db") or 0)
     path = kwargs.get("path")
     if path:
         query = f"?db={db}"
-        if kwargs.get("username"):
-            query += "&user=" + quote(str(kwargs["username"]), safe="")
-        if kwargs.get("password"):
-            query += "&pass=" + quote(str(kwargs["password"]), safe="")
-        return f"unix://{path}{query}"
+        if username:
+            query += "&user=" + quote(str(username), safe="")
+        if password:
+            query += "&pass=" + quote(str(password), safe="")
+        return f"unix://{quote(str(path), safe='/')}{query}"
     host = kwargs.get("host")
     if not host:
         # A Sentinel-managed pool, say, finds its master itself: turning it into localhost would

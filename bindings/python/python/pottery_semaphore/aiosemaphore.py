@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 from . import _cancel_safe
 from . import _common as c
@@ -45,6 +45,8 @@ class AIOSemaphore:
         self._fork = c.ForkGuard()
         self._native: Optional[Any] = None
         self._opening: Optional[asyncio.Lock] = None
+        # Per task, the tokens each `async with` block took, innermost last.
+        self._blocks: Dict[Optional["asyncio.Task[Any]"], List[List[int]]] = {}
 
     async def _open(self) -> Any:
         self._fork.check()
@@ -67,10 +69,11 @@ class AIOSemaphore:
         except c.NATIVE_ERRORS as e:
             raise c.translate(e) from None
 
-    async def _acquire(self, n: int, blocking: bool, timeout_s: Optional[float]) -> bool:
+    async def _acquire(self, n: int, blocking: bool, timeout_s: Optional[float]) -> List[Any]:
+        """The permits taken (empty: not acquired)."""
         native = await self._open()
         try:
-            return bool(await _cancel_safe.acquire(native, n, blocking, timeout_s))
+            return await _cancel_safe.acquire(native, n, blocking, timeout_s)
         except c.NATIVE_ERRORS as e:
             raise c.translate(e) from None
 
@@ -80,7 +83,7 @@ class AIOSemaphore:
         count = c.integer("n", n)
         seconds = c.timeout_seconds(blocking, timeout)
         try:
-            return await self._acquire(count, bool(blocking), seconds)
+            return bool(await self._acquire(count, bool(blocking), seconds))
         except exc.RedisUnavailableError:
             if self._raise_on_redis_errors:
                 raise
@@ -145,13 +148,20 @@ class AIOSemaphore:
         """Acquire a permit, waiting as long as it takes. As for ``with``: where ``acquire``
         would return False for an unreachable Redis, this raises
         :class:`RedisUnavailableError`; the block never runs without a permit."""
-        if not await self._acquire(1, True, None):
+        permits = await self._acquire(1, True, None)
+        if not permits:
             raise exc.SemaphoreRuntimeError("a blocking acquire without a time-out returned no permit")
+        self._blocks.setdefault(asyncio.current_task(), []).append([p.token for p in permits])
         return self
 
     async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
-        """Release the permit."""
-        await self.release()
+        """Release the permit this block took, and only that one (see ``Semaphore.__exit__``)."""
+        task = asyncio.current_task()
+        stack = self._blocks[task]
+        tokens = stack.pop()
+        if not stack:
+            del self._blocks[task]
+        await self._call("release_permits_async", tokens)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} key={self._key!r} bounded={self._bounded}>"

@@ -1,10 +1,14 @@
 """Exceptions of pottery_semaphore.
 
 Every error the native layer reports becomes one of these, so callers can catch the Python
-built-in they expect (``ValueError``, ``ConnectionError``...) or :class:`SemaphoreError` for all.
+built-in they expect (``ValueError``, ``ConnectionError``...), redis-py's class for the same
+failure (as code written for the original library, which let redis-py's errors through, does),
+or :class:`SemaphoreError` for all.
 """
 
 from __future__ import annotations
+
+import redis.exceptions as _redis
 
 __all__ = [
     "SemaphoreError",
@@ -42,7 +46,7 @@ class InvalidArgumentError(SemaphoreError, ValueError):
     """An argument is out of range (negative value, ``n < 1``, NaN timeout, empty key...)."""
 
 
-class RedisUnavailableError(SemaphoreError, ConnectionError):
+class RedisUnavailableError(SemaphoreError, ConnectionError, _redis.ConnectionError):
     """Redis could not be reached, or the connection broke."""
 
 
@@ -52,11 +56,11 @@ class QuorumIsImpossible(RedisUnavailableError):
     ``raise_on_redis_errors=True``; otherwise such an acquire returns ``False``."""
 
 
-class AuthenticationError(SemaphoreError, PermissionError):
+class AuthenticationError(SemaphoreError, PermissionError, _redis.AuthenticationError):
     """Redis refused the credentials, or the ACL user lacks a permission."""
 
 
-class WrongTypeError(SemaphoreError, TypeError):
+class WrongTypeError(SemaphoreError, TypeError, _redis.ResponseError):
     """A key of this semaphore holds another Redis type."""
 
 
