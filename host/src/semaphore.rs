@@ -321,12 +321,13 @@ impl Inner {
     /// Settles `held` after a release (see `Semaphore::release_with`), so that the refresher
     /// neither keeps alive what the caller gave up nor reports it lost.
     ///
-    /// When Redis could not be reached, the release may or may not have happened: the targeted
-    /// permits stop being refreshed, so they end within a lease at the latest, and the refresher
-    /// releases them again meanwhile. A release that was not replicated did happen on the
-    /// primary, but its reply (which of our permits went) is lost: of the permits it may have
-    /// taken, those Redis no longer lists leave `held`, and the untargeted ones among them are
-    /// reported lost (another holder's release took them). Argument errors changed nothing.
+    /// Argument errors and a refused bounded release changed nothing. After any other error the
+    /// release may have happened (Redis out of reach, an error after the script ran); one that
+    /// was not replicated did, on the primary, which a fail-over may still undo. Either way the
+    /// targeted permits stop being refreshed, so they end within a lease at the latest, and the
+    /// refresher releases them again meanwhile. A release that was not replicated also lost its
+    /// reply (which of our permits went): of the others it may have taken, those Redis no longer
+    /// lists leave `held` and are reported lost (another holder's release took them).
     async fn settle_release(&self, result: Result<Vec<u64>, Error>, targeted: &[u64], judged: &[u64]) -> Result<Vec<u64>, Error> {
         let e = match result {
             Ok(released) => {
@@ -338,22 +339,19 @@ impl Inner {
             }
             Err(e) => e,
         };
-        if matches!(e, Error::Unreachable(_) | Error::Quorum(_) | Error::Redis(_) | Error::Guest(_) | Error::Cancelled) {
+        if !matches!(e, Error::InvalidArgument(_) | Error::Bounded { .. }) {
             let mut held = lock(&self.held);
             let now = std::time::Instant::now();
             let gone: Vec<(u64, std::time::Instant)> = targeted.iter().filter(|t| held.remove(t).is_some()).map(|t| (*t, now)).collect();
             drop(held);
             lock(&self.unreleased).extend(gone);
-        } else if matches!(e, Error::NotReplicated(_))
+        }
+        if matches!(e, Error::NotReplicated(_))
             && let Ok(alive) = self.with_instance(|i| Box::pin(i.permits())).await
         {
             let alive: std::collections::BTreeSet<u64> = alive.iter().map(|p| p.token).collect();
             let mut held = lock(&self.held);
-            let lost: Vec<Permit> = judged
-                .iter()
-                .filter(|t| !alive.contains(t))
-                .filter_map(|t| held.remove(t).filter(|_| !targeted.contains(t)))
-                .collect();
+            let lost: Vec<Permit> = judged.iter().filter(|t| !alive.contains(t) && !targeted.contains(t)).filter_map(|t| held.remove(t)).collect();
             drop(held);
             if !lost.is_empty() {
                 lock(&self.lost).extend(lost);
@@ -582,11 +580,12 @@ impl Semaphore {
     /// Releases `n` permits: this handle's own first, then (permits are fungible, as with
     /// `threading.Semaphore`) other holders', whose owners then see them as lost.
     ///
-    /// `Unreachable` (or `Redis`, `Quorum`) means the release may or may not have happened. The
-    /// handle finishes it for its own permits: those it targeted stop being refreshed and are
-    /// released again in the background until Redis answers or their lease ends. Do not call
-    /// `release` again for them: that would release another permit. What it would have taken
-    /// beyond them (other holders' permits, added capacity) is not repeated.
+    /// Any error but `InvalidArgument` and `Bounded` (which change nothing) means the release
+    /// may or may not have happened (`NotReplicated`: it did, on the primary). The handle
+    /// finishes it for its own permits: those it targeted stop being refreshed and are released
+    /// again in the background until Redis answers or their lease ends. Do not call `release`
+    /// again for them: that would release another permit. What it would have taken beyond them
+    /// (other holders' permits, added capacity) is not repeated.
     pub async fn release(&self, n: i64) -> Result<(), Error> {
         let plan = move |inner: &Inner| {
             // Lowest token first; the guest can only release as ours the permits it is told of.

@@ -252,3 +252,26 @@ async fn a_release_whose_caller_stops_waiting_still_settles() {
     assert_eq!(sem.take_lost(), Vec::new(), "released, not lost");
     assert!(sem.held().is_empty(), "{:?}", sem.held());
 }
+
+/// A release whose WAIT is refused after its script ran (an ACL changed meanwhile) may have
+/// happened: the handle neither keeps refreshing the permit nor reports it lost, and the
+/// permit is free in Redis.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_release_refused_after_its_script_ran_neither_keeps_nor_loses_the_permit() {
+    let (primary, _replica) = primary_and_replica(Flavor::Redis, &[]);
+    let acl = |rules: &[&str]| redis::cmd("ACL").arg("SETUSER").arg("app").arg(rules).query::<()>(&mut primary.connection()).unwrap();
+    acl(&["on", ">pw", "~*", "&*", "+@all"]);
+    let url = primary.url().replacen("redis://", "redis://app:pw@", 1);
+    let options = pottery_semaphore_host::Options::new(url, key("refused-release")).guard_fresh_server(false).lease(Duration::from_millis(300));
+    let sem = Semaphore::open(options.replica_ack(ReplicaAck::new(1, ACK))).await.unwrap();
+    assert!(sem.acquire(false, None).await.unwrap());
+    acl(&["-wait"]);
+    let r = sem.release(1).await;
+    assert!(matches!(r, Err(Error::Auth(_))), "{r:?}");
+    // Longer than the lease: the refresher (every 100 ms) and the lease watch have had their say.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sem.take_lost(), Vec::new(), "released, not lost");
+    assert!(sem.held().is_empty(), "still refreshed: {:?}", sem.held());
+    acl(&["+wait"]);
+    assert_eq!(sem.value().await.unwrap(), 1, "the permit is free in Redis");
+}

@@ -91,8 +91,8 @@ class AIOSemaphore:
 
     async def release(self, n: int = 1) -> None:
         """Give back ``n`` permits: yours first, then other holders' (permits are fungible).
-        After :class:`RedisUnavailableError` the release is finished in the background: do not
-        call ``release`` again for it."""
+        After an error (but :class:`InvalidArgumentError` and :class:`BoundedSemaphoreError`) the
+        release is finished in the background: do not call ``release`` again for it."""
         await self._call("release_async", c.integer("n", n))
 
     async def locked(self) -> bool:

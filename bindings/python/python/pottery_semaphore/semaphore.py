@@ -92,8 +92,9 @@ class Semaphore:
         """Give back ``n`` permits: yours first; then, as with ``threading.Semaphore``, permits
         are fungible and other holders' are released (they see them in :meth:`lost_permits`).
 
-        After :class:`RedisUnavailableError` the release may or may not have happened: the
-        semaphore finishes it in the background, so do not call ``release`` again for it."""
+        After an error (but :class:`InvalidArgumentError` and :class:`BoundedSemaphoreError`,
+        which change nothing) the release may or may not have happened: the semaphore finishes
+        it in the background, so do not call ``release`` again for it."""
         self._call("release", c.integer("n", n))
 
     def locked(self) -> bool:

@@ -98,9 +98,9 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
     /**
      * Gives back [n] permits: this handle's own first, then (permits are fungible, as with
      * `java.util.concurrent.Semaphore`) other holders', who then see them as lost. A bounded
-     * semaphore refuses to go above its initial value ([SemaphoreException.Bounded]). After
-     * [SemaphoreException.Unreachable] the release may or may not have happened: the handle
-     * finishes it in the background, so do not call `release` again for it.
+     * semaphore refuses to go above its initial value ([SemaphoreException.Bounded]). After any
+     * other error (but [SemaphoreException.InvalidArgument]) the release may or may not have
+     * happened: the handle finishes it in the background, so do not call `release` again for it.
      */
     suspend fun release(n: Int = 1) {
         // Runs to completion even if the caller is cancelled meanwhile, as a release should.
