@@ -25,7 +25,7 @@ mod caller_thread;
 mod connections;
 
 pub(crate) use connections::Connections;
-use connections::{blpop, is_connection_error, query_own, sync_connection, Route, SyncConnections};
+use connections::{blpop, is_connection_error, query_own, sync_connection, OwnConn, Route, SyncConnections};
 
 /// Read-only commands the guest may send on one key of its own, each with how many arguments
 /// may follow the key: a field for HGET, none for the rest (so EXISTS cannot name more keys).
@@ -76,8 +76,11 @@ pub(crate) struct HostState {
     pub(crate) masters: Masters,
     /// What `wait_replicas` waits for; `None`: nothing.
     pub(crate) replicas: Option<ReplicaAck>,
-    /// The shared connection that ran the last script (`None`: this instance's own).
+    /// The async connection that ran the last script (`None`: this instance's blocking one).
     wrote_on: Option<u64>,
+    /// This instance's own async connection, for scripts and WAIT when it waits for replicas
+    /// (one server or a cluster: see `Connections::query_with`).
+    own_async: OwnConn,
     /// The current call runs on the caller's thread, which may block: use `sync`.
     pub(crate) blocking_io: bool,
     sync: SyncConnections,
@@ -111,6 +114,7 @@ impl HostState {
             masters,
             replicas: None,
             wrote_on: None,
+            own_async: None,
             blocking_io: false,
             sync: SyncConnections::default(),
             framed: Vec::new(),
@@ -183,13 +187,16 @@ impl HostState {
         Ok(self.run(master, cmd, None, true).await?.0)
     }
 
-    /// Runs `cmd` on master `master`: on this instance's blocking connection (one server only)
-    /// or the shared async one (see [`Connections::query`]); returns which shared connection ran
-    /// it, `None` for its own.
+    /// Runs `cmd` on master `master`: on this instance's blocking connection (one server only),
+    /// its own async one when it waits for replicas, or the shared async one (see
+    /// [`Connections::query`]); returns which async connection ran it, `None` for the blocking one.
     async fn run(&mut self, master: u32, cmd: &redis::Cmd, route: Option<Route>, retry: bool) -> redis::RedisResult<(Value, Option<u64>)> {
         let conns = self.masters[master as usize].clone();
         let Some(client) = self.caller_thread_client(&conns) else {
-            let (value, number) = conns.query(cmd, route, retry).await?;
+            let (value, number) = match self.replicas {
+                Some(_) => conns.query_with(&mut self.own_async, cmd, route, retry).await?,
+                None => conns.query(cmd, route, retry).await?,
+            };
             return Ok((value, Some(number)));
         };
         Ok((query_own(&mut self.sync.commands, client, retry, |conn| cmd.query(conn))?, None))

@@ -275,3 +275,25 @@ async fn a_release_refused_after_its_script_ran_neither_keeps_nor_loses_the_perm
     acl(&["+wait"]);
     assert_eq!(sem.value().await.unwrap(), 1, "the permit is free in Redis");
 }
+
+/// A WAIT held up by a stopped replica holds up only the call that sent it. Redis reads nothing
+/// more from a client blocked in WAIT, so the scripts of the process's other semaphores (one
+/// without replica acknowledgement here) must not queue behind it on a shared connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_wait_does_not_hold_up_other_semaphores() {
+    let (primary, replica) = primary_and_replica(Flavor::Redis, &[]);
+    let slow = Duration::from_millis(1500);
+    let acked = Semaphore::open(primary.options(&key("slow-wait")).permits(1).replica_ack(ReplicaAck::new(1, slow))).await.unwrap();
+    let plain = Semaphore::open(primary.options(&key("no-wait")).permits(1)).await.unwrap();
+    let paused = Paused::new(&replica);
+    let waiting = tokio::spawn(async move { acked.acquire(false, None).await });
+    tokio::time::sleep(Duration::from_millis(200)).await; // its WAIT is in flight by now
+    let started = Instant::now();
+    assert!(plain.acquire(false, None).await.unwrap());
+    plain.release(1).await.unwrap();
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(500), "queued behind the other semaphore's WAIT: {took:?}");
+    let r = waiting.await.unwrap();
+    assert!(matches!(r, Err(Error::NotReplicated(_))), "{r:?}");
+    drop(paused);
+}

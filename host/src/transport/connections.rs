@@ -3,6 +3,7 @@
 //! connections for calls made on the caller's thread.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -48,7 +49,7 @@ enum Target {
 /// A multiplexed connection to a server or to a cluster (one per node inside, behind redis-rs's
 /// routing), so the code above it does not care which.
 #[derive(Clone)]
-enum Conn {
+pub(super) enum Conn {
     Server(MultiplexedConnection),
     Cluster(ClusterConnection),
 }
@@ -95,6 +96,33 @@ pub(super) enum Route {
     /// The primary serving the slot of this key: WAIT, which must reach the connection to the
     /// node that ran the scripts.
     PrimaryOf(redis::cluster_routing::Slot),
+}
+
+/// Numbers the async connections of this process: WAIT covers only the writes made on the
+/// connection it runs on, so a caller tells the connection that ran its scripts by its number.
+static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
+
+fn next_number() -> u64 {
+    NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A connection of one guest instance's own, once connected, and its number (see
+/// [`Connections::query_with`]).
+pub(super) type OwnConn = Option<(Conn, u64)>;
+
+/// Sends `cmd` on `conn`, where `route` says on a cluster (commands with a key are routed by it).
+async fn send(conn: &mut Conn, cmd: &redis::Cmd, route: Option<Route>) -> redis::RedisResult<Value> {
+    match (conn, route) {
+        (Conn::Cluster(c), Some(Route::AllPrimaries)) => {
+            let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, Some(ResponsePolicy::AllSucceeded)));
+            c.route_command(cmd.clone(), all).await
+        }
+        (Conn::Cluster(c), Some(Route::PrimaryOf(slot))) => {
+            let node = redis::cluster_routing::Route::with_slot(slot, SlotAddr::Master);
+            c.route_command(cmd.clone(), RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(node))).await
+        }
+        (conn, _) => cmd.query_async(conn).await,
+    }
 }
 
 /// Connections to one Redis server (or cluster), shared by every semaphore of the process that
@@ -189,8 +217,7 @@ impl Connections {
             return Ok((conn.clone(), *number));
         }
         let conn = self.connect(Some(RESPONSE_TIMEOUT)).await?;
-        slot.0 = Some(conn.clone());
-        slot.1 += 1;
+        *slot = (Some(conn.clone()), next_number());
         Ok((conn, slot.1))
     }
 
@@ -200,20 +227,7 @@ impl Connections {
     /// more. A script that did run before the failure then runs twice: only scripts for which
     /// that is harmless are sent with `retry` ([`scripts::Script::rerun_safe`]).
     pub(super) async fn query(&self, cmd: &redis::Cmd, route: Option<Route>, retry: bool) -> redis::RedisResult<(Value, u64)> {
-        let attempt = |(mut conn, number): (Conn, u64)| async move {
-            let value = match (&mut conn, route) {
-                (Conn::Cluster(c), Some(Route::AllPrimaries)) => {
-                    let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, Some(ResponsePolicy::AllSucceeded)));
-                    c.route_command(cmd.clone(), all).await
-                }
-                (Conn::Cluster(c), Some(Route::PrimaryOf(slot))) => {
-                    let node = redis::cluster_routing::Route::with_slot(slot, SlotAddr::Master);
-                    c.route_command(cmd.clone(), RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(node))).await
-                }
-                _ => cmd.query_async(&mut conn).await,
-            };
-            value.map(|v| (v, number))
-        };
+        let attempt = |(mut conn, number): (Conn, u64)| async move { send(&mut conn, cmd, route).await.map(|v| (v, number)) };
         let (conn, number) = self.shared().await?;
         match attempt((conn, number)).await {
             Err(e) if is_connection_error(&e) => {
@@ -228,6 +242,32 @@ impl Connections {
                 if retry { attempt(self.shared().await?).await } else { Err(e) }
             }
             other => other,
+        }
+    }
+
+    /// As [`Connections::query`], on `own` (connected on first use) instead of the shared
+    /// connection: for an instance that waits for replicas. Redis reads nothing more from a
+    /// client blocked in WAIT, so on the shared connection one slow WAIT would hold up every
+    /// script of the process behind it, refreshes included.
+    pub(super) async fn query_with(&self, own: &mut OwnConn, cmd: &redis::Cmd, route: Option<Route>, retry: bool) -> redis::RedisResult<(Value, u64)> {
+        let (conn, number) = match own {
+            Some((conn, number)) => (conn, *number),
+            None => {
+                let (conn, number) = own.insert((self.connect(Some(RESPONSE_TIMEOUT)).await?, next_number()));
+                (conn, *number)
+            }
+        };
+        match send(conn, cmd, route).await {
+            // As on the shared connection: replaced whether or not the command is sent again.
+            Err(e) if is_connection_error(&e) => {
+                *own = None;
+                if !retry {
+                    return Err(e);
+                }
+                let (conn, number) = own.insert((self.connect(Some(RESPONSE_TIMEOUT)).await?, next_number()));
+                send(conn, cmd, route).await.map(|v| (v, *number))
+            }
+            other => other.map(|v| (v, number)),
         }
     }
 
