@@ -1,6 +1,6 @@
-//! The blocking API: the async one driven to completion on the calling thread. The work itself
-//! runs on the runtime's threads, so this is safe from any thread, including inside another
-//! async runtime (though blocking an executor thread is as unwise as ever).
+//! The blocking API: the async one driven to completion on the calling thread, whose calls run
+//! there too (with blocking I/O on one plain server; otherwise the runtime's threads drive the
+//! connections). Safe from any thread, but it blocks that thread: not from an executor's.
 
 use std::future::Future;
 use std::pin::pin;

@@ -587,9 +587,9 @@ impl Semaphore {
     /// again for them: that would release another permit. What it would have taken beyond them
     /// (other holders' permits, added capacity) is not repeated.
     pub async fn release(&self, n: i64) -> Result<(), Error> {
-        let plan = move |inner: &Inner| {
+        let plan = move |held: &BTreeMap<u64, Permit>| {
             // Lowest token first; the guest can only release as ours the permits it is told of.
-            let own: Vec<u64> = lock(&inner.held).keys().take(MAX_PERMITS_PER_CALL as usize).copied().collect();
+            let own: Vec<u64> = held.keys().take(MAX_PERMITS_PER_CALL as usize).copied().collect();
             let targeted: Vec<u64> = own.iter().take(usize::try_from(n).unwrap_or(0)).copied().collect();
             let judged = own.clone();
             (targeted, judged, release_op(move |i| Box::pin(async move { i.release(n, &own).await })))
@@ -599,25 +599,32 @@ impl Semaphore {
 
     /// Releases exactly these permits of this handle (those it still holds).
     pub async fn release_permits(&self, tokens: Vec<u64>) -> Result<Vec<u64>, Error> {
-        let plan = move |_: &Inner| (tokens.clone(), tokens.clone(), release_op(move |i| Box::pin(async move { i.release_permits(&tokens).await })));
+        let plan = move |_: &BTreeMap<u64, Permit>| {
+            (tokens.clone(), tokens.clone(), release_op(move |i| Box::pin(async move { i.release_permits(&tokens).await })))
+        };
         self.release_with(plan).await
     }
 
     /// Runs a release and settles `held` after it, in one piece: on the runtime's threads
     /// unless inline, so that dropping the caller's future leaves neither undone, and one
     /// release of this handle at a time (see `Inner::releases`). `plan` says, from `held` as
-    /// the release finds it, which permits it gives back (marked meanwhile: a refresh that
-    /// misses them has not seen a lost lease), which it may have taken, and the call.
+    /// the release finds it, which permits it gives back (marked meanwhile, before `held` is
+    /// let go: neither a refresh that misses them nor the lease watch takes them for lost),
+    /// which it may have taken, and the call.
     async fn release_with<P, F>(&self, plan: P) -> Result<Vec<u64>, Error>
     where
-        P: FnOnce(&Inner) -> (Vec<u64>, Vec<u64>, F) + Send + 'static,
+        P: FnOnce(&BTreeMap<u64, Permit>) -> (Vec<u64>, Vec<u64>, F) + Send + 'static,
         F: for<'a> FnOnce(&'a mut Instance) -> OpFuture<'a, Vec<u64>> + Send + 'static,
     {
         let (inner, inline) = (self.inner.clone(), self.inline);
         let work = async move {
             let _one_at_a_time = inner.releases.lock().await;
-            let (targeted, judged, op) = plan(&inner);
-            let _releasing = Releasing::new(&inner, &targeted);
+            let (targeted, judged, op, _releasing) = {
+                let held = lock(&inner.held);
+                let (targeted, judged, op) = plan(&held);
+                let releasing = Releasing::new(&inner, &targeted);
+                (targeted, judged, op, releasing)
+            };
             let result = if inline { inner.with_instance_blocking(op).await } else { inner.with_instance(op).await };
             inner.settle_release(result, &targeted, &judged).await
         };
