@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -161,6 +162,33 @@ async def test_async_api(redis_client, unique_key, server):
     with pytest.raises(ValueError, match="^n must be >= 1$"):
         await sem.release(0)
     assert repr(sem) == f"<AIOSemaphore key='{unique_key}' bounded=True>"
+
+
+def test_a_forked_child_refuses_the_parents_semaphore_and_opens_its_own(redis_client, unique_key):
+    """A handle lives on the threads of the process that opened it, which a child made by
+    fork() does not have: every use there raises, before touching the handle, and a semaphore
+    created in the child works (on a runtime of its own)."""
+    sem = Semaphore(key=unique_key, masters={redis_client})
+    assert sem.acquire()
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit status only
+        code = 1
+        try:
+            uses = [lambda: sem.value, lambda: sem.fencing_token, lambda: sem.key, sem.lost_permits, sem.release]
+            refused = 0
+            for use in uses:
+                try:
+                    use()
+                except SemaphoreError:
+                    refused += 1
+            own = Semaphore(value=1, key=unique_key + "-child", masters={redis_client})
+            code = 0 if refused == len(uses) and own.acquire(blocking=False) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child could use the parent's handle, or not open its own"
+    assert sem.value == 0, "the child released nothing of the parent's"
+    sem.release()
 
 
 def test_repr(redis_client, unique_key):

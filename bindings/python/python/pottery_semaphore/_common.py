@@ -101,11 +101,9 @@ def timeout_seconds(blocking: bool, timeout: Any) -> Optional[float]:
     library did. NaN and other negatives reach the native layer, which rejects them."""
     if not blocking or timeout is None:
         return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        try:
-            timeout = _to_float(timeout)
-        except (TypeError, ValueError):
-            raise TypeError(f"timeout must be a number, not {type(timeout).__name__}") from None
+    # A number, not text ("5") or a flag (True), which float() would take as seconds.
+    if isinstance(timeout, bool) or not isinstance(timeout, (numbers.Real, decimal.Decimal)):
+        raise TypeError(f"timeout must be a number, not {type(timeout).__name__}")
     if timeout == -1:
         return None
     t = _to_float(timeout)

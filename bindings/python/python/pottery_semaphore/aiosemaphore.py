@@ -117,17 +117,24 @@ class AIOSemaphore:
         """Capacity, available permits, every holder and the waiters in the order served."""
         return c.status(await self._call("status_async"))
 
+    def _opened(self) -> Optional[Any]:
+        """The native handle once opened, in the process that opened it (see ``ForkGuard``)."""
+        self._fork.check()
+        return self._native
+
+    def _held(self) -> List[Any]:
+        native = self._opened()
+        return [] if native is None else native.held()
+
     @property
     def fencing_token(self) -> Optional[int]:
         """The fencing token of your newest permit, or None when you hold none."""
-        if self._native is None:
-            return None
-        return max((p.token for p in self._native.held()), default=None)
+        return max((p.token for p in self._held()), default=None)
 
     @property
     def lease_deadline(self) -> Optional[float]:
         """When the first of your permits' leases ends (Unix seconds, Redis time), or None."""
-        held = self._native.held() if self._native is not None else []
+        held = self._held()
         if not held:
             return None
         return min(p.deadline_ms for p in held) / 1000.0
@@ -135,14 +142,14 @@ class AIOSemaphore:
     @property
     def holder_id(self) -> Optional[str]:
         """This object's holder id once opened (None before the first awaited call)."""
-        return None if self._native is None else str(self._native.holder_id())
+        native = self._opened()
+        return None if native is None else str(native.holder_id())
 
     def lost_permits(self) -> List[c.Permit]:
         """Permits you held and lost since the last call (lease ended, or released by another
         holder). Stop using what such a permit protected."""
-        if self._native is None:
-            return []
-        return [c.permit(p) for p in self._native.take_lost()]
+        native = self._opened()
+        return [] if native is None else [c.permit(p) for p in native.take_lost()]
 
     async def __aenter__(self) -> "AIOSemaphore":
         """Acquire a permit, waiting as long as it takes. As for ``with``: where ``acquire``

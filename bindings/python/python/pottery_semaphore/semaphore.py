@@ -69,9 +69,13 @@ class Semaphore:
         self._blocks = threading.local()
         self._native = c.call(_ffi.Semaphore.open, opts)
 
-    def _call(self, method: str, *args: Any) -> Any:
+    def _here(self) -> Any:
+        """The native handle, in the process that opened it (see ``ForkGuard``)."""
         self._fork.check()
-        return c.call(getattr(self._native, method), *args)
+        return self._native
+
+    def _call(self, method: str, *args: Any) -> Any:
+        return c.call(getattr(self._here(), method), *args)
 
     def acquire(self, blocking: bool = True, timeout: Optional[float] = -1, *, n: int = 1) -> bool:
         """Take ``n`` permits (all at once or none). Returns whether they were taken.
@@ -116,17 +120,17 @@ class Semaphore:
     @property
     def key(self) -> str:
         """The semaphore's name as Redis knows it."""
-        return str(self._native.key())
+        return str(self._here().key())
 
     @property
     def holder_id(self) -> str:
         """This object's holder id, as :meth:`status` lists it."""
-        return str(self._native.holder_id())
+        return str(self._here().holder_id())
 
     @property
     def lease(self) -> float:
         """Seconds a permit stays valid without a refresh."""
-        return int(self._native.lease_ms()) / 1000.0
+        return int(self._here().lease_ms()) / 1000.0
 
     @property
     def permits(self) -> List[c.Permit]:
@@ -136,13 +140,13 @@ class Semaphore:
     @property
     def fencing_token(self) -> Optional[int]:
         """The fencing token of your newest permit, or None when you hold none."""
-        held = self._native.held()
+        held = self._here().held()
         return max((p.token for p in held), default=None)
 
     @property
     def lease_deadline(self) -> Optional[float]:
         """When the first of your permits' leases ends (Unix seconds, Redis time), or None."""
-        held = self._native.held()
+        held = self._here().held()
         if not held:
             return None
         return min(p.deadline_ms for p in held) / 1000.0
@@ -150,8 +154,7 @@ class Semaphore:
     def lost_permits(self) -> List[c.Permit]:
         """Permits you held and lost since the last call (their lease ended, or another holder
         released them). Stop using what such a permit protected."""
-        self._fork.check()
-        return [c.permit(p) for p in self._native.take_lost()]
+        return [c.permit(p) for p in self._here().take_lost()]
 
     def status(self) -> c.Status:
         """Capacity, available permits, every holder and the waiters in the order served."""
