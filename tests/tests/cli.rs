@@ -95,6 +95,10 @@ fn operators_set_and_add_permits_and_errors_say_what_to_do() {
     assert!(text(&out.stderr).contains("is Redis running"), "{}", text(&out.stderr));
     let out = run(&server, &["frobnicate"]);
     assert_eq!(out.status.code(), Some(64));
+    // A refused number creates nothing: a semaphore made here with 0 permits would stay so.
+    let fresh = key("cli-ops-negative");
+    assert_eq!(run(&server, &["set-permits", "--key", &fresh, "-1"]).status.code(), Some(64));
+    assert!(text(&run(&server, &["status", "--key", &fresh]).stderr).contains("no semaphore"));
 }
 
 #[test]
@@ -205,4 +209,30 @@ fn a_signal_while_waiting_leaves_the_queue_before_exiting() {
     assert!(status.success());
     assert_eq!(child.wait().expect("wait").code(), Some(128 + 15));
     assert!(other.status().expect("status").waiters.is_empty(), "the CLI exited still queued");
+}
+
+/// `nohup` (or a shell's `trap '' HUP`) leaves SIGHUP ignored: it stays ignored, by the CLI and
+/// by the command, which a handler of the CLI's would have reset to the default across exec.
+#[test]
+fn an_ignored_signal_stays_ignored_by_the_cli_and_the_command() {
+    use std::os::unix::process::CommandExt;
+    let server = Server::start(Flavor::Redis);
+    let k = key("cli-nohup");
+    let _sem = create(&server, &k, 1);
+    let script = format!("trap '' HUP; exec {} run --key {k} -- sh -c 'sleep 1; echo survived'", cli().display());
+    let child = Command::new("sh")
+        .args(["-c", &script])
+        .env("REDIS_URL", server.url())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_millis(500));
+    // As a terminal that hangs up does: the whole process group.
+    let pgid = format!("-{}", child.id());
+    assert!(Command::new("kill").args(["-HUP", "--", &pgid]).status().expect("kill").success());
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(0), "SIGHUP was not ignored");
+    assert_eq!(text(&out.stdout), "survived\n");
 }

@@ -165,6 +165,15 @@ macro_rules! say {
     }};
 }
 
+/// `eprint!` that ignores a failing stderr (a terminal that hung up answers EIO) instead of
+/// panicking, which would skip the clean-up that follows (leaving the queue, stopping the command).
+macro_rules! warn {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = write!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 fn print_status(key: &str, s: &Status, json: bool) {
     if json {
         let esc = |v: &str| {
@@ -219,7 +228,7 @@ async fn show_progress(sem: Semaphore, started: Instant) {
             },
             Err(_) => "Redis not answering".into(),
         };
-        eprint!("\r\x1b[Kwaiting for a permit of {:?}: {place}, {:.1} s", sem.key(), started.elapsed().as_secs_f64());
+        warn!("\r\x1b[Kwaiting for a permit of {:?}: {place}, {:.1} s", sem.key(), started.elapsed().as_secs_f64());
     }
 }
 
@@ -228,6 +237,19 @@ fn send_signal(pid: u32, signal: i32) {
     // SAFETY: kill(2) with a pid we spawned and a valid signal number touches no memory.
     unsafe {
         libc::kill(pid as libc::pid_t, signal);
+    }
+}
+
+/// True when `signal` is ignored (SIG_IGN), as `nohup` leaves SIGHUP, and a shell SIGINT and
+/// SIGQUIT for a background job. Such a signal is left alone: ignored here and, across exec, in
+/// the command (a handler of ours would be reset to the default action there).
+#[allow(unsafe_code)]
+fn ignored(signal: i32) -> bool {
+    // SAFETY: sigaction(2) with no new action only writes the current one into a zeroed struct
+    // of ours.
+    unsafe {
+        let mut current: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, std::ptr::null(), &mut current) == 0 && current.sa_sigaction == libc::SIG_IGN
     }
 }
 
@@ -273,19 +295,22 @@ async fn run(args: Args) -> Result<u8, Failure> {
     ];
     let mut signals = kinds
         .iter()
+        .filter(|k| !ignored(k.as_raw_value()))
         .map(|k| signal(*k).map(|s| (k.as_raw_value(), s)))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Failure { code: EX_SOFTWARE, message: e.to_string() })?;
     let sem = Semaphore::open(options).await.map_err(|e| failure(e, &url))?;
     let started = Instant::now();
     let progress = std::io::stderr().is_terminal().then(|| tokio::spawn(show_progress(sem.clone(), started)));
+    // A signal that comes with the grant wins: the user interrupted, and the grant goes back.
     let acquired = tokio::select! {
-        r = sem.acquire_n(1, true, timeout) => Ok(r),
+        biased;
         Some(sig) = first_signal(&mut signals) => Err(sig),
+        r = sem.acquire_n(1, true, timeout) => Ok(r),
     };
     if let Some(p) = progress {
         p.abort();
-        eprint!("\r\x1b[K");
+        warn!("\r\x1b[K");
     }
     let permits = match acquired {
         Err(sig) => {
@@ -316,7 +341,7 @@ async fn run(args: Args) -> Result<u8, Failure> {
     };
     let released = sem.release_permits(tokens).await;
     if let Err(e) = released {
-        eprintln!("pottery-semaphore: could not release the permit ({e}); it ends with its lease");
+        warn!("pottery-semaphore: could not release the permit ({e}); it ends with its lease\n");
     }
     if lost && !args.keep_running {
         return Ok(EX_LOST);
@@ -343,7 +368,14 @@ async fn watch_command(
             }
         };
         tokio::select! {
-            status = child.wait() => return (status.ok(), lost),
+            status = child.wait() => {
+                // A loss that came with the command's end counts: the command ran without it.
+                if !lost && !sem.take_lost().is_empty() {
+                    lost = true;
+                    report_lost(sem, "the command had ended");
+                }
+                return (status.ok(), lost);
+            }
             Some(sig) = first_signal(signals) => {
                 if sig != libc::SIGINT || !interrupt_reached_command() {
                     send_signal(pid, sig);
@@ -352,19 +384,28 @@ async fn watch_command(
             () = sem.lost(), if !lost => {
                 lost = true;
                 let what = if keep_running { "the command keeps running (--keep-running)" } else { "stopping the command" };
-                for p in sem.take_lost() {
-                    eprintln!("pottery-semaphore: lost the permit (token {}) of {:?}: its lease ended, Redis was out of reach or another holder released it; {what}", p.token, sem.key());
-                }
                 if !keep_running {
                     send_signal(pid, libc::SIGTERM);
                     kill_at = Some(tokio::time::Instant::now() + LOST_GRACE);
                 }
+                report_lost(sem, what);
             }
             () = kill_due => {
                 send_signal(pid, libc::SIGKILL);
                 kill_at = None;
             }
         }
+    }
+}
+
+/// Says on stderr that the permit (and any other this handle held) was lost, and what follows.
+fn report_lost(sem: &Semaphore, what: &str) {
+    for p in sem.take_lost() {
+        warn!(
+            "pottery-semaphore: lost the permit (token {}) of {:?}: its lease ended, Redis was out of reach or another holder released it; {what}\n",
+            p.token,
+            sem.key()
+        );
     }
 }
 
@@ -408,6 +449,10 @@ async fn operate(args: Args) -> Result<u8, Failure> {
         }
         "set-permits" => {
             let n = amount()?;
+            // Checked before opening, which would create a missing semaphore.
+            if n < 0 {
+                return Err(usage(format!("the number of permits must be >= 0, not {n}")));
+            }
             let sem = Semaphore::open(options.permits(n.max(0))).await.map_err(|e| failure(e, &url))?;
             let now = sem.set_permits(n).await.map_err(|e| failure(e, &url))?;
             say!("{key}: {now} permits");
