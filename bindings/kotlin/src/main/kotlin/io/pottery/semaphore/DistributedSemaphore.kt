@@ -33,7 +33,8 @@ import kotlinx.coroutines.withContext
  * handed over just as the cancellation came) are given back. [release] is not cancellable: once
  * called, it completes.
  *
- * Errors are [SemaphoreException]s.
+ * Errors are [SemaphoreException]s; using a handle after [close] throws [IllegalStateException]
+ * (an acquire that returns after it gives its permits back first).
  */
 class DistributedSemaphore private constructor(private val native: NativeSemaphore) : AutoCloseable {
 
@@ -68,13 +69,19 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
 
     /** As [acquire], returning the permits taken (empty when not acquired). */
     suspend fun acquirePermits(n: Int = 1, timeout: Duration? = null): List<Permit> {
+        checkCount(n)
         val wait = Wait.of(timeout)
-        return translated {
+        val permits = translated {
             native.acquireCancellationSafe(n.toLong(), wait.blocking, wait.seconds) { granted ->
                 // Cancelled just as the permits were handed over: give exactly those back.
                 withContext(NonCancellable + Dispatchers.IO) { native.releasePermits(granted.map { it.token }) }
             }
         }.toPermits()
+        if (permits.isNotEmpty() && closing) {
+            runCatching { withContext(NonCancellable) { releasePermits(permits) } }
+            throw IllegalStateException(CLOSED_DURING_ACQUIRE)
+        }
+        return permits
     }
 
     /** [acquire] for non-coroutine callers: blocks this thread. `timeout` `null` waits as long as it takes. */
@@ -89,8 +96,19 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
     /** [acquirePermits] for non-coroutine callers: blocks this thread. */
     @JvmOverloads
     fun acquirePermitsBlocking(n: Int = 1, timeout: java.time.Duration? = null): List<Permit> {
+        checkCount(n)
         val wait = Wait.of(timeout?.toKotlinDuration())
-        return translated { native.acquire(n.toLong(), wait.blocking, wait.seconds) }.toPermits()
+        val permits = translated { native.acquire(n.toLong(), wait.blocking, wait.seconds) }.toPermits()
+        if (permits.isNotEmpty() && closing) {
+            runCatching { releasePermitsBlocking(permits) }
+            throw IllegalStateException(CLOSED_DURING_ACQUIRE)
+        }
+        return permits
+    }
+
+    /** A count of permits is checked here, before any native call (which may first connect). */
+    private fun checkCount(n: Int) {
+        if (n < 1) throw SemaphoreException.InvalidArgument("n must be >= 1, not $n")
     }
 
     // Releasing
@@ -103,6 +121,7 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
      * happened: the handle finishes it in the background, so do not call `release` again for it.
      */
     suspend fun release(n: Int = 1) {
+        checkCount(n)
         // Runs to completion even if the caller is cancelled meanwhile, as a release should.
         withContext(NonCancellable) { translated { native.releaseAsync(n.toLong()) } }
     }
@@ -110,6 +129,7 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
     /** [release] for non-coroutine callers. */
     @JvmOverloads
     fun releaseBlocking(n: Int = 1) {
+        checkCount(n)
         translated { native.release(n.toLong()) }
     }
 
@@ -266,6 +286,12 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
     override fun toString() = "DistributedSemaphore(key=$key, holderId=$holderId)"
 
     companion object {
+        /**
+         * An acquire that returns after [close] was called: the handle gives back what it holds
+         * as it goes, so the caller must not take those permits for held.
+         */
+        private const val CLOSED_DURING_ACQUIRE = "the semaphore handle was closed during the acquire; its permits were given back"
+
         /** Connects and creates the semaphore in Redis unless it exists. */
         suspend fun open(config: SemaphoreConfig): DistributedSemaphore {
             val options = config.toOptions()

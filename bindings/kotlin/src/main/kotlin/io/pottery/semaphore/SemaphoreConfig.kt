@@ -57,6 +57,7 @@ data class SemaphoreConfig @JvmOverloads constructor(
 
     fun withCluster(cluster: Boolean) = copy(cluster = cluster)
 
+    @JvmOverloads
     fun withReplicaAck(replicas: Int, timeoutMillis: Long, aof: Boolean = false): SemaphoreConfig {
         // The native record is unsigned: a negative number would wrap to a huge one there.
         if (replicas < 0 || timeoutMillis < 0) {
@@ -67,10 +68,16 @@ data class SemaphoreConfig @JvmOverloads constructor(
         return copy(replicaAck = ReplicaAck(replicas.toUInt(), timeoutMillis.toULong(), aof))
     }
 
+    /** As a data class prints itself, with the passwords in [url] and [moreMasters] hidden: configs end up in logs. */
+    override fun toString(): String =
+        "SemaphoreConfig(url=${redacted(url)}, key=$key, value=$value, bounded=$bounded, leaseMillis=$leaseMillis, " +
+            "guardFreshServer=$guardFreshServer, create=$create, moreMasters=${moreMasters.map(::redacted)}, " +
+            "raiseOnRedisErrors=$raiseOnRedisErrors, cluster=$cluster, replicaAck=$replicaAck)"
+
     internal fun toOptions(): SemaphoreOptions {
         // The native record takes the lease unsigned: a negative one is an argument error here
         // rather than a huge lease there.
-        if (leaseMillis < 0) {
+        if (leaseMillis <= 0) {
             throw SemaphoreException.InvalidArgument("the lease must be positive, not $leaseMillis ms")
         }
         return SemaphoreOptions(
@@ -88,3 +95,7 @@ data class SemaphoreConfig @JvmOverloads constructor(
         )
     }
 }
+
+/** [url] with the password of its user-info (`user:password@`) and any `pass=` parameter hidden. */
+internal fun redacted(url: String): String =
+    url.replace(Regex("(://[^:/@]*:)[^@/]*@"), "$1***@").replace(Regex("([?&]pass=)[^&#]*"), "$1***")

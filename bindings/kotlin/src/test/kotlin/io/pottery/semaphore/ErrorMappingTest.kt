@@ -3,6 +3,8 @@ package io.pottery.semaphore
 import io.pottery.semaphore.ffi.InternalException
 import io.pottery.semaphore.ffi.SemaphoreException as NativeError
 import org.junit.jupiter.api.Assertions.assertEquals
+import org.junit.jupiter.api.Assertions.assertFalse
+import org.junit.jupiter.api.Assertions.assertTrue
 import org.junit.jupiter.api.Assertions.assertSame
 import org.junit.jupiter.api.Test
 import org.junit.jupiter.api.assertThrows
@@ -49,5 +51,13 @@ class ErrorMappingTest {
         assertThrows<SemaphoreException.InvalidArgument> { config.withReplicaAck(-1, 100) }
         assertThrows<SemaphoreException.InvalidArgument> { config.withReplicaAck(1, -100) }
         assertEquals(1u, config.withReplicaAck(1, 100).replicaAck?.replicas)
+    }
+
+    @Test
+    fun `a config prints itself without its passwords`() {
+        val config = SemaphoreConfig("redis://app:s3cret@h:6379/0", "k", moreMasters = listOf("unix:///r.sock?db=0&pass=hunter2"))
+        val printed = config.toString()
+        assertFalse("s3cret" in printed || "hunter2" in printed, printed)
+        assertTrue("redis://app:***@h:6379/0" in printed && "pass=***" in printed, printed)
     }
 }

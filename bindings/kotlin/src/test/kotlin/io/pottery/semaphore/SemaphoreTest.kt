@@ -335,6 +335,29 @@ class SemaphoreTest : RedisTest() {
     }
 
     @Test
+    fun `an acquire that returns after close gives its permits back and says so`() = runBlocking<Unit> {
+        val key = uniqueKey()
+        val other = open(key)
+        assertTrue(other.acquire())
+        val sem = DistributedSemaphore.open(config(key))
+        val waiting = async(Dispatchers.IO) { runCatching { sem.acquireBlocking() } }
+        eventually("queued") { other.status().waiters.size == 1 }
+        sem.close()
+        other.release()
+        val result = waiting.await()
+        assertTrue(result.exceptionOrNull() is IllegalStateException, "returned $result after close()")
+        eventually("the permit came back") { other.value() == 1L }
+    }
+
+    @Test
+    fun `a bad count is an argument error`() {
+        val sem = DistributedSemaphore.openBlocking(config(uniqueKey()))
+        assertThrows<SemaphoreException.InvalidArgument> { sem.acquireBlocking(0) }
+        assertThrows<SemaphoreException.InvalidArgument> { sem.releaseBlocking(-1) }
+        sem.close()
+    }
+
+    @Test
     fun `closing a handle waits for a running withPermit block`() = runBlocking<Unit> {
         val key = uniqueKey()
         val other = open(key, value = 2)
