@@ -202,6 +202,32 @@ async fn copies_lost_beside_existing_ones_are_recreated_quarantined() {
     drop(a);
 }
 
+/// H holds the only slot on A and B (C was stalled and never saw a claim: its copy looks new).
+/// B then loses its state while up, and a process opens the semaphore while A does not answer:
+/// it sees B missing and C never claimed, but not A. Unless B is recreated quarantined, B and C
+/// form a majority for the slot H still holds.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_lost_while_a_master_is_silent_is_recreated_quarantined() {
+    let servers = masters(3);
+    let k = key("mm-lost-silent");
+    let lease = Duration::from_millis(1500);
+    let holder = Semaphore::open(options(&servers, &k).permits(1).lease(lease)).await.unwrap();
+    servers[2].pause();
+    let held = holder.acquire(false, None).await;
+    servers[2].resume();
+    assert!(held.unwrap(), "A and B grant");
+    let _: () = redis::cmd("FLUSHALL").query(&mut servers[1].connection()).unwrap();
+    servers[0].pause();
+    let newcomer = Semaphore::open(options(&servers, &k).permits(1).lease(lease)).await;
+    let granted = match &newcomer {
+        Ok(sem) => sem.acquire(false, None).await,
+        Err(e) => Err(e.clone()),
+    };
+    servers[0].resume();
+    assert!(!granted.unwrap(), "granted the slot H holds, through the recreated copy and one that never saw a claim");
+    drop(holder);
+}
+
 /// Another opener is creating the semaphore right now: its copy exists on one master, the other
 /// two not yet. Copies that never saw a claim mean nothing can be held, so this opener creates
 /// the missing ones as new (the fresh-server guard, off here), not quarantined as lost.
