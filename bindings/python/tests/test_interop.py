@@ -102,6 +102,38 @@ async def test_cancelling_an_acquire_as_its_grant_arrives_gives_the_permit_back(
     other.release()
 
 
+async def test_cancelling_an_open_as_it_finishes_lets_the_handle_go(own_server, unique_key, monkeypatch):
+    # As above for the first call, which opens the handle: cancelled once Rust has opened it,
+    # the handle must be freed, not kept (with its connections and background tasks) for good.
+    from pottery_semaphore._native import pottery_semaphore_ffi as ffi
+
+    probe = own_server.client()
+
+    def clients() -> int:
+        return int(probe.info("clients")["connected_clients"])
+
+    baseline = clients()
+    aio = AIOSemaphore(value=1, key=unique_key, masters={own_server.url}, guard_fresh_server=False)
+    task = None
+    set_result = ffi._uniffi_set_future_result
+
+    def set_result_then_cancel(future, poll_code):
+        set_result(future, poll_code)
+        if poll_code == ffi._UNIFFI_RUST_FUTURE_POLL_READY and task is not None:
+            task.cancel()
+
+    monkeypatch.setattr(ffi, "_uniffi_set_future_result", set_result_then_cancel)
+    task = asyncio.ensure_future(aio.get_value())
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    monkeypatch.undo()
+    deadline = time.monotonic() + 3
+    while clients() > baseline and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert clients() == baseline, "the cancelled open kept its handle and connections"
+    assert await aio.get_value() == 1, "the semaphore opens again"
+
+
 def test_four_processes_compete_for_two_permits(server, unique_key):
     procs = [
         subprocess.Popen(python_worker("stress", server.url, unique_key, "2", "60"), stdout=subprocess.PIPE, text=True)

@@ -57,7 +57,7 @@ class AIOSemaphore:
         async with self._opening:
             if self._native is None:
                 try:
-                    self._native = await _ffi.Semaphore.open_async(self._options)
+                    self._native = await _cancel_safe.open_semaphore(self._options)
                 except c.NATIVE_ERRORS as e:
                     raise c.translate(e) from None
         return self._native
