@@ -295,7 +295,7 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
         /** Connects and creates the semaphore in Redis unless it exists. */
         suspend fun open(config: SemaphoreConfig): DistributedSemaphore {
             val options = config.toOptions()
-            return DistributedSemaphore(translated { NativeSemaphore.openAsync(options) })
+            return DistributedSemaphore(translated { openCancellationSafe(options) })
         }
 
         /** [open] for non-coroutine callers: blocks this thread. */
