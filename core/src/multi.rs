@@ -127,7 +127,8 @@ impl<T: Transport> Semaphore<T> {
     /// guard says. Created without quarantine, such a copy could join a minority still holding a
     /// slot in a new majority for it. A semaphore missing everywhere is new, and so is one whose
     /// existing copies never saw a claim (another opener is creating it right now), but only if
-    /// every master answered: one that did not may hold a copy that saw claims.
+    /// every master answered: one that did not may hold a copy that saw claims. So a semaphore
+    /// first created while a master does not answer grants nothing for a lease.
     pub fn open(transport: T, config: Config) -> Result<(Self, Opened), Error> {
         let id = Identity::validate(&config)?;
         if id.initial > MAX_SLOTS {
@@ -150,10 +151,10 @@ impl<T: Transport> Semaphore<T> {
             claimed |= sem.init_reply(master, Ok(reply), &mut initials, &mut created, &mut missing)?;
         }
         if config.create && !missing.is_empty() {
-            // '2': quarantine whatever the server's age (see init.lua). Copies exist, and a
-            // master that did not answer may have one that saw a claim: as good as claimed.
-            let unseen = !failures.is_empty() && !initials.is_empty();
-            let lost = if claimed || unseen { "2".into() } else { guard };
+            // '2': quarantine whatever the server's age (see init.lua). A master that did not
+            // answer may hold a copy that saw a claim (even if every copy seen is missing: a
+            // flushed one beside one the semaphore never reached): as good as claimed.
+            let lost = if claimed || !failures.is_empty() { "2".into() } else { guard };
             let calls = std::mem::take(&mut missing).into_iter().map(|m| (m, vec![lost.clone(), "1".into()])).collect();
             for (master, reply) in sem.run_each(&scripts::MULTI_INIT, calls) {
                 match reply.and_then(Cursor::new) {

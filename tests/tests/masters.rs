@@ -192,8 +192,8 @@ async fn masters_that_reload_an_older_snapshot_lend_no_vote_for_a_lease() {
 async fn copies_lost_beside_existing_ones_are_recreated_quarantined() {
     let mut servers = masters(3);
     let k = key("mm-lost-copy");
-    servers[2].kill();
     let a = open(&servers, &k, 1).await;
+    servers[2].kill();
     assert!(a.acquire(false, None).await.unwrap(), "two of three masters grant");
     servers[2].restart();
     let _: () = redis::cmd("FLUSHALL").query(&mut servers[0].connection()).unwrap();
@@ -226,6 +226,27 @@ async fn a_copy_lost_while_a_master_is_silent_is_recreated_quarantined() {
     servers[0].resume();
     assert!(!granted.unwrap(), "granted the slot H holds, through the recreated copy and one that never saw a claim");
     drop(holder);
+}
+
+/// Created while a master does not answer, a semaphore cannot tell new from lost (the silent
+/// master may hold a copy that saw claims, beside copies lost or never made): it grants nothing
+/// for a lease.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_semaphore_created_while_a_master_is_silent_waits_a_lease() {
+    let servers = masters(3);
+    let lease = Duration::from_millis(1500);
+    servers[2].pause();
+    let opened = Instant::now();
+    let sem = Semaphore::open(options(&servers, &key("mm-silent-create")).permits(1).lease(lease)).await;
+    let (at_once, later) = match &sem {
+        Ok(sem) => (sem.acquire(false, None).await, sem.acquire(true, Some(Duration::from_secs(5))).await),
+        Err(e) => (Err(e.clone()), Err(e.clone())),
+    };
+    let waited = opened.elapsed();
+    servers[2].resume();
+    assert!(!at_once.unwrap(), "granted at once beside a silent master");
+    assert!(later.unwrap(), "granted after the quarantine");
+    assert!(waited >= lease - Duration::from_millis(50), "granted {waited:?} after the opening");
 }
 
 /// Another opener is creating the semaphore right now: its copy exists on one master, the other
