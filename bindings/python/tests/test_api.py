@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import threading
@@ -105,6 +106,38 @@ async def test_an_async_with_block_gives_back_only_the_permit_it_took(redis_clie
         assert await b.acquire(blocking=False)
     assert not await c.acquire(blocking=False), "leaving a's block released b's permit: two holders"
     await b.release()
+
+
+def test_a_with_block_left_on_another_thread_gives_its_permit_back(redis_client, unique_key):
+    sem = Semaphore(key=unique_key, masters={redis_client})
+
+    def guarded():
+        with sem:
+            yield
+
+    steps = guarded()
+    next(steps)  # entered here
+    assert sem.value == 0
+    finishing = threading.Thread(target=lambda: next(steps, None))  # left there, as a thread pool may
+    finishing.start()
+    finishing.join()
+    assert sem.value == 1, "the block's permit stayed held"
+
+
+async def test_an_async_with_block_left_by_another_task_gives_its_permit_back(unique_key, server):
+    import redis.asyncio
+
+    aio = AIOSemaphore(key=unique_key, masters={redis.asyncio.Redis(port=server.port)})
+
+    async def guarded():
+        async with aio:
+            yield
+
+    steps = guarded()
+    await steps.__anext__()
+    assert await aio.get_value() == 0
+    await asyncio.ensure_future(steps.aclose())  # as asyncio's finalizer closes an abandoned generator
+    assert await aio.get_value() == 1, "the block's permit stayed held"
 
 
 def test_a_signal_ends_a_blocking_acquire_on_the_main_thread_and_keeps_nothing(redis_client, unique_key):

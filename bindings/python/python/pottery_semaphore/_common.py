@@ -7,7 +7,8 @@ import math
 import numbers
 import operator
 import os
-from typing import Any, Callable, Iterable, List, NamedTuple, Optional, TypeVar
+import threading
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, TypeVar
 
 from . import exceptions as exc
 from ._masters import master_urls
@@ -203,6 +204,38 @@ def call(fn: Callable[..., T], *args: Any) -> T:
         return fn(*args)
     except NATIVE_ERRORS as e:
         raise translate(e) from None
+
+
+class OpenBlocks:
+    """The permits each ``with`` block took, from entering it to leaving it, by who entered it (a
+    thread, or an asyncio task), innermost last. A block is normally left by who entered it; one
+    that is not (a generator closed by another task, resumed on another thread) is taken to be
+    the block entered last."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_owner: Dict[Any, List[List[int]]] = {}
+        self._in_order: List[List[int]] = []
+
+    def enter(self, owner: Any, tokens: List[int]) -> None:
+        with self._lock:
+            self._by_owner.setdefault(owner, []).append(tokens)
+            self._in_order.append(tokens)
+
+    def leave(self, owner: Any) -> Optional[List[int]]:
+        """The tokens of the block `owner` leaves; None when no block is open."""
+        with self._lock:
+            if not self._by_owner.get(owner):
+                if not self._in_order:
+                    return None
+                last = self._in_order[-1]
+                owner = next(o for o, blocks in self._by_owner.items() if blocks and blocks[-1] is last)
+            blocks = self._by_owner[owner]
+            tokens = blocks.pop()
+            if not blocks:
+                del self._by_owner[owner]
+            self._in_order = [b for b in self._in_order if b is not tokens]
+            return tokens
 
 
 class ForkGuard:

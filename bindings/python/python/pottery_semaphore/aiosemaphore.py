@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Iterable, List, Optional
 
 from . import _cancel_safe
 from . import _common as c
@@ -45,8 +45,7 @@ class AIOSemaphore:
         self._fork = c.ForkGuard()
         self._native: Optional[Any] = None
         self._opening: Optional[asyncio.Lock] = None
-        # Per task, the tokens each `async with` block took, innermost last.
-        self._blocks: Dict[Optional["asyncio.Task[Any]"], List[List[int]]] = {}
+        self._blocks = c.OpenBlocks()
 
     async def _open(self) -> Any:
         self._fork.check()
@@ -158,17 +157,16 @@ class AIOSemaphore:
         permits = await self._acquire(1, True, None)
         if not permits:
             raise exc.SemaphoreRuntimeError("a blocking acquire without a time-out returned no permit")
-        self._blocks.setdefault(asyncio.current_task(), []).append([p.token for p in permits])
+        self._blocks.enter(asyncio.current_task(), [p.token for p in permits])
         return self
 
     async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
         """Release the permit this block took, and only that one (see ``Semaphore.__exit__``)."""
-        task = asyncio.current_task()
-        stack = self._blocks[task]
-        tokens = stack.pop()
-        if not stack:
-            del self._blocks[task]
-        await self._call("release_permits_async", tokens)
+        tokens = self._blocks.leave(asyncio.current_task())
+        if tokens is None:
+            await self.release()  # left without having entered: as the original did
+        else:
+            await self._call("release_permits_async", tokens)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} key={self._key!r} bounded={self._bounded}>"

@@ -65,8 +65,7 @@ class Semaphore:
         self._bounded = bool(bounded)
         self._raise_on_redis_errors = bool(raise_on_redis_errors)
         self._fork = c.ForkGuard()
-        # Per thread, the tokens each `with` block took, innermost last.
-        self._blocks = threading.local()
+        self._blocks = c.OpenBlocks()
         self._native = c.call(_ffi.Semaphore.open, opts)
 
     def _here(self) -> Any:
@@ -168,12 +167,6 @@ class Semaphore:
         """Queued acquires, first served first."""
         return self.status().waiters
 
-    def _entered(self) -> List[List[int]]:
-        stack = getattr(self._blocks, "tokens", None)
-        if stack is None:
-            stack = self._blocks.tokens = []
-        return stack
-
     def __enter__(self) -> "Semaphore":
         """Acquire a permit, waiting as long as it takes. A ``with`` block cannot be told that
         no permit was taken, so where ``acquire`` would return False for an unreachable Redis,
@@ -182,14 +175,19 @@ class Semaphore:
         permits = self._call("acquire", 1, True, None)
         if not permits:
             raise exc.SemaphoreRuntimeError("a blocking acquire without a time-out returned no permit")
-        self._entered().append([p.token for p in permits])
+        self._blocks.enter(threading.get_ident(), [p.token for p in permits])
         return self
 
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
         """Release the permit this block took, and only that one: if its lease ended meanwhile
         (see :meth:`lost_permits`), another holder's permit is not released in its place, as
-        ``release()`` would (permits are fungible), which would let one more holder in."""
-        self._call("release_permits", self._entered().pop())
+        ``release()`` would (permits are fungible), which would let one more holder in. (A
+        permit the block itself released and acquired again is not the block's: release it.)"""
+        tokens = self._blocks.leave(threading.get_ident())
+        if tokens is None:
+            self.release()  # left without having entered: as the original did
+        else:
+            self._call("release_permits", tokens)
 
     def __repr__(self) -> str:
         try:
