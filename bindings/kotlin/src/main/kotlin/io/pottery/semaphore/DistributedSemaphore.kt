@@ -70,6 +70,7 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
     /** As [acquire], returning the permits taken (empty when not acquired). */
     suspend fun acquirePermits(n: Int = 1, timeout: Duration? = null): List<Permit> {
         checkCount(n)
+        checkOpen()
         val wait = Wait.of(timeout)
         val permits = translated {
             native.acquireCancellationSafe(n.toLong(), wait.blocking, wait.seconds) { granted ->
@@ -97,6 +98,7 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
     @JvmOverloads
     fun acquirePermitsBlocking(n: Int = 1, timeout: java.time.Duration? = null): List<Permit> {
         checkCount(n)
+        checkOpen()
         val wait = Wait.of(timeout?.toKotlinDuration())
         val permits = translated { native.acquire(n.toLong(), wait.blocking, wait.seconds) }.toPermits()
         if (permits.isNotEmpty() && closing) {
@@ -104,6 +106,14 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
             throw IllegalStateException(CLOSED_DURING_ACQUIRE)
         }
         return permits
+    }
+
+    /**
+     * No acquire starts once [close] was called: while a [withPermit] block keeps the native
+     * handle open, it would still queue and take a permit from others before giving it back.
+     */
+    private fun checkOpen() {
+        check(!closing) { "the semaphore handle is closed" }
     }
 
     /** A count of permits is checked here, before any native call (which may first connect). */
