@@ -370,9 +370,10 @@ async fn watch_command(
         tokio::select! {
             status = child.wait() => {
                 // A loss that came with the command's end counts: the command ran without it.
-                if !lost && !sem.take_lost().is_empty() {
+                let late = sem.take_lost();
+                if !lost && !late.is_empty() {
                     lost = true;
-                    report_lost(sem, "the command had ended");
+                    report_lost(sem, late, "the command had ended");
                 }
                 return (status.ok(), lost);
             }
@@ -388,7 +389,7 @@ async fn watch_command(
                     send_signal(pid, libc::SIGTERM);
                     kill_at = Some(tokio::time::Instant::now() + LOST_GRACE);
                 }
-                report_lost(sem, what);
+                report_lost(sem, sem.take_lost(), what);
             }
             () = kill_due => {
                 send_signal(pid, libc::SIGKILL);
@@ -398,9 +399,9 @@ async fn watch_command(
     }
 }
 
-/// Says on stderr that the permit (and any other this handle held) was lost, and what follows.
-fn report_lost(sem: &Semaphore, what: &str) {
-    for p in sem.take_lost() {
+/// Says on stderr that these permits were lost, and what follows.
+fn report_lost(sem: &Semaphore, lost: Vec<pottery_semaphore_host::Permit>, what: &str) {
+    for p in lost {
         warn!(
             "pottery-semaphore: lost the permit (token {}) of {:?}: its lease ended, Redis was out of reach or another holder released it; {what}\n",
             p.token,
