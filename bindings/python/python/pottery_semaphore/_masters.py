@@ -24,8 +24,8 @@ def _credentials(kwargs: Any) -> Tuple[Any, Any]:
         return kwargs.get("username"), kwargs.get("password")
     try:
         given = tuple(provider.get_credentials())
-    except Exception as e:
-        raise TypeError(f"the client's credential provider gave no credentials ({e!r}): pass a URL instead") from None
+    except NotImplementedError:  # an asyncio-only provider
+        raise TypeError("the client's credential provider has no get_credentials(): pass a URL instead") from None
     if len(given) == 1:
         return None, given[0]
     if len(given) == 2:
