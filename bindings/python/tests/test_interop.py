@@ -75,13 +75,11 @@ async def test_cancelling_an_awaiting_acquire_leaks_nothing(server, unique_key):
     await aio.release()
 
 
-async def test_cancelling_an_acquire_as_its_grant_arrives_gives_the_permit_back(server, unique_key, monkeypatch):
-    # Forces the interleaving wait_for's time-out can hit: Rust has finished the acquire (the
-    # handle holds the permit) and the task is cancelled before it resumes with the result.
+async def cancelled_when_ready(call, monkeypatch) -> None:
+    """Runs `call` as a task cancelled just as its first Rust future reports "ready": Rust has
+    finished (the result exists) but the task has not resumed with it."""
     from pottery_semaphore._native import pottery_semaphore_ffi as ffi
 
-    aio = AIOSemaphore(value=1, key=unique_key, masters={server.url})
-    assert await aio.get_value() == 1
     task = None
     set_result = ffi._uniffi_set_future_result
 
@@ -91,10 +89,18 @@ async def test_cancelling_an_acquire_as_its_grant_arrives_gives_the_permit_back(
             task.cancel()
 
     monkeypatch.setattr(ffi, "_uniffi_set_future_result", set_result_then_cancel)
-    task = asyncio.ensure_future(aio.acquire())
+    task = asyncio.ensure_future(call)
     with pytest.raises(asyncio.CancelledError):
         await task
     monkeypatch.undo()
+
+
+async def test_cancelling_an_acquire_as_its_grant_arrives_gives_the_permit_back(server, unique_key, monkeypatch):
+    # Forces the interleaving wait_for's time-out can hit: Rust has finished the acquire (the
+    # handle holds the permit) and the task is cancelled before it resumes with the result.
+    aio = AIOSemaphore(value=1, key=unique_key, masters={server.url})
+    assert await aio.get_value() == 1
+    await cancelled_when_ready(aio.acquire(), monkeypatch)
     assert aio.fencing_token is None, "the handle kept the permit of the cancelled acquire"
     other = Semaphore(value=1, key=unique_key, masters={server.url})
     assert other.holders() == [], "the permit of the cancelled acquire is still held"
@@ -105,8 +111,6 @@ async def test_cancelling_an_acquire_as_its_grant_arrives_gives_the_permit_back(
 async def test_cancelling_an_open_as_it_finishes_lets_the_handle_go(own_server, unique_key, monkeypatch):
     # As above for the first call, which opens the handle: cancelled once Rust has opened it,
     # the handle must be freed, not kept (with its connections and background tasks) for good.
-    from pottery_semaphore._native import pottery_semaphore_ffi as ffi
-
     probe = own_server.client()
 
     def clients() -> int:
@@ -114,19 +118,7 @@ async def test_cancelling_an_open_as_it_finishes_lets_the_handle_go(own_server, 
 
     baseline = clients()
     aio = AIOSemaphore(value=1, key=unique_key, masters={own_server.url}, guard_fresh_server=False)
-    task = None
-    set_result = ffi._uniffi_set_future_result
-
-    def set_result_then_cancel(future, poll_code):
-        set_result(future, poll_code)
-        if poll_code == ffi._UNIFFI_RUST_FUTURE_POLL_READY and task is not None:
-            task.cancel()
-
-    monkeypatch.setattr(ffi, "_uniffi_set_future_result", set_result_then_cancel)
-    task = asyncio.ensure_future(aio.get_value())
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    monkeypatch.undo()
+    await cancelled_when_ready(aio.get_value(), monkeypatch)
     deadline = time.monotonic() + 3
     while clients() > baseline and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
