@@ -33,6 +33,7 @@ pub(super) fn blpop(key: &str, timeout: Duration, exact: bool) -> (redis::Cmd, D
     cmd.arg(key).arg(format!("{:.3}", on_server.as_secs_f64()));
     (cmd, on_host)
 }
+
 /// Idle pop connections kept per Redis server.
 const IDLE_POP_CONNECTIONS: usize = 16;
 
