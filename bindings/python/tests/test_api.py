@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import threading
@@ -85,6 +86,11 @@ def test_context_managers_release_even_on_errors(redis_client, unique_key):
         assert sem.value == 0
         raise RuntimeError("boom")
     assert sem.value == 1
+    # Entered and left from ExitStack's own frames: found by the thread that entered it.
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(sem)
+        assert sem.value == 0
+    assert sem.value == 1
 
 
 def test_a_with_block_gives_back_only_the_permit_it_took(redis_client, unique_key):
@@ -108,26 +114,39 @@ async def test_an_async_with_block_gives_back_only_the_permit_it_took(redis_clie
     await b.release()
 
 
-def test_a_with_block_left_on_another_thread_gives_its_permit_back(redis_client, unique_key):
-    sem = Semaphore(key=unique_key, masters={redis_client})
+def test_a_with_block_left_on_another_thread_gives_back_its_own_permit(redis_client, unique_key):
+    sem = Semaphore(value=2, key=unique_key, masters={redis_client})
 
     def guarded():
         with sem:
             yield
 
     steps = guarded()
-    next(steps)  # entered here
-    assert sem.value == 0
+    next(steps)  # entered here, in a generator
+    inside, leave = threading.Event(), threading.Event()
+
+    def other_block():
+        with sem:
+            inside.set()
+            leave.wait(10)
+
+    other = threading.Thread(target=other_block)
+    other.start()
+    inside.wait(10)
+    first, second = sorted(p.token for p in sem.permits)
     finishing = threading.Thread(target=lambda: next(steps, None))  # left there, as a thread pool may
     finishing.start()
     finishing.join()
-    assert sem.value == 1, "the block's permit stayed held"
+    assert [p.token for p in sem.permits] == [second], "the generator's block gave back another block's permit"
+    leave.set()
+    other.join()
+    assert sem.value == 2
 
 
-async def test_an_async_with_block_left_by_another_task_gives_its_permit_back(unique_key, server):
+async def test_an_async_with_block_left_by_another_task_gives_back_its_own_permit(unique_key, server):
     import redis.asyncio
 
-    aio = AIOSemaphore(key=unique_key, masters={redis.asyncio.Redis(port=server.port)})
+    aio = AIOSemaphore(value=2, key=unique_key, masters={redis.asyncio.Redis(port=server.port)})
 
     async def guarded():
         async with aio:
@@ -135,9 +154,21 @@ async def test_an_async_with_block_left_by_another_task_gives_its_permit_back(un
 
     steps = guarded()
     await steps.__anext__()
-    assert await aio.get_value() == 0
+    inside, leave = asyncio.Event(), asyncio.Event()
+
+    async def other_block():
+        async with aio:
+            inside.set()
+            await leave.wait()
+
+    other = asyncio.ensure_future(other_block())
+    await inside.wait()
+    first, second = sorted(p.token for p in await aio.permits())
     await asyncio.ensure_future(steps.aclose())  # as asyncio's finalizer closes an abandoned generator
-    assert await aio.get_value() == 1, "the block's permit stayed held"
+    assert [p.token for p in await aio.permits()] == [second], "the generator's block gave back another block's permit"
+    leave.set()
+    await other
+    assert await aio.get_value() == 2
 
 
 def test_a_signal_ends_a_blocking_acquire_on_the_main_thread_and_keeps_nothing(redis_client, unique_key):

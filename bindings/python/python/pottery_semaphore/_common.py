@@ -8,7 +8,8 @@ import numbers
 import operator
 import os
 import threading
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, TypeVar
+import warnings
+from typing import Any, Callable, Iterable, List, NamedTuple, Optional, TypeVar
 
 from . import exceptions as exc
 from ._masters import master_urls
@@ -207,35 +208,60 @@ def call(fn: Callable[..., T], *args: Any) -> T:
 
 
 class OpenBlocks:
-    """The permits each ``with`` block took, from entering it to leaving it, by who entered it (a
-    thread, or an asyncio task), innermost last. A block is normally left by who entered it; one
-    that is not (a generator closed by another task, resumed on another thread) is taken to be
-    the block entered last."""
+    """The permits each ``with`` block took, from entering it to leaving it. A block is found
+    again by the frame running the ``with`` statement, which stays the same when a generator holding
+    it is resumed on another thread or closed by another task; else (``contextlib.ExitStack``
+    enters and leaves from frames of its own) by who entered it, a thread or an asyncio task,
+    innermost first; else it is the one block whose owner has ended, if there is exactly one.
+    Never any other block: releasing a block still running would let one holder too many in."""
+
+    class _Block:
+        __slots__ = ("frame", "owner", "tokens")
+
+        def __init__(self, frame: Any, owner: Any, tokens: List[int]) -> None:
+            self.frame, self.owner, self.tokens = frame, owner, tokens
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._by_owner: Dict[Any, List[List[int]]] = {}
-        self._in_order: List[List[int]] = []
+        self._open: List["OpenBlocks._Block"] = []  # in the order entered
 
-    def enter(self, owner: Any, tokens: List[int]) -> None:
+    def enter(self, frame: Any, owner: Any, tokens: List[int]) -> None:
         with self._lock:
-            self._by_owner.setdefault(owner, []).append(tokens)
-            self._in_order.append(tokens)
+            self._open.append(OpenBlocks._Block(frame, owner, tokens))
 
-    def leave(self, owner: Any) -> Optional[List[int]]:
-        """The tokens of the block `owner` leaves; None when no block is open."""
+    def leave(self, frame: Any, owner: Any) -> Optional[List[int]]:
+        """The tokens of the block being left; None when it cannot be told which."""
         with self._lock:
-            if not self._by_owner.get(owner):
-                if not self._in_order:
-                    return None
-                last = self._in_order[-1]
-                owner = next(o for o, blocks in self._by_owner.items() if blocks and blocks[-1] is last)
-            blocks = self._by_owner[owner]
-            tokens = blocks.pop()
-            if not blocks:
-                del self._by_owner[owner]
-            self._in_order = [b for b in self._in_order if b is not tokens]
-            return tokens
+            block = next((b for b in reversed(self._open) if b.frame is frame), None)
+            if block is None:
+                block = next((b for b in reversed(self._open) if b.owner is owner), None)
+            if block is None:
+                ended = [b for b in self._open if _ended(b.owner)]
+                block = ended[0] if len(ended) == 1 else None
+            if block is None:
+                return None
+            self._open.remove(block)
+            return block.tokens
+
+
+def _ended(owner: Any) -> bool:
+    """Whether a thread or an asyncio task has finished (``None``, outside a task: never)."""
+    if isinstance(owner, threading.Thread):
+        return not owner.is_alive()
+    done = getattr(owner, "done", None)
+    return bool(done()) if done is not None else False
+
+
+def unknown_block_left() -> None:
+    """A ``with`` block was left that cannot be told from the others still open (entered and
+    left through helpers on different threads or tasks): releasing any of theirs could let one
+    holder too many in, so none is; the permit stays held until the semaphore object goes."""
+    warnings.warn(
+        "pottery_semaphore: cannot tell which `with` block of this semaphore was left; its permit "
+        "stays held until the semaphore object is dropped",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 class ForkGuard:

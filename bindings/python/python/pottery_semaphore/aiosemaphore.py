@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any, Iterable, List, Optional
 
 from . import _cancel_safe
@@ -157,14 +158,14 @@ class AIOSemaphore:
         permits = await self._acquire(1, True, None)
         if not permits:
             raise exc.SemaphoreRuntimeError("a blocking acquire without a time-out returned no permit")
-        self._blocks.enter(asyncio.current_task(), [p.token for p in permits])
+        self._blocks.enter(sys._getframe(1), asyncio.current_task(), [p.token for p in permits])
         return self
 
     async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
         """Release the permit this block took, and only that one (see ``Semaphore.__exit__``)."""
-        tokens = self._blocks.leave(asyncio.current_task())
+        tokens = self._blocks.leave(sys._getframe(1), asyncio.current_task())
         if tokens is None:
-            await self.release()  # left without having entered: as the original did
+            c.unknown_block_left()
         else:
             await self._call("release_permits_async", tokens)
 

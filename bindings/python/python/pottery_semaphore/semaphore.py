@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Any, Iterable, List, Optional
 
@@ -175,7 +176,7 @@ class Semaphore:
         permits = self._call("acquire", 1, True, None)
         if not permits:
             raise exc.SemaphoreRuntimeError("a blocking acquire without a time-out returned no permit")
-        self._blocks.enter(threading.get_ident(), [p.token for p in permits])
+        self._blocks.enter(sys._getframe(1), threading.current_thread(), [p.token for p in permits])
         return self
 
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
@@ -183,9 +184,9 @@ class Semaphore:
         (see :meth:`lost_permits`), another holder's permit is not released in its place, as
         ``release()`` would (permits are fungible), which would let one more holder in. (A
         permit the block itself released and acquired again is not the block's: release it.)"""
-        tokens = self._blocks.leave(threading.get_ident())
+        tokens = self._blocks.leave(sys._getframe(1), threading.current_thread())
         if tokens is None:
-            self.release()  # left without having entered: as the original did
+            c.unknown_block_left()
         else:
             self._call("release_permits", tokens)
 
