@@ -3,7 +3,10 @@
     python check_parse.py PATH...     (files, or directories searched for *.swift)
 
 Prints one line per file and exits 1 if any file has an ERROR or MISSING node, each reported as
-file:line:column. This is a syntax check only: names, types and availability are not checked.
+file:line:column. Beyond syntax, one check of names: every call the hand-written layer makes on
+the generated Semaphore (`raw.name(label: ...)`, `PotterySemaphoreFFI.Semaphore.name(...)`) must
+name a function the generated module declares, with its argument labels. Types and availability
+are not checked: that needs a Swift compiler.
 
 Conditional-compilation lines (#if, #elseif, #else, #endif) are checked here for balance and then
 blanked before parsing, keeping every line and column in place. The grammar reads them as loose
@@ -85,6 +88,81 @@ def syntax_errors(tree, name):
     return [message for *_, message in sorted(found)]
 
 
+GENERATED_DIR = "PotterySemaphoreFFI"
+GENERATED_TYPE = b"PotterySemaphoreFFI.Semaphore"
+
+
+def name_of(node):
+    return node.text.decode().strip("`")
+
+
+def declared_functions(tree):
+    """Every function the generated module declares: name -> list of (labels, how many have
+    defaults), a label being None for `_`."""
+    found, stack = {}, [tree.root_node]
+    while stack:
+        node = stack.pop()
+        stack.extend(node.children)
+        if node.type not in ("function_declaration", "protocol_function_declaration"):
+            continue
+        name = node.child_by_field_name("name")
+        if name is None:
+            continue
+        labels, defaults = [], 0
+        for param in (c for c in node.children if c.type == "parameter"):
+            external = param.child_by_field_name("external_name") or param.child_by_field_name("name")
+            label = name_of(external) if external is not None else None
+            labels.append(None if label == "_" else label)
+        # A parameter's default value follows it as `= value` among the declaration's children.
+        defaults = sum(1 for c in node.children if c.type == "=")
+        found.setdefault(name_of(name), []).append((labels, defaults))
+    return found
+
+
+def layer_calls(tree):
+    """(line, callee, method, labels) of every call on `raw.` or on the generated type."""
+    calls, stack = [], [tree.root_node]
+    while stack:
+        node = stack.pop()
+        stack.extend(node.children)
+        if node.type != "call_expression" or not node.children or node.children[0].type != "navigation_expression":
+            continue
+        callee = node.children[0]
+        base, suffix = callee.children[0], callee.children[-1]
+        if base.text != b"raw" and base.text != GENERATED_TYPE:
+            continue
+        method = suffix.text.decode().lstrip(".").strip("`")
+        arguments = next((c for c in node.children[1].children if c.type == "value_arguments"), None) if len(node.children) > 1 else None
+        labels = []
+        for argument in (c for c in (arguments.children if arguments else []) if c.type == "value_argument"):
+            label = next((c for c in argument.children if c.type == "value_argument_label"), None)
+            labels.append(name_of(label) if label is not None else None)
+        calls.append((node.start_point[0] + 1, callee.text.decode(), method, labels))
+    return calls
+
+
+def call_problems(parsed):
+    """Calls of the layer that name no generated function with their labels."""
+    declared = {}
+    for file, tree in parsed:
+        if GENERATED_DIR in file.parts:
+            for name, signatures in declared_functions(tree).items():
+                declared.setdefault(name, []).extend(signatures)
+    if not declared:
+        return []
+    problems = []
+    for file, tree in parsed:
+        if GENERATED_DIR in file.parts:
+            continue
+        for line, callee, method, labels in layer_calls(tree):
+            signatures = declared.get(method, [])
+            fits = any(labels == wanted[: len(labels)] and len(wanted) - len(labels) <= defaults for wanted, defaults in signatures)
+            if not fits:
+                shown = ", ".join(f"{label or '_'}:" for label in labels)
+                problems.append(f"{file}:{line}:1: {callee}({shown}) matches no function of the generated module")
+    return problems
+
+
 def main(argv):
     if not argv:
         print(__doc__.strip(), file=sys.stderr)
@@ -94,7 +172,7 @@ def main(argv):
     if not files:
         print("no .swift files found", file=sys.stderr)
         return 1
-    failed = 0
+    failed, parsed = 0, []
     for file in files:
         try:
             source = file.read_bytes()
@@ -103,7 +181,9 @@ def main(argv):
             failed += 1
             continue
         blanked, problems = blank_directives(source, file)
-        problems += syntax_errors(parser.parse(blanked), file)
+        tree = parser.parse(blanked)
+        parsed.append((file, tree))
+        problems += syntax_errors(tree, file)
         if problems:
             failed += 1
             print(f"FAIL {file}")
@@ -113,7 +193,12 @@ def main(argv):
             lines = len(source.splitlines())
             print(f"ok   {file} ({lines} lines)")
     print(f"{len(files) - failed} parsed, {failed} failed")
-    return 1 if failed else 0
+    calls = call_problems(parsed)
+    for problem in calls:
+        print(f"  {problem}")
+    if calls:
+        print(f"{len(calls)} call(s) of the generated module not found")
+    return 1 if failed or calls else 0
 
 
 if __name__ == "__main__":

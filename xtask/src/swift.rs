@@ -1,7 +1,9 @@
 //! The Swift SDK (bindings/swift): generates its UniFFI sources and parse-checks the package.
 //!
 //! No Swift toolchain is needed: `check` parses with tree-sitter's Swift grammar from a pinned
-//! Python venv (target/swift-venv). It proves the sources are well-formed, not that they compile.
+//! Python venv (target/swift-venv), and matches the layer's calls on the generated Semaphore
+//! against the functions the generated module declares. It proves the sources are well-formed
+//! and call what exists, not that they compile.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

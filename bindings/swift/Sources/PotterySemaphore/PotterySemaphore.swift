@@ -78,14 +78,14 @@ public final class Semaphore: Sendable {
     }
 
     /// As `acquire`, returning the permits taken (empty when not acquired). Cancelling the task
-    /// does not end the wait (give a `timeout` to bound it); permits granted to a task cancelled
-    /// meanwhile are given back and `CancellationError` is thrown.
+    /// does not end the wait (give a `timeout` to bound it); when it ends, a task cancelled
+    /// meanwhile gets `CancellationError`, and permits granted to it are given back first.
     public func acquirePermits(n: Int = 1, timeout: TimeInterval? = nil) async throws -> [Permit] {
         let permits = try await translatingErrors {
             try await raw.acquireAsync(n: Int64(n), blocking: true, timeoutS: timeout)
         }
-        if Task.isCancelled && !permits.isEmpty {
-            _ = try? await releasePermits(permits)
+        if Task.isCancelled {
+            if !permits.isEmpty { _ = try? await releasePermits(permits) }
             throw CancellationError()
         }
         return permits
