@@ -89,7 +89,8 @@ def syntax_errors(tree, name):
 
 
 GENERATED_DIR = "PotterySemaphoreFFI"
-GENERATED_TYPE = b"PotterySemaphoreFFI.Semaphore"
+GENERATED_MODULE = b"PotterySemaphoreFFI"
+GENERATED_TYPE = GENERATED_MODULE + b".Semaphore"
 
 
 def name_of(node):
@@ -103,6 +104,10 @@ def declared_functions(tree):
     while stack:
         node = stack.pop()
         stack.extend(node.children)
+        if node.type == "class_declaration":
+            name = node.child_by_field_name("name")
+            if name is not None:
+                found.setdefault("init " + name_of(name), [])
         if node.type not in ("function_declaration", "protocol_function_declaration"):
             continue
         name = node.child_by_field_name("name")
@@ -120,7 +125,8 @@ def declared_functions(tree):
 
 
 def layer_calls(tree):
-    """(line, callee, method, labels) of every call on `raw.` or on the generated type."""
+    """(line, callee, method, labels) of every call on `raw.` or on the generated type, and of
+    every constructor of a generated type (labels None, method "init Type")."""
     calls, stack = [], [tree.root_node]
     while stack:
         node = stack.pop()
@@ -129,6 +135,9 @@ def layer_calls(tree):
             continue
         callee = node.children[0]
         base, suffix = callee.children[0], callee.children[-1]
+        if base.text == GENERATED_MODULE:  # a constructor: PotterySemaphoreFFI.Type(...)
+            calls.append((node.start_point[0] + 1, callee.text.decode(), "init " + suffix.text.decode().lstrip("."), None))
+            continue
         if base.text != b"raw" and base.text != GENERATED_TYPE:
             continue
         method = suffix.text.decode().lstrip(".").strip("`")
@@ -155,10 +164,13 @@ def call_problems(parsed):
         if GENERATED_DIR in file.parts:
             continue
         for line, callee, method, labels in layer_calls(tree):
-            signatures = declared.get(method, [])
-            fits = any(labels == wanted[: len(labels)] and len(wanted) - len(labels) <= defaults for wanted, defaults in signatures)
+            signatures = declared.get(method)
+            if labels is None:  # a constructor: the type must exist (its initialisers are not matched)
+                fits = signatures is not None
+            else:
+                fits = any(labels == wanted[: len(labels)] and len(wanted) - len(labels) <= defaults for wanted, defaults in signatures or [])
             if not fits:
-                shown = ", ".join(f"{label or '_'}:" for label in labels)
+                shown = ", ".join(f"{label or '_'}:" for label in labels or [])
                 problems.append(f"{file}:{line}:1: {callee}({shown}) matches no function of the generated module")
     return problems
 

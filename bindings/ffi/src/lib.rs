@@ -4,7 +4,9 @@
 //! the call); the `*_async` twins return futures that need no particular executor, since the host
 //! does the work on its own runtime.
 
-use std::sync::Arc;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use pottery_semaphore_host as host;
@@ -183,6 +185,42 @@ pub struct Semaphore {
     inner: host::BlockingSemaphore,
 }
 
+/// A cancellation the foreign side triggers, for `Semaphore::acquire_cancellable_async`.
+#[derive(Debug, Default, uniffi::Object)]
+pub struct Cancellation {
+    /// Cancelled yet, and the wakers of the calls waiting for it.
+    state: Mutex<(bool, Vec<Waker>)>,
+}
+
+#[uniffi::export]
+impl Cancellation {
+    #[uniffi::constructor]
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Ends every call given this cancellation (now or later) with `Cancelled`.
+    pub fn cancel(&self) {
+        let wakers = {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.0 = true;
+            std::mem::take(&mut state.1)
+        };
+        wakers.into_iter().for_each(Waker::wake);
+    }
+}
+
+impl Cancellation {
+    /// True once cancelled; otherwise the task of `cx` is woken when it is.
+    fn poll_cancelled(&self, cx: &mut Context<'_>) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if !state.0 && !state.1.iter().any(|w| w.will_wake(cx.waker())) {
+            state.1.push(cx.waker().clone());
+        }
+        state.0
+    }
+}
+
 impl Semaphore {
     fn r#async(&self) -> &host::Semaphore {
         self.inner.as_async()
@@ -273,6 +311,27 @@ impl Semaphore {
 
     pub async fn acquire_async(&self, n: i64, blocking: bool, timeout_s: Option<f64>) -> Result<Vec<Permit>> {
         Ok(permits(self.r#async().acquire_n(n, blocking, timeout_s).await?))
+    }
+
+    /// As `acquire_async`, ending with `Cancelled` as soon as `cancellation` is cancelled, for
+    /// callers whose executor does not drop a cancelled future (Swift's tasks): the waiter then
+    /// leaves the queue, and permits granted meanwhile are given back. A result that was ready
+    /// first is returned.
+    pub async fn acquire_cancellable_async(
+        &self,
+        n: i64,
+        blocking: bool,
+        timeout_s: Option<f64>,
+        cancellation: Arc<Cancellation>,
+    ) -> Result<Vec<Permit>> {
+        let mut acquire = std::pin::pin!(self.r#async().acquire_n(n, blocking, timeout_s));
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(result) = acquire.as_mut().poll(cx) {
+                return Poll::Ready(result.map(permits).map_err(SemaphoreError::from));
+            }
+            if cancellation.poll_cancelled(cx) { Poll::Ready(Err(SemaphoreError::Cancelled)) } else { Poll::Pending }
+        })
+        .await
     }
 
     pub async fn release_async(&self, n: i64) -> Result<()> {

@@ -126,6 +126,35 @@ async def test_cancelling_an_open_as_it_finishes_lets_the_handle_go(own_server, 
     assert await aio.get_value() == 1, "the semaphore opens again"
 
 
+async def test_a_cancellable_acquire_ends_when_cancelled_and_keeps_nothing(server, unique_key):
+    # The FFI call the Swift layer makes: Swift does not drop a cancelled task's future, so its
+    # task cancellation reaches Rust through a Cancellation object instead.
+    from pottery_semaphore._native import pottery_semaphore_ffi as ffi
+
+    holder = Semaphore(value=1, key=unique_key, masters={server.url})
+    assert holder.acquire()
+    aio = AIOSemaphore(value=1, key=unique_key, masters={server.url})
+    await aio.get_value()
+    cancellation = ffi.Cancellation()
+    waiting = asyncio.ensure_future(aio._native.acquire_cancellable_async(1, True, None, cancellation))
+    deadline = time.monotonic() + 3
+    while not holder.waiters() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert holder.waiters(), "the acquire did not queue"
+    cancelled = time.monotonic()
+    cancellation.cancel()
+    with pytest.raises(ffi.SemaphoreError.Cancelled):
+        await asyncio.wait_for(waiting, 2)  # a time-out here: the cancellation did not reach it
+    assert time.monotonic() - cancelled < 0.5
+    while holder.waiters() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert holder.waiters() == [], "the cancelled waiter stayed queued"
+    holder.release()
+    assert aio.fencing_token is None, "the cancelled acquire kept a permit"
+    assert await aio.acquire(timeout=2), "the handle is still usable"
+    await aio.release()
+
+
 def test_four_processes_compete_for_two_permits(server, unique_key):
     procs = [
         subprocess.Popen(python_worker("stress", server.url, unique_key, "2", "60"), stdout=subprocess.PIPE, text=True)

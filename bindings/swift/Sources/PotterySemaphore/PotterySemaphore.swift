@@ -78,11 +78,23 @@ public final class Semaphore: Sendable {
     }
 
     /// As `acquire`, returning the permits taken (empty when not acquired). Cancelling the task
-    /// does not end the wait (give a `timeout` to bound it); when it ends, a task cancelled
-    /// meanwhile gets `CancellationError`, and permits granted to it are given back first.
+    /// ends the wait: the waiter leaves the queue, permits granted meanwhile are given back, and
+    /// `CancellationError` is thrown.
     public func acquirePermits(n: Int = 1, timeout: TimeInterval? = nil) async throws -> [Permit] {
-        let permits = try await translatingErrors {
-            try await raw.acquireAsync(n: Int64(n), blocking: true, timeoutS: timeout)
+        // UniFFI's Swift driver does not drop a cancelled task's future: the cancellation goes
+        // to Rust through this object instead.
+        let cancellation = PotterySemaphoreFFI.Cancellation()
+        let permits: [Permit]
+        do {
+            permits = try await translatingErrors {
+                try await withTaskCancellationHandler {
+                    try await raw.acquireCancellableAsync(n: Int64(n), blocking: true, timeoutS: timeout, cancellation: cancellation)
+                } onCancel: {
+                    cancellation.cancel()
+                }
+            }
+        } catch SemaphoreError.cancelled where Task.isCancelled {
+            throw CancellationError()
         }
         if Task.isCancelled {
             if !permits.isEmpty { _ = try? await releasePermits(permits) }
