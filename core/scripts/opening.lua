@@ -24,7 +24,8 @@ local function fresh_quarantine()
   -- that opened it before opens another instance).
   if ARGV[4] == '2' then return now + LEASE end
   if ARGV[4] ~= '1' then return 0 end
-  local started = started_ms(redis.call('INFO', 'server'))
+  -- Refused INFO is an error here (the guard cannot be kept without it): asked again, unprotected.
+  local started = started_ms(server_info() or redis.call('INFO', 'server'))
   if now < started + LEASE then return started + LEASE end
   return 0
 end

@@ -36,11 +36,15 @@ local restart_counters = {}
 local creator_guards = '1'
 
 -- INFO's server section, or nil where this client may not run INFO (an ACL without
--- @dangerous): the restart check is then skipped.
+-- @dangerous): the restart check is then skipped. Asked once per script: a creation needs it
+-- for its quarantine and again for the run id it records.
+local info_asked, info_text = false, nil
 local function server_info()
-  local ok, info = pcall(redis.call, 'INFO', 'server')
-  if ok and type(info) == 'string' then return info end
-  return nil
+  if not info_asked then
+    local ok, info = pcall(redis.call, 'INFO', 'server')
+    info_asked, info_text = true, ok and type(info) == 'string' and info or nil
+  end
+  return info_text
 end
 
 -- The server's run id (a new one at every start), or nil when INFO is not available.
