@@ -535,3 +535,27 @@ fn the_fresh_server_quarantine_never_ends_before_a_lease_after_the_start() {
         assert!(until >= lease_after_start, "{flavor:?}: quarantined until {until}, {} ms short", lease_after_start - until);
     }
 }
+
+/// A client the ACL refuses INFO (no @dangerous): creating with the fresh-server guard on fails
+/// (its quarantine cannot be judged), without it the semaphore is created, and the restart
+/// check is skipped rather than failing every script.
+#[test]
+fn a_client_refused_info_creates_only_without_the_guard_and_skips_the_restart_check() {
+    for flavor in Flavor::all() {
+        let server = Server::start(flavor);
+        let rules = ["on", ">pw", "~*", "&*", "+@all", "-info"];
+        let _: () = redis::cmd("ACL").arg("SETUSER").arg("app").arg(&rules).query(&mut server.connection()).expect("ACL");
+        let url = server.url().replacen("redis://", "redis://app:pw@", 1);
+        let mut conn = redis::Client::open(url).expect("url").get_connection().expect("connect");
+        let keys = Keys::new(&key("no-info"));
+        let init = |conn: &mut redis::Connection, guard: &str| {
+            eval_script(conn, &scripts::INIT, &keys.script_keys(), "h", 1, LEASE_MS, &[guard.into(), "1".into()])
+        };
+        assert!(init(&mut conn, "1").is_err(), "{flavor:?}: created with the guard on, without INFO");
+        assert_eq!(ints(&init(&mut conn, "0").expect("init")), [1, 1], "{flavor:?}: not created with the guard off");
+        // A check due now: the acquire takes the full script, which asks INFO.
+        let _: () = redis::cmd("HSET").arg(keys.meta()).arg("checked").arg(0).query(&mut server.connection()).expect("HSET");
+        let granted = eval_script(&mut conn, &scripts::ACQUIRE, &keys.script_keys(), "h", 1, LEASE_MS, &["1".into(), "0".into(), "1".into()]);
+        assert_eq!(ints(&granted.expect("acquire"))[0], 1, "{flavor:?}: the restart check failed the acquire");
+    }
+}
