@@ -348,20 +348,22 @@ suspend inline fun <T> DistributedSemaphore.withPermit(n: Int = 1, block: () -> 
         runCatching { withContext(NonCancellable) { releasePermits(permits) } }
         throw e
     }
+    // The release sits in `finally`: [block] is inlined, so a `return` in it leaves through
+    // here without passing a line after it.
+    var failure: Throwable? = null
     try {
-        val result = try {
-            block()
-        } catch (e: Throwable) {
-            try {
-                withContext(NonCancellable) { releasePermits(permits) }
-            } catch (r: Throwable) {
-                e.addSuppressed(r)
-            }
-            throw e
-        }
-        withContext(NonCancellable) { releasePermits(permits) }
-        return result
+        return block()
+    } catch (e: Throwable) {
+        failure = e
+        throw e
     } finally {
-        leaveWithPermit()
+        try {
+            withContext(NonCancellable) { releasePermits(permits) }
+        } catch (r: Throwable) {
+            if (failure == null) throw r
+            failure.addSuppressed(r)
+        } finally {
+            leaveWithPermit()
+        }
     }
 }

@@ -96,6 +96,16 @@ data class SemaphoreConfig @JvmOverloads constructor(
     }
 }
 
-/** [url] with the password of its user-info (`user:password@`) and any `pass=` parameter hidden. */
-internal fun redacted(url: String): String =
-    url.replace(Regex("(://[^:/@]*:)[^@/]*@"), "$1***@").replace(Regex("([?&]pass=)[^&#]*"), "$1***")
+/**
+ * [url] with the password of its user-info (`user:password@`) and any `pass=` parameter hidden.
+ * The user-info ends at the authority's last `@`, as the URL parser reads it, so a raw `@` in a
+ * password is hidden too.
+ */
+internal fun redacted(url: String): String {
+    val authority = url.indexOf("://").let { if (it < 0) 0 else it + 3 }
+    val authorityEnd = url.indexOfAny(charArrayOf('/', '?', '#'), authority).let { if (it < 0) url.length else it }
+    val at = url.lastIndexOf('@', authorityEnd - 1)
+    val colon = url.indexOf(':', authority)
+    val hidden = if (at >= authority && colon in authority until at) url.substring(0, colon + 1) + "***" + url.substring(at) else url
+    return hidden.replace(Regex("([?&]pass=)[^&#]*"), "$1***")
+}

@@ -59,5 +59,13 @@ class ErrorMappingTest {
         val printed = config.toString()
         assertFalse("s3cret" in printed || "hunter2" in printed, printed)
         assertTrue("redis://app:***@h:6379/0" in printed && "pass=***" in printed, printed)
+        // The URL parser splits user-info at its last `@`: a raw `@` may sit in either part.
+        val secrets = mapOf(
+            "redis://ops@corp.com:hunter2@h:6379/0" to "redis://ops@corp.com:***@h:6379/0",
+            "redis://app:p@ssw0rd@h/0" to "redis://app:***@h/0",
+            "rediss://:a@b@h" to "rediss://:***@h",
+        )
+        for ((url, shown) in secrets) assertEquals(shown, redacted(url))
+        assertEquals("redis://u@h:1/0?x=a:b@c", redacted("redis://u@h:1/0?x=a:b@c"))
     }
 }

@@ -276,6 +276,22 @@ class SemaphoreTest : RedisTest() {
         assertEquals(1, sem.value())
     }
 
+    /** Leaves [DistributedSemaphore.withPermit] by a `return` from this function when [early]. */
+    private suspend fun returnsFromWithin(sem: DistributedSemaphore, early: Boolean): Int {
+        sem.withPermit { if (early) return 7 }
+        return 0
+    }
+
+    @Test
+    fun `a return out of a withPermit block gives the permit back`() = runBlocking<Unit> {
+        val sem = open(uniqueKey())
+        assertEquals(7, returnsFromWithin(sem, early = true))
+        assertTrue(sem.held.isEmpty(), "still held: ${sem.held}")
+        assertEquals(1, sem.value())
+        assertEquals(0, returnsFromWithin(sem, early = false))
+        assertEquals(1, sem.value())
+    }
+
     @Test
     fun `status lists holders and waiters`() = runBlocking<Unit> {
         val key = uniqueKey()
