@@ -371,13 +371,19 @@ impl<T: Transport> Semaphore<T> {
     }
 
     /// Extends these permits by a lease if this holder still holds them; an ended lease stays
-    /// ended. Returns the permits still held.
+    /// ended. Returns the permits still held. With replicas to wait for, an extension counts
+    /// only once they have it (else `NotReplicated`, and the holder's bound stays the last
+    /// acknowledged one): a replica promoted with the older deadline frees the permit then.
     pub fn refresh(&self, tokens: &[u64]) -> Result<Vec<Permit>, Error> {
         let tokens = Self::token_args(tokens)?;
         let mut reply = self.run(&scripts::REFRESH, &tokens)?;
         let deadline_ms = reply.u64()?;
         let ttl_ms = self.id.lease_ms;
-        Ok(reply.rest_u64()?.into_iter().map(|token| Permit { token, deadline_ms, ttl_ms }).collect())
+        let alive: Vec<Permit> = reply.rest_u64()?.into_iter().map(|token| Permit { token, deadline_ms, ttl_ms }).collect();
+        if !alive.is_empty() {
+            self.replicated()?;
+        }
+        Ok(alive)
     }
 
     pub fn permits(&self) -> Result<Vec<Permit>, Error> {
@@ -424,7 +430,7 @@ impl<T: Transport> Semaphore<T> {
     /// Adds `delta` permits (negative removes); the result may not go below zero. `request`: see
     /// [`request_arg`].
     pub fn add_permits(&self, delta: i64, request: u64) -> Result<u64, Error> {
-        if delta.abs() > validate::MAX_VALUE {
+        if delta.unsigned_abs() > validate::MAX_VALUE as u64 {
             return Err(Error::invalid(format!("delta must be within ±{}", validate::MAX_VALUE)));
         }
         self.change_capacity("add", delta, request)

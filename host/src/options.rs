@@ -13,7 +13,8 @@ use crate::runtime::Runtime;
 pub struct ReplicaAck {
     /// Replicas that must acknowledge (`WAIT replicas timeout`).
     pub replicas: u32,
-    /// How long to wait for them; at least 1 ms and below the response time-out (5 s).
+    /// How long to wait for them; at least 1 ms and below 4 s (a WAIT must answer within the
+    /// connection's 5 s response time-out, with room to spare).
     pub timeout: Duration,
     /// Wait until the replicas have also written the change to their append-only file
     /// (`WAITAOF 0 replicas timeout`, Redis 7.2+ / Valkey; the replicas need `appendonly yes`).

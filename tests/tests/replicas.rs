@@ -215,6 +215,28 @@ fn blocking_calls_wait_on_their_own_connection() {
     assert!(sem.acquire(true, Some(Duration::from_secs(5))).unwrap());
 }
 
+/// A refresh moves the lease's end on the primary; a replica promoted without it would free the
+/// permit at the old end. So an extension counts only once the replica has it: unacknowledged,
+/// the refresh fails and the holder's bound stays the grant's, and the permit is reported lost
+/// when that ends. Before, the holder kept counting on refreshes only the primary had.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refresh_the_replica_does_not_acknowledge_does_not_extend_the_holders_bound() {
+    let (primary, replica) = primary_and_replica(Flavor::Redis, &[]);
+    let lease = Duration::from_millis(1000);
+    let options = primary.options(&key("unacked-refresh")).permits(1).lease(lease);
+    let sem = Semaphore::open(options.replica_ack(ReplicaAck::new(1, ACK))).await.unwrap();
+    assert!(sem.acquire(false, None).await.unwrap());
+    let granted = Instant::now();
+    let paused = Paused::new(&replica);
+    let r = sem.refresh().await;
+    assert!(matches!(&r, Err(Error::NotReplicated(_))), "{r:?}");
+    tokio::time::sleep(lease + lease / 2).await;
+    let lost = sem.take_lost();
+    let held = sem.held();
+    drop(paused);
+    assert_eq!((lost.len(), held.len()), (1, 0), "the holder still counted on it {:?} after its grant", granted.elapsed());
+}
+
 /// A release that waits for a stopped replica has already taken its permit off the primary; a
 /// refresh that runs meanwhile (the refresher, on another connection) no longer finds it. That
 /// is the handle's own release, not a lost lease: nothing may be reported lost.

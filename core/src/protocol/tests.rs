@@ -302,6 +302,8 @@ fn changes_wait_for_replicas_only_when_asked_to_and_reads_never_do() {
             ints(&[3, 3, 3]),
             ints(&[0]),
             ints(&[-2, 3, 3]),
+            ints(&[9000, 41]),
+            ints(&[9000]),
         ]);
         sem.release(1, &[], 0).expect("release");
         assert_eq!(sem.release_permits(&[42]).expect("release"), vec![42]);
@@ -311,9 +313,22 @@ fn changes_wait_for_replicas_only_when_asked_to_and_reads_never_do() {
         assert_eq!(sem.value(), Ok(3));
         assert!(sem.acquire(1, false, None).expect("acquire").is_empty());
         assert!(matches!(sem.release(1, &[], 0), Err(Error::Bounded { .. })));
+        assert_eq!(sem.refresh(&[41]).expect("refresh").len(), 1);
+        assert!(sem.refresh(&[40]).expect("refresh").is_empty(), "nothing extended, nothing to wait for");
         let waits = fake.calls.borrow().iter().filter(|c| **c == Call::Wait).count();
-        assert_eq!(waits, if replicate { 4 } else { 0 }, "release, release_permits, set and add");
+        assert_eq!(waits, if replicate { 5 } else { 0 }, "release, release_permits, set, add and a refresh that extended");
     }
+}
+
+#[test]
+fn a_delta_beyond_the_limit_is_refused_before_any_script() {
+    let fake = Fake::default();
+    let sem = open(&fake);
+    let before = fake.calls.borrow().len();
+    for delta in [i64::MIN, i64::MAX, -validate::MAX_VALUE - 1] {
+        assert!(matches!(sem.add_permits(delta, 0), Err(Error::InvalidArgument(_))), "{delta}");
+    }
+    assert_eq!(fake.calls.borrow().len(), before);
 }
 
 /// release_fast.lua answers a bare 1: the first n permits named, all the caller's own.
