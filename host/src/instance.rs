@@ -157,7 +157,7 @@ impl Instance {
         data.cancel = cancel;
         data.resumed_at = Instant::now();
         data.call_deadline = waits.and_then(|w| data.resumed_at.checked_add(w.saturating_add(CALL_TIME_LIMIT)));
-        (data.first_script_at, data.script_sent_at, data.script_before_pop) = (None, None, None);
+        (data.first_script_at, data.script_sent_at, data.script_before_pop, data.round_answered_at) = (None, None, None, None);
     }
 
     /// The permits, and when at the earliest they were granted (by this process's clock).
@@ -188,9 +188,12 @@ impl Instance {
         call!(self.call_release_permits(tokens))
     }
 
-    pub(crate) async fn refresh(&mut self, tokens: &[u64]) -> Result<Vec<Permit>, Error> {
+    /// The permits still held, and when at the earliest their new validity counts from.
+    pub(crate) async fn refresh(&mut self, tokens: &[u64]) -> Result<(Vec<Permit>, Instant), Error> {
+        let called = Instant::now();
         self.begin(None, NO_WAIT);
-        Ok(call!(self.call_refresh(tokens))?.into_iter().map(permit).collect())
+        let alive = call!(self.call_refresh(tokens))?.into_iter().map(permit).collect();
+        Ok((alive, self.store.data().granted_after(called)))
     }
 
     pub(crate) async fn permits(&mut self) -> Result<Vec<Permit>, Error> {

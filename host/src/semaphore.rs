@@ -243,9 +243,9 @@ impl Inner {
     }
 
     /// Moves permits that vanished from Redis (expired, or released by another holder) from
-    /// `held` to `lost`. Only permits held both before and after the refresh are judged. The
-    /// refresh was sent at `asked`.
-    fn reconcile(&self, before: &[u64], alive: Vec<Permit>, asked: Instant) {
+    /// `held` to `lost`. Only permits held both before and after the refresh are judged. Their
+    /// new validity counts from `extended_at` (see `HostState::granted_after`).
+    fn reconcile(&self, before: &[u64], alive: Vec<Permit>, extended_at: Instant) {
         let alive: BTreeMap<u64, Permit> = alive.into_iter().map(|p| (p.token, p)).collect();
         let mut held = lock(&self.held);
         let releasing = lock(&self.releasing);
@@ -259,7 +259,7 @@ impl Inner {
                         // Never earlier than before: with several masters a slow refresh's ttl
                         // is cut by its own duration, and may end before the grant's bound,
                         // which still holds on the grant's majority.
-                        let until = asked + validity(p.ttl_ms);
+                        let until = extended_at + validity(p.ttl_ms);
                         let kept = valid_until.entry(*token).or_insert(until);
                         *kept = (*kept).max(until);
                     }
@@ -270,6 +270,10 @@ impl Inner {
             }
         }
         drop((held, releasing, valid_until));
+        // With several masters a lost permit may keep copies on a minority, which the refresh
+        // just extended: they are given back rather than left to block the slot for a lease.
+        let now = Instant::now();
+        lock(&self.unreleased).extend(newly_lost.iter().map(|p| (p.token, now)));
         self.report_lost(newly_lost);
     }
 
@@ -367,9 +371,8 @@ impl Inner {
         let held: Vec<u64> = lock(&self.held).keys().copied().collect();
         for before in held.chunks(MAX_PERMITS_PER_CALL as usize) {
             let tokens = before.to_vec();
-            let asked = Instant::now();
-            let alive = self.with_instance(move |i| Box::pin(async move { i.refresh(&tokens).await })).await?;
-            self.reconcile(before, alive, asked);
+            let (alive, extended_at) = self.with_instance(move |i| Box::pin(async move { i.refresh(&tokens).await })).await?;
+            self.reconcile(before, alive, extended_at);
         }
         Ok(())
     }

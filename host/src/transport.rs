@@ -96,12 +96,15 @@ pub(crate) struct HostState {
     /// When the current call first and last sent a script, and when it had last sent one as it
     /// began its latest blocking pop: on one server a grant the call returns was made after
     /// the latter (a waiter is served while it pops, or by the script after the pop) or, without
-    /// a pop, after the first (a waiter served before it cancelled). With several masters the
-    /// guest's validity already counts from the winning attempt's start, before its last round.
-    /// The permits' validity by this process's clock counts from there.
+    /// a pop, after the first (a waiter served before it cancelled). The permits' validity by
+    /// this process's clock counts from there.
     pub(crate) first_script_at: Option<Instant>,
     pub(crate) script_sent_at: Option<Instant>,
     pub(crate) script_before_pop: Option<Instant>,
+    /// When the current call's latest round on several masters was answered. The guest's
+    /// validity is what is left after that round (it already counts from the winning attempt's
+    /// start), so it counts from here: from the round's sending, the round would count twice.
+    pub(crate) round_answered_at: Option<Instant>,
     pub(crate) started_at: Instant,
     /// When the current call's imports stop being served (see `CALL_TIME_LIMIT`); `None`: an
     /// acquire that waits as long as it takes (its caller can cancel it).
@@ -127,6 +130,7 @@ impl HostState {
             first_script_at: None,
             script_sent_at: None,
             script_before_pop: None,
+            round_answered_at: None,
             started_at: Instant::now(),
             call_deadline: None,
         }
@@ -165,7 +169,7 @@ impl HostState {
     /// When at the earliest the permits the current call returns were granted, by this
     /// process's clock (see `script_before_pop`); `called` when it sent no script.
     pub(crate) fn granted_after(&self, called: Instant) -> Instant {
-        let bound = if self.masters.len() > 1 { self.script_sent_at } else { self.script_before_pop.or(self.first_script_at) };
+        let bound = if self.masters.len() > 1 { self.round_answered_at } else { self.script_before_pop.or(self.first_script_at) };
         bound.unwrap_or(called)
     }
 
@@ -510,6 +514,7 @@ impl TransportHost for HostState {
             });
         }
         self.resumed_at = Instant::now();
+        self.round_answered_at = Some(self.resumed_at);
         results
     }
 
@@ -578,8 +583,9 @@ mod tests {
 
     /// One server: a grant is no older than the script before the last pop, or, without a pop,
     /// than the first script (a waiter served before it cancelled). Several masters: the last
-    /// script (the guest's validity already counts from the winning attempt's start; a bound
-    /// from an earlier attempt, before its pause, would count that pause twice).
+    /// round's answer (the guest's validity is what is left after it, counted from the winning
+    /// attempt's start; a bound from an earlier attempt, before its pause, or from the round's
+    /// sending, would count that time twice).
     #[test]
     fn a_grant_is_dated_from_the_script_that_can_have_made_it() {
         let server = |port: u16| Connections::for_url(&format!("redis://127.0.0.1:{port}")).expect("url");
@@ -593,7 +599,12 @@ mod tests {
             state.script_before_pop = state.script_sent_at; // a pop
             std::thread::sleep(Duration::from_millis(2));
             state.note_script_sent(); // poll / the winning attempt's confirm round
-            let last = state.script_sent_at.expect("noted");
+            std::thread::sleep(Duration::from_millis(2));
+            if several {
+                state.round_answered_at = Some(Instant::now()); // as `eval_each` notes it
+            }
+            let last = if several { state.round_answered_at } else { state.script_sent_at }.expect("noted");
+            assert!(last > state.script_sent_at.expect("noted") || !several);
             assert!(last > first);
             assert_eq!(state.granted_after(called), if several { last } else { first });
             state.script_before_pop = None; // no pop: a cancel that kept a raced-in grant

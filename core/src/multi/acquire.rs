@@ -192,8 +192,9 @@ impl<T: Transport> Semaphore<T> {
         let validity = self.id.lease_ms.saturating_sub(elapsed_ms + self.drift_ms());
         let tokens: Vec<u64> = chosen.iter().map(|s| token(epoch, *s)).collect();
         if confirmed < self.quorum() || validity == 0 {
-            // Confirmed copies go by the grant's epoch, unconfirmed ones by their claim.
-            self.release_tokens(&tokens, &self.id.holder, false);
+            // Confirmed copies go by the grant's epoch, unconfirmed ones by their claim; both
+            // wake whoever they held up, as any slot given back does.
+            self.release_tokens(&tokens, &self.id.holder, true);
             self.give_back(claims);
             return Ok(None);
         }
