@@ -625,7 +625,8 @@ impl Semaphore {
             let (targeted, judged, op, _releasing) = {
                 let held = lock(&inner.held);
                 let (targeted, judged, op) = plan(&held);
-                let releasing = Releasing::new(&inner, &targeted);
+                // All it names: the guest may release a later one for a named one that ended.
+                let releasing = Releasing::new(&inner, &judged);
                 (targeted, judged, op, releasing)
             };
             let result = if inline { inner.with_instance_blocking(op).await } else { inner.with_instance(op).await };
