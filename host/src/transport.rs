@@ -25,7 +25,7 @@ mod caller_thread;
 mod connections;
 
 pub(crate) use connections::Connections;
-use connections::{blpop, is_connection_error, query_own, sync_connection, OwnConn, Route, SyncConnections};
+use connections::{blpop, is_connection_error, is_interrupted, query_own, sync_connection, OwnConn, Route, SyncConnections};
 
 /// Read-only commands the guest may send on one key of its own, each with how many arguments
 /// may follow the key: a field for HGET, none for the rest (so EXISTS cannot name more keys).
@@ -225,6 +225,12 @@ impl HostState {
                     self.sync.pops = None;
                     if e.is_timeout() {
                         return Ok(None);
+                    }
+                    // A signal: the wait ends (the guest leaves the queue and gives back what
+                    // raced in) so that the caller can act on it, Python's Ctrl-C say, which
+                    // runs only once the call returns.
+                    if is_interrupted(&e) {
+                        return Err(WitError::Cancelled);
                     }
                     // A kept connection that broke while idle (the server restarted, or dropped
                     // it): once more on a new one. Had the BLPOP reached a server and taken a

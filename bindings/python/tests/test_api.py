@@ -209,6 +209,72 @@ def test_a_signal_ends_a_blocking_acquire_on_the_main_thread_and_keeps_nothing(r
     waiter.release()
 
 
+def _signal_main_thread_after(seconds, handler):
+    """Installs `handler` for SIGUSR1 and sends it to the main thread after `seconds`; returns
+    a function that waits for the sender and puts the previous handler back."""
+    previous = signal.signal(signal.SIGUSR1, handler)
+    main = threading.main_thread().ident
+    sender = threading.Timer(seconds, lambda: signal.pthread_kill(main, signal.SIGUSR1))
+    sender.start()
+
+    def restore():
+        sender.join()
+        signal.signal(signal.SIGUSR1, previous)
+
+    return restore
+
+
+def test_a_signal_ends_a_wait_past_its_first_pop(redis_client, unique_key):
+    """After a heartbeat (a third of a second with this lease) the wait pops on a kept
+    connection, whose broken read was taken for a dropped connection and the pop sent again:
+    Ctrl-C then did nothing until a permit came, and that permit stayed with the handle."""
+    holder = Semaphore(key=unique_key, masters={redis_client})
+    waiter = Semaphore(key=unique_key, masters={redis_client}, lease=1.0)
+    assert holder.acquire()
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(signum, frame):
+        raise Interrupted()
+
+    restore = _signal_main_thread_after(1.0, interrupt)
+    started = time.monotonic()
+    try:
+        with pytest.raises(Interrupted):
+            waiter.acquire(timeout=4)
+        waited = time.monotonic() - started
+    finally:
+        restore()
+    assert waited < 1.6, f"the signal ended the wait only after {waited:.2f} s"
+    deadline = time.monotonic() + 2
+    while waiter.waiters() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert waiter.waiters() == [], "the interrupted waiter stayed queued"
+    holder.release()
+    assert waiter.permits == [], "the interrupted wait kept a permit"
+
+
+def test_a_signal_whose_handler_returns_does_not_end_the_acquire(redis_client, unique_key):
+    """A handler that only notes the signal (a reload flag, a profiler's tick): the acquire
+    waits on and is granted, instead of failing as if Redis were unreachable."""
+    holder = Semaphore(key=unique_key, masters={redis_client})
+    waiter = Semaphore(key=unique_key, masters={redis_client})
+    assert holder.acquire()
+    seen = []
+    restore = _signal_main_thread_after(0.3, lambda signum, frame: seen.append(signum))
+    releaser = threading.Timer(1.0, holder.release)
+    releaser.start()
+    try:
+        assert waiter.acquire(timeout=4), "the signal failed the acquire"
+    finally:
+        restore()
+        releaser.join()
+    assert seen == [signal.SIGUSR1]
+    assert len(waiter.permits) == 1
+    waiter.release()
+
+
 async def test_async_api(redis_client, unique_key, server):
     import redis.asyncio
 

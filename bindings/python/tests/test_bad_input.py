@@ -117,6 +117,19 @@ def test_redis_down_and_wrong_password(own_server, unique_key):
         sem.release()
 
 
+def test_an_error_reply_is_also_redis_pys_response_error(own_server, unique_key):
+    sem = Semaphore(value=1, key=unique_key, masters={own_server.url}, guard_fresh_server=False)
+    client = own_server.client()
+    client.config_set("maxmemory", 1)  # every write now answers OOM (policy noeviction)
+    try:
+        with pytest.raises(redis.exceptions.ResponseError, match="OOM") as raised:
+            sem.acquire(blocking=False)
+        assert isinstance(raised.value, SemaphoreRuntimeError), "what it was reported as before"
+    finally:
+        client.config_set("maxmemory", 0)
+    assert sem.acquire(blocking=False), "nothing was left behind by the refused acquire"
+
+
 def test_wrong_password(unique_key):
     from conftest import Server
 

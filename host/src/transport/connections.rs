@@ -344,6 +344,16 @@ pub(super) fn sync_connection<'a>(
     Ok(slot.as_mut().expect("just set"))
 }
 
+/// A read broken by a signal delivered to the thread (EINTR; with a read time-out set, even
+/// under `SA_RESTART`). redis-rs keeps the `io::Error` behind an `Arc` as the error's source.
+pub(super) fn is_interrupted(e: &redis::RedisError) -> bool {
+    use std::error::Error as _;
+    e.source()
+        .and_then(|source| source.downcast_ref::<std::sync::Arc<dyn std::error::Error + Send + Sync>>())
+        .and_then(|inner| inner.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::Interrupted)
+}
+
 pub(super) fn is_connection_error(e: &redis::RedisError) -> bool {
     e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error()
 }

@@ -19,6 +19,7 @@ from ._common import DEFAULT_KEY, Holder, Permit, ReplicaAck, Status, Waiter
 from .aioprimitives import AIORedisCounter, AIORedisSimpleQueue, QueueEmpty
 from .aiosemaphore import AIOSemaphore
 from .exceptions import (
+    AcquireInterruptedError,
     AuthenticationError,
     BoundedSemaphoreError,
     InvalidArgumentError,
@@ -26,6 +27,7 @@ from .exceptions import (
     RedisUnavailableError,
     QuorumIsImpossible,
     SemaphoreError,
+    RedisReplyError,
     SemaphoreRuntimeError,
     WrongTypeError,
 )
@@ -46,7 +48,9 @@ __all__: Final[Tuple[str, ...]] = (
     "AuthenticationError",
     "WrongTypeError",
     "SemaphoreRuntimeError",
+    "RedisReplyError",
     "NotReplicatedError",
+    "AcquireInterruptedError",
     "Permit",
     "Holder",
     "Waiter",

@@ -11,6 +11,7 @@ from .aioprimitives import AIORedisCounter as AIORedisCounter
 from .aioprimitives import AIORedisSimpleQueue as AIORedisSimpleQueue
 from .aioprimitives import QueueEmpty as QueueEmpty
 from .aiosemaphore import AIOSemaphore as AIOSemaphore
+from .exceptions import AcquireInterruptedError as AcquireInterruptedError
 from .exceptions import AuthenticationError as AuthenticationError
 from .exceptions import BoundedSemaphoreError as BoundedSemaphoreError
 from .exceptions import InvalidArgumentError as InvalidArgumentError
@@ -18,6 +19,7 @@ from .exceptions import NotReplicatedError as NotReplicatedError
 from .exceptions import RedisUnavailableError as RedisUnavailableError
 from .exceptions import QuorumIsImpossible as QuorumIsImpossible
 from .exceptions import SemaphoreError as SemaphoreError
+from .exceptions import RedisReplyError as RedisReplyError
 from .exceptions import SemaphoreRuntimeError as SemaphoreRuntimeError
 from .exceptions import WrongTypeError as WrongTypeError
 from .semaphore import Semaphore as Semaphore

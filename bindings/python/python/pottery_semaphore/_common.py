@@ -194,6 +194,10 @@ def translate(e: BaseException) -> BaseException:
         return exc.WrongTypeError(e.message)
     if isinstance(e, E.NotReplicated):
         return exc.NotReplicatedError(f"not replicated: {e.message}")
+    if isinstance(e, E.Redis):
+        return exc.RedisReplyError(e.message)
+    if isinstance(e, E.Cancelled):
+        return exc.AcquireInterruptedError("a signal interrupted the wait for permits")
     return exc.SemaphoreRuntimeError(getattr(e, "message", None) or type(e).__name__)
 
 

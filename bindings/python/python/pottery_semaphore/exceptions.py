@@ -19,7 +19,9 @@ __all__ = [
     "AuthenticationError",
     "WrongTypeError",
     "SemaphoreRuntimeError",
+    "RedisReplyError",
     "NotReplicatedError",
+    "AcquireInterruptedError",
 ]
 
 
@@ -68,8 +70,21 @@ class SemaphoreRuntimeError(SemaphoreError, RuntimeError):
     """Any other failure: an error reply from Redis, or the protocol component failing."""
 
 
+class RedisReplyError(SemaphoreRuntimeError, _redis.ResponseError):
+    """Redis answered with an error (``OOM`` at ``maxmemory``, ``READONLY`` on a replica,
+    ``NOREPLICAS``, ``BUSY``...). Also redis-py's ``ResponseError``, which the original library
+    let through; a :class:`SemaphoreRuntimeError`, which it was reported as before it had a
+    class of its own."""
+
+
 class NotReplicatedError(SemaphoreRuntimeError):
     """Fewer replicas than configured acknowledged a change in time. An acquire gave its permits
     back; a release did happen on the primary. A :class:`SemaphoreRuntimeError`, which it was
     reported as before it had a class of its own.
     """
+
+
+class AcquireInterruptedError(SemaphoreError, InterruptedError):
+    """A signal broke a blocking wait for permits (``EINTR``): the waiter left the queue and
+    kept nothing. ``acquire`` and ``with`` wait again by themselves unless the signal's handler
+    raised (Ctrl-C), so callers rarely see this."""

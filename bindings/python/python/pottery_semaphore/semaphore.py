@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from typing import Any, Iterable, List, Optional
 
 from . import _common as c
@@ -77,6 +78,19 @@ class Semaphore:
     def _call(self, method: str, *args: Any) -> Any:
         return c.call(getattr(self._here(), method), *args)
 
+    def _acquire(self, count: int, blocking: bool, seconds: Optional[float]) -> Any:
+        """The native acquire, waiting again after a signal broke its wait (``EINTR``: it left
+        the queue and kept nothing). Python runs the signal's handler between its own steps, at
+        the latest on calling ``_call`` again: one that raises (Ctrl-C) ends the acquire there.
+        A wait taken up again queues at the back."""
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while True:
+            try:
+                return self._call("acquire", count, blocking, seconds)
+            except exc.AcquireInterruptedError:
+                if deadline is not None:
+                    seconds = max(0.0, deadline - time.monotonic())
+
     def acquire(self, blocking: bool = True, timeout: Optional[float] = -1, *, n: int = 1) -> bool:
         """Take ``n`` permits (all at once or none). Returns whether they were taken.
 
@@ -86,7 +100,7 @@ class Semaphore:
         count = c.integer("n", n)
         seconds = c.timeout_seconds(blocking, timeout)
         try:
-            return bool(self._call("acquire", count, bool(blocking), seconds))
+            return bool(self._acquire(count, bool(blocking), seconds))
         except exc.RedisUnavailableError:
             if self._raise_on_redis_errors:
                 raise
@@ -173,7 +187,7 @@ class Semaphore:
         no permit was taken, so where ``acquire`` would return False for an unreachable Redis,
         this raises :class:`RedisUnavailableError` instead: the block never runs without a
         permit. (With several masters an acquire without a time-out keeps trying.)"""
-        permits = self._call("acquire", 1, True, None)
+        permits = self._acquire(1, True, None)
         if not permits:
             raise exc.SemaphoreRuntimeError("a blocking acquire without a time-out returned no permit")
         self._blocks.enter(sys._getframe(1), threading.current_thread(), [p.token for p in permits])
