@@ -26,8 +26,9 @@ def cycle_row(name, implementation, client, samples):
     }
 
 
-def contended_row(implementation, client, *, workers, permits, hold_s, seconds, utilisation, waits):
-    """The contended run; `utilisation` as a fraction, `waits` in seconds."""
+def contended_row(implementation, client, *, workers, permits, hold_s, seconds, wall_seconds, utilisation, waits):
+    """The contended run of `seconds` that took `wall_seconds` (its last cycles end later);
+    `utilisation` as a fraction of the wall time, `waits` in seconds."""
     return {
         "name": f"contended, {workers} processes, {permits} permits, {hold_s * 1e3:.0f} ms hold, {seconds:g} s",
         "implementation": implementation,
@@ -38,6 +39,7 @@ def contended_row(implementation, client, *, workers, permits, hold_s, seconds, 
         "permits": permits,
         "hold_ms": hold_s * 1e3,
         "seconds": seconds,
+        "wall_seconds": wall_seconds,
         "utilisation_pct": utilisation * 100,
         "grants": len(waits),
         "wait_p50_ms": pct(waits, .5) * 1e3,

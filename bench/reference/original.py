@@ -125,7 +125,7 @@ HOLD_S = 0.010
 
 
 def worker(port: int, key: str, start: float, until: float) -> None:
-    """One contended worker process: prints the time it held permits, then its waits (s)."""
+    """One contended worker process: prints the time it held permits, when it ended, then its waits (s)."""
     sem = OriginalSemaphore(redis.Redis(host="127.0.0.1", port=port), key, PERMITS)
     time.sleep(max(0.0, start - time.time()))
     held, waits = 0.0, []
@@ -137,7 +137,7 @@ def worker(port: int, key: str, start: float, until: float) -> None:
         time.sleep(HOLD_S)
         held += time.perf_counter() - h0
         sem.release()
-    print(held, " ".join(f"{w:.6f}" for w in waits))
+    print(held, time.time(), " ".join(f"{w:.6f}" for w in waits))
 
 
 def main() -> None:
@@ -168,15 +168,18 @@ def main() -> None:
             )
             for _ in range(WORKERS)
         ]
-        held, waits = 0.0, []
+        held, waits, ended = 0.0, [], start
         for p in procs:
             out, _ = p.communicate()
             if p.returncode != 0:
                 raise SystemExit(f"a contended worker failed ({p.returncode})")
-            h, *w = out.split()
+            h, end, *w = out.split()
             held += float(h)
+            ended = max(ended, float(end))
             waits += [float(x) for x in w]
-        utilisation = held / (PERMITS * SECONDS)
+        # Over the run as it went: the last cycles end after `until`, and their holds count.
+        wall = ended - start
+        utilisation = held / (PERMITS * wall)
         left = OriginalSemaphore(r, key, PERMITS).value()
         assert left == PERMITS, f"{left} of {PERMITS} permits free after the contended run"
         version = r.info("server").get("redis_version", "?")
@@ -198,7 +201,7 @@ def main() -> None:
         rows = [
             cycle_row("acquire+release cycle", implementation, client, cycle),
             contended_row(implementation, client, workers=WORKERS, permits=PERMITS, hold_s=HOLD_S,
-                          seconds=SECONDS, utilisation=utilisation, waits=waits),
+                          seconds=SECONDS, wall_seconds=wall, utilisation=utilisation, waits=waits),
         ]
         doc = {"benchmark": "bench/reference/original.py", "iters": ITERS, "warmup": WARMUP,
                "redis_server": version, "rows": rows}
