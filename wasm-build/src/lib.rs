@@ -85,6 +85,11 @@ fn detect() -> Result<(Toolchain, String, PathBuf), String> {
     ))
 }
 
+/// Whether a wasm32 toolchain this build can use is installed.
+pub fn toolchain_available() -> bool {
+    detect().is_ok()
+}
+
 /// Builds the component (release profile) under `<workspace>/target/wasm` and returns its path.
 pub fn build(workspace: &Path) -> Result<Built, String> {
     let (toolchain, rustc, linker) = detect()?;

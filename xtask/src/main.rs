@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+mod prereqs;
 mod report;
 mod sdk;
 mod swift;
@@ -100,26 +101,6 @@ fn kotlin(goals: &[&str]) -> Result<(), String> {
     run(Command::new("mvn").arg("-q").arg("-f").arg(&pom).args(goals).env_remove("LD_LIBRARY_PATH"))
 }
 
-/// The demo starts a throwaway redis-server unless $REDIS_URL names one; on a fresh Debian
-/// machine it installs the package first.
-fn ensure_redis_server() -> Result<(), String> {
-    if std::env::var_os("REDIS_URL").is_some() || sdk::require("redis-server", "").is_ok() {
-        return Ok(());
-    }
-    println!("redis-server is not installed: installing Debian's redis-server package");
-    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
-    let apt = |args: &[&str]| {
-        let mut cmd = if root { Command::new("apt-get") } else { Command::new("sudo") };
-        if !root {
-            cmd.arg("apt-get");
-        }
-        run(cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive"))
-    };
-    apt(&["update", "-q"])?;
-    apt(&["install", "-y", "-q", "--no-install-recommends", "redis-server"])
-        .map_err(|e| format!("{e}\ninstall redis-server, or set REDIS_URL to a Redis you have"))
-}
-
 /// Compiles the Kotlin SDK and its demo worker and writes their class path for the demo; without
 /// Maven the demo runs without Kotlin workers.
 fn kotlin_demo_classpath() -> Result<(), String> {
@@ -181,7 +162,8 @@ fn main() -> ExitCode {
         Some("swift") => swift_check(),
         Some("kotlin") => kotlin(&["verify"]),
         Some("sdk") => sdk_packages(),
-        Some("test") => component()
+        Some("test") => prereqs::ensure(false)
+            .and_then(|()| component())
             // The CLI and cross-process tests run binaries that `cargo test` alone does not build.
             // `--workspace --tests` resolves features as `cargo test --workspace` does, so the two
             // share one build of every dependency (disk on CI machines is not unlimited).
@@ -198,7 +180,7 @@ fn main() -> ExitCode {
             // The main job too (README's first command), so a run that breaks it fails here.
             .and_then(|()| kotlin_demo_classpath())
             .and_then(|()| cargo(&["run", "-p", "pottery-semaphore-tests", "--bin", "demo"])),
-        Some("demo") => ensure_redis_server()
+        Some("demo") => prereqs::ensure(true)
             .and_then(|()| component())
             .and_then(|()| python(false))
             .and_then(|_| kotlin_demo_classpath())
