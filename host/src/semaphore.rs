@@ -625,8 +625,7 @@ impl Semaphore {
             let (targeted, judged, op, _releasing) = {
                 let held = lock(&inner.held);
                 let (targeted, judged, op) = plan(&held);
-                // All it names: the guest may release a later one for a named one that ended.
-                let releasing = Releasing::new(&inner, &judged);
+                let releasing = Releasing::new(&inner, &targeted);
                 (targeted, judged, op, releasing)
             };
             let result = if inline { inner.with_instance_blocking(op).await } else { inner.with_instance(op).await };
