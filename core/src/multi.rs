@@ -207,11 +207,13 @@ impl<T: Transport> Semaphore<T> {
         self.id.lease_ms / 100 + 2
     }
 
-    /// How long a round waits for a master: a fifth of the lease (100 ms to 2 s). A master that
+    /// How long a round waits for a master: a tenth of the lease (100 ms to 2 s). A master that
     /// is slower (paused, cut off) is left out of that round rather than stalling it, as
-    /// Redlock's per-instance time-out.
+    /// Redlock's per-instance time-out. Short enough for a grant's validity (the lease less
+    /// two rounds) to outlast its first refresh even beside a silent master: up to a round
+    /// under way, then a third of the lease, then the refresh's own round.
     fn round_timeout_ms(&self) -> u64 {
-        (self.id.lease_ms / 5).clamp(100, 2_000)
+        (self.id.lease_ms / 10).clamp(100, 2_000)
     }
 
     /// Errors that more masters would not change: the caller's own mistake or setup.
