@@ -99,11 +99,12 @@ data class SemaphoreConfig @JvmOverloads constructor(
 /**
  * [url] with the password of its user-info (`user:password@`) and any `pass=` parameter hidden.
  * The user-info ends at the authority's last `@`, as the URL parser reads it, so a raw `@` in a
- * password is hidden too.
+ * password is hidden too; a raw `?` or `#` in it (which breaks the URL) does not end the search,
+ * so such a URL, logged because it failed, does not show its password either.
  */
 internal fun redacted(url: String): String {
     val authority = url.indexOf("://").let { if (it < 0) 0 else it + 3 }
-    val authorityEnd = url.indexOfAny(charArrayOf('/', '?', '#'), authority).let { if (it < 0) url.length else it }
+    val authorityEnd = url.indexOf('/', authority).let { if (it < 0) url.length else it }
     val at = url.lastIndexOf('@', authorityEnd - 1)
     val colon = url.indexOf(':', authority)
     val hidden = if (at >= authority && colon in authority until at) url.substring(0, colon + 1) + "***" + url.substring(at) else url

@@ -64,6 +64,8 @@ class ErrorMappingTest {
             "redis://ops@corp.com:hunter2@h:6379/0" to "redis://ops@corp.com:***@h:6379/0",
             "redis://app:p@ssw0rd@h/0" to "redis://app:***@h/0",
             "rediss://:a@b@h" to "rediss://:***@h",
+            "redis://app:p#ss@h:6379" to "redis://app:***@h:6379",
+            "redis://app:p?ss@h/0" to "redis://app:***@h/0",
         )
         for ((url, shown) in secrets) assertEquals(shown, redacted(url))
         assertEquals("redis://u@h:1/0?x=a:b@c", redacted("redis://u@h:1/0?x=a:b@c"))
