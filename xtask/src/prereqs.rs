@@ -8,52 +8,74 @@ use std::process::Command;
 use crate::{run, sdk};
 
 /// The Debian packages missing for `demo` (which can use `$REDIS_URL` instead of a local
-/// redis-server) or `test`.
-fn missing(demo: bool) -> Vec<&'static str> {
+/// redis-server) or `test`: those everything needs, and Maven with a JDK, which the demo can do
+/// without (it then runs no Kotlin workers).
+fn missing(demo: bool) -> (Vec<&'static str>, Vec<&'static str>) {
     let installed = |pkg: &str| Command::new("dpkg").args(["-s", pkg]).output().is_ok_and(|o| o.status.success());
     let have = |tool: &str| sdk::require(tool, "").is_ok();
-    let mut wanted: Vec<&'static str> = vec!["libssl-dev", "pkg-config"];
-    wanted.retain(|pkg| !installed(pkg));
+    let mut needed: Vec<&'static str> = vec!["libssl-dev", "pkg-config"];
+    needed.retain(|pkg| !installed(pkg));
     let remote_redis = demo && std::env::var_os("REDIS_URL").is_some();
     if !remote_redis && !have("redis-server") {
-        wanted.push("redis-server");
+        needed.push("redis-server");
     }
     let venv = Command::new("python3").args(["-c", "import ensurepip, venv"]).output().is_ok_and(|o| o.status.success());
     if !venv {
-        wanted.push("python3-venv");
-    }
-    if !have("mvn") {
-        wanted.push("maven");
-    }
-    if Command::new("javac").arg("-version").output().is_err() {
-        wanted.push("openjdk-17-jdk-headless");
+        needed.push("python3-venv");
     }
     if !pottery_semaphore_wasm_build::toolchain_available() {
-        wanted.extend(["rustc-web", "rust-web-src", "rust-web-llvm", "lld-22"]);
+        needed.extend(["rustc-web", "rust-web-src", "rust-web-llvm", "lld-22"]);
     }
-    wanted
+    let mut jvm = Vec::new();
+    if !have("mvn") {
+        jvm.push("maven");
+    }
+    if Command::new("javac").arg("-version").output().is_err() {
+        jvm.push("openjdk-17-jdk-headless");
+    }
+    (needed, jvm)
 }
 
 pub fn ensure(demo: bool) -> Result<(), String> {
-    let wanted = missing(demo);
-    if wanted.is_empty() {
+    let (needed, jvm) = missing(demo);
+    if needed.is_empty() && jvm.is_empty() {
         return Ok(());
     }
     if !Path::new("/usr/bin/apt-get").exists() {
-        println!("(not installed, and no apt-get to install them with: {})", wanted.join(" "));
+        println!("(not installed, and no apt-get to install them with: {} {})", needed.join(" "), jvm.join(" "));
         return Ok(());
     }
-    println!("installing what this needs from Debian: {}", wanted.join(" "));
-    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    let apt = |args: &[&str]| {
-        let mut cmd = if root { Command::new("apt-get") } else { Command::new("sudo") };
-        if !root {
-            cmd.arg("apt-get");
+    let optional = |result: Result<(), String>| match result {
+        Err(e) if demo => {
+            println!("({e}: the demo runs without Kotlin workers)");
+            Ok(())
         }
-        run(cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive"))
+        other => other,
     };
-    apt(&["update", "-q"])?;
-    let mut install = vec!["install", "-y", "-q", "--no-install-recommends"];
-    install.extend(&wanted);
-    apt(&install).map_err(|e| format!("{e}\ninstall {} (or see .ci/run)", wanted.join(" ")))
+    let updated = apt(&["update", "-q"]);
+    if needed.is_empty() {
+        return optional(updated.and_then(|()| install(&jvm)));
+    }
+    updated.and_then(|()| install(&needed))?;
+    optional(install(&jvm))
+}
+
+fn install(packages: &[&str]) -> Result<(), String> {
+    if packages.is_empty() {
+        return Ok(());
+    }
+    println!("installing what this needs from Debian: {}", packages.join(" "));
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend(packages);
+    apt(&args).map_err(|e| format!("{e}\ninstall {} (or see .ci/run)", packages.join(" ")))
+}
+
+/// apt-get as root, through sudo otherwise.
+fn apt(args: &[&str]) -> Result<(), String> {
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let mut cmd = if root { Command::new("apt-get") } else { Command::new("sudo") };
+    if !root {
+        cmd.arg("apt-get");
+    }
+    run(cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive"))
 }
