@@ -24,7 +24,7 @@ mod runtime;
 mod semaphore;
 mod transport;
 
-pub use blocking::BlockingSemaphore;
+pub use blocking::{signals_end_waits, BlockingSemaphore};
 pub use error::Error;
 pub use pottery_semaphore_core::{Holder, Permit, Status, Waiter};
 pub use runtime::{EngineOptions, Runtime};

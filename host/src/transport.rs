@@ -213,7 +213,8 @@ impl HostState {
     /// BLPOP on this instance's blocking pop connection, timed by the socket's read time-out;
     /// when that ends it, the connection is dropped with the BLPOP in flight (see `blocking_pop`).
     fn blocking_pop_sync(&mut self, client: &redis::Client, key: &str, timeout_ms: u64, exact: bool) -> Result<Option<String>, WitError> {
-        let (cmd, timeout) = blpop(key, Duration::from_millis(timeout_ms), exact);
+        let ends_at = Instant::now() + Duration::from_millis(timeout_ms);
+        let (mut cmd, mut timeout) = blpop(key, Duration::from_millis(timeout_ms), exact);
         let mut reused = self.sync.pops.is_some();
         loop {
             // Failing to connect is an error of its own, even when it timed out: not an empty pop.
@@ -226,11 +227,21 @@ impl HostState {
                     if e.is_timeout() {
                         return Ok(None);
                     }
-                    // A signal: the wait ends (the guest leaves the queue and gives back what
-                    // raced in) so that the caller can act on it, Python's Ctrl-C say, which
-                    // runs only once the call returns.
+                    // A signal. Where the caller acts on signals only once the call returns
+                    // (Python's Ctrl-C), the wait ends: the guest leaves the queue and gives
+                    // back what raced in. Else the pop goes on, on a new connection, with the
+                    // time left: the waiter keeps its place, and a push its BLPOP may have
+                    // taken stays in its grant record, as after a time-out.
                     if is_interrupted(&e) {
-                        return Err(WitError::Cancelled);
+                        if crate::blocking::signals_end_waits_here() {
+                            return Err(WitError::Cancelled);
+                        }
+                        let left = ends_at.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            return Ok(None);
+                        }
+                        (cmd, timeout) = blpop(key, left, exact);
+                        continue;
                     }
                     // A kept connection that broke while idle (the server restarted, or dropped
                     // it): once more on a new one. Had the BLPOP reached a server and taken a

@@ -646,3 +646,57 @@ async fn a_new_instance_of_a_handle_recreates_a_wiped_semaphore_quarantined() {
         assert!(until > now_ms + 5_000, "{flavor:?}: not quarantined for the 10 s lease: until {until}, now {now_ms}");
     }
 }
+
+/// A signal delivered to a thread blocked in `acquire` breaks its read from Redis (EINTR). The
+/// wait goes on and keeps its place (a profiler's tick, a reload flag); within
+/// `signals_end_waits`, as the Python SDK calls it so that Ctrl-C can act, it ends at once with
+/// `Cancelled`, leaving the queue. Before, the first pop's broken read came back as Redis
+/// unreachable, and for a while every signal ended the wait.
+#[test]
+#[allow(unsafe_code)] // libc: a signal handler, and sending a signal to one thread
+fn a_signal_ends_a_blocking_wait_only_where_asked_to() {
+    use pottery_semaphore_host::{signals_end_waits, BlockingSemaphore};
+    extern "C" fn noted(_: libc::c_int) {}
+    // SAFETY: installs a handler that does nothing, for a signal only this test sends.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = noted as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::sigemptyset(&mut action.sa_mask);
+        assert_eq!(libc::sigaction(libc::SIGUSR2, &action, std::ptr::null_mut()), 0);
+    }
+    let server = Server::start(Flavor::Redis);
+    let k = key("eintr");
+    let holder = BlockingSemaphore::open(server.options(&k).permits(1)).expect("open");
+    assert!(holder.acquire(false, None).expect("acquire"));
+    for ends in [false, true] {
+        let waiter = BlockingSemaphore::open(server.options(&k).permits(1)).expect("open");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiting = std::thread::spawn(move || {
+            // SAFETY: pthread_self has no preconditions.
+            tx.send(unsafe { libc::pthread_self() }).expect("send");
+            let started = Instant::now();
+            let timeout = Some(Duration::from_millis(1500));
+            let r = if ends { signals_end_waits(|| waiter.acquire(true, timeout)) } else { waiter.acquire(true, timeout) };
+            (r, started.elapsed())
+        });
+        let thread = rx.recv().expect("thread");
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_millis(200));
+            // SAFETY: the thread is alive until joined below, and handles SIGUSR2.
+            unsafe { libc::pthread_kill(thread, libc::SIGUSR2) };
+        }
+        let (r, took) = waiting.join().expect("waiter");
+        if ends {
+            assert!(matches!(r, Err(Error::Cancelled)), "{r:?}");
+            assert!(took < Duration::from_millis(700), "ended {took:?} after it began");
+        } else {
+            assert_eq!(r, Ok(false), "the signals ended the wait");
+            assert!(took >= Duration::from_millis(1400), "ended {took:?} after it began");
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !holder.status().expect("status").waiters.is_empty() {
+            assert!(Instant::now() < deadline, "the waiter stayed queued");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

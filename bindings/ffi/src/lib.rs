@@ -246,6 +246,13 @@ impl Semaphore {
         Ok(permits(self.inner.acquire_n(n, blocking, timeout_s)?))
     }
 
+    /// As `acquire`, but a signal delivered to this thread while it waits ends the wait with
+    /// `Cancelled`, having left the queue and kept nothing: for callers that run their signal
+    /// handlers only once the call returns (Python), and then wait again unless one raised.
+    pub fn acquire_interruptible(&self, n: i64, blocking: bool, timeout_s: Option<f64>) -> Result<Vec<Permit>> {
+        Ok(permits(pottery_semaphore_host::signals_end_waits(|| self.inner.acquire_n(n, blocking, timeout_s))?))
+    }
+
     pub fn release(&self, n: i64) -> Result<()> {
         Ok(self.inner.release(n)?)
     }

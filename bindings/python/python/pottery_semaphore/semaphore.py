@@ -86,7 +86,7 @@ class Semaphore:
         deadline = None if seconds is None else time.monotonic() + seconds
         while True:
             try:
-                return self._call("acquire", count, blocking, seconds)
+                return self._call("acquire_interruptible", count, blocking, seconds)
             except exc.AcquireInterruptedError:
                 if deadline is not None:
                     seconds = max(0.0, deadline - time.monotonic())
