@@ -69,12 +69,22 @@ fn signals_reach_the_command_and_its_status_comes_back() {
     let server = Server::start(Flavor::Redis);
     let k = key("cli-signal");
     let _sem = create(&server, &k, 1);
-    let mut child = spawn(&server, &["run", "--key", &k, "--", "sleep", "30"]);
-    std::thread::sleep(Duration::from_millis(500));
+    // The command proves it got the signal (exit 42), and says when it runs: a SIGTERM sent
+    // while the CLI still opens the semaphore ends the CLI with 143 and would pass for one
+    // forwarded to a plain `sleep`.
+    let started = std::env::temp_dir().join(format!("{k}.started"));
+    let script = format!("trap 'exit 42' TERM; touch {}; sleep 30 & wait", started.display());
+    let mut child = spawn(&server, &["run", "--key", &k, "--", "sh", "-c", &script]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !started.exists() {
+        assert!(Instant::now() < deadline, "the command never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
     assert!(status.success());
     let code = child.wait().expect("wait").code();
-    assert_eq!(code, Some(128 + 15), "sleep was terminated by the forwarded SIGTERM");
+    let _ = std::fs::remove_file(&started);
+    assert_eq!(code, Some(42), "the forwarded SIGTERM reached the command, whose status comes back");
     let out = run(&server, &["status", "--key", &k, "--json"]);
     assert!(text(&out.stdout).contains(r#""available":1"#), "released after the signal: {}", text(&out.stdout));
 }
