@@ -332,11 +332,15 @@ impl Inner {
     /// refresher releases them again meanwhile. A release that was not replicated also lost its
     /// reply (which of our permits went): of the others it may have taken, those Redis no longer
     /// lists leave `held` and are reported lost (another holder's release took them).
-    async fn settle_release(&self, result: Result<Vec<u64>, Error>, targeted: &[u64], judged: &[u64]) -> Result<Vec<u64>, Error> {
+    ///
+    /// `exact`: the caller named exactly the permits it gives up (`release_permits`): those it
+    /// named and Redis no longer held leave `held` too, without a loss report. The answer says
+    /// which were still held, and a resent call (its first reply lost) answers none.
+    async fn settle_release(&self, result: Result<Vec<u64>, Error>, targeted: &[u64], judged: &[u64], exact: bool) -> Result<Vec<u64>, Error> {
         let e = match result {
             Ok(released) => {
                 let mut held = lock(&self.held);
-                for token in &released {
+                for token in released.iter().chain(if exact { targeted } else { &[] }) {
                     held.remove(token);
                 }
                 return Ok(released);
@@ -597,7 +601,7 @@ impl Semaphore {
             let judged = own.clone();
             (targeted, judged, release_op(move |i| Box::pin(async move { i.release(n, &own).await })))
         };
-        self.release_with(plan).await.map(drop)
+        self.release_with(plan, false).await.map(drop)
     }
 
     /// Releases exactly these permits of this handle (those it still holds).
@@ -605,7 +609,7 @@ impl Semaphore {
         let plan = move |_: &BTreeMap<u64, Permit>| {
             (tokens.clone(), tokens.clone(), release_op(move |i| Box::pin(async move { i.release_permits(&tokens).await })))
         };
-        self.release_with(plan).await
+        self.release_with(plan, true).await
     }
 
     /// Runs a release and settles `held` after it, in one piece: on the runtime's threads
@@ -613,8 +617,8 @@ impl Semaphore {
     /// release of this handle at a time (see `Inner::releases`). `plan` says, from `held` as
     /// the release finds it, which permits it gives back (marked meanwhile, before `held` is
     /// let go: neither a refresh that misses them nor the lease watch takes them for lost),
-    /// which it may have taken, and the call.
-    async fn release_with<P, F>(&self, plan: P) -> Result<Vec<u64>, Error>
+    /// which it may have taken, and the call; `exact` as for `settle_release`.
+    async fn release_with<P, F>(&self, plan: P, exact: bool) -> Result<Vec<u64>, Error>
     where
         P: FnOnce(&BTreeMap<u64, Permit>) -> (Vec<u64>, Vec<u64>, F) + Send + 'static,
         F: for<'a> FnOnce(&'a mut Instance) -> OpFuture<'a, Vec<u64>> + Send + 'static,
@@ -629,7 +633,7 @@ impl Semaphore {
                 (targeted, judged, op, releasing)
             };
             let result = if inline { inner.with_instance_blocking(op).await } else { inner.with_instance(op).await };
-            inner.settle_release(result, &targeted, &judged).await
+            inner.settle_release(result, &targeted, &judged, exact).await
         };
         if inline { work.await } else { self.inner.rt.run(work).await? }
     }

@@ -700,3 +700,20 @@ fn a_signal_ends_a_blocking_wait_only_where_asked_to() {
         }
     }
 }
+
+/// `release_permits` names exactly what the caller gives up, and answers which of those were
+/// still held. Those that were not (another holder's release took them; or, the case that
+/// matters, the call's first reply was lost and its resend found them gone) leave the handle
+/// too: before, the next refresh reported them lost, though the caller had let them go.
+#[tokio::test(flavor = "multi_thread")]
+async fn permits_released_by_name_are_not_reported_lost_afterwards() {
+    let server = Server::start(Flavor::Redis);
+    let k = key("named-gone");
+    let (mine, other) = (open(&server, &k, 1).await, open(&server, &k, 1).await);
+    assert!(mine.acquire(false, None).await.unwrap());
+    let token = mine.held()[0].token;
+    other.release(1).await.unwrap(); // permits are fungible: it takes mine
+    assert_eq!(mine.release_permits(vec![token]).await.unwrap(), Vec::<u64>::new(), "not held any more");
+    mine.refresh().await.unwrap();
+    assert_eq!((mine.take_lost(), mine.held()), (Vec::new(), Vec::new()));
+}
