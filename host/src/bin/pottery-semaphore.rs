@@ -255,11 +255,12 @@ fn ignored(signal: i32) -> bool {
 
 /// True when SIGINT most likely came from the terminal, which sends it to its whole foreground
 /// process group, the command included: this process group is the terminal's foreground one.
+/// Asked of stdin, stdout and stderr: any of them may be redirected (`< file`, `| tee`).
 #[allow(unsafe_code)]
 fn interrupt_reached_command() -> bool {
-    // SAFETY: tcgetpgrp(3) and getpgrp(2) only read process state; a stdin that is not a
+    // SAFETY: tcgetpgrp(3) and getpgrp(2) only read process state; a descriptor that is not a
     // terminal makes tcgetpgrp fail with -1, which no process group equals.
-    unsafe { libc::tcgetpgrp(0) == libc::getpgrp() }
+    (0..3).any(|fd| unsafe { libc::tcgetpgrp(fd) == libc::getpgrp() })
 }
 
 /// After a wait was given up: the handle leaves the queue, and gives back a permit granted just
