@@ -72,9 +72,9 @@ class SemaphoreRuntimeError(SemaphoreError, RuntimeError):
 
 class RedisReplyError(SemaphoreRuntimeError, _redis.ResponseError):
     """Redis answered with an error (``OOM`` at ``maxmemory``, ``READONLY`` on a replica,
-    ``NOREPLICAS``, ``BUSY``...). Also redis-py's ``ResponseError``, which the original library
-    let through; a :class:`SemaphoreRuntimeError`, which it was reported as before it had a
-    class of its own."""
+    ``NOREPLICAS``, ``BUSY``...), or with a reply the protocol did not expect. Also redis-py's
+    ``ResponseError``, which the original library let through; a
+    :class:`SemaphoreRuntimeError`, which it was reported as before it had a class of its own."""
 
 
 class NotReplicatedError(SemaphoreRuntimeError):
