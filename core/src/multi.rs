@@ -586,22 +586,15 @@ mod tests {
         }
     }
 
-    /// Every master holds slot 0 for this holder under epoch 9 only: an older grant of the
-    /// same slot (epoch 5, ended, not yet known as lost) is named too.
-    struct OneLiveGrant;
+    /// Masters that answer every script by `answer(script, master, args)`, and never pop.
+    struct Answering<F>(F);
 
-    impl Transport for &OneLiveGrant {
+    impl<F: Fn(&str, u32, &Args) -> Result<Reply, Error>> Transport for &Answering<F> {
         fn eval(&self, _: &Script, _: &Scope, _: &Args) -> Result<Reply, Error> {
             unreachable!("several masters run scripts through eval_each")
         }
         fn eval_each(&self, script: &Script, _: &Scope, calls: &[(u32, Args)], _: u64) -> Vec<Result<Reply, Error>> {
-            let answer = || match script.name {
-                "multi/init.lua" => ints(&[1, 0, 1, 1]),
-                "multi/refresh.lua" => ints(&[20_000, 0, 9]),
-                "multi/release.lua" => ints(&[0, 9]),
-                other => unreachable!("{other}"),
-            };
-            calls.iter().map(|_| answer()).collect()
+            calls.iter().map(|(master, args)| (self.0)(script.name, *master, args)).collect()
         }
         fn command(&self, _: &str, _: &str, _: &[String]) -> Result<Reply, Error> {
             unreachable!("no commands")
@@ -625,53 +618,19 @@ mod tests {
     /// back to life beside the newer one: two holders of one permit.
     #[test]
     fn of_two_tokens_of_one_slot_only_the_live_grant_counts() {
-        let (sem, _) = Semaphore::open(&OneLiveGrant, three_masters("h")).expect("open");
+        // Every master holds slot 0 for this holder under epoch 9 only: an older grant of the
+        // same slot (epoch 5, ended, not yet known as lost) is named too.
+        let masters = Answering(|script: &str, _: u32, _: &Args| match script {
+            "multi/init.lua" => ints(&[1, 0, 1, 1]),
+            "multi/refresh.lua" => ints(&[20_000, 0, 9]),
+            "multi/release.lua" => ints(&[0, 9]),
+            other => unreachable!("{other}"),
+        });
+        let (sem, _) = Semaphore::open(&masters, three_masters("h")).expect("open");
         let (ended, live) = (token(5, 0), token(9, 0));
         let held: Vec<u64> = sem.refresh(&[ended, live]).expect("refresh").iter().map(|p| p.token).collect();
         assert_eq!(held, [live]);
         assert_eq!(sem.release_permits(&[ended, live]), Ok(vec![live]));
-    }
-
-    /// Every master grants the claim of slot 0; only master 0 confirms it. Records the wake
-    /// flag (ARGV 4) of every release.lua call.
-    #[derive(Default)]
-    struct ConfirmedOnOne {
-        release_wakes: RefCell<Vec<String>>,
-    }
-
-    impl Transport for &ConfirmedOnOne {
-        fn eval(&self, _: &Script, _: &Scope, _: &Args) -> Result<Reply, Error> {
-            unreachable!("several masters run scripts through eval_each")
-        }
-        fn eval_each(&self, script: &Script, _: &Scope, calls: &[(u32, Args)], _: u64) -> Vec<Result<Reply, Error>> {
-            let answer = |master: u32, args: &Args| match script.name {
-                "multi/init.lua" => ints(&[1, 0, 1, 1]),
-                "multi/claim.lua" => ints(&[1, 7, 10_000, 0]),
-                "multi/confirm.lua" => ints(&[i64::from(master == 0)]),
-                "multi/release.lua" => {
-                    let wake = args.iter().next().map(|a| String::from_utf8_lossy(a).into_owned()).unwrap_or_default();
-                    self.release_wakes.borrow_mut().push(wake);
-                    ints(&[0])
-                }
-                _ => Err(Error::Cancelled),
-            };
-            calls.iter().map(|(master, args)| answer(*master, args)).collect()
-        }
-        fn command(&self, _: &str, _: &str, _: &[String]) -> Result<Reply, Error> {
-            unreachable!("no commands")
-        }
-        fn blocking_pop(&self, _: &str, _: u64, _: bool) -> Result<Option<String>, Error> {
-            unreachable!("no pops")
-        }
-        fn wait_replicas(&self) -> Result<(), Error> {
-            Ok(())
-        }
-        fn monotonic_now_ns(&self) -> u64 {
-            0
-        }
-        fn sleep(&self, _: u64) -> Result<(), Error> {
-            Ok(())
-        }
     }
 
     /// A confirmation that failed drops the copies it had confirmed (only their grant epoch
@@ -679,51 +638,25 @@ mod tests {
     /// else those waiters sleep until the nearest lease ends while the slot is free.
     #[test]
     fn copies_dropped_after_a_failed_confirmation_wake_the_waiters() {
-        let fake = ConfirmedOnOne::default();
-        let (sem, _) = Semaphore::open(&fake, three_masters("h")).expect("open");
+        // Every master grants the claim of slot 0; only master 0 confirms it. The wake flag
+        // (ARGV 4) of every release.lua call is kept.
+        let release_wakes = RefCell::new(Vec::new());
+        let masters = Answering(|script: &str, master: u32, args: &Args| match script {
+            "multi/init.lua" => ints(&[1, 0, 1, 1]),
+            "multi/claim.lua" => ints(&[1, 7, 10_000, 0]),
+            "multi/confirm.lua" => ints(&[i64::from(master == 0)]),
+            "multi/release.lua" => {
+                let wake = args.iter().next().map(|a| String::from_utf8_lossy(a).into_owned()).unwrap_or_default();
+                release_wakes.borrow_mut().push(wake);
+                ints(&[0])
+            }
+            _ => Err(Error::Cancelled),
+        });
+        let (sem, _) = Semaphore::open(&masters, three_masters("h")).expect("open");
         let _ = sem.acquire(1, false, None);
-        let wakes = fake.release_wakes.borrow();
+        let wakes = release_wakes.borrow();
         assert!(!wakes.is_empty(), "nothing dropped after the failed confirmation");
         assert!(wakes.iter().all(|w| w == "1"), "dropped without a wake-up: {wakes:?}");
-    }
-
-    /// Slot 0 is held by "h" under epoch 5 on masters 0 and 1; master 2 keeps a copy a failed
-    /// attempt of "x" left there under the higher epoch 9.
-    struct StaleCopyOnOne;
-
-    impl Transport for &StaleCopyOnOne {
-        fn eval(&self, _: &Script, _: &Scope, _: &Args) -> Result<Reply, Error> {
-            unreachable!("several masters run scripts through eval_each")
-        }
-        fn eval_each(&self, script: &Script, _: &Scope, calls: &[(u32, Args)], _: u64) -> Vec<Result<Reply, Error>> {
-            let answer = |master: u32| match script.name {
-                "multi/init.lua" => ints(&[1, 0, 1, 1]),
-                "multi/status.lua" => {
-                    let (holder, epoch) = if master == 2 { ("x", 9) } else { ("h", 5) };
-                    let mut items: Vec<Scalar> = [1, 1, 0, 1_000, 1, 0].map(Scalar::Int).to_vec();
-                    items.extend([Scalar::Bulk(holder.into()), Scalar::Int(epoch), Scalar::Int(8_000)]);
-                    Ok(Reply::Array(items))
-                }
-                "multi/release.lua" => ints(&[0, 5]),
-                other => unreachable!("{other}"),
-            };
-            calls.iter().map(|(master, _)| answer(*master)).collect()
-        }
-        fn command(&self, _: &str, _: &str, _: &[String]) -> Result<Reply, Error> {
-            unreachable!("no commands")
-        }
-        fn blocking_pop(&self, _: &str, _: u64, _: bool) -> Result<Option<String>, Error> {
-            unreachable!("no pops")
-        }
-        fn wait_replicas(&self) -> Result<(), Error> {
-            Ok(())
-        }
-        fn monotonic_now_ns(&self) -> u64 {
-            0
-        }
-        fn sleep(&self, _: u64) -> Result<(), Error> {
-            Ok(())
-        }
     }
 
     /// The slot's holder is the grant on a majority: taking the newest copy's owner ("x", on one
@@ -731,7 +664,20 @@ mod tests {
     /// on an unbounded semaphore one more permit while "h" kept refreshing its own).
     #[test]
     fn a_slot_is_held_by_the_grant_a_majority_holds_not_the_newest_copy() {
-        let (sem, _) = Semaphore::open(&StaleCopyOnOne, three_masters("h")).expect("open");
+        // Slot 0 is held by "h" under epoch 5 on masters 0 and 1; master 2 keeps a copy a failed
+        // attempt of "x" left there under the higher epoch 9.
+        let masters = Answering(|script: &str, master: u32, _: &Args| match script {
+            "multi/init.lua" => ints(&[1, 0, 1, 1]),
+            "multi/status.lua" => {
+                let (holder, epoch) = if master == 2 { ("x", 9) } else { ("h", 5) };
+                let mut items: Vec<Scalar> = [1, 1, 0, 1_000, 1, 0].map(Scalar::Int).to_vec();
+                items.extend([Scalar::Bulk(holder.into()), Scalar::Int(epoch), Scalar::Int(8_000)]);
+                Ok(Reply::Array(items))
+            }
+            "multi/release.lua" => ints(&[0, 5]),
+            other => unreachable!("{other}"),
+        });
+        let (sem, _) = Semaphore::open(&masters, three_masters("h")).expect("open");
         assert_eq!(sem.permits().expect("permits").iter().map(|p| p.token).collect::<Vec<_>>(), [token(5, 0)]);
         let released = sem.release(1, &[token(5, 0)], 0).expect("release");
         assert_eq!((released.own, released.added), (vec![token(5, 0)], 0));

@@ -171,44 +171,6 @@ async def test_an_async_with_block_left_by_another_task_gives_back_its_own_permi
     assert await aio.get_value() == 2
 
 
-def test_a_signal_ends_a_blocking_acquire_on_the_main_thread_and_keeps_nothing(redis_client, unique_key):
-    """Python acts on a signal (Ctrl-C) only between its own steps, but the signal also breaks
-    the native wait's read from Redis (EINTR): the acquire ends at once, leaves the queue and
-    keeps no permit, and the handler's exception follows."""
-    holder = Semaphore(key=unique_key, masters={redis_client})
-    waiter = Semaphore(key=unique_key, masters={redis_client})
-    assert holder.acquire()
-
-    class Interrupted(Exception):
-        pass
-
-    def interrupt(signum, frame):
-        raise Interrupted()
-
-    previous = signal.signal(signal.SIGUSR1, interrupt)
-    main = threading.main_thread().ident
-    sender = threading.Timer(0.3, lambda: signal.pthread_kill(main, signal.SIGUSR1))
-    started = time.monotonic()
-    try:
-        sender.start()
-        with pytest.raises(Interrupted):
-            waiter.acquire(timeout=3)
-        waited = time.monotonic() - started
-    finally:
-        sender.join()
-        signal.signal(signal.SIGUSR1, previous)
-    assert waited < 1.5, f"the signal ended the wait only after {waited:.2f} s"
-    # The host leaves the queue in the background, right after the cancellation.
-    deadline = time.monotonic() + 2
-    while waiter.waiters() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert waiter.waiters() == [], "the interrupted waiter stayed queued"
-    holder.release()
-    assert waiter.acquire(timeout=2), "the handle is still usable"
-    assert len(waiter.permits) == 1, "it holds the one permit it took, nothing from the interrupted wait"
-    waiter.release()
-
-
 def _signal_main_thread_after(seconds, handler):
     """Installs `handler` for SIGUSR1 and sends it to the main thread after `seconds`; returns
     a function that waits for the sender and puts the previous handler back."""
@@ -224,35 +186,43 @@ def _signal_main_thread_after(seconds, handler):
     return restore
 
 
-def test_a_signal_ends_a_wait_past_its_first_pop(redis_client, unique_key):
-    """After a heartbeat (a third of a second with this lease) the wait pops on a kept
-    connection, whose broken read was taken for a dropped connection and the pop sent again:
-    Ctrl-C then did nothing until a permit came, and that permit stayed with the handle."""
+class _Interrupted(Exception):
+    pass
+
+
+def _raise_interrupted(signum, frame):
+    raise _Interrupted()
+
+
+# At 0.3 s the wait is in its first pop. With a 1 s lease, at 1 s it pops on a connection kept
+# from a heartbeat (every third of a second), whose broken read was once taken for a dropped
+# connection and the pop sent again: Ctrl-C then did nothing until a permit came.
+@pytest.mark.parametrize("after, lease", [(0.3, 10.0), (1.0, 1.0)], ids=["first pop", "after heartbeats"])
+def test_a_signal_ends_a_blocking_acquire_on_the_main_thread_and_keeps_nothing(redis_client, unique_key, after, lease):
+    """Python acts on a signal (Ctrl-C) only between its own steps, but the signal also breaks
+    the native wait's read from Redis (EINTR): the acquire ends at once, leaves the queue and
+    keeps no permit, and the handler's exception follows."""
     holder = Semaphore(key=unique_key, masters={redis_client})
-    waiter = Semaphore(key=unique_key, masters={redis_client}, lease=1.0)
+    waiter = Semaphore(key=unique_key, masters={redis_client}, lease=lease)
     assert holder.acquire()
-
-    class Interrupted(Exception):
-        pass
-
-    def interrupt(signum, frame):
-        raise Interrupted()
-
-    restore = _signal_main_thread_after(1.0, interrupt)
+    restore = _signal_main_thread_after(after, _raise_interrupted)
     started = time.monotonic()
     try:
-        with pytest.raises(Interrupted):
-            waiter.acquire(timeout=4)
+        with pytest.raises(_Interrupted):
+            waiter.acquire(timeout=after + 3)
         waited = time.monotonic() - started
     finally:
         restore()
-    assert waited < 1.6, f"the signal ended the wait only after {waited:.2f} s"
+    assert waited < after + 0.6, f"the signal ended the wait only after {waited:.2f} s"
+    # The host leaves the queue in the background, right after the cancellation.
     deadline = time.monotonic() + 2
     while waiter.waiters() and time.monotonic() < deadline:
         time.sleep(0.02)
     assert waiter.waiters() == [], "the interrupted waiter stayed queued"
     holder.release()
-    assert waiter.permits == [], "the interrupted wait kept a permit"
+    assert waiter.acquire(timeout=2), "the handle is still usable"
+    assert len(waiter.permits) == 1, "it holds the one permit it took, nothing from the interrupted wait"
+    waiter.release()
 
 
 def test_a_signal_whose_handler_returns_does_not_end_the_acquire(redis_client, unique_key):
