@@ -15,6 +15,7 @@
 //! waits on, when the nearest lease may have ended, or after a short random delay when votes
 //! split. So waiters are not served in arrival order.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 
 use crate::protocol::{Config, Holder, Identity, Opened, Permit, Released, Status};
@@ -115,7 +116,13 @@ pub struct Semaphore<T> {
     scope: Scope,
     masters: u32,
     raise_on_redis_errors: bool,
+    /// The deadline (monotonic ns) of the acquire under way, if it has one: its rounds end by
+    /// then (see `round_timeout_now`).
+    round_deadline_ns: Cell<Option<u64>>,
 }
+
+/// The shortest round of an acquire near its deadline: enough for masters that answer.
+const MIN_ROUND_MS: u64 = 50;
 
 impl<T: Transport> Semaphore<T> {
     /// Validates `config` and creates the semaphore on every master that lacks it. Succeeds
@@ -143,6 +150,7 @@ impl<T: Transport> Semaphore<T> {
             id,
             masters: config.masters,
             raise_on_redis_errors: config.raise_on_redis_errors,
+            round_deadline_ns: Cell::new(None),
         };
         let guard = u8::from(config.guard_fresh_server).to_string();
         let (mut initials, mut created, mut missing, mut claimed) = (Vec::new(), false, Vec::new(), false);
@@ -216,6 +224,19 @@ impl<T: Transport> Semaphore<T> {
         (self.id.lease_ms / 10).clamp(100, 2_000)
     }
 
+    /// The round time-out, cut to what is left before the deadline of an acquire under way (at
+    /// least `MIN_ROUND_MS`): beside a silent master every round waits its time-out out, which
+    /// held a short acquire time-out up by rounds of up to 2 s.
+    fn round_timeout_now(&self) -> u64 {
+        match self.round_deadline_ns.get() {
+            Some(deadline) => {
+                let left_ms = deadline.saturating_sub(self.transport.monotonic_now_ns()) / 1_000_000;
+                self.round_timeout_ms().min(left_ms.max(MIN_ROUND_MS))
+            }
+            None => self.round_timeout_ms(),
+        }
+    }
+
     /// Errors that more masters would not change: the caller's own mistake or setup.
     fn is_fatal(e: &Error) -> bool {
         matches!(e, Error::WrongType(_) | Error::Auth(_) | Error::InvalidArgument(_) | Error::Forbidden(_) | Error::Cancelled)
@@ -240,7 +261,7 @@ impl<T: Transport> Semaphore<T> {
     /// Runs `script` on each master of `calls` at once; replies in the same order.
     fn run_each(&self, script: &Script, calls: Vec<(u32, Vec<String>)>) -> Vec<(u32, Result<Reply, Error>)> {
         let calls: Vec<(u32, Args)> = calls.into_iter().map(|(m, extra)| (m, extra.into_iter().collect())).collect();
-        let replies = self.transport.eval_each(script, &self.scope, &calls, self.round_timeout_ms());
+        let replies = self.transport.eval_each(script, &self.scope, &calls, self.round_timeout_now());
         calls.iter().map(|(m, _)| *m).zip(replies).collect()
     }
 

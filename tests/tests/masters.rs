@@ -361,6 +361,24 @@ async fn permits_held_beside_a_silent_master_are_not_reported_lost() {
     assert_eq!((lost, held), (Vec::new(), 7), "permits reported lost while their majority held them");
 }
 
+/// Beside a master that does not answer, every round waits its time-out (a tenth of the lease:
+/// 1 s here), which held a shorter acquire time-out up by a round or more. Rounds now end by the
+/// acquire's deadline.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_master_does_not_hold_up_a_short_time_out() {
+    let servers = masters(3);
+    let k = key("mm-silent-timeout");
+    let (holder, waiter) = (open(&servers, &k, 1).await, open(&servers, &k, 1).await);
+    assert!(holder.acquire(false, None).await.unwrap());
+    servers[2].pause();
+    let started = Instant::now();
+    let granted = waiter.acquire(true, Some(Duration::from_millis(300))).await;
+    let took = started.elapsed();
+    servers[2].resume();
+    assert!(!granted.unwrap(), "granted the held permit");
+    assert!(took < Duration::from_millis(700), "a 300 ms time-out took {took:?}");
+}
+
 /// Waiters can split the masters between them: each claims a slot on one, none on a majority.
 /// Each then gives its claim back and waits on a master that refused it for a push, so the give
 /// back must push one, or all of them sleep until the nearest lease ends (up to 2 s) while the

@@ -23,6 +23,15 @@ impl<T: Transport> Semaphore<T> {
         let started = self.transport.monotonic_now_ns();
         let deadline = timeout_ms.map(|ms| started.saturating_add(ms.saturating_mul(1_000_000)));
         let waits = blocking && timeout_ms != Some(0);
+        // Rounds end by the deadline (a non-blocking acquire has none: it takes its rounds).
+        struct RoundsUntil<'a>(&'a std::cell::Cell<Option<u64>>);
+        impl Drop for RoundsUntil<'_> {
+            fn drop(&mut self) {
+                self.0.set(None);
+            }
+        }
+        self.round_deadline_ns.set(deadline.filter(|_| waits));
+        let _rounds_until = RoundsUntil(&self.round_deadline_ns);
         let mut attempt: u64 = 0;
         // Slots free on a majority, to claim first after a split vote (see `after_split`).
         let mut preferred = Vec::new();
