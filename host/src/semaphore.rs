@@ -189,8 +189,7 @@ impl Drop for Granted {
             let retry = tokens.clone();
             if inner.with_instance(move |i| Box::pin(async move { i.release_permits(&tokens).await })).await.is_err() {
                 // The refresher tries again, as for any release that failed.
-                let now = std::time::Instant::now();
-                lock(&inner.unreleased).extend(retry.into_iter().map(|t| (t, now)));
+                inner.release_later(retry);
             }
         });
     }
@@ -272,9 +271,14 @@ impl Inner {
         drop((held, releasing, valid_until));
         // With several masters a lost permit may keep copies on a minority, which the refresh
         // just extended: they are given back rather than left to block the slot for a lease.
-        let now = Instant::now();
-        lock(&self.unreleased).extend(newly_lost.iter().map(|p| (p.token, now)));
+        self.release_later(newly_lost.iter().map(|p| p.token));
         self.report_lost(newly_lost);
+    }
+
+    /// Has the refresher release these permits, from now until a lease has passed.
+    fn release_later(&self, tokens: impl IntoIterator<Item = u64>) {
+        let now = Instant::now();
+        lock(&self.unreleased).extend(tokens.into_iter().map(|t| (t, now)));
     }
 
     fn report_lost(&self, lost: Vec<Permit>) {
@@ -298,7 +302,7 @@ impl Inner {
         let lost: Vec<Permit> = ended.iter().filter_map(|t| valid_until.remove(t).and(held.remove(t))).collect();
         let next = valid_until.iter().filter(|(t, at)| **at > now && !releasing.contains_key(t)).map(|(_, at)| *at).min();
         drop((held, releasing, valid_until));
-        lock(&self.unreleased).extend(lost.iter().map(|p| (p.token, now)));
+        self.release_later(lost.iter().map(|p| p.token));
         self.report_lost(lost);
         next
     }
@@ -349,10 +353,9 @@ impl Inner {
         };
         if !matches!(e, Error::InvalidArgument(_) | Error::Bounded { .. }) {
             let mut held = lock(&self.held);
-            let now = std::time::Instant::now();
-            let gone: Vec<(u64, std::time::Instant)> = targeted.iter().filter(|t| held.remove(t).is_some()).map(|t| (*t, now)).collect();
+            let gone: Vec<u64> = targeted.iter().copied().filter(|t| held.remove(t).is_some()).collect();
             drop(held);
-            lock(&self.unreleased).extend(gone);
+            self.release_later(gone);
         }
         if matches!(e, Error::NotReplicated(_))
             && let Ok(alive) = self.with_instance(|i| Box::pin(i.permits())).await

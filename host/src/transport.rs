@@ -166,8 +166,9 @@ impl HostState {
         self.first_script_at.get_or_insert(now);
     }
 
-    /// When at the earliest the permits the current call returns were granted, by this
-    /// process's clock (see `script_before_pop`); `called` when it sent no script.
+    /// When at the earliest the permits the current call returns were granted (or, for a
+    /// refresh, extended), by this process's clock (see `script_before_pop`); `called` when it
+    /// sent no script.
     pub(crate) fn granted_after(&self, called: Instant) -> Instant {
         let bound = if self.masters.len() > 1 { self.round_answered_at } else { self.script_before_pop.or(self.first_script_at) };
         bound.unwrap_or(called)
