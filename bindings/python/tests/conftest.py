@@ -30,28 +30,39 @@ class Server:
     def __init__(self, *extra: str) -> None:
         if shutil.which("redis-server") is None:
             pytest.fail("redis-server is not installed (bash .ci/run installs it)")
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="pottery-semaphore-py-")
-        self.extra = [a.replace("{port}", str(self.port)) for a in extra]
         self.proc: subprocess.Popen | None = None
-        self.start()
+        # A port found free can be taken before the server binds it (by another server, or as a
+        # client connection's own port): the server then exits at once and starts again on another.
+        for attempt in range(3):
+            self.port = free_port()
+            self.dir = tempfile.mkdtemp(prefix="pottery-semaphore-py-")
+            self.extra = [a.replace("{port}", str(self.port)).replace("{free_port}", str(free_port())) for a in extra]
+            if self.start():
+                return
+            shutil.rmtree(self.dir, ignore_errors=True)
+        raise RuntimeError(f"redis-server exited at start on three ports in a row (last {self.port})")
 
-    def start(self) -> None:
+    def start(self) -> bool:
+        """Starts the server; False when it exited at once (its port was taken). Ready means our
+        own process bound the port: redis-server creates its unix socket, in a directory of its
+        own, only once it has bound its TCP port, so a foreign server on that port cannot pass."""
+        ready = Path(self.dir) / "ready.sock"
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.dir, *self.extra],
+             "--dir", self.dir, "--unixsocket", str(ready), *self.extra],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start on port {self.port}")
-                time.sleep(0.01)
+        while self.proc.poll() is None:
+            if ready.exists():
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return True
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start on port {self.port}")
+            time.sleep(0.01)
+        self.proc = None
+        return False
 
     @property
     def url(self) -> str:

@@ -86,9 +86,9 @@ def test_several_masters_hold_each_permit_on_a_majority(unique_key):
 def test_a_redis_cluster_through_one_seed_node(unique_key):
     import subprocess
 
-    from conftest import Server, free_port
+    from conftest import Server
 
-    nodes = [Server("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", str(free_port())) for _ in range(3)]
+    nodes = [Server("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", "{free_port}") for _ in range(3)]
     try:
         subprocess.run(
             ["redis-cli", "--cluster", "create", *[f"127.0.0.1:{n.port}" for n in nodes], "--cluster-replicas", "0", "--cluster-yes"],

@@ -1,7 +1,5 @@
 package io.pottery.semaphore
 
-import java.net.InetAddress
-import java.net.ServerSocket
 import java.time.Duration
 import java.util.UUID
 import java.util.concurrent.CompletableFuture
@@ -59,11 +57,9 @@ class ClusterTest {
         for (node in others) assertEquals("*0", node.command("KEYS", "*"), "node ${node.port} holds keys")
     }
 
-    private fun clusterNode(): RedisServer {
-        // The bus port defaults to port + 10000, which overflows for high ephemeral ports.
-        val bus = ServerSocket(0, 1, InetAddress.getLoopbackAddress()).use { it.localPort }
-        return RedisServer("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", "$bus")
-    }
+    // The bus port defaults to port + 10000, which overflows for high ephemeral ports.
+    private fun clusterNode(): RedisServer =
+        RedisServer("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", "{freePort}")
 
     /** Joins `nodes` into one cluster, slots spread evenly, and waits until each node agrees. */
     private fun joinCluster(nodes: List<RedisServer>) {

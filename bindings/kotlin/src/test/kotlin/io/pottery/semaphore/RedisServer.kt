@@ -12,35 +12,27 @@ import org.junit.jupiter.api.AfterAll
 import org.junit.jupiter.api.BeforeAll
 import org.junit.jupiter.api.TestInstance
 
-/** A redis-server process on a free loopback port, owned by the tests and stopped after them. */
+/**
+ * A redis-server process on a free loopback port, owned by the tests and stopped after them.
+ * `{freePort}` in [extra] stands for another free port (a cluster node's bus).
+ */
 class RedisServer(vararg extra: String) : AutoCloseable {
-    val port: Int = ServerSocket(0, 1, java.net.InetAddress.getLoopbackAddress()).use { it.localPort }
-    private val dir: Path = Files.createTempDirectory("pottery-semaphore-kt-")
+    val port: Int
+    private val dir: Path
     private val process: Process
 
     init {
-        val command = listOf(
-            "redis-server", "--port", "$port", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--dir", dir.toString(), *extra,
-        )
-        process = try {
-            ProcessBuilder(command)
-                .redirectOutput(ProcessBuilder.Redirect.DISCARD)
-                .redirectError(ProcessBuilder.Redirect.DISCARD)
-                .start()
-        } catch (e: java.io.IOException) {
-            throw IllegalStateException("cannot start redis-server (bash .ci/run installs it)", e)
+        // A port found free can be taken before the server binds it (by another server, or as a
+        // client connection's own port): the server then exits at once and starts on another.
+        var started: Triple<Int, Path, Process>? = null
+        for (attempt in 1..3) {
+            started = start(freePort(), extra)
+            if (started != null) break
         }
-        val deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10)
-        while (true) {
-            try {
-                Socket().use { it.connect(InetSocketAddress("127.0.0.1", port), 200) }
-                break
-            } catch (e: java.io.IOException) {
-                check(process.isAlive && System.nanoTime() < deadline) { "redis-server did not start on port $port" }
-                Thread.sleep(10)
-            }
-        }
+        checkNotNull(started) { "redis-server exited at start on three ports in a row" }
+        port = started.first
+        dir = started.second
+        process = started.third
     }
 
     val url: String get() = "redis://127.0.0.1:$port"
@@ -71,6 +63,44 @@ class RedisServer(vararg extra: String) : AutoCloseable {
         socket.getOutputStream().apply {
             write(request.toString().toByteArray())
             flush()
+        }
+    }
+
+    private companion object {
+        fun freePort(): Int = ServerSocket(0, 1, java.net.InetAddress.getLoopbackAddress()).use { it.localPort }
+
+        /**
+         * Starts a server on [port]; null when it exited at once (the port was taken). Ready means
+         * this process bound the port: redis-server creates its unix socket, in a directory of its
+         * own, only after binding its TCP port, so a foreign server on that port cannot pass.
+         */
+        fun start(port: Int, extra: Array<out String>): Triple<Int, Path, Process>? {
+            val dir = Files.createTempDirectory("pottery-semaphore-kt-")
+            val ready = dir.resolve("ready.sock").toFile()
+            val args = extra.map { it.replace("{freePort}", "${freePort()}") }
+            val command = listOf(
+                "redis-server", "--port", "$port", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--dir", dir.toString(), "--unixsocket", ready.path, *args.toTypedArray(),
+            )
+            val process = try {
+                ProcessBuilder(command)
+                    .redirectOutput(ProcessBuilder.Redirect.DISCARD)
+                    .redirectError(ProcessBuilder.Redirect.DISCARD)
+                    .start()
+            } catch (e: java.io.IOException) {
+                throw IllegalStateException("cannot start redis-server (bash .ci/run installs it)", e)
+            }
+            val deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10)
+            while (process.isAlive) {
+                if (ready.exists()) {
+                    Socket().use { it.connect(InetSocketAddress("127.0.0.1", port), 1000) }
+                    return Triple(port, dir, process)
+                }
+                check(System.nanoTime() < deadline) { "redis-server did not start on port $port" }
+                Thread.sleep(10)
+            }
+            dir.toFile().deleteRecursively()
+            return null
         }
     }
 
