@@ -25,6 +25,11 @@ fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(PathBuf::from).unwrap_or_default()
 }
 
+/// Where cargo puts its builds: `CARGO_TARGET_DIR` (relative to the workspace) when set.
+fn target_dir(workspace: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace.join("target"), |dir| workspace.join(dir))
+}
+
 fn run(cmd: &mut Command) -> Result<(), String> {
     let shown = format!("{cmd:?}");
     let status = cmd.status().map_err(|e| format!("cannot run {shown}: {e}"))?;
@@ -98,7 +103,8 @@ fn kotlin(goals: &[&str]) -> Result<(), String> {
     // `cargo run` (the xtask alias) puts target/release on LD_LIBRARY_PATH, where JNA would find
     // a release build of the native library before the one this build puts on the class path:
     // a stale one, from an earlier `cargo xtask sdk`, fails with missing symbols.
-    run(Command::new("mvn").arg("-q").arg("-f").arg(&pom).args(goals).env_remove("LD_LIBRARY_PATH"))
+    let cargo_target = format!("-Dcargo.target.dir={}", target_dir(&workspace()).display());
+    run(Command::new("mvn").arg("-q").arg("-f").arg(&pom).arg(cargo_target).args(goals).env_remove("LD_LIBRARY_PATH"))
 }
 
 /// Compiles the Kotlin SDK and its demo worker and writes their class path for the demo; without
@@ -135,7 +141,7 @@ fn sdk_packages() -> Result<(), String> {
         wheel: &wheel,
         jar: &jar,
         swift_package: &swift_package,
-        native_lib: &root.join("target/release/libpottery_semaphore_ffi.so"),
+        native_lib: &target_dir(&root).join("release/libpottery_semaphore_ffi.so"),
     })?;
     println!("\ndist/ now holds:");
     for path in written {

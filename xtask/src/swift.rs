@@ -8,6 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::target_dir;
+
 /// The package, relative to the workspace.
 pub const PACKAGE: &str = "bindings/swift";
 /// The C module: the generated header and the modulemap that links the Rust library.
@@ -55,10 +57,6 @@ fn cargo(workspace: &Path) -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(workspace);
     cmd
-}
-
-fn target_dir(workspace: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace.join("target"), |dir| workspace.join(dir))
 }
 
 fn write(path: &Path, contents: &[u8]) -> Result<(), String> {
