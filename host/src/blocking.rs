@@ -2,7 +2,6 @@
 //! there too (with blocking I/O on one plain server; otherwise the runtime's threads drive the
 //! connections). Safe from any thread, but it blocks that thread: not from an executor's.
 
-use std::cell::Cell;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
@@ -13,31 +12,6 @@ use std::time::Duration;
 use pottery_semaphore_core::{Permit, Status};
 
 use crate::{Error, Options, Semaphore};
-
-thread_local! {
-    static SIGNALS_END_WAITS: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Runs `f`, blocking calls on this thread, so that a signal delivered to this thread while
-/// one waits for permits on one server ends the wait with [`Error::Cancelled`] (the waiter
-/// leaves the queue and keeps nothing). For callers that act on signals only between calls:
-/// Python runs its handlers once the native call returns, so Ctrl-C could not end a wait.
-/// Otherwise a wait a signal interrupts (`EINTR`) is taken up again and keeps its place.
-pub fn signals_end_waits<R>(f: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            SIGNALS_END_WAITS.with(|on| on.set(self.0));
-        }
-    }
-    let _restore = Restore(SIGNALS_END_WAITS.with(|on| on.replace(true)));
-    f()
-}
-
-/// Whether a signal ends a wait on this thread (see [`signals_end_waits`]).
-pub(crate) fn signals_end_waits_here() -> bool {
-    SIGNALS_END_WAITS.with(Cell::get)
-}
 
 struct ThreadWaker(Thread);
 

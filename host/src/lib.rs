@@ -22,11 +22,13 @@ mod instance;
 mod options;
 mod runtime;
 mod semaphore;
+mod signals;
 mod transport;
 
-pub use blocking::{signals_end_waits, BlockingSemaphore};
+pub use blocking::BlockingSemaphore;
 pub use error::Error;
 pub use pottery_semaphore_core::{Holder, Permit, Status, Waiter};
 pub use runtime::{EngineOptions, Runtime};
 pub use options::{Options, ReplicaAck};
 pub use semaphore::Semaphore;
+pub use signals::signals_end_waits;

@@ -217,6 +217,11 @@ impl HostState {
         let ends_at = Instant::now() + Duration::from_millis(timeout_ms);
         let (mut cmd, mut timeout) = blpop(key, Duration::from_millis(timeout_ms), exact);
         let mut reused = self.sync.pops.is_some();
+        // A signal held back during this call's script (see `signals`) ends the wait before it
+        // begins, as it would have ended it during it.
+        if crate::signals::take_held_back() {
+            return Err(WitError::Cancelled);
+        }
         loop {
             // Failing to connect is an error of its own, even when it timed out: not an empty pop.
             let conn = sync_connection(&mut self.sync.pops, client, None).map_err(|e| from_redis(&e))?;
@@ -234,7 +239,7 @@ impl HostState {
                     // time left: the waiter keeps its place, and a push its BLPOP may have
                     // taken stays in its grant record, as after a time-out.
                     if is_interrupted(&e) {
-                        if crate::blocking::signals_end_waits_here() {
+                        if crate::signals::signals_end_waits_here() {
                             return Err(WitError::Cancelled);
                         }
                         let left = ends_at.saturating_duration_since(Instant::now());

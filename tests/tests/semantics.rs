@@ -701,6 +701,69 @@ fn a_signal_ends_a_blocking_wait_only_where_asked_to() {
     }
 }
 
+/// A signal handled while a script's reply is on its way (the server busy in DEBUG SLEEP) must
+/// not make the blocking API send the script again: it ran. Before, the broken read (EINTR) was
+/// taken for a dropped connection and the script sent again on a new one: both runs could grant
+/// a permit, the caller learning of one while the other stayed held for a lease; and within
+/// `signals_end_waits` the first run's place in the queue was left behind, and the wait went on,
+/// deaf to the signal. Now the signal waits for the reply, then ends the wait where it should.
+#[test]
+#[allow(unsafe_code)] // libc: a signal handler, and sending a signal to one thread
+fn a_signal_during_a_script_neither_runs_it_twice_nor_goes_unheard() {
+    use pottery_semaphore_host::{signals_end_waits, BlockingSemaphore};
+    extern "C" fn noted(_: libc::c_int) {}
+    // SAFETY: installs a handler that does nothing, for a signal only these tests send.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = noted as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::sigemptyset(&mut action.sa_mask);
+        assert_eq!(libc::sigaction(libc::SIGUSR2, &action, std::ptr::null_mut()), 0);
+    }
+    let server = Server::start_with(Flavor::Redis, &["--enable-debug-command", "yes"]);
+    for ends in [false, true] {
+        // Two permits, so that a script run twice shows as two holders; or one, held by
+        // `other`, so that the acquire queues.
+        let (k, permits) = if ends { (key("eintr-wait"), 1) } else { (key("eintr-script"), 2) };
+        let other = BlockingSemaphore::open(server.options(&k).permits(permits)).expect("open");
+        let sem = BlockingSemaphore::open(server.options(&k).permits(permits)).expect("open");
+        sem.value().expect("value"); // connected
+        // The acquire script loaded: else the run the signal interrupts is refused (NOSCRIPT).
+        assert!(other.acquire(false, None).expect("acquire"));
+        if !ends {
+            other.release(1).expect("release");
+        }
+        let mut stall = server.connection();
+        let sleeper = std::thread::spawn(move || redis::cmd("DEBUG").arg("SLEEP").arg("0.5").query::<()>(&mut stall));
+        std::thread::sleep(Duration::from_millis(50));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let caller = std::thread::spawn(move || {
+            // SAFETY: pthread_self has no preconditions.
+            tx.send(unsafe { libc::pthread_self() }).expect("send");
+            let started = Instant::now();
+            let r = if ends { signals_end_waits(|| sem.acquire(true, Some(Duration::from_secs(3)))) } else { sem.acquire(false, None) };
+            (r, started.elapsed(), sem)
+        });
+        let thread = rx.recv().expect("thread");
+        std::thread::sleep(Duration::from_millis(150));
+        // SAFETY: the thread is alive until joined below (its script waits for the server), and
+        // handles SIGUSR2.
+        unsafe { libc::pthread_kill(thread, libc::SIGUSR2) };
+        sleeper.join().expect("sleeper").expect("DEBUG SLEEP");
+        let (r, took, sem) = caller.join().expect("caller");
+        let status = other.status().expect("status");
+        if ends {
+            assert!(matches!(r, Err(Error::Cancelled)), "{r:?} after {took:?}");
+            assert!(took < Duration::from_millis(1500), "ended {took:?} after it began");
+            assert_eq!(status.waiters.len(), 0, "a waiter was left queued: {:?}", status.waiters);
+            other.release(1).expect("release");
+        } else {
+            assert_eq!(r, Ok(true), "a free permit was refused after {took:?}");
+            assert_eq!((sem.held().len(), status.holders.len()), (1, 1), "the script ran twice: {status:?}");
+            sem.release(1).expect("release");
+        }
+    }
+}
+
 /// `release_permits` names exactly what the caller gives up, and answers which of those were
 /// still held. Those that were not (another holder's release took them; or, the case that
 /// matters, the call's first reply was lost and its resend found them gone) leave the handle

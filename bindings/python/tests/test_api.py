@@ -245,6 +245,40 @@ def test_a_signal_whose_handler_returns_does_not_end_the_acquire(redis_client, u
     waiter.release()
 
 
+def test_signals_during_scripts_neither_fail_calls_nor_leave_permits(redis_client, unique_key):
+    """Signals whose handler returns, sent to the main thread every millisecond while it takes
+    and gives back a permit: each one that lands while a script's reply is on its way once broke
+    the read (EINTR), which was taken for a dropped connection: the script ran a second time (a
+    permit or a place in the queue left behind for a lease) or the call failed as if Redis were
+    unreachable. Now the reply is read, and the calls go on as if nothing happened."""
+    sem = Semaphore(key=unique_key, masters={redis_client})
+    probe = Semaphore(key=unique_key, masters={redis_client})
+    seen = []
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: seen.append(signum))
+    main, stop = threading.main_thread().ident, threading.Event()
+
+    def send():
+        while not stop.wait(0.001):
+            signal.pthread_kill(main, signal.SIGUSR1)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    cycles, ends = 0, time.monotonic() + 2
+    try:
+        while time.monotonic() < ends:
+            with sem:
+                pass
+            assert sem.acquire(blocking=False), f"a free permit was refused after {cycles} cycles"
+            sem.release()
+            cycles += 1
+    finally:
+        stop.set()
+        sender.join()
+        signal.signal(signal.SIGUSR1, previous)
+    assert len(seen) > 100, f"only {len(seen)} signals were handled"
+    assert (probe.holders(), probe.waiters()) == ([], []), f"left behind after {cycles} cycles and {len(seen)} signals"
+
+
 async def test_async_api(redis_client, unique_key, server):
     import redis.asyncio
 

@@ -370,7 +370,9 @@ pub(super) fn query_own(
     if slot.as_ref().is_some_and(|conn| !redis::ConnectionLike::is_open(conn)) {
         *slot = None;
     }
-    match sync_connection(slot, client, Some(RESPONSE_TIMEOUT)).and_then(&request) {
+    // No signal may break the read of the reply: that would look like a broken connection, and
+    // the request would be sent again though it ran.
+    crate::signals::without_interruption(|| match sync_connection(slot, client, Some(RESPONSE_TIMEOUT)).and_then(&request) {
         Err(e) if is_connection_error(&e) => {
             // Dropped whether or not the request is sent again: after a time-out its reply may
             // still come, and would be read as the next request's.
@@ -378,5 +380,5 @@ pub(super) fn query_own(
             if retry { sync_connection(slot, client, Some(RESPONSE_TIMEOUT)).and_then(request) } else { Err(e) }
         }
         other => other,
-    }
+    })
 }

@@ -1,0 +1,98 @@
+//! Signals and calls that block the caller's thread (the blocking API on one plain server).
+//!
+//! A signal handled on a thread blocked in a read breaks the read (EINTR; with a read time-out
+//! set, even under `SA_RESTART`). During a blocking pop that is harmless: the pop is sent again,
+//! or the wait ends where the caller asked for that. During a script's round trip it is not: the
+//! script has run, and sending it again would run it twice (a second grant, a second place in
+//! the queue, while the first is left to expire). So asynchronous signals are held back while a
+//! script or command is on the wire, and handled right after.
+
+#![allow(unsafe_code)] // libc: the thread's signal mask
+
+use std::cell::Cell;
+
+thread_local! {
+    static SIGNALS_END_WAITS: Cell<bool> = const { Cell::new(false) };
+    /// A signal was held back while [`SIGNALS_END_WAITS`] was on: the call's next wait ends.
+    static HELD_BACK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f`, blocking calls on this thread, so that a signal delivered to this thread while
+/// one waits for permits on one server ends the wait with [`crate::Error::Cancelled`] (the
+/// waiter leaves the queue and keeps nothing). For callers that act on signals only between
+/// calls: Python runs its handlers once the native call returns, so Ctrl-C could not end a wait.
+/// Otherwise a wait a signal interrupts (`EINTR`) is taken up again and keeps its place.
+pub fn signals_end_waits<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SIGNALS_END_WAITS.with(|on| on.set(self.0));
+            HELD_BACK.with(|held| held.set(false));
+        }
+    }
+    HELD_BACK.with(|held| held.set(false));
+    let _restore = Restore(SIGNALS_END_WAITS.with(|on| on.replace(true)));
+    f()
+}
+
+/// Whether a signal ends a wait on this thread (see [`signals_end_waits`]).
+pub(crate) fn signals_end_waits_here() -> bool {
+    SIGNALS_END_WAITS.with(Cell::get)
+}
+
+/// Whether a signal was held back (see [`without_interruption`]) since the last time this was
+/// asked, where signals end waits; then the wait about to start ends at once instead.
+pub(crate) fn take_held_back() -> bool {
+    signals_end_waits_here() && HELD_BACK.with(|held| held.replace(false))
+}
+
+/// Runs `f` (one request and its reply, on this thread) with asynchronous signals blocked on
+/// the thread; those that arrive meanwhile are handled once it returns. Signals that report a
+/// fault of the thread itself (SIGSEGV and the like) stay open. Where signals end waits, one held
+/// back is noted for [`take_held_back`]. Costs two `pthread_sigmask` calls when nothing arrives.
+pub(crate) fn without_interruption<R>(f: impl FnOnce() -> R) -> R {
+    /// Puts the thread's mask back, also if `f` panics.
+    struct Unblock(libc::sigset_t);
+    impl Drop for Unblock {
+        fn drop(&mut self) {
+            if signals_end_waits_here() && arrived_while_blocked(&self.0) {
+                HELD_BACK.with(|held| held.set(true));
+            }
+            // SAFETY: restores the mask saved below, from a valid sigset_t.
+            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+        }
+    }
+    // SAFETY: sigset_t is plain data, initialised by sigfillset before use; pthread_sigmask
+    // writes the previous mask into `old`, which starts zeroed (a valid empty set on Linux).
+    let _unblock = unsafe {
+        let mut block: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut block);
+        for fault in [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGTRAP, libc::SIGSYS, libc::SIGABRT] {
+            libc::sigdelset(&mut block, fault);
+        }
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut old);
+        Unblock(old)
+    };
+    f()
+}
+
+/// Whether a signal that `before` (the thread's own mask) lets through, and that has a handler
+/// (not one ignored or left to its default, such as SIGCHLD), is pending now.
+fn arrived_while_blocked(before: &libc::sigset_t) -> bool {
+    // SAFETY: sigpending and sigaction fill zeroed structs; sigismember only reads the sets.
+    unsafe {
+        let mut pending: libc::sigset_t = std::mem::zeroed();
+        if libc::sigpending(&mut pending) != 0 {
+            return false;
+        }
+        (1..=libc::SIGRTMAX()).any(|s| {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            libc::sigismember(&pending, s) == 1
+                && libc::sigismember(before, s) != 1
+                && libc::sigaction(s, std::ptr::null(), &mut action) == 0
+                && action.sa_sigaction != libc::SIG_DFL
+                && action.sa_sigaction != libc::SIG_IGN
+        })
+    }
+}
