@@ -238,24 +238,23 @@ impl HostState {
                     // back what raced in. Else the pop goes on, on a new connection, with the
                     // time left: the waiter keeps its place, and a push its BLPOP may have
                     // taken stays in its grant record, as after a time-out.
-                    if is_interrupted(&e) {
-                        if crate::signals::signals_end_waits_here() {
-                            return Err(WitError::Cancelled);
-                        }
-                        let left = ends_at.saturating_duration_since(Instant::now());
-                        if left.is_zero() {
-                            return Ok(None);
-                        }
-                        (cmd, timeout) = blpop(key, left, exact);
-                        continue;
+                    let interrupted = is_interrupted(&e);
+                    if interrupted && crate::signals::signals_end_waits_here() {
+                        return Err(WitError::Cancelled);
                     }
                     // A kept connection that broke while idle (the server restarted, or dropped
                     // it): once more on a new one. Had the BLPOP reached a server and taken a
                     // push, the waiter's grant record still holds it, as after a time-out.
-                    if std::mem::take(&mut reused) && is_connection_error(&e) {
-                        continue;
+                    let pop_again = interrupted || (std::mem::take(&mut reused) && is_connection_error(&e));
+                    if !pop_again {
+                        return Err(from_redis(&e));
                     }
-                    return Err(from_redis(&e));
+                    // Either way the pop goes on with the time it has left, not all of it again.
+                    let left = ends_at.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Ok(None);
+                    }
+                    (cmd, timeout) = blpop(key, left, exact);
                 }
             }
         }

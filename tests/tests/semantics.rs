@@ -764,6 +764,46 @@ fn a_signal_during_a_script_neither_runs_it_twice_nor_goes_unheard() {
     }
 }
 
+/// A blocking pop on a connection kept from an earlier wait, whose connection breaks mid-wait
+/// (a proxy reset, CLIENT KILL), goes on on a new one with the time it has left. Before, it
+/// started its whole time-out again: `acquire(true, 2 s)` broken at 1 s returned after 3 s.
+#[test]
+fn a_broken_pop_goes_on_with_the_time_it_has_left() {
+    use pottery_semaphore_host::BlockingSemaphore;
+    let server = Server::start(Flavor::Redis);
+    let k = key("pop-broken");
+    let holder = BlockingSemaphore::open(server.options(&k).permits(1)).expect("open");
+    let waiter = BlockingSemaphore::open(server.options(&k).permits(1)).expect("open");
+    assert!(holder.acquire(false, None).expect("acquire"));
+    // A wait served by a push keeps its pop connection for the next.
+    let releaser = std::thread::spawn({
+        let holder = holder.clone();
+        move || {
+            std::thread::sleep(Duration::from_millis(200));
+            holder.release(1).expect("release");
+        }
+    });
+    assert!(waiter.acquire(true, Some(Duration::from_secs(5))).expect("acquire"));
+    releaser.join().expect("releaser");
+    waiter.release(1).expect("release");
+    assert!(holder.acquire(false, None).expect("acquire"));
+    let killer = std::thread::spawn({
+        let mut admin = server.connection();
+        move || {
+            std::thread::sleep(Duration::from_millis(1000));
+            let clients: String = redis::cmd("CLIENT").arg("LIST").query(&mut admin).expect("CLIENT LIST");
+            let popping = clients.lines().find(|l| l.contains("cmd=blpop")).expect("a client in BLPOP");
+            let id = popping.split_whitespace().find_map(|f| f.strip_prefix("id=")).expect("id");
+            let _: i64 = redis::cmd("CLIENT").arg("KILL").arg("ID").arg(id).query(&mut admin).expect("CLIENT KILL");
+        }
+    });
+    let started = Instant::now();
+    assert_eq!(waiter.acquire(true, Some(Duration::from_secs(2))), Ok(false));
+    let took = started.elapsed();
+    killer.join().expect("killer");
+    assert!(took < Duration::from_millis(2500), "a 2 s time-out took {took:?}");
+}
+
 /// `release_permits` names exactly what the caller gives up, and answers which of those were
 /// still held. Those that were not (another holder's release took them; or, the case that
 /// matters, the call's first reply was lost and its resend found them gone) leave the handle
