@@ -3,7 +3,7 @@
 //! and a small tokio runtime that drives every guest call and Redis connection.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -73,8 +73,20 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
-/// The process-wide runtime and the process that started it.
-static GLOBAL: Mutex<Option<(u32, &'static Runtime)>> = Mutex::new(None);
+/// The process-wide runtime, by the process that started it (a child made by `fork()` starts
+/// its own). The lock is held only to look and to note: never while the runtime starts, which
+/// takes up to seconds, so that a fork meanwhile cannot leave the child a lock held by a thread
+/// it does not have.
+#[derive(Clone, Copy)]
+enum Global {
+    None,
+    Starting { pid: u32 },
+    Started { pid: u32, runtime: &'static Runtime },
+}
+
+static GLOBAL: Mutex<Global> = Mutex::new(Global::None);
+/// Wakes the callers waiting for a runtime that another thread of their process is starting.
+static STARTED: Condvar = Condvar::new();
 
 /// Runs `f` on a thread of its own and awaits its result, leaving the caller's executor free.
 async fn off_thread<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
@@ -93,9 +105,12 @@ impl Runtime {
     /// component, for up to seconds: that runs on a thread of its own, not on the caller's
     /// executor (an asyncio loop, Android's main dispatcher, Swift's cooperative pool).
     pub async fn global_async() -> Result<&'static Runtime, Error> {
-        let started = GLOBAL.try_lock().ok().and_then(|g| *g).filter(|(pid, _)| *pid == std::process::id());
+        let started = match GLOBAL.try_lock().as_deref() {
+            Ok(&Global::Started { pid, runtime }) if pid == std::process::id() => Some(runtime),
+            _ => None,
+        };
         match started {
-            Some((_, rt)) => Ok(rt),
+            Some(runtime) => Ok(runtime),
             None => off_thread("pottery-semaphore-init", Runtime::global).await?,
         }
     }
@@ -103,16 +118,39 @@ impl Runtime {
     /// The process-wide runtime with default options, started on first use. A child made by
     /// `fork()` inherits none of the parent's threads, so it gets a runtime of its own.
     pub fn global() -> Result<&'static Runtime, Error> {
-        let mut global = GLOBAL.lock().unwrap_or_else(|e| e.into_inner());
         let pid = std::process::id();
-        match *global {
-            Some((owner, rt)) if owner == pid => Ok(rt),
-            _ => {
-                let rt: &'static Runtime = Box::leak(Box::new(Runtime::new(EngineOptions::default())?));
-                *global = Some((pid, rt));
-                Ok(rt)
+        let mut global = GLOBAL.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            match *global {
+                Global::Started { pid: owner, runtime } if owner == pid => return Ok(runtime),
+                // Another thread of this process is starting it: one compilation is enough.
+                Global::Starting { pid: owner } if owner == pid => global = STARTED.wait(global).unwrap_or_else(|e| e.into_inner()),
+                _ => break,
             }
         }
+        *global = Global::Starting { pid };
+        drop(global);
+        /// Should starting panic, the callers waiting for it are let go (to try themselves).
+        struct LetGoOnPanic;
+        impl Drop for LetGoOnPanic {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    *GLOBAL.lock().unwrap_or_else(|e| e.into_inner()) = Global::None;
+                    STARTED.notify_all();
+                }
+            }
+        }
+        let let_go = LetGoOnPanic;
+        let started = Runtime::new(EngineOptions::default()).map(|rt| &*Box::leak(Box::new(rt)));
+        drop(let_go);
+        let mut global = GLOBAL.lock().unwrap_or_else(|e| e.into_inner());
+        // On failure the next caller tries again.
+        *global = match started {
+            Ok(runtime) => Global::Started { pid, runtime },
+            Err(_) => Global::None,
+        };
+        STARTED.notify_all();
+        started
     }
 
     /// A separate runtime; most programs want [`Runtime::global`]. Leak it or keep it for the

@@ -325,6 +325,36 @@ def test_a_forked_child_refuses_the_parents_semaphore_and_opens_its_own(redis_cl
     sem.release()
 
 
+def test_a_fork_while_another_thread_starts_the_runtime_leaves_the_child_able_to_start_its_own(tmp_path, server):
+    """The first semaphore of a process starts the runtime, compiling the component for seconds
+    when nothing is cached. A fork meanwhile (multiprocessing, from the main thread) once left the
+    child the runtime's lock held by a thread it does not have: its first semaphore hung."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import os, signal, sys, threading, time
+        import redis
+        from pottery_semaphore import Semaphore
+        client = redis.Redis(port={server.port})
+        opener = threading.Thread(target=lambda: Semaphore(key="fork-while-starting", masters={{client}}))
+        opener.start()
+        time.sleep(0.5)
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(60)
+            sem = Semaphore(key="fork-while-starting-child", masters={{client}})
+            os._exit(0 if sem.acquire(timeout=5) else 3)
+        _, status = os.waitpid(pid, 0)
+        opener.join()
+        sys.exit(os.waitstatus_to_exitcode(status))
+    """)
+    env = dict(os.environ, POTTERY_SEMAPHORE_CACHE_DIR=str(tmp_path))  # nothing cached: it compiles
+    done = subprocess.run([sys.executable, "-c", script], env=env, timeout=180)
+    assert done.returncode == 0, f"the child ended with {done.returncode} (242: killed by its alarm, it hung)"
+
+
 def test_repr(redis_client, unique_key):
     sem = Semaphore(value=3, key=unique_key, masters={redis_client})
     assert repr(sem) == f"<Semaphore key='{unique_key}' value=3/3 bounded=True>"
