@@ -9,12 +9,11 @@ serve(cap, quarantine)
 local got = settle_grant(w, true)
 if #got > 0 then return granted(got) end
 if n > cap and ARGV[6] == '1' then
-  -- It can never be served now (the capacity went below n): it leaves, and if it held up the
-  -- queue, those behind it are served at once rather than at their next heartbeat.
-  if own_waiter(w) then
-    remove_waiter(w)
-    serve(cap, quarantine)
-  end
+  -- It can never be served now (the capacity went below n): it leaves. If it held up the queue,
+  -- or settle_grant gave back what was left of a grant no longer whole, those behind it are
+  -- served at once rather than at their next heartbeat.
+  if own_waiter(w) then remove_waiter(w) end
+  serve(cap, quarantine)
   return {-1, cap}
 end
 if not own_waiter(w) then

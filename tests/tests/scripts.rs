@@ -150,6 +150,33 @@ fn a_waiter_that_leaves_for_a_lowered_capacity_lets_those_behind_it_through() {
     }
 }
 
+/// Capacity 3: H holds all, W queues for 3 and X for 2 behind it. H's release serves W, and
+/// Z's release takes one of W's unclaimed permits; X still waits (one free). An operator lowers
+/// the capacity to 2, below W's 3: W's heartbeat gives back the two left of its grant and
+/// leaves. Those two must go to X in the same call, not idle until X's heartbeat (seconds).
+#[test]
+fn a_served_waiter_that_leaves_for_a_lowered_capacity_hands_what_it_gives_back_on() {
+    for flavor in Flavor::all() {
+        let server = Server::start(flavor);
+        let mut sem = Sem::new(&server, "lowered-served", 3);
+        let held = ints(&sem.run(&scripts::ACQUIRE, "H", &["3".into(), "1".into(), "1".into()]));
+        let w = ints(&sem.run(&scripts::ACQUIRE, "W", &["3".into(), "1".into(), "1".into()]))[1].to_string();
+        let x = ints(&sem.run(&scripts::ACQUIRE, "X", &["2".into(), "1".into(), "1".into()]));
+        assert_eq!(x[0], 2, "{flavor:?}: X queued behind W: {x:?}");
+        let own: Vec<String> = held[2..].iter().map(i64::to_string).collect();
+        sem.run(&scripts::RELEASE, "H", &[vec!["3".into(), "1".into(), String::new()], own].concat());
+        sem.run(&scripts::RELEASE, "Z", &["1".into(), "1".into(), String::new()]);
+        assert_eq!(sem.leases().len(), 2, "{flavor:?}: two of W's three permits left");
+        assert_eq!(sem.queued().len(), 1, "{flavor:?}: X waits");
+        sem.run(&scripts::SET_CAPACITY, "O", &["set".into(), "2".into(), String::new(), "1000".into()]);
+        let left = ints(&sem.run(&scripts::POLL, "W", &[w, "3".into(), "1".into()]));
+        assert_eq!(left, [-1, 2], "{flavor:?}: W can never be served");
+        let leases = sem.leases();
+        assert_eq!(leases.iter().filter(|l| l.ends_with(":X")).count(), 2, "{flavor:?}: X was not served at once: {leases:?}");
+        assert!(sem.queued().is_empty(), "{flavor:?}: {:?}", sem.queued());
+    }
+}
+
 /// Capacity 1: H holds it, W and V queue; H's release serves W, whose push is left untaken
 /// (W died). Within 3 s nothing changes; after that, the next script that serves (V's
 /// heartbeat) takes W's permit back and hands it to V. V takes its push, so it keeps the permit
