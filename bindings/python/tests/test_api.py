@@ -287,6 +287,10 @@ async def test_async_api(redis_client, unique_key, server):
     assert await sem.get_initial_value() == 2
     assert await sem.acquire()
     assert await sem.get_value() == 1
+    assert [h.holder for h in await sem.holders()] == [sem.holder_id]
+    assert await sem.waiters() == []
+    assert (sem.key, sem.lease) == (unique_key, 10.0)
+    assert AIOSemaphore(key="", lease=2.5).key == ps.DEFAULT_KEY
     async with sem:
         assert await sem.locked()
     assert not await sem.locked()

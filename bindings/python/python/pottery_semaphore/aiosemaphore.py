@@ -117,6 +117,24 @@ class AIOSemaphore:
         """Capacity, available permits, every holder and the waiters in the order served."""
         return c.status(await self._call("status_async"))
 
+    async def holders(self) -> List[c.Holder]:
+        """Every permit held, by anyone."""
+        return (await self.status()).holders
+
+    async def waiters(self) -> List[c.Waiter]:
+        """Queued acquires, first served first."""
+        return (await self.status()).waiters
+
+    @property
+    def key(self) -> str:
+        """The semaphore's name as Redis knows it."""
+        return str(self._options.key)
+
+    @property
+    def lease(self) -> float:
+        """Seconds a permit stays valid without a refresh."""
+        return int(self._options.lease_ms) / 1000.0
+
     def _opened(self) -> Optional[Any]:
         """The native handle once opened, in the process that opened it (see ``ForkGuard``)."""
         self._fork.check()
