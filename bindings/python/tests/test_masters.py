@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import redis
 import redis.asyncio
@@ -94,10 +96,12 @@ def test_a_redis_cluster_through_one_seed_node(unique_key):
             ["redis-cli", "--cluster", "create", *[f"127.0.0.1:{n.port}" for n in nodes], "--cluster-replicas", "0", "--cluster-yes"],
             check=True, capture_output=True, timeout=60,
         )
+        deadline = time.monotonic() + 30
         for n in nodes:
             client = n.client()
             while b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
-                pass
+                assert time.monotonic() < deadline, f"node {n.port} never agreed the cluster was ok"
+                time.sleep(0.05)
         sem = Semaphore(value=2, key=unique_key, masters=[nodes[0].url], cluster=True, guard_fresh_server=False)
         other = Semaphore(value=2, key=unique_key, masters=[nodes[2].url], cluster=True, guard_fresh_server=False)
         assert sem.acquire() and other.acquire()
