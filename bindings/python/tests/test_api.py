@@ -93,6 +93,21 @@ def test_context_managers_release_even_on_errors(redis_client, unique_key):
     assert sem.value == 1
 
 
+def test_an_exit_stack_closed_inside_a_with_block_leaves_its_own_block(redis_client, unique_key):
+    """ExitStack's block is found by the thread that entered it, but not the innermost block of
+    that thread when that one is still running: closing the stack inside a `with` once released
+    the `with` block's permit while it ran, and later the stack's in its place."""
+    sem = Semaphore(value=2, key=unique_key, masters={redis_client})
+    stack = contextlib.ExitStack()
+    stack.enter_context(sem)
+    in_stack = sem.fencing_token
+    with sem:
+        in_block = sem.fencing_token
+        stack.close()
+        assert [p.token for p in sem.permits] == [in_block], f"the stack's permit was {in_stack}"
+    assert sem.permits == []
+
+
 def test_a_with_block_gives_back_only_the_permit_it_took(redis_client, unique_key):
     a, b, c = (Semaphore(key=unique_key, masters={redis_client}) for _ in range(3))
     with a:

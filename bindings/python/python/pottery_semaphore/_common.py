@@ -9,7 +9,7 @@ import operator
 import os
 import threading
 import warnings
-from typing import Any, Callable, Iterable, List, NamedTuple, Optional, TypeVar
+from typing import Any, Callable, Iterable, List, NamedTuple, Optional, Set, TypeVar
 
 from . import exceptions as exc
 from ._masters import master_urls
@@ -216,8 +216,9 @@ class OpenBlocks:
     again by the frame running the ``with`` statement, which stays the same when a generator holding
     it is resumed on another thread or closed by another task; else (``contextlib.ExitStack``
     enters and leaves from frames of its own) by who entered it, a thread or an asyncio task,
-    innermost first; else it is the one block whose owner has ended, if there is exactly one.
-    Never any other block: releasing a block still running would let one holder too many in."""
+    innermost first, passing over blocks whose frame is on the stack of the one leaving (they
+    still run); else it is the one block whose owner has ended, if there is exactly one. Never
+    any other block: releasing a block still running would let one holder too many in."""
 
     class _Block:
         __slots__ = ("frame", "owner", "tokens")
@@ -238,7 +239,8 @@ class OpenBlocks:
         with self._lock:
             block = next((b for b in reversed(self._open) if b.frame is frame), None)
             if block is None:
-                block = next((b for b in reversed(self._open) if b.owner is owner), None)
+                running = _frames_below(frame)
+                block = next((b for b in reversed(self._open) if b.owner is owner and b.frame not in running), None)
             if block is None:
                 ended = [b for b in self._open if _ended(b.owner)]
                 block = ended[0] if len(ended) == 1 else None
@@ -246,6 +248,15 @@ class OpenBlocks:
                 return None
             self._open.remove(block)
             return block.tokens
+
+
+def _frames_below(frame: Any) -> Set[Any]:
+    """``frame`` and every frame it was called from: the ``with`` blocks of those still run."""
+    frames = set()
+    while frame is not None:
+        frames.add(frame)
+        frame = frame.f_back
+    return frames
 
 
 def _ended(owner: Any) -> bool:
