@@ -224,7 +224,12 @@ impl HostState {
         }
         loop {
             // Failing to connect is an error of its own, even when it timed out: not an empty pop.
-            let conn = sync_connection(&mut self.sync.pops, client, None).map_err(|e| from_redis(&e))?;
+            // Connecting reads the server's answers to its setup (a signal must not break those
+            // either); one held back meanwhile ends the wait where signals do.
+            let conn = crate::signals::without_interruption(|| sync_connection(&mut self.sync.pops, client, None)).map_err(|e| from_redis(&e))?;
+            if crate::signals::take_held_back() {
+                return Err(WitError::Cancelled);
+            }
             let result = conn.set_read_timeout(Some(timeout)).and_then(|()| cmd.query::<Option<(String, String)>>(conn));
             match result {
                 Ok(popped) => return Ok(popped.map(|(_, v)| v)),

@@ -764,6 +764,49 @@ fn a_signal_during_a_script_neither_runs_it_twice_nor_goes_unheard() {
     }
 }
 
+/// A signal that breaks a wait's BLPOP sends the pop again on a new connection, whose setup
+/// reads the server's answers too: a second signal there (the server busy in DEBUG SLEEP) once
+/// failed the acquire as if Redis were unreachable, leaving the queue. Now the setup holds
+/// signals back like a script's round trip, and the wait goes on to its time-out.
+#[test]
+#[allow(unsafe_code)] // libc: a signal handler, and sending a signal to one thread
+fn a_signal_while_a_pop_reconnects_does_not_fail_the_wait() {
+    use pottery_semaphore_host::BlockingSemaphore;
+    extern "C" fn noted(_: libc::c_int) {}
+    // SAFETY: installs a handler that does nothing, for a signal only these tests send.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = noted as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::sigemptyset(&mut action.sa_mask);
+        assert_eq!(libc::sigaction(libc::SIGUSR2, &action, std::ptr::null_mut()), 0);
+    }
+    let server = Server::start_with(Flavor::Redis, &["--enable-debug-command", "yes"]);
+    let k = key("eintr-reconnect");
+    let holder = BlockingSemaphore::open(server.options(&k).permits(1)).expect("open");
+    let waiter = BlockingSemaphore::open(server.options(&k).permits(1)).expect("open");
+    assert!(holder.acquire(false, None).expect("acquire"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiting = std::thread::spawn(move || {
+        // SAFETY: pthread_self has no preconditions.
+        tx.send(unsafe { libc::pthread_self() }).expect("send");
+        let started = Instant::now();
+        (waiter.acquire(true, Some(Duration::from_secs(3))), started.elapsed())
+    });
+    let thread = rx.recv().expect("thread");
+    std::thread::sleep(Duration::from_millis(300)); // in its BLPOP
+    let mut stall = server.connection();
+    let sleeper = std::thread::spawn(move || redis::cmd("DEBUG").arg("SLEEP").arg("1").query::<()>(&mut stall));
+    for pause in [50, 100] {
+        std::thread::sleep(Duration::from_millis(pause));
+        // SAFETY: the thread is alive until joined below (it waits 3 s), and handles SIGUSR2.
+        unsafe { libc::pthread_kill(thread, libc::SIGUSR2) };
+    }
+    sleeper.join().expect("sleeper").expect("DEBUG SLEEP");
+    let (r, took) = waiting.join().expect("waiter");
+    assert_eq!(r, Ok(false), "after {took:?}");
+    assert!(took >= Duration::from_millis(2900), "ended {took:?} after it began");
+}
+
 /// A blocking pop on a connection kept from an earlier wait, whose connection breaks mid-wait
 /// (a proxy reset, CLIENT KILL), goes on on a new one with the time it has left. Before, it
 /// started its whole time-out again: `acquire(true, 2 s)` broken at 1 s returned after 3 s.
