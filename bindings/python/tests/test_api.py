@@ -106,6 +106,11 @@ def test_an_exit_stack_closed_inside_a_with_block_leaves_its_own_block(redis_cli
         stack.close()
         assert [p.token for p in sem.permits] == [in_block], f"the stack's permit was {in_stack}"
     assert sem.permits == []
+    # Entered by calling __enter__ in this frame, left through ExitStack.push: still found.
+    sem.__enter__()
+    with contextlib.ExitStack() as pushed:
+        pushed.push(sem)
+    assert sem.permits == []
 
 
 def test_a_with_block_gives_back_only_the_permit_it_took(redis_client, unique_key):

@@ -217,8 +217,9 @@ class OpenBlocks:
     it is resumed on another thread or closed by another task; else (``contextlib.ExitStack``
     enters and leaves from frames of its own) by who entered it, a thread or an asyncio task,
     innermost first, passing over blocks whose frame is on the stack of the one leaving (they
-    still run); else it is the one block whose owner has ended, if there is exactly one. Never
-    any other block: releasing a block still running would let one holder too many in."""
+    still run) while there are others; else it is the one block whose owner has ended, if there
+    is exactly one. Never any other block: releasing a block still running would let one holder
+    too many in."""
 
     class _Block:
         __slots__ = ("frame", "owner", "tokens")
@@ -239,8 +240,12 @@ class OpenBlocks:
         with self._lock:
             block = next((b for b in reversed(self._open) if b.frame is frame), None)
             if block is None:
+                # The owner's innermost block, but not one whose frame is still running under the
+                # one leaving (an ExitStack closed inside a `with`), unless there is no other (a
+                # frame that called __enter__ itself and handed __exit__ to ExitStack.push).
+                owned = [b for b in reversed(self._open) if b.owner is owner]
                 running = _frames_below(frame)
-                block = next((b for b in reversed(self._open) if b.owner is owner and b.frame not in running), None)
+                block = next((b for b in owned if b.frame not in running), owned[0] if owned else None)
             if block is None:
                 ended = [b for b in self._open if _ended(b.owner)]
                 block = ended[0] if len(ended) == 1 else None
