@@ -36,16 +36,18 @@ class Server:
         for attempt in range(3):
             self.port = free_port()
             self.dir = tempfile.mkdtemp(prefix="pottery-semaphore-py-")
-            self.extra = [a.replace("{port}", str(self.port)).replace("{free_port}", str(free_port())) for a in extra]
+            other = str(free_port()) if any("{free_port}" in a for a in extra) else ""
+            self.extra = [a.replace("{port}", str(self.port)).replace("{free_port}", other) for a in extra]
             if self.start():
                 return
             shutil.rmtree(self.dir, ignore_errors=True)
         raise RuntimeError(f"redis-server exited at start on three ports in a row (last {self.port})")
 
     def start(self) -> bool:
-        """Starts the server; False when it exited at once (its port was taken). Ready means our
-        own process bound the port: redis-server creates its unix socket, in a directory of its
-        own, only once it has bound its TCP port, so a foreign server on that port cannot pass."""
+        """Starts the server; False when it exited at once (a port of its was taken). Ready means
+        our own process bound the port, and answers: redis-server creates its unix socket, in a
+        directory of its own, only once it has bound its TCP port (so a foreign server on that
+        port cannot pass), and answers only once it started all (a cluster bus port included)."""
         ready = Path(self.dir) / "ready.sock"
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
@@ -55,14 +57,23 @@ class Server:
         )
         deadline = time.monotonic() + 10
         while self.proc.poll() is None:
-            if ready.exists():
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            if ready.exists() and self._answers():
                 return True
             if time.monotonic() > deadline:
+                self.kill()
                 raise RuntimeError(f"redis-server did not start on port {self.port}")
             time.sleep(0.01)
         self.proc = None
         return False
+
+    def _answers(self) -> bool:
+        """Whether the server answers a PING (any answer: NOAUTH too)."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                return bool(s.recv(64))
+        except OSError:
+            return False
 
     @property
     def url(self) -> str:

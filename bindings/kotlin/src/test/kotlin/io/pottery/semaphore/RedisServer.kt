@@ -67,17 +67,31 @@ class RedisServer(vararg extra: String) : AutoCloseable {
     }
 
     private companion object {
+        /** Whether the server answers a PING (any answer: NOAUTH too): it started all it has. */
+        fun answers(port: Int): Boolean = try {
+            Socket().use { socket ->
+                socket.connect(InetSocketAddress("127.0.0.1", port), 1000)
+                socket.soTimeout = 1000
+                socket.getOutputStream().apply { write("PING\r\n".toByteArray()); flush() }
+                socket.getInputStream().read() >= 0
+            }
+        } catch (e: java.io.IOException) {
+            false
+        }
+
         fun freePort(): Int = ServerSocket(0, 1, java.net.InetAddress.getLoopbackAddress()).use { it.localPort }
 
         /**
-         * Starts a server on [port]; null when it exited at once (the port was taken). Ready means
-         * this process bound the port: redis-server creates its unix socket, in a directory of its
-         * own, only after binding its TCP port, so a foreign server on that port cannot pass.
+         * Starts a server on [port]; null when it exited at once (a port of its was taken). Ready
+         * means this process bound the port, and answers: redis-server creates its unix socket,
+         * in a directory of its own, only after binding its TCP port (so a foreign server on that
+         * port cannot pass), and answers only once it started all (a cluster bus port included).
          */
         fun start(port: Int, extra: Array<out String>): Triple<Int, Path, Process>? {
             val dir = Files.createTempDirectory("pottery-semaphore-kt-")
             val ready = dir.resolve("ready.sock").toFile()
-            val args = extra.map { it.replace("{freePort}", "${freePort()}") }
+            val other = if (extra.any { "{freePort}" in it }) "${freePort()}" else ""
+            val args = extra.map { it.replace("{freePort}", other) }
             val command = listOf(
                 "redis-server", "--port", "$port", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                 "--dir", dir.toString(), "--unixsocket", ready.path, *args.toTypedArray(),
@@ -92,11 +106,11 @@ class RedisServer(vararg extra: String) : AutoCloseable {
             }
             val deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10)
             while (process.isAlive) {
-                if (ready.exists()) {
-                    Socket().use { it.connect(InetSocketAddress("127.0.0.1", port), 1000) }
-                    return Triple(port, dir, process)
+                if (ready.exists() && answers(port)) return Triple(port, dir, process)
+                if (System.nanoTime() >= deadline) {
+                    process.destroyForcibly()
+                    throw IllegalStateException("redis-server did not start on port $port")
                 }
-                check(System.nanoTime() < deadline) { "redis-server did not start on port $port" }
                 Thread.sleep(10)
             }
             dir.toFile().deleteRecursively()
