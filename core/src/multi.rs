@@ -459,36 +459,46 @@ impl<T: Transport> Semaphore<T> {
     }
 
     /// Releases `n` permits: those the caller names as its own first, then other holders'
-    /// (earliest lease end first). Two round trips: read all masters, then release on all.
+    /// (earliest lease end first). Two round trips: read all masters, then release on all (a
+    /// third when named permits turned out gone and others are released in their place).
     /// Named, not all this holder's permits: the caller's books settle only what it named.
     /// `_request`: masters are reached over connections that never send a call twice.
     pub fn release(&self, n: i64, named: &[u64], _request: u64) -> Result<Released, Error> {
-        let n = validate::count(n)?;
+        let n = validate::count(n)? as usize;
         let view = self.view()?;
-        // As on one server: the permits the caller names as its own first, in its order; then
-        // everyone else's, this holder's unnamed ones included (one whose release failed and
-        // is being retried, say), earliest lease end first.
-        let order: BTreeMap<u64, usize> = named.iter().enumerate().map(|(i, t)| (*t, i)).collect();
-        let (mut own, mut others): (Vec<Holder>, Vec<Holder>) =
-            view.holders.into_iter().map(|(h, _)| h).partition(|h| h.holder == self.id.holder && order.contains_key(&h.token));
-        own.sort_by_key(|h| order[&h.token]);
+        // As on one server: the permits the caller names as its own first, in its order, whether
+        // or not the view shows them (a master that did not answer in time can hide one held on a
+        // majority; release.lua drops only exact matches, so naming one that is gone is
+        // harmless). Then everyone else's, this holder's unnamed ones included (one whose
+        // release failed and is being retried, say), earliest lease end first.
+        let own: Vec<u64> = named.iter().take(n).copied().collect();
+        let mut others: Vec<Holder> =
+            view.holders.into_iter().map(|(h, _)| h).filter(|h| !(h.holder == self.id.holder && named.contains(&h.token))).collect();
         others.sort_by_key(|h| h.ttl_ms);
-        own.truncate(n as usize);
-        others.truncate(n as usize - own.len());
-        let excess = n - (own.len() + others.len()) as u64;
+        let first_others = others.len().min(n - own.len());
+        let excess = n - own.len() - first_others;
         if excess > 0 && self.id.bounded {
             return Err(Error::Bounded { key: self.id.key.clone(), current: view.available, initial: view.initial });
         }
-        let (dropped, failures) = self.dropped(true, own.iter().chain(&others).map(|h| (h.token, h.holder.as_str())));
+        let mine = own.iter().map(|t| (*t, self.id.holder.as_str()));
+        let (dropped, failures) = self.dropped(true, mine.chain(others[..first_others].iter().map(|h| (h.token, h.holder.as_str()))));
         self.check_quorum(failures)?;
-        let own_tokens = own.iter().map(|h| h.token).filter(|t| dropped.contains(t)).collect();
-        let others_released = others.iter().filter(|h| dropped.contains(&h.token)).count() as u32;
+        let own_tokens: Vec<u64> = own.iter().copied().filter(|t| dropped.contains(t)).collect();
+        let mut others_released = others[..first_others].iter().filter(|h| dropped.contains(&h.token)).count();
+        // Named permits that were gone (another holder's release took them, their lease ended):
+        // others' in their place, as on one server.
+        let instead: Vec<&Holder> = others[first_others..].iter().take(own.len() - own_tokens.len()).collect();
+        if !instead.is_empty() {
+            let (dropped, failures) = self.dropped(true, instead.iter().map(|h| (h.token, h.holder.as_str())));
+            self.check_quorum(failures)?;
+            others_released += instead.iter().filter(|h| dropped.contains(&h.token)).count();
+        }
         let mut added = 0;
         if excess > 0 {
             self.change_capacity("add", excess as i64)?;
             added = excess as u32;
         }
-        Ok(Released { own: own_tokens, others: others_released, added })
+        Ok(Released { own: own_tokens, others: others_released as u32, added })
     }
 
     pub fn set_permits(&self, value: i64, _request: u64) -> Result<u64, Error> {
@@ -702,6 +712,71 @@ mod tests {
         assert_eq!(sem.permits().expect("permits").iter().map(|p| p.token).collect::<Vec<_>>(), [token(5, 0)]);
         let released = sem.release(1, &[token(5, 0)], 0).expect("release");
         assert_eq!((released.own, released.added), (vec![token(5, 0)], 0));
+    }
+
+    /// A master that does not answer in time can hide a permit of the caller's from the view
+    /// (it holds one of the two copies of a majority). The release still drops the permits the
+    /// caller names: before, it found none of its own and released another holder's instead,
+    /// and the caller's stayed held, and refreshed, for as long as the handle lived.
+    #[test]
+    fn a_release_drops_the_named_permits_though_a_silent_master_hides_them() {
+        // Slot 0: "h" under epoch 5 on masters 0 and 1. Slot 1: "x" under epoch 6 on all three.
+        // Master 1 does not answer the status round.
+        let held = |master: u32| if master == 2 { vec![(1, "x", 6)] } else { vec![(0, "h", 5), (1, "x", 6)] };
+        let released = RefCell::new(Vec::new());
+        let masters = Answering(|script: &str, master: u32, args: &Args| match script {
+            "multi/init.lua" => ints(&[2, 0, 2, 1]),
+            "multi/status.lua" if master == 1 => Err(Error::Unreachable("slow".into())),
+            "multi/status.lua" => {
+                let live = held(master);
+                let mut items: Vec<Scalar> = [2, 2, 0, 1_000, live.len() as i64].map(Scalar::Int).to_vec();
+                for (slot, holder, epoch) in live {
+                    items.extend([Scalar::Int(slot), Scalar::Bulk(holder.into()), Scalar::Int(epoch), Scalar::Int(8_000)]);
+                }
+                Ok(Reply::Array(items))
+            }
+            "multi/release.lua" => {
+                let args: Vec<String> = args.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+                let mut out = Vec::new();
+                for named in args[1..].chunks(3) {
+                    let (slot, epoch) = (named[0].parse::<i64>().expect("slot"), named[1].parse::<i64>().expect("epoch"));
+                    if held(master).contains(&(slot, named[2].as_str(), epoch)) {
+                        released.borrow_mut().push(named[2].clone());
+                        out.extend([slot, epoch]);
+                    }
+                }
+                ints(&out)
+            }
+            other => unreachable!("{other}"),
+        });
+        let (sem, _) = Semaphore::open(&masters, three_masters("h")).expect("open");
+        let r = sem.release(1, &[token(5, 0)], 0).expect("release");
+        assert_eq!((r.own, r.others, r.added), (vec![token(5, 0)], 0, 0));
+        assert!(!released.borrow().iter().any(|h| h == "x"), "another holder's permit was released: {:?}", released.borrow());
+    }
+
+    /// A named permit that is gone (another holder's release took it) is made up for with
+    /// another holder's, as on one server, in a round of its own.
+    #[test]
+    fn a_release_whose_named_permit_is_gone_releases_another_in_its_place() {
+        let released = RefCell::new(Vec::new());
+        let masters = Answering(|script: &str, _: u32, args: &Args| match script {
+            "multi/init.lua" => ints(&[2, 0, 2, 1]),
+            "multi/status.lua" => {
+                let mut items: Vec<Scalar> = [2, 2, 0, 1_000, 1].map(Scalar::Int).to_vec();
+                items.extend([Scalar::Int(1), Scalar::Bulk("x".into()), Scalar::Int(6), Scalar::Int(8_000)]);
+                Ok(Reply::Array(items))
+            }
+            "multi/release.lua" => {
+                let args: Vec<String> = args.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+                released.borrow_mut().push(args[1..].join(" "));
+                if args[1..] == ["1", "6", "x"] { ints(&[1, 6]) } else { ints(&[]) }
+            }
+            other => unreachable!("{other}"),
+        });
+        let (sem, _) = Semaphore::open(&masters, three_masters("h")).expect("open");
+        let r = sem.release(1, &[token(5, 0)], 0).expect("release");
+        assert_eq!((r.own, r.others, r.added), (vec![], 1, 0), "rounds: {:?}", released.borrow());
     }
 
     #[test]
