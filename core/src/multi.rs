@@ -517,16 +517,19 @@ impl<T: Transport> Semaphore<T> {
         let extra = [mode.to_string(), amount.to_string(), MAX_SLOTS.to_string()];
         let mut capacities = Vec::new();
         let (replies, failures) = self.answers(&scripts::MULTI_SET_CAPACITY, &extra)?;
+        let mut refused = None;
         for (_, mut reply) in replies {
             match reply.i64()? {
-                -1 => {
-                    return Err(Error::invalid(format!(
-                        "the number of permits must stay between 0 and {MAX_SLOTS} with several masters (it is {})",
-                        reply.u64()?
-                    )));
-                }
+                -1 => refused = Some(reply.u64()?),
                 capacity => capacities.push(capacity as u64),
             }
+        }
+        // Masters whose capacities differ (one restarted with the initial value) can answer
+        // differently: what a majority did stands. Refused there, it is the caller's error.
+        if let Some(is) = refused
+            && capacities.len() < self.quorum()
+        {
+            return Err(Error::invalid(format!("the number of permits must stay between 0 and {MAX_SLOTS} with several masters (it is {is})")));
         }
         self.check_quorum(failures)?;
         Ok(self.agreed(capacities))
@@ -777,6 +780,21 @@ mod tests {
         let (sem, _) = Semaphore::open(&masters, three_masters("h")).expect("open");
         let r = sem.release(1, &[token(5, 0)], 0).expect("release");
         assert_eq!((r.own, r.others, r.added), (vec![], 1, 0), "rounds: {:?}", released.borrow());
+    }
+
+    /// A change of capacity one master refuses (its capacity differs: it restarted with the
+    /// initial value) but a majority makes is made: before, the caller heard InvalidArgument,
+    /// which reads as "nothing changed", and a retry changed the majority again.
+    #[test]
+    fn a_capacity_change_a_majority_made_is_not_reported_refused() {
+        let masters = Answering(|script: &str, master: u32, _: &Args| match script {
+            "multi/init.lua" => ints(&[1, 0, 5, 1]),
+            "multi/set_capacity.lua" if master == 0 => ints(&[-1, 1]),
+            "multi/set_capacity.lua" => ints(&[3]),
+            other => unreachable!("{other}"),
+        });
+        let (sem, _) = Semaphore::open(&masters, three_masters("h")).expect("open");
+        assert_eq!(sem.add_permits(-2, 0), Ok(3));
     }
 
     #[test]
