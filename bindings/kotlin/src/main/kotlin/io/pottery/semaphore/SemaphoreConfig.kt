@@ -99,13 +99,18 @@ data class SemaphoreConfig @JvmOverloads constructor(
 /**
  * [url] with the password of its user-info (`user:password@`) and any `pass=` parameter hidden.
  * The user-info ends at the authority's last `@`, as the URL parser reads it, so a raw `@` in a
- * password is hidden too; a raw `?` or `#` in it (which breaks the URL) does not end the search,
- * so such a URL, logged because it failed, does not show its password either.
+ * password is hidden too. A raw `/`, `?` or `#` in a password (which breaks the URL) does not
+ * end the search either, so such a URL, logged because it failed, does not show its password:
+ * the user-info ends at the later of the last `@` before the first `/` and the last `@` before
+ * the first `?` or `#`, or else at the last `@` of all (which may hide more than the password,
+ * never less).
  */
 internal fun redacted(url: String): String {
     val authority = url.indexOf("://").let { if (it < 0) 0 else it + 3 }
-    val authorityEnd = url.indexOf('/', authority).let { if (it < 0) url.length else it }
-    val at = url.lastIndexOf('@', authorityEnd - 1)
+    fun lastAtBefore(end: Int) = url.lastIndexOf('@', (if (end < 0) url.length else end) - 1)
+    val beforePath = lastAtBefore(url.indexOf('/', authority))
+    val beforeQuery = lastAtBefore(url.indexOfAny(charArrayOf('?', '#'), authority))
+    val at = maxOf(beforePath, beforeQuery).takeIf { it >= authority } ?: url.lastIndexOf('@')
     val colon = url.indexOf(':', authority)
     val hidden = if (at >= authority && colon in authority until at) url.substring(0, colon + 1) + "***" + url.substring(at) else url
     return hidden.replace(Regex("([?&]pass=)[^&#]*"), "$1***")

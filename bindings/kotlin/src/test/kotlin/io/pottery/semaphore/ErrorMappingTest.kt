@@ -66,6 +66,10 @@ class ErrorMappingTest {
             "rediss://:a@b@h" to "rediss://:***@h",
             "redis://app:p#ss@h:6379" to "redis://app:***@h:6379",
             "redis://app:p?ss@h/0" to "redis://app:***@h/0",
+            "redis://app:ab/cd+ef==@h:6379/0" to "redis://app:***@h:6379/0",
+            "redis://:Zx9/Qw==@h" to "redis://:***@h",
+            "redis://app:p@ss/w@h/0" to "redis://app:***@h/0",
+            "redis://app:a/b?c@h" to "redis://app:***@h",
         )
         for ((url, shown) in secrets) assertEquals(shown, redacted(url))
         assertEquals("redis://u@h:1/0?x=a:b@c", redacted("redis://u@h:1/0?x=a:b@c"))
