@@ -32,8 +32,9 @@ impl ReplicaAck {
     }
 }
 
-/// What to open: where Redis is, which semaphore, and how it behaves.
-#[derive(Debug, Clone)]
+/// What to open: where Redis is, which semaphore, and how it behaves. Printed (`{:?}`) without
+/// the passwords of its URLs.
+#[derive(Clone)]
 pub struct Options {
     /// Where the semaphore lives, each `redis://[user:password@]host:port[/db]`, `rediss://…`
     /// (TLS) or `unix:///path/to/socket`. One URL: one server. Several: independent masters,
@@ -65,6 +66,48 @@ pub struct Options {
     pub create: bool,
     /// Replicas that must acknowledge changes; `None` (the default): none waited for.
     pub replicas: Option<ReplicaAck>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("masters", &self.masters.iter().map(|url| redacted(url)).collect::<Vec<_>>())
+            .field("cluster", &self.cluster)
+            .field("raise_on_redis_errors", &self.raise_on_redis_errors)
+            .field("key", &self.key)
+            .field("value", &self.value)
+            .field("bounded", &self.bounded)
+            .field("lease", &self.lease)
+            .field("runtime", &self.runtime)
+            .field("guard_fresh_server", &self.guard_fresh_server)
+            .field("create", &self.create)
+            .field("replicas", &self.replicas)
+            .finish()
+    }
+}
+
+/// `url` with the password of its user-info (`user:password@`) and any `pass=` parameter
+/// hidden. The user-info ends at the later of the last `@` before the first `/` and the last `@`
+/// before the first `?` or `#`, or else at the last `@` of all: a raw `@`, `/`, `?` or `#` in a
+/// password (one that breaks the URL, and so gets logged) hides more, never less.
+pub(crate) fn redacted(url: &str) -> String {
+    let authority = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[authority..];
+    let last_at_before = |end: Option<usize>| rest[..end.unwrap_or(rest.len())].rfind('@');
+    let user_info_end = last_at_before(rest.find('/')).max(last_at_before(rest.find(['?', '#']))).or_else(|| rest.rfind('@'));
+    let mut shown = match (user_info_end, rest.find(':')) {
+        (Some(at), Some(colon)) if colon < at => format!("{}{}***{}", &url[..authority], &rest[..=colon], &rest[at..]),
+        _ => url.to_string(),
+    };
+    for key in ["?pass=", "&pass="] {
+        let mut from = 0;
+        while let Some(i) = shown[from..].find(key).map(|i| from + i + key.len()) {
+            let end = shown[i..].find(['&', '#']).map_or(shown.len(), |e| i + e);
+            shown.replace_range(i..end, "***");
+            from = i + 3;
+        }
+    }
+    shown
 }
 
 impl Options {
@@ -134,5 +177,32 @@ impl Options {
     pub fn runtime(mut self, runtime: &'static Runtime) -> Self {
         self.runtime = Some(runtime);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn passwords_are_hidden_however_they_break_the_url() {
+        for (url, shown) in [
+            ("redis://app:s3cret@h:6379/0", "redis://app:***@h:6379/0"),
+            ("redis://ops@corp.com:hunter2@h:6379/0", "redis://ops@corp.com:***@h:6379/0"),
+            ("redis://app:p@ssw0rd@h/0", "redis://app:***@h/0"),
+            ("rediss://:a@b@h", "rediss://:***@h"),
+            ("redis://app:p#ss@h:6379", "redis://app:***@h:6379"),
+            ("redis://app:p?ss@h/0", "redis://app:***@h/0"),
+            ("redis://app:ab/cd+ef==@h:6379/0", "redis://app:***@h:6379/0"),
+            ("redis://app:p@ss/w@h/0", "redis://app:***@h/0"),
+            ("redis://app:a/b?c@h", "redis://app:***@h"),
+            ("unix:///r.sock?db=0&pass=hunter2", "unix:///r.sock?db=0&pass=***"),
+            ("redis://u@h:1/0?x=a:b@c", "redis://u@h:1/0?x=a:b@c"),
+            ("redis://h:6379", "redis://h:6379"),
+        ] {
+            assert_eq!(redacted(url), shown, "{url}");
+        }
+        let options = super::Options::new("redis://app:s3cret@h/0", "k");
+        assert!(!format!("{options:?}").contains("s3cret"), "{options:?}");
     }
 }
