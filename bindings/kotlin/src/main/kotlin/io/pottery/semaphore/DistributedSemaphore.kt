@@ -1,6 +1,7 @@
 package io.pottery.semaphore
 
 import io.pottery.semaphore.ffi.Semaphore as NativeSemaphore
+import java.util.concurrent.ConcurrentHashMap
 import java.util.concurrent.atomic.AtomicBoolean
 import java.util.concurrent.atomic.AtomicInteger
 import java.util.function.Supplier
@@ -11,8 +12,15 @@ import kotlin.time.Duration
 import kotlin.time.Duration.Companion.milliseconds
 import kotlin.time.DurationUnit
 import kotlin.time.toKotlinDuration
+import kotlinx.coroutines.CancellationException
+import kotlinx.coroutines.CoroutineStart
 import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.Job
 import kotlinx.coroutines.NonCancellable
+import kotlinx.coroutines.async
+import kotlinx.coroutines.coroutineScope
+import kotlinx.coroutines.currentCoroutineContext
+import kotlinx.coroutines.isActive
 import kotlinx.coroutines.withContext
 
 /**
@@ -72,12 +80,31 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
         checkCount(n)
         checkOpen()
         val wait = Wait.of(timeout)
-        val permits = translated {
-            native.acquireCancellationSafe(n.toLong(), wait.blocking, wait.seconds) { granted ->
-                // Cancelled just as the permits were handed over: give exactly those back.
-                withContext(NonCancellable + Dispatchers.IO) { native.releasePermits(granted.map { it.token }) }
+        val granted = try {
+            // A child that close() can cancel: the caller's own job is not the handle's to end.
+            coroutineScope {
+                val acquiring = async(start = CoroutineStart.UNDISPATCHED) {
+                    translated {
+                        native.acquireCancellationSafe(n.toLong(), wait.blocking, wait.seconds) { granted ->
+                            // Cancelled just as the permits were handed over: give exactly those back.
+                            withContext(NonCancellable + Dispatchers.IO) { native.releasePermits(granted.map { it.token }) }
+                        }
+                    }
+                }
+                waiting += acquiring
+                if (closing) acquiring.cancel() // close() ran before it was registered
+                try {
+                    acquiring.await()
+                } finally {
+                    waiting -= acquiring
+                }
             }
-        }.toPermits()
+        } catch (e: CancellationException) {
+            // Ended by close(), not by the caller's cancellation: the waiter left the queue.
+            if (closing && currentCoroutineContext().isActive) throw IllegalStateException(CLOSED_DURING_ACQUIRE)
+            throw e
+        }
+        val permits = granted.toPermits()
         if (permits.isNotEmpty() && closing) {
             runCatching { withContext(NonCancellable) { releasePermits(permits) } }
             throw IllegalStateException(CLOSED_DURING_ACQUIRE)
@@ -201,6 +228,10 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
     @Volatile private var closing = false
     private val closed = AtomicBoolean()
 
+    // Suspended acquires, which close() ends: each would keep its place in the queue, and the
+    // native handle (so the permits it holds, refreshed) alive, for as long as it waits.
+    private val waiting: MutableSet<Job> = ConcurrentHashMap.newKeySet()
+
     @PublishedApi
     internal fun enterWithPermit() {
         withPermitRunning.incrementAndGet()
@@ -222,7 +253,13 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
     }
 
     private fun closeNow() {
-        if (closed.compareAndSet(false, true)) native.close()
+        if (closed.compareAndSet(false, true)) {
+            // Given back now, not when the native handle is freed: a blocking acquire still in
+            // flight keeps it alive. (Unreachable Redis: the host's release of a freed handle
+            // tries again in the background.)
+            runCatching { native.releasePermits(native.held().map { it.token }) }
+            native.close()
+        }
     }
 
     // Inspecting
@@ -284,12 +321,14 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
     fun addPermitsBlocking(delta: Long): Long = translated { native.addPermits(delta) }.toLong()
 
     /**
-     * Lets the handle go: the permits it still holds are given back. Further calls fail. A
-     * [withPermit] block running now keeps its permits: the handle closes when the last such block
-     * ends.
+     * Lets the handle go: the permits it still holds are given back, and its suspended acquires
+     * end with [IllegalStateException] (a blocking one returns once served or timed out, and
+     * gives back what it got). Further calls fail. A [withPermit] block running now keeps its
+     * permits: the handle closes when the last such block ends.
      */
     override fun close() {
         closing = true
+        waiting.forEach { it.cancel() }
         if (withPermitRunning.get() == 0) closeNow()
     }
 

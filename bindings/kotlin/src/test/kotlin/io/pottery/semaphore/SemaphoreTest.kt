@@ -366,6 +366,27 @@ class SemaphoreTest : RedisTest() {
     }
 
     @Test
+    fun `close gives back the permits the handle holds while an acquire of it waits`() = runBlocking<Unit> {
+        val key = uniqueKey()
+        val other = open(key)
+        val sem = DistributedSemaphore.open(config(key))
+        assertTrue(sem.acquire())
+        // Queued behind the handle's own permit: before, close() left both as they were (the
+        // waiting acquire kept the native handle alive), the permit held and refreshed for good.
+        val waiting = async(Dispatchers.Default) { runCatching { sem.acquire() } }
+        try {
+            eventually("queued") { other.status().waiters.size == 1 }
+            sem.close()
+            val result = withTimeoutOrNull(5.seconds) { waiting.await() }
+            assertTrue(result?.exceptionOrNull() is IllegalStateException, "the waiter: $result")
+            eventually("the permit came back") { other.value() == 1L }
+            assertTrue(other.status().waiters.isEmpty(), "the waiter stayed queued")
+        } finally {
+            waiting.cancel()
+        }
+    }
+
+    @Test
     fun `a bad count is an argument error`() {
         val sem = DistributedSemaphore.openBlocking(config(uniqueKey()))
         assertThrows<SemaphoreException.InvalidArgument> { sem.acquireBlocking(0) }
