@@ -620,6 +620,60 @@ mod tests {
         }
     }
 
+    /// Masters that refuse every claim (the semaphore is full) and whose pops fail once their
+    /// whole time is spent (a master stopped mid-connection), on a clock that only pops and
+    /// sleeps move.
+    #[derive(Default)]
+    struct Stalling {
+        now_ns: Cell<u64>,
+    }
+
+    impl Transport for &Stalling {
+        fn eval(&self, _: &Script, _: &Scope, _: &Args) -> Result<Reply, Error> {
+            unreachable!("several masters run scripts through eval_each")
+        }
+        fn eval_each(&self, script: &Script, _: &Scope, calls: &[(u32, Args)], _: u64) -> Vec<Result<Reply, Error>> {
+            let answer = match script.name {
+                "multi/init.lua" => ints(&[1, 0, 1, 1]),
+                "multi/claim.lua" => ints(&[0, 500]),
+                "multi/release.lua" => ints(&[]),
+                other => unreachable!("{other}"),
+            };
+            calls.iter().map(|_| answer.clone()).collect()
+        }
+        fn command(&self, _: &str, _: &str, _: &[String]) -> Result<Reply, Error> {
+            unreachable!("no commands")
+        }
+        fn blocking_pop(&self, _: &str, _: u64, _: bool) -> Result<Option<String>, Error> {
+            unreachable!("several masters pop through blocking_pop_on")
+        }
+        fn blocking_pop_on(&self, _: u32, _: &str, ms: u64, _: bool) -> Result<Option<String>, Error> {
+            self.sleep(ms)?;
+            Err(Error::Unreachable("connecting timed out".into()))
+        }
+        fn wait_replicas(&self) -> Result<(), Error> {
+            Ok(())
+        }
+        fn monotonic_now_ns(&self) -> u64 {
+            self.now_ns.get()
+        }
+        fn sleep(&self, ms: u64) -> Result<(), Error> {
+            self.now_ns.set(self.now_ns.get() + ms * 1_000_000);
+            Ok(())
+        }
+    }
+
+    /// A pause whose pop fails only once its time is spent sleeps no more after it: before, it
+    /// slept its whole length again, and `acquire(timeout 0.3 s)` took 0.6 s.
+    #[test]
+    fn a_pause_whose_pop_failed_late_does_not_outlast_the_deadline() {
+        let fake = Stalling::default();
+        let (sem, _) = Semaphore::open(&fake, three_masters("h")).expect("open");
+        assert_eq!(sem.acquire(1, true, Some(0.3)), Ok(Vec::new()));
+        let took_ms = fake.now_ns.get() / 1_000_000;
+        assert!(took_ms <= 310, "a 300 ms time-out took {took_ms} ms");
+    }
+
     /// Masters that answer every script by `answer(script, master, args)`, and never pop.
     struct Answering<F>(F);
 

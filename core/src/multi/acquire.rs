@@ -95,10 +95,16 @@ impl<T: Transport> Semaphore<T> {
             [] => (pick % u64::from(self.masters)) as u32,
             some => some[(pick % some.len() as u64) as usize],
         };
+        let started = self.transport.monotonic_now_ns();
         match self.transport.blocking_pop_on(master, &self.id.keys.multi_wake(), ms, exact) {
             Ok(_) => Ok(()),
             Err(Error::Cancelled) => Err(Error::Cancelled),
-            Err(_) => self.transport.sleep(ms),
+            // What is left of the pause: a pop can fail late (a connection that timed out), and
+            // `ms` may already be cut to the caller's deadline.
+            Err(_) => {
+                let spent_ms = self.transport.monotonic_now_ns().saturating_sub(started) / 1_000_000;
+                self.transport.sleep(ms.saturating_sub(spent_ms))
+            }
         }
     }
 

@@ -273,16 +273,22 @@ impl Connections {
     }
 
     pub(super) async fn blocking_pop(&self, key: &str, timeout_ms: u64, exact: bool, cancel: Option<&CancelFlag>) -> Result<Option<String>, WitError> {
-        let pooled = self.idle_pops.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let mut reused = pooled.is_some();
-        let mut conn = match pooled {
-            Some(c) => c,
-            None => self.connect(None).await.map_err(|e| from_redis(&e))?,
-        };
         let (cmd, timeout) = blpop(key, Duration::from_millis(timeout_ms), exact);
         let time_up = tokio::time::sleep(timeout);
         let cancelled = crate::cancel::cancelled(cancel);
         tokio::pin!(time_up, cancelled);
+        let pooled = self.idle_pops.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut reused = pooled.is_some();
+        // Connecting counts against the pop's time too: a server that accepts but does not
+        // answer (stopped) holds a connection's setup up for its whole connect time-out.
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => tokio::select! {
+                c = self.connect(None) => c.map_err(|e| from_redis(&e))?,
+                () = &mut time_up => return Ok(None),
+                () = &mut cancelled => return Err(WitError::Cancelled),
+            },
+        };
         // On time-out or cancellation the connection is dropped with the BLPOP in flight, which
         // ends it on the server (a cluster connection's task, and so its node connections, end
         // with its last handle). A push it may have taken is not lost: the waiter's grant record
