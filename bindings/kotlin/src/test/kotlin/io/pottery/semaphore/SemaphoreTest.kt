@@ -409,7 +409,7 @@ class SemaphoreTest : RedisTest() {
         }
         entered.await()
         sem.close()
-        // A block whose permits come after close() does not run, and they go back at once.
+        // No block starts once close() was called (it fails before it acquires).
         var ran = false
         assertThrows<IllegalStateException> { sem.withPermitBlocking { ran = true } }
         assertFalse(ran)
