@@ -647,43 +647,65 @@ async fn a_new_instance_of_a_handle_recreates_a_wiped_semaphore_quarantined() {
     }
 }
 
-/// A signal delivered to a thread blocked in `acquire` breaks its read from Redis (EINTR). The
-/// wait goes on and keeps its place (a profiler's tick, a reload flag); within
-/// `signals_end_waits`, as the Python SDK calls it so that Ctrl-C can act, it ends at once with
-/// `Cancelled`, leaving the queue. Before, the first pop's broken read came back as Redis
-/// unreachable, and for a while every signal ended the wait.
-#[test]
-#[allow(unsafe_code)] // libc: a signal handler, and sending a signal to one thread
-fn a_signal_ends_a_blocking_wait_only_where_asked_to() {
-    use pottery_semaphore_host::{signals_end_waits, BlockingSemaphore};
+/// Installs a handler that does nothing for SIGUSR2, which only the signal tests send.
+#[allow(unsafe_code)] // libc: a signal handler
+fn note_sigusr2() {
     extern "C" fn noted(_: libc::c_int) {}
-    // SAFETY: installs a handler that does nothing, for a signal only this test sends.
+    // SAFETY: a handler that does nothing is async-signal-safe; the action struct is zeroed and
+    // its mask emptied before use.
     unsafe {
         let mut action: libc::sigaction = std::mem::zeroed();
         action.sa_sigaction = noted as extern "C" fn(libc::c_int) as libc::sighandler_t;
         libc::sigemptyset(&mut action.sa_mask);
         assert_eq!(libc::sigaction(libc::SIGUSR2, &action, std::ptr::null_mut()), 0);
     }
+}
+
+/// Runs `f` on a thread of its own; returns that thread's id, to send it signals while the
+/// returned handle is not joined, and the handle.
+#[allow(unsafe_code)] // libc: the thread's own id
+fn spawn_signallable<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> (libc::pthread_t, std::thread::JoinHandle<T>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        // SAFETY: pthread_self has no preconditions.
+        tx.send(unsafe { libc::pthread_self() }).expect("send");
+        f()
+    });
+    (rx.recv().expect("thread id"), handle)
+}
+
+/// Sends SIGUSR2 to `thread` (from `spawn_signallable`, not joined yet: it waits on Redis for
+/// longer than the tests signal it), after `note_sigusr2`.
+#[allow(unsafe_code)] // libc: a signal to one thread
+fn send_sigusr2(thread: libc::pthread_t) {
+    // SAFETY: the thread is alive (see above) and handles SIGUSR2.
+    unsafe { libc::pthread_kill(thread, libc::SIGUSR2) };
+}
+
+/// A signal delivered to a thread blocked in `acquire` breaks its read from Redis (EINTR). The
+/// wait goes on and keeps its place (a profiler's tick, a reload flag); within
+/// `signals_end_waits`, as the Python SDK calls it so that Ctrl-C can act, it ends at once with
+/// `Cancelled`, leaving the queue. Before, the first pop's broken read came back as Redis
+/// unreachable, and for a while every signal ended the wait.
+#[test]
+fn a_signal_ends_a_blocking_wait_only_where_asked_to() {
+    use pottery_semaphore_host::{signals_end_waits, BlockingSemaphore};
+    note_sigusr2();
     let server = Server::start(Flavor::Redis);
     let k = key("eintr");
     let holder = BlockingSemaphore::open(server.options(&k).permits(1)).expect("open");
     assert!(holder.acquire(false, None).expect("acquire"));
     for ends in [false, true] {
         let waiter = BlockingSemaphore::open(server.options(&k).permits(1)).expect("open");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let waiting = std::thread::spawn(move || {
-            // SAFETY: pthread_self has no preconditions.
-            tx.send(unsafe { libc::pthread_self() }).expect("send");
+        let (thread, waiting) = spawn_signallable(move || {
             let started = Instant::now();
             let timeout = Some(Duration::from_millis(1500));
             let r = if ends { signals_end_waits(|| waiter.acquire(true, timeout)) } else { waiter.acquire(true, timeout) };
             (r, started.elapsed())
         });
-        let thread = rx.recv().expect("thread");
         for _ in 0..3 {
             std::thread::sleep(Duration::from_millis(200));
-            // SAFETY: the thread is alive until joined below, and handles SIGUSR2.
-            unsafe { libc::pthread_kill(thread, libc::SIGUSR2) };
+            send_sigusr2(thread);
         }
         let (r, took) = waiting.join().expect("waiter");
         if ends {
@@ -708,17 +730,9 @@ fn a_signal_ends_a_blocking_wait_only_where_asked_to() {
 /// `signals_end_waits` the first run's place in the queue was left behind, and the wait went on,
 /// deaf to the signal. Now the signal waits for the reply, then ends the wait where it should.
 #[test]
-#[allow(unsafe_code)] // libc: a signal handler, and sending a signal to one thread
 fn a_signal_during_a_script_neither_runs_it_twice_nor_goes_unheard() {
     use pottery_semaphore_host::{signals_end_waits, BlockingSemaphore};
-    extern "C" fn noted(_: libc::c_int) {}
-    // SAFETY: installs a handler that does nothing, for a signal only these tests send.
-    unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = noted as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        libc::sigemptyset(&mut action.sa_mask);
-        assert_eq!(libc::sigaction(libc::SIGUSR2, &action, std::ptr::null_mut()), 0);
-    }
+    note_sigusr2();
     let server = Server::start_with(Flavor::Redis, &["--enable-debug-command", "yes"]);
     for ends in [false, true] {
         // Two permits, so that a script run twice shows as two holders; or one, held by
@@ -735,19 +749,13 @@ fn a_signal_during_a_script_neither_runs_it_twice_nor_goes_unheard() {
         let mut stall = server.connection();
         let sleeper = std::thread::spawn(move || redis::cmd("DEBUG").arg("SLEEP").arg("0.5").query::<()>(&mut stall));
         std::thread::sleep(Duration::from_millis(50));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let caller = std::thread::spawn(move || {
-            // SAFETY: pthread_self has no preconditions.
-            tx.send(unsafe { libc::pthread_self() }).expect("send");
+        let (thread, caller) = spawn_signallable(move || {
             let started = Instant::now();
             let r = if ends { signals_end_waits(|| sem.acquire(true, Some(Duration::from_secs(3)))) } else { sem.acquire(false, None) };
             (r, started.elapsed(), sem)
         });
-        let thread = rx.recv().expect("thread");
         std::thread::sleep(Duration::from_millis(150));
-        // SAFETY: the thread is alive until joined below (its script waits for the server), and
-        // handles SIGUSR2.
-        unsafe { libc::pthread_kill(thread, libc::SIGUSR2) };
+        send_sigusr2(thread); // its script waits for the server
         sleeper.join().expect("sleeper").expect("DEBUG SLEEP");
         let (r, took, sem) = caller.join().expect("caller");
         let status = other.status().expect("status");
@@ -769,37 +777,24 @@ fn a_signal_during_a_script_neither_runs_it_twice_nor_goes_unheard() {
 /// failed the acquire as if Redis were unreachable, leaving the queue. Now the setup holds
 /// signals back like a script's round trip, and the wait goes on to its time-out.
 #[test]
-#[allow(unsafe_code)] // libc: a signal handler, and sending a signal to one thread
 fn a_signal_while_a_pop_reconnects_does_not_fail_the_wait() {
     use pottery_semaphore_host::BlockingSemaphore;
-    extern "C" fn noted(_: libc::c_int) {}
-    // SAFETY: installs a handler that does nothing, for a signal only these tests send.
-    unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = noted as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        libc::sigemptyset(&mut action.sa_mask);
-        assert_eq!(libc::sigaction(libc::SIGUSR2, &action, std::ptr::null_mut()), 0);
-    }
+    note_sigusr2();
     let server = Server::start_with(Flavor::Redis, &["--enable-debug-command", "yes"]);
     let k = key("eintr-reconnect");
     let holder = BlockingSemaphore::open(server.options(&k).permits(1)).expect("open");
     let waiter = BlockingSemaphore::open(server.options(&k).permits(1)).expect("open");
     assert!(holder.acquire(false, None).expect("acquire"));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let waiting = std::thread::spawn(move || {
-        // SAFETY: pthread_self has no preconditions.
-        tx.send(unsafe { libc::pthread_self() }).expect("send");
+    let (thread, waiting) = spawn_signallable(move || {
         let started = Instant::now();
         (waiter.acquire(true, Some(Duration::from_secs(3))), started.elapsed())
     });
-    let thread = rx.recv().expect("thread");
     std::thread::sleep(Duration::from_millis(300)); // in its BLPOP
     let mut stall = server.connection();
     let sleeper = std::thread::spawn(move || redis::cmd("DEBUG").arg("SLEEP").arg("1").query::<()>(&mut stall));
     for pause in [50, 100] {
         std::thread::sleep(Duration::from_millis(pause));
-        // SAFETY: the thread is alive until joined below (it waits 3 s), and handles SIGUSR2.
-        unsafe { libc::pthread_kill(thread, libc::SIGUSR2) };
+        send_sigusr2(thread);
     }
     sleeper.join().expect("sleeper").expect("DEBUG SLEEP");
     let (r, took) = waiting.join().expect("waiter");
