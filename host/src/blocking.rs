@@ -3,6 +3,7 @@
 //! connections). Safe from any thread, but it blocks that thread: not from an executor's.
 
 use std::future::Future;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
@@ -18,6 +19,78 @@ struct ThreadWaker(Thread);
 impl Wake for ThreadWaker {
     fn wake(self: Arc<Self>) {
         self.0.unpark();
+    }
+}
+
+/// Wakes `block_on_interruptible` through a pipe it polls: std's parking and condition
+/// variables wait on futexes and wait again after a signal, where poll(2) returns `EINTR`.
+struct PipeWaker {
+    read: OwnedFd,
+    write: OwnedFd,
+}
+
+impl PipeWaker {
+    #[allow(unsafe_code)] // libc: a pipe, its flags
+    fn new() -> Option<Self> {
+        let mut fds = [0; 2];
+        // SAFETY: pipe writes two new descriptors into `fds`, which then belong to us alone.
+        if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+            return None;
+        }
+        // SAFETY: both descriptors were just created, and are owned from here on.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        for fd in [&read, &write] {
+            // SAFETY: fcntl on a descriptor we own; a failure leaves it blocking, which only the
+            // waker's write could notice (the pipe holds far more than one wake-up needs).
+            unsafe {
+                libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) | libc::O_NONBLOCK);
+                libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC);
+            }
+        }
+        Some(PipeWaker { read, write })
+    }
+
+    /// Waits for a wake-up; false when a signal interrupted the wait first.
+    #[allow(unsafe_code)] // libc: poll and read on our own pipe
+    fn wait(&self) -> bool {
+        let mut pollfd = libc::pollfd { fd: self.read.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd; no time-out.
+        if unsafe { libc::poll(&mut pollfd, 1, -1) } < 0 {
+            return std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted;
+        }
+        let mut drain = [0u8; 64];
+        // SAFETY: reads into a buffer of its length from our non-blocking pipe, until empty.
+        while unsafe { libc::read(self.read.as_raw_fd(), drain.as_mut_ptr().cast(), drain.len()) } > 0 {}
+        true
+    }
+}
+
+impl Wake for PipeWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    #[allow(unsafe_code)] // libc: write to our own pipe
+    fn wake_by_ref(self: &Arc<Self>) {
+        // SAFETY: writes one byte from a live buffer; a full pipe (EAGAIN) already wakes.
+        unsafe { libc::write(self.write.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+    }
+}
+
+/// As [`block_on`], but a signal delivered to this thread while it waits ends it: `None`, and
+/// `fut` is dropped (an acquire cancels itself so, leaving the queue and keeping nothing).
+fn block_on_interruptible<F: Future>(fut: F) -> Option<F::Output> {
+    let Some(pipe) = PipeWaker::new().map(Arc::new) else { return Some(block_on(fut)) };
+    let mut fut = pin!(fut);
+    let waker = Waker::from(pipe.clone());
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return Some(out);
+        }
+        if !pipe.wait() {
+            return None;
+        }
     }
 }
 
@@ -64,12 +137,22 @@ impl BlockingSemaphore {
         block_on(fut)
     }
 
+    /// An acquire's wait: inside [`crate::signals_end_waits`] a signal ends it with
+    /// [`Error::Cancelled`] here too, where the wait is the runtime's (a cluster, several masters).
+    fn block_on_acquire<T>(&self, fut: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+        if !crate::signals::signals_end_waits_here() || self.inner.serves_caller_thread() {
+            return self.block_on(fut);
+        }
+        let _context = self.inner.runtime().tokio.enter();
+        block_on_interruptible(fut).unwrap_or(Err(Error::Cancelled))
+    }
+
     pub fn acquire(&self, blocking: bool, timeout: Option<Duration>) -> Result<bool, Error> {
-        self.block_on(self.inner.acquire(blocking, timeout))
+        self.block_on_acquire(self.inner.acquire(blocking, timeout))
     }
 
     pub fn acquire_n(&self, n: i64, blocking: bool, timeout: Option<f64>) -> Result<Vec<Permit>, Error> {
-        self.block_on(self.inner.acquire_n(n, blocking, timeout))
+        self.block_on_acquire(self.inner.acquire_n(n, blocking, timeout))
     }
 
     pub fn release(&self, n: i64) -> Result<(), Error> {

@@ -802,6 +802,37 @@ fn a_signal_while_a_pop_reconnects_does_not_fail_the_wait() {
     assert!(took >= Duration::from_millis(2900), "ended {took:?} after it began");
 }
 
+/// With several masters (and on a Cluster) a blocking acquire waits on the runtime's threads,
+/// the caller's thread parked: inside `signals_end_waits` a signal to it ends the wait there
+/// too. Before, the park slept through it (std waits again after EINTR), and Python's Ctrl-C
+/// did nothing until the acquire returned.
+#[test]
+fn a_signal_ends_a_wait_on_several_masters_where_asked_to() {
+    use pottery_semaphore_host::{signals_end_waits, BlockingSemaphore, Options};
+    note_sigusr2();
+    let servers: Vec<Server> = (0..3).map(|_| Server::start(Flavor::Redis)).collect();
+    let k = key("eintr-masters");
+    let open = || {
+        let options = Options::with_masters(servers.iter().map(Server::url), k.clone()).guard_fresh_server(false).permits(1);
+        BlockingSemaphore::open(options).expect("open")
+    };
+    let (holder, waiter) = (open(), open());
+    assert!(!waiter.on_caller_thread(), "several masters wait on the runtime's threads");
+    assert!(holder.acquire(false, None).expect("acquire"));
+    let (thread, waiting) = spawn_signallable(move || {
+        let started = Instant::now();
+        (signals_end_waits(|| waiter.acquire(true, Some(Duration::from_secs(3)))), started.elapsed(), waiter)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    send_sigusr2(thread);
+    let (r, took, waiter) = waiting.join().expect("waiter");
+    assert!(matches!(r, Err(Error::Cancelled)), "{r:?} after {took:?}");
+    assert!(took < Duration::from_millis(1000), "ended {took:?} after it began");
+    holder.release(1).expect("release");
+    assert!(waiter.acquire(true, Some(Duration::from_secs(3))).expect("acquire"), "the handle still works");
+    assert_eq!(waiter.held().len(), 1, "it holds the one permit it took, nothing from the ended wait");
+}
+
 /// A blocking pop on a connection kept from an earlier wait, whose connection breaks mid-wait
 /// (a proxy reset, CLIENT KILL), goes on on a new one with the time it has left. Before, it
 /// started its whole time-out again: `acquire(true, 2 s)` broken at 1 s returned after 3 s.

@@ -85,6 +85,35 @@ def test_several_masters_hold_each_permit_on_a_majority(unique_key):
             s.close()
 
 
+def test_ctrl_c_ends_a_wait_on_several_masters(unique_key):
+    """With several masters the wait runs on the library's threads; a signal to the main thread
+    still ends it, so that Ctrl-C raises at once instead of when the acquire returns."""
+    from conftest import Server
+    from test_api import _Interrupted, _raise_interrupted, _signal_main_thread_after
+
+    servers = [Server() for _ in range(3)]
+    try:
+        urls = [f"redis://127.0.0.1:{s.port}" for s in servers]
+        holder = Semaphore(key=unique_key, masters=urls, guard_fresh_server=False)
+        waiter = Semaphore(key=unique_key, masters=urls, guard_fresh_server=False)
+        assert holder.acquire()
+        restore = _signal_main_thread_after(0.3, _raise_interrupted)
+        started = time.monotonic()
+        try:
+            with pytest.raises(_Interrupted):
+                waiter.acquire(timeout=3)
+            waited = time.monotonic() - started
+        finally:
+            restore()
+        assert waited < 1.0, f"the signal ended the wait only after {waited:.2f} s"
+        holder.release()
+        assert waiter.acquire(timeout=3), "the handle is still usable"
+        assert len(waiter.permits) == 1
+    finally:
+        for s in servers:
+            s.close()
+
+
 def test_a_redis_cluster_through_one_seed_node(unique_key):
     import subprocess
 
