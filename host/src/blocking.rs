@@ -50,13 +50,12 @@ impl PipeWaker {
         Some(PipeWaker { read, write })
     }
 
-    /// Waits for a wake-up; false when a signal interrupted the wait first.
-    #[allow(unsafe_code)] // libc: poll and read on our own pipe
-    fn wait(&self) -> bool {
-        let mut pollfd = libc::pollfd { fd: self.read.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd; no time-out.
-        if unsafe { libc::poll(&mut pollfd, 1, -1) } < 0 {
-            return std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted;
+    /// Waits for a wake-up, signals held back but for the wait (see `Held::wait_readable`);
+    /// false when a signal came first.
+    #[allow(unsafe_code)] // libc: read on our own pipe
+    fn wait(&self, held: &crate::signals::Held) -> bool {
+        if !held.wait_readable(self.read.as_raw_fd()) {
+            return false;
         }
         let mut drain = [0u8; 64];
         // SAFETY: reads into a buffer of its length from our non-blocking pipe, until empty.
@@ -77,18 +76,20 @@ impl Wake for PipeWaker {
     }
 }
 
-/// As [`block_on`], but a signal delivered to this thread while it waits ends it: `None`, and
-/// `fut` is dropped (an acquire cancels itself so, leaving the queue and keeping nothing).
+/// As [`block_on`], but a signal delivered to this thread while it runs ends it: `None`, and
+/// `fut` is dropped (so it must be one whose drop cancels cleanly). Signals are held back but
+/// for the waits, so that one arriving while `fut` is polled is seen too.
 fn block_on_interruptible<F: Future>(fut: F) -> Option<F::Output> {
     let Some(pipe) = PipeWaker::new().map(Arc::new) else { return Some(block_on(fut)) };
     let mut fut = pin!(fut);
     let waker = Waker::from(pipe.clone());
     let mut cx = Context::from_waker(&waker);
+    let held = crate::signals::Held::new();
     loop {
         if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
             return Some(out);
         }
-        if !pipe.wait() {
+        if !pipe.wait(&held) {
             return None;
         }
     }
@@ -137,22 +138,32 @@ impl BlockingSemaphore {
         block_on(fut)
     }
 
-    /// An acquire's wait: inside [`crate::signals_end_waits`] a signal ends it with
-    /// [`Error::Cancelled`] here too, where the wait is the runtime's (a cluster, several masters).
-    fn block_on_acquire<T>(&self, fut: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
-        if !crate::signals::signals_end_waits_here() || self.inner.serves_caller_thread() {
-            return self.block_on(fut);
-        }
+    /// Whether an acquire's wait is the runtime's (a cluster, several masters) and a signal
+    /// should end it (inside [`crate::signals_end_waits`]): it then runs through the async
+    /// handle, whose future, dropped, cancels the acquire (the guest leaves the queue, gives
+    /// back its claims and keeps nothing, in the background), where the inline one would be
+    /// torn down mid-call.
+    fn interruptible(&self) -> bool {
+        crate::signals::signals_end_waits_here() && !self.inner.serves_caller_thread()
+    }
+
+    fn block_on_interruptible<T>(&self, fut: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
         let _context = self.inner.runtime().tokio.enter();
         block_on_interruptible(fut).unwrap_or(Err(Error::Cancelled))
     }
 
     pub fn acquire(&self, blocking: bool, timeout: Option<Duration>) -> Result<bool, Error> {
-        self.block_on_acquire(self.inner.acquire(blocking, timeout))
+        if self.interruptible() {
+            return self.block_on_interruptible(self.async_handle.acquire(blocking, timeout));
+        }
+        self.block_on(self.inner.acquire(blocking, timeout))
     }
 
     pub fn acquire_n(&self, n: i64, blocking: bool, timeout: Option<f64>) -> Result<Vec<Permit>, Error> {
-        self.block_on_acquire(self.inner.acquire_n(n, blocking, timeout))
+        if self.interruptible() {
+            return self.block_on_interruptible(self.async_handle.acquire_n(n, blocking, timeout));
+        }
+        self.block_on(self.inner.acquire_n(n, blocking, timeout))
     }
 
     pub fn release(&self, n: i64) -> Result<(), Error> {

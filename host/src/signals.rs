@@ -51,30 +51,73 @@ pub(crate) fn take_held_back() -> bool {
 /// fault of the thread itself (SIGSEGV and the like) stay open. Where signals end waits, one held
 /// back is noted for [`take_held_back`]. Costs two `pthread_sigmask` calls when nothing arrives.
 pub(crate) fn without_interruption<R>(f: impl FnOnce() -> R) -> R {
-    /// Puts the thread's mask back, also if `f` panics.
-    struct Unblock(libc::sigset_t);
-    impl Drop for Unblock {
-        fn drop(&mut self) {
-            if signals_end_waits_here() && arrived_while_blocked(&self.0) {
-                HELD_BACK.with(|held| held.set(true));
+    let held = Held::new();
+    let out = f();
+    if signals_end_waits_here() && held.arrived() {
+        HELD_BACK.with(|held| held.set(true));
+    }
+    out
+}
+
+/// This thread's asynchronous signals held back from its creation until it is dropped (also
+/// when unwinding), when those that arrived meanwhile are handled. Signals that report a fault
+/// of the thread itself (SIGSEGV and the like) stay open.
+pub(crate) struct Held {
+    /// The thread's mask before.
+    before: libc::sigset_t,
+}
+
+impl Held {
+    pub(crate) fn new() -> Held {
+        // SAFETY: sigset_t is plain data, initialised by sigfillset before use; pthread_sigmask
+        // writes the previous mask into `before`, which starts zeroed (a valid empty set).
+        unsafe {
+            let mut block: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut block);
+            for fault in [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGTRAP, libc::SIGSYS, libc::SIGABRT] {
+                libc::sigdelset(&mut block, fault);
             }
-            // SAFETY: restores the mask saved below, from a valid sigset_t.
-            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+            let mut before: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut before);
+            Held { before }
         }
     }
-    // SAFETY: sigset_t is plain data, initialised by sigfillset before use; pthread_sigmask
-    // writes the previous mask into `old`, which starts zeroed (a valid empty set on Linux).
-    let _unblock = unsafe {
-        let mut block: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut block);
-        for fault in [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGTRAP, libc::SIGSYS, libc::SIGABRT] {
-            libc::sigdelset(&mut block, fault);
+
+    /// Whether a signal with a handler arrived, held back, since (see `arrived_while_blocked`).
+    pub(crate) fn arrived(&self) -> bool {
+        arrived_while_blocked(&self.before)
+    }
+
+    /// Waits until `fd` is readable (true), or a signal arrives (false): held-back signals are
+    /// let through only for the wait itself, atomically with it where the platform allows
+    /// (ppoll), so that none slips in between a check and the wait and goes unseen.
+    pub(crate) fn wait_readable(&self, fd: std::os::fd::RawFd) -> bool {
+        if self.arrived() {
+            return false;
         }
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut old);
-        Unblock(old)
-    };
-    f()
+        let mut pollfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        // SAFETY: one valid pollfd, no time-out, and the thread's own earlier mask.
+        let r = unsafe { libc::ppoll(&mut pollfd, 1, std::ptr::null(), &self.before) };
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        // SAFETY: as above; without ppoll, the mask is lifted around the wait (a signal in the
+        // instant before poll(2) starts is handled, and the wait goes on).
+        let r = unsafe {
+            let mut held: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_SETMASK, &self.before, &mut held);
+            let r = libc::poll(&mut pollfd, 1, -1);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &held, std::ptr::null_mut());
+            r
+        };
+        r >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved by `new`, from a valid sigset_t.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.before, std::ptr::null_mut()) };
+    }
 }
 
 /// Whether a signal that `before` (the thread's own mask) lets through, and that has a handler

@@ -833,6 +833,39 @@ fn a_signal_ends_a_wait_on_several_masters_where_asked_to() {
     assert_eq!(waiter.held().len(), 1, "it holds the one permit it took, nothing from the ended wait");
 }
 
+/// The same on a Cluster, whose waiters queue: the ended wait leaves the queue. (Ending it by
+/// dropping the handle's inline call tore the guest down mid-call, and its place stayed at the
+/// head of the queue for the waiter window, 10 s.)
+#[test]
+fn a_signal_ends_a_wait_on_a_cluster_and_the_waiter_leaves_the_queue() {
+    use pottery_semaphore_host::{signals_end_waits, BlockingSemaphore};
+    use pottery_semaphore_tests::cluster::Cluster;
+    note_sigusr2();
+    let cluster = Cluster::start(Flavor::Redis, 3);
+    let k = key("eintr-cluster");
+    let open = || BlockingSemaphore::open(cluster.options(&k).permits(1)).expect("open");
+    let (holder, waiter) = (open(), open());
+    assert!(!waiter.on_caller_thread(), "a Cluster waits on the runtime's threads");
+    assert!(holder.acquire(false, None).expect("acquire"));
+    let (thread, waiting) = spawn_signallable(move || {
+        let started = Instant::now();
+        (signals_end_waits(|| waiter.acquire(true, Some(Duration::from_secs(3)))), started.elapsed())
+    });
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while holder.status().expect("status").waiters.is_empty() {
+        assert!(Instant::now() < deadline, "the waiter never queued");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    send_sigusr2(thread);
+    let (r, took) = waiting.join().expect("waiter");
+    assert!(matches!(r, Err(Error::Cancelled)), "{r:?} after {took:?}");
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while !holder.status().expect("status").waiters.is_empty() {
+        assert!(Instant::now() < deadline, "the ended wait stayed queued");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A blocking pop on a connection kept from an earlier wait, whose connection breaks mid-wait
 /// (a proxy reset, CLIENT KILL), goes on on a new one with the time it has left. Before, it
 /// started its whole time-out again: `acquire(true, 2 s)` broken at 1 s returned after 3 s.
