@@ -472,14 +472,15 @@ impl<T: Transport> Semaphore<T> {
         // harmless). Then everyone else's, this holder's unnamed ones included (one whose
         // release failed and is being retried, say), earliest lease end first.
         let own: Vec<u64> = named.iter().take(n).copied().collect();
-        let mut others: Vec<Holder> =
-            view.holders.into_iter().map(|(h, _)| h).filter(|h| !(h.holder == self.id.holder && named.contains(&h.token))).collect();
+        let (seen_own, mut others): (Vec<Holder>, Vec<Holder>) =
+            view.holders.into_iter().map(|(h, _)| h).partition(|h| h.holder == self.id.holder && named.contains(&h.token));
         others.sort_by_key(|h| h.ttl_ms);
-        let first_others = others.len().min(n - own.len());
-        let excess = n - own.len() - first_others;
-        if excess > 0 && self.id.bounded {
+        // Judged by what the view shows, as before anything changes: a bounded semaphore refuses
+        // to release more than are held (a named permit that is gone is not held).
+        if self.id.bounded && seen_own.len().min(n) + others.len() < n {
             return Err(Error::Bounded { key: self.id.key.clone(), current: view.available, initial: view.initial });
         }
+        let first_others = others.len().min(n - own.len());
         let mine = own.iter().map(|t| (*t, self.id.holder.as_str()));
         let (dropped, failures) = self.dropped(true, mine.chain(others[..first_others].iter().map(|h| (h.token, h.holder.as_str()))));
         self.check_quorum(failures)?;
@@ -493,8 +494,10 @@ impl<T: Transport> Semaphore<T> {
             self.check_quorum(failures)?;
             others_released += instead.iter().filter(|h| dropped.contains(&h.token)).count();
         }
+        // Beyond what was held, an unbounded semaphore grows.
+        let excess = n.saturating_sub(own_tokens.len() + others_released);
         let mut added = 0;
-        if excess > 0 {
+        if excess > 0 && !self.id.bounded {
             self.change_capacity("add", excess as i64)?;
             added = excess as u32;
         }
@@ -526,12 +529,15 @@ impl<T: Transport> Semaphore<T> {
         }
         // Masters whose capacities differ (one restarted with the initial value) can answer
         // differently: what a majority did stands. Refused there, it is the caller's error.
+        // A majority unknown (failures) may have made it: then it is not known to be refused.
         if let Some(is) = refused
-            && capacities.len() < self.quorum()
+            && capacities.len() + failures.len() < self.quorum()
         {
             return Err(Error::invalid(format!("the number of permits must stay between 0 and {MAX_SLOTS} with several masters (it is {is})")));
         }
-        self.check_quorum(failures)?;
+        if capacities.len() < self.quorum() {
+            return Err(self.quorum_error(&failures));
+        }
         Ok(self.agreed(capacities))
     }
 }
@@ -849,6 +855,35 @@ mod tests {
         });
         let (sem, _) = Semaphore::open(&masters, three_masters("h")).expect("open");
         assert_eq!(sem.add_permits(-2, 0), Ok(3));
+    }
+
+    /// A bounded release whose named permit is gone, with nobody else holding one, is refused
+    /// as on one server (released more than held). The first version of the named-first
+    /// release answered Ok, having released nothing.
+    #[test]
+    fn a_bounded_release_of_a_gone_permit_with_no_other_holder_is_refused() {
+        let masters = Answering(|script: &str, _: u32, _: &Args| match script {
+            "multi/init.lua" => ints(&[1, 0, 1, 1]),
+            "multi/status.lua" => ints(&[1, 1, 0, 1_000, 0]),
+            other => unreachable!("{other}: nothing may change"),
+        });
+        let (sem, _) = Semaphore::open(&masters, three_masters("h")).expect("open");
+        assert!(matches!(sem.release(1, &[token(5, 0)], 0), Err(Error::Bounded { .. })));
+    }
+
+    /// A change one master refused and one did not answer may have been made by the other two:
+    /// not known to be refused, it is a quorum error, not InvalidArgument.
+    #[test]
+    fn a_capacity_change_refused_by_one_and_unknown_on_one_is_not_called_refused() {
+        let masters = Answering(|script: &str, master: u32, _: &Args| match script {
+            "multi/init.lua" => ints(&[1, 0, 5, 1]),
+            "multi/set_capacity.lua" if master == 0 => ints(&[-1, 1]),
+            "multi/set_capacity.lua" if master == 2 => Err(Error::Unreachable("slow".into())),
+            "multi/set_capacity.lua" => ints(&[3]),
+            other => unreachable!("{other}"),
+        });
+        let (sem, _) = Semaphore::open(&masters, three_masters("h")).expect("open");
+        assert!(matches!(sem.add_permits(-2, 0), Err(Error::Quorum(_))), "{:?}", sem.add_permits(-2, 0));
     }
 
     #[test]
