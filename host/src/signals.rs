@@ -1,11 +1,13 @@
-//! Signals and calls that block the caller's thread (the blocking API on one plain server).
+//! Signals and calls that block the caller's thread (the blocking API).
 //!
-//! A signal handled on a thread blocked in a read breaks the read (EINTR; with a read time-out
-//! set, even under `SA_RESTART`). During a blocking pop that is harmless: the pop is sent again,
-//! or the wait ends where the caller asked for that. During a script's round trip it is not: the
-//! script has run, and sending it again would run it twice (a second grant, a second place in
-//! the queue, while the first is left to expire). So asynchronous signals are held back while a
-//! script or command is on the wire, and handled right after.
+//! On one plain server the calls read from Redis on the caller's thread. A signal handled there
+//! breaks the read (EINTR; with a read time-out set, even under `SA_RESTART`). During a blocking
+//! pop that is harmless: the pop is sent again, or the wait ends where the caller asked for that.
+//! During a script's round trip it is not: the script has run, and sending it again would run it
+//! twice (a second grant, a second place in the queue, while the first is left to expire). So
+//! asynchronous signals are held back while a script or command is on the wire, and handled
+//! right after. Elsewhere (several masters, a Cluster) the caller's thread only waits for the
+//! runtime; see `blocking::block_on_interruptible`.
 
 #![allow(unsafe_code)] // libc: the thread's signal mask
 
@@ -18,8 +20,8 @@ thread_local! {
 }
 
 /// Runs `f`, blocking calls on this thread, so that a signal delivered to this thread while
-/// one waits for permits on one server ends the wait with [`crate::Error::Cancelled`] (the
-/// waiter leaves the queue and keeps nothing). For callers that act on signals only between
+/// one waits for permits ends the wait with [`crate::Error::Cancelled`] (the waiter leaves the
+/// queue and keeps nothing). For callers that act on signals only between
 /// calls: Python runs its handlers once the native call returns, so Ctrl-C could not end a wait.
 /// Otherwise a wait a signal interrupts (`EINTR`) is taken up again and keeps its place.
 pub fn signals_end_waits<R>(f: impl FnOnce() -> R) -> R {
