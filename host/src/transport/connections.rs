@@ -274,44 +274,33 @@ impl Connections {
 
     pub(super) async fn blocking_pop(&self, key: &str, timeout_ms: u64, exact: bool, cancel: Option<&CancelFlag>) -> Result<Option<String>, WitError> {
         let (cmd, timeout) = blpop(key, Duration::from_millis(timeout_ms), exact);
-        let time_up = tokio::time::sleep(timeout);
-        let cancelled = crate::cancel::cancelled(cancel);
-        tokio::pin!(time_up, cancelled);
         let pooled = self.idle_pops.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let mut reused = pooled.is_some();
-        // Connecting counts against the pop's time too: a server that accepts but does not
-        // answer (stopped) holds a connection's setup up for its whole connect time-out.
-        let mut conn = match pooled {
-            Some(c) => c,
-            None => tokio::select! {
-                c = self.connect(None) => c.map_err(|e| from_redis(&e))?,
-                () = &mut time_up => return Ok(None),
-                () = &mut cancelled => return Err(WitError::Cancelled),
-            },
-        };
-        // On time-out or cancellation the connection is dropped with the BLPOP in flight, which
-        // ends it on the server (a cluster connection's task, and so its node connections, end
-        // with its last handle). A push it may have taken is not lost: the waiter's grant record
-        // is the truth, which the guest settles next.
-        let popped = loop {
-            let popped = tokio::select! {
-                r = cmd.query_async::<Option<(String, String)>>(&mut conn) => r,
-                () = &mut time_up => return Ok(None),
-                () = &mut cancelled => return Err(WitError::Cancelled),
+        let pop = async {
+            let mut reused = pooled.is_some();
+            let mut conn = match pooled {
+                Some(c) => c,
+                None => self.connect(None).await?,
             };
-            match popped {
-                // A kept connection that broke while idle (the server restarted, or dropped it):
-                // once more on a new one. Had the BLPOP reached a server and taken a push, the
-                // waiter's grant record still holds it, as after a time-out.
-                Err(e) if std::mem::take(&mut reused) && is_connection_error(&e) => {
-                    conn = tokio::select! {
-                        c = self.connect(None) => c.map_err(|e| from_redis(&e))?,
-                        () = &mut time_up => return Ok(None),
-                        () = &mut cancelled => return Err(WitError::Cancelled),
-                    };
+            loop {
+                match cmd.query_async::<Option<(String, String)>>(&mut conn).await {
+                    // A kept connection that broke while idle (the server restarted, or dropped
+                    // it): once more on a new one. Had the BLPOP reached a server and taken a
+                    // push, the waiter's grant record still holds it, as after a time-out.
+                    Err(e) if std::mem::take(&mut reused) && is_connection_error(&e) => conn = self.connect(None).await?,
+                    other => return other.map(|popped| (popped, conn)),
                 }
-                other => break other.map_err(|e| from_redis(&e))?,
             }
+        };
+        // The time-out and a cancellation race the connecting too: a server that accepts but
+        // does not answer (stopped) holds a connection's setup up for its whole connect
+        // time-out. On either the connection is dropped with the BLPOP in flight, which ends it
+        // on the server (a cluster connection's task, and so its node connections, end with its
+        // last handle). A push it may have taken is not lost: the waiter's grant record is the
+        // truth, which the guest settles next.
+        let (popped, conn) = tokio::select! {
+            r = pop => r.map_err(|e| from_redis(&e))?,
+            () = tokio::time::sleep(timeout) => return Ok(None),
+            () = crate::cancel::cancelled(cancel) => return Err(WitError::Cancelled),
         };
         let mut idle = self.idle_pops.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < IDLE_POP_CONNECTIONS {
