@@ -168,11 +168,7 @@ fn cluster_seed_nodes_reach_a_semaphore_on_a_redis_cluster() {
 
 /// Polls `check` every 20 ms for up to 5 s.
 fn eventually(what: &str, check: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !check() {
-        assert!(Instant::now() < deadline, "not within 5 s: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    pottery_semaphore_tests::eventually(Duration::from_secs(5), what, check);
 }
 
 /// Another holder's release takes the CLI's permit (permits are fungible) while the command

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use pottery_semaphore_core::{Config, Semaphore as NativeSemaphore};
 use pottery_semaphore_host::{Error, Semaphore};
 use pottery_semaphore_tests::native::NativeTransport;
-use pottery_semaphore_tests::{assert_time_outs_are_prompt, key, Flavor, Server};
+use pottery_semaphore_tests::{assert_time_outs_are_prompt, eventually, key, Flavor, Server};
 
 async fn open(server: &Server, key: &str, permits: i64) -> Semaphore {
     Semaphore::open(server.options(key).permits(permits)).await.expect("open")
@@ -715,11 +715,7 @@ fn a_signal_ends_a_blocking_wait_only_where_asked_to() {
             assert_eq!(r, Ok(false), "the signals ended the wait");
             assert!(took >= Duration::from_millis(1400), "ended {took:?} after it began");
         }
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while !holder.status().expect("status").waiters.is_empty() {
-            assert!(Instant::now() < deadline, "the waiter stayed queued");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        eventually(Duration::from_secs(2), "the waiter left the queue", || holder.status().expect("status").waiters.is_empty());
     }
 }
 
@@ -851,19 +847,11 @@ fn a_signal_ends_a_wait_on_a_cluster_and_the_waiter_leaves_the_queue() {
         let started = Instant::now();
         (signals_end_waits(|| waiter.acquire(true, Some(Duration::from_secs(3)))), started.elapsed())
     });
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while holder.status().expect("status").waiters.is_empty() {
-        assert!(Instant::now() < deadline, "the waiter never queued");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually(Duration::from_secs(2), "the waiter queued", || !holder.status().expect("status").waiters.is_empty());
     send_sigusr2(thread);
     let (r, took) = waiting.join().expect("waiter");
     assert!(matches!(r, Err(Error::Cancelled)), "{r:?} after {took:?}");
-    let deadline = Instant::now() + Duration::from_secs(1);
-    while !holder.status().expect("status").waiters.is_empty() {
-        assert!(Instant::now() < deadline, "the ended wait stayed queued");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually(Duration::from_secs(1), "the ended wait left the queue", || holder.status().expect("status").waiters.is_empty());
 }
 
 /// A blocking pop on a connection kept from an earlier wait, whose connection breaks mid-wait
