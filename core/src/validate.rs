@@ -18,6 +18,11 @@ pub fn key(key: &str) -> Result<(), Error> {
     if key.len() > MAX_KEY_BYTES {
         return Err(Error::invalid(format!("key is {} bytes long; at most {MAX_KEY_BYTES} are allowed", key.len())));
     }
+    // The keys are `pottery-semaphore:{<key>}:...`: a leading '}' would end that hash tag empty,
+    // and a cluster would then spread one semaphore's keys over several slots.
+    if key.starts_with('}') {
+        return Err(Error::invalid("key must not start with '}' (its Redis keys could not share one cluster hash tag)"));
+    }
     Ok(())
 }
 
@@ -89,6 +94,8 @@ mod tests {
         assert!(key("").is_err());
         assert!(key(&"k".repeat(1 << 20)).is_err());
         assert!(key("ok").is_ok());
+        assert!(key("}x").is_err(), "the hash tag would be empty");
+        assert!(key("a}b{c").is_ok(), "the tag is then 'a', the same for all its keys");
         assert_eq!(value(-1), Err(Error::invalid("Semaphore value must be non-negative")));
         assert_eq!(value(0), Ok(0));
         assert_eq!(count(0), Err(Error::invalid("n must be >= 1")));
