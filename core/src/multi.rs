@@ -107,6 +107,9 @@ struct View {
     free: Vec<u64>,
     /// Permits held on a majority, with the deadline a majority still holds them to.
     holders: Vec<(Holder, u64)>,
+    /// Every master answered: a permit held on a majority is in `holders`. Otherwise one that
+    /// a master which did not answer holds may be missing there.
+    complete: bool,
 }
 
 #[derive(Debug)]
@@ -330,6 +333,11 @@ impl<T: Transport> Semaphore<T> {
     /// held when a majority extended it; an ended lease stays ended.
     pub fn refresh(&self, tokens: &[u64]) -> Result<Vec<Permit>, Error> {
         validate::tokens(tokens)?;
+        // Once each: a master answers once per token named, and one named twice would count
+        // as two masters towards the majority.
+        let mut seen = std::collections::BTreeSet::new();
+        let tokens: Vec<u64> = tokens.iter().copied().filter(|t| seen.insert(*t)).collect();
+        let tokens = tokens.as_slice();
         let started = self.transport.monotonic_now_ns();
         let extra: Vec<String> = tokens.iter().flat_map(|t| [slot_of(*t).to_string(), epoch_of(*t).to_string()]).collect();
         // Counted per token, not per slot: two of the handle's tokens may share a slot.
@@ -368,6 +376,7 @@ impl<T: Transport> Semaphore<T> {
     /// Reads every master and combines what a majority agrees on.
     fn view(&self) -> Result<View, Error> {
         let (replies, failures) = self.answers(&scripts::MULTI_STATUS, &[])?;
+        let complete = failures.is_empty();
         self.check_quorum(failures)?;
         let views = replies.into_iter().map(|(_, r)| Self::master_view(r)).collect::<Result<Vec<_>, _>>()?;
         let q = self.quorum();
@@ -417,7 +426,7 @@ impl<T: Transport> Semaphore<T> {
             let ttl_ms = ttl.saturating_sub(self.drift_ms());
             holders.push((Holder { token: token(epoch, slot), holder: holder.to_string(), ttl_ms }, deadline.saturating_sub(self.drift_ms())));
         }
-        Ok(View { initial, capacity, available, free, holders })
+        Ok(View { initial, capacity, available, free, holders, complete })
     }
 
     /// Permits this holder holds on a majority, with their leases.
@@ -475,27 +484,42 @@ impl<T: Transport> Semaphore<T> {
         let (seen_own, mut others): (Vec<Holder>, Vec<Holder>) =
             view.holders.into_iter().map(|(h, _)| h).partition(|h| h.holder == self.id.holder && named.contains(&h.token));
         others.sort_by_key(|h| h.ttl_ms);
+        // Named permits beyond the first n that the view shows: the first to stand in for named
+        // ones that turn out gone, before anyone else's (one server tries every named one).
+        let spare_own: Vec<u64> = named[own.len()..].iter().copied().filter(|t| seen_own.iter().any(|h| h.token == *t)).collect();
         // Judged by what the view shows, as before anything changes: a bounded semaphore refuses
-        // to release more than are held (a named permit that is gone is not held).
-        if self.id.bounded && seen_own.len().min(n) + others.len() < n {
+        // to release more than are held (a named permit that is gone is not held). A view some
+        // master did not answer may hide the caller's own: the first n named count as held then.
+        let named_held = if view.complete { seen_own.len() } else { own.len() + spare_own.len() };
+        if self.id.bounded && named_held.min(n) + others.len() < n {
             return Err(Error::Bounded { key: self.id.key.clone(), current: view.available, initial: view.initial });
         }
         let first_others = others.len().min(n - own.len());
         let mine = own.iter().map(|t| (*t, self.id.holder.as_str()));
         let (dropped, failures) = self.dropped(true, mine.chain(others[..first_others].iter().map(|h| (h.token, h.holder.as_str()))));
         self.check_quorum(failures)?;
-        let own_tokens: Vec<u64> = own.iter().copied().filter(|t| dropped.contains(t)).collect();
+        let mut own_tokens: Vec<u64> = own.iter().copied().filter(|t| dropped.contains(t)).collect();
         let mut others_released = others[..first_others].iter().filter(|h| dropped.contains(&h.token)).count();
         // Named permits that were gone (another holder's release took them, their lease ended):
-        // others' in their place, as on one server.
-        let instead: Vec<&Holder> = others[first_others..].iter().take(own.len() - own_tokens.len()).collect();
+        // the caller's other named ones in their place, then others', as on one server.
+        let missing = own.len() - own_tokens.len();
+        let spare = spare_own.iter().map(|t| (*t, self.id.holder.as_str()));
+        let instead: Vec<(u64, &str)> = spare.chain(others[first_others..].iter().map(|h| (h.token, h.holder.as_str()))).take(missing).collect();
         if !instead.is_empty() {
-            let (dropped, failures) = self.dropped(true, instead.iter().map(|h| (h.token, h.holder.as_str())));
+            let (dropped, failures) = self.dropped(true, instead.iter().copied());
             self.check_quorum(failures)?;
-            others_released += instead.iter().filter(|h| dropped.contains(&h.token)).count();
+            for (token, holder) in instead.iter().filter(|(t, _)| dropped.contains(t)) {
+                if *holder == self.id.holder && spare_own.contains(token) { own_tokens.push(*token) } else { others_released += 1 }
+            }
+        }
+        let released = own_tokens.len() + others_released;
+        // Nothing was held to release after all (the named permits a silent master seemed to
+        // hide were gone): refused, as on one server, and nothing changed.
+        if self.id.bounded && released == 0 {
+            return Err(Error::Bounded { key: self.id.key.clone(), current: view.available, initial: view.initial });
         }
         // Beyond what was held, an unbounded semaphore grows.
-        let excess = n.saturating_sub(own_tokens.len() + others_released);
+        let excess = n.saturating_sub(released);
         let mut added = 0;
         if excess > 0 && !self.id.bounded {
             self.change_capacity("add", excess as i64)?;
@@ -727,6 +751,37 @@ mod tests {
         assert_eq!(sem.release_permits(&[ended, live]), Ok(vec![live]));
     }
 
+    /// A token named twice counts once: master 0 alone, answering for both, is no majority.
+    #[test]
+    fn a_token_named_twice_is_refreshed_by_a_majority_or_not_at_all() {
+        let masters = Answering(|script: &str, master: u32, args: &Args| match script {
+            "multi/init.lua" => ints(&[1, 0, 1, 1]),
+            // As refresh.lua: one (slot, epoch) pair per named pair that is live there.
+            "multi/refresh.lua" if master == 0 => {
+                let pairs = args.len() / 2;
+                ints(&std::iter::once(20_000).chain(std::iter::repeat_n([0, 9], pairs).flatten()).collect::<Vec<_>>())
+            }
+            "multi/refresh.lua" => ints(&[20_000]),
+            other => unreachable!("{other}"),
+        });
+        let (sem, _) = Semaphore::open(&masters, three_masters("h")).expect("open");
+        assert_eq!(sem.refresh(&[token(9, 0), token(9, 0)]), Ok(vec![]));
+    }
+
+    /// A blocking acquire with a zero time-out above a bounded capacity answers "not acquired",
+    /// as on one server (where it never waits, so nothing is refused as impossible).
+    #[test]
+    fn a_zero_time_out_above_the_capacity_is_not_acquired_rather_than_refused() {
+        let masters = Answering(|script: &str, _: u32, _: &Args| match script {
+            "multi/init.lua" => ints(&[1, 0, 1, 1]),
+            "multi/claim.lua" => ints(&[-1, 1]),
+            other => unreachable!("{other}"),
+        });
+        let (sem, _) = Semaphore::open(&masters, three_masters("h")).expect("open");
+        assert_eq!(sem.acquire(2, true, Some(0.0)), Ok(vec![]));
+        assert!(matches!(sem.acquire(2, true, Some(1.0)), Err(Error::InvalidArgument(_))));
+    }
+
     /// A confirmation that failed drops the copies it had confirmed (only their grant epoch
     /// names them now) and wakes whoever those copies held up, as any slot given back does:
     /// else those waiters sleep until the nearest lease ends while the slot is free.
@@ -840,6 +895,82 @@ mod tests {
         let (sem, _) = Semaphore::open(&masters, three_masters("h")).expect("open");
         let r = sem.release(1, &[token(5, 0)], 0).expect("release");
         assert_eq!((r.own, r.others, r.added), (vec![], 1, 0), "rounds: {:?}", released.borrow());
+    }
+
+    /// Masters that answer the status round with `live` (slot, holder, epoch) on a semaphore
+    /// of `capacity` (also its value), all but `silent` (which fails it), and drop on
+    /// release.lua what they hold of the named permits; `released` records each round's
+    /// holders that some master dropped.
+    fn releasing<'a>(
+        capacity: i64,
+        silent: Option<u32>,
+        live: impl Fn(u32) -> Vec<(i64, &'static str, i64)> + 'a,
+        released: &'a RefCell<Vec<Vec<String>>>,
+    ) -> impl Fn(&str, u32, &Args) -> Result<Reply, Error> + 'a {
+        move |script: &str, master: u32, args: &Args| match script {
+            "multi/init.lua" => ints(&[capacity, 0, capacity, 1]),
+            "multi/status.lua" if Some(master) == silent => Err(Error::Unreachable("slow".into())),
+            "multi/status.lua" => {
+                let live = live(master);
+                let mut items: Vec<Scalar> = [capacity, capacity, 0, 1_000, live.len() as i64].map(Scalar::Int).to_vec();
+                for (slot, holder, epoch) in live {
+                    items.extend([Scalar::Int(slot), Scalar::Bulk(holder.into()), Scalar::Int(epoch), Scalar::Int(8_000)]);
+                }
+                Ok(Reply::Array(items))
+            }
+            "multi/release.lua" => {
+                let args: Vec<String> = args.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+                let (mut out, mut round) = (Vec::new(), Vec::new());
+                for named in args[1..].chunks(3) {
+                    let (slot, epoch) = (named[0].parse::<i64>().expect("slot"), named[1].parse::<i64>().expect("epoch"));
+                    if live(master).contains(&(slot, named[2].as_str(), epoch)) {
+                        round.push(format!("{}@{slot}", named[2]));
+                        out.extend([slot, epoch]);
+                    }
+                }
+                if master == 0 {
+                    released.borrow_mut().push(round);
+                }
+                ints(&out)
+            }
+            other => unreachable!("{other}"),
+        }
+    }
+
+    /// The first named permit is gone (another holder's release took it): the caller's next
+    /// named one, which the view shows, goes in its place, not another holder's.
+    #[test]
+    fn a_release_whose_named_permit_is_gone_releases_the_callers_next_one_first() {
+        // "h" holds slot 1 (epoch 6); its slot 0 (epoch 5) is gone. "y" holds slot 2.
+        let released = RefCell::new(Vec::new());
+        let masters = Answering(releasing(3, None, |_| vec![(1, "h", 6), (2, "y", 7)], &released));
+        let (sem, _) = Semaphore::open(&masters, Config { value: 3, ..three_masters("h") }).expect("open");
+        let r = sem.release(1, &[token(5, 0), token(6, 1)], 0).expect("release");
+        assert_eq!((r.own, r.others, r.added), (vec![token(6, 1)], 0, 0), "rounds: {:?}", released.borrow());
+        assert!(!released.borrow().concat().iter().any(|h| h.starts_with('y')), "another holder's permit was released: {:?}", released.borrow());
+    }
+
+    /// Bounded, a master that did not answer hiding the caller's permit (held on masters 0 and
+    /// 1, master 1 silent), and nobody else holding one: the permit is released, not refused.
+    #[test]
+    fn a_bounded_release_of_a_permit_a_silent_master_hides_is_not_refused() {
+        let released = RefCell::new(Vec::new());
+        let masters = Answering(releasing(1, Some(1), |m| if m == 2 { vec![] } else { vec![(0, "h", 5)] }, &released));
+        let (sem, _) = Semaphore::open(&masters, three_masters("h")).expect("open");
+        let r = sem.release(1, &[token(5, 0)], 0).expect("release");
+        assert_eq!((r.own, r.others, r.added), (vec![token(5, 0)], 0, 0));
+    }
+
+    /// The same with the named permit gone everywhere: nothing to release, so refused (as on one
+    /// server), and nothing changed.
+    #[test]
+    fn a_bounded_release_of_a_gone_permit_behind_a_silent_master_is_refused() {
+        let released = RefCell::new(Vec::new());
+        let masters = Answering(releasing(1, Some(1), |_| vec![], &released));
+        let (sem, _) = Semaphore::open(&masters, three_masters("h")).expect("open");
+        let r = sem.release(1, &[token(5, 0)], 0);
+        assert!(matches!(r, Err(Error::Bounded { .. })), "{r:?}");
+        assert!(released.borrow().concat().is_empty(), "{:?}", released.borrow());
     }
 
     /// A change of capacity one master refuses (its capacity differs: it restarted with the

@@ -37,7 +37,7 @@ impl<T: Transport> Semaphore<T> {
         let mut preferred = Vec::new();
         loop {
             let mut wait_on = Vec::new();
-            let outcome = self.attempt(n, blocking, &std::mem::take(&mut preferred))?;
+            let outcome = self.attempt(n, waits, &std::mem::take(&mut preferred))?;
             let pause_ms = match outcome {
                 Attempt::Granted(permits) => return Ok(permits),
                 Attempt::Busy { wait_ms, refused_by } => {
@@ -134,7 +134,9 @@ impl<T: Transport> Semaphore<T> {
 
     /// One round: claim on every master (the `preferred` slots first where free), keep the slots
     /// a majority granted, confirm their epoch.
-    fn attempt(&self, n: u64, blocking: bool, preferred: &[u64]) -> Result<Attempt, Error> {
+    /// `waits`: a blocking acquire with time to wait, which a request above a bounded
+    /// capacity fails (as on one server, a zero time-out only answers "not acquired").
+    fn attempt(&self, n: u64, waits: bool, preferred: &[u64]) -> Result<Attempt, Error> {
         let started = self.transport.monotonic_now_ns();
         let (mut claims, mut busy_ms, mut refused_by, mut too_many) = (Vec::new(), MAX_WAIT_MS, Vec::new(), 0);
         let args: Vec<String> = std::iter::once(n).chain(preferred.iter().copied()).map(|v| v.to_string()).collect();
@@ -155,7 +157,7 @@ impl<T: Transport> Semaphore<T> {
             self.give_back(&claims);
             return Err(e);
         }
-        if too_many >= self.quorum() && blocking && self.id.bounded {
+        if too_many >= self.quorum() && waits && self.id.bounded {
             self.give_back(&claims);
             return Err(Error::invalid(format!(
                 "n exceeds the capacity of a bounded semaphore: a blocking acquire could never succeed ({n} permits asked)"
