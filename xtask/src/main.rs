@@ -169,6 +169,7 @@ fn main() -> ExitCode {
         Some("kotlin") => kotlin(&["verify"]),
         Some("sdk") => sdk_packages(),
         Some("test") => prereqs::ensure(false)
+            .map(|()| prereqs::note_missing_valkey())
             .and_then(|()| component())
             // The CLI and cross-process tests run binaries that `cargo test` alone does not build.
             // `--workspace --tests` resolves features as `cargo test --workspace` does, so the two

@@ -15,6 +15,10 @@ fn missing(demo: bool) -> (Vec<&'static str>, Vec<&'static str>) {
     let have = |tool: &str| sdk::require(tool, "").is_ok();
     let mut needed: Vec<&'static str> = vec!["libssl-dev", "pkg-config"];
     needed.retain(|pkg| !installed(pkg));
+    // The tests send signals to processes with kill(1), which minimal images lack.
+    if !demo && Command::new("kill").arg("-l").output().is_err() {
+        needed.push("procps");
+    }
     let remote_redis = demo && std::env::var_os("REDIS_URL").is_some();
     if !remote_redis && !have("redis-server") {
         needed.push("redis-server");
@@ -34,6 +38,14 @@ fn missing(demo: bool) -> (Vec<&'static str>, Vec<&'static str>) {
         jvm.push("openjdk-17-jdk-headless");
     }
     (needed, jvm)
+}
+
+/// Says so when the suites will run against Redis only: libtest captures the note each test
+/// prints, so a run without Valkey would otherwise look like one with it.
+pub fn note_missing_valkey() {
+    if sdk::require("valkey-server", "").is_err() {
+        println!("note: valkey-server is not installed: the tests run against redis-server only (.ci/run installs it)");
+    }
 }
 
 pub fn ensure(demo: bool) -> Result<(), String> {
