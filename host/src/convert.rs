@@ -20,12 +20,19 @@ pub fn error(e: &redis::RedisError) -> Error {
     }
     match e.code() {
         Some("WRONGPASS" | "NOAUTH" | "NOPERM") => Error::Auth(e.to_string()),
+        // A command the ACL user may not run, refused inside a script: a plain ERR (Redis 7:
+        // "The user executing the script can't run this command", Valkey: "ACL failure in script").
+        Some("ERR") if refused_by_acl_in_script(e.detail().unwrap_or_default()) => Error::Auth(e.to_string()),
         // Up but not serving yet: replaying its AOF, or a cluster (node) not ready. The caller
         // sees what it would see a moment earlier, while the server was down.
         Some("LOADING" | "CLUSTERDOWN" | "MASTERDOWN" | "TRYAGAIN") => Error::Unreachable(e.to_string()),
         Some("WRONGTYPE") => Error::WrongType(e.to_string()),
         _ => Error::Redis(e.to_string()),
     }
+}
+
+fn refused_by_acl_in_script(detail: &str) -> bool {
+    detail.starts_with("The user executing the script can't run") || detail.starts_with("ACL failure in script")
 }
 
 fn scalar(v: Value) -> Result<Scalar, Error> {

@@ -130,6 +130,31 @@ async fn wrong_password_is_an_auth_error_and_acl_users_work() {
     assert_eq!(sem.acquire_n(2, false, None).await.unwrap().len(), 2);
     let r = open(url("app:nope"), &key("acl"), 2).await;
     assert!(matches!(r, Err(Error::Auth(_))), "{r:?}");
+
+    // A user who may run scripts but not a command inside them (TIME): refused by the ACL
+    // inside the script, which Redis answers with a plain ERR.
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "scripts", "on", ">pw", "~pottery-semaphore:*", "+@all", "-time"])
+        .query(&mut admin)
+        .unwrap();
+    let r = open(url("scripts:pw"), &key("acl-in-script"), 1).await;
+    assert!(matches!(r, Err(Error::Auth(_))), "{r:?}");
+}
+
+/// A TLS handshake that fails (the server hangs up at once) is out of reach, not an error reply:
+/// the async connect reported it as one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_tls_handshake_is_unreachable() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hang_up = std::thread::spawn(move || {
+        for stream in listener.incoming().take(4) {
+            drop(stream);
+        }
+    });
+    let r = open(format!("rediss://127.0.0.1:{port}/#insecure"), &key("tls-hang-up"), 1).await;
+    assert!(matches!(r, Err(Error::Unreachable(_))), "{r:?}");
+    drop(hang_up);
 }
 
 #[tokio::test(flavor = "multi_thread")]

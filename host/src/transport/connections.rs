@@ -34,6 +34,12 @@ pub(super) fn blpop(key: &str, timeout: Duration, exact: bool) -> (redis::Cmd, D
     (cmd, on_host)
 }
 
+/// A connection that could not be set up: a failed TLS handshake comes from redis-rs's async
+/// connect as a client error (its blocking connect says I/O), and is as out of reach.
+fn out_of_reach(e: redis::RedisError) -> redis::RedisError {
+    if e.kind() == redis::ErrorKind::Client { std::io::Error::other(e.to_string()).into() } else { e }
+}
+
 /// Idle pop connections kept per Redis server.
 const IDLE_POP_CONNECTIONS: usize = 16;
 
@@ -197,6 +203,10 @@ impl Connections {
     }
 
     async fn connect(&self, response_timeout: Option<Duration>) -> redis::RedisResult<Conn> {
+        self.connect_any(response_timeout).await.map_err(out_of_reach)
+    }
+
+    async fn connect_any(&self, response_timeout: Option<Duration>) -> redis::RedisResult<Conn> {
         match &self.target {
             Target::Server(client) => {
                 let config = AsyncConnectionConfig::new()
