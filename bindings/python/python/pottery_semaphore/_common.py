@@ -24,7 +24,8 @@ _I64 = (-(2**63), 2**63 - 1)
 
 class Permit(NamedTuple):
     """A permit you hold. ``token`` is its fencing token: unique, and increasing with every
-    grant of the semaphore, so a resource can refuse a holder older than one it has seen."""
+    grant of the semaphore, so a resource can refuse a holder older than one it has seen. (With
+    several masters it increases per slot, its low 16 bits: compare tokens of one slot only.)"""
 
     token: int
     #: Lease deadline in Redis server time, milliseconds since the Unix epoch.

@@ -6,8 +6,9 @@ import io.pottery.semaphore.ffi.SemaphoreStatus as NativeStatus
 import io.pottery.semaphore.ffi.WaiterInfo as NativeWaiter
 
 /**
- * A held permit: its fencing [token] (grows with every grant of the semaphore), the end of its
- * lease ([deadlineMs], Redis time in ms since the epoch) and the lease time left ([ttlMs]).
+ * A held permit: its fencing [token] (grows with every grant of the semaphore; with several
+ * masters, with every grant of its slot, the token's low 16 bits), the end of its lease
+ * ([deadlineMs], Redis time in ms since the epoch) and the lease time left ([ttlMs]).
  */
 data class Permit(val token: Long, val deadlineMs: Long, val ttlMs: Long)
 
