@@ -179,6 +179,12 @@ fn permits(v: Vec<host::Permit>) -> Vec<Permit> {
     v.into_iter().map(Permit::from).collect()
 }
 
+thread_local! {
+    /// This thread's last `acquire_interruptible`: its ticket and the tokens it granted. One per
+    /// thread: a caller's `give_back` follows its own call on the same thread.
+    static LAST_GRANT: std::cell::RefCell<(u64, Vec<u64>)> = const { std::cell::RefCell::new((0, Vec::new())) };
+}
+
 /// A distributed counting semaphore handle; share it across threads freely.
 #[derive(Debug, uniffi::Object)]
 pub struct Semaphore {
@@ -249,8 +255,26 @@ impl Semaphore {
     /// As `acquire`, but a signal delivered to this thread while it waits ends the wait with
     /// `Cancelled`, having left the queue and kept nothing: for callers that run their signal
     /// handlers only once the call returns (Python), and then wait again unless one raised.
-    pub fn acquire_interruptible(&self, n: i64, blocking: bool, timeout_s: Option<f64>) -> Result<Vec<Permit>> {
-        Ok(permits(pottery_semaphore_host::signals_end_waits(|| self.inner.acquire_n(n, blocking, timeout_s))?))
+    /// A handler that raises then, after a grant, keeps the caller from ever seeing its
+    /// permits: `ticket` (unique per call, not 0) lets `give_back` return them.
+    pub fn acquire_interruptible(&self, n: i64, blocking: bool, timeout_s: Option<f64>, ticket: u64) -> Result<Vec<Permit>> {
+        let granted = pottery_semaphore_host::signals_end_waits(|| self.inner.acquire_n(n, blocking, timeout_s))?;
+        LAST_GRANT.with(|last| *last.borrow_mut() = (ticket, granted.iter().map(|p| p.token).collect()));
+        Ok(permits(granted))
+    }
+
+    /// Gives back the permits that this thread's `acquire_interruptible` under `ticket` granted,
+    /// if that was this thread's last grant: for a caller that raised before taking them.
+    /// Returns the tokens given back (none when that call granted nothing, or failed).
+    pub fn give_back(&self, ticket: u64) -> Result<Vec<u64>> {
+        let tokens = LAST_GRANT.with(|last| {
+            let mut last = last.borrow_mut();
+            if ticket != 0 && last.0 == ticket { std::mem::take(&mut *last).1 } else { Vec::new() }
+        });
+        if tokens.is_empty() {
+            return Ok(tokens);
+        }
+        Ok(self.inner.release_permits(tokens)?)
     }
 
     pub fn release(&self, n: i64) -> Result<()> {

@@ -299,6 +299,38 @@ def test_signals_during_scripts_neither_fail_calls_nor_leave_permits(redis_clien
     assert (probe.holders(), probe.waiters()) == ([], []), f"left behind after {cycles} cycles and {len(seen)} signals"
 
 
+def test_signals_whose_handler_raises_leave_no_permit_behind(redis_client, unique_key):
+    """As above, with a handler that raises. One that lands while a grant's reply is on its way
+    runs once the call returns, before the caller has seen the permits: they stayed held (and
+    refreshed) for as long as the object lived. Now what the interrupted call granted is given
+    back, and a ``with`` block interrupted on entering or leaving keeps nothing either."""
+    sem = Semaphore(value=10_000, key=unique_key, masters={redis_client})
+    probe = Semaphore(value=10_000, key=unique_key, masters={redis_client})
+    previous = signal.signal(signal.SIGUSR1, _raise_interrupted)
+    main, stop = threading.main_thread().ident, threading.Event()
+
+    def send():
+        while not stop.wait(0.001):
+            signal.pthread_kill(main, signal.SIGUSR1)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    cycles, interrupted, ends = 0, 0, time.monotonic() + 2
+    try:
+        while time.monotonic() < ends:
+            try:
+                with sem:
+                    cycles += 1
+            except _Interrupted:
+                interrupted += 1
+    finally:
+        stop.set()
+        sender.join()
+        signal.signal(signal.SIGUSR1, previous)
+    assert interrupted > 100, f"only {interrupted} of {cycles} cycles were interrupted"
+    assert probe.holders() == [], f"left behind after {cycles} cycles, {interrupted} interrupted"
+
+
 async def test_async_api(redis_client, unique_key, server):
     import redis.asyncio
 

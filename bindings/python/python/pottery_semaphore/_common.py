@@ -232,9 +232,17 @@ class OpenBlocks:
         self._lock = threading.Lock()
         self._open: List["OpenBlocks._Block"] = []  # in the order entered
 
-    def enter(self, frame: Any, owner: Any, tokens: List[int]) -> None:
+    def enter(self, frame: Any, owner: Any, tokens: List[int]) -> "OpenBlocks._Block":
+        block = OpenBlocks._Block(frame, owner, tokens)
         with self._lock:
-            self._open.append(OpenBlocks._Block(frame, owner, tokens))
+            self._open.append(block)
+        return block
+
+    def discard(self, block: "OpenBlocks._Block") -> None:
+        """Forgets a block that never began (its ``__enter__`` raised after recording it)."""
+        with self._lock:
+            if block in self._open:
+                self._open.remove(block)
 
     def leave(self, frame: Any, owner: Any) -> Optional[List[int]]:
         """The tokens of the block being left; None when it cannot be told which."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
 import threading
 import time
@@ -11,6 +12,10 @@ from . import _common as c
 from ._common import ReplicaAck
 from . import exceptions as exc
 from ._native import pottery_semaphore_ffi as _ffi
+
+# One per acquire, so that a grant the caller never took can be given back (see ``_acquire``).
+# ``next`` on a count is atomic under the interpreter lock.
+_TICKETS = itertools.count(1)
 
 
 class Semaphore:
@@ -78,18 +83,28 @@ class Semaphore:
     def _call(self, method: str, *args: Any) -> Any:
         return c.call(getattr(self._here(), method), *args)
 
-    def _acquire(self, count: int, blocking: bool, seconds: Optional[float]) -> Any:
+    def _acquire(self, count: int, blocking: bool, seconds: Optional[float], ticket: int) -> Any:
         """The native acquire, waiting again after a signal broke its wait (``EINTR``: it left
         the queue and kept nothing). Python runs the signal's handler between its own steps, at
         the latest on calling ``_call`` again: one that raises (Ctrl-C) ends the acquire there.
-        A wait taken up again queues at the back."""
+        A wait taken up again queues at the back. A handler that raises right after a grant
+        (signals that arrive during a script run once it returns) ends the call before its
+        permits are seen: the caller gives them back with ``_give_back(ticket)``."""
         deadline = None if seconds is None else time.monotonic() + seconds
         while True:
             try:
-                return self._call("acquire_interruptible", count, blocking, seconds)
+                return self._call("acquire_interruptible", count, blocking, seconds, ticket)
             except exc.AcquireInterruptedError:
                 if deadline is not None:
                     seconds = max(0.0, deadline - time.monotonic())
+
+    def _give_back(self, ticket: int) -> None:
+        """Releases what the acquire under ``ticket`` granted, if the caller raised before
+        taking it; nothing when it granted nothing."""
+        try:
+            self._here().give_back(ticket)
+        except Exception:
+            pass  # Redis out of reach: the handle releases them in the background
 
     def acquire(self, blocking: bool = True, timeout: Optional[float] = -1, *, n: int = 1) -> bool:
         """Take ``n`` permits (all at once or none). Returns whether they were taken.
@@ -99,12 +114,16 @@ class Semaphore:
         """
         count = c.integer("n", n)
         seconds = c.timeout_seconds(blocking, timeout)
+        ticket = next(_TICKETS)
         try:
-            return bool(self._acquire(count, bool(blocking), seconds))
+            return bool(self._acquire(count, bool(blocking), seconds, ticket))
         except exc.RedisUnavailableError:
             if self._raise_on_redis_errors:
                 raise
             return False
+        except BaseException:
+            self._give_back(ticket)
+            raise
 
     def release(self, n: int = 1) -> None:
         """Give back ``n`` permits: yours first; then, as with ``threading.Semaphore``, permits
@@ -187,22 +206,41 @@ class Semaphore:
         no permit was taken, so where ``acquire`` would return False for an unreachable Redis,
         this raises :class:`RedisUnavailableError` instead: the block never runs without a
         permit. (With several masters an acquire without a time-out keeps trying.)"""
-        permits = self._acquire(1, True, None)
-        if not permits:
-            raise exc.SemaphoreRuntimeError("a blocking acquire without a time-out returned no permit")
-        self._blocks.enter(sys._getframe(1), threading.current_thread(), [p.token for p in permits])
-        return self
+        ticket, block = next(_TICKETS), None
+        try:
+            permits = self._acquire(1, True, None, ticket)
+            if not permits:
+                raise exc.SemaphoreRuntimeError("a blocking acquire without a time-out returned no permit")
+            block = self._blocks.enter(sys._getframe(1), threading.current_thread(), [p.token for p in permits])
+            return self
+        except BaseException:
+            # Raised before the block began (a signal's handler): it never ends, so nothing of it stays.
+            if block is not None:
+                self._blocks.discard(block)
+            self._give_back(ticket)
+            raise
 
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
         """Release the permit this block took, and only that one: if its lease ended meanwhile
         (see :meth:`lost_permits`), another holder's permit is not released in its place, as
         ``release()`` would (permits are fungible), which would let one more holder in. (A
         permit the block itself released and acquired again is not the block's: release it.)"""
-        tokens = self._blocks.leave(sys._getframe(1), threading.current_thread())
-        if tokens is None:
-            c.unknown_block_left()
-        else:
-            self._call("release_permits", tokens)
+        tokens = None
+        try:
+            tokens = self._blocks.leave(sys._getframe(1), threading.current_thread())
+            if tokens is None:
+                c.unknown_block_left()
+            else:
+                self._call("release_permits", tokens)
+        except BaseException:
+            # A signal's handler that raised between finding the block and releasing it (or
+            # after): released once more, which gives back these exact permits or nothing.
+            if tokens:
+                try:
+                    self._here().release_permits(tokens)
+                except Exception:
+                    pass  # Redis out of reach: the handle releases them in the background
+            raise
 
     def __repr__(self) -> str:
         try:
