@@ -131,6 +131,73 @@ fn waiting_on_a_terminal_shows_the_place_in_the_queue_and_elsewhere_stays_quiet(
     assert!(!text(&quiet.stderr).contains("position"), "no progress without a terminal: {}", text(&quiet.stderr));
 }
 
+/// On a terminal, a SIGINT sent to the CLI alone with kill(2) reaches the command. Only the
+/// terminal's own (Ctrl-C), which the command gets itself, is not forwarded; telling them
+/// apart by the foreground process group swallowed this one.
+#[test]
+fn an_interrupt_sent_to_the_cli_on_a_terminal_reaches_the_command() {
+    let server = Server::start(Flavor::Redis);
+    let k = key("cli-kill-int");
+    let _sem = create(&server, &k, 1);
+    let dir = std::env::temp_dir().join(format!("pottery-semaphore-cli-int-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pid_file = dir.join("cli.pid");
+    let command = format!(
+        "{} run --key {k} -- sh -c 'echo $PPID > {}; trap \"echo got-int; kill $!; exit 3\" INT; sleep 10 & wait'",
+        cli().display(),
+        pid_file.display()
+    );
+    // script(1) gives the CLI a terminal whose foreground process group it is in.
+    let child = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("REDIS_URL", server.url())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux)");
+    let cli_pid = || std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse::<i32>().ok());
+    eventually("the command started", || cli_pid().is_some());
+    let sent = Command::new("kill").args(["-INT", &cli_pid().unwrap().to_string()]).status().expect("kill(1)");
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    let shown = text(&out.stdout);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(shown.contains("got-int"), "the command never saw the SIGINT: {shown:?}");
+}
+
+/// Ctrl-\\ on the terminal reaches the command once: the terminal sends it to the command
+/// too, so the CLI does not forward it (it did, and such a command saw SIGQUIT twice).
+#[test]
+fn a_quit_from_the_terminal_reaches_the_command_once() {
+    use std::io::Write;
+    let server = Server::start(Flavor::Redis);
+    let k = key("cli-tty-quit");
+    let _sem = create(&server, &k, 1);
+    let dir = std::env::temp_dir().join(format!("pottery-semaphore-cli-quit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let started = dir.join("started");
+    // Counts SIGQUITs for 2 s after it starts (the sleeps it runs die of theirs).
+    let counting = format!(
+        "n=0; trap 'n=\\$((n+1))' QUIT; touch {}; i=0; while [ \\$i -lt 20 ]; do sleep 0.1; i=\\$((i+1)); done; echo quits=\\$n",
+        started.display()
+    );
+    let command = format!("{} run --key {k} -- sh -c \"{counting}\"", cli().display());
+    let mut child = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("REDIS_URL", server.url())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux)");
+    eventually("the command started", || started.exists());
+    std::thread::sleep(Duration::from_millis(200));
+    child.stdin.as_mut().unwrap().write_all(b"\x1c").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let shown = text(&out.stdout);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(shown.contains("quits=1"), "{shown:?}");
+}
+
 #[test]
 fn several_redis_urls_make_a_several_master_semaphore() {
     let mut servers: Vec<Server> = (0..3).map(|_| Server::start(Flavor::Redis)).collect();

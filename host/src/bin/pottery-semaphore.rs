@@ -3,6 +3,7 @@
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use pottery_semaphore_host::{Error, Options, Semaphore, Status};
@@ -253,14 +254,36 @@ fn ignored(signal: i32) -> bool {
     }
 }
 
-/// True when SIGINT most likely came from the terminal, which sends it to its whole foreground
-/// process group, the command included: this process group is the terminal's foreground one.
-/// Asked of stdin, stdout and stderr: any of them may be redirected (`< file`, `| tee`).
+/// The `si_code` of each handled signal's latest delivery, stored by an action registered
+/// before tokio's (signal-hook-registry runs a signal's actions in the order registered), so it
+/// is there when tokio's stream yields the signal.
+static ORIGIN: [AtomicI32; 32] = [const { AtomicI32::new(0) }; 32];
+
 #[allow(unsafe_code)]
-fn interrupt_reached_command() -> bool {
+fn record_origin(signal: i32) -> std::io::Result<()> {
+    let slot = usize::try_from(signal).ok().filter(|s| *s < ORIGIN.len()).ok_or_else(|| std::io::Error::other("signal number out of range"))?;
+    // SAFETY: the action runs inside the signal handler and only stores into an atomic, which is
+    // async-signal-safe.
+    unsafe { signal_hook_registry::register_sigaction(signal, move |info: &libc::siginfo_t| ORIGIN[slot].store(info.si_code, Ordering::Relaxed)) }
+        .map(drop)
+}
+
+/// True when the terminal sent the latest `signal` (Ctrl-C, Ctrl-\, a hang-up): the kernel sends
+/// those to the terminal's whole foreground process group, the command included, so forwarding
+/// would deliver it twice. A signal sent with kill(2) is forwarded, whoever it came from.
+#[cfg(target_os = "linux")]
+fn sent_by_the_terminal(signal: i32) -> bool {
+    ORIGIN.get(signal as usize).is_some_and(|code| code.load(Ordering::Relaxed) == libc::SI_KERNEL)
+}
+
+/// Where `si_code` does not tell a terminal's signals apart: SIGINT while this process group is
+/// the terminal's foreground one (asked of stdin, stdout and stderr: any may be redirected).
+#[cfg(not(target_os = "linux"))]
+#[allow(unsafe_code)]
+fn sent_by_the_terminal(signal: i32) -> bool {
     // SAFETY: tcgetpgrp(3) and getpgrp(2) only read process state; a descriptor that is not a
     // terminal makes tcgetpgrp fail with -1, which no process group equals.
-    (0..3).any(|fd| unsafe { libc::tcgetpgrp(fd) == libc::getpgrp() })
+    signal == libc::SIGINT && (0..3).any(|fd| unsafe { libc::tcgetpgrp(fd) == libc::getpgrp() })
 }
 
 /// After a wait was given up: the handle leaves the queue, and gives back a permit granted just
@@ -297,7 +320,7 @@ async fn run(args: Args) -> Result<u8, Failure> {
     let mut signals = kinds
         .iter()
         .filter(|k| !ignored(k.as_raw_value()))
-        .map(|k| signal(*k).map(|s| (k.as_raw_value(), s)))
+        .map(|k| record_origin(k.as_raw_value()).and_then(|()| signal(*k)).map(|s| (k.as_raw_value(), s)))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Failure { code: EX_SOFTWARE, message: e.to_string() })?;
     let sem = Semaphore::open(options).await.map_err(|e| failure(e, &url))?;
@@ -379,7 +402,7 @@ async fn watch_command(
                 return (status.ok(), lost);
             }
             Some(sig) = first_signal(signals) => {
-                if sig != libc::SIGINT || !interrupt_reached_command() {
+                if !sent_by_the_terminal(sig) {
                     send_signal(pid, sig);
                 }
             }
