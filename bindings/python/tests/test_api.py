@@ -331,6 +331,40 @@ def test_signals_whose_handler_raises_leave_no_permit_behind(redis_client, uniqu
     assert probe.holders() == [], f"left behind after {cycles} cycles, {interrupted} interrupted"
 
 
+def test_an_aiosemaphore_first_used_from_event_loops_on_three_threads(unique_key, server, monkeypatch):
+    """Its first call opens it; three threads' event loops make that call at once. The opening
+    was guarded by one asyncio.Lock, which serves one loop: the second loop waited on it and was
+    woken from the first loop's thread (missed until something else woke it), the third was
+    refused ("bound to a different event loop")."""
+    from pottery_semaphore import _cancel_safe
+
+    opening = _cancel_safe.open_semaphore
+
+    async def slow_open(options):
+        await asyncio.sleep(0.3)
+        return await opening(options)
+
+    monkeypatch.setattr(_cancel_safe, "open_semaphore", slow_open)
+    aio = AIOSemaphore(value=2, key=unique_key, masters={f"redis://127.0.0.1:{server.port}"})
+    values, errors = [], []
+
+    def first_call():
+        try:
+            values.append(asyncio.run(asyncio.wait_for(aio.get_value(), 5)))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=first_call) for _ in range(3)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    took = time.monotonic() - started
+    assert (values, errors) == ([2, 2, 2], []), f"after {took:.1f} s"
+    assert took < 3, f"the first calls took {took:.1f} s"
+
+
 async def test_async_api(redis_client, unique_key, server):
     import redis.asyncio
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
+import weakref
 from typing import Any, Iterable, List, Optional
 
 from . import _cancel_safe
@@ -45,21 +47,29 @@ class AIOSemaphore:
         self._raise_on_redis_errors = bool(raise_on_redis_errors)
         self._fork = c.ForkGuard()
         self._native: Optional[Any] = None
-        self._opening: Optional[asyncio.Lock] = None
+        # One opening at a time per event loop (an asyncio.Lock serves one loop only: a second
+        # loop on another thread that waited on it could hang). Loops on other threads open
+        # their own, and the first handle kept wins; the others, holding nothing, are let go.
+        self._opening: "weakref.WeakKeyDictionary[Any, asyncio.Lock]" = weakref.WeakKeyDictionary()
+        self._open_lock = threading.Lock()
         self._blocks = c.OpenBlocks()
 
     async def _open(self) -> Any:
         self._fork.check()
         if self._native is not None:
             return self._native
-        if self._opening is None:
-            self._opening = asyncio.Lock()
-        async with self._opening:
+        loop = asyncio.get_running_loop()
+        with self._open_lock:
+            opening = self._opening.setdefault(loop, asyncio.Lock())
+        async with opening:
             if self._native is None:
                 try:
-                    self._native = await _cancel_safe.open_semaphore(self._options)
+                    native = await _cancel_safe.open_semaphore(self._options)
                 except c.NATIVE_ERRORS as e:
                     raise c.translate(e) from None
+                with self._open_lock:
+                    if self._native is None:
+                        self._native = native
         return self._native
 
     async def _call(self, method: str, *args: Any) -> Any:
