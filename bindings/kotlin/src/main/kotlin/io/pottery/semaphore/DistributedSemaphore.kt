@@ -1,9 +1,11 @@
 package io.pottery.semaphore
 
+import io.pottery.semaphore.ffi.Permit as NativePermit
 import io.pottery.semaphore.ffi.Semaphore as NativeSemaphore
 import java.util.concurrent.ConcurrentHashMap
 import java.util.concurrent.atomic.AtomicBoolean
 import java.util.concurrent.atomic.AtomicInteger
+import java.util.concurrent.atomic.AtomicReference
 import java.util.function.Supplier
 import kotlin.contracts.ExperimentalContracts
 import kotlin.contracts.InvocationKind
@@ -80,6 +82,10 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
         checkCount(n)
         checkOpen()
         val wait = Wait.of(timeout)
+        // What the child got, set before it completes: a cancellation that comes after that
+        // drops the value await() or the scope was about to return (kotlinx.coroutines' prompt
+        // cancellation), so the handler below gives those permits back.
+        val handedOver = AtomicReference<List<NativePermit>?>(null)
         val granted = try {
             // A child that close() can cancel: the caller's own job is not the handle's to end.
             coroutineScope {
@@ -89,7 +95,7 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
                             // Cancelled just as the permits were handed over: give exactly those back.
                             withContext(NonCancellable + Dispatchers.IO) { native.releasePermits(granted.map { it.token }) }
                         }
-                    }
+                    }.also { handedOver.set(it) }
                 }
                 waiting += acquiring
                 if (closing) acquiring.cancel() // close() ran before it was registered
@@ -100,6 +106,10 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
                 }
             }
         } catch (e: CancellationException) {
+            // The scope waited for the child, so what it got is known: nobody else will see it.
+            handedOver.getAndSet(null)?.takeIf { it.isNotEmpty() }?.let { lost ->
+                runCatching { withContext(NonCancellable + Dispatchers.IO) { native.releasePermits(lost.map { it.token }) } }
+            }
             // Ended by close(), not by the caller's cancellation: the waiter left the queue.
             if (closing && currentCoroutineContext().isActive) throw IllegalStateException(CLOSED_DURING_ACQUIRE)
             throw e

@@ -204,7 +204,7 @@ class SemaphoreTest : RedisTest() {
         val holder = open(key)
         val waiter = open(key)
         var kept = 0
-        val rounds = System.getProperty("pottery.cancelRounds")?.toInt() ?: 20
+        val rounds = System.getProperty("pottery.cancelRounds")?.toInt() ?: 100
         for (round in 0 until rounds) {
             assertTrue(holder.acquire(timeout = 5.seconds))
             // Whether acquire *returned* the permit: a coroutine cancelled after that still ends
