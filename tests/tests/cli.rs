@@ -198,6 +198,38 @@ fn a_quit_from_the_terminal_reaches_the_command_once() {
     assert!(shown.contains("quits=1"), "{shown:?}");
 }
 
+/// The CLI as the session leader of its terminal (as `ssh -t host pottery-semaphore run …`
+/// leaves it): when the terminal hangs up, the kernel sends SIGHUP to the leader alone, and the
+/// CLI passes it on to the command.
+#[test]
+fn a_hang_up_of_the_terminal_reaches_the_command_through_the_session_leader() {
+    let server = Server::start(Flavor::Redis);
+    let k = key("cli-hang-up");
+    let _sem = create(&server, &k, 1);
+    let dir = std::env::temp_dir().join(format!("pottery-semaphore-cli-hup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (started, hung_up) = (dir.join("started"), dir.join("hung-up"));
+    let command = format!(
+        "exec {} run --key {k} -- sh -c 'trap \"touch {}; exit 0\" HUP; touch {}; sleep 30 & wait'",
+        cli().display(),
+        hung_up.display(),
+        started.display()
+    );
+    let mut terminal = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("REDIS_URL", server.url())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("script (util-linux)");
+    eventually("the command started", || started.exists());
+    // Killing script(1) closes the terminal's master side: a hang-up.
+    terminal.kill().unwrap();
+    terminal.wait().unwrap();
+    eventually("the command got SIGHUP", || hung_up.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn several_redis_urls_make_a_several_master_semaphore() {
     let mut servers: Vec<Server> = (0..3).map(|_| Server::start(Flavor::Redis)).collect();

@@ -268,12 +268,14 @@ fn record_origin(signal: i32) -> std::io::Result<()> {
         .map(drop)
 }
 
-/// True when the terminal sent the latest `signal` (Ctrl-C, Ctrl-\, a hang-up): the kernel sends
-/// those to the terminal's whole foreground process group, the command included, so forwarding
-/// would deliver it twice. A signal sent with kill(2) is forwarded, whoever it came from.
+/// True when the terminal sent the latest `signal` from its keyboard (Ctrl-C, Ctrl-\): the
+/// kernel sends those to the terminal's whole foreground process group, the command included,
+/// so forwarding would deliver it twice. A signal sent with kill(2) is forwarded, whoever it
+/// came from, and so is a hang-up: the kernel may send that to the session leader alone.
 #[cfg(target_os = "linux")]
 fn sent_by_the_terminal(signal: i32) -> bool {
-    ORIGIN.get(signal as usize).is_some_and(|code| code.load(Ordering::Relaxed) == libc::SI_KERNEL)
+    (signal == libc::SIGINT || signal == libc::SIGQUIT)
+        && ORIGIN.get(signal as usize).is_some_and(|code| code.load(Ordering::Relaxed) == libc::SI_KERNEL)
 }
 
 /// Where `si_code` does not tell a terminal's signals apart: SIGINT while this process group is
