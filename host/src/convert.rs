@@ -20,8 +20,10 @@ pub fn error(e: &redis::RedisError) -> Error {
     }
     match e.code() {
         Some("WRONGPASS" | "NOAUTH" | "NOPERM") => Error::Auth(e.to_string()),
-        // A command the ACL user may not run, refused inside a script: a plain ERR (Redis 7:
-        // "The user executing the script can't run this command", Valkey: "ACL failure in script").
+        // A command or key the ACL user may not use, refused inside a script: a plain ERR (Redis
+        // 7: "The user executing the script can't run this command" or "can't access at least
+        // one of the keys", Redis 6.2 wraps it in "Error running script", Valkey: "ACL failure
+        // in script").
         Some("ERR") if refused_by_acl_in_script(e.detail().unwrap_or_default()) => Error::Auth(e.to_string()),
         // Up but not serving yet: replaying its AOF, or a cluster (node) not ready. The caller
         // sees what it would see a moment earlier, while the server was down.
@@ -32,7 +34,7 @@ pub fn error(e: &redis::RedisError) -> Error {
 }
 
 fn refused_by_acl_in_script(detail: &str) -> bool {
-    detail.starts_with("The user executing the script can't run") || detail.starts_with("ACL failure in script")
+    detail.contains("The user executing the script can't ") || detail.contains("ACL failure in script")
 }
 
 fn scalar(v: Value) -> Result<Scalar, Error> {
@@ -102,6 +104,19 @@ mod tests {
     fn from_wire(resp: &[u8]) -> Error {
         let value = redis::parse_redis_value(resp).expect("RESP");
         reply(value).expect_err("an error reply")
+    }
+
+    #[test]
+    fn acl_refusals_inside_scripts_are_auth_errors() {
+        for resp in [
+            &b"-ERR The user executing the script can't run this command or subcommand script: 1f0e, on @user_script:9.\r\n"[..],
+            b"-ERR The user executing the script can't access at least one of the keys mentioned in the command script: 1f0e, on @user_script:9.\r\n",
+            b"-ERR Error running script (call to f_1f0e): @user_script:9: The user executing the script can't run this command or subcommand\r\n",
+            b"-ERR ACL failure in script: User app has no permissions to run the 'time' command script: 1f0e, on @user_script:9.\r\n",
+        ] {
+            assert!(matches!(from_wire(resp), Error::Auth(_)), "{}", String::from_utf8_lossy(resp));
+        }
+        assert!(matches!(from_wire(b"-ERR user_script:1: Script attempted to access nonexistent global variable 'x'\r\n"), Error::Redis(_)));
     }
 
     #[test]
