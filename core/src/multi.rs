@@ -484,9 +484,12 @@ impl<T: Transport> Semaphore<T> {
         let (seen_own, mut others): (Vec<Holder>, Vec<Holder>) =
             view.holders.into_iter().map(|(h, _)| h).partition(|h| h.holder == self.id.holder && named.contains(&h.token));
         others.sort_by_key(|h| h.ttl_ms);
-        // Named permits beyond the first n that the view shows: the first to stand in for named
-        // ones that turn out gone, before anyone else's (one server tries every named one).
-        let spare_own: Vec<u64> = named[own.len()..].iter().copied().filter(|t| seen_own.iter().any(|h| h.token == *t)).collect();
+        // Named permits beyond the first n: the first to stand in for named ones that turn out
+        // gone, before anyone else's (one server tries every named one). Those the view shows,
+        // or, when a master did not answer, any (it may hide them; one that is gone is not
+        // dropped, so naming it is harmless).
+        let spare_own: Vec<u64> =
+            named[own.len()..].iter().copied().filter(|t| !view.complete || seen_own.iter().any(|h| h.token == *t)).collect();
         // Judged by what the view shows, as before anything changes: a bounded semaphore refuses
         // to release more than are held (a named permit that is gone is not held). A view some
         // master did not answer may hide the caller's own: the first n named count as held then.
@@ -944,6 +947,19 @@ mod tests {
         // "h" holds slot 1 (epoch 6); its slot 0 (epoch 5) is gone. "y" holds slot 2.
         let released = RefCell::new(Vec::new());
         let masters = Answering(releasing(3, None, |_| vec![(1, "h", 6), (2, "y", 7)], &released));
+        let (sem, _) = Semaphore::open(&masters, Config { value: 3, ..three_masters("h") }).expect("open");
+        let r = sem.release(1, &[token(5, 0), token(6, 1)], 0).expect("release");
+        assert_eq!((r.own, r.others, r.added), (vec![token(6, 1)], 0, 0), "rounds: {:?}", released.borrow());
+        assert!(!released.borrow().concat().iter().any(|h| h.starts_with('y')), "another holder's permit was released: {:?}", released.borrow());
+    }
+
+    /// As above, with the caller's next named permit hidden by a master that did not answer (it
+    /// is on masters 0 and 1, master 1 silent): it still goes before another holder's.
+    #[test]
+    fn a_release_whose_named_permit_is_gone_releases_the_callers_hidden_next_one_first() {
+        let released = RefCell::new(Vec::new());
+        let live = |m: u32| if m < 2 { vec![(1, "h", 6), (2, "y", 7)] } else { vec![(2, "y", 7)] };
+        let masters = Answering(releasing(3, Some(1), live, &released));
         let (sem, _) = Semaphore::open(&masters, Config { value: 3, ..three_masters("h") }).expect("open");
         let r = sem.release(1, &[token(5, 0), token(6, 1)], 0).expect("release");
         assert_eq!((r.own, r.others, r.added), (vec![token(6, 1)], 0, 0), "rounds: {:?}", released.borrow());
