@@ -331,6 +331,27 @@ def test_signals_whose_handler_raises_leave_no_permit_behind(redis_client, uniqu
     assert probe.holders() == [], f"left behind after {cycles} cycles, {interrupted} interrupted"
 
 
+@pytest.mark.parametrize("step", ["enter", "leave"])
+def test_a_with_block_interrupted_in_its_bookkeeping_keeps_nothing(redis_client, unique_key, step):
+    """A signal's handler that raises right after the block was recorded (entering) or found
+    (leaving): the permit was kept, or the record stayed behind, for as long as the object
+    lived. (Raised here by the bookkeeping itself, at the worst moment.)"""
+    sem = Semaphore(key=unique_key, masters={redis_client})
+    probe = Semaphore(key=unique_key, masters={redis_client})
+    real = getattr(sem._blocks, step)
+
+    def interrupted(*args):
+        real(*args)
+        raise _Interrupted()
+
+    setattr(sem._blocks, step, interrupted)
+    with pytest.raises(_Interrupted):
+        with sem:
+            pass
+    assert probe.holders() == [], f"interrupted on {step}: the permit stayed held"
+    assert sem._blocks._open == [], f"interrupted on {step}: the block stayed recorded"
+
+
 def test_an_aiosemaphore_first_used_from_event_loops_on_three_threads(unique_key, server, monkeypatch):
     """Its first call opens it; three threads' event loops make that call at once. The opening
     was guarded by one asyncio.Lock, which serves one loop: the second loop waited on it and was

@@ -232,11 +232,13 @@ class OpenBlocks:
         self._lock = threading.Lock()
         self._open: List["OpenBlocks._Block"] = []  # in the order entered
 
-    def enter(self, frame: Any, owner: Any, tokens: List[int]) -> "OpenBlocks._Block":
+    def enter(self, frame: Any, owner: Any, tokens: List[int], entered: List[Any]) -> None:
+        """Records a block entered. It goes into ``entered`` first: a caller that a signal's
+        handler interrupts (it raises) between any two steps finds there what to discard."""
         block = OpenBlocks._Block(frame, owner, tokens)
+        entered.append(block)
         with self._lock:
             self._open.append(block)
-        return block
 
     def discard(self, block: "OpenBlocks._Block") -> None:
         """Forgets a block that never began (its ``__enter__`` raised after recording it)."""
@@ -244,8 +246,9 @@ class OpenBlocks:
             if block in self._open:
                 self._open.remove(block)
 
-    def leave(self, frame: Any, owner: Any) -> Optional[List[int]]:
-        """The tokens of the block being left; None when it cannot be told which."""
+    def leave(self, frame: Any, owner: Any, left: List[Any]) -> Optional[List[int]]:
+        """The tokens of the block being left; None when it cannot be told which. The block
+        goes into ``left`` before it is forgotten here (see ``enter``)."""
         with self._lock:
             block = next((b for b in reversed(self._open) if b.frame is frame), None)
             if block is None:
@@ -260,6 +263,7 @@ class OpenBlocks:
                 block = ended[0] if len(ended) == 1 else None
             if block is None:
                 return None
+            left.append(block)
             self._open.remove(block)
             return block.tokens
 

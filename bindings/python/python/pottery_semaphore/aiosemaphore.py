@@ -186,12 +186,12 @@ class AIOSemaphore:
         permits = await self._acquire(1, True, None)
         if not permits:
             raise exc.SemaphoreRuntimeError("a blocking acquire without a time-out returned no permit")
-        self._blocks.enter(sys._getframe(1), asyncio.current_task(), [p.token for p in permits])
+        self._blocks.enter(sys._getframe(1), asyncio.current_task(), [p.token for p in permits], [])
         return self
 
     async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
         """Release the permit this block took, and only that one (see ``Semaphore.__exit__``)."""
-        tokens = self._blocks.leave(sys._getframe(1), asyncio.current_task())
+        tokens = self._blocks.leave(sys._getframe(1), asyncio.current_task(), [])
         if tokens is None:
             c.unknown_block_left()
         else:

@@ -206,16 +206,16 @@ class Semaphore:
         no permit was taken, so where ``acquire`` would return False for an unreachable Redis,
         this raises :class:`RedisUnavailableError` instead: the block never runs without a
         permit. (With several masters an acquire without a time-out keeps trying.)"""
-        ticket, block = next(_TICKETS), None
+        ticket, entered = next(_TICKETS), []
         try:
             permits = self._acquire(1, True, None, ticket)
             if not permits:
                 raise exc.SemaphoreRuntimeError("a blocking acquire without a time-out returned no permit")
-            block = self._blocks.enter(sys._getframe(1), threading.current_thread(), [p.token for p in permits])
+            self._blocks.enter(sys._getframe(1), threading.current_thread(), [p.token for p in permits], entered)
             return self
         except BaseException:
             # Raised before the block began (a signal's handler): it never ends, so nothing of it stays.
-            if block is not None:
+            for block in entered:
                 self._blocks.discard(block)
             self._give_back(ticket)
             raise
@@ -225,19 +225,20 @@ class Semaphore:
         (see :meth:`lost_permits`), another holder's permit is not released in its place, as
         ``release()`` would (permits are fungible), which would let one more holder in. (A
         permit the block itself released and acquired again is not the block's: release it.)"""
-        tokens = None
+        left: List[Any] = []
         try:
-            tokens = self._blocks.leave(sys._getframe(1), threading.current_thread())
+            tokens = self._blocks.leave(sys._getframe(1), threading.current_thread(), left)
             if tokens is None:
                 c.unknown_block_left()
             else:
                 self._call("release_permits", tokens)
         except BaseException:
-            # A signal's handler that raised between finding the block and releasing it (or
+            # A signal's handler that raised once the block was found (before its release, or
             # after): released once more, which gives back these exact permits or nothing.
-            if tokens:
+            for block in left:
+                self._blocks.discard(block)
                 try:
-                    self._here().release_permits(tokens)
+                    self._here().release_permits(block.tokens)
                 except Exception:
                     pass  # Redis out of reach: the handle releases them in the background
             raise
