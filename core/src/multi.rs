@@ -391,12 +391,17 @@ impl<T: Transport> Semaphore<T> {
             }
         }
         let eligible: Vec<u64> = views.iter().filter(|v| !v.quarantined).map(|v| v.capacity).collect();
-        let free: Vec<u64> = (0..capacity)
+        let mut free: Vec<u64> = (0..capacity)
             .filter(|s| {
                 let counting = eligible.iter().filter(|c| **c > *s).count();
                 counting.saturating_sub(taken.get(s).copied().unwrap_or(0)) >= q
             })
             .collect();
+        // A master grants only while its live slots leave room under its capacity (claim.lua),
+        // slots held above a lowered capacity included: no more than a majority has room for.
+        let mut room: Vec<u64> = views.iter().filter(|v| !v.quarantined).map(|v| v.capacity.saturating_sub(v.live.len() as u64)).collect();
+        room.sort_unstable_by(|a, b| b.cmp(a));
+        free.truncate(room.get(q - 1).copied().unwrap_or(0) as usize);
         let available = free.len() as u64;
         // A holder holds a slot under one confirmed epoch on a majority (unconfirmed copies count).
         let mut by_slot: BTreeMap<u64, Vec<(&LiveSlot, u64)>> = BTreeMap::new();
@@ -752,6 +757,26 @@ mod tests {
         let held: Vec<u64> = sem.refresh(&[ended, live]).expect("refresh").iter().map(|p| p.token).collect();
         assert_eq!(held, [live]);
         assert_eq!(sem.release_permits(&[ended, live]), Ok(vec![live]));
+    }
+
+    /// Capacity lowered to 2 below slots still held (1 and 2): no master grants until two of
+    /// them go, though slot 0 is free everywhere. value() said 1, and locked() false.
+    #[test]
+    fn slots_held_above_a_lowered_capacity_count_against_the_value() {
+        let masters = Answering(|script: &str, _: u32, _: &Args| match script {
+            "multi/init.lua" => ints(&[3, 0, 2, 0]),
+            "multi/status.lua" => {
+                let mut items: Vec<Scalar> = [3, 2, 0, 1_000, 2].map(Scalar::Int).to_vec();
+                for slot in [1, 2] {
+                    items.extend([Scalar::Int(slot), Scalar::Bulk("h".into()), Scalar::Int(6), Scalar::Int(8_000)]);
+                }
+                Ok(Reply::Array(items))
+            }
+            other => unreachable!("{other}"),
+        });
+        let (sem, _) = Semaphore::open(&masters, Config { value: 3, ..three_masters("x") }).expect("open");
+        assert_eq!(sem.value(), Ok(0));
+        assert_eq!(sem.locked(), Ok(true));
     }
 
     /// A token named twice counts once: master 0 alone, answering for both, is no majority.
