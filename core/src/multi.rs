@@ -70,8 +70,10 @@ enum Attempt {
     Granted(Vec<Permit>),
     /// Not enough free slots on a majority; something may change in this many ms. `refused_by`:
     /// the masters that answered busy, where the release that frees a slot will push its
-    /// wake-up (one that granted may already have had that release, and its push taken).
-    Busy { wait_ms: u64, refused_by: Vec<u32> },
+    /// wake-up (one that granted may already have had that release, and its push taken), those
+    /// in quarantine left out unless there are no others (no release pushes there).
+    /// `with_room`: those of them with a slot free, though fewer than asked for.
+    Busy { wait_ms: u64, refused_by: Vec<u32>, with_room: Vec<u32> },
     /// Enough masters granted, but not the same slots: retry after a short random delay,
     /// claiming first the slots free on a majority (see `after_split`).
     Split,
@@ -655,6 +657,97 @@ mod tests {
             assert_eq!(sem.acquire(1, true, None), Err(Error::Cancelled));
             assert_eq!(fake.waited_on.borrow().len(), 1);
             assert_ne!(fake.waited_on.borrow()[0], 0, "waited where the push was already taken");
+        }
+    }
+
+    /// Masters that refuse every claim as `refusal(master)` says; the first pop takes a
+    /// wake-up handed on `handed` times, the next ends the acquire (`Cancelled`). Records where
+    /// it popped and the wake-ups handed on.
+    struct Woken<F> {
+        refusal: F,
+        handed: &'static str,
+        popped: RefCell<Vec<u32>>,
+        handed_on: RefCell<Vec<(u32, String)>>,
+    }
+
+    fn woken<F: Fn(u32) -> [i64; 4]>(refusal: F, handed: &'static str) -> Woken<F> {
+        Woken { refusal, handed, popped: RefCell::default(), handed_on: RefCell::default() }
+    }
+
+    impl<F: Fn(u32) -> [i64; 4]> Transport for &Woken<F> {
+        fn eval(&self, _: &Script, _: &Scope, _: &Args) -> Result<Reply, Error> {
+            unreachable!("several masters run scripts through eval_each")
+        }
+        fn eval_each(&self, script: &Script, _: &Scope, calls: &[(u32, Args)], _: u64) -> Vec<Result<Reply, Error>> {
+            calls
+                .iter()
+                .map(|(master, args)| match script.name {
+                    "multi/init.lua" => ints(&[3, 0, 3, 1]),
+                    "multi/claim.lua" => ints(&(self.refusal)(*master)),
+                    "multi/wake.lua" => {
+                        let handed = args.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>().join(" ");
+                        self.handed_on.borrow_mut().push((*master, handed));
+                        Ok(Reply::Scalar(Scalar::Int(1)))
+                    }
+                    other => unreachable!("{other}"),
+                })
+                .collect()
+        }
+        fn command(&self, _: &str, _: &str, _: &[String]) -> Result<Reply, Error> {
+            unreachable!("no commands")
+        }
+        fn blocking_pop(&self, _: &str, _: u64, _: bool) -> Result<Option<String>, Error> {
+            unreachable!("several masters pop through blocking_pop_on")
+        }
+        fn blocking_pop_on(&self, master: u32, _: &str, _: u64, _: bool) -> Result<Option<String>, Error> {
+            let mut popped = self.popped.borrow_mut();
+            popped.push(master);
+            if popped.len() == 1 { Ok(Some(self.handed.into())) } else { Err(Error::Cancelled) }
+        }
+        fn wait_replicas(&self) -> Result<(), Error> {
+            Ok(())
+        }
+        fn monotonic_now_ns(&self) -> u64 {
+            0
+        }
+        fn sleep(&self, _: u64) -> Result<(), Error> {
+            Ok(())
+        }
+    }
+
+    /// A waiter for 2 slots woken where 1 is free: the masters serve the longest-blocked pop
+    /// first, so a waiter for 1 behind it slept its whole pause while the slot was free. It
+    /// hands the wake-up on there, and waits elsewhere itself (else it would take it back).
+    #[test]
+    fn a_wake_up_the_waiter_cannot_use_is_handed_on_where_a_slot_is_free() {
+        let fake = woken(|_| [0, 500, 1, 0], "1");
+        let (sem, _) = Semaphore::open(&fake, Config { value: 3, ..three_masters("h") }).expect("open");
+        assert_eq!(sem.acquire(2, true, None), Err(Error::Cancelled));
+        let popped = fake.popped.borrow();
+        assert_eq!(*fake.handed_on.borrow(), [(popped[0], "2".to_string())]);
+        assert_ne!(popped[1], popped[0], "waited where it handed the wake-up on");
+    }
+
+    /// Not when no slot is free there (nobody could use it), nor once handed on often enough.
+    #[test]
+    fn a_wake_up_is_not_handed_on_without_a_free_slot_or_endlessly() {
+        for (room, handed) in [(0, "1"), (1, "16")] {
+            let fake = woken(|_| [0, 500, room, 0], handed);
+            let (sem, _) = Semaphore::open(&fake, Config { value: 3, ..three_masters("h") }).expect("open");
+            assert_eq!(sem.acquire(2, true, None), Err(Error::Cancelled));
+            assert!(fake.handed_on.borrow().is_empty(), "room {room}, handed {handed}: {:?}", fake.handed_on.borrow());
+        }
+    }
+
+    /// A master in quarantine refuses every claim, and no release pushes there (it holds no
+    /// slot): a waiter waiting there slept its whole pause. Not while others refused too.
+    #[test]
+    fn a_waiter_does_not_wait_on_a_quarantined_master() {
+        for i in 0..48 {
+            let fake = woken(|m| if m == 2 { [0, 500, 0, 1] } else { [0, 500, 0, 0] }, "1");
+            let (sem, _) = Semaphore::open(&fake, Config { value: 3, ..three_masters(&format!("h{i}")) }).expect("open");
+            assert_eq!(sem.acquire(1, true, None), Err(Error::Cancelled));
+            assert!(!fake.popped.borrow().contains(&2), "waited on the quarantined master: {:?}", fake.popped.borrow());
         }
     }
 

@@ -68,8 +68,9 @@ script!(MULTI_RELEASE, "multi/release.lua", ["prelude.lua", "multi/prelude.lua"]
 script!(MULTI_REFRESH, "multi/refresh.lua", ["prelude.lua", "multi/prelude.lua"]);
 script!(MULTI_STATUS, "multi/status.lua", ["prelude.lua", "multi/prelude.lua"]);
 script!(MULTI_SET_CAPACITY, "multi/set_capacity.lua", ["prelude.lua", "multi/prelude.lua"], once);
+script!(MULTI_WAKE, "multi/wake.lua", ["prelude.lua", "multi/prelude.lua"]);
 
-pub static ALL: [&Script; 18] = [
+pub static ALL: [&Script; 19] = [
     &INIT,
     &ACQUIRE,
     &POLL,
@@ -88,6 +89,7 @@ pub static ALL: [&Script; 18] = [
     &MULTI_REFRESH,
     &MULTI_STATUS,
     &MULTI_SET_CAPACITY,
+    &MULTI_WAKE,
 ];
 
 /// The protocol script with this SHA-1, if any.

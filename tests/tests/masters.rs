@@ -112,6 +112,34 @@ async fn a_waiter_wakes_on_release_and_time_outs_hold() {
     assert!(latency < Duration::from_millis(200), "woken after {latency:?}");
 }
 
+/// A waiter for 2 slots blocked before a waiter for 1, one slot freed: where both wait on the
+/// same master, that master hands its wake-up to the first, who cannot use it. It hands it on,
+/// and the waiter for 1 acquires at once (it slept its whole 2 s pause).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wake_up_a_waiter_cannot_use_reaches_the_one_who_can() {
+    let servers = masters(3);
+    for round in 0..6 {
+        let k = key(&format!("mm-hand-on-{round}"));
+        let (h1, h2) = (open(&servers, &k, 2).await, open(&servers, &k, 2).await);
+        assert!(h1.acquire(false, None).await.unwrap() && h2.acquire(false, None).await.unwrap());
+        let (big, small) = (open(&servers, &k, 2).await, open(&servers, &k, 2).await);
+        let for_two = tokio::spawn(async move { big.acquire_n(2, true, Some(10.0)).await.map(|p| p.len()) });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let for_one = tokio::spawn(async move {
+            let got = small.acquire(true, Some(Duration::from_secs(10))).await;
+            (got, Instant::now())
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let released = Instant::now();
+        h1.release(1).await.unwrap();
+        let (got, at) = for_one.await.unwrap();
+        assert!(got.unwrap(), "round {round}: the waiter for 1 got nothing");
+        let waited = at - released;
+        assert!(waited < Duration::from_millis(1_000), "round {round}: the waiter for 1 slept {waited:?} with a slot free");
+        for_two.abort();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_minority_down_is_tolerated_a_majority_down_is_a_quorum_error() {
     let mut servers = masters(3);

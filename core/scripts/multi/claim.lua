@@ -2,13 +2,15 @@
 -- same slots; the caller keeps the slots a majority gave it and gives the rest back.
 -- ARGV 4: n, 5..: slots to take first where free here (those free on a majority, after a split
 -- vote: lowest free slots differ between masters that lost different slots, and would split
--- again). Reply: {1, epoch, deadline, slots...} | {0, ms until a slot may free up}
---        | {-1, capacity} n exceeds the capacity
+-- again). Reply: {1, epoch, deadline, slots...} | {0, ms until a slot may free up, free slots
+-- here, quarantined 0/1} | {-1, capacity} n exceeds the capacity
 local n = tonumber(ARGV[4])
 local cap, quarantine = capacity(mm_create)
 if n > cap then return {-1, cap} end
 mm_purge()
-if now < quarantine or cap - redis.call('ZCARD', LEASES) < n then return {0, next_change(quarantine)} end
+if now < quarantine then return {0, next_change(quarantine), 0, 1} end
+local room = math.max(cap - redis.call('ZCARD', LEASES), 0)
+if room < n then return {0, next_change(quarantine), room, 0} end
 local slots, picked = {}, {}
 for i = 5, #ARGV do
   local s = tonumber(ARGV[i])
@@ -21,7 +23,7 @@ while #slots < n and slot < cap do
   if not picked[slot] and not redis.call('ZSCORE', LEASES, slot) then slots[#slots + 1] = slot end
   slot = slot + 1
 end
-if #slots < n then return {0, next_change(quarantine)} end
+if #slots < n then return {0, next_change(quarantine), room, 0} end
 key_part(HOLDER) -- it names the holder's held set, written below and in mm_drop
 local epoch = redis.call('HINCRBY', META, 'epoch', 1)
 if epoch < EPOCH_FLOOR then

@@ -14,6 +14,9 @@ const MAX_WAIT_MS: u64 = 2_000;
 /// Pauses shorter than this are timed to the millisecond (see `Transport::blocking_pop`): Redis's
 /// timer could stretch them several times over.
 const EXACT_BELOW_MS: u64 = 500;
+/// How many times a wake-up is handed on at most (see `hand_on`): enough to get past the
+/// waiters for more slots queued before one for fewer, and then it stops going round.
+const MAX_HANDED_ON: u64 = 16;
 
 impl<T: Transport> Semaphore<T> {
     /// Takes `n` permits (slots) at once or none. Returns the permits; empty means not acquired.
@@ -35,13 +38,23 @@ impl<T: Transport> Semaphore<T> {
         let mut attempt: u64 = 0;
         // Slots free on a majority, to claim first after a split vote (see `after_split`).
         let mut preferred = Vec::new();
+        // The master whose wake-up the last pause took, and how often it had been handed on.
+        let mut woken: Option<(u32, u64)> = None;
         loop {
             let mut wait_on = Vec::new();
             let outcome = self.attempt(n, waits, &std::mem::take(&mut preferred))?;
+            let took = woken.take();
             let pause_ms = match outcome {
                 Attempt::Granted(permits) => return Ok(permits),
-                Attempt::Busy { wait_ms, refused_by } => {
+                Attempt::Busy { wait_ms, refused_by, with_room } => {
                     wait_on = refused_by;
+                    if let Some((master, handed)) = took.filter(|(m, _)| with_room.contains(m)) {
+                        self.hand_on(master, handed);
+                        // Not where it went: this waiter would take it back.
+                        if wait_on.len() > 1 {
+                            wait_on.retain(|m| *m != master);
+                        }
+                    }
                     wait_ms.min(MAX_WAIT_MS)
                 }
                 Attempt::Split => match self.after_split(n) {
@@ -77,8 +90,19 @@ impl<T: Transport> Semaphore<T> {
                 };
                 (pause_ms, exact) = (before_ms, exact || at_deadline);
             }
-            self.pause(attempt, pause_ms, exact, &wait_on)?;
+            woken = self.pause(attempt, pause_ms, exact, &wait_on)?;
             attempt += 1;
+        }
+    }
+
+    /// A wake-up this waiter took on `master` and could not use, though a slot is free there
+    /// (it asks for more): pushed back there for the next waiter, who may ask for fewer. (The
+    /// masters serve the longest-blocked pop first, so one waiting for more slots would
+    /// otherwise keep a waiter for fewer asleep for a whole pause.) What fails is left to the
+    /// pauses' end.
+    fn hand_on(&self, master: u32, handed: u64) {
+        if handed < MAX_HANDED_ON {
+            let _ = self.run_each(&scripts::MULTI_WAKE, vec![(master, vec![(handed + 1).to_string()])]);
         }
     }
 
@@ -89,7 +113,8 @@ impl<T: Transport> Semaphore<T> {
     /// A release reaches the masters one by one. A waiter woken by its push on the first may
     /// find the others still held, and must then wait where the release has yet to arrive: on
     /// the master whose push it took, nothing more would come until `MAX_WAIT_MS`.
-    fn pause(&self, attempt: u64, ms: u64, exact: bool, wait_on: &[u32]) -> Result<(), Error> {
+    /// Returns the master and the times handed on of a wake-up it took.
+    fn pause(&self, attempt: u64, ms: u64, exact: bool, wait_on: &[u32]) -> Result<Option<(u32, u64)>, Error> {
         let pick = attempt + self.jitter(0);
         let master = match wait_on {
             [] => (pick % u64::from(self.masters)) as u32,
@@ -97,13 +122,13 @@ impl<T: Transport> Semaphore<T> {
         };
         let started = self.transport.monotonic_now_ns();
         match self.transport.blocking_pop_on(master, &self.id.keys.multi_wake(), ms, exact) {
-            Ok(_) => Ok(()),
+            Ok(popped) => Ok(popped.map(|handed| (master, handed.parse().unwrap_or(MAX_HANDED_ON)))),
             Err(Error::Cancelled) => Err(Error::Cancelled),
             // What is left of the pause: a pop can fail late (a connection that timed out), and
             // `ms` may already be cut to the caller's deadline.
             Err(_) => {
                 let spent_ms = self.transport.monotonic_now_ns().saturating_sub(started) / 1_000_000;
-                self.transport.sleep(ms.saturating_sub(spent_ms))
+                self.transport.sleep(ms.saturating_sub(spent_ms)).map(|()| None)
             }
         }
     }
@@ -139,6 +164,7 @@ impl<T: Transport> Semaphore<T> {
     fn attempt(&self, n: u64, waits: bool, preferred: &[u64]) -> Result<Attempt, Error> {
         let started = self.transport.monotonic_now_ns();
         let (mut claims, mut busy_ms, mut refused_by, mut too_many) = (Vec::new(), MAX_WAIT_MS, Vec::new(), 0);
+        let (mut quarantined, mut with_room) = (Vec::new(), Vec::new());
         let args: Vec<String> = std::iter::once(n).chain(preferred.iter().copied()).map(|v| v.to_string()).collect();
         let (replies, failures, fatal) = self.all_answers(&scripts::MULTI_CLAIM, &args);
         for (master, mut reply) in replies {
@@ -146,7 +172,15 @@ impl<T: Transport> Semaphore<T> {
                 1 => claims.push(Claim { master, epoch: reply.u64()?, deadline_ms: reply.u64()?, slots: reply.rest_u64()? }),
                 0 => {
                     busy_ms = busy_ms.min(reply.u64()?);
-                    refused_by.push(master);
+                    // Free slots here, and whether it is quarantined.
+                    match reply.rest_u64()?[..] {
+                        [_, 1] => quarantined.push(master),
+                        [room, _] if room > 0 => {
+                            with_room.push(master);
+                            refused_by.push(master);
+                        }
+                        _ => refused_by.push(master),
+                    }
                 }
                 -1 => too_many += 1,
                 other => return Err(Error::protocol(format!("unknown claim status {other}"))),
@@ -180,7 +214,10 @@ impl<T: Transport> Semaphore<T> {
         } else if claims.len() >= self.quorum() {
             Ok(Attempt::Split)
         } else {
-            Ok(Attempt::Busy { wait_ms: busy_ms, refused_by })
+            if refused_by.is_empty() {
+                refused_by = quarantined;
+            }
+            Ok(Attempt::Busy { wait_ms: busy_ms, refused_by, with_room })
         }
     }
 
