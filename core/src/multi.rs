@@ -724,14 +724,16 @@ mod tests {
         let (sem, _) = Semaphore::open(&fake, Config { value: 3, ..three_masters("h") }).expect("open");
         assert_eq!(sem.acquire(2, true, None), Err(Error::Cancelled));
         let popped = fake.popped.borrow();
-        assert_eq!(*fake.handed_on.borrow(), [(popped[0], "2".to_string())]);
+        assert_eq!(*fake.handed_on.borrow(), [(popped[0], "2:h".to_string())]);
         assert_ne!(popped[1], popped[0], "waited where it handed the wake-up on");
     }
 
-    /// Not when no slot is free there (nobody could use it), nor once handed on often enough.
+    /// Not when no slot is free there (nobody could use it), once handed on often enough, nor
+    /// when this waiter handed it on last (it took it back: nobody else waits there; a lone
+    /// waiter bounced its own wake-ups between the masters 16 times each).
     #[test]
     fn a_wake_up_is_not_handed_on_without_a_free_slot_or_endlessly() {
-        for (room, handed) in [(0, "1"), (1, "16")] {
+        for (room, handed) in [(0, "1"), (1, "16:x"), (1, "3:h")] {
             let fake = woken(|_| [0, 500, room, 0], handed);
             let (sem, _) = Semaphore::open(&fake, Config { value: 3, ..three_masters("h") }).expect("open");
             assert_eq!(sem.acquire(2, true, None), Err(Error::Cancelled));

@@ -18,6 +18,13 @@ const EXACT_BELOW_MS: u64 = 500;
 /// waiters for more slots queued before one for fewer, and then it stops going round.
 const MAX_HANDED_ON: u64 = 16;
 
+/// A wake-up taken: how many times it was handed on, and whether this waiter did so last.
+#[derive(Debug, Clone, Copy)]
+struct Wake {
+    handed: u64,
+    by_me: bool,
+}
+
 impl<T: Transport> Semaphore<T> {
     /// Takes `n` permits (slots) at once or none. Returns the permits; empty means not acquired.
     pub fn acquire(&self, n: i64, blocking: bool, timeout: Option<f64>) -> Result<Vec<Permit>, Error> {
@@ -39,7 +46,7 @@ impl<T: Transport> Semaphore<T> {
         // Slots free on a majority, to claim first after a split vote (see `after_split`).
         let mut preferred = Vec::new();
         // The master whose wake-up the last pause took, and how often it had been handed on.
-        let mut woken: Option<(u32, u64)> = None;
+        let mut woken: Option<(u32, Wake)> = None;
         loop {
             let mut wait_on = Vec::new();
             let outcome = self.attempt(n, waits, &std::mem::take(&mut preferred))?;
@@ -48,8 +55,8 @@ impl<T: Transport> Semaphore<T> {
                 Attempt::Granted(permits) => return Ok(permits),
                 Attempt::Busy { wait_ms, refused_by, with_room } => {
                     wait_on = refused_by;
-                    if let Some((master, handed)) = took.filter(|(m, _)| with_room.contains(m)) {
-                        self.hand_on(master, handed);
+                    if let Some((master, wake)) = took.filter(|(m, w)| w.handed < MAX_HANDED_ON && !w.by_me && with_room.contains(m)) {
+                        self.hand_on(master, wake.handed);
                         // Not where it went: this waiter would take it back.
                         if wait_on.len() > 1 {
                             wait_on.retain(|m| *m != master);
@@ -98,12 +105,12 @@ impl<T: Transport> Semaphore<T> {
     /// A wake-up this waiter took on `master` and could not use, though a slot is free there
     /// (it asks for more): pushed back there for the next waiter, who may ask for fewer. (The
     /// masters serve the longest-blocked pop first, so one waiting for more slots would
-    /// otherwise keep a waiter for fewer asleep for a whole pause.) What fails is left to the
-    /// pauses' end.
+    /// otherwise keep a waiter for fewer asleep for a whole pause.) Signed, so that it is not
+    /// handed on again by this waiter, who takes it back only when nobody else waited there.
+    /// What fails is left to the pauses' end.
     fn hand_on(&self, master: u32, handed: u64) {
-        if handed < MAX_HANDED_ON {
-            let _ = self.run_each(&scripts::MULTI_WAKE, vec![(master, vec![(handed + 1).to_string()])]);
-        }
+        let push = format!("{}:{}", handed + 1, self.id.holder);
+        let _ = self.run_each(&scripts::MULTI_WAKE, vec![(master, vec![push])]);
     }
 
     /// Waits up to `ms` for a release pushed to one master's wake list: one of `wait_on` when
@@ -113,8 +120,8 @@ impl<T: Transport> Semaphore<T> {
     /// A release reaches the masters one by one. A waiter woken by its push on the first may
     /// find the others still held, and must then wait where the release has yet to arrive: on
     /// the master whose push it took, nothing more would come until `MAX_WAIT_MS`.
-    /// Returns the master and the times handed on of a wake-up it took.
-    fn pause(&self, attempt: u64, ms: u64, exact: bool, wait_on: &[u32]) -> Result<Option<(u32, u64)>, Error> {
+    /// Returns the master and the wake-up it took, if it took one.
+    fn pause(&self, attempt: u64, ms: u64, exact: bool, wait_on: &[u32]) -> Result<Option<(u32, Wake)>, Error> {
         let pick = attempt + self.jitter(0);
         let master = match wait_on {
             [] => (pick % u64::from(self.masters)) as u32,
@@ -122,7 +129,7 @@ impl<T: Transport> Semaphore<T> {
         };
         let started = self.transport.monotonic_now_ns();
         match self.transport.blocking_pop_on(master, &self.id.keys.multi_wake(), ms, exact) {
-            Ok(popped) => Ok(popped.map(|handed| (master, handed.parse().unwrap_or(MAX_HANDED_ON)))),
+            Ok(popped) => Ok(popped.map(|push| (master, self.wake(&push)))),
             Err(Error::Cancelled) => Err(Error::Cancelled),
             // What is left of the pause: a pop can fail late (a connection that timed out), and
             // `ms` may already be cut to the caller's deadline.
@@ -131,6 +138,12 @@ impl<T: Transport> Semaphore<T> {
                 self.transport.sleep(ms.saturating_sub(spent_ms)).map(|()| None)
             }
         }
+    }
+
+    /// A push popped from a wake list: a release's `1`, or `<times handed on>:<by whom>`.
+    fn wake(&self, push: &str) -> Wake {
+        let (handed, by) = push.split_once(':').unwrap_or((push, ""));
+        Wake { handed: handed.parse().unwrap_or(MAX_HANDED_ON), by_me: by == self.id.holder }
     }
 
     /// A small pseudo-random number, different per holder and call, so split votes do not repeat.
