@@ -400,10 +400,11 @@ impl<T: Transport> Semaphore<T> {
             })
             .collect();
         // A master grants only while its live slots leave room under its capacity (claim.lua),
-        // slots held above a lowered capacity included: no more than a majority has room for.
-        let mut room: Vec<u64> = views.iter().filter(|v| !v.quarantined).map(|v| v.capacity.saturating_sub(v.live.len() as u64)).collect();
-        room.sort_unstable_by(|a, b| b.cmp(a));
-        free.truncate(room.get(q - 1).copied().unwrap_or(0) as usize);
+        // slots held above a lowered capacity included. Each grant takes room on a majority, so
+        // at most the largest g with Σ min(room, g) ≥ quorum × g go one after another.
+        let rooms: Vec<u64> = views.iter().filter(|v| !v.quarantined).map(|v| v.capacity.saturating_sub(v.live.len() as u64)).collect();
+        let grantable = (0..=free.len() as u64).rev().find(|g| rooms.iter().map(|r| (*r).min(*g)).sum::<u64>() >= q as u64 * g);
+        free.truncate(grantable.unwrap_or(0) as usize);
         let available = free.len() as u64;
         // A holder holds a slot under one confirmed epoch on a majority (unconfirmed copies count).
         let mut by_slot: BTreeMap<u64, Vec<(&LiveSlot, u64)>> = BTreeMap::new();
@@ -510,16 +511,22 @@ impl<T: Transport> Semaphore<T> {
         self.check_quorum(failures)?;
         let mut own_tokens: Vec<u64> = own.iter().copied().filter(|t| dropped.contains(t)).collect();
         let mut others_released = others[..first_others].iter().filter(|h| dropped.contains(&h.token)).count();
-        // Named permits that were gone (another holder's release took them, their lease ended):
-        // the caller's other named ones in their place, then others', as on one server.
-        let missing = own.len() - own_tokens.len();
+        // Permits that were gone (another holder's release took them, their lease ended): the
+        // caller's other named ones in their place, then others', as on one server; round after
+        // round while stand-ins turn out gone too.
+        let mut missing = own.len() + first_others - own_tokens.len() - others_released;
         let spare = spare_own.iter().map(|t| (*t, self.id.holder.as_str()));
-        let instead: Vec<(u64, &str)> = spare.chain(others[first_others..].iter().map(|h| (h.token, h.holder.as_str()))).take(missing).collect();
-        if !instead.is_empty() {
+        let mut stand_ins = spare.chain(others[first_others..].iter().map(|h| (h.token, h.holder.as_str())));
+        while missing > 0 {
+            let instead: Vec<(u64, &str)> = stand_ins.by_ref().take(missing).collect();
+            if instead.is_empty() {
+                break;
+            }
             let (dropped, failures) = self.dropped(true, instead.iter().copied());
             self.check_quorum(failures)?;
             for (token, holder) in instead.iter().filter(|(t, _)| dropped.contains(t)) {
                 if *holder == self.id.holder && spare_own.contains(token) { own_tokens.push(*token) } else { others_released += 1 }
+                missing -= 1;
             }
         }
         let released = own_tokens.len() + others_released;
@@ -874,6 +881,32 @@ mod tests {
         assert_eq!(sem.locked(), Ok(true));
     }
 
+    /// Stale copies of slot 0 on master 0 and of slot 1 on master 1 (releases they missed):
+    /// each slot is free on a majority, and two acquires in a row get them (slot 0 on masters
+    /// 1 and 2, then slot 1 on 0 and 2), though no single master has room for both.
+    #[test]
+    fn stale_copies_on_different_masters_leave_both_slots_available() {
+        let masters = Answering(|script: &str, master: u32, _: &Args| match script {
+            "multi/init.lua" => ints(&[2, 0, 2, 0]),
+            "multi/status.lua" => {
+                let mut items: Vec<Scalar> = [2, 2, 0, 1_000].map(Scalar::Int).to_vec();
+                let live: &[i64] = match master {
+                    0 => &[0],
+                    1 => &[1],
+                    _ => &[],
+                };
+                items.push(Scalar::Int(live.len() as i64));
+                for slot in live {
+                    items.extend([Scalar::Int(*slot), Scalar::Bulk("gone".into()), Scalar::Int(6), Scalar::Int(8_000)]);
+                }
+                Ok(Reply::Array(items))
+            }
+            other => unreachable!("{other}"),
+        });
+        let (sem, _) = Semaphore::open(&masters, Config { value: 2, ..three_masters("x") }).expect("open");
+        assert_eq!(sem.value(), Ok(2));
+    }
+
     /// A token named twice counts once: master 0 alone, answering for both, is no majority.
     #[test]
     fn a_token_named_twice_is_refreshed_by_a_majority_or_not_at_all() {
@@ -1084,6 +1117,18 @@ mod tests {
         let r = sem.release(1, &[token(5, 0), token(6, 1)], 0).expect("release");
         assert_eq!((r.own, r.others, r.added), (vec![token(6, 1)], 0, 0), "rounds: {:?}", released.borrow());
         assert!(!released.borrow().concat().iter().any(|h| h.starts_with('y')), "another holder's permit was released: {:?}", released.borrow());
+    }
+
+    /// The caller's first named permit is gone and so is its next one, which a master that did
+    /// not answer may have hidden: another holder's permit goes in their place, in a round of
+    /// its own (the release gave up after the caller's, and refused as Bounded).
+    #[test]
+    fn a_release_whose_stand_in_is_gone_too_releases_another_holders() {
+        let released = RefCell::new(Vec::new());
+        let masters = Answering(releasing(3, Some(1), |_| vec![(2, "y", 7)], &released));
+        let (sem, _) = Semaphore::open(&masters, Config { value: 3, ..three_masters("h") }).expect("open");
+        let r = sem.release(1, &[token(5, 0), token(6, 1)], 0).expect("release");
+        assert_eq!((r.own, r.others, r.added), (vec![], 1, 0), "rounds: {:?}", released.borrow());
     }
 
     /// Bounded, a master that did not answer hiding the caller's permit (held on masters 0 and
