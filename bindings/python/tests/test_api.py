@@ -352,6 +352,33 @@ def test_a_with_block_interrupted_in_its_bookkeeping_keeps_nothing(redis_client,
     assert sem._blocks._open == [], f"interrupted on {step}: the block stayed recorded"
 
 
+def test_a_with_block_interrupted_before_its_block_is_found_keeps_nothing(redis_client, unique_key):
+    """A handler that raises inside ``__exit__`` before the block is found (here: as leaving
+    takes the bookkeeping's lock): the block is looked for again and released."""
+    sem = Semaphore(key=unique_key, masters={redis_client})
+    probe = Semaphore(key=unique_key, masters={redis_client})
+
+    class RaisingOnSecondUse:
+        def __init__(self):
+            self.lock, self.uses = threading.Lock(), 0
+
+        def __enter__(self):
+            self.uses += 1
+            if self.uses == 2:
+                raise _Interrupted()
+            self.lock.acquire()
+
+        def __exit__(self, *exc_info):
+            self.lock.release()
+
+    sem._blocks._lock = RaisingOnSecondUse()
+    with pytest.raises(_Interrupted):
+        with sem:
+            pass
+    assert probe.holders() == [], "the permit stayed held"
+    assert sem._blocks._open == [], "the block stayed recorded"
+
+
 def test_an_aiosemaphore_first_used_from_event_loops_on_three_threads(unique_key, server, monkeypatch):
     """Its first call opens it; three threads' event loops make that call at once. The opening
     was guarded by one asyncio.Lock, which serves one loop: the second loop waited on it and was

@@ -233,8 +233,11 @@ class Semaphore:
             else:
                 self._call("release_permits", tokens)
         except BaseException:
-            # A signal's handler that raised once the block was found (before its release, or
-            # after): released once more, which gives back these exact permits or nothing.
+            # A signal's handler that raised: before the block was found, it is looked for
+            # again (nothing was changed); once found, before its release or after, it is
+            # released once more, which gives back these exact permits or nothing.
+            if not left:
+                self._blocks.leave(sys._getframe(1), threading.current_thread(), left)
             for block in left:
                 self._blocks.discard(block)
                 try:
