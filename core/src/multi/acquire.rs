@@ -45,7 +45,7 @@ impl<T: Transport> Semaphore<T> {
         let mut attempt: u64 = 0;
         // Slots free on a majority, to claim first after a split vote (see `after_split`).
         let mut preferred = Vec::new();
-        // The master whose wake-up the last pause took, and how often it had been handed on.
+        // The master whose wake-up the last pause took, and that wake-up.
         let mut woken: Option<(u32, Wake)> = None;
         loop {
             let mut wait_on = Vec::new();
