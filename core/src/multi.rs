@@ -16,7 +16,7 @@
 //! split. So waiters are not served in arrival order.
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::protocol::{Config, Holder, Identity, Opened, Permit, Released, Status};
 use crate::reply::Cursor;
@@ -384,27 +384,26 @@ impl<T: Transport> Semaphore<T> {
         let q = self.quorum();
         let initial = self.agreed(views.iter().map(|v| v.initial).collect());
         let capacity = self.agreed(views.iter().map(|v| v.capacity).collect());
-        // A slot is available when a majority would grant it: the master answered, is not
-        // quarantined, counts the slot and has nobody on it.
-        let mut taken: BTreeMap<u64, usize> = BTreeMap::new();
-        for v in views.iter().filter(|v| !v.quarantined) {
-            for s in &v.live {
-                *taken.entry(s.slot).or_default() += 1;
+        // The slots acquires would get one after another. A master that answered and is not
+        // quarantined claims while its live slots leave room under its capacity (claim.lua;
+        // slots held above a lowered capacity count too), a slot it counts and has nobody on; a
+        // slot a majority claims is granted, and every master that claimed it keeps it. Room
+        // only shrinks, so a slot passed over stays so: one pass, lowest slot first.
+        let mut claimers: Vec<(u64, u64, BTreeSet<u64>)> = views
+            .iter()
+            .filter(|v| !v.quarantined)
+            .map(|v| (v.capacity, v.capacity.saturating_sub(v.live.len() as u64), v.live.iter().map(|l| l.slot).collect()))
+            .collect();
+        let mut free = Vec::new();
+        for slot in 0..capacity {
+            let claims = |(cap, room, live): &(u64, u64, BTreeSet<u64>)| *room > 0 && slot < *cap && !live.contains(&slot);
+            if claimers.iter().filter(|m| claims(m)).count() >= q {
+                claimers.iter_mut().filter(|m| claims(m)).for_each(|m| m.1 -= 1);
+                free.push(slot);
+            } else if claimers.iter().filter(|m| m.1 > 0).count() < q {
+                break;
             }
         }
-        let eligible: Vec<u64> = views.iter().filter(|v| !v.quarantined).map(|v| v.capacity).collect();
-        let mut free: Vec<u64> = (0..capacity)
-            .filter(|s| {
-                let counting = eligible.iter().filter(|c| **c > *s).count();
-                counting.saturating_sub(taken.get(s).copied().unwrap_or(0)) >= q
-            })
-            .collect();
-        // A master grants only while its live slots leave room under its capacity (claim.lua),
-        // slots held above a lowered capacity included. Each grant takes room on a majority, so
-        // at most the largest g with Σ min(room, g) ≥ quorum × g go one after another.
-        let rooms: Vec<u64> = views.iter().filter(|v| !v.quarantined).map(|v| v.capacity.saturating_sub(v.live.len() as u64)).collect();
-        let grantable = (0..=free.len() as u64).rev().find(|g| rooms.iter().map(|r| (*r).min(*g)).sum::<u64>() >= q as u64 * g);
-        free.truncate(grantable.unwrap_or(0) as usize);
         let available = free.len() as u64;
         // A holder holds a slot under one confirmed epoch on a majority (unconfirmed copies count).
         let mut by_slot: BTreeMap<u64, Vec<(&LiveSlot, u64)>> = BTreeMap::new();
@@ -667,18 +666,19 @@ mod tests {
         }
     }
 
-    /// Masters that refuse every claim as `refusal(master)` says; the first pop takes a
-    /// wake-up handed on `handed` times, the next ends the acquire (`Cancelled`). Records where
-    /// it popped and the wake-ups handed on.
+    /// Masters that refuse every claim as `refusal(master)` says, each with `pushes` in its
+    /// wake list at first; wake.lua adds to it, and a pop that finds it empty ends the acquire
+    /// (`Cancelled`). Records where it popped and the wake-ups handed on.
     struct Woken<F> {
         refusal: F,
-        handed: &'static str,
+        lists: RefCell<BTreeMap<u32, std::collections::VecDeque<String>>>,
         popped: RefCell<Vec<u32>>,
         handed_on: RefCell<Vec<(u32, String)>>,
     }
 
-    fn woken<F: Fn(u32) -> [i64; 4]>(refusal: F, handed: &'static str) -> Woken<F> {
-        Woken { refusal, handed, popped: RefCell::default(), handed_on: RefCell::default() }
+    fn woken<F: Fn(u32) -> [i64; 4]>(refusal: F, pushes: &[&str]) -> Woken<F> {
+        let lists = (0..3).map(|m| (m, pushes.iter().map(|p| p.to_string()).collect())).collect();
+        Woken { refusal, lists: RefCell::new(lists), popped: RefCell::default(), handed_on: RefCell::default() }
     }
 
     impl<F: Fn(u32) -> [i64; 4]> Transport for &Woken<F> {
@@ -692,8 +692,9 @@ mod tests {
                     "multi/init.lua" => ints(&[3, 0, 3, 1]),
                     "multi/claim.lua" => ints(&(self.refusal)(*master)),
                     "multi/wake.lua" => {
-                        let handed = args.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>().join(" ");
-                        self.handed_on.borrow_mut().push((*master, handed));
+                        let push = args.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>().join(" ");
+                        self.lists.borrow_mut().get_mut(master).expect("a master").push_back(push.clone());
+                        self.handed_on.borrow_mut().push((*master, push));
                         Ok(Reply::Scalar(Scalar::Int(1)))
                     }
                     other => unreachable!("{other}"),
@@ -707,9 +708,8 @@ mod tests {
             unreachable!("several masters pop through blocking_pop_on")
         }
         fn blocking_pop_on(&self, master: u32, _: &str, _: u64, _: bool) -> Result<Option<String>, Error> {
-            let mut popped = self.popped.borrow_mut();
-            popped.push(master);
-            if popped.len() == 1 { Ok(Some(self.handed.into())) } else { Err(Error::Cancelled) }
+            self.popped.borrow_mut().push(master);
+            self.lists.borrow_mut().get_mut(&master).and_then(|l| l.pop_front()).map(Some).ok_or(Error::Cancelled)
         }
         fn wait_replicas(&self) -> Result<(), Error> {
             Ok(())
@@ -724,27 +724,40 @@ mod tests {
 
     /// A waiter for 2 slots woken where 1 is free: the masters serve the longest-blocked pop
     /// first, so a waiter for 1 behind it slept its whole pause while the slot was free. It
-    /// hands the wake-up on there, and waits elsewhere itself (else it would take it back).
+    /// hands the wake-up on there (signed by this acquire: holder "h", started at 0 ns), and
+    /// waits elsewhere itself. A release's push on each master: each is handed on once, and
+    /// one that comes back to it is dropped (a lone waiter bounced them 16 times each).
     #[test]
-    fn a_wake_up_the_waiter_cannot_use_is_handed_on_where_a_slot_is_free() {
-        let fake = woken(|_| [0, 500, 1, 0], "1");
+    fn a_wake_up_the_waiter_cannot_use_is_handed_on_once_where_a_slot_is_free() {
+        let fake = woken(|_| [0, 500, 1, 0], &["1"]);
         let (sem, _) = Semaphore::open(&fake, Config { value: 3, ..three_masters("h") }).expect("open");
         assert_eq!(sem.acquire(2, true, None), Err(Error::Cancelled));
-        let popped = fake.popped.borrow();
-        assert_eq!(*fake.handed_on.borrow(), [(popped[0], "2:h".to_string())]);
+        let (popped, handed_on) = (fake.popped.borrow(), fake.handed_on.borrow());
+        assert_eq!(handed_on[0], (popped[0], "2:h.0".to_string()));
         assert_ne!(popped[1], popped[0], "waited where it handed the wake-up on");
+        assert!(handed_on.len() <= 3 && handed_on.iter().all(|(_, push)| push == "2:h.0"), "{handed_on:?}");
+    }
+
+    /// Handed on by another acquire of the same handle (its holder id is the handle's): this
+    /// one hands it on again, as the next waiter there may ask for fewer.
+    #[test]
+    fn a_wake_up_handed_on_by_another_acquire_of_the_handle_goes_on() {
+        let fake = woken(|_| [0, 500, 1, 0], &["2:h.5"]);
+        let (sem, _) = Semaphore::open(&fake, Config { value: 3, ..three_masters("h") }).expect("open");
+        assert_eq!(sem.acquire(2, true, None), Err(Error::Cancelled));
+        let (popped, handed_on) = (fake.popped.borrow(), fake.handed_on.borrow());
+        assert_eq!(handed_on[0], (popped[0], "3:h.0".to_string()));
     }
 
     /// Not when no slot is free there (nobody could use it), once handed on often enough, nor
-    /// when this waiter handed it on last (it took it back: nobody else waits there; a lone
-    /// waiter bounced its own wake-ups between the masters 16 times each).
+    /// when this acquire handed it on last.
     #[test]
     fn a_wake_up_is_not_handed_on_without_a_free_slot_or_endlessly() {
-        for (room, handed) in [(0, "1"), (1, "16:x"), (1, "3:h")] {
-            let fake = woken(|_| [0, 500, room, 0], handed);
+        for (room, push) in [(0, "1"), (1, "16:x.1"), (1, "3:h.0")] {
+            let fake = woken(|_| [0, 500, room, 0], &[push]);
             let (sem, _) = Semaphore::open(&fake, Config { value: 3, ..three_masters("h") }).expect("open");
             assert_eq!(sem.acquire(2, true, None), Err(Error::Cancelled));
-            assert!(fake.handed_on.borrow().is_empty(), "room {room}, handed {handed}: {:?}", fake.handed_on.borrow());
+            assert!(fake.handed_on.borrow().is_empty(), "room {room}, push {push}: {:?}", fake.handed_on.borrow());
         }
     }
 
@@ -753,7 +766,7 @@ mod tests {
     #[test]
     fn a_waiter_does_not_wait_on_a_quarantined_master() {
         for i in 0..48 {
-            let fake = woken(|m| if m == 2 { [0, 500, 0, 1] } else { [0, 500, 0, 0] }, "1");
+            let fake = woken(|m| if m == 2 { [0, 500, 0, 1] } else { [0, 500, 0, 0] }, &[]);
             let (sem, _) = Semaphore::open(&fake, Config { value: 3, ..three_masters(&format!("h{i}")) }).expect("open");
             assert_eq!(sem.acquire(1, true, None), Err(Error::Cancelled));
             assert!(!fake.popped.borrow().contains(&2), "waited on the quarantined master: {:?}", fake.popped.borrow());
@@ -905,6 +918,28 @@ mod tests {
         });
         let (sem, _) = Semaphore::open(&masters, Config { value: 2, ..three_masters("x") }).expect("open");
         assert_eq!(sem.value(), Ok(2));
+    }
+
+    /// Capacity lowered to 2 while slot 2 is held on masters 0 and 1 only (master 2 missed
+    /// its grant), slots 0 and 1 free everywhere: the first acquire takes slot 0 on all three,
+    /// and then masters 0 and 1 have no room left. One, not 2.
+    #[test]
+    fn a_slot_held_above_a_lowered_capacity_on_some_masters_leaves_one() {
+        let masters = Answering(|script: &str, master: u32, _: &Args| match script {
+            "multi/init.lua" => ints(&[3, 0, 2, 0]),
+            "multi/status.lua" => {
+                let mut items: Vec<Scalar> = [3, 2, 0, 1_000].map(Scalar::Int).to_vec();
+                if master < 2 {
+                    items.extend([Scalar::Int(1), Scalar::Int(2), Scalar::Bulk("h".into()), Scalar::Int(6), Scalar::Int(8_000)]);
+                } else {
+                    items.push(Scalar::Int(0));
+                }
+                Ok(Reply::Array(items))
+            }
+            other => unreachable!("{other}"),
+        });
+        let (sem, _) = Semaphore::open(&masters, Config { value: 3, ..three_masters("x") }).expect("open");
+        assert_eq!(sem.value(), Ok(1));
     }
 
     /// A token named twice counts once: master 0 alone, answering for both, is no majority.

@@ -13,7 +13,7 @@
 --                  slot here is told from another attempt of the same holder (another task of
 --                  its handle, a stale release)
 --   mwake    list  a push per released permit, popped by waiters to retry (there is no queue):
---                  1 for a release's own, '<times handed on>:<holder>' for one handed on (wake.lua)
+--                  1 for a release's own, '<times handed on>:<acquire>' for one handed on (wake.lua)
 local OWNER, HELD, TOKENS = KEYS[3], KEYS[4], KEYS[5]
 local MWAKE = PREFIX .. 'mwake'
 local CLAIMS = PREFIX .. 'claims'

@@ -25,6 +25,18 @@ struct Wake {
     by_me: bool,
 }
 
+/// Who hands a wake-up on: one acquire, not the handle (whose concurrent acquires share its
+/// holder id): the holder and when the acquire started.
+fn signature(holder: &str, started_ns: u64) -> String {
+    format!("{holder}.{started_ns}")
+}
+
+/// A push popped from a wake list: a release's `1`, or `<times handed on>:<signature>`.
+fn wake(push: &str, me: &str) -> Wake {
+    let (handed, by) = push.split_once(':').unwrap_or((push, ""));
+    Wake { handed: handed.parse().unwrap_or(MAX_HANDED_ON), by_me: by == me }
+}
+
 impl<T: Transport> Semaphore<T> {
     /// Takes `n` permits (slots) at once or none. Returns the permits; empty means not acquired.
     pub fn acquire(&self, n: i64, blocking: bool, timeout: Option<f64>) -> Result<Vec<Permit>, Error> {
@@ -47,6 +59,7 @@ impl<T: Transport> Semaphore<T> {
         let mut preferred = Vec::new();
         // The master whose wake-up the last pause took, and that wake-up.
         let mut woken: Option<(u32, Wake)> = None;
+        let me = signature(&self.id.holder, started);
         loop {
             let mut wait_on = Vec::new();
             let outcome = self.attempt(n, waits, &std::mem::take(&mut preferred))?;
@@ -56,7 +69,7 @@ impl<T: Transport> Semaphore<T> {
                 Attempt::Busy { wait_ms, refused_by, with_room } => {
                     wait_on = refused_by;
                     if let Some((master, wake)) = took.filter(|(m, w)| w.handed < MAX_HANDED_ON && !w.by_me && with_room.contains(m)) {
-                        self.hand_on(master, wake.handed);
+                        self.hand_on(master, wake.handed, &me);
                         // Not where it went: this waiter would take it back.
                         if wait_on.len() > 1 {
                             wait_on.retain(|m| *m != master);
@@ -97,7 +110,7 @@ impl<T: Transport> Semaphore<T> {
                 };
                 (pause_ms, exact) = (before_ms, exact || at_deadline);
             }
-            woken = self.pause(attempt, pause_ms, exact, &wait_on)?;
+            woken = self.pause(attempt, pause_ms, exact, &wait_on)?.map(|(master, push)| (master, wake(&push, &me)));
             attempt += 1;
         }
     }
@@ -105,11 +118,11 @@ impl<T: Transport> Semaphore<T> {
     /// A wake-up this waiter took on `master` and could not use, though a slot is free there
     /// (it asks for more): pushed back there for the next waiter, who may ask for fewer. (The
     /// masters serve the longest-blocked pop first, so one waiting for more slots would
-    /// otherwise keep a waiter for fewer asleep for a whole pause.) Signed, so that it is not
-    /// handed on again by this waiter, who takes it back only when nobody else waited there.
+    /// otherwise keep a waiter for fewer asleep for a whole pause.) Signed (`me`), so that it is
+    /// not handed on again by this acquire, which takes it back only when nobody else waited.
     /// What fails is left to the pauses' end.
-    fn hand_on(&self, master: u32, handed: u64) {
-        let push = format!("{}:{}", handed + 1, self.id.holder);
+    fn hand_on(&self, master: u32, handed: u64, me: &str) {
+        let push = format!("{}:{me}", handed + 1);
         let _ = self.run_each(&scripts::MULTI_WAKE, vec![(master, vec![push])]);
     }
 
@@ -120,8 +133,8 @@ impl<T: Transport> Semaphore<T> {
     /// A release reaches the masters one by one. A waiter woken by its push on the first may
     /// find the others still held, and must then wait where the release has yet to arrive: on
     /// the master whose push it took, nothing more would come until `MAX_WAIT_MS`.
-    /// Returns the master and the wake-up it took, if it took one.
-    fn pause(&self, attempt: u64, ms: u64, exact: bool, wait_on: &[u32]) -> Result<Option<(u32, Wake)>, Error> {
+    /// Returns the master and the push it took, if it took one.
+    fn pause(&self, attempt: u64, ms: u64, exact: bool, wait_on: &[u32]) -> Result<Option<(u32, String)>, Error> {
         let pick = attempt + self.jitter(0);
         let master = match wait_on {
             [] => (pick % u64::from(self.masters)) as u32,
@@ -129,7 +142,7 @@ impl<T: Transport> Semaphore<T> {
         };
         let started = self.transport.monotonic_now_ns();
         match self.transport.blocking_pop_on(master, &self.id.keys.multi_wake(), ms, exact) {
-            Ok(popped) => Ok(popped.map(|push| (master, self.wake(&push)))),
+            Ok(popped) => Ok(popped.map(|push| (master, push))),
             Err(Error::Cancelled) => Err(Error::Cancelled),
             // What is left of the pause: a pop can fail late (a connection that timed out), and
             // `ms` may already be cut to the caller's deadline.
@@ -138,12 +151,6 @@ impl<T: Transport> Semaphore<T> {
                 self.transport.sleep(ms.saturating_sub(spent_ms)).map(|()| None)
             }
         }
-    }
-
-    /// A push popped from a wake list: a release's `1`, or `<times handed on>:<by whom>`.
-    fn wake(&self, push: &str) -> Wake {
-        let (handed, by) = push.split_once(':').unwrap_or((push, ""));
-        Wake { handed: handed.parse().unwrap_or(MAX_HANDED_ON), by_me: by == self.id.holder }
     }
 
     /// A small pseudo-random number, different per holder and call, so split votes do not repeat.
