@@ -161,5 +161,33 @@ pub fn check(package: &Path) -> Result<String, String> {
         .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
     let report = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     let report = report.trim_end().to_owned();
-    if output.status.success() { Ok(report) } else { Err(format!("Swift sources do not parse:\n{report}")) }
+    if !output.status.success() {
+        return Err(format!("Swift sources do not parse:\n{report}"));
+    }
+    refuses_an_empty_module(package, &python)?;
+    Ok(report)
+}
+
+/// The check must be able to fail: on a copy of the package whose generated module is empty
+/// (nothing the layer calls exists) it has to say so.
+fn refuses_an_empty_module(package: &Path, python: &Path) -> Result<(), String> {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().ok_or("xtask/ sits in the workspace")?;
+    let copy = target_dir(workspace).join("swift-check-empty");
+    let _ = std::fs::remove_dir_all(&copy);
+    let write = |relative: &Path, contents: &[u8]| {
+        let file = copy.join(relative);
+        std::fs::create_dir_all(file.parent().expect("a file in a directory")).and_then(|()| std::fs::write(&file, contents))
+            .map_err(|e| format!("{}: {e}", file.display()))
+    };
+    for relative in [Path::new("Package.swift"), Path::new(LAYER)] {
+        let contents = std::fs::read(package.join(relative)).map_err(|e| format!("{}: {e}", relative.display()))?;
+        write(relative, &contents)?;
+    }
+    write(&Path::new("Sources").join(FFI_MODULE).join(format!("{FFI_MODULE}.swift")), b"")?;
+    let output = Command::new(python).arg(package.join("check_parse.py")).arg(&copy).output().map_err(|e| format!("cannot run {}: {e}", python.display()))?;
+    let _ = std::fs::remove_dir_all(&copy);
+    if output.status.success() {
+        return Err(format!("the Swift check passed a package whose generated module is empty:\n{}", String::from_utf8_lossy(&output.stdout)));
+    }
+    Ok(())
 }
