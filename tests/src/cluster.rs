@@ -105,22 +105,7 @@ impl Cluster {
 
     /// Index in `nodes` of the primary serving `slot`, per `CLUSTER NODES` of node 0.
     pub fn owner_of(&self, slot: u16) -> usize {
-        let listing: String = redis::cmd("CLUSTER").arg("NODES").query(&mut self.nodes[0].connection()).expect("CLUSTER NODES");
-        for line in listing.lines() {
-            let fields: Vec<&str> = line.split(' ').collect();
-            // id addr flags master ping pong epoch link slot-ranges...
-            let serves = fields.iter().skip(8).any(|range| match range.split_once('-') {
-                _ if range.starts_with('[') => false,
-                Some((a, b)) => (a.parse::<u16>().unwrap_or(u16::MAX)..=b.parse().unwrap_or(0)).contains(&slot),
-                None => range.parse::<u16>().ok() == Some(slot),
-            });
-            if serves {
-                let port: u16 = fields[1].split(['@', ':']).nth(1).and_then(|p| p.parse().ok()).expect("node address");
-                let announced = |i: usize| self.proxies.get(i).map_or(self.nodes[i].port, Proxy::port);
-                return (0..self.nodes.len()).find(|&i| announced(i) == port).expect("a node of this cluster");
-            }
-        }
-        panic!("no node serves slot {slot}:\n{listing}")
+        owner_of(&self.nodes, &self.proxies, slot)
     }
 
     /// Node id (`CLUSTER MYID`) of node `i`.
@@ -171,4 +156,25 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// [`Cluster::owner_of`] for nodes (and the proxies they announce, if any) kept apart from
+/// their [`Cluster`].
+pub fn owner_of(nodes: &[Server], proxies: &[Proxy], slot: u16) -> usize {
+    let listing: String = redis::cmd("CLUSTER").arg("NODES").query(&mut nodes[0].connection()).expect("CLUSTER NODES");
+    for line in listing.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        // id addr flags master ping pong epoch link slot-ranges...
+        let serves = fields.iter().skip(8).any(|range| match range.split_once('-') {
+            _ if range.starts_with('[') => false,
+            Some((a, b)) => (a.parse::<u16>().unwrap_or(u16::MAX)..=b.parse().unwrap_or(0)).contains(&slot),
+            None => range.parse::<u16>().ok() == Some(slot),
+        });
+        if serves {
+            let port: u16 = fields[1].split(['@', ':']).nth(1).and_then(|p| p.parse().ok()).expect("node address");
+            let announced = |i: usize| proxies.get(i).map_or(nodes[i].port, Proxy::port);
+            return (0..nodes.len()).find(|&i| announced(i) == port).expect("a node of this cluster");
+        }
+    }
+    panic!("no node serves slot {slot}:\n{listing}")
 }

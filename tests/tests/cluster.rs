@@ -284,8 +284,9 @@ async fn a_release_whose_reply_was_lost_runs_once_on_a_cluster() {
         cluster.proxies[owner].cut();
         tokio::time::sleep(Duration::from_millis(1_300)).await; // the release ran; its reply was dropped
         cluster.proxies[owner].restore();
+        // Its first reply was lost: an answer at all means the client sent it again.
         let released = releasing.await.unwrap();
-        assert!(matches!(released, Ok(()) | Err(Error::Unreachable(_))), "{flavor:?}: {released:?}");
+        assert!(matches!(released, Ok(())), "{flavor:?}: not sent again: {released:?}");
         assert_eq!(other.permits().await.unwrap().len(), 1, "{flavor:?}: the release ran twice and took the other holder's permit");
         assert_eq!(other.value().await.unwrap(), 1, "{flavor:?}: the caller's own permit was released once");
     }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use pottery_semaphore_host::{BlockingSemaphore, Options};
 use pottery_semaphore_tests::oracle::{oracle_slot, Mode, Oracle, OracleClient, Stats};
-use pottery_semaphore_tests::cluster::Cluster;
+use pottery_semaphore_tests::cluster::{owner_of, Cluster};
 use pottery_semaphore_tests::proxy::Proxy;
 use pottery_semaphore_tests::{key, signal, Flavor, Server};
 use serde_json::Value;
@@ -116,6 +116,13 @@ enum Fault {
     StopMaster,
     /// The proxy to one server blackholes everything for longer than the lease.
     CutMaster,
+}
+
+impl Fault {
+    /// A fault of a Redis server (or of the way to it), not of a worker.
+    fn on_a_server(self) -> bool {
+        !matches!(self, Fault::KillHolder | Fault::StopHolder)
+    }
 }
 
 impl Fault {
@@ -299,7 +306,17 @@ fn run(deployment: Deployment) {
     let mut servers = start(deployment);
     let oracle = Oracle::start(PERMITS);
     let k = key("faults");
-    let (steps, run) = schedule(servers.servers.len(), servers.cluster);
+    let (mut steps, run) = schedule(servers.servers.len(), servers.cluster);
+    if servers.cluster {
+        // The server faults go to the node that holds the semaphore, its slot's primary: the
+        // schedule's spread over nodes would leave most of them to nodes it does not use.
+        let meta = pottery_semaphore_core::keys::Keys::new(&k).meta();
+        let slot = redis::cmd("CLUSTER").arg("KEYSLOT").arg(&meta).query(&mut servers.servers[0].connection()).expect("CLUSTER KEYSLOT");
+        let owner = owner_of(&servers.servers, &servers.proxies, slot);
+        for step in steps.iter_mut().filter(|s| s.fault.on_a_server()) {
+            step.target = owner;
+        }
+    }
     let config = serde_json::json!({
         "masters": servers.urls(), "cluster": servers.cluster, "key": k, "permits": PERMITS,
         "lease_ms": LEASE.as_millis() as u64, "oracle": oracle.url(),

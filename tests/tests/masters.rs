@@ -172,9 +172,14 @@ async fn a_restarted_master_without_persistence_cannot_hand_out_a_held_slot() {
     let k = key("mm-restart");
     let lease = Duration::from_millis(1500);
     let holder = Semaphore::open(options(&servers, &k).permits(1).lease(lease)).await.unwrap();
+    // The slot is granted on masters 0 and 1 while 2 is frozen: 2 never hears of it. Then 0
+    // forgets it (restart, no persistence) and 1 is gone: 0 and 2 must not form a majority
+    // for a newcomer. (Held on all three, 2 alone would refuse and the test could not fail.)
+    servers[2].pause();
     assert!(holder.acquire(false, None).await.unwrap());
-    // The slot is held on all three; one forgets it (restart, no persistence) and one is gone:
-    // the forgetful one and the third must not form a majority for a newcomer.
+    servers[2].resume();
+    let owners: Vec<String> = redis::cmd("HVALS").arg(format!("pottery-semaphore:{{{k}}}:owner")).query(&mut servers[2].connection()).unwrap();
+    assert!(owners.is_empty(), "master 2 was to miss the grant: {owners:?}");
     servers[0].restart();
     servers[1].kill();
     let newcomer = Semaphore::open(options(&servers, &k).permits(1).lease(lease).guard_fresh_server(true)).await.unwrap();
