@@ -31,8 +31,12 @@ class ClusterTest {
 
                     val waiter = CompletableFuture.supplyAsync { b.acquirePermitsBlocking(1, Duration.ofSeconds(10)) }
                     while (b.statusBlocking().waiters.isEmpty() && !waiter.isDone) Thread.sleep(5)
+                    val released = System.nanoTime()
                     a.releaseBlocking()
                     val woken = waiter.get(10, TimeUnit.SECONDS)
+                    val tookMs = (System.nanoTime() - released) / 1_000_000
+                    // Woken by the release's push, not by a heartbeat (every 3.3 s with this lease).
+                    assertTrue(tookMs < 1_000, "the waiter took $tookMs ms to be served")
                     assertEquals(1, woken.size, "the waiter was served by the release")
                     assertTrue(woken[0].token > a.held.maxOf { it.token }, "fencing tokens increase across holders")
                     assertKeysInOneSlot(nodes, key)

@@ -75,6 +75,8 @@ class InteropTest : RedisTest() {
             assertEquals("acquired", words[0], line)
             assertTrue(words[1].toLong() >= 300, "the Python side waited ${words[1]} ms")
             println("Kotlin release -> Python 'acquired' line: $handOff")
+            // Woken by the release's push, not found by a heartbeat (every 3.3 s with this lease).
+            assertTrue(handOff < 1.seconds, "the Python waiter took $handOff to see the release")
             assertEquals(0, worker.exitCode())
         }
         eventually("the Python worker released") { sem.value() == 1L }

@@ -49,11 +49,14 @@ class ReplicaAckTest {
                 }
                 val key = "kt-ack-" + UUID.randomUUID().toString().take(12)
                 val config = SemaphoreConfig(primary.url, key, guardFreshServer = false).withReplicaAck(1, 200)
+                val waitsBefore = waitCalls(primary)
                 DistributedSemaphore.openBlocking(config).use { sem ->
                     assertTrue(sem.tryAcquireBlocking())
                     assertEquals(0L, sem.valueBlocking())
                     sem.releaseBlocking()
                 }
+                // The setting reached the native side: the grant and the release each waited.
+                assertTrue(waitCalls(primary) >= waitsBefore + 2, "WAIT calls: ${waitCalls(primary)}, before $waitsBefore")
                 assertThrows<SemaphoreException.InvalidArgument> {
                     DistributedSemaphore.openBlocking(config.withReplicaAck(1, 10_000)).close()
                 }
@@ -61,3 +64,7 @@ class ReplicaAckTest {
         }
     }
 }
+
+/** WAIT commands the server has run (`INFO commandstats`). */
+private fun waitCalls(server: RedisServer): Long =
+    Regex("cmdstat_wait:calls=(\\d+)").find(server.info("commandstats"))?.groupValues?.get(1)?.toLong() ?: 0L

@@ -479,10 +479,10 @@ class SemaphoreTest : RedisTest() {
         assertTrue(server.command("SET", "pottery-semaphore:{$typed}:meta", "x").startsWith("+OK"))
         val wrong = assertThrows<SemaphoreException.WrongType> { DistributedSemaphore.open(config(typed)) }
         assertTrue(wrong.message!!.startsWith("wrong type: "), wrong.message)
-        val missing = runCatching {
+        val missing = assertThrows<SemaphoreException.InvalidArgument> {
             DistributedSemaphore.openBlocking(config(uniqueKey()).withCreate(false))
-        }.exceptionOrNull()
-        assertTrue(missing is SemaphoreException, "create = false on a missing key: $missing")
+        }
+        assertTrue(missing.message!!.contains("no semaphore"), "create = false on a missing key: ${missing.message}")
     }
 
     @Test
