@@ -27,6 +27,25 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// `command` run by a shell on a terminal of its own (script(1)), in the terminal's foreground
+/// process group as a person's command would be; its stdin and stdout piped.
+fn on_a_terminal(server: &Server, command: &str) -> std::process::Child {
+    Command::new("script")
+        .args(["-qec", command, "/dev/null"])
+        .env("REDIS_URL", server.url())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux)")
+}
+
+/// A fresh directory for a test's marker files.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("pottery-semaphore-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// The test servers are seconds old: a long-lived semaphore created by the harness avoids the
 /// fresh-server guard (tested elsewhere).
 fn create(server: &Server, key: &str, permits: i64) -> pottery_semaphore_host::BlockingSemaphore {
@@ -139,22 +158,14 @@ fn an_interrupt_sent_to_the_cli_on_a_terminal_reaches_the_command() {
     let server = Server::start(Flavor::Redis);
     let k = key("cli-kill-int");
     let _sem = create(&server, &k, 1);
-    let dir = std::env::temp_dir().join(format!("pottery-semaphore-cli-int-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("cli-int");
     let pid_file = dir.join("cli.pid");
     let command = format!(
         "{} run --key {k} -- sh -c 'echo $PPID > {}; trap \"echo got-int; kill $!; exit 3\" INT; sleep 10 & wait'",
         cli().display(),
         pid_file.display()
     );
-    // script(1) gives the CLI a terminal whose foreground process group it is in.
-    let child = Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
-        .env("REDIS_URL", server.url())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("script (util-linux)");
+    let child = on_a_terminal(&server, &command);
     let cli_pid = || std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse::<i32>().ok());
     eventually("the command started", || cli_pid().is_some());
     let sent = Command::new("kill").args(["-INT", &cli_pid().unwrap().to_string()]).status().expect("kill(1)");
@@ -165,7 +176,7 @@ fn an_interrupt_sent_to_the_cli_on_a_terminal_reaches_the_command() {
     assert!(shown.contains("got-int"), "the command never saw the SIGINT: {shown:?}");
 }
 
-/// Ctrl-\\ on the terminal reaches the command once: the terminal sends it to the command
+/// Ctrl-\ on the terminal reaches the command once: the terminal sends it to the command
 /// too, so the CLI does not forward it (it did, and such a command saw SIGQUIT twice).
 #[test]
 fn a_quit_from_the_terminal_reaches_the_command_once() {
@@ -173,8 +184,7 @@ fn a_quit_from_the_terminal_reaches_the_command_once() {
     let server = Server::start(Flavor::Redis);
     let k = key("cli-tty-quit");
     let _sem = create(&server, &k, 1);
-    let dir = std::env::temp_dir().join(format!("pottery-semaphore-cli-quit-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("cli-quit");
     let started = dir.join("started");
     // Counts SIGQUITs for 2 s after it starts (the sleeps it runs die of theirs).
     let counting = format!(
@@ -182,13 +192,7 @@ fn a_quit_from_the_terminal_reaches_the_command_once() {
         started.display()
     );
     let command = format!("{} run --key {k} -- sh -c \"{counting}\"", cli().display());
-    let mut child = Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
-        .env("REDIS_URL", server.url())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("script (util-linux)");
+    let mut child = on_a_terminal(&server, &command);
     eventually("the command started", || started.exists());
     std::thread::sleep(Duration::from_millis(200));
     child.stdin.as_mut().unwrap().write_all(b"\x1c").unwrap();
@@ -206,8 +210,7 @@ fn a_hang_up_of_the_terminal_reaches_the_command_through_the_session_leader() {
     let server = Server::start(Flavor::Redis);
     let k = key("cli-hang-up");
     let _sem = create(&server, &k, 1);
-    let dir = std::env::temp_dir().join(format!("pottery-semaphore-cli-hup-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("cli-hup");
     let (started, hung_up) = (dir.join("started"), dir.join("hung-up"));
     let command = format!(
         "exec {} run --key {k} -- sh -c 'trap \"touch {}; exit 0\" HUP; touch {}; sleep 30 & wait'",
@@ -215,13 +218,7 @@ fn a_hang_up_of_the_terminal_reaches_the_command_through_the_session_leader() {
         hung_up.display(),
         started.display()
     );
-    let mut terminal = Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
-        .env("REDIS_URL", server.url())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("script (util-linux)");
+    let mut terminal = on_a_terminal(&server, &command);
     eventually("the command started", || started.exists());
     // Killing script(1) closes the terminal's master side: a hang-up.
     terminal.kill().unwrap();

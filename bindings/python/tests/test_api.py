@@ -265,6 +265,27 @@ def test_a_signal_whose_handler_returns_does_not_end_the_acquire(redis_client, u
     waiter.release()
 
 
+@contextlib.contextmanager
+def _sigusr1_every_millisecond(handler):
+    """SIGUSR1 sent to the main thread every millisecond, handled by ``handler``, while the
+    block runs."""
+    previous = signal.signal(signal.SIGUSR1, handler)
+    main, stop = threading.main_thread().ident, threading.Event()
+
+    def send():
+        while not stop.wait(0.001):
+            signal.pthread_kill(main, signal.SIGUSR1)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        sender.join()
+        signal.signal(signal.SIGUSR1, previous)
+
+
 def test_signals_during_scripts_neither_fail_calls_nor_leave_permits(redis_client, unique_key):
     """Signals whose handler returns, sent to the main thread every millisecond while it takes
     and gives back a permit: each one that lands while a script's reply is on its way once broke
@@ -274,27 +295,14 @@ def test_signals_during_scripts_neither_fail_calls_nor_leave_permits(redis_clien
     sem = Semaphore(key=unique_key, masters={redis_client})
     probe = Semaphore(key=unique_key, masters={redis_client})
     seen = []
-    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: seen.append(signum))
-    main, stop = threading.main_thread().ident, threading.Event()
-
-    def send():
-        while not stop.wait(0.001):
-            signal.pthread_kill(main, signal.SIGUSR1)
-
-    sender = threading.Thread(target=send)
-    sender.start()
     cycles, ends = 0, time.monotonic() + 2
-    try:
+    with _sigusr1_every_millisecond(lambda signum, frame: seen.append(signum)):
         while time.monotonic() < ends:
             with sem:
                 pass
             assert sem.acquire(blocking=False), f"a free permit was refused after {cycles} cycles"
             sem.release()
             cycles += 1
-    finally:
-        stop.set()
-        sender.join()
-        signal.signal(signal.SIGUSR1, previous)
     assert len(seen) > 100, f"only {len(seen)} signals were handled"
     assert (probe.holders(), probe.waiters()) == ([], []), f"left behind after {cycles} cycles and {len(seen)} signals"
 
@@ -306,27 +314,14 @@ def test_signals_whose_handler_raises_leave_no_permit_behind(redis_client, uniqu
     back, and a ``with`` block interrupted on entering or leaving keeps nothing either."""
     sem = Semaphore(value=10_000, key=unique_key, masters={redis_client})
     probe = Semaphore(value=10_000, key=unique_key, masters={redis_client})
-    previous = signal.signal(signal.SIGUSR1, _raise_interrupted)
-    main, stop = threading.main_thread().ident, threading.Event()
-
-    def send():
-        while not stop.wait(0.001):
-            signal.pthread_kill(main, signal.SIGUSR1)
-
-    sender = threading.Thread(target=send)
-    sender.start()
     cycles, interrupted, ends = 0, 0, time.monotonic() + 2
-    try:
+    with _sigusr1_every_millisecond(_raise_interrupted):
         while time.monotonic() < ends:
             try:
                 with sem:
                     cycles += 1
             except _Interrupted:
                 interrupted += 1
-    finally:
-        stop.set()
-        sender.join()
-        signal.signal(signal.SIGUSR1, previous)
     assert interrupted > 100, f"only {interrupted} of {cycles} cycles were interrupted"
     assert probe.holders() == [], f"left behind after {cycles} cycles, {interrupted} interrupted"
 
