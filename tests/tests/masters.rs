@@ -282,6 +282,24 @@ async fn a_semaphore_created_while_a_master_is_silent_waits_a_lease() {
     assert!(waited >= lease - Duration::from_millis(50), "granted {waited:?} after the opening");
 }
 
+/// Every master restarted without persistence while a slot was held: no copy is left and no
+/// master failed, so only the fresh-server guard (on by default) keeps a newcomer from the
+/// slot its holder still uses, until a lease after the restarts.
+#[tokio::test(flavor = "multi_thread")]
+async fn masters_all_restarted_empty_grant_nothing_for_a_lease_with_the_guard() {
+    let mut servers = masters(3);
+    let k = key("mm-fresh");
+    let lease = Duration::from_millis(1500);
+    let holder = Semaphore::open(options(&servers, &k).permits(1).lease(lease)).await.unwrap();
+    assert!(holder.acquire(false, None).await.unwrap());
+    for server in &mut servers {
+        server.restart();
+    }
+    let newcomer = Semaphore::open(options(&servers, &k).permits(1).lease(lease).guard_fresh_server(true)).await.unwrap();
+    assert!(!newcomer.acquire(false, None).await.unwrap(), "granted by masters that forgot a held slot");
+    drop(holder);
+}
+
 /// Another opener is creating the semaphore right now: its copy exists on one master, the other
 /// two not yet. Copies that never saw a claim mean nothing can be held, so this opener creates
 /// the missing ones as new (the fresh-server guard, off here), not quarantined as lost.
