@@ -172,7 +172,7 @@ pub fn check(package: &Path) -> Result<String, String> {
 /// (nothing the layer calls exists) it has to say so.
 fn refuses_an_empty_module(package: &Path, python: &Path) -> Result<(), String> {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().ok_or("xtask/ sits in the workspace")?;
-    let copy = target_dir(workspace).join("swift-check-empty");
+    let copy = target_dir(workspace).join(format!("swift-check-empty-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&copy);
     let write = |relative: &Path, contents: &[u8]| {
         let file = copy.join(relative);
@@ -186,8 +186,9 @@ fn refuses_an_empty_module(package: &Path, python: &Path) -> Result<(), String> 
     write(&Path::new("Sources").join(FFI_MODULE).join(format!("{FFI_MODULE}.swift")), b"")?;
     let output = Command::new(python).arg(package.join("check_parse.py")).arg(&copy).output().map_err(|e| format!("cannot run {}: {e}", python.display()))?;
     let _ = std::fs::remove_dir_all(&copy);
-    if output.status.success() {
-        return Err(format!("the Swift check passed a package whose generated module is empty:\n{}", String::from_utf8_lossy(&output.stdout)));
+    let said = String::from_utf8_lossy(&output.stdout);
+    if output.status.success() || !said.contains("no function declared") {
+        return Err(format!("the Swift check did not refuse a package whose generated module is empty:\n{said}"));
     }
     Ok(())
 }
