@@ -337,7 +337,7 @@ impl<T: Transport> Semaphore<T> {
         validate::tokens(tokens)?;
         // Once each: a master answers once per token named, and one named twice would count
         // as two masters towards the majority.
-        let mut seen = std::collections::BTreeSet::new();
+        let mut seen = BTreeSet::new();
         let tokens: Vec<u64> = tokens.iter().copied().filter(|t| seen.insert(*t)).collect();
         let tokens = tokens.as_slice();
         let started = self.transport.monotonic_now_ns();

@@ -86,15 +86,17 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
         // drops the value await() or the scope was about to return (kotlinx.coroutines' prompt
         // cancellation), so the handler below gives those permits back.
         val handedOver = AtomicReference<List<NativePermit>?>(null)
+        // Exactly these permits, whatever happens to the caller meanwhile.
+        val giveBack: suspend (List<NativePermit>) -> Unit = { lost ->
+            withContext(NonCancellable + Dispatchers.IO) { native.releasePermits(lost.map { it.token }) }
+        }
         val granted = try {
             // A child that close() can cancel: the caller's own job is not the handle's to end.
             coroutineScope {
                 val acquiring = async(start = CoroutineStart.UNDISPATCHED) {
                     translated {
-                        native.acquireCancellationSafe(n.toLong(), wait.blocking, wait.seconds) { granted ->
-                            // Cancelled just as the permits were handed over: give exactly those back.
-                            withContext(NonCancellable + Dispatchers.IO) { native.releasePermits(granted.map { it.token }) }
-                        }
+                        // Cancelled just as the permits were handed over: those go back.
+                        native.acquireCancellationSafe(n.toLong(), wait.blocking, wait.seconds, giveBack)
                     }.also { handedOver.set(it) }
                 }
                 waiting += acquiring
@@ -107,9 +109,7 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
             }
         } catch (e: CancellationException) {
             // The scope waited for the child, so what it got is known: nobody else will see it.
-            handedOver.getAndSet(null)?.takeIf { it.isNotEmpty() }?.let { lost ->
-                runCatching { withContext(NonCancellable + Dispatchers.IO) { native.releasePermits(lost.map { it.token }) } }
-            }
+            handedOver.getAndSet(null)?.takeIf { it.isNotEmpty() }?.let { lost -> runCatching { giveBack(lost) } }
             // Ended by close(), not by the caller's cancellation: the waiter left the queue.
             if (closing && currentCoroutineContext().isActive) throw IllegalStateException(CLOSED_DURING_ACQUIRE)
             throw e
