@@ -28,10 +28,13 @@ fn text(bytes: &[u8]) -> String {
 }
 
 /// `command` run by a shell on a terminal of its own (script(1)), in the terminal's foreground
-/// process group as a person's command would be; its stdin and stdout piped.
+/// process group as a person's command would be; its stdin and stdout piped. The shell is
+/// /bin/sh whatever `$SHELL` says (script(1) runs `$SHELL -c`): bash execs a lone command, dash
+/// stays in the foreground group, so a test starts its command with `exec` where that matters.
 fn on_a_terminal(server: &Server, command: &str) -> std::process::Child {
     Command::new("script")
         .args(["-qec", command, "/dev/null"])
+        .env("SHELL", "/bin/sh")
         .env("REDIS_URL", server.url())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -177,7 +180,8 @@ fn an_interrupt_sent_to_the_cli_on_a_terminal_reaches_the_command() {
 }
 
 /// Ctrl-\ on the terminal reaches the command once: the terminal sends it to the command
-/// too, so the CLI does not forward it (it did, and such a command saw SIGQUIT twice).
+/// too, so the CLI does not forward it (it did, and such a command saw SIGQUIT twice). The CLI
+/// is exec'd: a shell left in the foreground group would die of the SIGQUIT and hang up.
 #[test]
 fn a_quit_from_the_terminal_reaches_the_command_once() {
     use std::io::Write;
@@ -191,7 +195,7 @@ fn a_quit_from_the_terminal_reaches_the_command_once() {
         "n=0; trap 'n=\\$((n+1))' QUIT; touch {}; i=0; while [ \\$i -lt 20 ]; do sleep 0.1; i=\\$((i+1)); done; echo quits=\\$n",
         started.display()
     );
-    let command = format!("{} run --key {k} -- sh -c \"{counting}\"", cli().display());
+    let command = format!("exec {} run --key {k} -- sh -c \"{counting}\"", cli().display());
     let mut child = on_a_terminal(&server, &command);
     eventually("the command started", || started.exists());
     std::thread::sleep(Duration::from_millis(200));
