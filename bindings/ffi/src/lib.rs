@@ -179,10 +179,15 @@ fn permits(v: Vec<host::Permit>) -> Vec<Permit> {
     v.into_iter().map(Permit::from).collect()
 }
 
+/// How many of a thread's latest grants `give_back` can still find: a caller's `give_back`
+/// follows its own call on the same thread, with at most the grants of signal handlers that
+/// ran in between (which may acquire too) after it.
+const GRANTS_KEPT: usize = 8;
+
 thread_local! {
-    /// This thread's last `acquire_interruptible`: its ticket and the tokens it granted. One per
-    /// thread: a caller's `give_back` follows its own call on the same thread.
-    static LAST_GRANT: std::cell::RefCell<(u64, Vec<u64>)> = const { std::cell::RefCell::new((0, Vec::new())) };
+    /// This thread's latest `acquire_interruptible` grants, oldest first: ticket and tokens.
+    static GRANTS: std::cell::RefCell<std::collections::VecDeque<(u64, Vec<u64>)>> =
+        const { std::cell::RefCell::new(std::collections::VecDeque::new()) };
 }
 
 /// A distributed counting semaphore handle; share it across threads freely.
@@ -259,17 +264,27 @@ impl Semaphore {
     /// permits: `ticket` (unique per call, not 0) lets `give_back` return them.
     pub fn acquire_interruptible(&self, n: i64, blocking: bool, timeout_s: Option<f64>, ticket: u64) -> Result<Vec<Permit>> {
         let granted = pottery_semaphore_host::signals_end_waits(|| self.inner.acquire_n(n, blocking, timeout_s))?;
-        LAST_GRANT.with(|last| *last.borrow_mut() = (ticket, granted.iter().map(|p| p.token).collect()));
+        if !granted.is_empty() {
+            GRANTS.with(|grants| {
+                let mut grants = grants.borrow_mut();
+                if grants.len() == GRANTS_KEPT {
+                    grants.pop_front();
+                }
+                grants.push_back((ticket, granted.iter().map(|p| p.token).collect()));
+            });
+        }
         Ok(permits(granted))
     }
 
     /// Gives back the permits that this thread's `acquire_interruptible` under `ticket` granted,
-    /// if that was this thread's last grant: for a caller that raised before taking them.
-    /// Returns the tokens given back (none when that call granted nothing, or failed).
+    /// for a caller that raised before taking them, also when a signal handler acquired on
+    /// this thread meanwhile (up to `GRANTS_KEPT` grants later). Returns the tokens given back
+    /// (none when that call granted nothing, or failed, or they were given back already).
     pub fn give_back(&self, ticket: u64) -> Result<Vec<u64>> {
-        let tokens = LAST_GRANT.with(|last| {
-            let mut last = last.borrow_mut();
-            if ticket != 0 && last.0 == ticket { std::mem::take(&mut *last).1 } else { Vec::new() }
+        let tokens = GRANTS.with(|grants| {
+            let mut grants = grants.borrow_mut();
+            let found = grants.iter().position(|(t, _)| ticket != 0 && *t == ticket);
+            found.and_then(|i| grants.remove(i)).map(|(_, tokens)| tokens).unwrap_or_default()
         });
         if tokens.is_empty() {
             return Ok(tokens);

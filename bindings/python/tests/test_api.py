@@ -326,6 +326,35 @@ def test_signals_whose_handler_raises_leave_no_permit_behind(redis_client, uniqu
     assert probe.holders() == [], f"left behind after {cycles} cycles, {interrupted} interrupted"
 
 
+@pytest.mark.parametrize("entry", ["acquire", "with"])
+def test_a_handler_that_acquires_before_raising_leaves_no_permit_behind(redis_client, unique_key, entry):
+    """A signal's handler that runs right after a grant, takes and gives back a permit itself
+    (of another semaphore) and then raises: only the thread's last grant could be given back,
+    the handler's, so the interrupted one stayed held for as long as the object lived. (The
+    handler is run here by the call itself, at that moment.)"""
+    sem = Semaphore(key=unique_key, masters={redis_client})
+    other = Semaphore(key=unique_key + "-other", masters={redis_client})
+    probe = Semaphore(key=unique_key, masters={redis_client})
+    real = sem._call
+
+    def granted_then_handler(method, *args):
+        result = real(method, *args)
+        if method == "acquire_interruptible":
+            assert other.acquire(blocking=False)
+            other.release()
+            raise _Interrupted()
+        return result
+
+    sem._call = granted_then_handler
+    with pytest.raises(_Interrupted):
+        if entry == "acquire":
+            sem.acquire()
+        else:
+            with sem:
+                pass
+    assert probe.holders() == [], f"{entry}: the interrupted grant stayed held"
+
+
 @pytest.mark.parametrize("step", ["enter", "leave"])
 def test_a_with_block_interrupted_in_its_bookkeeping_keeps_nothing(redis_client, unique_key, step):
     """A signal's handler that raises right after the block was recorded (entering) or found
