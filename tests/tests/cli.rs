@@ -1,6 +1,6 @@
 //! The `pottery-semaphore` command line, run as a user would against a real redis-server.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,9 +18,17 @@ fn run(server: &Server, args: &[&str]) -> Output {
     Command::new(cli()).env("REDIS_URL", server.url()).args(args).output().expect("run the CLI")
 }
 
-/// The CLI started in the background, stdin closed (not a terminal), its stderr kept.
-fn spawn(server: &Server, args: &[&str]) -> std::process::Child {
-    Command::new(cli()).env("REDIS_URL", server.url()).args(args).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn")
+/// The CLI started in the background, stdin closed (not a terminal), its stderr kept; `vars`
+/// added to its environment (and so the command's).
+fn spawn(server: &Server, args: &[&str], vars: &[(&str, &Path)]) -> std::process::Child {
+    Command::new(cli())
+        .env("REDIS_URL", server.url())
+        .envs(vars.iter().copied())
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -28,18 +36,26 @@ fn text(bytes: &[u8]) -> String {
 }
 
 /// `command` run by a shell on a terminal of its own (script(1)), in the terminal's foreground
-/// process group as a person's command would be; its stdin and stdout piped. The shell is
-/// /bin/sh whatever `$SHELL` says (script(1) runs `$SHELL -c`): bash execs a lone command, dash
-/// stays in the foreground group, so a test starts its command with `exec` where that matters.
-fn on_a_terminal(server: &Server, command: &str) -> std::process::Child {
-    Command::new("script")
-        .args(["-qec", command, "/dev/null"])
+/// process group as a person's command would be. Whatever ran the tests: the shell is /bin/sh
+/// whatever `$SHELL` says (script(1) runs `$SHELL -c`; bash execs a lone command, dash stays in
+/// the foreground group, so a test starts its command with `exec` where that matters), and the
+/// terminal's signals are at their default (a launcher that ignored them, as `nohup` or a
+/// background job does, would pass that on, and the command could not trap them). `$CLI` is
+/// the CLI's path and `vars` more variables, so that no path is pasted into shell code.
+fn terminal_command(server: &Server, command: &str, vars: &[(&str, &Path)]) -> Command {
+    let mut script = Command::new("env");
+    script
+        .args(["--default-signal=HUP,INT,QUIT,TERM", "script", "-qec", command, "/dev/null"])
         .env("SHELL", "/bin/sh")
+        .env("CLI", cli())
         .env("REDIS_URL", server.url())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("script (util-linux)")
+        .envs(vars.iter().copied());
+    script
+}
+
+/// As [`terminal_command`], started, its stdin and stdout piped.
+fn on_a_terminal(server: &Server, command: &str, vars: &[(&str, &Path)]) -> std::process::Child {
+    terminal_command(server, command, vars).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("script (util-linux)")
 }
 
 /// A fresh directory for a test's marker files.
@@ -95,8 +111,8 @@ fn signals_reach_the_command_and_its_status_comes_back() {
     // while the CLI still opens the semaphore ends the CLI with 143 and would pass for one
     // forwarded to a plain `sleep`.
     let started = std::env::temp_dir().join(format!("{k}.started"));
-    let script = format!("trap 'exit 42' TERM; touch {}; sleep 30 & wait", started.display());
-    let mut child = spawn(&server, &["run", "--key", &k, "--", "sh", "-c", &script]);
+    let script = "trap 'exit 42' TERM; touch \"$STARTED\"; sleep 30 & wait";
+    let mut child = spawn(&server, &["run", "--key", &k, "--", "sh", "-c", script], &[("STARTED", &started)]);
     let deadline = Instant::now() + Duration::from_secs(20);
     while !started.exists() {
         assert!(Instant::now() < deadline, "the command never started");
@@ -139,13 +155,9 @@ fn waiting_on_a_terminal_shows_the_place_in_the_queue_and_elsewhere_stays_quiet(
     let k = key("cli-progress");
     let sem = create(&server, &k, 1);
     assert!(sem.acquire(false, None).unwrap());
-    let command = format!("{} run --key {k} --timeout 1 -- true", cli().display());
     // script(1) gives the CLI a terminal, as a person running it would have.
-    let out = Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
-        .env("REDIS_URL", server.url())
-        .output()
-        .expect("script (util-linux)");
+    let command = format!("\"$CLI\" run --key {k} --timeout 1 -- true");
+    let out = terminal_command(&server, &command, &[]).output().expect("script (util-linux)");
     let shown = text(&out.stdout);
     assert!(shown.contains("position 1 of 1 in the queue"), "{shown}");
     assert!(shown.contains("timed out"), "{shown}");
@@ -163,12 +175,11 @@ fn an_interrupt_sent_to_the_cli_on_a_terminal_reaches_the_command() {
     let _sem = create(&server, &k, 1);
     let dir = scratch("cli-int");
     let pid_file = dir.join("cli.pid");
+    // The trap is set before the pid is written: the SIGINT may come right after.
     let command = format!(
-        "{} run --key {k} -- sh -c 'echo $PPID > {}; trap \"echo got-int; kill $!; exit 3\" INT; sleep 10 & wait'",
-        cli().display(),
-        pid_file.display()
+        "\"$CLI\" run --key {k} -- sh -c 'trap \"echo got-int; kill \\$!; exit 3\" INT; echo $PPID > \"$PID_FILE\"; sleep 10 & wait'"
     );
-    let child = on_a_terminal(&server, &command);
+    let child = on_a_terminal(&server, &command, &[("PID_FILE", &pid_file)]);
     let cli_pid = || std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse::<i32>().ok());
     eventually("the command started", || cli_pid().is_some());
     let sent = Command::new("kill").args(["-INT", &cli_pid().unwrap().to_string()]).status().expect("kill(1)");
@@ -191,12 +202,9 @@ fn a_quit_from_the_terminal_reaches_the_command_once() {
     let dir = scratch("cli-quit");
     let started = dir.join("started");
     // Counts SIGQUITs for 2 s after it starts (the sleeps it runs die of theirs).
-    let counting = format!(
-        "n=0; trap 'n=\\$((n+1))' QUIT; touch {}; i=0; while [ \\$i -lt 20 ]; do sleep 0.1; i=\\$((i+1)); done; echo quits=\\$n",
-        started.display()
-    );
-    let command = format!("exec {} run --key {k} -- sh -c \"{counting}\"", cli().display());
-    let mut child = on_a_terminal(&server, &command);
+    let counting = "n=0; trap \"n=\\$((n+1))\" QUIT; touch \"$STARTED\"; i=0; while [ $i -lt 20 ]; do sleep 0.1; i=$((i+1)); done; echo quits=$n";
+    let command = format!("exec \"$CLI\" run --key {k} -- sh -c '{counting}'");
+    let mut child = on_a_terminal(&server, &command, &[("STARTED", &started)]);
     eventually("the command started", || started.exists());
     std::thread::sleep(Duration::from_millis(200));
     child.stdin.as_mut().unwrap().write_all(b"\x1c").unwrap();
@@ -216,13 +224,8 @@ fn a_hang_up_of_the_terminal_reaches_the_command_through_the_session_leader() {
     let _sem = create(&server, &k, 1);
     let dir = scratch("cli-hup");
     let (started, hung_up) = (dir.join("started"), dir.join("hung-up"));
-    let command = format!(
-        "exec {} run --key {k} -- sh -c 'trap \"touch {}; exit 0\" HUP; touch {}; sleep 30 & wait'",
-        cli().display(),
-        hung_up.display(),
-        started.display()
-    );
-    let mut terminal = on_a_terminal(&server, &command);
+    let command = format!("exec \"$CLI\" run --key {k} -- sh -c 'trap \"touch \\\"\\$HUNG_UP\\\"; exit 0\" HUP; touch \"$STARTED\"; sleep 30 & wait'");
+    let mut terminal = on_a_terminal(&server, &command, &[("STARTED", &started), ("HUNG_UP", &hung_up)]);
     eventually("the command started", || started.exists());
     // Killing script(1) closes the terminal's master side: a hang-up.
     terminal.kill().unwrap();
@@ -281,7 +284,7 @@ fn a_permit_lost_while_the_command_runs_stops_it_unless_told_otherwise() {
     let other = create(&server, &k, 1);
     let start = |extra: &[&str], command: &[&str]| {
         let args: Vec<&str> = ["run", "--key", &k, "--lease", "1.5"].iter().chain(extra).chain(&["--"]).chain(command).copied().collect();
-        spawn(&server, &args)
+        spawn(&server, &args, &[])
     };
     let held = || other.status().expect("status").holders.len() == 1;
     let child = start(&[], &["sleep", "30"]);
@@ -309,7 +312,7 @@ fn a_signal_while_waiting_leaves_the_queue_before_exiting() {
     let k = key("cli-wait-signal");
     let other = create(&server, &k, 1);
     assert!(other.acquire(false, None).unwrap());
-    let mut child = spawn(&server, &["run", "--key", &k, "--", "true"]);
+    let mut child = spawn(&server, &["run", "--key", &k, "--", "true"], &[]);
     eventually("the CLI waits in the queue", || other.status().expect("status").waiters.len() == 1);
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
     assert!(status.success());
@@ -325,9 +328,10 @@ fn an_ignored_signal_stays_ignored_by_the_cli_and_the_command() {
     let server = Server::start(Flavor::Redis);
     let k = key("cli-nohup");
     let _sem = create(&server, &k, 1);
-    let script = format!("trap '' HUP; exec {} run --key {k} -- sh -c 'sleep 1; echo survived'", cli().display());
+    let script = format!("trap '' HUP; exec \"$CLI\" run --key {k} -- sh -c 'sleep 1; echo survived'");
     let child = Command::new("sh")
         .args(["-c", &script])
+        .env("CLI", cli())
         .env("REDIS_URL", server.url())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
