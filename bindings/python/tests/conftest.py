@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -35,7 +36,7 @@ class Server:
         # client connection's own port): the server then exits at once and starts again on another.
         for attempt in range(3):
             self.port = free_port()
-            self.dir = tempfile.mkdtemp(prefix="pottery-semaphore-py-")
+            self.dir = tempfile.mkdtemp(prefix="pottery-semaphore-py-", dir=_short_temp_dir())
             other = str(free_port()) if any("{free_port}" in a for a in extra) else ""
             self.extra = [a.replace("{port}", str(self.port)).replace("{free_port}", other) for a in extra]
             if self.start():
@@ -127,13 +128,21 @@ def unique_key() -> str:
     return f"py-{uuid.uuid4().hex[:12]}"
 
 
+def _short_temp_dir() -> str | None:
+    """Where the servers' directories go: the temporary directory, or /tmp where that is too
+    long for the unix socket inside (sun_path holds 107 bytes)."""
+    return None if len(tempfile.gettempdir()) <= 60 else "/tmp"
+
+
 def worker_binary() -> Path:
-    """The Rust host's test worker (built by `cargo xtask test`)."""
+    """The Rust host's test worker (built by `cargo xtask test`), in cargo's target directory:
+    ``$CARGO_TARGET_DIR`` (relative to the repository) where set, as xtask honours it."""
+    target = REPO / os.environ.get("CARGO_TARGET_DIR", "target")
     for profile in ("debug", "release"):
-        path = REPO / "target" / profile / "worker"
+        path = target / profile / "worker"
         if path.exists():
             return path
-    pytest.fail("target/debug/worker is missing: run `cargo build -p pottery-semaphore-tests --bins`")
+    pytest.fail(f"{target}/debug/worker is missing: run `cargo build -p pottery-semaphore-tests --bins`")
 
 
 def python_worker(*args: str) -> List[str]:
