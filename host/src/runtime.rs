@@ -31,10 +31,13 @@ pub struct EngineOptions {
     /// Worker threads of the runtime's tokio runtime.
     pub worker_threads: usize,
     /// Run the component through wasmtime's Pulley interpreter instead of native code compiled
-    /// at run time: for platforms that forbid JIT (iOS). Slower, same behaviour. The default
-    /// runtime uses it when `POTTERY_SEMAPHORE_PULLEY=1`.
+    /// at run time: for platforms that forbid JIT (iOS). Slower, same behaviour. On by default
+    /// on Apple's mobile platforms ([`FORBIDS_JIT`]), elsewhere when `POTTERY_SEMAPHORE_PULLEY=1`.
     pub pulley: bool,
 }
+
+/// Platforms where a process may not map memory executable, which Cranelift's code needs.
+pub const FORBIDS_JIT: bool = cfg!(any(target_os = "ios", target_os = "tvos", target_os = "watchos", target_os = "visionos"));
 
 impl Default for EngineOptions {
     fn default() -> Self {
@@ -44,7 +47,7 @@ impl Default for EngineOptions {
                 .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
             Some(base.join("pottery-semaphore"))
         });
-        let pulley = std::env::var("POTTERY_SEMAPHORE_PULLEY").is_ok_and(|v| v == "1");
+        let pulley = FORBIDS_JIT || std::env::var("POTTERY_SEMAPHORE_PULLEY").is_ok_and(|v| v == "1");
         EngineOptions { memory_limit: 16 << 20, cpu_budget: Duration::from_secs(1), cache_dir, worker_threads: 2, pulley }
     }
 }
