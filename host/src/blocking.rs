@@ -170,6 +170,11 @@ impl BlockingSemaphore {
         self.block_on(self.inner.release(n))
     }
 
+    /// See [`Semaphore::release_sparing`].
+    pub fn release_sparing(&self, n: i64, spared: Vec<u64>) -> Result<(), Error> {
+        self.block_on(self.inner.release_sparing(n, spared))
+    }
+
     pub fn release_permits(&self, tokens: Vec<u64>) -> Result<Vec<u64>, Error> {
         self.block_on(self.inner.release_permits(tokens))
     }

@@ -597,9 +597,19 @@ impl Semaphore {
     /// again for them: that would release another permit. What it would have taken beyond them
     /// (other holders' permits, added capacity) is not repeated.
     pub async fn release(&self, n: i64) -> Result<(), Error> {
+        self.release_sparing(n, Vec::new()).await
+    }
+
+    /// As [`Semaphore::release`], taking this handle's permits in `spared` only after its
+    /// others: the SDKs' blocks (`with`, `withPermit`) each release their own permit when they
+    /// end, and a `release()` beside them that took one would leave that end nothing to
+    /// release, and the caller's own permit held.
+    pub async fn release_sparing(&self, n: i64, spared: Vec<u64>) -> Result<(), Error> {
         let plan = move |held: &BTreeMap<u64, Permit>| {
-            // Lowest token first; the guest can only release as ours the permits it is told of.
-            let own: Vec<u64> = held.keys().take(MAX_PERMITS_PER_CALL as usize).copied().collect();
+            // Lowest token first, spared ones last; the guest can only release as ours the
+            // permits it is told of.
+            let (others, spared): (Vec<u64>, Vec<u64>) = held.keys().partition(|t| !spared.contains(t));
+            let own: Vec<u64> = others.into_iter().chain(spared).take(MAX_PERMITS_PER_CALL as usize).collect();
             let targeted: Vec<u64> = own.iter().take(usize::try_from(n).unwrap_or(0)).copied().collect();
             let judged = own.clone();
             (targeted, judged, release_op(move |i| Box::pin(async move { i.release(n, &own).await })))

@@ -296,6 +296,12 @@ impl Semaphore {
         Ok(self.inner.release(n)?)
     }
 
+    /// As `release`, taking this handle's permits in `spared` (those of the SDK's running
+    /// blocks, which release their own when they end) only after its others.
+    pub fn release_sparing(&self, n: i64, spared: Vec<u64>) -> Result<()> {
+        Ok(self.inner.release_sparing(n, spared)?)
+    }
+
     /// Releases exactly these permits of this handle; returns the tokens it still held.
     pub fn release_permits(&self, tokens: Vec<u64>) -> Result<Vec<u64>> {
         Ok(self.inner.release_permits(tokens)?)
@@ -382,6 +388,11 @@ impl Semaphore {
 
     pub async fn release_async(&self, n: i64) -> Result<()> {
         Ok(self.r#async().release(n).await?)
+    }
+
+    /// As `release_sparing`, for callers on an async executor.
+    pub async fn release_sparing_async(&self, n: i64, spared: Vec<u64>) -> Result<()> {
+        Ok(self.r#async().release_sparing(n, spared).await?)
     }
 
     /// As `release_permits`, for callers on an async executor (Swift's `withPermit`).

@@ -191,6 +191,31 @@ async def test_an_async_with_block_left_by_another_task_gives_back_its_own_permi
     assert await aio.get_value() == 2
 
 
+def test_a_release_beside_a_with_block_leaves_the_block_its_permit(redis_client, unique_key):
+    """One handle, a ``with`` block running and, beside it, an acquire then a release: the
+    release took the lowest token, the block's, so the block's end released nothing and the
+    permit acquired beside it stayed held (and refreshed) for as long as the object lived."""
+    sem = Semaphore(value=2, key=unique_key, masters={redis_client})
+    probe = Semaphore(value=2, key=unique_key, masters={redis_client})
+    with sem:
+        assert sem.acquire(blocking=False)
+        sem.release()
+        assert len(sem.permits) == 1, "the block's permit is still held"
+    assert probe.holders() == [], "a permit stayed held after the block and the release"
+
+
+async def test_a_release_beside_an_async_with_block_leaves_the_block_its_permit(unique_key, server):
+    import redis.asyncio
+
+    aio = AIOSemaphore(value=2, key=unique_key, masters={redis.asyncio.Redis(port=server.port)})
+    probe = Semaphore(value=2, key=unique_key, masters={server.client()})
+    async with aio:
+        assert await aio.acquire(blocking=False)
+        await aio.release()
+        assert len(await aio.permits()) == 1, "the block's permit is still held"
+    assert probe.holders() == [], "a permit stayed held after the block and the release"
+
+
 def _signal_main_thread_after(seconds, handler):
     """Installs `handler` for SIGUSR1 and sends it to the main thread after `seconds`; returns
     a function that waits for the sender and puts the previous handler back."""

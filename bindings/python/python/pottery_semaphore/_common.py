@@ -246,6 +246,12 @@ class OpenBlocks:
             if block in self._open:
                 self._open.remove(block)
 
+    def tokens(self) -> List[int]:
+        """The permits of the blocks running now, which a ``release()`` beside them takes only
+        after the handle's others: each block releases its own when it ends."""
+        with self._lock:
+            return [t for b in self._open for t in b.tokens]
+
     def leave(self, frame: Any, owner: Any, left: List[Any]) -> Optional[List[int]]:
         """The tokens of the block being left; None when it cannot be told which. The block
         goes into ``left`` before it is forgotten here (see ``enter``)."""

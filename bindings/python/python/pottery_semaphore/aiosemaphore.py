@@ -103,7 +103,7 @@ class AIOSemaphore:
         """Give back ``n`` permits: yours first, then other holders' (permits are fungible).
         After an error (but :class:`InvalidArgumentError` and :class:`BoundedSemaphoreError`) the
         release is finished in the background: do not call ``release`` again for it."""
-        await self._call("release_async", c.integer("n", n))
+        await self._call("release_sparing_async", c.integer("n", n), self._blocks.tokens())
 
     async def locked(self) -> bool:
         """True when no permit is available."""

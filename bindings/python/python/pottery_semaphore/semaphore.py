@@ -132,7 +132,7 @@ class Semaphore:
         After an error (but :class:`InvalidArgumentError` and :class:`BoundedSemaphoreError`,
         which change nothing) the release may or may not have happened: the semaphore finishes
         it in the background, so do not call ``release`` again for it."""
-        self._call("release", c.integer("n", n))
+        self._call("release_sparing", c.integer("n", n), self._blocks.tokens())
 
     def locked(self) -> bool:
         """True when no permit is available."""

@@ -54,10 +54,37 @@ private func translatingErrors<T>(_ body: () async throws -> T) async throws -> 
     }
 }
 
+/// The tokens of the `withPermit` bodies running on a handle: each gives back its own permit
+/// when it ends, so a `release` beside them takes the handle's other permits first. (Taking a
+/// body's would leave its end nothing to give back, and the caller's own permit held.)
+private final class BlockTokens: @unchecked Sendable {
+    private let lock = NSLock()
+    private var tokens = Set<UInt64>()
+
+    func insert(_ permits: [Permit]) {
+        lock.lock()
+        defer { lock.unlock() }
+        for permit in permits { tokens.insert(permit.token) }
+    }
+
+    func remove(_ permits: [Permit]) {
+        lock.lock()
+        defer { lock.unlock() }
+        for permit in permits { tokens.remove(permit.token) }
+    }
+
+    var all: [UInt64] {
+        lock.lock()
+        defer { lock.unlock() }
+        return Array(tokens)
+    }
+}
+
 /// A distributed counting semaphore on Redis. One handle can be shared by any number of tasks.
 public final class Semaphore: Sendable {
     /// The generated object, for the calls this layer does not wrap (`status`, `permits`, ...).
     public let raw: PotterySemaphoreFFI.Semaphore
+    private let blocks = BlockTokens()
 
     public init(raw: PotterySemaphoreFFI.Semaphore) {
         self.raw = raw
@@ -112,12 +139,13 @@ public final class Semaphore: Sendable {
         }
     }
 
-    /// Gives back `n` permits: this handle's own first, then (permits are fungible) other
-    /// holders'. After `.unreachable` the release may or may not have happened: the handle
-    /// finishes it in the background, so do not call `release` again for it.
+    /// Gives back `n` permits: this handle's own first (those of running `withPermit` bodies
+    /// last), then (permits are fungible) other holders'. After `.unreachable` the release may
+    /// or may not have happened: the handle finishes it in the background, so do not call
+    /// `release` again for it.
     public func release(n: Int = 1) async throws {
         try await translatingErrors {
-            try await raw.releaseAsync(n: Int64(n))
+            try await raw.releaseSparingAsync(n: Int64(n), spared: blocks.all)
         }
     }
 
@@ -129,13 +157,16 @@ public final class Semaphore: Sendable {
             throw SemaphoreError.runtime("acquire without a timeout returned no permit")
         }
         // `defer` cannot `await` in Swift 5.9, so this is the `finally` written out.
+        blocks.insert(permits)
         let result: T
         do {
             result = try await body()
         } catch {
             _ = try? await releasePermits(permits)
+            blocks.remove(permits)
             throw error
         }
+        defer { blocks.remove(permits) }
         try await releasePermits(permits)
         return result
     }

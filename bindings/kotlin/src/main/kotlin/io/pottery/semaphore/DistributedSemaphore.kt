@@ -170,15 +170,22 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
     suspend fun release(n: Int = 1) {
         checkCount(n)
         // Runs to completion even if the caller is cancelled meanwhile, as a release should.
-        withContext(NonCancellable) { translated { native.releaseAsync(n.toLong()) } }
+        withContext(NonCancellable) { translated { native.releaseSparingAsync(n.toLong(), inBlocks()) } }
     }
 
     /** [release] for non-coroutine callers. */
     @JvmOverloads
     fun releaseBlocking(n: Int = 1) {
         checkCount(n)
-        translated { native.release(n.toLong()) }
+        translated { native.releaseSparing(n.toLong(), inBlocks()) }
     }
+
+    // The permits of the withPermit blocks running now: each block gives back its own when it
+    // ends, so a release() beside them takes the handle's other permits first. (Taking a
+    // block's would leave its end nothing to give back, and the caller's own permit held.)
+    private val blockTokens: MutableSet<ULong> = ConcurrentHashMap.newKeySet()
+
+    private fun inBlocks(): List<ULong> = blockTokens.toList()
 
     /**
      * Gives back exactly these permits of this handle (never another holder's); returns those it
@@ -206,7 +213,7 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
         val permits = acquirePermitsBlocking(n)
         checkGranted(permits)
         try {
-            enterWithPermit()
+            enterWithPermit(permits)
         } catch (e: IllegalStateException) {
             runCatching { releasePermitsBlocking(permits) }
             throw e
@@ -225,7 +232,7 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
             releasePermitsBlocking(permits)
             return result
         } finally {
-            leaveWithPermit()
+            leaveWithPermit(permits)
         }
     }
 
@@ -243,17 +250,30 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
     private val waiting: MutableSet<Job> = ConcurrentHashMap.newKeySet()
 
     @PublishedApi
-    internal fun enterWithPermit() {
+    internal fun enterWithPermit(permits: List<Permit>) {
         withPermitRunning.incrementAndGet()
         if (closing) {
-            leaveWithPermit()
+            leaveWithPermit(emptyList())
             throw IllegalStateException("the semaphore handle is closed")
         }
+        permits.forEach { blockTokens.add(it.token.toULong()) }
+    }
+
+    /** True when the handle should close now: the block was the last one close() waited for. */
+    private fun leftLast(permits: List<Permit>): Boolean {
+        permits.forEach { blockTokens.remove(it.token.toULong()) }
+        return withPermitRunning.decrementAndGet() == 0 && closing
     }
 
     @PublishedApi
-    internal fun leaveWithPermit() {
-        if (withPermitRunning.decrementAndGet() == 0 && closing) closeNow()
+    internal fun leaveWithPermit(permits: List<Permit>) {
+        if (leftLast(permits)) closeNow()
+    }
+
+    /** [leaveWithPermit] for coroutines: closing may wait for Redis, off their dispatcher. */
+    @PublishedApi
+    internal suspend fun leaveWithPermitSuspending(permits: List<Permit>) {
+        if (leftLast(permits)) withContext(NonCancellable + Dispatchers.IO) { closeNow() }
     }
 
     /** An acquire without a time-out returns permits or throws; anything else must not run a block. */
@@ -266,8 +286,9 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
         if (closed.compareAndSet(false, true)) {
             // Given back now, not when the native handle is freed: a blocking acquire still in
             // flight keeps it alive. (Unreachable Redis: the host's release of a freed handle
-            // tries again in the background.)
-            runCatching { native.releasePermits(native.held().map { it.token }) }
+            // tries again in the background.) Nothing held: no call, which would wait for Redis.
+            val held = native.held().map { it.token }
+            if (held.isNotEmpty()) runCatching { native.releasePermits(held) }
             native.close()
         }
     }
@@ -390,7 +411,7 @@ suspend inline fun <T> DistributedSemaphore.withPermit(n: Int = 1, block: () -> 
     val permits = acquirePermits(n)
     checkGranted(permits)
     try {
-        enterWithPermit()
+        enterWithPermit(permits)
     } catch (e: IllegalStateException) {
         // Closed meanwhile: the block does not run; its permits go back now, not when the
         // blocks still running end (if the handle is gone already, they went with it).
@@ -412,7 +433,7 @@ suspend inline fun <T> DistributedSemaphore.withPermit(n: Int = 1, block: () -> 
             if (failure == null) throw r
             failure.addSuppressed(r)
         } finally {
-            leaveWithPermit()
+            leaveWithPermitSuspending(permits)
         }
     }
 }

@@ -276,6 +276,28 @@ class SemaphoreTest : RedisTest() {
         assertEquals(1, sem.value())
     }
 
+    /**
+     * One handle, a withPermit block running and, beside it, an acquire then a release: the
+     * release took the lowest token, the block's, so the block's end gave back nothing and the
+     * permit acquired beside it stayed held (and refreshed) until close().
+     */
+    @Test
+    fun `a release beside a withPermit block leaves the block its permit`() = runBlocking<Unit> {
+        val sem = open(uniqueKey(), value = 2)
+        sem.withPermit {
+            assertTrue(sem.acquire(timeout = Duration.ZERO))
+            sem.release()
+            assertEquals(1, sem.held.size, "the block's permit is still held")
+        }
+        assertTrue(sem.held.isEmpty(), "still held: ${sem.held}")
+        assertEquals(2, sem.value())
+        sem.withPermitBlocking {
+            assertTrue(sem.acquireBlocking(timeout = java.time.Duration.ZERO))
+            sem.releaseBlocking()
+        }
+        assertTrue(sem.held.isEmpty(), "still held after the blocking forms: ${sem.held}")
+    }
+
     /** Leaves [DistributedSemaphore.withPermit] by a `return` from this function when [early]. */
     private suspend fun returnsFromWithin(sem: DistributedSemaphore, early: Boolean): Int {
         sem.withPermit { if (early) return 7 }
