@@ -103,6 +103,17 @@ impl Drop for Releasing {
                 }
             }
         }
+        drop(releasing);
+        // A marked permit the release left held (refused, or Redis gave back another) may have
+        // ended meanwhile: the lease watch passed over it, and would look again only a period
+        // later. (Locked after `releasing`, let go: `held` comes first in the lock order.)
+        let kept = {
+            let held = lock(&self.inner.held);
+            self.tokens.iter().any(|t| held.contains_key(t))
+        };
+        if kept {
+            self.inner.new_permit.notify_one();
+        }
     }
 }
 

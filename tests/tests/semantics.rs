@@ -591,6 +591,36 @@ async fn a_lease_that_ends_while_redis_is_out_of_reach_is_reported_lost() {
     proxy.restore();
 }
 
+/// A release still waiting for Redis when a lease ends by the holder's clock: the lease watch
+/// passes over the permit (the release settles it). Refused in the end (`Bounded`: the lease
+/// ended in Redis too), the release leaves it held, and the loss must be reported then, not a
+/// third of a lease later, when the watch would have looked again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lease_that_ends_while_its_release_waits_is_reported_lost_when_that_fails() {
+    let server = Server::start(Flavor::Redis);
+    let lease = Duration::from_secs(3);
+    let sem = Semaphore::open(server.options(&key("release-outlived")).permits(1).lease(lease)).await.unwrap();
+    let token = sem.acquire_n(1, false, None).await.unwrap()[0].token;
+    let granted = Instant::now();
+    let mut conn = server.client().get_multiplexed_async_connection().await.expect("conn");
+    // Scripts wait from now until past the lease's end: the refreshes, then the release.
+    let _: () = redis::cmd("CLIENT").arg("PAUSE").arg(3_400).arg("WRITE").query_async(&mut conn).await.expect("CLIENT PAUSE");
+    tokio::time::sleep(Duration::from_secs(2).saturating_sub(granted.elapsed())).await;
+    let released = sem.release(1).await;
+    let settled = Instant::now();
+    assert!(matches!(released, Err(Error::Bounded { .. })), "{released:?} after {:?}", granted.elapsed());
+    assert!(granted.elapsed() > lease, "the release returned {:?} after the grant, before the lease ended", granted.elapsed());
+    // Without the fix the watch looks again only at its next period, about 570 ms later.
+    let reported = tokio::time::timeout(Duration::from_millis(300), async {
+        while sem.held().iter().any(|p| p.token == token) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(reported.is_ok(), "still held {:?} after the release was refused", settled.elapsed());
+    assert_eq!(sem.take_lost().iter().map(|p| p.token).collect::<Vec<_>>(), [token]);
+}
+
 async fn connections_received(server: &Server) -> u64 {
     let mut conn = server.client().get_multiplexed_async_connection().await.expect("conn");
     let info: String = redis::cmd("INFO").arg("stats").query_async(&mut conn).await.expect("info");
