@@ -79,6 +79,8 @@ struct Inner {
 struct Releasing {
     inner: Arc<Inner>,
     tokens: Vec<u64>,
+    /// Set once the release answered, when it may have left one of `tokens` held.
+    may_keep: bool,
 }
 
 impl Releasing {
@@ -88,7 +90,7 @@ impl Releasing {
             *releasing.entry(*token).or_default() += 1;
         }
         drop(releasing);
-        Releasing { inner: inner.clone(), tokens: tokens.to_vec() }
+        Releasing { inner: inner.clone(), tokens: tokens.to_vec(), may_keep: false }
     }
 }
 
@@ -107,6 +109,9 @@ impl Drop for Releasing {
         // A marked permit the release left held (refused, or Redis gave back another) may have
         // ended meanwhile: the lease watch passed over it, and would look again only a period
         // later. (Locked after `releasing`, let go: `held` comes first in the lock order.)
+        if !self.may_keep {
+            return;
+        }
         let kept = {
             let held = lock(&self.inner.held);
             self.tokens.iter().any(|t| held.contains_key(t))
@@ -619,8 +624,14 @@ impl Semaphore {
         let plan = move |held: &BTreeMap<u64, Permit>| {
             // Lowest token first, spared ones last; the guest can only release as ours the
             // permits it is told of.
-            let (others, spared): (Vec<u64>, Vec<u64>) = held.keys().partition(|t| !spared.contains(t));
-            let own: Vec<u64> = others.into_iter().chain(spared).take(MAX_PERMITS_PER_CALL as usize).collect();
+            let limit = MAX_PERMITS_PER_CALL as usize;
+            let own: Vec<u64> = if spared.is_empty() {
+                held.keys().take(limit).copied().collect()
+            } else {
+                let spared: std::collections::BTreeSet<u64> = spared.into_iter().collect();
+                let (kept_for_last, first): (Vec<u64>, Vec<u64>) = held.keys().partition(|t| spared.contains(t));
+                first.into_iter().chain(kept_for_last).take(limit).collect()
+            };
             let targeted: Vec<u64> = own.iter().take(usize::try_from(n).unwrap_or(0)).copied().collect();
             let judged = own.clone();
             (targeted, judged, release_op(move |i| Box::pin(async move { i.release(n, &own).await })))
@@ -650,13 +661,18 @@ impl Semaphore {
         let (inner, inline) = (self.inner.clone(), self.inline);
         let work = async move {
             let _one_at_a_time = inner.releases.lock().await;
-            let (targeted, judged, op, _releasing) = {
+            let (targeted, judged, op, mut releasing) = {
                 let held = lock(&inner.held);
                 let (targeted, judged, op) = plan(&held);
                 let releasing = Releasing::new(&inner, &targeted);
                 (targeted, judged, op, releasing)
             };
             let result = if inline { inner.with_instance_blocking(op).await } else { inner.with_instance(op).await };
+            // Whether it may leave a targeted permit held (see `Releasing::drop`).
+            releasing.may_keep = match &result {
+                Ok(released) => !exact && targeted.iter().any(|t| !released.contains(t)),
+                Err(_) => true,
+            };
             inner.settle_release(result, &targeted, &judged, exact).await
         };
         if inline { work.await } else { self.inner.rt.run(work).await? }

@@ -204,6 +204,60 @@ def test_a_release_beside_a_with_block_leaves_the_block_its_permit(redis_client,
     assert probe.holders() == [], "a permit stayed held after the block and the release"
 
 
+def test_a_release_while_a_with_block_is_being_left_leaves_the_block_its_permit(redis_client, unique_key):
+    """As above, the acquire and release beside the block coming while it is being left, after
+    it was found and before its own release: the block's permit is still spared then."""
+    sem = Semaphore(value=2, key=unique_key, masters={redis_client})
+    probe = Semaphore(value=2, key=unique_key, masters={redis_client})
+    real = sem._call
+
+    def beside_first(method, *args):
+        if method == "release_permits":
+            assert sem.acquire(blocking=False)
+            sem.release()
+        return real(method, *args)
+
+    sem._call = beside_first
+    with sem:
+        pass
+    sem._call = real
+    assert probe.holders() == [], "a permit stayed held after the block and the release"
+    assert sem._blocks._open == sem._blocks._leaving == []
+
+
+def test_a_release_by_a_handler_that_ran_inside_the_block_bookkeeping_does_not_hang(redis_client, unique_key):
+    """A signal's handler runs between any two bytecodes, also while this thread holds the
+    blocks' lock; one that releases must not wait for that lock (it never would be let go).
+    (Here it runs as the block is left; see README for one that runs as it is entered.)"""
+    sem = Semaphore(value=2, key=unique_key, masters={redis_client})
+
+    class HandlerRunsInside:
+        def __init__(self):
+            self.lock, self.uses = threading.Lock(), 0
+
+        def __enter__(self):
+            self.lock.acquire()
+            self.uses += 1
+            if self.uses == 2:
+                assert sem.acquire(blocking=False)
+                sem.release()
+
+        def __exit__(self, *exc_info):
+            self.lock.release()
+
+    sem._blocks._lock = HandlerRunsInside()
+    done = threading.Event()
+
+    def block():
+        with sem:
+            pass
+        done.set()
+
+    threading.Thread(target=block, daemon=True).start()
+    assert done.wait(10), "the release inside the bookkeeping waited for its lock forever"
+    assert sem.value == 2
+
+
 async def test_a_release_beside_an_async_with_block_leaves_the_block_its_permit(unique_key, server):
     import redis.asyncio
 
@@ -398,7 +452,7 @@ def test_a_with_block_interrupted_in_its_bookkeeping_keeps_nothing(redis_client,
         with sem:
             pass
     assert probe.holders() == [], f"interrupted on {step}: the permit stayed held"
-    assert sem._blocks._open == [], f"interrupted on {step}: the block stayed recorded"
+    assert sem._blocks._open == sem._blocks._leaving == [], f"interrupted on {step}: the block stayed recorded"
 
 
 def test_a_with_block_interrupted_before_its_block_is_found_keeps_nothing(redis_client, unique_key):
@@ -425,7 +479,7 @@ def test_a_with_block_interrupted_before_its_block_is_found_keeps_nothing(redis_
         with sem:
             pass
     assert probe.holders() == [], "the permit stayed held"
-    assert sem._blocks._open == [], "the block stayed recorded"
+    assert sem._blocks._open == sem._blocks._leaving == [], "the block stayed recorded"
 
 
 def test_an_aiosemaphore_first_used_from_event_loops_on_three_threads(unique_key, server, monkeypatch):

@@ -231,6 +231,8 @@ class OpenBlocks:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._open: List["OpenBlocks._Block"] = []  # in the order entered
+        # Left, their release not done yet: their permits are still spared (see ``tokens``).
+        self._leaving: List["OpenBlocks._Block"] = []
 
     def enter(self, frame: Any, owner: Any, tokens: List[int], entered: List[Any]) -> None:
         """Records a block entered. It goes into ``entered`` first: a caller that a signal's
@@ -241,20 +243,24 @@ class OpenBlocks:
             self._open.append(block)
 
     def discard(self, block: "OpenBlocks._Block") -> None:
-        """Forgets a block that never began (its ``__enter__`` raised after recording it)."""
+        """Forgets a block that never began (its ``__enter__`` raised after recording it), or
+        one left whose release is done."""
         with self._lock:
-            if block in self._open:
-                self._open.remove(block)
+            for blocks in (self._open, self._leaving):
+                if block in blocks:
+                    blocks.remove(block)
 
     def tokens(self) -> List[int]:
-        """The permits of the blocks running now, which a ``release()`` beside them takes only
-        after the handle's others: each block releases its own when it ends."""
-        with self._lock:
-            return [t for b in self._open for t in b.tokens]
+        """The permits of the blocks running or being left now, which a ``release()`` beside
+        them takes only after the handle's others: each block releases its own when it ends.
+        Without the lock (each list is copied whole under the GIL): a signal's handler that
+        calls ``release()`` may run while this thread holds it."""
+        return [t for b in list(self._open) + list(self._leaving) for t in b.tokens]
 
     def leave(self, frame: Any, owner: Any, left: List[Any]) -> Optional[List[int]]:
         """The tokens of the block being left; None when it cannot be told which. The block
-        goes into ``left`` before it is forgotten here (see ``enter``)."""
+        goes into ``left`` before it is moved to the blocks being left (see ``enter``); the
+        caller discards it once its release is done."""
         with self._lock:
             block = next((b for b in reversed(self._open) if b.frame is frame), None)
             if block is None:
@@ -271,6 +277,7 @@ class OpenBlocks:
                 return None
             left.append(block)
             self._open.remove(block)
+            self._leaving.append(block)
             return block.tokens
 
 

@@ -191,11 +191,16 @@ class AIOSemaphore:
 
     async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
         """Release the permit this block took, and only that one (see ``Semaphore.__exit__``)."""
-        tokens = self._blocks.leave(sys._getframe(1), asyncio.current_task(), [])
-        if tokens is None:
-            c.unknown_block_left()
-        else:
-            await self._call("release_permits_async", tokens)
+        left: List[Any] = []
+        tokens = self._blocks.leave(sys._getframe(1), asyncio.current_task(), left)
+        try:
+            if tokens is None:
+                c.unknown_block_left()
+            else:
+                await self._call("release_permits_async", tokens)
+        finally:
+            for block in left:
+                self._blocks.discard(block)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} key={self._key!r} bounded={self._bounded}>"

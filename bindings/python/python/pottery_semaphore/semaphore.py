@@ -232,6 +232,8 @@ class Semaphore:
                 c.unknown_block_left()
             else:
                 self._call("release_permits", tokens)
+            for block in left:
+                self._blocks.discard(block)
         except BaseException:
             # A signal's handler that raised: before the block was found, it is looked for
             # again (nothing was changed); once found, before its release or after, it is
