@@ -225,6 +225,50 @@ def test_a_release_while_a_with_block_is_being_left_leaves_the_block_its_permit(
     assert sem._blocks._open == sem._blocks._leaving == []
 
 
+@pytest.mark.parametrize("moment", ["moving", "interrupted"])
+def test_a_release_in_the_steps_of_leaving_a_with_block_leaves_the_block_its_permit(redis_client, unique_key, moment):
+    """The same, the release beside the block coming inside the steps of leaving it: as the
+    block moves to those being left ("moving"); or, when a signal's handler raised before the
+    block's release went out ("interrupted"), as ``__exit__`` gives it back once more and
+    forgets it. Neither moment may leave the block's permit unspared."""
+    sem = Semaphore(value=2, key=unique_key, masters={redis_client})
+    probe = Semaphore(value=2, key=unique_key, masters={redis_client})
+
+    def beside():
+        assert sem.acquire(blocking=False)
+        sem.release()
+
+    if moment == "moving":
+        class Leaving(list):
+            def append(self, block):
+                beside()
+                super().append(block)
+
+        sem._blocks._leaving = Leaving()
+        with sem:
+            pass
+    else:
+        real_call, real_discard = sem._call, sem._blocks.discard
+
+        def interrupted(method, *args):
+            if method == "release_permits":
+                raise _Interrupted()
+            return real_call(method, *args)
+
+        def discard_then_beside(block):
+            real_discard(block)
+            beside()
+
+        sem._call = interrupted
+        sem._blocks.discard = discard_then_beside
+        with pytest.raises(_Interrupted):
+            with sem:
+                pass
+        sem._call = real_call
+        sem._blocks.discard = real_discard
+    assert probe.holders() == [], f"{moment}: a permit stayed held after the block and the release"
+
+
 def test_a_release_by_a_handler_that_ran_inside_the_block_bookkeeping_does_not_hang(redis_client, unique_key):
     """A signal's handler runs between any two bytecodes, also while this thread holds the
     blocks' lock; one that releases must not wait for that lock (it never would be let go).

@@ -276,8 +276,9 @@ class OpenBlocks:
             if block is None:
                 return None
             left.append(block)
-            self._open.remove(block)
+            # In this order: ``tokens``, reading without the lock, sees the block at least once.
             self._leaving.append(block)
+            self._open.remove(block)
             return block.tokens
 
 

@@ -241,11 +241,12 @@ class Semaphore:
             if not left:
                 self._blocks.leave(sys._getframe(1), threading.current_thread(), left)
             for block in left:
-                self._blocks.discard(block)
                 try:
                     self._here().release_permits(block.tokens)
                 except Exception:
                     pass  # Redis out of reach: the handle releases them in the background
+                finally:
+                    self._blocks.discard(block)  # after: its permit is spared until then
             raise
 
     def __repr__(self) -> str:
