@@ -29,6 +29,6 @@ pub use blocking::BlockingSemaphore;
 pub use error::Error;
 pub use pottery_semaphore_core::{Holder, Permit, Status, Waiter};
 pub use runtime::{EngineOptions, Runtime};
-pub use options::{Options, ReplicaAck};
+pub use options::{Options, ReplicaAck, redacted as redacted_url};
 pub use semaphore::Semaphore;
 pub use signals::signals_end_waits;

@@ -86,28 +86,56 @@ impl std::fmt::Debug for Options {
     }
 }
 
-/// `url` with the password of its user-info (`user:password@`) and any `pass=` parameter
-/// hidden. The user-info ends at the later of the last `@` before the first `/` and the last `@`
-/// before the first `?` or `#`, or else at the last `@` of all: a raw `@`, `/`, `?` or `#` in a
-/// password (one that breaks the URL, and so gets logged) hides more, never less.
-pub(crate) fn redacted(url: &str) -> String {
+/// `url` with the password of its user-info (`user:password@`) and any `pass` parameter hidden,
+/// for logs and messages. The user-info ends at the later of the last `@` before the first `/`
+/// and the last `@` before the first `?` or `#`, or else at the last `@` of all: a raw `@`, `/`,
+/// `?` or `#` in a password (one that breaks the URL, and so gets logged) hides more, never
+/// less. A parameter is `pass` as the URL parser reads its name (`%70ass` too), and its value
+/// runs to the next `&`, past a `#`, for the same reason.
+pub fn redacted(url: &str) -> String {
     let authority = url.find("://").map_or(0, |i| i + 3);
     let rest = &url[authority..];
     let last_at_before = |end: Option<usize>| rest[..end.unwrap_or(rest.len())].rfind('@');
     let user_info_end = last_at_before(rest.find('/')).max(last_at_before(rest.find(['?', '#']))).or_else(|| rest.rfind('@'));
-    let mut shown = match (user_info_end, rest.find(':')) {
+    let shown = match (user_info_end, rest.find(':')) {
         (Some(at), Some(colon)) if colon < at => format!("{}{}***{}", &url[..authority], &rest[..=colon], &rest[at..]),
         _ => url.to_string(),
     };
-    for key in ["?pass=", "&pass="] {
-        let mut from = 0;
-        while let Some(i) = shown[from..].find(key).map(|i| from + i + key.len()) {
-            let end = shown[i..].find(['&', '#']).map_or(shown.len(), |e| i + e);
-            shown.replace_range(i..end, "***");
-            from = i + 3;
+    let Some((base, query)) = shown.split_once('?') else { return shown };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|param| match param.split_once('=') {
+            Some((name, _)) if percent_decoded(name) == b"pass" => format!("{name}=***"),
+            _ => param.to_string(),
+        })
+        .collect();
+    format!("{base}?{}", params.join("&"))
+}
+
+/// A query parameter's name as `application/x-www-form-urlencoded` reads it (`+` is a space);
+/// a `%` not followed by two hex digits stays as it is.
+fn percent_decoded(name: &str) -> Vec<u8> {
+    let bytes = name.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(high), Some(low)) => {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            (b'+', ..) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, ..) => {
+                out.push(b);
+                i += 1;
+            }
         }
     }
-    shown
+    out
 }
 
 impl Options {
@@ -197,6 +225,11 @@ mod tests {
             ("redis://app:p@ss/w@h/0", "redis://app:***@h/0"),
             ("redis://app:a/b?c@h", "redis://app:***@h"),
             ("unix:///r.sock?db=0&pass=hunter2", "unix:///r.sock?db=0&pass=***"),
+            ("unix:///r.sock?pass=a&pass=b&db=1", "unix:///r.sock?pass=***&pass=***&db=1"),
+            ("unix:///r.sock?%70ass=hunter2&db=1", "unix:///r.sock?%70ass=***&db=1"),
+            ("unix:///r.sock?p%61%73s=hunter2", "unix:///r.sock?p%61%73s=***"),
+            ("unix:///r.sock?pass=hun#ter2", "unix:///r.sock?pass=***"),
+            ("unix:///r.sock?passive=1&bypass=2&pass%=3", "unix:///r.sock?passive=1&bypass=2&pass%=3"),
             ("redis://u@h:1/0?x=a:b@c", "redis://u@h:1/0?x=a:b@c"),
             ("redis://h:6379", "redis://h:6379"),
         ] {

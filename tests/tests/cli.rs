@@ -141,6 +141,13 @@ fn operators_set_and_add_permits_and_errors_say_what_to_do() {
     let out = Command::new(cli()).args(["--redis", "redis://127.0.0.1:1", "status", "--key", "x"]).output().unwrap();
     assert_eq!(out.status.code(), Some(69));
     assert!(text(&out.stderr).contains("is Redis running"), "{}", text(&out.stderr));
+    // The URL the hint repeats hides its password however it is written.
+    for url in ["redis://app:hunter2@127.0.0.1:1", "unix:///nonexistent.sock?db=0&%70ass=hunter2"] {
+        let out = Command::new(cli()).args(["--redis", url, "status", "--key", "x"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(69));
+        let said = text(&out.stderr);
+        assert!(said.contains("is Redis running") && !said.contains("hunter2"), "{said}");
+    }
     let out = run(&server, &["frobnicate"]);
     assert_eq!(out.status.code(), Some(64));
     // A refused number creates nothing: a semaphore made here with 0 permits would stay so.

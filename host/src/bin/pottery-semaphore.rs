@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
-use pottery_semaphore_host::{Error, Options, Semaphore, Status};
+use pottery_semaphore_host::{redacted_url, Error, Options, Semaphore, Status};
 
 const USAGE: &str = "usage: pottery-semaphore [--redis URL]... [--cluster] <command>
 
@@ -131,7 +131,7 @@ fn options(args: &Args) -> Result<(Options, String), Failure> {
         [] => vec![std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())],
         several => several.to_vec(),
     };
-    let shown = urls.iter().map(|u| redacted(u)).collect::<Vec<_>>().join(", ");
+    let shown = urls.iter().map(|u| redacted_url(u)).collect::<Vec<_>>().join(", ");
     let key = args.key.clone().ok_or_else(|| usage("--key is required"))?;
     // Several masters: a majority failing is an error (exit 69), not a wait that never ends.
     let mut options =
@@ -141,21 +141,6 @@ fn options(args: &Args) -> Result<(Options, String), Failure> {
         options = options.lease(lease.ok_or_else(|| usage("--lease must be a positive number of seconds"))?);
     }
     Ok((options, shown))
-}
-
-fn redacted(url: &str) -> String {
-    // Never echo a password back to the terminal: neither user:password@ nor a unix URL's pass=.
-    let url = match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://…@{}", &url[..scheme], &url[at + 1..]),
-        _ => url.to_string(),
-    };
-    match url.find("pass=") {
-        Some(at) => {
-            let end = url[at..].find('&').map_or(url.len(), |e| at + e);
-            format!("{}pass=…{}", &url[..at], &url[end..])
-        }
-        None => url,
-    }
 }
 
 /// `println!` that ignores a closed stdout (`status | head`) instead of panicking.

@@ -97,13 +97,14 @@ data class SemaphoreConfig @JvmOverloads constructor(
 }
 
 /**
- * [url] with the password of its user-info (`user:password@`) and any `pass=` parameter hidden.
+ * [url] with the password of its user-info (`user:password@`) and any `pass` parameter hidden.
  * The user-info ends at the authority's last `@`, as the URL parser reads it, so a raw `@` in a
  * password is hidden too. A raw `/`, `?` or `#` in a password (which breaks the URL) does not
  * end the search either, so such a URL, logged because it failed, does not show its password:
  * the user-info ends at the later of the last `@` before the first `/` and the last `@` before
  * the first `?` or `#`, or else at the last `@` of all (which may hide more than the password,
- * never less).
+ * never less). A parameter is `pass` as the URL parser reads its name (`%70ass` too), and its
+ * value runs to the next `&`, past a `#`, for the same reason.
  */
 internal fun redacted(url: String): String {
     val authority = url.indexOf("://").let { if (it < 0) 0 else it + 3 }
@@ -113,5 +114,18 @@ internal fun redacted(url: String): String {
     val at = maxOf(beforePath, beforeQuery).takeIf { it >= authority } ?: url.lastIndexOf('@')
     val colon = url.indexOf(':', authority)
     val hidden = if (at >= authority && colon in authority until at) url.substring(0, colon + 1) + "***" + url.substring(at) else url
-    return hidden.replace(Regex("([?&]pass=)[^&#]*"), "$1***")
+    val query = hidden.indexOf('?').takeIf { it >= 0 } ?: return hidden
+    val params = hidden.substring(query + 1).split('&').map { param ->
+        val name = param.substringBefore('=', missingDelimiterValue = "")
+        if (formDecoded(name) == "pass") "$name=***" else param
+    }
+    return hidden.substring(0, query + 1) + params.joinToString("&")
 }
+
+/** A query parameter's name as the URL parser reads it; as it is where it is not well-formed. */
+private fun formDecoded(name: String): String =
+    try {
+        java.net.URLDecoder.decode(name, Charsets.UTF_8)
+    } catch (_: IllegalArgumentException) {
+        name
+    }

@@ -70,6 +70,11 @@ class ErrorMappingTest {
             "redis://:Zx9/Qw==@h" to "redis://:***@h",
             "redis://app:p@ss/w@h/0" to "redis://app:***@h/0",
             "redis://app:a/b?c@h" to "redis://app:***@h",
+            "unix:///r.sock?pass=a&pass=b&db=1" to "unix:///r.sock?pass=***&pass=***&db=1",
+            "unix:///r.sock?%70ass=hunter2&db=1" to "unix:///r.sock?%70ass=***&db=1",
+            "unix:///r.sock?p%61%73s=hunter2" to "unix:///r.sock?p%61%73s=***",
+            "unix:///r.sock?pass=hun#ter2" to "unix:///r.sock?pass=***",
+            "unix:///r.sock?passive=1&bypass=2&pass%=3" to "unix:///r.sock?passive=1&bypass=2&pass%=3",
         )
         for ((url, shown) in secrets) assertEquals(shown, redacted(url))
         assertEquals("redis://u@h:1/0?x=a:b@c", redacted("redis://u@h:1/0?x=a:b@c"))
