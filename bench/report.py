@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Row order of the tables; implementations not listed here (another SDK's) come after the SDKs.
 ORDER = [
     "raw EVALSHA",
+    "bare Redis list",
     "Rust host (component)",
     "native protocol",
     "Python SDK",
@@ -40,6 +41,8 @@ ORDER = [
 #: Words that say what each implementation is, under the tables.
 WHAT = {
     "raw EVALSHA": "EVALSHA of `return 1`, twice per cycle: the floor any one-round-trip-per-call design sits on",
+    "bare Redis list": "tokens in a Redis list taken with BLPOP and given back with RPUSH (redis-rs): the "
+    "contended run's floor, the least a hand-off through Redis costs; not a semaphore (no leases, fencing or script)",
     "Rust host (component)": "`BlockingSemaphore`: the protocol compiled to wasm, run by the Rust host (wasmtime)",
     "native protocol": "the same protocol code (`core/`) compiled natively, over plain synchronous redis-rs connections (no wasm)",
     "Python SDK": "`pottery_semaphore.Semaphore` (the Rust host behind a Python extension)",

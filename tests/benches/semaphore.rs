@@ -202,18 +202,67 @@ fn handoffs(events: Vec<(Instant, bool)>) -> Vec<Duration> {
     released.iter().zip(served).filter_map(|((called, _), (got, _))| got.checked_duration_since(*called)).collect()
 }
 
-/// d. `WORKERS` threads, each with its own handle, cycling acquire / hold / release on
-/// `CONTENDED_PERMITS` permits for `run` wall time.
-fn contended(server: &Server, run: Duration) -> Contended {
+/// One worker's hold on a permit in the contended run.
+trait Contender: Send + 'static {
+    /// Blocks until this worker holds a permit.
+    fn acquire(&mut self);
+    fn release(&mut self);
+}
+
+impl Contender for BlockingSemaphore {
+    fn acquire(&mut self) {
+        assert!(BlockingSemaphore::acquire(self, true, None).expect("acquire"), "a blocking acquire without time-out returned false");
+    }
+
+    fn release(&mut self) {
+        BlockingSemaphore::release(self, 1).expect("release");
+    }
+}
+
+/// The contended run's floor on this machine: tokens in a bare Redis list, taken with `BLPOP`
+/// and given back with `RPUSH`. Blocked clients are served in arrival order, so it queues too,
+/// but it has no leases (a crashed holder keeps its token forever), no fencing and no atomic
+/// `n`: not a semaphore, only the least a hand-off through Redis costs here (two commands and
+/// a wake-up, no script, no client protocol code).
+struct ListToken {
+    conn: redis::Connection,
+    list: String,
+    token: Option<String>,
+}
+
+impl Contender for ListToken {
+    fn acquire(&mut self) {
+        let (_, token): (String, String) = redis::cmd("BLPOP").arg(&self.list).arg(0).query(&mut self.conn).expect("BLPOP");
+        self.token = Some(token);
+    }
+
+    fn release(&mut self) {
+        let token = self.token.take().expect("a token held");
+        let _: () = redis::cmd("RPUSH").arg(&self.list).arg(token).query(&mut self.conn).expect("RPUSH");
+    }
+}
+
+fn list_tokens(server: &Server) -> Vec<ListToken> {
+    let list = key("bench-floor");
+    let _: () = redis::cmd("RPUSH").arg(&list).arg((0..CONTENDED_PERMITS).collect::<Vec<_>>()).query(&mut server.connection()).expect("RPUSH");
+    (0..WORKERS).map(|_| ListToken { conn: server.connection(), list: list.clone(), token: None }).collect()
+}
+
+fn semaphores(server: &Server) -> Vec<BlockingSemaphore> {
     let name = key("bench-contended");
-    let handles: Vec<BlockingSemaphore> = (0..WORKERS)
+    (0..WORKERS)
         .map(|_| BlockingSemaphore::open(server.options(&name).permits(i64::from(CONTENDED_PERMITS))).expect("open"))
-        .collect();
+        .collect()
+}
+
+/// d. `WORKERS` threads, each with its own contender, cycling acquire / hold / release on
+/// `CONTENDED_PERMITS` permits for `run` wall time.
+fn contended_run<C: Contender>(server: &Server, contenders: Vec<C>, run: Duration) -> Contended {
     let barrier = Arc::new(Barrier::new(WORKERS + 1));
     let results = Arc::new(Mutex::new((Duration::ZERO, Vec::new(), Vec::new())));
-    let workers: Vec<_> = handles
+    let workers: Vec<_> = contenders
         .into_iter()
-        .map(|sem| {
+        .map(|mut contender| {
             let (barrier, results) = (barrier.clone(), results.clone());
             std::thread::spawn(move || {
                 let mut held = Duration::ZERO;
@@ -223,15 +272,14 @@ fn contended(server: &Server, run: Duration) -> Contended {
                 let deadline = Instant::now() + run;
                 while Instant::now() < deadline {
                     let asked = Instant::now();
-                    let granted = sem.acquire(true, None).expect("acquire");
+                    contender.acquire();
                     let got = Instant::now();
-                    assert!(granted, "a blocking acquire without time-out returned false");
                     waits.push(got - asked);
                     std::thread::sleep(HOLD);
                     let releasing = Instant::now();
                     held += releasing - got;
                     events.extend([(got, false), (releasing, true)]);
-                    sem.release(1).expect("release");
+                    contender.release();
                 }
                 let mut results = results.lock().expect("results");
                 results.0 += held;
@@ -361,7 +409,8 @@ fn main() {
     let [raw, handoff, component, native] = samples.into_iter().map(stats).collect::<Vec<_>>()[..] else {
         unreachable!("one Stats per op")
     };
-    let contended = contended(&server, Duration::from_secs_f64(seconds));
+    let contended = contended_run(&server, semaphores(&server), Duration::from_secs_f64(seconds));
+    let floor = contended_run(&server, list_tokens(&server), Duration::from_secs_f64(seconds));
     let (overshoot_mean, overshoot_max) = timeout_overshoot(&server);
     let wake = wake_latency(&server);
 
@@ -442,6 +491,18 @@ fn main() {
             "d. hand-off (release() called → the next holder's acquire() returns)".into(),
             fmt_stats(contended.handoff),
             "— (report only)".into(),
+            "—".into(),
+        ],
+        [
+            "d. floor: the same run on a bare Redis list (BLPOP/RPUSH tokens: no leases, fencing or script)".into(),
+            format!(
+                "{:.1} %, {} acquisitions; hand-off {}; wait p99 {}",
+                floor.utilisation,
+                floor.acquisitions,
+                fmt_stats(floor.handoff),
+                fmt(floor.wait.p99)
+            ),
+            "— (baseline)".into(),
             "—".into(),
         ],
         [
@@ -581,6 +642,27 @@ fn main() {
                 "handoff_mean_us": us(contended.handoff.mean),
                 "handoff_p50_us": us(contended.handoff.p50),
                 "handoff_p99_us": us(contended.handoff.p99),
+            }),
+            json!({
+                "name": name("d. floor"),
+                "implementation": "bare Redis list",
+                "client": "Rust (redis-rs)",
+                "scenario": "contended",
+                "workers": WORKERS,
+                "worker_kind": "threads",
+                "permits": CONTENDED_PERMITS,
+                "hold_ms": ms(HOLD),
+                "seconds": seconds,
+                "utilisation_pct": floor.utilisation,
+                "grants": floor.acquisitions,
+                "wait_p50_ms": ms(floor.wait.p50),
+                "wait_p99_ms": ms(floor.wait.p99),
+                "wait_mean_ms": ms(floor.wait.mean),
+                "wait_samples_ms": floor.waits.iter().map(|&d| ms(d)).collect::<Vec<_>>(),
+                "wall_seconds": floor.wall.as_secs_f64(),
+                "handoff_mean_us": us(floor.handoff.mean),
+                "handoff_p50_us": us(floor.handoff.p50),
+                "handoff_p99_us": us(floor.handoff.p99),
             }),
             json!({
                 "name": name("e. time-out overshoot"),
