@@ -48,14 +48,18 @@ class InvalidArgumentError(SemaphoreError, ValueError):
     """An argument is out of range (negative value, ``n < 1``, NaN timeout, empty key...)."""
 
 
-class RedisUnavailableError(SemaphoreError, ConnectionError, _redis.ConnectionError):
-    """Redis could not be reached, or the connection broke."""
+class RedisUnavailableError(SemaphoreError, ConnectionError, _redis.ConnectionError, RuntimeError):
+    """Redis could not be reached, or the connection broke. Also a ``RuntimeError``: the
+    original library raised pottery's ``QuorumIsImpossible``, a ``RuntimeError``, for an
+    unreachable Redis with ``raise_on_redis_errors=True``, so code that catches that still does."""
 
 
 class QuorumIsImpossible(RedisUnavailableError):
-    """More than half of several masters failed, so no majority could decide (the original
-    library's exception of the same name). Raised by ``acquire`` only with
-    ``raise_on_redis_errors=True``; otherwise such an acquire returns ``False``."""
+    """More than half of several masters failed, so no majority could decide (named after the
+    original library's exception for the same case, which is pottery's own class: code that
+    catches that one by name must catch this one, or ``RuntimeError``, instead). Raised by
+    ``acquire`` only with ``raise_on_redis_errors=True``; otherwise such an acquire returns
+    ``False``."""
 
 
 class AuthenticationError(SemaphoreError, PermissionError, _redis.AuthenticationError):
