@@ -8,6 +8,12 @@ use redis::Value;
 /// What a Redis failure means to the caller: unreachable, refused credentials, a key of another
 /// type, or any other error reply.
 pub fn error(e: &redis::RedisError) -> Error {
+    // redis-rs's cluster client reports seed nodes that refused the credentials as an I/O
+    // error ("Failed to create initial connections") whose detail names the refusal.
+    let detail = e.detail().unwrap_or_default();
+    if e.is_io_error() && ["AuthenticationFailed", "WRONGPASS", "NOAUTH", "NOPERM"].iter().any(|refusal| detail.contains(refusal)) {
+        return Error::Auth(e.to_string());
+    }
     if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() || e.is_timeout() {
         return Error::Unreachable(e.to_string());
     }

@@ -291,3 +291,29 @@ async fn a_release_whose_reply_was_lost_runs_once_on_a_cluster() {
         assert_eq!(other.value().await.unwrap(), 1, "{flavor:?}: the caller's own permit was released once");
     }
 }
+
+/// ACL refusals on a cluster are the same typed error as on one server: a wrong password at the
+/// seed nodes (which redis-rs reports as failing to create its initial connections, an I/O
+/// error), and a WAIT the user may not run (routed to the slot's node, whose error reply
+/// redis-rs hands back as a value).
+#[tokio::test(flavor = "multi_thread")]
+async fn acl_refusals_on_a_cluster_are_auth_errors() {
+    let cluster = Cluster::start(Flavor::Redis, 3);
+    let acl = |rules: &[&str]| {
+        for node in &cluster.nodes {
+            redis::cmd("ACL").arg("SETUSER").arg("app").arg(rules).query::<()>(&mut node.connection()).unwrap();
+        }
+    };
+    acl(&["on", ">pw", "~*", "&*", "+@all"]);
+    let as_user = |password: &str| {
+        let urls = cluster.seed_urls().iter().map(|u| u.replacen("redis://", &format!("redis://app:{password}@"), 1)).collect::<Vec<_>>();
+        pottery_semaphore_host::Options::with_masters(urls, key("cluster-acl")).cluster(true).guard_fresh_server(false)
+    };
+    let wrong = Semaphore::open(as_user("wrong")).await;
+    assert!(matches!(wrong, Err(Error::Auth(_))), "{wrong:?}");
+    let sem = Semaphore::open(as_user("pw").replica_ack(ReplicaAck::new(0, Duration::from_millis(100)))).await.unwrap();
+    assert!(sem.acquire(false, None).await.unwrap());
+    acl(&["-wait"]);
+    let r = sem.release(1).await;
+    assert!(matches!(r, Err(Error::Auth(_))), "{r:?}");
+}

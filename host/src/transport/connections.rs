@@ -10,7 +10,7 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{AsyncConnectionConfig, RedisFuture, Value};
 
 use crate::bindings::types::Error as WitError;
@@ -118,15 +118,24 @@ fn next_number() -> u64 {
 pub(super) type OwnConn = Option<(Conn, u64)>;
 
 /// Sends `cmd` on `conn`, where `route` says on a cluster (commands with a key are routed by it).
+/// A routed command's error reply comes back from redis-rs as a value: made an error here, as
+/// `query_async` makes it, so that a refusal (an ACL's `NOPERM`) is told from an answer.
 async fn send(conn: &mut Conn, cmd: &redis::Cmd, route: Option<Route>) -> redis::RedisResult<Value> {
     match (conn, route) {
         (Conn::Cluster(c), Some(Route::AllPrimaries)) => {
-            let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, Some(ResponsePolicy::AllSucceeded)));
-            c.route_command(cmd.clone(), all).await
+            // Every primary's own answer (no response policy): one that refused is an error
+            // even when another answered last.
+            let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+            match c.route_command(cmd.clone(), all).await?.extract_error()? {
+                Value::Map(answers) => answers.into_iter().next().map(|(_, answer)| answer).ok_or_else(|| {
+                    redis::RedisError::from((redis::ErrorKind::ClusterConnectionNotFound, "no primary answered"))
+                }),
+                answer => Ok(answer),
+            }
         }
         (Conn::Cluster(c), Some(Route::PrimaryOf(slot))) => {
             let node = redis::cluster_routing::Route::with_slot(slot, SlotAddr::Master);
-            c.route_command(cmd.clone(), RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(node))).await
+            c.route_command(cmd.clone(), RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(node))).await?.extract_error()
         }
         (conn, _) => cmd.query_async(conn).await,
     }
