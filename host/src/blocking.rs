@@ -166,6 +166,13 @@ impl BlockingSemaphore {
         self.block_on(self.inner.acquire_n(n, blocking, timeout))
     }
 
+    /// [`Semaphore::acquire_n_until`], for a caller that waits on a thread of its own while
+    /// something else decides when to give up (a greenlet, whose wait gevent hands to a thread
+    /// of its pool).
+    pub fn acquire_n_until(&self, n: i64, blocking: bool, timeout: Option<f64>, stop: impl Future<Output = ()>) -> Result<Vec<Permit>, Error> {
+        self.block_on(self.async_handle.acquire_n_until(n, blocking, timeout, stop))
+    }
+
     pub fn release(&self, n: i64) -> Result<(), Error> {
         self.block_on(self.inner.release(n))
     }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use pottery_semaphore_core::validate::MAX_PERMITS_PER_CALL;
@@ -601,6 +602,21 @@ impl Semaphore {
             .await;
         on_drop.disarm();
         Ok(granted??.keep())
+    }
+
+    /// As [`Semaphore::acquire_n`], ending with [`Error::Cancelled`] as soon as `stop`
+    /// completes: the waiter then leaves the queue, and permits granted meanwhile are given
+    /// back, as when the future is dropped. A result that was ready first is returned. For
+    /// callers whose executor does not drop a cancelled call (Swift's tasks, gevent).
+    pub async fn acquire_n_until(&self, n: i64, blocking: bool, timeout: Option<f64>, stop: impl Future<Output = ()>) -> Result<Vec<Permit>, Error> {
+        let (mut acquire, mut stop) = (std::pin::pin!(self.acquire_n(n, blocking, timeout)), std::pin::pin!(stop));
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(result) = acquire.as_mut().poll(cx) {
+                return Poll::Ready(result);
+            }
+            if stop.as_mut().poll(cx).is_ready() { Poll::Ready(Err(Error::Cancelled)) } else { Poll::Pending }
+        })
+        .await
     }
 
     /// Releases `n` permits: this handle's own first, then (permits are fungible, as with

@@ -222,6 +222,11 @@ impl Cancellation {
 }
 
 impl Cancellation {
+    /// Completes once cancelled.
+    fn cancelled(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| if self.poll_cancelled(cx) { Poll::Ready(()) } else { Poll::Pending })
+    }
+
     /// True once cancelled; otherwise the task of `cx` is woken when it is.
     fn poll_cancelled(&self, cx: &mut Context<'_>) -> bool {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -274,6 +279,15 @@ impl Semaphore {
             });
         }
         Ok(permits(granted))
+    }
+
+    /// As `acquire`, ending with `Cancelled` as soon as `cancellation` is cancelled (from any
+    /// thread): the waiter leaves the queue, and permits granted meanwhile are given back. A
+    /// result that was ready first is returned. For a caller that waits on a thread of its own
+    /// while another decides when to give up (Python under gevent: a greenlet's wait runs on
+    /// gevent's thread pool, so that the other greenlets go on).
+    pub fn acquire_cancellable(&self, n: i64, blocking: bool, timeout_s: Option<f64>, cancellation: Arc<Cancellation>) -> Result<Vec<Permit>> {
+        Ok(permits(self.inner.acquire_n_until(n, blocking, timeout_s, cancellation.cancelled())?))
     }
 
     /// Gives back the permits that this thread's `acquire_interruptible` under `ticket` granted,
@@ -376,14 +390,7 @@ impl Semaphore {
         timeout_s: Option<f64>,
         cancellation: Arc<Cancellation>,
     ) -> Result<Vec<Permit>> {
-        let mut acquire = std::pin::pin!(self.r#async().acquire_n(n, blocking, timeout_s));
-        std::future::poll_fn(|cx| {
-            if let Poll::Ready(result) = acquire.as_mut().poll(cx) {
-                return Poll::Ready(result.map(permits).map_err(SemaphoreError::from));
-            }
-            if cancellation.poll_cancelled(cx) { Poll::Ready(Err(SemaphoreError::Cancelled)) } else { Poll::Pending }
-        })
-        .await
+        Ok(permits(self.r#async().acquire_n_until(n, blocking, timeout_s, cancellation.cancelled()).await?))
     }
 
     pub async fn release_async(&self, n: i64) -> Result<()> {

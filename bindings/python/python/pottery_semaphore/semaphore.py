@@ -10,6 +10,7 @@ from typing import Any, Iterable, List, Optional
 
 from . import _common as c
 from ._common import ReplicaAck
+from . import _green
 from . import exceptions as exc
 from ._native import pottery_semaphore_ffi as _ffi
 
@@ -89,7 +90,11 @@ class Semaphore:
         the latest on calling ``_call`` again: one that raises (Ctrl-C) ends the acquire there.
         A wait taken up again queues at the back. A handler that raises right after a grant
         (signals that arrive during a script run once it returns) ends the call before its
-        permits are seen: the caller gives them back with ``_give_back(ticket)``."""
+        permits are seen: the caller gives them back with ``_give_back(ticket)``. Under gevent a
+        wait runs on gevent's thread pool instead (see ``_green``)."""
+        green = _green.hub() if blocking and seconds != 0 else None
+        if green is not None:
+            return c.call(_green.acquire, self._here(), green, count, blocking, seconds)
         deadline = None if seconds is None else time.monotonic() + seconds
         while True:
             try:

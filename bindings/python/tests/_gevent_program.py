@@ -1,0 +1,65 @@
+"""A gevent program (run by test_gevent.py in a process of its own: monkey-patching must come
+before anything else is imported). Prints one JSON line of what it saw."""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import json  # noqa: E402
+import sys  # noqa: E402
+
+import gevent  # noqa: E402
+
+from pottery_semaphore import Semaphore  # noqa: E402
+
+url, key = sys.argv[1], sys.argv[2]
+sem = Semaphore(value=1, key=key, masters={url}, guard_fresh_server=False)
+seen = {}
+
+# Three greenlets share one permit: each waits while another holds it, and the holder's
+# gevent.sleep must run meanwhile, or the first to wait blocks everyone for good.
+order = []
+ticks = [0]
+
+
+def ticker() -> None:
+    while True:
+        gevent.sleep(0.01)
+        ticks[0] += 1
+
+
+def worker(i: int) -> None:
+    with sem:
+        order.append(("in", i))
+        gevent.sleep(0.2)
+        order.append(("out", i))
+
+
+tick = gevent.spawn(ticker)
+with gevent.Timeout(10):
+    gevent.joinall([gevent.spawn(worker, i) for i in range(3)], raise_error=True)
+seen["order"] = order
+seen["ticks"] = ticks[0]
+
+# A wait that gevent.Timeout interrupts leaves the queue and keeps nothing.
+assert sem.acquire(blocking=False)
+try:
+    with gevent.Timeout(0.3):
+        sem.acquire()
+    seen["timed_out"] = False
+except gevent.Timeout:
+    seen["timed_out"] = True
+gevent.sleep(0.3)  # the cancelled wait leaves the queue in the background
+seen["waiters_after_timeout"] = len(sem.waiters())
+# A killed waiter too.
+waiter = gevent.spawn(sem.acquire)
+gevent.sleep(0.3)
+seen["waiting_before_kill"] = len(sem.waiters())
+waiter.kill()
+gevent.sleep(0.3)
+seen["waiters_after_kill"] = len(sem.waiters())
+sem.release()
+gevent.sleep(0.3)
+seen["value_at_end"] = sem.value
+tick.kill()
+print(json.dumps(seen))

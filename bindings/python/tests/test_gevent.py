@@ -1,0 +1,31 @@
+"""Under gevent (``monkey.patch_all()``) a greenlet waiting for a permit must not stop the
+others: the one holding it has to run to release it. The original library waited in patched
+sockets and ``time.sleep``; a native wait would block gevent's only thread."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("gevent")
+
+
+def test_waiting_greenlets_let_the_holder_run_and_leave_when_interrupted(server, unique_key):
+    program = Path(__file__).with_name("_gevent_program.py")
+    done = subprocess.run(
+        [sys.executable, str(program), server.url, unique_key], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    order = [tuple(step) for step in seen["order"]]
+    assert len(order) == 6, order
+    # One holder at a time: every "in" is followed by its own "out".
+    assert all(order[i][0] == "in" and order[i + 1] == ("out", order[i][1]) for i in range(0, 6, 2)), order
+    assert seen["ticks"] >= 20, f"the hub stood still while greenlets waited ({seen['ticks']} ticks in 0.6 s)"
+    assert seen["timed_out"], "gevent.Timeout did not end the wait"
+    assert seen["waiters_after_timeout"] == 0, "the timed-out waiter stayed queued"
+    assert seen["waiting_before_kill"] == 1, seen
+    assert seen["waiters_after_kill"] == 0, "the killed waiter stayed queued"
+    assert seen["value_at_end"] == 1, "a permit stayed held"
