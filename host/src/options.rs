@@ -91,7 +91,8 @@ impl std::fmt::Debug for Options {
 /// and the last `@` before the first `?` or `#`, or else at the last `@` of all: a raw `@`, `/`,
 /// `?` or `#` in a password (one that breaks the URL, and so gets logged) hides more, never
 /// less. A parameter is `pass` as the URL parser reads its name (`%70ass` too), and its value
-/// runs to the next `&`, past a `#`, for the same reason.
+/// runs, for the same reason, past a `#` and past any `&` but one that starts another
+/// parameter (`name=…`).
 pub fn redacted(url: &str) -> String {
     let authority = url.find("://").map_or(0, |i| i + 3);
     let rest = &url[authority..];
@@ -102,11 +103,22 @@ pub fn redacted(url: &str) -> String {
         _ => url.to_string(),
     };
     let Some((base, query)) = shown.split_once('?') else { return shown };
-    let params: Vec<String> = query
-        .split('&')
+    let mut params: Vec<String> = Vec::new();
+    for part in query.split('&') {
+        match params.last_mut() {
+            // No `=`: the value before goes on (a raw `&` in it).
+            Some(value) if !part.contains('=') => {
+                value.push('&');
+                value.push_str(part);
+            }
+            _ => params.push(part.to_string()),
+        }
+    }
+    let params: Vec<String> = params
+        .into_iter()
         .map(|param| match param.split_once('=') {
             Some((name, _)) if percent_decoded(name) == b"pass" => format!("{name}=***"),
-            _ => param.to_string(),
+            _ => param,
         })
         .collect();
     format!("{base}?{}", params.join("&"))
@@ -229,6 +241,8 @@ mod tests {
             ("unix:///r.sock?%70ass=hunter2&db=1", "unix:///r.sock?%70ass=***&db=1"),
             ("unix:///r.sock?p%61%73s=hunter2", "unix:///r.sock?p%61%73s=***"),
             ("unix:///r.sock?pass=hun#ter2", "unix:///r.sock?pass=***"),
+            ("unix:///r.sock?pass=hun&ter2&db=1", "unix:///r.sock?pass=***&db=1"),
+            ("unix:///r.sock?tls&pass=x", "unix:///r.sock?tls&pass=***"),
             ("unix:///r.sock?passive=1&bypass=2&pass%=3", "unix:///r.sock?passive=1&bypass=2&pass%=3"),
             ("redis://u@h:1/0?x=a:b@c", "redis://u@h:1/0?x=a:b@c"),
             ("redis://h:6379", "redis://h:6379"),

@@ -184,16 +184,43 @@ fn permits(v: Vec<host::Permit>) -> Vec<Permit> {
 /// ran in between (which may acquire too) after it.
 const GRANTS_KEPT: usize = 8;
 
+/// How many of `acquire_cancellable`'s latest grants `give_back` can still find. Those run on
+/// a pool's threads for callers on another (gevent's), so they are kept per handle: a caller's
+/// `give_back` follows its call with at most the grants of the pool's other threads between.
+const POOL_GRANTS_KEPT: usize = 64;
+
+/// The latest grants of a thread or pool, oldest first: ticket (unique per call) and tokens.
+#[derive(Debug, Default)]
+struct Grants(std::collections::VecDeque<(u64, Vec<u64>)>);
+
+impl Grants {
+    fn note(&mut self, ticket: u64, granted: &[host::Permit], kept: usize) {
+        if granted.is_empty() {
+            return;
+        }
+        if self.0.len() == kept {
+            self.0.pop_front();
+        }
+        self.0.push_back((ticket, granted.iter().map(|p| p.token).collect()));
+    }
+
+    fn take(&mut self, ticket: u64) -> Option<Vec<u64>> {
+        let found = self.0.iter().position(|(t, _)| ticket != 0 && *t == ticket)?;
+        self.0.remove(found).map(|(_, tokens)| tokens)
+    }
+}
+
 thread_local! {
-    /// This thread's latest `acquire_interruptible` grants, oldest first: ticket and tokens.
-    static GRANTS: std::cell::RefCell<std::collections::VecDeque<(u64, Vec<u64>)>> =
-        const { std::cell::RefCell::new(std::collections::VecDeque::new()) };
+    /// This thread's latest `acquire_interruptible` grants.
+    static GRANTS: std::cell::RefCell<Grants> = std::cell::RefCell::new(Grants::default());
 }
 
 /// A distributed counting semaphore handle; share it across threads freely.
 #[derive(Debug, uniffi::Object)]
 pub struct Semaphore {
     inner: host::BlockingSemaphore,
+    /// `acquire_cancellable`'s latest grants.
+    pool_grants: Mutex<Grants>,
 }
 
 /// A cancellation the foreign side triggers, for `Semaphore::acquire_cancellable_async`.
@@ -248,13 +275,13 @@ impl Semaphore {
     /// Connects and creates the semaphore in Redis unless it exists.
     #[uniffi::constructor]
     pub fn open(options: SemaphoreOptions) -> Result<Arc<Self>> {
-        Ok(Arc::new(Semaphore { inner: host::BlockingSemaphore::open(options.into())? }))
+        Ok(Arc::new(Semaphore { inner: host::BlockingSemaphore::open(options.into())?, pool_grants: Mutex::default() }))
     }
 
     #[uniffi::constructor]
     pub async fn open_async(options: SemaphoreOptions) -> Result<Arc<Self>> {
         let sem = host::Semaphore::open(options.into()).await?;
-        Ok(Arc::new(Semaphore { inner: sem.into() }))
+        Ok(Arc::new(Semaphore { inner: sem.into(), pool_grants: Mutex::default() }))
     }
 
     /// Takes `n` permits at once or none; `timeout_s = None` waits forever. Empty means not acquired.
@@ -269,15 +296,7 @@ impl Semaphore {
     /// permits: `ticket` (unique per call, not 0) lets `give_back` return them.
     pub fn acquire_interruptible(&self, n: i64, blocking: bool, timeout_s: Option<f64>, ticket: u64) -> Result<Vec<Permit>> {
         let granted = pottery_semaphore_host::signals_end_waits(|| self.inner.acquire_n(n, blocking, timeout_s))?;
-        if !granted.is_empty() {
-            GRANTS.with(|grants| {
-                let mut grants = grants.borrow_mut();
-                if grants.len() == GRANTS_KEPT {
-                    grants.pop_front();
-                }
-                grants.push_back((ticket, granted.iter().map(|p| p.token).collect()));
-            });
-        }
+        GRANTS.with(|grants| grants.borrow_mut().note(ticket, &granted, GRANTS_KEPT));
         Ok(permits(granted))
     }
 
@@ -285,21 +304,31 @@ impl Semaphore {
     /// thread): the waiter leaves the queue, and permits granted meanwhile are given back. A
     /// result that was ready first is returned. For a caller that waits on a thread of its own
     /// while another decides when to give up (Python under gevent: a greenlet's wait runs on
-    /// gevent's thread pool, so that the other greenlets go on).
-    pub fn acquire_cancellable(&self, n: i64, blocking: bool, timeout_s: Option<f64>, cancellation: Arc<Cancellation>) -> Result<Vec<Permit>> {
-        Ok(permits(self.inner.acquire_n_until(n, blocking, timeout_s, cancellation.cancelled())?))
+    /// gevent's thread pool, so that the other greenlets go on). `ticket` as for
+    /// `acquire_interruptible`: `give_back` finds the grant from any thread.
+    pub fn acquire_cancellable(
+        &self,
+        n: i64,
+        blocking: bool,
+        timeout_s: Option<f64>,
+        ticket: u64,
+        cancellation: Arc<Cancellation>,
+    ) -> Result<Vec<Permit>> {
+        let granted = self.inner.acquire_n_until(n, blocking, timeout_s, cancellation.cancelled())?;
+        self.pool_grants.lock().unwrap_or_else(|e| e.into_inner()).note(ticket, &granted, POOL_GRANTS_KEPT);
+        Ok(permits(granted))
     }
 
-    /// Gives back the permits that this thread's `acquire_interruptible` under `ticket` granted,
-    /// for a caller that raised before taking them, also when a signal handler acquired on
-    /// this thread meanwhile (up to `GRANTS_KEPT` grants later). Returns the tokens given back
-    /// (none when that call granted nothing, or failed, or they were given back already).
+    /// Gives back the permits that `acquire_interruptible` (on this thread) or
+    /// `acquire_cancellable` granted under `ticket`, for a caller that raised before taking
+    /// them, also when a signal handler acquired on this thread meanwhile (up to `GRANTS_KEPT`
+    /// grants later). Returns the tokens given back (none when that call granted nothing, or
+    /// failed, or they were given back already).
     pub fn give_back(&self, ticket: u64) -> Result<Vec<u64>> {
-        let tokens = GRANTS.with(|grants| {
-            let mut grants = grants.borrow_mut();
-            let found = grants.iter().position(|(t, _)| ticket != 0 && *t == ticket);
-            found.and_then(|i| grants.remove(i)).map(|(_, tokens)| tokens).unwrap_or_default()
-        });
+        let tokens = GRANTS
+            .with(|grants| grants.borrow_mut().take(ticket))
+            .or_else(|| self.pool_grants.lock().unwrap_or_else(|e| e.into_inner()).take(ticket))
+            .unwrap_or_default();
         if tokens.is_empty() {
             return Ok(tokens);
         }

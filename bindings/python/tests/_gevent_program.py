@@ -61,5 +61,50 @@ seen["waiters_after_kill"] = len(sem.waiters())
 sem.release()
 gevent.sleep(0.3)
 seen["value_at_end"] = sem.value
+
+# More waiters than gevent's thread pool has threads (10): the holder's DNS look-up (on that
+# pool) still runs, a time-out of one more waiter is still honoured, and every waiter is served.
+import socket  # noqa: E402
+import time  # noqa: E402
+
+assert sem.acquire(blocking=False)
+served = []
+
+
+def waits(i: int) -> None:
+    with sem:
+        served.append(i)
+
+
+crowd = [gevent.spawn(waits, i) for i in range(12)]
+gevent.sleep(0.5)
+started = time.monotonic()
+seen["late_waiter_acquired"] = sem.acquire(timeout=0.5)
+seen["late_waiter_took"] = time.monotonic() - started
+with gevent.Timeout(5, False):
+    socket.getaddrinfo("localhost", 80)
+    seen["looked_up"] = True
+sem.release()
+with gevent.Timeout(10, False):
+    gevent.joinall(crowd)
+seen["served"] = len(served)
+
+# Raised once the wait returned but before the block recorded its permit (as a signal's
+# handler may): the grant, made on the pool's thread, is given back.
+recording = sem._blocks.enter
+
+
+def interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+sem._blocks.enter = interrupted
+try:
+    with sem:
+        pass
+except KeyboardInterrupt:
+    pass
+sem._blocks.enter = recording
+seen["value_after_interrupted_enter"] = sem.value
 tick.kill()
 print(json.dumps(seen))

@@ -29,3 +29,10 @@ def test_waiting_greenlets_let_the_holder_run_and_leave_when_interrupted(server,
     assert seen["waiting_before_kill"] == 1, seen
     assert seen["waiters_after_kill"] == 0, "the killed waiter stayed queued"
     assert seen["value_at_end"] == 1, "a permit stayed held"
+    assert seen["value_after_interrupted_enter"] == 1, "the grant of an interrupted `with` stayed held"
+    # Waits do not hold gevent's thread pool, which its DNS resolver needs too.
+    assert not seen["late_waiter_acquired"] and seen["late_waiter_took"] < 2.0, seen
+    assert seen.get("looked_up"), "the holder's DNS look-up waited behind the waiters"
+    assert seen["served"] == 12, seen
+    # An interrupted wait is not reported as an error nobody handled.
+    assert "Cancelled" not in done.stderr, done.stderr

@@ -1,14 +1,16 @@
 """Waits under gevent. A native wait blocks its OS thread, and under gevent every greenlet shares
 one: a greenlet waiting for a permit would stop the one holding it from ever releasing it. So once
-gevent has patched ``threading`` (``monkey.patch_all()``), an acquire waits on gevent's thread pool
-and its greenlet yields meanwhile. A greenlet interrupted while it waits (``gevent.Timeout``,
-``kill()``) cancels the wait: the waiter leaves the queue, and permits granted before the
-cancellation reached it are given back."""
+gevent has patched ``threading`` (``monkey.patch_all()``), an acquire waits on an OS thread of its
+own and its greenlet yields meanwhile. Not on gevent's thread pool: its few threads, held for
+whole waits, would leave later waits (with their time-outs) and gevent's own DNS look-ups queued
+behind them. A greenlet interrupted while it waits (``gevent.Timeout``, ``kill()``) cancels the
+wait: the waiter leaves the queue, and permits granted before the cancellation reached it are
+given back."""
 
 from __future__ import annotations
 
 import sys
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ._native import pottery_semaphore_ffi as _ffi
 
@@ -23,26 +25,47 @@ def hub() -> Optional[Any]:
     return gevent.get_hub()
 
 
-def acquire(native: Any, hub: Any, count: int, blocking: bool, seconds: Optional[float]) -> Any:
-    """The native acquire, run on ``hub``'s thread pool while this greenlet yields."""
+def _start_thread(fn: Callable[..., Any], *args: Any) -> None:
+    """Runs ``fn`` on a new OS thread (gevent's patched ``_thread`` would make it a greenlet)."""
+    from gevent import monkey
+
+    monkey.get_original("_thread", "start_new_thread")(fn, args)
+
+
+def acquire(native: Any, hub: Any, count: int, blocking: bool, seconds: Optional[float], ticket: int) -> Any:
+    """The native acquire, run on a thread of its own while this greenlet yields. Its grant is
+    kept under ``ticket`` for ``give_back``, as on the caller's own thread."""
+    from gevent.event import AsyncResult
+
     cancellation = _ffi.Cancellation()
-    waiting = hub.threadpool.spawn(native.acquire_cancellable, count, blocking, seconds, cancellation)
+    done = AsyncResult()
+
+    def wait() -> None:
+        # The outcome goes to the hub's thread to be set there (AsyncResult is not thread-safe).
+        try:
+            permits = native.acquire_cancellable(count, blocking, seconds, ticket, cancellation)
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting greenlet as it is
+            hub.loop.run_callback_threadsafe(done.set_exception, e)
+        else:
+            hub.loop.run_callback_threadsafe(done.set, permits)
+
+    _start_thread(wait)
     try:
-        return waiting.get()
+        return done.get()
     except BaseException:
         cancellation.cancel()
         # Granted before the cancellation reached it (or after ``get`` returned): give them back
-        # once the pool's thread has answered.
-        waiting.rawlink(lambda done: _give_back(native, hub, done))
+        # once the thread has answered, on a thread again, so that the hub never waits on Redis.
+        done.rawlink(lambda result: _give_back(native, result))
         raise
 
 
-def _give_back(native: Any, hub: Any, done: Any) -> None:
-    if done.successful() and done.value:
-        hub.threadpool.spawn(_quietly, native.release_permits, [p.token for p in done.value])
+def _give_back(native: Any, result: Any) -> None:
+    if result.successful() and result.value:
+        _start_thread(_quietly, native.release_permits, [p.token for p in result.value])
 
 
-def _quietly(fn: Any, *args: Any) -> None:
+def _quietly(fn: Callable[..., Any], *args: Any) -> None:
     try:
         fn(*args)
     except Exception:

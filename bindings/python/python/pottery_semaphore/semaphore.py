@@ -94,7 +94,7 @@ class Semaphore:
         wait runs on gevent's thread pool instead (see ``_green``)."""
         green = _green.hub() if blocking and seconds != 0 else None
         if green is not None:
-            return c.call(_green.acquire, self._here(), green, count, blocking, seconds)
+            return c.call(_green.acquire, self._here(), green, count, blocking, seconds, ticket)
         deadline = None if seconds is None else time.monotonic() + seconds
         while True:
             try:

@@ -104,7 +104,8 @@ data class SemaphoreConfig @JvmOverloads constructor(
  * the user-info ends at the later of the last `@` before the first `/` and the last `@` before
  * the first `?` or `#`, or else at the last `@` of all (which may hide more than the password,
  * never less). A parameter is `pass` as the URL parser reads its name (`%70ass` too), and its
- * value runs to the next `&`, past a `#`, for the same reason.
+ * value runs, for the same reason, past a `#` and past any `&` but one that starts another
+ * parameter (`name=…`).
  */
 internal fun redacted(url: String): String {
     val authority = url.indexOf("://").let { if (it < 0) 0 else it + 3 }
@@ -115,7 +116,12 @@ internal fun redacted(url: String): String {
     val colon = url.indexOf(':', authority)
     val hidden = if (at >= authority && colon in authority until at) url.substring(0, colon + 1) + "***" + url.substring(at) else url
     val query = hidden.indexOf('?').takeIf { it >= 0 } ?: return hidden
-    val params = hidden.substring(query + 1).split('&').map { param ->
+    // A part without `=` goes on with the value before it (a raw `&` in it).
+    val parts = hidden.substring(query + 1).split('&').fold(mutableListOf<String>()) { params, part ->
+        if (params.isNotEmpty() && '=' !in part) params[params.size - 1] += "&$part" else params += part
+        params
+    }
+    val params = parts.map { param ->
         val name = param.substringBefore('=', missingDelimiterValue = "")
         if (formDecoded(name) == "pass") "$name=***" else param
     }

@@ -74,6 +74,8 @@ class ErrorMappingTest {
             "unix:///r.sock?%70ass=hunter2&db=1" to "unix:///r.sock?%70ass=***&db=1",
             "unix:///r.sock?p%61%73s=hunter2" to "unix:///r.sock?p%61%73s=***",
             "unix:///r.sock?pass=hun#ter2" to "unix:///r.sock?pass=***",
+            "unix:///r.sock?pass=hun&ter2&db=1" to "unix:///r.sock?pass=***&db=1",
+            "unix:///r.sock?tls&pass=x" to "unix:///r.sock?tls&pass=***",
             "unix:///r.sock?passive=1&bypass=2&pass%=3" to "unix:///r.sock?passive=1&bypass=2&pass%=3",
         )
         for ((url, shown) in secrets) assertEquals(shown, redacted(url))
