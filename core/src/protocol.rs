@@ -315,7 +315,7 @@ impl<T: Transport> Semaphore<T> {
             0 => Ok(Step::Unavailable),
             2 => Ok(Step::Queued { waiter: reply.u64()?, wait_ms: reply.u64()? }),
             -1 => Err(Error::invalid(format!(
-                "n exceeds the capacity ({}) of a bounded semaphore: a blocking acquire could never succeed",
+                "n exceeds the capacity ({}) of a bounded semaphore: a blocking acquire would wait for another handle to add permits",
                 reply.u64()?
             ))),
             other => Err(Error::protocol(format!("unknown acquire status {other}"))),

@@ -214,7 +214,7 @@ impl<T: Transport> Semaphore<T> {
         if too_many >= self.quorum() && waits && self.id.bounded {
             self.give_back(&claims);
             return Err(Error::invalid(format!(
-                "n exceeds the capacity of a bounded semaphore: a blocking acquire could never succeed ({n} permits asked)"
+                "n exceeds the capacity of a bounded semaphore: a blocking acquire would wait for another handle to add permits ({n} permits asked)"
             )));
         }
         let mut votes: BTreeMap<u64, usize> = BTreeMap::new();
