@@ -16,6 +16,17 @@ url, key = sys.argv[1], sys.argv[2]
 sem = Semaphore(value=1, key=key, masters={url}, guard_fresh_server=False)
 seen = {}
 
+# A hub with nothing else to run (no other greenlet, no timer) must not end a wait as if it
+# could never finish.
+gevent.sleep(0)
+with sem:
+    seen["entered_alone"] = True
+# On a thread of gevent's pool, which has no hub of its own, a wait blocks that thread only.
+other = Semaphore(value=1, key=key, masters={url}, guard_fresh_server=False)
+assert other.acquire(blocking=False)
+seen["pool_thread_acquired"] = gevent.get_hub().threadpool.spawn(sem.acquire, True, 0.5).get()
+other.release()
+
 # Three greenlets share one permit: each waits while another holds it, and the holder's
 # gevent.sleep must run meanwhile, or the first to wait blocks everyone for good.
 order = []

@@ -19,6 +19,8 @@ def test_waiting_greenlets_let_the_holder_run_and_leave_when_interrupted(server,
     )
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["entered_alone"], seen
+    assert seen["pool_thread_acquired"] is False, "a wait on a pool thread did not time out"
     order = [tuple(step) for step in seen["order"]]
     assert len(order) == 6, order
     # One holder at a time: every "in" is followed by its own "out".
