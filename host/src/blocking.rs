@@ -167,8 +167,8 @@ impl BlockingSemaphore {
     }
 
     /// [`Semaphore::acquire_n_until`], for a caller that waits on a thread of its own while
-    /// something else decides when to give up (a greenlet, whose wait gevent hands to a thread
-    /// of its pool).
+    /// something else decides when to give up (a greenlet, whose wait the Python SDK hands to
+    /// a thread of its own under gevent).
     pub fn acquire_n_until(&self, n: i64, blocking: bool, timeout: Option<f64>, stop: impl Future<Output = ()>) -> Result<Vec<Permit>, Error> {
         self.block_on(self.async_handle.acquire_n_until(n, blocking, timeout, stop))
     }

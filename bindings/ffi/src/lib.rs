@@ -179,14 +179,15 @@ fn permits(v: Vec<host::Permit>) -> Vec<Permit> {
     v.into_iter().map(Permit::from).collect()
 }
 
-/// How many of a thread's latest grants `give_back` can still find: a caller's `give_back`
+/// How many of a thread's latest grants `take_grant` can still find: a caller's `take_grant`
 /// follows its own call on the same thread, with at most the grants of signal handlers that
 /// ran in between (which may acquire too) after it.
 const GRANTS_KEPT: usize = 8;
 
-/// How many of `acquire_cancellable`'s latest grants `give_back` can still find. Those run on
-/// a pool's threads for callers on another (gevent's), so they are kept per handle: a caller's
-/// `give_back` follows its call with at most the grants of the pool's other threads between.
+/// How many of `acquire_cancellable`'s latest grants `take_grant` can still find. Those run on
+/// threads of their own for callers on another (a greenlet's, under gevent), so they are kept
+/// per handle: a caller's `take_grant` follows its call with at most the grants of other such
+/// threads between.
 const POOL_GRANTS_KEPT: usize = 64;
 
 /// The latest grants of a thread or pool, oldest first: ticket (unique per call) and tokens.
@@ -293,7 +294,7 @@ impl Semaphore {
     /// `Cancelled`, having left the queue and kept nothing: for callers that run their signal
     /// handlers only once the call returns (Python), and then wait again unless one raised.
     /// A handler that raises then, after a grant, keeps the caller from ever seeing its
-    /// permits: `ticket` (unique per call, not 0) lets `give_back` return them.
+    /// permits: `ticket` (unique per call, not 0) lets `take_grant` find them.
     pub fn acquire_interruptible(&self, n: i64, blocking: bool, timeout_s: Option<f64>, ticket: u64) -> Result<Vec<Permit>> {
         let granted = pottery_semaphore_host::signals_end_waits(|| self.inner.acquire_n(n, blocking, timeout_s))?;
         GRANTS.with(|grants| grants.borrow_mut().note(ticket, &granted, GRANTS_KEPT));
@@ -303,9 +304,9 @@ impl Semaphore {
     /// As `acquire`, ending with `Cancelled` as soon as `cancellation` is cancelled (from any
     /// thread): the waiter leaves the queue, and permits granted meanwhile are given back. A
     /// result that was ready first is returned. For a caller that waits on a thread of its own
-    /// while another decides when to give up (Python under gevent: a greenlet's wait runs on
-    /// gevent's thread pool, so that the other greenlets go on). `ticket` as for
-    /// `acquire_interruptible`: `give_back` finds the grant from any thread.
+    /// while another decides when to give up (Python under gevent: a greenlet's wait runs on a
+    /// thread of its own, so that the other greenlets go on). `ticket` as for
+    /// `acquire_interruptible`: `take_grant` finds the grant from any thread.
     pub fn acquire_cancellable(
         &self,
         n: i64,
@@ -319,20 +320,16 @@ impl Semaphore {
         Ok(permits(granted))
     }
 
-    /// Gives back the permits that `acquire_interruptible` (on this thread) or
-    /// `acquire_cancellable` granted under `ticket`, for a caller that raised before taking
-    /// them, also when a signal handler acquired on this thread meanwhile (up to `GRANTS_KEPT`
-    /// grants later). Returns the tokens given back (none when that call granted nothing, or
-    /// failed, or they were given back already).
-    pub fn give_back(&self, ticket: u64) -> Result<Vec<u64>> {
-        let tokens = GRANTS
+    /// Takes out the record of what `acquire_interruptible` (on this thread) or
+    /// `acquire_cancellable` granted under `ticket`, for a caller that raised before taking the
+    /// permits and gives them back itself (`release_permits`, on a thread of its choice), also
+    /// when a signal handler acquired on this thread meanwhile (up to `GRANTS_KEPT` grants
+    /// later). Empty when that call granted nothing, or failed, or was taken out already.
+    pub fn take_grant(&self, ticket: u64) -> Vec<u64> {
+        GRANTS
             .with(|grants| grants.borrow_mut().take(ticket))
             .or_else(|| self.pool_grants.lock().unwrap_or_else(|e| e.into_inner()).take(ticket))
-            .unwrap_or_default();
-        if tokens.is_empty() {
-            return Ok(tokens);
-        }
-        Ok(self.inner.release_permits(tokens)?)
+            .unwrap_or_default()
     }
 
     pub fn release(&self, n: i64) -> Result<()> {

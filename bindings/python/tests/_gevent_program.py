@@ -116,6 +116,55 @@ try:
 except KeyboardInterrupt:
     pass
 sem._blocks.enter = recording
+gevent.sleep(0.3)  # given back on a thread, so that the hub waits on no Redis
 seen["value_after_interrupted_enter"] = sem.value
+
+# A grant that lands after the greenlet stopped waiting (the native wait made deaf to the
+# cancellation, so that it is granted once the other handle releases) is given back.
+from pottery_semaphore import _green  # noqa: E402
+from pottery_semaphore._native import pottery_semaphore_ffi as ffi  # noqa: E402
+
+real = sem._native
+
+
+class Deaf:
+    def __getattr__(self, name):
+        return getattr(real, name)
+
+    def acquire_cancellable(self, n, blocking, seconds, ticket, cancellation):
+        return real.acquire_cancellable(n, blocking, seconds, ticket, ffi.Cancellation())
+
+
+assert other.acquire(blocking=False)
+sem._native = Deaf()
+with gevent.Timeout(0.2, False):
+    sem.acquire()
+other.release()
+gevent.sleep(0.5)
+sem._native = real
+seen["value_after_late_grant"] = sem.value
+
+# A signal's handler that raises just as the wait's thread starts (before the greenlet waits):
+# the wait is abandoned, and what it is granted later is given back.
+start_thread = _green._start_thread
+
+
+def interrupted_start(fn, *args):
+    start_thread(fn, *args)
+    raise KeyboardInterrupt
+
+
+assert other.acquire(blocking=False)
+sem._native = Deaf()
+_green._start_thread = interrupted_start
+try:
+    sem.acquire()
+except KeyboardInterrupt:
+    pass
+_green._start_thread = start_thread
+other.release()
+gevent.sleep(0.5)
+sem._native = real
+seen["value_after_interrupted_start"] = sem.value
 tick.kill()
 print(json.dumps(seen))

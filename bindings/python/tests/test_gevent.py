@@ -32,6 +32,8 @@ def test_waiting_greenlets_let_the_holder_run_and_leave_when_interrupted(server,
     assert seen["waiters_after_kill"] == 0, "the killed waiter stayed queued"
     assert seen["value_at_end"] == 1, "a permit stayed held"
     assert seen["value_after_interrupted_enter"] == 1, "the grant of an interrupted `with` stayed held"
+    assert seen["value_after_late_grant"] == 1, "a grant that came after the wait ended stayed held"
+    assert seen["value_after_interrupted_start"] == 1, "a wait abandoned as its thread started kept its grant"
     # Waits do not hold gevent's thread pool, which its DNS resolver needs too.
     assert not seen["late_waiter_acquired"] and seen["late_waiter_took"] < 2.0, seen
     assert seen.get("looked_up"), "the holder's DNS look-up waited behind the waiters"

@@ -91,7 +91,7 @@ class Semaphore:
         A wait taken up again queues at the back. A handler that raises right after a grant
         (signals that arrive during a script run once it returns) ends the call before its
         permits are seen: the caller gives them back with ``_give_back(ticket)``. Under gevent a
-        wait runs on gevent's thread pool instead (see ``_green``)."""
+        wait runs on a thread of its own instead (see ``_green``)."""
         green = _green.hub() if blocking and seconds != 0 else None
         if green is not None:
             return c.call(_green.acquire, self._here(), green, count, blocking, seconds, ticket)
@@ -105,11 +105,12 @@ class Semaphore:
 
     def _give_back(self, ticket: int) -> None:
         """Releases what the acquire under ``ticket`` granted, if the caller raised before
-        taking it; nothing when it granted nothing."""
-        try:
-            self._here().give_back(ticket)
-        except Exception:
-            pass  # Redis out of reach: the handle releases them in the background
+        taking it; nothing when it granted nothing. Under gevent on a thread, so that the hub
+        waits on no Redis."""
+        native = self._here()
+        tokens = native.take_grant(ticket)
+        if tokens:
+            _green.release(native, tokens)
 
     def acquire(self, blocking: bool = True, timeout: Optional[float] = -1, *, n: int = 1) -> bool:
         """Take ``n`` permits (all at once or none). Returns whether they were taken.
