@@ -173,6 +173,11 @@ impl BlockingSemaphore {
         self.block_on(self.async_handle.acquire_n_until(n, blocking, timeout, stop))
     }
 
+    /// [`Semaphore::give_back_soon`]: returns at once.
+    pub fn give_back_soon(&self, tokens: Vec<u64>) {
+        self.inner.give_back_soon(tokens);
+    }
+
     pub fn release(&self, n: i64) -> Result<(), Error> {
         self.block_on(self.inner.release(n))
     }

@@ -197,22 +197,24 @@ fn validity(ttl_ms: u64) -> Duration {
 
 impl Drop for Granted {
     fn drop(&mut self) {
-        if self.permits.is_empty() {
-            return;
+        if !self.permits.is_empty() {
+            self.inner.release_in_background(self.permits.iter().map(|p| p.token).collect());
         }
-        let tokens: Vec<u64> = self.permits.iter().map(|p| p.token).collect();
-        let inner = self.inner.clone();
-        self.inner.rt.tokio.spawn(async move {
-            let retry = tokens.clone();
-            if inner.with_instance(move |i| Box::pin(async move { i.release_permits(&tokens).await })).await.is_err() {
-                // The refresher tries again, as for any release that failed.
-                inner.release_later(retry);
-            }
-        });
     }
 }
 
 impl Inner {
+    /// Releases these permits on the runtime's threads; the refresher tries again if that fails.
+    fn release_in_background(self: &Arc<Self>, tokens: Vec<u64>) {
+        let inner = self.clone();
+        self.rt.tokio.spawn(async move {
+            let retry = tokens.clone();
+            if inner.with_instance(move |i| Box::pin(async move { i.release_permits(&tokens).await })).await.is_err() {
+                inner.release_later(retry);
+            }
+        });
+    }
+
     async fn checkout(&self, on_caller_thread: bool) -> Result<Instance, Error> {
         let pool = if on_caller_thread { &self.idle_sync } else { &self.idle };
         let idle = lock(pool).pop();
@@ -653,6 +655,19 @@ impl Semaphore {
             (targeted, judged, release_op(move |i| Box::pin(async move { i.release(n, &own).await })))
         };
         self.release_with(plan, false).await.map(drop)
+    }
+
+    /// Lets go of these permits of this handle at once and releases them in the background:
+    /// for a caller that must not wait on Redis (an event loop) giving back a grant it never
+    /// took. From this call on no `release` picks them, and no refresh extends them.
+    pub fn give_back_soon(&self, tokens: Vec<u64>) {
+        let tokens: Vec<u64> = {
+            let mut held = lock(&self.inner.held);
+            tokens.into_iter().filter(|t| held.remove(t).is_some()).collect()
+        };
+        if !tokens.is_empty() {
+            self.inner.release_in_background(tokens);
+        }
     }
 
     /// Releases exactly these permits of this handle (those it still holds).

@@ -250,6 +250,10 @@ impl Cancellation {
 }
 
 impl Cancellation {
+    fn is_cancelled(&self) -> bool {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+
     /// Completes once cancelled.
     fn cancelled(&self) -> impl Future<Output = ()> + '_ {
         std::future::poll_fn(|cx| if self.poll_cancelled(cx) { Poll::Ready(()) } else { Poll::Pending })
@@ -317,12 +321,17 @@ impl Semaphore {
     ) -> Result<Vec<Permit>> {
         let granted = self.inner.acquire_n_until(n, blocking, timeout_s, cancellation.cancelled())?;
         self.pool_grants.lock().unwrap_or_else(|e| e.into_inner()).note(ticket, &granted, POOL_GRANTS_KEPT);
+        // Granted as the caller gave up: it takes the grant out after cancelling, this call
+        // after noting it, so whichever comes second finds it and lets go of it at once.
+        if cancellation.is_cancelled() {
+            self.give_back_soon(self.take_grant(ticket));
+        }
         Ok(permits(granted))
     }
 
     /// Takes out the record of what `acquire_interruptible` (on this thread) or
     /// `acquire_cancellable` granted under `ticket`, for a caller that raised before taking the
-    /// permits and gives them back itself (`release_permits`, on a thread of its choice), also
+    /// permits and gives them back itself (`release_permits`, or `give_back_soon`), also
     /// when a signal handler acquired on this thread meanwhile (up to `GRANTS_KEPT` grants
     /// later). Empty when that call granted nothing, or failed, or was taken out already.
     pub fn take_grant(&self, ticket: u64) -> Vec<u64> {
@@ -330,6 +339,13 @@ impl Semaphore {
             .with(|grants| grants.borrow_mut().take(ticket))
             .or_else(|| self.pool_grants.lock().unwrap_or_else(|e| e.into_inner()).take(ticket))
             .unwrap_or_default()
+    }
+
+    /// Lets go of these permits at once (no `release` picks them from now on) and releases
+    /// them in the background: for a caller on an event loop, which must not wait on Redis,
+    /// giving back a grant it never took.
+    pub fn give_back_soon(&self, tokens: Vec<u64>) {
+        self.inner.give_back_soon(tokens);
     }
 
     pub fn release(&self, n: i64) -> Result<()> {

@@ -144,6 +144,34 @@ gevent.sleep(0.5)
 sem._native = real
 seen["value_after_late_grant"] = sem.value
 
+# A grant the greenlet gave up on (its wait's thread slow to report it) is let go of at once:
+# a release() beside it gives back this handle's other permit, not that one.
+two = Semaphore(value=2, key=key + "-two", masters={url}, guard_fresh_server=False)
+real_two = two._native
+pause = monkey.get_original("time", "sleep")
+
+
+class Slow:
+    def __getattr__(self, name):
+        return getattr(real_two, name)
+
+    def acquire_cancellable(self, *args):
+        granted = real_two.acquire_cancellable(*args)
+        pause(0.3)
+        return granted
+
+
+two._native = Slow()
+with gevent.Timeout(0.1, False):
+    two.acquire()
+two._native = real_two
+seen["two_kept_after_giving_up"] = len(real_two.held())  # at once, before anything else runs
+assert two.acquire(blocking=False)
+two.release()
+gevent.sleep(0.6)
+seen["two_value"] = two.value
+seen["two_holders"] = len(two.holders())
+
 # A signal's handler that raises just as the wait's thread starts (before the greenlet waits):
 # the wait is abandoned, and what it is granted later is given back.
 start_thread = _green._start_thread

@@ -34,6 +34,8 @@ def test_waiting_greenlets_let_the_holder_run_and_leave_when_interrupted(server,
     assert seen["value_after_interrupted_enter"] == 1, "the grant of an interrupted `with` stayed held"
     assert seen["value_after_late_grant"] == 1, "a grant that came after the wait ended stayed held"
     assert seen["value_after_interrupted_start"] == 1, "a wait abandoned as its thread started kept its grant"
+    assert seen["two_kept_after_giving_up"] == 0, "a grant given up on stayed among the handle's own"
+    assert (seen["two_value"], seen["two_holders"]) == (2, 0), "release() took the permit being given back"
     # Waits do not hold gevent's thread pool, which its DNS resolver needs too.
     assert not seen["late_waiter_acquired"] and seen["late_waiter_took"] < 2.0, seen
     assert seen.get("looked_up"), "the holder's DNS look-up waited behind the waiters"

@@ -18,12 +18,15 @@ from ._native import pottery_semaphore_ffi as _ffi
 
 
 def hub() -> Optional[Any]:
-    """This thread's gevent hub, if gevent is in use and the thread runs one; else None."""
+    """This thread's gevent hub, if gevent is in use, the thread runs one and this is not the
+    hub itself (a signal's handler runs there, and may not switch away); else None."""
     if "gevent" not in sys.modules:
         return None
+    import gevent
     from gevent._hub_local import get_hub_if_exists
 
-    return get_hub_if_exists()
+    found = get_hub_if_exists()
+    return None if found is None or gevent.getcurrent() is found else found
 
 
 def _start_thread(fn: Callable[..., Any], *args: Any) -> None:
@@ -36,17 +39,6 @@ def _start_thread(fn: Callable[..., Any], *args: Any) -> None:
         raise exc.SemaphoreRuntimeError(f"no thread to wait on: {e}") from None
 
 
-def release(native: Any, tokens: List[int]) -> None:
-    """Gives back exactly these permits, on a thread when this one runs a hub."""
-    if hub() is None:
-        _quietly(native.release_permits, tokens)
-        return
-    try:
-        _start_thread(_quietly, native.release_permits, tokens)
-    except exc.SemaphoreRuntimeError:
-        _quietly(native.release_permits, tokens)
-
-
 def acquire(native: Any, hub: Any, count: int, blocking: bool, seconds: Optional[float], ticket: int) -> Any:
     """The native acquire, run on a thread of its own while this greenlet yields. Its grant is
     kept under ``ticket`` for ``take_grant``, as on the caller's own thread."""
@@ -56,7 +48,7 @@ def acquire(native: Any, hub: Any, count: int, blocking: bool, seconds: Optional
     done = AsyncResult()
     outcome: List[Tuple[Any, Optional[BaseException]]] = []
     # Appended to (atomically) by the thread as it starts, and by this greenlet as it stops
-    # waiting: between them, whatever the thread is granted is given back exactly once or more.
+    # waiting: a thread that starts after that makes no wait, and one that started reports.
     running: List[bool] = []
     abandoned: List[bool] = []
     # Started, the watcher keeps the hub's loop alive until the thread reports: with nothing
@@ -82,15 +74,11 @@ def acquire(native: Any, hub: Any, count: int, blocking: bool, seconds: Optional
             except BaseException as e:  # noqa: BLE001 - handed to the waiting greenlet as it is
                 result = (None, e)
         outcome.append(result)
-        if abandoned and result[0]:
-            # The greenlet stopped waiting, and may have closed the watcher before this ran.
-            _quietly(native.release_permits, [p.token for p in result[0]])
         try:
             reported.send()  # thread-safe; nothing when closed
         except Exception:
             # The hub is gone (its thread ended): nobody will take these.
-            if not abandoned and result[0]:
-                _quietly(native.release_permits, [p.token for p in result[0]])
+            _let_go(native, result[0])
 
     try:
         reported.start(deliver)
@@ -99,17 +87,19 @@ def acquire(native: Any, hub: Any, count: int, blocking: bool, seconds: Optional
     except BaseException:
         abandoned.append(True)
         cancellation.cancel()
-        # A grant that raced the end: given back once the thread has answered (on a thread
-        # again, so that the hub waits on no Redis), or by the thread itself.
-        done.rawlink(lambda result: result.successful() and result.value and release(native, [p.token for p in result.value]))
+        # A grant that raced the end is let go of at once, so that no ``release`` beside takes
+        # it for one of this handle's own, and released in the background: taken out here if
+        # already made, else by the native call as it returns (it sees the cancellation).
+        _let_go(native, native.take_grant(ticket))
+        # And whatever the thread still reports (nothing, unless the above missed it).
+        done.rawlink(lambda result: _let_go(native, result.value if result.successful() else None))
         if not running:
             # The thread did not start (or has not yet: it then sees ``abandoned``).
             reported.close()
         raise
 
 
-def _quietly(fn: Callable[..., Any], *args: Any) -> None:
-    try:
-        fn(*args)
-    except Exception:
-        pass  # Redis out of reach: the handle releases them in the background
+def _let_go(native: Any, granted: Optional[List[Any]]) -> None:
+    """Gives back, in the background, permits (or tokens) the caller never took."""
+    if granted:
+        native.give_back_soon([g if isinstance(g, int) else g.token for g in granted])

@@ -105,12 +105,19 @@ class Semaphore:
 
     def _give_back(self, ticket: int) -> None:
         """Releases what the acquire under ``ticket`` granted, if the caller raised before
-        taking it; nothing when it granted nothing. Under gevent on a thread, so that the hub
-        waits on no Redis."""
+        taking it; nothing when it granted nothing. Under gevent in the background, so that the
+        hub waits on no Redis."""
         native = self._here()
         tokens = native.take_grant(ticket)
-        if tokens:
-            _green.release(native, tokens)
+        if not tokens:
+            return
+        if _green.hub() is not None:
+            native.give_back_soon(tokens)
+            return
+        try:
+            native.release_permits(tokens)
+        except Exception:
+            pass  # Redis out of reach: the handle releases them in the background
 
     def acquire(self, blocking: bool = True, timeout: Optional[float] = -1, *, n: int = 1) -> bool:
         """Take ``n`` permits (all at once or none). Returns whether they were taken.
