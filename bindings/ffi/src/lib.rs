@@ -190,24 +190,40 @@ const GRANTS_KEPT: usize = 8;
 /// threads between.
 const POOL_GRANTS_KEPT: usize = 64;
 
-/// The latest grants of a thread or pool, oldest first: ticket (unique per call) and tokens.
+/// The latest grants of a thread or pool, oldest first: ticket (unique per call), tokens, and
+/// whether the caller has them yet (see `Semaphore::claim_grant`).
 #[derive(Debug, Default)]
-struct Grants(std::collections::VecDeque<(u64, Vec<u64>)>);
+struct Grants(std::collections::VecDeque<(u64, Vec<u64>, bool)>);
 
 impl Grants {
-    fn note(&mut self, ticket: u64, granted: &[host::Permit], kept: usize) {
+    fn note(&mut self, ticket: u64, granted: &[host::Permit], kept: usize, claimed: bool) {
         if granted.is_empty() {
             return;
         }
         if self.0.len() == kept {
             self.0.pop_front();
         }
-        self.0.push_back((ticket, granted.iter().map(|p| p.token).collect()));
+        self.0.push_back((ticket, granted.iter().map(|p| p.token).collect(), claimed));
+    }
+
+    fn position(&self, ticket: u64) -> Option<usize> {
+        self.0.iter().position(|(t, ..)| ticket != 0 && *t == ticket)
     }
 
     fn take(&mut self, ticket: u64) -> Option<Vec<u64>> {
-        let found = self.0.iter().position(|(t, _)| ticket != 0 && *t == ticket)?;
-        self.0.remove(found).map(|(_, tokens)| tokens)
+        let found = self.position(ticket)?;
+        self.0.remove(found).map(|(_, tokens, _)| tokens)
+    }
+
+    fn claim(&mut self, ticket: u64) {
+        if let Some(found) = self.position(ticket) {
+            self.0[found].2 = true;
+        }
+    }
+
+    /// Tokens granted to callers that do not have them yet.
+    fn unclaimed(&self) -> impl Iterator<Item = u64> + '_ {
+        self.0.iter().filter(|(.., claimed)| !claimed).flat_map(|(_, tokens, _)| tokens.iter().copied())
     }
 }
 
@@ -273,6 +289,18 @@ impl Semaphore {
     fn r#async(&self) -> &host::Semaphore {
         self.inner.as_async()
     }
+
+    fn pool_grants(&self) -> std::sync::MutexGuard<'_, Grants> {
+        self.pool_grants.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `spared`, and the permits granted to callers that do not have them yet: a release of
+    /// the handle beside such a grant must not take it for one of its own, or the grant's give
+    /// back would find nothing and the permit released in its place would stay held.
+    fn sparing(&self, mut spared: Vec<u64>) -> Vec<u64> {
+        spared.extend(self.pool_grants().unclaimed());
+        spared
+    }
 }
 
 #[uniffi::export]
@@ -301,7 +329,7 @@ impl Semaphore {
     /// permits: `ticket` (unique per call, not 0) lets `take_grant` find them.
     pub fn acquire_interruptible(&self, n: i64, blocking: bool, timeout_s: Option<f64>, ticket: u64) -> Result<Vec<Permit>> {
         let granted = pottery_semaphore_host::signals_end_waits(|| self.inner.acquire_n(n, blocking, timeout_s))?;
-        GRANTS.with(|grants| grants.borrow_mut().note(ticket, &granted, GRANTS_KEPT));
+        GRANTS.with(|grants| grants.borrow_mut().note(ticket, &granted, GRANTS_KEPT, true));
         Ok(permits(granted))
     }
 
@@ -320,7 +348,7 @@ impl Semaphore {
         cancellation: Arc<Cancellation>,
     ) -> Result<Vec<Permit>> {
         let granted = self.inner.acquire_n_until(n, blocking, timeout_s, cancellation.cancelled())?;
-        self.pool_grants.lock().unwrap_or_else(|e| e.into_inner()).note(ticket, &granted, POOL_GRANTS_KEPT);
+        self.pool_grants().note(ticket, &granted, POOL_GRANTS_KEPT, false);
         // Granted as the caller gave up: it takes the grant out after cancelling, this call
         // after noting it, so whichever comes second finds it and lets go of it at once.
         if cancellation.is_cancelled() {
@@ -337,7 +365,7 @@ impl Semaphore {
     pub fn take_grant(&self, ticket: u64) -> Vec<u64> {
         GRANTS
             .with(|grants| grants.borrow_mut().take(ticket))
-            .or_else(|| self.pool_grants.lock().unwrap_or_else(|e| e.into_inner()).take(ticket))
+            .or_else(|| self.pool_grants().take(ticket))
             .unwrap_or_default()
     }
 
@@ -348,14 +376,21 @@ impl Semaphore {
         self.inner.give_back_soon(tokens);
     }
 
+    /// Marks the grant of `acquire_cancellable` under `ticket` as the caller's: until then a
+    /// release of this handle takes its permits last, as the grant may yet be given back
+    /// (`take_grant` still finds it after, for a caller that raises later).
+    pub fn claim_grant(&self, ticket: u64) {
+        self.pool_grants().claim(ticket);
+    }
+
     pub fn release(&self, n: i64) -> Result<()> {
-        Ok(self.inner.release(n)?)
+        Ok(self.inner.release_sparing(n, self.sparing(Vec::new()))?)
     }
 
     /// As `release`, taking this handle's permits in `spared` (those of the SDK's running
     /// blocks, which release their own when they end) only after its others.
     pub fn release_sparing(&self, n: i64, spared: Vec<u64>) -> Result<()> {
-        Ok(self.inner.release_sparing(n, spared)?)
+        Ok(self.inner.release_sparing(n, self.sparing(spared))?)
     }
 
     /// Releases exactly these permits of this handle; returns the tokens it still held.
@@ -436,12 +471,12 @@ impl Semaphore {
     }
 
     pub async fn release_async(&self, n: i64) -> Result<()> {
-        Ok(self.r#async().release(n).await?)
+        Ok(self.r#async().release_sparing(n, self.sparing(Vec::new())).await?)
     }
 
     /// As `release_sparing`, for callers on an async executor.
     pub async fn release_sparing_async(&self, n: i64, spared: Vec<u64>) -> Result<()> {
-        Ok(self.r#async().release_sparing(n, spared).await?)
+        Ok(self.r#async().release_sparing(n, self.sparing(spared)).await?)
     }
 
     /// As `release_permits`, for callers on an async executor (Swift's `withPermit`).

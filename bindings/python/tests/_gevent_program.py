@@ -172,6 +172,26 @@ gevent.sleep(0.6)
 seen["two_value"] = two.value
 seen["two_holders"] = len(two.holders())
 
+# The same, with the release() beside made while the greenlet has not yet resumed: the grant
+# it is about to give up is taken last.
+beside = {}
+
+
+def acquire_and_release_beside() -> None:
+    gevent.sleep(0.05)  # the slow wait's grant is made by now, and not yet reported
+    beside["acquired"] = two.acquire(blocking=False)
+    two.release()
+
+
+two._native = Slow()
+helper = gevent.spawn(acquire_and_release_beside)
+with gevent.Timeout(0.2, False):
+    two.acquire()
+two._native = real_two
+helper.join()
+gevent.sleep(0.6)
+seen["two_beside"] = [beside.get("acquired"), two.value, len(real_two.held())]
+
 # A signal's handler that raises just as the wait's thread starts (before the greenlet waits):
 # the wait is abandoned, and what it is granted later is given back.
 start_thread = _green._start_thread

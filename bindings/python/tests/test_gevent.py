@@ -36,6 +36,7 @@ def test_waiting_greenlets_let_the_holder_run_and_leave_when_interrupted(server,
     assert seen["value_after_interrupted_start"] == 1, "a wait abandoned as its thread started kept its grant"
     assert seen["two_kept_after_giving_up"] == 0, "a grant given up on stayed among the handle's own"
     assert (seen["two_value"], seen["two_holders"]) == (2, 0), "release() took the permit being given back"
+    assert seen["two_beside"] == [True, 2, 0], "a release() beside took a grant not yet reported"
     # Waits do not hold gevent's thread pool, which its DNS resolver needs too.
     assert not seen["late_waiter_acquired"] and seen["late_waiter_took"] < 2.0, seen
     assert seen.get("looked_up"), "the holder's DNS look-up waited behind the waiters"

@@ -83,7 +83,10 @@ def acquire(native: Any, hub: Any, count: int, blocking: bool, seconds: Optional
     try:
         reported.start(deliver)
         _start_thread(wait)
-        return done.get()
+        permits = done.get()
+        # Ours now: until here a release() beside took this grant last (it may be given back).
+        native.claim_grant(ticket)
+        return permits
     except BaseException:
         abandoned.append(True)
         cancellation.cancel()
