@@ -196,12 +196,17 @@ const POOL_GRANTS_KEPT: usize = 64;
 struct Grants(std::collections::VecDeque<(u64, Vec<u64>, bool)>);
 
 impl Grants {
+    /// Keeps at most `kept` claimed grants (the oldest go first) and every unclaimed one: those
+    /// are spared until claimed or taken, which their callers do (at most one per wait in
+    /// flight).
     fn note(&mut self, ticket: u64, granted: &[host::Permit], kept: usize, claimed: bool) {
         if granted.is_empty() {
             return;
         }
-        if self.0.len() == kept {
-            self.0.pop_front();
+        if self.0.len() >= kept
+            && let Some(oldest) = self.0.iter().position(|(.., claimed)| *claimed)
+        {
+            self.0.remove(oldest);
         }
         self.0.push_back((ticket, granted.iter().map(|p| p.token).collect(), claimed));
     }

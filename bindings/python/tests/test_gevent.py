@@ -43,3 +43,24 @@ def test_waiting_greenlets_let_the_holder_run_and_leave_when_interrupted(server,
     assert seen["served"] == 12, seen
     # An interrupted wait is not reported as an error nobody handled.
     assert "Cancelled" not in done.stderr, done.stderr
+
+
+def test_a_grant_not_yet_claimed_is_spared_however_many_come_after(server, unique_key):
+    """The native side of the above, without gevent: a grant of ``acquire_cancellable`` stays
+    spared by the handle's releases until claimed, even after many claimed grants (which are
+    kept for ``take_grant`` only up to a bound)."""
+    from pottery_semaphore import Semaphore
+
+    sem = Semaphore(value=100, key=unique_key, masters={server.url}, guard_fresh_server=False)
+    native = sem._native
+    ffi = __import__("pottery_semaphore._native", fromlist=["pottery_semaphore_ffi"]).pottery_semaphore_ffi
+    unclaimed = [p.token for p in native.acquire_cancellable(1, False, None, 1000, ffi.Cancellation())]
+    later = []
+    for ticket in range(1001, 1071):
+        later += [p.token for p in native.acquire_cancellable(1, False, None, ticket, ffi.Cancellation())]
+        native.claim_grant(ticket)
+    native.release_permits(later)
+    assert native.acquire(1, False, None)
+    native.release(1)
+    assert [p.token for p in native.held()] == unclaimed, "the release took the unclaimed grant"
+    assert native.take_grant(1000) == unclaimed

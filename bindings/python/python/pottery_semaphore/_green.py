@@ -78,7 +78,7 @@ def acquire(native: Any, hub: Any, count: int, blocking: bool, seconds: Optional
             reported.send()  # thread-safe; nothing when closed
         except Exception:
             # The hub is gone (its thread ended): nobody will take these.
-            _let_go(native, result[0])
+            _let_go(native, native.take_grant(ticket))
 
     try:
         reported.start(deliver)
