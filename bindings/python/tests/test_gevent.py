@@ -64,3 +64,38 @@ def test_a_grant_not_yet_claimed_is_spared_however_many_come_after(server, uniqu
     native.release(1)
     assert [p.token for p in native.held()] == unclaimed, "the release took the unclaimed grant"
     assert native.take_grant(1000) == unclaimed
+
+
+ABANDONED_BY_ITS_THREAD = """
+import sys, threading, time
+import gevent
+from pottery_semaphore import Semaphore
+
+url, key = sys.argv[1], sys.argv[2]
+sem = Semaphore(value=1, key=key, masters={url}, guard_fresh_server=False, lease=2)
+assert sem.acquire()
+
+
+def batch():
+    # A thread that runs greenlets and returns while one still waits.
+    gevent.joinall([gevent.spawn(sem.acquire)], timeout=0.3)
+
+
+thread = threading.Thread(target=batch)
+thread.start()
+thread.join()
+sem.release()
+time.sleep(1.5)
+print(sem.status().available, len(sem.permits))
+"""
+
+
+def test_a_wait_whose_hub_thread_ended_gives_its_grant_back(server, unique_key):
+    """No greenlet will ever take the grant of a wait whose hub's thread has returned (gevent
+    cannot even kill such a greenlet): the wait gives it back itself."""
+    done = subprocess.run(
+        [sys.executable, "-c", ABANDONED_BY_ITS_THREAD, server.url, unique_key],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "0"], f"available, held: {done.stdout!r}"

@@ -75,9 +75,12 @@ def acquire(native: Any, hub: Any, count: int, blocking: bool, seconds: Optional
                 result = (None, e)
         outcome.append(result)
         try:
+            if hub.thread_ident not in sys._current_frames():
+                raise RuntimeError("the hub's thread ended")
             reported.send()  # thread-safe; nothing when closed
         except Exception:
-            # The hub is gone (its thread ended): nobody will take these.
+            # The hub's thread ended (its loop may live on, never to run again) or the hub was
+            # destroyed: nobody will take these.
             _let_go(native, native.take_grant(ticket))
 
     try:
