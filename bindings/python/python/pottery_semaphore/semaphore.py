@@ -107,7 +107,10 @@ class Semaphore:
         """Releases what the acquire under ``ticket`` granted, if the caller raised before
         taking it; nothing when it granted nothing. Under gevent in the background, so that the
         hub waits on no Redis."""
-        native = self._here()
+        try:
+            native = self._here()
+        except exc.SemaphoreError:
+            return  # used in another process (fork): its grants are not this one's
         tokens = native.take_grant(ticket)
         if not tokens:
             return
