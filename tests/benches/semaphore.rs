@@ -621,49 +621,8 @@ fn main() {
                     ),
                 }),
             ),
-            json!({
-                "name": name("d. contended utilisation"),
-                "implementation": "Rust host (component)",
-                "client": "Rust (BlockingSemaphore)",
-                "scenario": "contended",
-                "workers": WORKERS,
-                "worker_kind": "threads",
-                "permits": CONTENDED_PERMITS,
-                "hold_ms": ms(HOLD),
-                "seconds": seconds,
-                "utilisation_pct": contended.utilisation,
-                "server_us_per_script": contended.server_us,
-                "grants": contended.acquisitions,
-                "wait_p50_ms": ms(contended.wait.p50),
-                "wait_p99_ms": ms(contended.wait.p99),
-                "wait_mean_ms": ms(contended.wait.mean),
-                "wait_samples_ms": contended.waits.iter().map(|&d| ms(d)).collect::<Vec<_>>(),
-                "wall_seconds": contended.wall.as_secs_f64(),
-                "handoff_mean_us": us(contended.handoff.mean),
-                "handoff_p50_us": us(contended.handoff.p50),
-                "handoff_p99_us": us(contended.handoff.p99),
-            }),
-            json!({
-                "name": name("d. floor"),
-                "implementation": "bare Redis list",
-                "client": "Rust (redis-rs)",
-                "scenario": "contended",
-                "workers": WORKERS,
-                "worker_kind": "threads",
-                "permits": CONTENDED_PERMITS,
-                "hold_ms": ms(HOLD),
-                "seconds": seconds,
-                "utilisation_pct": floor.utilisation,
-                "grants": floor.acquisitions,
-                "wait_p50_ms": ms(floor.wait.p50),
-                "wait_p99_ms": ms(floor.wait.p99),
-                "wait_mean_ms": ms(floor.wait.mean),
-                "wait_samples_ms": floor.waits.iter().map(|&d| ms(d)).collect::<Vec<_>>(),
-                "wall_seconds": floor.wall.as_secs_f64(),
-                "handoff_mean_us": us(floor.handoff.mean),
-                "handoff_p50_us": us(floor.handoff.p50),
-                "handoff_p99_us": us(floor.handoff.p99),
-            }),
+            contended_row(name("d. contended utilisation"), "Rust host (component)", "Rust (BlockingSemaphore)", &contended, seconds),
+            contended_row(name("d. floor"), "bare Redis list", "Rust (redis-rs)", &floor, seconds),
             json!({
                 "name": name("e. time-out overshoot"),
                 "implementation": "Rust host (component)",
@@ -706,6 +665,33 @@ fn main() {
         std::fs::write(&path, text + "\n").unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
         eprintln!("wrote {}", path.display());
     }
+}
+
+/// A contended run as a JSON row of scenario "contended" (see `bench/report.py`).
+fn contended_row(name: String, implementation: &str, client: &str, run: &Contended, seconds: f64) -> Value {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    json!({
+        "name": name,
+        "implementation": implementation,
+        "client": client,
+        "scenario": "contended",
+        "workers": WORKERS,
+        "worker_kind": "threads",
+        "permits": CONTENDED_PERMITS,
+        "hold_ms": ms(HOLD),
+        "seconds": seconds,
+        "utilisation_pct": run.utilisation,
+        "server_us_per_script": run.server_us,
+        "grants": run.acquisitions,
+        "wait_p50_ms": ms(run.wait.p50),
+        "wait_p99_ms": ms(run.wait.p99),
+        "wait_mean_ms": ms(run.wait.mean),
+        "wait_samples_ms": run.waits.iter().map(|&d| ms(d)).collect::<Vec<_>>(),
+        "wall_seconds": run.wall.as_secs_f64(),
+        "handoff_mean_us": us(run.handoff.mean),
+        "handoff_p50_us": us(run.handoff.p50),
+        "handoff_p99_us": us(run.handoff.p99),
+    })
 }
 
 /// `redis_version` from `INFO server`.
