@@ -389,7 +389,7 @@ impl Semaphore {
     }
 
     pub fn release(&self, n: i64) -> Result<()> {
-        Ok(self.inner.release_sparing(n, self.sparing(Vec::new()))?)
+        self.release_sparing(n, Vec::new())
     }
 
     /// As `release`, taking this handle's permits in `spared` (those of the SDK's running
@@ -476,7 +476,7 @@ impl Semaphore {
     }
 
     pub async fn release_async(&self, n: i64) -> Result<()> {
-        Ok(self.r#async().release_sparing(n, self.sparing(Vec::new())).await?)
+        self.release_sparing_async(n, Vec::new()).await
     }
 
     /// As `release_sparing`, for callers on an async executor.

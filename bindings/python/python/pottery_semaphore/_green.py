@@ -98,14 +98,14 @@ def acquire(native: Any, hub: Any, count: int, blocking: bool, seconds: Optional
         # already made, else by the native call as it returns (it sees the cancellation).
         _let_go(native, native.take_grant(ticket))
         # And whatever the thread still reports (nothing, unless the above missed it).
-        done.rawlink(lambda result: _let_go(native, result.value if result.successful() else None))
+        done.rawlink(lambda result: result.successful() and _let_go(native, [p.token for p in result.value or []]))
         if not running:
             # The thread did not start (or has not yet: it then sees ``abandoned``).
             reported.close()
         raise
 
 
-def _let_go(native: Any, granted: Optional[List[Any]]) -> None:
-    """Gives back, in the background, permits (or tokens) the caller never took."""
-    if granted:
-        native.give_back_soon([g if isinstance(g, int) else g.token for g in granted])
+def _let_go(native: Any, tokens: List[int]) -> None:
+    """Gives back, in the background, permits the caller never took."""
+    if tokens:
+        native.give_back_soon(tokens)
