@@ -117,37 +117,17 @@ pub fn redacted(url: &str) -> String {
     let params: Vec<String> = params
         .into_iter()
         .map(|param| match param.split_once('=') {
-            Some((name, _)) if percent_decoded(name) == b"pass" => format!("{name}=***"),
+            Some((name, _)) if is_pass(name) => format!("{name}=***"),
             _ => param,
         })
         .collect();
     format!("{base}?{}", params.join("&"))
 }
 
-/// A query parameter's name as `application/x-www-form-urlencoded` reads it (`+` is a space);
-/// a `%` not followed by two hex digits stays as it is.
-fn percent_decoded(name: &str) -> Vec<u8> {
-    let bytes = name.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| char::from(b).to_digit(16);
-        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
-            (b'%', Some(high), Some(low)) => {
-                out.push((high * 16 + low) as u8);
-                i += 3;
-            }
-            (b'+', ..) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (b, ..) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    out
+/// Whether a query parameter named `name` (as written) is the password, read as the URL parser
+/// reads it.
+fn is_pass(name: &str) -> bool {
+    form_urlencoded::parse(name.as_bytes()).next().is_some_and(|(decoded, _)| decoded == "pass")
 }
 
 impl Options {
