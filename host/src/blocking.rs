@@ -166,11 +166,31 @@ impl BlockingSemaphore {
         self.block_on(self.inner.acquire_n(n, blocking, timeout))
     }
 
+    /// See [`Semaphore::acquire_n_spared`].
+    pub fn acquire_n_spared(&self, n: i64, blocking: bool, timeout: Option<f64>) -> Result<Vec<Permit>, Error> {
+        if self.interruptible() {
+            return self.block_on_interruptible(self.async_handle.acquire_n_spared(n, blocking, timeout));
+        }
+        self.block_on(self.inner.acquire_n_spared(n, blocking, timeout))
+    }
+
     /// [`Semaphore::acquire_n_until`], for a caller that waits on a thread of its own while
     /// something else decides when to give up (a greenlet, whose wait the Python SDK hands to
     /// a thread of its own under gevent).
-    pub fn acquire_n_until(&self, n: i64, blocking: bool, timeout: Option<f64>, stop: impl Future<Output = ()>) -> Result<Vec<Permit>, Error> {
-        self.block_on(self.async_handle.acquire_n_until(n, blocking, timeout, stop))
+    pub fn acquire_n_until(
+        &self,
+        n: i64,
+        blocking: bool,
+        timeout: Option<f64>,
+        spared: bool,
+        stop: impl Future<Output = ()>,
+    ) -> Result<Vec<Permit>, Error> {
+        self.block_on(self.async_handle.acquire_n_until(n, blocking, timeout, spared, stop))
+    }
+
+    /// See [`Semaphore::unspare`].
+    pub fn unspare(&self, tokens: &[u64]) {
+        self.inner.unspare(tokens);
     }
 
     /// [`Semaphore::give_back_soon`]: returns at once.
@@ -180,11 +200,6 @@ impl BlockingSemaphore {
 
     pub fn release(&self, n: i64) -> Result<(), Error> {
         self.block_on(self.inner.release(n))
-    }
-
-    /// See [`Semaphore::release_sparing`].
-    pub fn release_sparing(&self, n: i64, spared: Vec<u64>) -> Result<(), Error> {
-        self.block_on(self.inner.release_sparing(n, spared))
     }
 
     pub fn release_permits(&self, tokens: Vec<u64>) -> Result<Vec<u64>, Error> {

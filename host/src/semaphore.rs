@@ -2,7 +2,7 @@
 //! its own instance), tracks the permits it holds, refreshes their leases in the background and
 //! reports the ones it lost.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -51,6 +51,9 @@ struct Inner {
     idle_sync: Mutex<Vec<Instance>>,
     caller_thread: bool,
     held: Mutex<BTreeMap<u64, Permit>>,
+    /// Held permits that `release` takes only after the others (see `Semaphore::acquire_n_spared`).
+    /// Locked only with `held` locked first, so that a grant enters both at once.
+    spared: Mutex<BTreeSet<u64>>,
     /// When each held permit's lease ends by this process's clock: its validity counted from
     /// before the call that granted or last extended it. Past that, with Redis out of reach, the
     /// permit is reported lost without waiting for Redis to answer again (see `lease_watch`).
@@ -162,6 +165,8 @@ struct Granted {
     permits: Vec<Permit>,
     /// When at the earliest they were granted (see `HostState::script_before_pop`).
     granted_after: Instant,
+    /// Kept as spared (see `Semaphore::acquire_n_spared`).
+    spared: bool,
 }
 
 impl Granted {
@@ -169,6 +174,10 @@ impl Granted {
         let permits = std::mem::take(&mut self.permits);
         let mut held = lock(&self.inner.held);
         held.extend(permits.iter().map(|p| (p.token, *p)));
+        // Under the same lock as `held`: no release sees these permits before they are spared.
+        if self.spared {
+            lock(&self.inner.spared).extend(permits.iter().map(|p| p.token));
+        }
         let after = self.granted_after;
         let mut valid_until = lock(&self.inner.valid_until);
         valid_until.extend(permits.iter().map(|p| (p.token, after + validity(p.ttl_ms))));
@@ -533,6 +542,7 @@ impl Semaphore {
                 idle_sync: Mutex::new(Vec::new()),
                 caller_thread,
                 held: Mutex::new(BTreeMap::new()),
+                spared: Mutex::new(BTreeSet::new()),
                 valid_until: Mutex::new(BTreeMap::new()),
                 new_permit: Arc::new(Notify::new()),
                 watch_wakes_at: Mutex::new(None),
@@ -586,10 +596,25 @@ impl Semaphore {
     /// Cancellation-safe: dropping the future makes the waiter leave the queue and gives back
     /// anything granted meanwhile; the handle stays usable.
     pub async fn acquire_n(&self, n: i64, blocking: bool, timeout: Option<f64>) -> Result<Vec<Permit>, Error> {
+        self.acquire_granted(n, blocking, timeout, false).await
+    }
+
+    /// As [`Semaphore::acquire_n`], for a caller that gives back exactly these permits itself
+    /// ([`Semaphore::release_permits`]; the SDKs' `with` and `withPermit` blocks): from the grant
+    /// on, [`Semaphore::release`] takes them only after this handle's other permits, until they
+    /// are released or [`Semaphore::unspare`]d. A `release` beside the block that took one would
+    /// leave the block nothing to give back, and the permit it meant to release held. Spared
+    /// as they are granted, not once the caller records them: a `release` in between would see
+    /// them as any others.
+    pub async fn acquire_n_spared(&self, n: i64, blocking: bool, timeout: Option<f64>) -> Result<Vec<Permit>, Error> {
+        self.acquire_granted(n, blocking, timeout, true).await
+    }
+
+    async fn acquire_granted(&self, n: i64, blocking: bool, timeout: Option<f64>, spared: bool) -> Result<Vec<Permit>, Error> {
         if self.inline {
             let inner = self.inner.clone();
             let (permits, granted_after) = self.run(move |i| Box::pin(i.acquire(n, blocking, timeout, CancelFlag::default()))).await?;
-            return Ok(Granted { inner, permits, granted_after }.keep());
+            return Ok(Granted { inner, permits, granted_after, spared }.keep());
         }
         let cancel = CancelFlag::default();
         let on_drop = CancelOnDrop::new(cancel.clone());
@@ -599,19 +624,27 @@ impl Semaphore {
             .rt
             .run(async move {
                 let (permits, granted_after) = inner.with_instance(|i| Box::pin(i.acquire(n, blocking, timeout, cancel))).await?;
-                Ok::<_, Error>(Granted { inner, permits, granted_after })
+                Ok::<_, Error>(Granted { inner, permits, granted_after, spared })
             })
             .await;
         on_drop.disarm();
         Ok(granted??.keep())
     }
 
-    /// As [`Semaphore::acquire_n`], ending with [`Error::Cancelled`] as soon as `stop`
-    /// completes: the waiter then leaves the queue, and permits granted meanwhile are given
-    /// back, as when the future is dropped. A result that was ready first is returned. For
-    /// callers whose executor does not drop a cancelled call (Swift's tasks, gevent).
-    pub async fn acquire_n_until(&self, n: i64, blocking: bool, timeout: Option<f64>, stop: impl Future<Output = ()>) -> Result<Vec<Permit>, Error> {
-        let (mut acquire, mut stop) = (std::pin::pin!(self.acquire_n(n, blocking, timeout)), std::pin::pin!(stop));
+    /// As [`Semaphore::acquire_n`] (`spared`: [`Semaphore::acquire_n_spared`]), ending with
+    /// [`Error::Cancelled`] as soon as `stop` completes: the waiter then leaves the queue, and
+    /// permits granted meanwhile are given back, as when the future is dropped. A result that
+    /// was ready first is returned. For callers whose executor does not drop a cancelled call
+    /// (Swift's tasks, gevent).
+    pub async fn acquire_n_until(
+        &self,
+        n: i64,
+        blocking: bool,
+        timeout: Option<f64>,
+        spared: bool,
+        stop: impl Future<Output = ()>,
+    ) -> Result<Vec<Permit>, Error> {
+        let (mut acquire, mut stop) = (std::pin::pin!(self.acquire_granted(n, blocking, timeout, spared)), std::pin::pin!(stop));
         std::future::poll_fn(|cx| {
             if let Poll::Ready(result) = acquire.as_mut().poll(cx) {
                 return Poll::Ready(result);
@@ -619,6 +652,15 @@ impl Semaphore {
             if stop.as_mut().poll(cx).is_ready() { Poll::Ready(Err(Error::Cancelled)) } else { Poll::Pending }
         })
         .await
+    }
+
+    /// Ends the sparing of these permits (see [`Semaphore::acquire_n_spared`]): `release`
+    /// takes them as any others from now on.
+    pub fn unspare(&self, tokens: &[u64]) {
+        let mut spared = lock(&self.inner.spared);
+        for token in tokens {
+            spared.remove(token);
+        }
     }
 
     /// Releases `n` permits: this handle's own first, then (permits are fungible, as with
@@ -630,25 +672,18 @@ impl Semaphore {
     /// again in the background until Redis answers or their lease ends. Do not call `release`
     /// again for them: that would release another permit. What it would have taken beyond them
     /// (other holders' permits, added capacity) is not repeated.
+    ///
+    /// Permits granted spared (see [`Semaphore::acquire_n_spared`]) go only after the others.
     pub async fn release(&self, n: i64) -> Result<(), Error> {
-        self.release_sparing(n, Vec::new()).await
-    }
-
-    /// As [`Semaphore::release`], taking this handle's permits in `spared` only after its
-    /// others: the SDKs' blocks (`with`, `withPermit`) each release their own permit when they
-    /// end, and a `release()` beside them that took one would leave that end nothing to
-    /// release, and the caller's own permit held.
-    pub async fn release_sparing(&self, n: i64, spared: Vec<u64>) -> Result<(), Error> {
-        let plan = move |held: &BTreeMap<u64, Permit>| {
+        let plan = move |held: &BTreeMap<u64, Permit>, spared: &BTreeSet<u64>| {
             // Lowest token first, spared ones last; the guest can only release as ours the
             // permits it is told of.
             let limit = MAX_PERMITS_PER_CALL as usize;
             let own: Vec<u64> = if spared.is_empty() {
                 held.keys().take(limit).copied().collect()
             } else {
-                let spared: std::collections::BTreeSet<u64> = spared.into_iter().collect();
-                let (kept_for_last, first): (Vec<u64>, Vec<u64>) = held.keys().partition(|t| spared.contains(t));
-                first.into_iter().chain(kept_for_last).take(limit).collect()
+                let (last, first): (Vec<u64>, Vec<u64>) = held.keys().partition(|t| spared.contains(t));
+                first.into_iter().chain(last).take(limit).collect()
             };
             let targeted: Vec<u64> = own.iter().take(usize::try_from(n).unwrap_or(0)).copied().collect();
             let judged = own.clone();
@@ -663,7 +698,15 @@ impl Semaphore {
     pub fn give_back_soon(&self, tokens: Vec<u64>) {
         let tokens: Vec<u64> = {
             let mut held = lock(&self.inner.held);
-            tokens.into_iter().filter(|t| held.remove(t).is_some()).collect()
+            let mut spared = lock(&self.inner.spared);
+            let mut given_back = Vec::new();
+            for token in tokens {
+                spared.remove(&token);
+                if held.remove(&token).is_some() {
+                    given_back.push(token);
+                }
+            }
+            given_back
         };
         if !tokens.is_empty() {
             self.inner.release_in_background(tokens);
@@ -672,7 +715,7 @@ impl Semaphore {
 
     /// Releases exactly these permits of this handle (those it still holds).
     pub async fn release_permits(&self, tokens: Vec<u64>) -> Result<Vec<u64>, Error> {
-        let plan = move |_: &BTreeMap<u64, Permit>| {
+        let plan = move |_: &BTreeMap<u64, Permit>, _: &BTreeSet<u64>| {
             (tokens.clone(), tokens.clone(), release_op(move |i| Box::pin(async move { i.release_permits(&tokens).await })))
         };
         self.release_with(plan, true).await
@@ -681,12 +724,12 @@ impl Semaphore {
     /// Runs a release and settles `held` after it, in one piece: on the runtime's threads
     /// unless inline, so that dropping the caller's future leaves neither undone, and one
     /// release of this handle at a time (see `Inner::releases`). `plan` says, from `held` as
-    /// the release finds it, which permits it gives back (marked meanwhile, before `held` is
+    /// the release finds it (and those of them spared), which permits it gives back (marked meanwhile, before `held` is
     /// let go: neither a refresh that misses them nor the lease watch takes them for lost),
     /// which it may have taken, and the call; `exact` as for `settle_release`.
     async fn release_with<P, F>(&self, plan: P, exact: bool) -> Result<Vec<u64>, Error>
     where
-        P: FnOnce(&BTreeMap<u64, Permit>) -> (Vec<u64>, Vec<u64>, F) + Send + 'static,
+        P: FnOnce(&BTreeMap<u64, Permit>, &BTreeSet<u64>) -> (Vec<u64>, Vec<u64>, F) + Send + 'static,
         F: for<'a> FnOnce(&'a mut Instance) -> OpFuture<'a, Vec<u64>> + Send + 'static,
     {
         let (inner, inline) = (self.inner.clone(), self.inline);
@@ -694,7 +737,13 @@ impl Semaphore {
             let _one_at_a_time = inner.releases.lock().await;
             let (targeted, judged, op, mut releasing) = {
                 let held = lock(&inner.held);
-                let (targeted, judged, op) = plan(&held);
+                let spared = {
+                    // Those no longer held (released, lost, given back) are spared no more.
+                    let mut spared = lock(&inner.spared);
+                    spared.retain(|t| held.contains_key(t));
+                    spared.clone()
+                };
+                let (targeted, judged, op) = plan(&held, &spared);
                 let releasing = Releasing::new(&inner, &targeted);
                 (targeted, judged, op, releasing)
             };

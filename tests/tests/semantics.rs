@@ -117,6 +117,52 @@ async fn release_prefers_own_permits_then_others_oldest_first_who_learn_of_it() 
     }
 }
 
+/// A block's grant (`acquire_n_spared`) is spared from the moment the handle holds it, with no
+/// step of the caller's: `release` takes the handle's other permits first, then it; each way of
+/// letting go of it (its own release, `unspare`, `give_back_soon`) ends the sparing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spared_grant_is_released_last_from_the_moment_it_is_granted() {
+    let server = Server::start(Flavor::Redis);
+    let sem = open(&server, &key("spared"), 4).await;
+    let tokens = |permits: Vec<pottery_semaphore_host::Permit>| permits.into_iter().map(|p| p.token).collect::<Vec<_>>();
+    let held = |sem: &Semaphore| sem.held().into_iter().map(|p| p.token).collect::<Vec<_>>();
+    let block = tokens(sem.acquire_n_spared(1, false, None).await.unwrap());
+    let plain = tokens(sem.acquire_n(1, false, None).await.unwrap());
+    assert!(block[0] < plain[0], "the block's permit has the lower token, which release takes first unless spared");
+    sem.release(1).await.unwrap();
+    assert_eq!(held(&sem), block, "release took the plain permit, not the block's");
+    sem.release(1).await.unwrap();
+    assert!(sem.held().is_empty(), "with nothing else held, release takes the spared one too");
+
+    let block = tokens(sem.acquire_n_spared(1, false, None).await.unwrap());
+    assert_eq!(sem.release_permits(block.clone()).await.unwrap(), block, "the block gives back its own");
+    let again = tokens(sem.acquire_n(2, false, None).await.unwrap());
+    sem.release(1).await.unwrap();
+    assert_eq!(held(&sem), again[1..], "a released spared grant leaves no sparing behind for later tokens");
+    sem.release(1).await.unwrap();
+
+    let block = tokens(sem.acquire_n_spared(1, false, None).await.unwrap());
+    let plain = tokens(sem.acquire_n(1, false, None).await.unwrap());
+    sem.unspare(&block);
+    sem.release(1).await.unwrap();
+    assert_eq!(held(&sem), plain, "unspared, the lower token goes first again");
+    sem.release(1).await.unwrap();
+
+    let stop = std::future::pending::<()>();
+    let raced = tokens(sem.acquire_n_until(1, false, None, true, stop).await.unwrap());
+    let plain = tokens(sem.acquire_n(1, false, None).await.unwrap());
+    sem.release(1).await.unwrap();
+    assert_eq!(held(&sem), raced, "acquire_n_until spares as acquire_n_spared does");
+    assert!(!plain.contains(&raced[0]));
+    sem.give_back_soon(raced);
+    assert!(sem.held().is_empty(), "given back at once");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sem.value().await.unwrap() != 4 {
+        assert!(Instant::now() < deadline, "the given back permit was released in the background");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A permit is the caller's only if Redis records it under the caller's holder id: naming
 /// another holder's token (the protocol run natively, so the test can name any) gets nothing.
 #[tokio::test(flavor = "multi_thread")]

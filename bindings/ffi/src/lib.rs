@@ -190,45 +190,51 @@ const GRANTS_KEPT: usize = 8;
 /// threads between.
 const POOL_GRANTS_KEPT: usize = 64;
 
-/// The latest grants of a thread or pool, oldest first: ticket (unique per call), tokens, and
-/// whether the caller has them yet (see `Semaphore::claim_grant`).
+/// One call's grant, as `take_grant` finds it.
+#[derive(Debug)]
+struct Grant {
+    /// Unique per call (0: none).
+    ticket: u64,
+    tokens: Vec<u64>,
+    /// Whether the caller has the permits yet (see `Semaphore::claim_grant`).
+    claimed: bool,
+    /// Whether the caller asked for them spared (kept so once claimed).
+    spared: bool,
+}
+
+/// The latest grants of a thread or pool, oldest first.
 #[derive(Debug, Default)]
-struct Grants(std::collections::VecDeque<(u64, Vec<u64>, bool)>);
+struct Grants(std::collections::VecDeque<Grant>);
 
 impl Grants {
-    /// Keeps at most `kept` claimed grants (the oldest go first) and every unclaimed one: those
-    /// are spared until claimed or taken, which their callers do (at most one per wait in
-    /// flight).
-    fn note(&mut self, ticket: u64, granted: &[host::Permit], kept: usize, claimed: bool) {
+    /// Keeps at most `kept` claimed grants (the oldest go first) and every unclaimed one (at
+    /// most one per wait in flight): its caller claims it or takes it out.
+    fn note(&mut self, ticket: u64, granted: &[host::Permit], kept: usize, claimed: bool, spared: bool) {
         if granted.is_empty() {
             return;
         }
         if self.0.len() >= kept
-            && let Some(oldest) = self.0.iter().position(|(.., claimed)| *claimed)
+            && let Some(oldest) = self.0.iter().position(|g| g.claimed)
         {
             self.0.remove(oldest);
         }
-        self.0.push_back((ticket, granted.iter().map(|p| p.token).collect(), claimed));
+        self.0.push_back(Grant { ticket, tokens: granted.iter().map(|p| p.token).collect(), claimed, spared });
     }
 
     fn position(&self, ticket: u64) -> Option<usize> {
-        self.0.iter().position(|(t, ..)| ticket != 0 && *t == ticket)
+        self.0.iter().position(|g| ticket != 0 && g.ticket == ticket)
     }
 
     fn take(&mut self, ticket: u64) -> Option<Vec<u64>> {
         let found = self.position(ticket)?;
-        self.0.remove(found).map(|(_, tokens, _)| tokens)
+        self.0.remove(found).map(|g| g.tokens)
     }
 
-    fn claim(&mut self, ticket: u64) {
-        if let Some(found) = self.position(ticket) {
-            self.0[found].2 = true;
-        }
-    }
-
-    /// Tokens granted to callers that do not have them yet.
-    fn unclaimed(&self) -> impl Iterator<Item = u64> + '_ {
-        self.0.iter().filter(|(.., claimed)| !claimed).flat_map(|(_, tokens, _)| tokens.iter().copied())
+    /// Marks the grant under `ticket` claimed; returns it if it was not yet.
+    fn claim(&mut self, ticket: u64) -> Option<&Grant> {
+        let found = self.position(ticket)?;
+        let grant = &mut self.0[found];
+        (!std::mem::replace(&mut grant.claimed, true)).then_some(grant)
     }
 }
 
@@ -299,12 +305,8 @@ impl Semaphore {
         self.pool_grants.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `spared`, and the permits granted to callers that do not have them yet: a release of
-    /// the handle beside such a grant must not take it for one of its own, or the grant's give
-    /// back would find nothing and the permit released in its place would stay held.
-    fn sparing(&self, mut spared: Vec<u64>) -> Vec<u64> {
-        spared.extend(self.pool_grants().unclaimed());
-        spared
+    fn acquire_spared_or_not(&self, n: i64, blocking: bool, timeout_s: Option<f64>, spared: bool) -> std::result::Result<Vec<host::Permit>, host::Error> {
+        if spared { self.inner.acquire_n_spared(n, blocking, timeout_s) } else { self.inner.acquire_n(n, blocking, timeout_s) }
     }
 }
 
@@ -322,9 +324,13 @@ impl Semaphore {
         Ok(Arc::new(Semaphore { inner: sem.into(), pool_grants: Mutex::default() }))
     }
 
-    /// Takes `n` permits at once or none; `timeout_s = None` waits forever. Empty means not acquired.
-    pub fn acquire(&self, n: i64, blocking: bool, timeout_s: Option<f64>) -> Result<Vec<Permit>> {
-        Ok(permits(self.inner.acquire_n(n, blocking, timeout_s)?))
+    /// Takes `n` permits at once or none; `timeout_s = None` waits forever. Empty means not
+    /// acquired. `spared`: the permits are a block's (`with`, `withPermit`), which gives back
+    /// exactly them with `release_permits` when it ends; from the grant on, `release` takes
+    /// them only after this handle's others, so that a `release` beside the block cannot leave
+    /// it nothing to give back.
+    pub fn acquire(&self, n: i64, blocking: bool, timeout_s: Option<f64>, spared: bool) -> Result<Vec<Permit>> {
+        Ok(permits(self.acquire_spared_or_not(n, blocking, timeout_s, spared)?))
     }
 
     /// As `acquire`, but a signal delivered to this thread while it waits ends the wait with
@@ -332,9 +338,10 @@ impl Semaphore {
     /// handlers only once the call returns (Python), and then wait again unless one raised.
     /// A handler that raises then, after a grant, keeps the caller from ever seeing its
     /// permits: `ticket` (unique per call, not 0) lets `take_grant` find them.
-    pub fn acquire_interruptible(&self, n: i64, blocking: bool, timeout_s: Option<f64>, ticket: u64) -> Result<Vec<Permit>> {
-        let granted = pottery_semaphore_host::signals_end_waits(|| self.inner.acquire_n(n, blocking, timeout_s))?;
-        GRANTS.with(|grants| grants.borrow_mut().note(ticket, &granted, GRANTS_KEPT, true));
+    /// `spared` as for `acquire`.
+    pub fn acquire_interruptible(&self, n: i64, blocking: bool, timeout_s: Option<f64>, ticket: u64, spared: bool) -> Result<Vec<Permit>> {
+        let granted = pottery_semaphore_host::signals_end_waits(|| self.acquire_spared_or_not(n, blocking, timeout_s, spared))?;
+        GRANTS.with(|grants| grants.borrow_mut().note(ticket, &granted, GRANTS_KEPT, true, spared));
         Ok(permits(granted))
     }
 
@@ -343,17 +350,21 @@ impl Semaphore {
     /// result that was ready first is returned. For a caller that waits on a thread of its own
     /// while another decides when to give up (Python under gevent: a greenlet's wait runs on a
     /// thread of its own, so that the other greenlets go on). `ticket` as for
-    /// `acquire_interruptible`: `take_grant` finds the grant from any thread.
+    /// `acquire_interruptible`: `take_grant` finds the grant from any thread. The grant is
+    /// spared (see `acquire`) until `claim_grant`, which keeps it so only if `spared`: before,
+    /// the caller may yet give it back, and a `release` that took it in place of one of the
+    /// handle's others would leave that give-back nothing, and the other permit held.
     pub fn acquire_cancellable(
         &self,
         n: i64,
         blocking: bool,
         timeout_s: Option<f64>,
         ticket: u64,
+        spared: bool,
         cancellation: Arc<Cancellation>,
     ) -> Result<Vec<Permit>> {
-        let granted = self.inner.acquire_n_until(n, blocking, timeout_s, cancellation.cancelled())?;
-        self.pool_grants().note(ticket, &granted, POOL_GRANTS_KEPT, false);
+        let granted = self.inner.acquire_n_until(n, blocking, timeout_s, true, cancellation.cancelled())?;
+        self.pool_grants().note(ticket, &granted, POOL_GRANTS_KEPT, false, spared);
         // Granted as the caller gave up: it takes the grant out after cancelling, this call
         // after noting it, so whichever comes second finds it and lets go of it at once.
         if cancellation.is_cancelled() {
@@ -383,19 +394,21 @@ impl Semaphore {
 
     /// Marks the grant of `acquire_cancellable` under `ticket` as the caller's: until then a
     /// release of this handle takes its permits last, as the grant may yet be given back
-    /// (`take_grant` still finds it after, for a caller that raises later).
+    /// (`take_grant` still finds it after, for a caller that raises later); from then on only
+    /// if it was asked for spared.
     pub fn claim_grant(&self, ticket: u64) {
-        self.pool_grants().claim(ticket);
+        let mut grants = self.pool_grants();
+        if let Some(grant) = grants.claim(ticket)
+            && !grant.spared
+        {
+            self.inner.unspare(&grant.tokens);
+        }
     }
 
+    /// Releases `n` permits: this handle's own first (those granted `spared` last), then other
+    /// holders'.
     pub fn release(&self, n: i64) -> Result<()> {
-        self.release_sparing(n, Vec::new())
-    }
-
-    /// As `release`, taking this handle's permits in `spared` (those of the SDK's running
-    /// blocks, which release their own when they end) only after its others.
-    pub fn release_sparing(&self, n: i64, spared: Vec<u64>) -> Result<()> {
-        Ok(self.inner.release_sparing(n, self.sparing(spared))?)
+        Ok(self.inner.release(n)?)
     }
 
     /// Releases exactly these permits of this handle; returns the tokens it still held.
@@ -457,31 +470,30 @@ impl Semaphore {
         u64::try_from(self.r#async().lease().as_millis()).unwrap_or(u64::MAX)
     }
 
-    pub async fn acquire_async(&self, n: i64, blocking: bool, timeout_s: Option<f64>) -> Result<Vec<Permit>> {
-        Ok(permits(self.r#async().acquire_n(n, blocking, timeout_s).await?))
+    /// `spared` as for `acquire`.
+    pub async fn acquire_async(&self, n: i64, blocking: bool, timeout_s: Option<f64>, spared: bool) -> Result<Vec<Permit>> {
+        let sem = self.r#async();
+        let granted = if spared { sem.acquire_n_spared(n, blocking, timeout_s).await } else { sem.acquire_n(n, blocking, timeout_s).await };
+        Ok(permits(granted?))
     }
 
     /// As `acquire_async`, ending with `Cancelled` as soon as `cancellation` is cancelled, for
     /// callers whose executor does not drop a cancelled future (Swift's tasks): the waiter then
     /// leaves the queue, and permits granted meanwhile are given back. A result that was ready
-    /// first is returned.
+    /// first is returned. `spared` as for `acquire`.
     pub async fn acquire_cancellable_async(
         &self,
         n: i64,
         blocking: bool,
         timeout_s: Option<f64>,
+        spared: bool,
         cancellation: Arc<Cancellation>,
     ) -> Result<Vec<Permit>> {
-        Ok(permits(self.r#async().acquire_n_until(n, blocking, timeout_s, cancellation.cancelled()).await?))
+        Ok(permits(self.r#async().acquire_n_until(n, blocking, timeout_s, spared, cancellation.cancelled()).await?))
     }
 
     pub async fn release_async(&self, n: i64) -> Result<()> {
-        self.release_sparing_async(n, Vec::new()).await
-    }
-
-    /// As `release_sparing`, for callers on an async executor.
-    pub async fn release_sparing_async(&self, n: i64, spared: Vec<u64>) -> Result<()> {
-        Ok(self.r#async().release_sparing(n, self.sparing(spared)).await?)
+        Ok(self.r#async().release(n).await?)
     }
 
     /// As `release_permits`, for callers on an async executor (Swift's `withPermit`).

@@ -131,8 +131,8 @@ class Deaf:
     def __getattr__(self, name):
         return getattr(real, name)
 
-    def acquire_cancellable(self, n, blocking, seconds, ticket, cancellation):
-        return real.acquire_cancellable(n, blocking, seconds, ticket, ffi.Cancellation())
+    def acquire_cancellable(self, n, blocking, seconds, ticket, spared, cancellation):
+        return real.acquire_cancellable(n, blocking, seconds, ticket, spared, ffi.Cancellation())
 
 
 assert other.acquire(blocking=False)

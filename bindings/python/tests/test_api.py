@@ -204,6 +204,45 @@ def test_a_release_beside_a_with_block_leaves_the_block_its_permit(redis_client,
     assert probe.holders() == [], "a permit stayed held after the block and the release"
 
 
+@pytest.mark.parametrize("side", ["sync", "asyncio"])
+def test_a_release_between_a_with_blocks_grant_and_its_recording_leaves_the_block_its_permit(redis_client, unique_key, side):
+    """As above, the acquire and release beside the block coming between the block's grant and
+    the SDK's record of it (on another thread, or in a signal's handler, in the real world):
+    the host spares the permit from the grant on, before any step of the SDK's."""
+    probe = Semaphore(value=2, key=unique_key, masters={redis_client})
+    if side == "sync":
+        sem = Semaphore(value=2, key=unique_key, masters={redis_client})
+        real_enter = sem._blocks.enter
+
+        def beside_then_enter(*args):
+            assert sem.acquire(blocking=False)
+            sem.release()
+            real_enter(*args)
+
+        sem._blocks.enter = beside_then_enter
+        with sem:
+            assert len(sem.permits) == 1, "the block's permit is still held"
+    else:
+        aio = AIOSemaphore(value=2, key=unique_key, masters={redis_client})
+
+        async def block():
+            real_enter = aio._blocks.enter
+            entered = []
+
+            def beside_then_enter(*args):
+                entered.append(args)
+
+            aio._blocks.enter = beside_then_enter
+            async with aio:
+                assert await aio.acquire(blocking=False)
+                await aio.release()
+                real_enter(*entered[0])
+                assert len(await aio.permits()) == 1, "the block's permit is still held"
+
+        asyncio.run(block())
+    assert probe.holders() == [], "a permit stayed held after the block and the release"
+
+
 def test_a_release_while_a_with_block_is_being_left_leaves_the_block_its_permit(redis_client, unique_key):
     """As above, the acquire and release beside the block coming while it is being left, after
     it was found and before its own release: the block's permit is still spared then."""
@@ -222,15 +261,15 @@ def test_a_release_while_a_with_block_is_being_left_leaves_the_block_its_permit(
         pass
     sem._call = real
     assert probe.holders() == [], "a permit stayed held after the block and the release"
-    assert sem._blocks._open == sem._blocks._leaving == []
+    assert sem._blocks._open == []
 
 
 @pytest.mark.parametrize("moment", ["moving", "interrupted"])
 def test_a_release_in_the_steps_of_leaving_a_with_block_leaves_the_block_its_permit(redis_client, unique_key, moment):
     """The same, the release beside the block coming inside the steps of leaving it: as the
-    block moves to those being left ("moving"); or, when a signal's handler raised before the
-    block's release went out ("interrupted"), as ``__exit__`` gives it back once more and
-    forgets it. Neither moment may leave the block's permit unspared."""
+    block leaves the record ("moving"); or, when a signal's handler raised before the block's
+    release went out ("interrupted"), as ``__exit__`` gives it back once more and forgets it.
+    Neither moment may leave the block's permit unspared."""
     sem = Semaphore(value=2, key=unique_key, masters={redis_client})
     probe = Semaphore(value=2, key=unique_key, masters={redis_client})
 
@@ -239,12 +278,12 @@ def test_a_release_in_the_steps_of_leaving_a_with_block_leaves_the_block_its_per
         sem.release()
 
     if moment == "moving":
-        class Leaving(list):
-            def append(self, block):
+        class Open(list):
+            def remove(self, block):
+                super().remove(block)
                 beside()
-                super().append(block)
 
-        sem._blocks._leaving = Leaving()
+        sem._blocks._open = Open()
         with sem:
             pass
     else:
@@ -496,7 +535,7 @@ def test_a_with_block_interrupted_in_its_bookkeeping_keeps_nothing(redis_client,
         with sem:
             pass
     assert probe.holders() == [], f"interrupted on {step}: the permit stayed held"
-    assert sem._blocks._open == sem._blocks._leaving == [], f"interrupted on {step}: the block stayed recorded"
+    assert sem._blocks._open == [], f"interrupted on {step}: the block stayed recorded"
 
 
 def test_a_with_block_interrupted_before_its_block_is_found_keeps_nothing(redis_client, unique_key):
@@ -523,7 +562,7 @@ def test_a_with_block_interrupted_before_its_block_is_found_keeps_nothing(redis_
         with sem:
             pass
     assert probe.holders() == [], "the permit stayed held"
-    assert sem._blocks._open == sem._blocks._leaving == [], "the block stayed recorded"
+    assert sem._blocks._open == [], "the block stayed recorded"
 
 
 def test_an_aiosemaphore_first_used_from_event_loops_on_three_threads(unique_key, server, monkeypatch):

@@ -54,13 +54,13 @@ def test_a_grant_not_yet_claimed_is_spared_however_many_come_after(server, uniqu
     sem = Semaphore(value=100, key=unique_key, masters={server.url}, guard_fresh_server=False)
     native = sem._native
     ffi = __import__("pottery_semaphore._native", fromlist=["pottery_semaphore_ffi"]).pottery_semaphore_ffi
-    unclaimed = [p.token for p in native.acquire_cancellable(1, False, None, 1000, ffi.Cancellation())]
+    unclaimed = [p.token for p in native.acquire_cancellable(1, False, None, 1000, False, ffi.Cancellation())]
     later = []
     for ticket in range(1001, 1071):
-        later += [p.token for p in native.acquire_cancellable(1, False, None, ticket, ffi.Cancellation())]
+        later += [p.token for p in native.acquire_cancellable(1, False, None, ticket, False, ffi.Cancellation())]
         native.claim_grant(ticket)
     native.release_permits(later)
-    assert native.acquire(1, False, None)
+    assert native.acquire(1, False, None, False)
     native.release(1)
     assert [p.token for p in native.held()] == unclaimed, "the release took the unclaimed grant"
     assert native.take_grant(1000) == unclaimed

@@ -136,7 +136,7 @@ async def test_a_cancellable_acquire_ends_when_cancelled_and_keeps_nothing(serve
     aio = AIOSemaphore(value=1, key=unique_key, masters={server.url})
     await aio.get_value()
     cancellation = ffi.Cancellation()
-    waiting = asyncio.ensure_future(aio._native.acquire_cancellable_async(1, True, None, cancellation))
+    waiting = asyncio.ensure_future(aio._native.acquire_cancellable_async(1, True, None, False, cancellation))
     deadline = time.monotonic() + 3
     while not holder.waiters() and time.monotonic() < deadline:
         await asyncio.sleep(0.01)

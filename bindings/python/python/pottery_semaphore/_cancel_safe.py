@@ -75,8 +75,8 @@ async def _drive(rust_future: Any, kind: _Kind, undo: Callable[[Any], Awaitable[
         kind.free(rust_future)
 
 
-async def acquire(native: Any, n: int, blocking: bool, timeout_s: Optional[float]) -> List[Any]:
-    """``native.acquire_async(n, blocking, timeout_s)``, cancellation-safe (see the module)."""
+async def acquire(native: Any, n: int, blocking: bool, timeout_s: Optional[float], spared: bool) -> List[Any]:
+    """``native.acquire_async(n, blocking, timeout_s, spared)``, cancellation-safe (see the module)."""
     _ffi._UniffiFfiConverterInt64.check_lower(n)
     _ffi._UniffiFfiConverterOptionalFloat64.check_lower(timeout_s)
     rust_future = _lib.uniffi_pottery_semaphore_ffi_fn_method_semaphore_acquire_async(
@@ -84,6 +84,7 @@ async def acquire(native: Any, n: int, blocking: bool, timeout_s: Optional[float
         _ffi._UniffiFfiConverterInt64.lower(n),
         _ffi._UniffiFfiConverterBoolean.lower(blocking),
         _ffi._UniffiFfiConverterOptionalFloat64.lower(timeout_s),
+        _ffi._UniffiFfiConverterBoolean.lower(spared),
     )
 
     async def give_back(granted: List[Any]) -> None:

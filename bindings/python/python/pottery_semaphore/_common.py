@@ -231,8 +231,6 @@ class OpenBlocks:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._open: List["OpenBlocks._Block"] = []  # in the order entered
-        # Left, their release not done yet: their permits are still spared (see ``tokens``).
-        self._leaving: List["OpenBlocks._Block"] = []
 
     def enter(self, frame: Any, owner: Any, tokens: List[int], entered: List[Any]) -> None:
         """Records a block entered. It goes into ``entered`` first: a caller that a signal's
@@ -243,24 +241,16 @@ class OpenBlocks:
             self._open.append(block)
 
     def discard(self, block: "OpenBlocks._Block") -> None:
-        """Forgets a block that never began (its ``__enter__`` raised after recording it), or
-        one left whose release is done."""
+        """Forgets a block that never began (its ``__enter__`` raised after recording it)."""
         with self._lock:
-            for blocks in (self._open, self._leaving):
-                if block in blocks:
-                    blocks.remove(block)
-
-    def tokens(self) -> List[int]:
-        """The permits of the blocks running or being left now, which a ``release()`` beside
-        them takes only after the handle's others: each block releases its own when it ends.
-        Without the lock (each list is copied whole under the GIL): a signal's handler that
-        calls ``release()`` may run while this thread holds it."""
-        return [t for b in list(self._open) + list(self._leaving) for t in b.tokens]
+            if block in self._open:
+                self._open.remove(block)
 
     def leave(self, frame: Any, owner: Any, left: List[Any]) -> Optional[List[int]]:
-        """The tokens of the block being left; None when it cannot be told which. The block
-        goes into ``left`` before it is moved to the blocks being left (see ``enter``); the
-        caller discards it once its release is done."""
+        """The tokens of the block being left, which is forgotten; None when it cannot be told
+        which. The block goes into ``left`` first (see ``enter``). (Until the block releases
+        them, the host takes its permits last in a ``release()`` beside: they were granted
+        spared.)"""
         with self._lock:
             block = next((b for b in reversed(self._open) if b.frame is frame), None)
             if block is None:
@@ -276,8 +266,6 @@ class OpenBlocks:
             if block is None:
                 return None
             left.append(block)
-            # In this order: ``tokens``, reading without the lock, sees the block at least once.
-            self._leaving.append(block)
             self._open.remove(block)
             return block.tokens
 

@@ -39,9 +39,10 @@ def _start_thread(fn: Callable[..., Any], *args: Any) -> None:
         raise exc.SemaphoreRuntimeError(f"no thread to wait on: {e}") from None
 
 
-def acquire(native: Any, hub: Any, count: int, blocking: bool, seconds: Optional[float], ticket: int) -> Any:
+def acquire(native: Any, hub: Any, count: int, blocking: bool, seconds: Optional[float], ticket: int, spared: bool) -> Any:
     """The native acquire, run on a thread of its own while this greenlet yields. Its grant is
-    kept under ``ticket`` for ``take_grant``, as on the caller's own thread."""
+    kept under ``ticket`` for ``take_grant``, as on the caller's own thread; ``spared`` as
+    there."""
     from gevent.event import AsyncResult
 
     cancellation = _ffi.Cancellation()
@@ -70,7 +71,7 @@ def acquire(native: Any, hub: Any, count: int, blocking: bool, seconds: Optional
         result: Tuple[Any, Optional[BaseException]] = (None, None)
         if not abandoned:
             try:
-                result = (native.acquire_cancellable(count, blocking, seconds, ticket, cancellation), None)
+                result = (native.acquire_cancellable(count, blocking, seconds, ticket, spared, cancellation), None)
             except BaseException as e:  # noqa: BLE001 - handed to the waiting greenlet as it is
                 result = (None, e)
         outcome.append(result)
@@ -87,7 +88,8 @@ def acquire(native: Any, hub: Any, count: int, blocking: bool, seconds: Optional
         reported.start(deliver)
         _start_thread(wait)
         permits = done.get()
-        # Ours now: until here a release() beside took this grant last (it may be given back).
+        # Ours now: until here a release() beside took this grant last (it may be given back),
+        # and from now on only if spared.
         native.claim_grant(ticket)
         return permits
     except BaseException:

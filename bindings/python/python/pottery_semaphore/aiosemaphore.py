@@ -79,11 +79,11 @@ class AIOSemaphore:
         except c.NATIVE_ERRORS as e:
             raise c.translate(e) from None
 
-    async def _acquire(self, n: int, blocking: bool, timeout_s: Optional[float]) -> List[Any]:
-        """The permits taken (empty: not acquired)."""
+    async def _acquire(self, n: int, blocking: bool, timeout_s: Optional[float], spared: bool = False) -> List[Any]:
+        """The permits taken (empty: not acquired); ``spared`` as for ``Semaphore._acquire``."""
         native = await self._open()
         try:
-            return await _cancel_safe.acquire(native, n, blocking, timeout_s)
+            return await _cancel_safe.acquire(native, n, blocking, timeout_s, spared)
         except c.NATIVE_ERRORS as e:
             raise c.translate(e) from None
 
@@ -103,7 +103,7 @@ class AIOSemaphore:
         """Give back ``n`` permits: yours first, then other holders' (permits are fungible).
         After an error (but :class:`InvalidArgumentError` and :class:`BoundedSemaphoreError`) the
         release is finished in the background: do not call ``release`` again for it."""
-        await self._call("release_sparing_async", c.integer("n", n), self._blocks.tokens())
+        await self._call("release_async", c.integer("n", n))
 
     async def locked(self) -> bool:
         """True when no permit is available."""
@@ -183,7 +183,7 @@ class AIOSemaphore:
         """Acquire a permit, waiting as long as it takes. As for ``with``: where ``acquire``
         would return False for an unreachable Redis, this raises
         :class:`RedisUnavailableError`; the block never runs without a permit."""
-        permits = await self._acquire(1, True, None)
+        permits = await self._acquire(1, True, None, spared=True)
         if not permits:
             raise exc.SemaphoreRuntimeError("a blocking acquire without a time-out returned no permit")
         self._blocks.enter(sys._getframe(1), asyncio.current_task(), [p.token for p in permits], [])
@@ -191,16 +191,11 @@ class AIOSemaphore:
 
     async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
         """Release the permit this block took, and only that one (see ``Semaphore.__exit__``)."""
-        left: List[Any] = []
-        tokens = self._blocks.leave(sys._getframe(1), asyncio.current_task(), left)
-        try:
-            if tokens is None:
-                c.unknown_block_left()
-            else:
-                await self._call("release_permits_async", tokens)
-        finally:
-            for block in left:
-                self._blocks.discard(block)
+        tokens = self._blocks.leave(sys._getframe(1), asyncio.current_task(), [])
+        if tokens is None:
+            c.unknown_block_left()
+        else:
+            await self._call("release_permits_async", tokens)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} key={self._key!r} bounded={self._bounded}>"

@@ -84,21 +84,22 @@ class Semaphore:
     def _call(self, method: str, *args: Any) -> Any:
         return c.call(getattr(self._here(), method), *args)
 
-    def _acquire(self, count: int, blocking: bool, seconds: Optional[float], ticket: int) -> Any:
+    def _acquire(self, count: int, blocking: bool, seconds: Optional[float], ticket: int, spared: bool = False) -> Any:
         """The native acquire, waiting again after a signal broke its wait (``EINTR``: it left
         the queue and kept nothing). Python runs the signal's handler between its own steps, at
         the latest on calling ``_call`` again: one that raises (Ctrl-C) ends the acquire there.
         A wait taken up again queues at the back. A handler that raises right after a grant
         (signals that arrive during a script run once it returns) ends the call before its
         permits are seen: the caller gives them back with ``_give_back(ticket)``. Under gevent a
-        wait runs on a thread of its own instead (see ``_green``)."""
+        wait runs on a thread of its own instead (see ``_green``). ``spared``: for a ``with``
+        block, whose permits ``release()`` takes last from the moment they are granted."""
         green = _green.hub() if blocking and seconds != 0 else None
         if green is not None:
-            return c.call(_green.acquire, self._here(), green, count, blocking, seconds, ticket)
+            return c.call(_green.acquire, self._here(), green, count, blocking, seconds, ticket, spared)
         deadline = None if seconds is None else time.monotonic() + seconds
         while True:
             try:
-                return self._call("acquire_interruptible", count, blocking, seconds, ticket)
+                return self._call("acquire_interruptible", count, blocking, seconds, ticket, spared)
             except exc.AcquireInterruptedError:
                 if deadline is not None:
                     seconds = max(0.0, deadline - time.monotonic())
@@ -147,8 +148,10 @@ class Semaphore:
 
         After an error (but :class:`InvalidArgumentError` and :class:`BoundedSemaphoreError`,
         which change nothing) the release may or may not have happened: the semaphore finishes
-        it in the background, so do not call ``release`` again for it."""
-        self._call("release_sparing", c.integer("n", n), self._blocks.tokens())
+        it in the background, so do not call ``release`` again for it.
+
+        The permits of running ``with`` blocks go last: each block gives back its own."""
+        self._call("release", c.integer("n", n))
 
     def locked(self) -> bool:
         """True when no permit is available."""
@@ -224,7 +227,7 @@ class Semaphore:
         permit. (With several masters an acquire without a time-out keeps trying.)"""
         ticket, entered = next(_TICKETS), []
         try:
-            permits = self._acquire(1, True, None, ticket)
+            permits = self._acquire(1, True, None, ticket, spared=True)
             if not permits:
                 raise exc.SemaphoreRuntimeError("a blocking acquire without a time-out returned no permit")
             self._blocks.enter(sys._getframe(1), threading.current_thread(), [p.token for p in permits], entered)
@@ -248,8 +251,6 @@ class Semaphore:
                 c.unknown_block_left()
             else:
                 self._call("release_permits", tokens)
-            for block in left:
-                self._blocks.discard(block)
         except BaseException:
             # A signal's handler that raised: before the block was found, it is looked for
             # again (nothing was changed); once found, before its release or after, it is
@@ -262,7 +263,7 @@ class Semaphore:
                 except Exception:
                     pass  # Redis out of reach: the handle releases them in the background
                 finally:
-                    self._blocks.discard(block)  # after: its permit is spared until then
+                    self._blocks.discard(block)  # still recorded if the signal broke off leave()
             raise
 
     def __repr__(self) -> str:

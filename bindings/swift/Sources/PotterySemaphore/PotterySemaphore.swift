@@ -54,37 +54,10 @@ private func translatingErrors<T>(_ body: () async throws -> T) async throws -> 
     }
 }
 
-/// The tokens of the `withPermit` bodies running on a handle: each gives back its own permit
-/// when it ends, so a `release` beside them takes the handle's other permits first. (Taking a
-/// body's would leave its end nothing to give back, and the caller's own permit held.)
-private final class BlockTokens: @unchecked Sendable {
-    private let lock = NSLock()
-    private var tokens = Set<UInt64>()
-
-    func insert(_ permits: [Permit]) {
-        lock.lock()
-        defer { lock.unlock() }
-        for permit in permits { tokens.insert(permit.token) }
-    }
-
-    func remove(_ permits: [Permit]) {
-        lock.lock()
-        defer { lock.unlock() }
-        for permit in permits { tokens.remove(permit.token) }
-    }
-
-    var all: [UInt64] {
-        lock.lock()
-        defer { lock.unlock() }
-        return Array(tokens)
-    }
-}
-
 /// A distributed counting semaphore on Redis. One handle can be shared by any number of tasks.
 public final class Semaphore: Sendable {
     /// The generated object, for the calls this layer does not wrap (`status`, `permits`, ...).
     public let raw: PotterySemaphoreFFI.Semaphore
-    private let blocks = BlockTokens()
 
     public init(raw: PotterySemaphoreFFI.Semaphore) {
         self.raw = raw
@@ -108,6 +81,12 @@ public final class Semaphore: Sendable {
     /// ends the wait: the waiter leaves the queue, permits granted meanwhile are given back, and
     /// `CancellationError` is thrown.
     public func acquirePermits(n: Int = 1, timeout: TimeInterval? = nil) async throws -> [Permit] {
+        try await acquirePermits(n: n, timeout: timeout, spared: false)
+    }
+
+    /// `spared`: for `withPermit`, whose permits the host takes last in a `release` beside it
+    /// from the moment it grants them, before the body has them.
+    private func acquirePermits(n: Int, timeout: TimeInterval?, spared: Bool) async throws -> [Permit] {
         // UniFFI's Swift driver does not drop a cancelled task's future: the cancellation goes
         // to Rust through this object instead.
         let cancellation = PotterySemaphoreFFI.Cancellation()
@@ -115,7 +94,7 @@ public final class Semaphore: Sendable {
         do {
             permits = try await translatingErrors {
                 try await withTaskCancellationHandler {
-                    try await raw.acquireCancellableAsync(n: Int64(n), blocking: true, timeoutS: timeout, cancellation: cancellation)
+                    try await raw.acquireCancellableAsync(n: Int64(n), blocking: true, timeoutS: timeout, spared: spared, cancellation: cancellation)
                 } onCancel: {
                     cancellation.cancel()
                 }
@@ -145,28 +124,25 @@ public final class Semaphore: Sendable {
     /// `release` again for it.
     public func release(n: Int = 1) async throws {
         try await translatingErrors {
-            try await raw.releaseSparingAsync(n: Int64(n), spared: blocks.all)
+            try await raw.releaseAsync(n: Int64(n))
         }
     }
 
     /// Runs `body` holding one permit, which is released when `body` returns or throws: that
     /// very permit, never another (a plain `release` gives back any, others' included).
     public func withPermit<T>(_ body: () async throws -> T) async throws -> T {
-        let permits = try await acquirePermits()
+        let permits = try await acquirePermits(n: 1, timeout: nil, spared: true)
         guard !permits.isEmpty else {
             throw SemaphoreError.runtime("acquire without a timeout returned no permit")
         }
         // `defer` cannot `await` in Swift 5.9, so this is the `finally` written out.
-        blocks.insert(permits)
         let result: T
         do {
             result = try await body()
         } catch {
             _ = try? await releasePermits(permits)
-            blocks.remove(permits)
             throw error
         }
-        defer { blocks.remove(permits) }
         try await releasePermits(permits)
         return result
     }

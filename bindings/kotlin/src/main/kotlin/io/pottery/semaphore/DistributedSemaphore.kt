@@ -78,7 +78,15 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
     suspend fun tryAcquire(n: Int = 1): Boolean = acquire(n, Duration.ZERO)
 
     /** As [acquire], returning the permits taken (empty when not acquired). */
-    suspend fun acquirePermits(n: Int = 1, timeout: Duration? = null): List<Permit> {
+    suspend fun acquirePermits(n: Int = 1, timeout: Duration? = null): List<Permit> = acquirePermits(n, timeout, spared = false)
+
+    /**
+     * [acquirePermits] for [withPermit]: [spared], the host takes the permits last in a [release]
+     * beside the block from the moment it grants them, before the block has them, so that such a
+     * release cannot leave the block nothing to give back (and the permit it meant held).
+     */
+    @PublishedApi
+    internal suspend fun acquirePermits(n: Int, timeout: Duration?, spared: Boolean): List<Permit> {
         checkCount(n)
         checkOpen()
         val wait = Wait.of(timeout)
@@ -96,7 +104,7 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
                 val acquiring = async(start = CoroutineStart.UNDISPATCHED) {
                     translated {
                         // Cancelled just as the permits were handed over: those go back.
-                        native.acquireCancellationSafe(n.toLong(), wait.blocking, wait.seconds, giveBack)
+                        native.acquireCancellationSafe(n.toLong(), wait.blocking, wait.seconds, spared, giveBack)
                     }.also { handedOver.set(it) }
                 }
                 waiting += acquiring
@@ -133,11 +141,14 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
 
     /** [acquirePermits] for non-coroutine callers: blocks this thread. */
     @JvmOverloads
-    fun acquirePermitsBlocking(n: Int = 1, timeout: java.time.Duration? = null): List<Permit> {
+    fun acquirePermitsBlocking(n: Int = 1, timeout: java.time.Duration? = null): List<Permit> =
+        acquirePermitsBlocking(n, timeout, spared = false)
+
+    private fun acquirePermitsBlocking(n: Int, timeout: java.time.Duration?, spared: Boolean): List<Permit> {
         checkCount(n)
         checkOpen()
         val wait = Wait.of(timeout?.toKotlinDuration())
-        val permits = translated { native.acquire(n.toLong(), wait.blocking, wait.seconds) }.toPermits()
+        val permits = translated { native.acquire(n.toLong(), wait.blocking, wait.seconds, spared) }.toPermits()
         if (permits.isNotEmpty() && closing) {
             runCatching { releasePermitsBlocking(permits) }
             throw IllegalStateException(CLOSED_DURING_ACQUIRE)
@@ -166,26 +177,20 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
      * semaphore refuses to go above its initial value ([SemaphoreException.Bounded]). After any
      * other error (but [SemaphoreException.InvalidArgument]) the release may or may not have
      * happened: the handle finishes it in the background, so do not call `release` again for it.
+     * The permits of running [withPermit] blocks go last: each block gives back its own.
      */
     suspend fun release(n: Int = 1) {
         checkCount(n)
         // Runs to completion even if the caller is cancelled meanwhile, as a release should.
-        withContext(NonCancellable) { translated { native.releaseSparingAsync(n.toLong(), inBlocks()) } }
+        withContext(NonCancellable) { translated { native.releaseAsync(n.toLong()) } }
     }
 
     /** [release] for non-coroutine callers. */
     @JvmOverloads
     fun releaseBlocking(n: Int = 1) {
         checkCount(n)
-        translated { native.releaseSparing(n.toLong(), inBlocks()) }
+        translated { native.release(n.toLong()) }
     }
-
-    // The permits of the withPermit blocks running now: each block gives back its own when it
-    // ends, so a release() beside them takes the handle's other permits first. (Taking a
-    // block's would leave its end nothing to give back, and the caller's own permit held.)
-    private val blockTokens: MutableSet<ULong> = ConcurrentHashMap.newKeySet()
-
-    private fun inBlocks(): List<ULong> = blockTokens.toList()
 
     /**
      * Gives back exactly these permits of this handle (never another holder's); returns those it
@@ -210,10 +215,10 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
      */
     @JvmOverloads
     fun <T> withPermitBlocking(n: Int = 1, block: Supplier<T>): T {
-        val permits = acquirePermitsBlocking(n)
+        val permits = acquirePermitsBlocking(n, null, spared = true)
         checkGranted(permits)
         try {
-            enterWithPermit(permits)
+            enterWithPermit()
         } catch (e: IllegalStateException) {
             runCatching { releasePermitsBlocking(permits) }
             throw e
@@ -232,7 +237,7 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
             releasePermitsBlocking(permits)
             return result
         } finally {
-            leaveWithPermit(permits)
+            leaveWithPermit()
         }
     }
 
@@ -250,30 +255,26 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
     private val waiting: MutableSet<Job> = ConcurrentHashMap.newKeySet()
 
     @PublishedApi
-    internal fun enterWithPermit(permits: List<Permit>) {
+    internal fun enterWithPermit() {
         withPermitRunning.incrementAndGet()
         if (closing) {
-            leaveWithPermit(emptyList())
+            leaveWithPermit()
             throw IllegalStateException("the semaphore handle is closed")
         }
-        permits.forEach { blockTokens.add(it.token.toULong()) }
     }
 
     /** True when the handle should close now: the block was the last one close() waited for. */
-    private fun leftLast(permits: List<Permit>): Boolean {
-        permits.forEach { blockTokens.remove(it.token.toULong()) }
-        return withPermitRunning.decrementAndGet() == 0 && closing
-    }
+    private fun leftLast(): Boolean = withPermitRunning.decrementAndGet() == 0 && closing
 
     @PublishedApi
-    internal fun leaveWithPermit(permits: List<Permit>) {
-        if (leftLast(permits)) closeNow()
+    internal fun leaveWithPermit() {
+        if (leftLast()) closeNow()
     }
 
     /** [leaveWithPermit] for coroutines: closing may wait for Redis, off their dispatcher. */
     @PublishedApi
-    internal suspend fun leaveWithPermitSuspending(permits: List<Permit>) {
-        if (leftLast(permits)) withContext(NonCancellable + Dispatchers.IO) { closeNow() }
+    internal suspend fun leaveWithPermitSuspending() {
+        if (leftLast()) withContext(NonCancellable + Dispatchers.IO) { closeNow() }
     }
 
     /** An acquire without a time-out returns permits or throws; anything else must not run a block. */
@@ -408,10 +409,10 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
 @OptIn(ExperimentalContracts::class)
 suspend inline fun <T> DistributedSemaphore.withPermit(n: Int = 1, block: () -> T): T {
     contract { callsInPlace(block, InvocationKind.EXACTLY_ONCE) }
-    val permits = acquirePermits(n)
+    val permits = acquirePermits(n, null, spared = true)
     checkGranted(permits)
     try {
-        enterWithPermit(permits)
+        enterWithPermit()
     } catch (e: IllegalStateException) {
         // Closed meanwhile: the block does not run; its permits go back now, not when the
         // blocks still running end (if the handle is gone already, they went with it).
@@ -433,7 +434,7 @@ suspend inline fun <T> DistributedSemaphore.withPermit(n: Int = 1, block: () -> 
             if (failure == null) throw r
             failure.addSuppressed(r)
         } finally {
-            leaveWithPermitSuspending(permits)
+            leaveWithPermitSuspending()
         }
     }
 }

@@ -105,6 +105,7 @@ internal suspend fun NativeSemaphore.acquireCancellationSafe(
     n: Long,
     blocking: Boolean,
     timeoutS: Double?,
+    spared: Boolean,
     giveBack: suspend (List<NativePermit>) -> Unit,
 ): List<NativePermit> {
     val future = callWithHandle { handle ->
@@ -113,6 +114,7 @@ internal suspend fun NativeSemaphore.acquireCancellationSafe(
             FfiConverterLong.lower(n),
             FfiConverterBoolean.lower(blocking),
             FfiConverterOptionalDouble.lower(timeoutS),
+            FfiConverterBoolean.lower(spared),
         )
     }
     return drive(future, permitsFuture, FfiConverterSequenceTypePermit::lift) { granted -> if (granted.isNotEmpty()) giveBack(granted) }
