@@ -478,7 +478,8 @@ impl<T: Transport> Semaphore<T> {
     /// (earliest lease end first). Two round trips: read all masters, then release on all (a
     /// third when named permits turned out gone and others are released in their place).
     /// Named, not all this holder's permits: the caller's books settle only what it named.
-    /// `_request`: masters are reached over connections that never send a call twice.
+    /// `_request`: masters are plain connections, which never send a release twice (it is
+    /// `once`), unlike a cluster client.
     pub fn release(&self, n: i64, named: &[u64], _request: u64) -> Result<Released, Error> {
         let n = validate::count(n)? as usize;
         let view = self.view()?;

@@ -64,7 +64,7 @@ script!(SET_CAPACITY, "set_capacity.lua", ["done.lua", "prelude.lua", "queue.lua
 script!(MULTI_INIT, "multi/init.lua", ["prelude.lua", "multi/prelude.lua", "opening.lua"]);
 script!(MULTI_CLAIM, "multi/claim.lua", ["prelude.lua", "multi/prelude.lua"]);
 script!(MULTI_CONFIRM, "multi/confirm.lua", ["prelude.lua", "multi/prelude.lua"]);
-script!(MULTI_RELEASE, "multi/release.lua", ["prelude.lua", "multi/prelude.lua"]);
+script!(MULTI_RELEASE, "multi/release.lua", ["prelude.lua", "multi/prelude.lua"], once);
 script!(MULTI_REFRESH, "multi/refresh.lua", ["prelude.lua", "multi/prelude.lua"]);
 script!(MULTI_STATUS, "multi/status.lua", ["prelude.lua", "multi/prelude.lua"]);
 script!(MULTI_SET_CAPACITY, "multi/set_capacity.lua", ["prelude.lua", "multi/prelude.lua"], once);
@@ -113,6 +113,6 @@ mod tests {
     #[test]
     fn only_releases_and_capacity_changes_must_not_run_twice() {
         let once: Vec<&str> = ALL.iter().filter(|s| !s.rerun_safe).map(|s| s.name).collect();
-        assert_eq!(once, ["release.lua", "set_capacity.lua", "multi/set_capacity.lua"]);
+        assert_eq!(once, ["release.lua", "set_capacity.lua", "multi/release.lua", "multi/set_capacity.lua"]);
     }
 }

@@ -28,6 +28,8 @@ struct Shared {
     cuts: AtomicU64,
     stopping: AtomicBool,
     conns: Mutex<Vec<Conn>>,
+    /// Armed by `lose_reply_to`: the bytes of the request whose reply is to be lost.
+    trap: Mutex<Option<Vec<u8>>>,
 }
 
 #[derive(Debug)]
@@ -69,6 +71,7 @@ impl Proxy {
             cuts: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             conns: Mutex::new(Vec::new()),
+            trap: Mutex::new(None),
         });
         let s = shared.clone();
         let acceptor = std::thread::spawn(move || accept_loop(listener, s));
@@ -105,6 +108,29 @@ impl Proxy {
 
     pub fn is_cut(&self) -> bool {
         self.shared.cut.load(Ordering::SeqCst)
+    }
+
+    /// The next request whose bytes contain `pattern` reaches the server, but not its reply:
+    /// the connection closes `REPLY_LOST_AFTER` later, as one that broke after the request went
+    /// out. Once; other connections are not touched.
+    pub fn lose_reply_to(&self, pattern: &[u8]) {
+        *self.shared.trap.lock().unwrap_or_else(|e| e.into_inner()) = Some(pattern.to_vec());
+    }
+}
+
+/// How long a connection whose reply `lose_reply_to` drops stays open (the server runs the
+/// request meanwhile).
+const REPLY_LOST_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl Shared {
+    /// Whether `chunk` sets off the armed trap (which it disarms).
+    fn springs_trap(&self, chunk: &[u8]) -> bool {
+        let mut trap = self.trap.lock().unwrap_or_else(|e| e.into_inner());
+        let found = trap.as_ref().is_some_and(|p| chunk.windows(p.len()).any(|w| w == p.as_slice()));
+        if found {
+            *trap = None;
+        }
+        found
     }
 }
 
@@ -147,18 +173,17 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             Some(up) => {
                 let _ = up.set_nodelay(true);
                 let (Ok(up_r), Ok(up_w)) = (up.try_clone(), up.try_clone()) else { continue };
-                let s = shared.clone();
-                let c = closed.clone();
-                std::thread::spawn(move || pump(client_r, Some(up_w), born, &s, &c, true));
-                let s = shared.clone();
-                let c = closed.clone();
-                std::thread::spawn(move || pump(up_r, Some(client_w), born, &s, &c, false));
+                let lost = Arc::new(AtomicBool::new(false));
+                let (s, c, l) = (shared.clone(), closed.clone(), lost.clone());
+                std::thread::spawn(move || pump(client_r, Some(up_w), born, &s, &c, &l, true));
+                let (s, c) = (shared.clone(), closed.clone());
+                std::thread::spawn(move || pump(up_r, Some(client_w), born, &s, &c, &lost, false));
             }
             None => {
                 let s = shared.clone();
                 let c = closed.clone();
                 drop(client_w);
-                std::thread::spawn(move || pump(client_r, None, born, &s, &c, true));
+                std::thread::spawn(move || pump(client_r, None, born, &s, &c, &AtomicBool::new(false), true));
             }
         }
         conns.push(Conn { client, upstream, born, closed });
@@ -168,15 +193,26 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 /// Copies `from` to `to` while the connection is not blackholed, and drops the bytes while it
 /// is. A client that goes away closes both sides; a server that goes away closes the client's
 /// side only when the connection is not blackholed (across a partition, nobody would tell it).
-fn pump(mut from: TcpStream, to: Option<TcpStream>, born: u64, shared: &Shared, closed: &AtomicBool, from_client: bool) {
+/// `lost`: the connection's replies are dropped from then on, and it is about to close.
+fn pump(mut from: TcpStream, to: Option<TcpStream>, born: u64, shared: &Shared, closed: &AtomicBool, lost: &AtomicBool, from_client: bool) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if shared.blackholed(born) {
+        if shared.blackholed(born) || (!from_client && lost.load(Ordering::SeqCst)) {
             continue;
+        }
+        if from_client && shared.springs_trap(&buf[..n]) {
+            lost.store(true, Ordering::SeqCst);
+            let (client, closing) = (from.try_clone(), to.as_ref().map(TcpStream::try_clone));
+            std::thread::spawn(move || {
+                std::thread::sleep(REPLY_LOST_AFTER);
+                for stream in [client.ok(), closing.and_then(Result::ok)].into_iter().flatten() {
+                    let _ = stream.shutdown(Shutdown::Both);
+                }
+            });
         }
         let Some(mut to) = to.as_ref() else { continue };
         if to.write_all(&buf[..n]).is_err() {

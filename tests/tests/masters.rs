@@ -516,3 +516,31 @@ async fn a_release_gives_back_the_permits_the_caller_names_first() {
     let in_redis: Vec<u64> = sem.permits().await.unwrap().iter().map(|p| p.token).collect();
     assert!(!in_redis.contains(&a), "A is gone from the masters: {in_redis:?}");
 }
+
+/// A release whose replies were lost on every master (the connections broke after the script
+/// ran) must not be sent again: its second run finds the named permit gone, and the release would
+/// take another holder's in its place, two permits freed for one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_release_whose_replies_were_lost_is_not_sent_again() {
+    use pottery_semaphore_tests::proxy::Proxy;
+    let servers = masters(3);
+    let proxies: Vec<Proxy> = servers.iter().map(|s| Proxy::start(s.port)).collect();
+    let k = key("mm-lost-reply");
+    let via_proxies = Options::with_masters(proxies.iter().map(Proxy::url), &k).guard_fresh_server(false).permits(3);
+    let mine = Semaphore::open(via_proxies).await.unwrap();
+    let other = open(&servers, &k, 3).await;
+    assert!(mine.acquire(false, None).await.unwrap());
+    assert!(other.acquire(false, None).await.unwrap());
+    // Every master has the release script (a NOSCRIPT reply would be lost instead).
+    mine.release(1).await.unwrap();
+    assert!(mine.acquire(false, None).await.unwrap());
+    // Each master runs the release; its reply is lost, then its connection breaks.
+    for proxy in &proxies {
+        proxy.lose_reply_to(pottery_semaphore_core::scripts::MULTI_RELEASE.sha1().as_bytes());
+    }
+    let releasing = tokio::spawn(async move { mine.release(1).await });
+    let released = releasing.await.unwrap();
+    assert_eq!(other.permits().await.unwrap().len(), 1, "the release ran twice and took the other holder's permit");
+    assert_eq!(other.value().await.unwrap(), 2, "the caller's own permit was released once");
+    assert!(matches!(released, Err(Error::Quorum(_))), "no master answered the release: {released:?}");
+}
