@@ -505,6 +505,15 @@ impl<T: Transport> Semaphore<T> {
         if self.id.bounded && named_held.min(n) + others.len() < n {
             return Err(Error::Bounded { key: self.id.key.clone(), current: view.available, initial: view.initial });
         }
+        // An unbounded one grows by the rest, up to the mode's maximum: refused before anything
+        // is dropped, as a refusal after would report a release that happened as one that did not.
+        let growth = n.saturating_sub(named_held.min(n) + others.len()) as u64;
+        if !self.id.bounded && growth > 0 && view.capacity + growth > MAX_SLOTS {
+            return Err(Error::invalid(format!(
+                "releasing {n} would add {growth} permits to {}, beyond the {MAX_SLOTS} a semaphore on several masters can have",
+                view.capacity
+            )));
+        }
         let first_others = others.len().min(n - own.len());
         let mine = own.iter().map(|t| (*t, self.id.holder.as_str()));
         let (dropped, failures) = self.dropped(true, mine.chain(others[..first_others].iter().map(|h| (h.token, h.holder.as_str()))));
@@ -539,7 +548,12 @@ impl<T: Transport> Semaphore<T> {
         let excess = n.saturating_sub(released);
         let mut added = 0;
         if excess > 0 && !self.id.bounded {
-            self.change_capacity("add", excess as i64)?;
+            // Refused only when stand-ins the view showed were gone: the release happened
+            // (permits were dropped), so this is not the caller's argument error.
+            self.change_capacity("grow", excess as i64).map_err(|e| match e {
+                Error::InvalidArgument(refused) => Error::Redis(format!("released {released} permits, but could not add {excess}: {refused}")),
+                other => other,
+            })?;
             added = excess as u32;
         }
         Ok(Released { own: own_tokens, others: others_released as u32, added })
@@ -998,6 +1012,35 @@ mod tests {
         let wakes = release_wakes.borrow();
         assert!(!wakes.is_empty(), "nothing dropped after the failed confirmation");
         assert!(wakes.iter().all(|w| w == "1"), "dropped without a wake-up: {wakes:?}");
+    }
+
+    /// An unbounded release beyond what is held, at the mode's maximum number of permits: refused
+    /// before anything is dropped. Before, it dropped the caller's permit, then the addition was
+    /// refused and the call reported an argument error, which means "nothing changed": the host
+    /// kept the permit in its books and later reported it lost.
+    #[test]
+    fn an_unbounded_release_that_cannot_grow_is_refused_before_it_drops_anything() {
+        let max = MAX_SLOTS as i64;
+        let dropped = Cell::new(false);
+        let masters = Answering(|script: &str, _: u32, _: &Args| match script {
+            "multi/init.lua" => ints(&[max, 0, max, 1]),
+            "multi/status.lua" => {
+                let mut items: Vec<Scalar> = [max, max, 0, 1_000, 1, 0].map(Scalar::Int).to_vec();
+                items.extend([Scalar::Bulk("h".into()), Scalar::Int(5), Scalar::Int(8_000)]);
+                Ok(Reply::Array(items))
+            }
+            "multi/release.lua" => {
+                dropped.set(true);
+                ints(&[0, 5])
+            }
+            "multi/set_capacity.lua" => ints(&[-1, max]),
+            other => unreachable!("{other}"),
+        });
+        let config = Config { value: max, bounded: false, ..three_masters("h") };
+        let (sem, _) = Semaphore::open(&masters, config).expect("open");
+        let released = sem.release(2, &[token(5, 0)], 0);
+        assert!(matches!(released, Err(Error::InvalidArgument(_))), "{released:?}");
+        assert!(!dropped.get(), "the release dropped a permit before it was refused");
     }
 
     /// The slot's holder is the grant on a majority: taking the newest copy's owner ("x", on one

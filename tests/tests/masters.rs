@@ -383,7 +383,11 @@ async fn leases_refresh_and_expired_slots_come_back() {
     assert!(b.acquire(false, None).await.unwrap());
     let unbounded = Semaphore::open(options(&servers, &k).bounded(false)).await.unwrap();
     unbounded.release(2).await.unwrap();
-    assert_eq!(unbounded.status().await.unwrap().capacity, 2, "an unbounded release beyond the holders adds capacity");
+    let status = unbounded.status().await.unwrap();
+    assert_eq!(status.capacity, 2, "an unbounded release beyond the holders adds capacity");
+    // As on one server: the initial value stays what it was (operators' changes move it).
+    assert_eq!(status.initial, 1, "an unbounded release moved the initial value");
+    assert_eq!(unbounded.initial_value().await.unwrap(), 1);
 }
 
 /// With one master silent every round waits out its time-out. A grant's validity is what is
