@@ -999,7 +999,7 @@ mod tests {
         let masters = Answering(|script: &str, master: u32, args: &Args| match script {
             "multi/init.lua" => ints(&[1, 0, 1, 1]),
             "multi/claim.lua" => ints(&[1, 7, 10_000, 0]),
-            "multi/confirm.lua" => ints(&[i64::from(master == 0)]),
+            "multi/confirm.lua" => Ok(Reply::Scalar(Scalar::Int(i64::from(master == 0)))),
             "multi/release.lua" => {
                 let wake = args.iter().next().map(|a| String::from_utf8_lossy(a).into_owned()).unwrap_or_default();
                 release_wakes.borrow_mut().push(wake);
@@ -1012,6 +1012,35 @@ mod tests {
         let wakes = release_wakes.borrow();
         assert!(!wakes.is_empty(), "nothing dropped after the failed confirmation");
         assert!(wakes.iter().all(|w| w == "1"), "dropped without a wake-up: {wakes:?}");
+    }
+
+    /// Masters whose free slots differ (copies left on one master each) claim different pairs:
+    /// slots 0 and 1 win a majority each, but no master claimed both. Each is confirmed on a
+    /// majority, which is what a grant needs; counting only masters that confirmed both, the
+    /// attempt split, and the next claimed the same, until the copies' leases ended.
+    #[test]
+    fn slots_confirmed_each_on_a_majority_are_granted_though_no_master_holds_all() {
+        let claimed = |master: u32| -> &'static [i64] {
+            match master {
+                0 => &[0, 1],
+                1 => &[0, 2],
+                _ => &[1, 2],
+            }
+        };
+        let masters = Answering(|script: &str, master: u32, args: &Args| match script {
+            "multi/init.lua" => ints(&[3, 0, 3, 1]),
+            "multi/claim.lua" => ints(&[&[1, 7, 10_000][..], claimed(master)].concat()),
+            "multi/confirm.lua" => {
+                let args: Vec<i64> = args.iter().map(|a| String::from_utf8_lossy(a).parse().unwrap_or(-1)).collect();
+                let k = args[2] as usize;
+                Ok(Reply::Scalar(Scalar::Int(args[3..3 + k].iter().filter(|s| claimed(master).contains(s)).count() as i64)))
+            }
+            "multi/release.lua" => ints(&[]),
+            other => unreachable!("{other}"),
+        });
+        let (sem, _) = Semaphore::open(&masters, Config { value: 3, ..three_masters("h") }).expect("open");
+        let granted: Vec<u64> = sem.acquire(2, false, None).expect("acquire").iter().map(|p| slot_of(p.token)).collect();
+        assert_eq!(granted, [0, 1]);
     }
 
     /// An unbounded release beyond what is held, at the mode's maximum number of permits: refused

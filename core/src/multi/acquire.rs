@@ -257,15 +257,24 @@ impl<T: Transport> Semaphore<T> {
                 (m, extra)
             })
             .collect();
-        let confirmed = self
-            .run_each(&scripts::MULTI_CONFIRM, calls)
-            .into_iter()
-            .filter(|(_, r)| matches!(r.clone().and_then(|r| r.into_scalar()).and_then(|s| s.as_u64()), Ok(k) if k == chosen.len() as u64))
-            .count();
+        // Each chosen slot must be confirmed on a majority, not each master confirm them all:
+        // masters whose free slots differ claim different sets, each chosen slot on a majority,
+        // and no master may hold every one (it then split on every attempt until their copies
+        // elsewhere ended). A master confirms the chosen slots this attempt claimed there; one
+        // that confirmed fewer (a copy lost meanwhile, which it does not say) counts for none.
+        let mut confirmations: BTreeMap<u64, usize> = BTreeMap::new();
+        for (master, reply) in self.run_each(&scripts::MULTI_CONFIRM, calls) {
+            let Some(claim) = claims.iter().find(|c| c.master == master) else { continue };
+            let here: Vec<u64> = chosen.iter().copied().filter(|s| claim.slots.contains(s)).collect();
+            if matches!(reply.and_then(|r| r.into_scalar()).and_then(|s| s.as_u64()), Ok(k) if k == here.len() as u64) {
+                here.into_iter().for_each(|slot| *confirmations.entry(slot).or_default() += 1);
+            }
+        }
+        let confirmed = chosen.iter().all(|slot| confirmations.get(slot).is_some_and(|&on| on >= self.quorum()));
         let elapsed_ms = (self.transport.monotonic_now_ns().saturating_sub(started_ns)).div_ceil(1_000_000);
         let validity = self.id.lease_ms.saturating_sub(elapsed_ms + self.drift_ms());
         let tokens: Vec<u64> = chosen.iter().map(|s| token(epoch, *s)).collect();
-        if confirmed < self.quorum() || validity == 0 {
+        if !confirmed || validity == 0 {
             // Confirmed copies go by the grant's epoch, unconfirmed ones by their claim; both
             // wake whoever they held up, as any slot given back does.
             self.release_tokens(&tokens, &self.id.holder, true);
