@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from decimal import Decimal
 from fractions import Fraction
 
@@ -53,7 +54,7 @@ def test_wrong_types_and_huge_numbers(redis_client, unique_key):
     assert sem.value == 2, "nothing leaked"
 
 
-@pytest.mark.parametrize("timeout", [math.nan, -0.5, -2, -math.inf])
+@pytest.mark.parametrize("timeout", [math.nan, -0.5, -2, -math.inf, Decimal("NaN"), Decimal("sNaN")])
 def test_bad_timeouts(redis_client, unique_key, timeout):
     sem = Semaphore(value=1, key=unique_key, masters={redis_client})
     with pytest.raises(ValueError, match="timeout"):
@@ -64,9 +65,16 @@ def test_bad_timeouts(redis_client, unique_key, timeout):
 def test_bad_keys_and_lease(redis_client):
     with pytest.raises(InvalidArgumentError, match="at most 1024"):
         Semaphore(key="k" * (1 << 20), masters={redis_client})
-    for lease in [0, -1, math.nan, "10", math.inf, 1e17, 10**400, -(10**400)]:
+    for lease in [0, -1, math.nan, "10", math.inf, 1e17, 10**400, -(10**400), Decimal("sNaN")]:
         with pytest.raises(InvalidArgumentError):
             Semaphore(key="k", masters={redis_client}, lease=lease).value
+    with pytest.raises(InvalidArgumentError):
+        Semaphore(key="k", masters={redis_client}, replica_ack=ReplicaAck(timeout=Decimal("sNaN"))).value
+    # Text that has no UTF-8 form: a lone surrogate, as os.fsdecode makes of bytes that are not UTF-8.
+    with pytest.raises(InvalidArgumentError, match="key"):
+        Semaphore(key=os.fsdecode(b"job-\xff"), masters={redis_client})
+    with pytest.raises(InvalidArgumentError, match="URL"):
+        Semaphore(key="k", masters={"redis://h\udcff:6379"})
 
 
 def test_numbers_beyond_a_float_or_the_native_range(redis_client, unique_key):

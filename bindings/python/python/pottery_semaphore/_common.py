@@ -92,7 +92,10 @@ def check_value(value: Any) -> int:
 
 
 def _to_float(x: Any) -> float:
-    """``float(x)``, with numbers beyond any float (a huge int, Fraction or Decimal) as ±inf."""
+    """``float(x)``, with numbers beyond any float (a huge int, Fraction or Decimal) as ±inf, and
+    a signalling NaN ``Decimal`` (which ``float`` refuses) as NaN."""
+    if isinstance(x, decimal.Decimal) and x.is_nan():
+        return math.nan
     try:
         return float(x)
     except OverflowError:
@@ -107,9 +110,9 @@ def timeout_seconds(blocking: bool, timeout: Any) -> Optional[float]:
     # A number, not text ("5") or a flag (True), which float() would take as seconds.
     if isinstance(timeout, bool) or not isinstance(timeout, (numbers.Real, decimal.Decimal)):
         raise TypeError(f"timeout must be a number, not {type(timeout).__name__}")
-    if timeout == -1:
+    t = _to_float(timeout)  # first: comparing a signalling NaN Decimal raises
+    if t == -1:
         return None
-    t = _to_float(timeout)
     if math.isinf(t) and t > 0:
         return None
     return t
@@ -146,6 +149,16 @@ class ReplicaAck(NamedTuple):
         return _ffi.ReplicaAck(replicas=self.replicas, timeout_ms=timeout_ms, aof=bool(self.aof))
 
 
+def _check_text(text: str, what: str) -> None:
+    """Text crosses to the native layer as UTF-8: a lone surrogate (``os.fsdecode`` of bytes that
+    are not UTF-8) has no encoding and is the caller's invalid argument, not an encoding error."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise exc.InvalidArgumentError(f"{what} is not valid Unicode text (a lone surrogate)") from None
+
+
 def options(
     *,
     value: Any,
@@ -161,8 +174,11 @@ def options(
     v = check_value(value)
     if not isinstance(key, str):
         raise TypeError(f"key must be a str, not {type(key).__name__}")
+    _check_text(key, f"key {key!r}")
     # Several masters: each permit is a slot held on a majority of them (Redlock mode).
     urls = master_urls(masters)
+    for url in urls:
+        _check_text(url, "a master's URL")  # not shown: it may carry a password
     lease_ms = milliseconds(lease, "lease")
     return _ffi.SemaphoreOptions(
         url=urls[0],

@@ -80,6 +80,9 @@ data class SemaphoreConfig @JvmOverloads constructor(
         if (leaseMillis <= 0) {
             throw SemaphoreException.InvalidArgument("the lease must be positive, not $leaseMillis ms")
         }
+        // Text crosses as UTF-8; a lone surrogate (a String cut inside a pair) has no encoding.
+        checkText(key, "the key ${key.take(64)}")
+        (listOf(url) + moreMasters).forEach { checkText(it, "a master's URL") } // not shown: it may hold a password
         return SemaphoreOptions(
             url = url,
             moreMasters = moreMasters,
@@ -93,6 +96,13 @@ data class SemaphoreConfig @JvmOverloads constructor(
             guardFreshServer = guardFreshServer,
             create = create,
         )
+    }
+}
+
+/** An argument error for text with no UTF-8 form (a lone surrogate), as the native layer needs. */
+private fun checkText(text: String, what: String) {
+    if (!Charsets.UTF_8.newEncoder().canEncode(text)) {
+        throw SemaphoreException.InvalidArgument("$what is not valid Unicode text (a lone surrogate)")
     }
 }
 

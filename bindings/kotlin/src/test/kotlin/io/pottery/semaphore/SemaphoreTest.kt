@@ -494,6 +494,13 @@ class SemaphoreTest : RedisTest() {
         assertThrows<SemaphoreException.InvalidArgument> { DistributedSemaphore.open(config(uniqueKey(), value = -1)) }
         assertThrows<SemaphoreException.InvalidArgument> { DistributedSemaphore.open(config("k".repeat(2000))) }
         assertThrows<SemaphoreException.InvalidArgument> { DistributedSemaphore.open(config(uniqueKey(), leaseMillis = -1)) }
+        // Text with no UTF-8 form (an emoji cut in half): not the encoder's MalformedInputException.
+        val cut = "job-" + "\uD83D\uDE00".take(1)
+        assertThrows<SemaphoreException.InvalidArgument> { DistributedSemaphore.open(config(cut)) }
+        assertThrows<SemaphoreException.InvalidArgument> { DistributedSemaphore.openBlocking(config(cut)) }
+        assertThrows<SemaphoreException.InvalidArgument> {
+            DistributedSemaphore.openBlocking(config(uniqueKey()).withMoreMasters(listOf("redis://h\uDCFF:6379")))
+        }
         assertThrows<SemaphoreException.Unreachable> {
             DistributedSemaphore.openBlocking(SemaphoreConfig("redis://127.0.0.1:1", uniqueKey(), guardFreshServer = false))
         }
