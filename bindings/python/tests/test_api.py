@@ -268,7 +268,7 @@ def test_a_release_while_a_with_block_is_being_left_leaves_the_block_its_permit(
 def test_a_release_in_the_steps_of_leaving_a_with_block_leaves_the_block_its_permit(redis_client, unique_key, moment):
     """The same, the release beside the block coming inside the steps of leaving it: as the
     block leaves the record ("moving"); or, when a signal's handler raised before the block's
-    release went out ("interrupted"), as ``__exit__`` gives it back once more and forgets it.
+    release went out ("interrupted"), as ``__exit__`` is about to give it back once more.
     Neither moment may leave the block's permit unspared."""
     sem = Semaphore(value=2, key=unique_key, masters={redis_client})
     probe = Semaphore(value=2, key=unique_key, masters={redis_client})
@@ -287,24 +287,30 @@ def test_a_release_in_the_steps_of_leaving_a_with_block_leaves_the_block_its_per
         with sem:
             pass
     else:
-        real_call, real_discard = sem._call, sem._blocks.discard
+        real_call, real_native = sem._call, sem._native
+
+        class BesideFirst:
+            """The native handle, with the release beside coming just before the block's
+            permit is given back once more."""
+
+            def __getattr__(self, name):
+                return getattr(real_native, name)
+
+            def release_permits(self, tokens):
+                beside()
+                return real_native.release_permits(tokens)
 
         def interrupted(method, *args):
             if method == "release_permits":
+                sem._native = BesideFirst()
                 raise _Interrupted()
             return real_call(method, *args)
 
-        def discard_then_beside(block):
-            real_discard(block)
-            beside()
-
         sem._call = interrupted
-        sem._blocks.discard = discard_then_beside
         with pytest.raises(_Interrupted):
             with sem:
                 pass
-        sem._call = real_call
-        sem._blocks.discard = real_discard
+        sem._call, sem._native = real_call, real_native
     assert probe.holders() == [], f"{moment}: a permit stayed held after the block and the release"
 
 

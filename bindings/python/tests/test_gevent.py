@@ -66,6 +66,26 @@ def test_a_grant_not_yet_claimed_is_spared_however_many_come_after(server, uniqu
     assert native.take_grant(1000) == unclaimed
 
 
+def test_a_claimed_grant_stays_spared_only_if_it_was_asked_for_spared(server, unique_key):
+    """The native side of a greenlet's ``with`` beside its plain ``acquire``: ``claim_grant``
+    ends the host's sparing of a plain grant and keeps a block's. Were the plain one left
+    spared, ``release()`` would take the lower, the block's, and the plain one would stay held."""
+    from pottery_semaphore import Semaphore
+
+    sem = Semaphore(value=2, key=unique_key, masters={server.url}, guard_fresh_server=False)
+    native = sem._native
+    ffi = __import__("pottery_semaphore._native", fromlist=["pottery_semaphore_ffi"]).pottery_semaphore_ffi
+    block = [p.token for p in native.acquire_cancellable(1, False, None, 2000, True, ffi.Cancellation())]
+    native.claim_grant(2000)
+    plain = [p.token for p in native.acquire_cancellable(1, False, None, 2001, False, ffi.Cancellation())]
+    native.claim_grant(2001)
+    assert block[0] < plain[0]
+    native.release(1)
+    assert [p.token for p in native.held()] == block, "the release took the block's permit"
+    native.release_permits(block)
+    assert sem.value == 2
+
+
 ABANDONED_BY_ITS_THREAD = """
 import sys, threading, time
 import gevent
