@@ -368,7 +368,7 @@ impl Semaphore {
         // Granted as the caller gave up: it takes the grant out after cancelling, this call
         // after noting it, so whichever comes second finds it and lets go of it at once.
         if cancellation.is_cancelled() {
-            self.give_back_soon(self.take_grant(ticket));
+            let _ = self.give_back_grant(ticket, true);
         }
         Ok(permits(granted))
     }
@@ -383,6 +383,25 @@ impl Semaphore {
             .with(|grants| grants.borrow_mut().take(ticket))
             .or_else(|| self.pool_grants().take(ticket))
             .unwrap_or_default()
+    }
+
+    /// `take_grant` and the give-back of what it finds in one call: released now (as
+    /// `release_permits`), or with `soon` let go of at once and released in the background (as
+    /// `give_back_soon`). In one call, so that a signal's handler that raises in the caller
+    /// between its own steps cannot leave the record taken out and its permits kept: called
+    /// again, it finds nothing. An error means Redis did not answer; the handle then releases
+    /// the permits in the background.
+    pub fn give_back_grant(&self, ticket: u64, soon: bool) -> Result<()> {
+        let tokens = self.take_grant(ticket);
+        if tokens.is_empty() {
+            return Ok(());
+        }
+        if soon {
+            self.give_back_soon(tokens);
+        } else {
+            self.inner.release_permits(tokens)?;
+        }
+        Ok(())
     }
 
     /// Lets go of these permits at once (no `release` picks them from now on) and releases

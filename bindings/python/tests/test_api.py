@@ -449,6 +449,9 @@ def _sigusr1_every_millisecond(handler):
     try:
         yield
     finally:
+        # The last signals land while the sender is stopped: a handler that raised then would
+        # fail the test's own clean-up.
+        signal.signal(signal.SIGUSR1, lambda signum, frame: None)
         stop.set()
         sender.join()
         signal.signal(signal.SIGUSR1, previous)
@@ -521,6 +524,53 @@ def test_a_handler_that_acquires_before_raising_leaves_no_permit_behind(redis_cl
             with sem:
                 pass
     assert probe.holders() == [], f"{entry}: the interrupted grant stayed held"
+
+
+@pytest.mark.parametrize("entry", ["acquire", "with"])
+def test_a_second_handler_that_raises_during_a_give_back_leaves_no_permit_behind(redis_client, unique_key, entry):
+    """A handler raises right after a grant, and while that grant is given back another raises,
+    just as the native call that took the grant's record out returned: the tokens it returned
+    were lost, and the permit stayed held for as long as the object lived. (The second handler
+    is run here by that call itself, at that moment.)"""
+    sem = Semaphore(key=unique_key, masters={redis_client})
+    probe = Semaphore(key=unique_key, masters={redis_client})
+    real_call, real_native = sem._call, sem._native
+    second = []
+
+    class SecondSignal:
+        """The native handle, raising once just after the call that takes a grant out."""
+
+        def __getattr__(self, name):
+            method = getattr(real_native, name)
+            if name not in ("take_grant", "give_back_grant"):
+                return method
+
+            def then_raise(*args):
+                result = method(*args)
+                if not second:
+                    second.append(name)
+                    raise _Interrupted()
+                return result
+
+            return then_raise
+
+    def granted_then_handler(method, *args):
+        result = real_call(method, *args)
+        if method == "acquire_interruptible":
+            sem._native = SecondSignal()
+            raise _Interrupted()
+        return result
+
+    sem._call = granted_then_handler
+    with pytest.raises(_Interrupted):
+        if entry == "acquire":
+            sem.acquire()
+        else:
+            with sem:
+                pass
+    sem._call, sem._native = real_call, real_native
+    assert second, "the second handler did not run"
+    assert probe.holders() == [], f"{entry}: the permit stayed held after the second handler"
 
 
 @pytest.mark.parametrize("step", ["enter", "leave"])

@@ -221,6 +221,27 @@ def translate(e: BaseException) -> BaseException:
 NATIVE_ERRORS = (_ffi.SemaphoreError, _ffi.InternalError)
 
 
+#: How often ``despite_signals`` runs a step again: bounded, so that a step failing for good
+#: (not a signal's handler) cannot loop forever.
+_STEP_ATTEMPTS = 64
+
+
+def despite_signals(step: Callable[[], None]) -> None:
+    """Runs ``step``, a clean-up that is harmless to repeat, to its end even when signals'
+    handlers raise meanwhile (Python runs them between any two of its steps, also inside an
+    ``except`` block that is giving a grant back): again after each such exception, the last
+    of which is raised once the step is done."""
+    raised: Optional[BaseException] = None
+    for _ in range(_STEP_ATTEMPTS):
+        try:
+            step()
+            break
+        except BaseException as e:  # noqa: BLE001 - a handler's exception, raised below
+            raised = e
+    if raised is not None:
+        raise raised
+
+
 def call(fn: Callable[..., T], *args: Any) -> T:
     try:
         return fn(*args)

@@ -82,7 +82,7 @@ def acquire(native: Any, hub: Any, count: int, blocking: bool, seconds: Optional
         except Exception:
             # The hub's thread ended (its loop may live on, never to run again) or the hub was
             # destroyed: nobody will take these.
-            _let_go(native, native.take_grant(ticket))
+            native.give_back_grant(ticket, True)
 
     try:
         reported.start(deliver)
@@ -98,7 +98,7 @@ def acquire(native: Any, hub: Any, count: int, blocking: bool, seconds: Optional
         # A grant that raced the end is let go of at once, so that no ``release`` beside takes
         # it for one of this handle's own, and released in the background: taken out here if
         # already made, else by the native call as it returns (it sees the cancellation).
-        _let_go(native, native.take_grant(ticket))
+        native.give_back_grant(ticket, True)
         # And whatever the thread still reports (nothing, unless the above missed it).
         done.rawlink(lambda result: result.successful() and _let_go(native, [p.token for p in result.value or []]))
         if not running:

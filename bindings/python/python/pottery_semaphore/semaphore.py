@@ -107,21 +107,18 @@ class Semaphore:
     def _give_back(self, ticket: int) -> None:
         """Releases what the acquire under ``ticket`` granted, if the caller raised before
         taking it; nothing when it granted nothing. Under gevent in the background, so that the
-        hub waits on no Redis."""
-        try:
-            native = self._here()
-        except exc.SemaphoreError:
-            return  # used in another process (fork): its grants are not this one's
-        tokens = native.take_grant(ticket)
-        if not tokens:
-            return
-        if _green.hub() is not None:
-            native.give_back_soon(tokens)
-            return
-        try:
-            native.release_permits(tokens)
-        except Exception:
-            pass  # Redis out of reach: the handle releases them in the background
+        hub waits on no Redis. One native call takes the grant out and gives it back, run to
+        its end despite further signals (see ``despite_signals``)."""
+
+        def give_back() -> None:
+            try:
+                self._here().give_back_grant(ticket, _green.hub() is not None)
+            except exc.SemaphoreError:
+                pass  # used in another process (fork): its grants are not this one's
+            except c.NATIVE_ERRORS:
+                pass  # Redis out of reach: the handle releases them in the background
+
+        c.despite_signals(give_back)
 
     def acquire(self, blocking: bool = True, timeout: Optional[float] = -1, *, n: int = 1) -> bool:
         """Take ``n`` permits (all at once or none). Returns whether they were taken.
@@ -234,9 +231,13 @@ class Semaphore:
             return self
         except BaseException:
             # Raised before the block began (a signal's handler): it never ends, so nothing of it stays.
-            for block in entered:
-                self._blocks.discard(block)
-            self._give_back(ticket)
+
+            def undo() -> None:
+                for block in entered:
+                    self._blocks.discard(block)
+                self._give_back(ticket)
+
+            c.despite_signals(undo)
             raise
 
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
@@ -245,25 +246,30 @@ class Semaphore:
         ``release()`` would (permits are fungible), which would let one more holder in. (A
         permit the block itself released and acquired again is not the block's: release it.)"""
         left: List[Any] = []
+        frame, owner = sys._getframe(1), threading.current_thread()
         try:
-            tokens = self._blocks.leave(sys._getframe(1), threading.current_thread(), left)
+            tokens = self._blocks.leave(frame, owner, left)
             if tokens is None:
                 c.unknown_block_left()
             else:
                 self._call("release_permits", tokens)
         except BaseException:
-            # A signal's handler that raised: before the block was found, it is looked for
-            # again (nothing was changed); once found, before its release or after, it is
-            # released once more, which gives back these exact permits or nothing.
-            if not left:
-                self._blocks.leave(sys._getframe(1), threading.current_thread(), left)
-            for block in left:
-                try:
-                    self._here().release_permits(block.tokens)
-                except Exception:
-                    pass  # Redis out of reach: the handle releases them in the background
-                finally:
+            # A signal's handler that raised (or Redis out of reach): before the block was
+            # found, it is looked for again (nothing was changed); once found, before its
+            # release or after, it is released once more, which gives back these exact permits
+            # or nothing. To the end despite further signals (see ``despite_signals``).
+
+            def finish() -> None:
+                if not left:
+                    self._blocks.leave(frame, owner, left)
+                for block in left:
+                    try:
+                        self._here().release_permits(block.tokens)
+                    except (exc.SemaphoreError, *c.NATIVE_ERRORS):
+                        pass  # Redis out of reach: the handle releases them in the background
                     self._blocks.discard(block)  # still recorded if the signal broke off leave()
+
+            c.despite_signals(finish)
             raise
 
     def __repr__(self) -> str:
