@@ -714,7 +714,19 @@ impl Semaphore {
     }
 
     /// Releases exactly these permits of this handle (those it still holds).
+    ///
+    /// Those the handle no longer holds by its books are not sent: released already, lost, or
+    /// handed to the background after a failed release (which retries them itself). So naming
+    /// a permit again, as a caller interrupted mid-release does, answers at once rather than
+    /// wait on a Redis that may be out of reach.
     pub async fn release_permits(&self, tokens: Vec<u64>) -> Result<Vec<u64>, Error> {
+        let tokens: Vec<u64> = {
+            let held = lock(&self.inner.held);
+            tokens.into_iter().filter(|t| held.contains_key(t)).collect()
+        };
+        if tokens.is_empty() {
+            return Ok(Vec::new());
+        }
         let plan = move |_: &BTreeMap<u64, Permit>, _: &BTreeSet<u64>| {
             (tokens.clone(), tokens.clone(), release_op(move |i| Box::pin(async move { i.release_permits(&tokens).await })))
         };

@@ -609,6 +609,21 @@ async fn a_release_whose_reply_was_lost_is_not_sent_again() {
     }
 }
 
+/// A permit whose release settled (released, or failed and handed to the background, which the
+/// same books record) is not the handle's any more: naming it again asks Redis nothing. Python's `__exit__` names a block's
+/// permits again after each signal's handler that raises; each attempt waited on Redis (up to its
+/// response time-out when out of reach), so repeated Ctrl-C kept the exit hanging.
+#[tokio::test(flavor = "multi_thread")]
+async fn naming_a_settled_permit_again_asks_redis_nothing() {
+    let server = Server::start(Flavor::Redis);
+    let sem = open(&server, &key("settled"), 2).await;
+    let token = sem.acquire_n(1, false, None).await.unwrap()[0].token;
+    assert_eq!(sem.release_permits(vec![token]).await.unwrap(), [token]);
+    let scripts = commandstat(&server, "evalsha").await;
+    assert!(sem.release_permits(vec![token]).await.unwrap().is_empty());
+    assert_eq!(commandstat(&server, "evalsha").await, scripts, "a released permit was sent again");
+}
+
 /// Redis out of reach: refreshes fail, and Redis cannot say that the lease ended. The holder must
 /// learn it when the lease ends all the same (by its own clock), not once Redis answers again,
 /// maybe never: by then another process may hold the permit.
