@@ -573,6 +573,31 @@ def test_a_second_handler_that_raises_during_a_give_back_leaves_no_permit_behind
     assert probe.holders() == [], f"{entry}: the permit stayed held after the second handler"
 
 
+def test_a_clean_up_that_handlers_interrupt_runs_to_its_end_and_keeps_their_exceptions():
+    """``despite_signals``: the step runs again after each handler's exception; the last is
+    raised once it is done, with the ones before it as its context (a ``SystemExit`` between two
+    ``KeyboardInterrupt``s vanished)."""
+    from pottery_semaphore import _common
+
+    raising = [KeyboardInterrupt("first"), SystemExit("second"), KeyboardInterrupt("third")]
+    attempts = []
+
+    def step():
+        attempts.append(1)
+        if raising:
+            raise raising.pop(0)
+
+    with pytest.raises(KeyboardInterrupt) as raised:
+        _common.despite_signals(step)
+    assert len(attempts) == 4, "the step ran to its end"
+    chain = []
+    e = raised.value
+    while e is not None:
+        chain.append(str(e))
+        e = e.__context__
+    assert chain == ["third", "second", "first"], chain
+
+
 @pytest.mark.parametrize("step", ["enter", "leave"])
 def test_a_with_block_interrupted_in_its_bookkeeping_keeps_nothing(redis_client, unique_key, step):
     """A signal's handler that raises right after the block was recorded (entering) or found

@@ -230,13 +230,16 @@ def despite_signals(step: Callable[[], None]) -> None:
     """Runs ``step``, a clean-up that is harmless to repeat, to its end even when signals'
     handlers raise meanwhile (Python runs them between any two of its steps, also inside an
     ``except`` block that is giving a grant back): again after each such exception, the last
-    of which is raised once the step is done."""
+    of which is raised once the step is done, the ones before it as its context. (Not one that
+    lands before the first attempt begins: nothing in Python can close that.)"""
     raised: Optional[BaseException] = None
     for _ in range(_STEP_ATTEMPTS):
         try:
             step()
             break
         except BaseException as e:  # noqa: BLE001 - a handler's exception, raised below
+            if raised is not None and e is not raised:
+                e.__context__ = raised  # else only the caller's exception: the ones between vanish
             raised = e
     if raised is not None:
         raise raised
