@@ -497,6 +497,15 @@ def test_signals_whose_handler_raises_leave_no_permit_behind(redis_client, uniqu
     assert probe.holders() == [], f"left behind after {cycles} cycles, {interrupted} interrupted"
 
 
+def _take_a_permit(sem, entry):
+    """``sem.acquire()``, or a ``with sem:`` block, as ``entry`` says."""
+    if entry == "acquire":
+        sem.acquire()
+    else:
+        with sem:
+            pass
+
+
 @pytest.mark.parametrize("entry", ["acquire", "with"])
 def test_a_handler_that_acquires_before_raising_leaves_no_permit_behind(redis_client, unique_key, entry):
     """A signal's handler that runs right after a grant, takes and gives back a permit itself
@@ -518,11 +527,7 @@ def test_a_handler_that_acquires_before_raising_leaves_no_permit_behind(redis_cl
 
     sem._call = granted_then_handler
     with pytest.raises(_Interrupted):
-        if entry == "acquire":
-            sem.acquire()
-        else:
-            with sem:
-                pass
+        _take_a_permit(sem, entry)
     assert probe.holders() == [], f"{entry}: the interrupted grant stayed held"
 
 
@@ -563,11 +568,7 @@ def test_a_second_handler_that_raises_during_a_give_back_leaves_no_permit_behind
 
     sem._call = granted_then_handler
     with pytest.raises(_Interrupted):
-        if entry == "acquire":
-            sem.acquire()
-        else:
-            with sem:
-                pass
+        _take_a_permit(sem, entry)
     sem._call, sem._native = real_call, real_native
     assert second, "the second handler did not run"
     assert probe.holders() == [], f"{entry}: the permit stayed held after the second handler"
