@@ -66,7 +66,7 @@ struct Inner {
     watch_wakes_at: Mutex<Option<Instant>>,
     /// Permits whose release failed (Redis unreachable): no longer refreshed, and released
     /// again by the refresher until that works or their lease is over.
-    unreleased: Mutex<Vec<(u64, std::time::Instant)>>,
+    unreleased: Mutex<Vec<Unreleased>>,
     /// Permits a release of this handle is giving back right now (with how many releases name
     /// each): a refresh that no longer finds them has not seen a lost lease.
     releasing: Mutex<BTreeMap<u64, usize>>,
@@ -76,6 +76,17 @@ struct Inner {
     releases: tokio::sync::Mutex<()>,
     lost: Mutex<Vec<Permit>>,
     lost_signal: Notify,
+}
+
+/// A permit the refresher releases in the background (see `Inner::unreleased`).
+#[derive(Debug)]
+struct Unreleased {
+    token: u64,
+    since: Instant,
+    /// A caller named it in a release that failed: naming it again (as Python's `__exit__` does
+    /// after each signal's handler that raises) would only wait on the same Redis, so it is not
+    /// sent again; the refresher retries it.
+    failed_for_caller: bool,
 }
 
 /// Marks permits as being released for as long as it lives (see `Inner::releasing`): it lives in
@@ -219,7 +230,7 @@ impl Inner {
         self.rt.tokio.spawn(async move {
             let retry = tokens.clone();
             if inner.with_instance(move |i| Box::pin(async move { i.release_permits(&tokens).await })).await.is_err() {
-                inner.release_later(retry);
+                inner.release_later(retry, false);
             }
         });
     }
@@ -299,14 +310,15 @@ impl Inner {
         drop((held, releasing, valid_until));
         // With several masters a lost permit may keep copies on a minority, which the refresh
         // just extended: they are given back rather than left to block the slot for a lease.
-        self.release_later(newly_lost.iter().map(|p| p.token));
+        self.release_later(newly_lost.iter().map(|p| p.token), false);
         self.report_lost(newly_lost);
     }
 
-    /// Has the refresher release these permits, from now until a lease has passed.
-    fn release_later(&self, tokens: impl IntoIterator<Item = u64>) {
-        let now = Instant::now();
-        lock(&self.unreleased).extend(tokens.into_iter().map(|t| (t, now)));
+    /// Has the refresher release these permits, from now until a lease has passed;
+    /// `failed_for_caller`: see [`Unreleased`].
+    fn release_later(&self, tokens: impl IntoIterator<Item = u64>, failed_for_caller: bool) {
+        let since = Instant::now();
+        lock(&self.unreleased).extend(tokens.into_iter().map(|token| Unreleased { token, since, failed_for_caller }));
     }
 
     fn report_lost(&self, lost: Vec<Permit>) {
@@ -330,7 +342,7 @@ impl Inner {
         let lost: Vec<Permit> = ended.iter().filter_map(|t| valid_until.remove(t).and(held.remove(t))).collect();
         let next = valid_until.iter().filter(|(t, at)| **at > now && !releasing.contains_key(t)).map(|(_, at)| *at).min();
         drop((held, releasing, valid_until));
-        self.release_later(lost.iter().map(|p| p.token));
+        self.release_later(lost.iter().map(|p| p.token), false);
         self.report_lost(lost);
         next
     }
@@ -340,8 +352,8 @@ impl Inner {
         let lease = Duration::from_millis(self.config.lease_ms as u64);
         let tokens: Vec<u64> = {
             let mut unreleased = lock(&self.unreleased);
-            unreleased.retain(|(_, since)| since.elapsed() < lease);
-            unreleased.iter().map(|(t, _)| *t).collect()
+            unreleased.retain(|u| u.since.elapsed() < lease);
+            unreleased.iter().map(|u| u.token).collect()
         };
         if tokens.is_empty() {
             return;
@@ -349,7 +361,7 @@ impl Inner {
         for chunk in tokens.chunks(MAX_PERMITS_PER_CALL as usize) {
             let retry = chunk.to_vec();
             if self.with_instance(move |i| Box::pin(async move { i.release_permits(&retry).await })).await.is_ok() {
-                lock(&self.unreleased).retain(|(t, _)| !chunk.contains(t));
+                lock(&self.unreleased).retain(|u| !chunk.contains(&u.token));
             }
         }
     }
@@ -383,7 +395,7 @@ impl Inner {
             let mut held = lock(&self.held);
             let gone: Vec<u64> = targeted.iter().copied().filter(|t| held.remove(t).is_some()).collect();
             drop(held);
-            self.release_later(gone);
+            self.release_later(gone, true);
         }
         if matches!(e, Error::NotReplicated(_))
             && let Ok(alive) = self.with_instance(|i| Box::pin(i.permits())).await
@@ -418,7 +430,7 @@ impl Drop for Inner {
     /// those whose release failed too (nobody retries them any more).
     fn drop(&mut self) {
         let mut tokens: Vec<u64> = lock(&self.held).keys().copied().collect();
-        tokens.extend(lock(&self.unreleased).iter().map(|(t, _)| *t));
+        tokens.extend(lock(&self.unreleased).iter().map(|u| u.token));
         if tokens.is_empty() {
             return;
         }
@@ -715,14 +727,14 @@ impl Semaphore {
 
     /// Releases exactly these permits of this handle (those it still holds).
     ///
-    /// Those the handle no longer holds by its books are not sent: released already, lost, or
-    /// handed to the background after a failed release (which retries them itself). So naming
-    /// a permit again, as a caller interrupted mid-release does, answers at once rather than
-    /// wait on a Redis that may be out of reach.
+    /// Those a caller's release already failed to give back are not sent again (the refresher
+    /// retries them): naming them again, as a caller interrupted mid-release does, answers at
+    /// once rather than wait on a Redis that may still be out of reach. Any other is sent,
+    /// also one the handle no longer counts (lost): a late refresh may have kept it.
     pub async fn release_permits(&self, tokens: Vec<u64>) -> Result<Vec<u64>, Error> {
         let tokens: Vec<u64> = {
-            let held = lock(&self.inner.held);
-            tokens.into_iter().filter(|t| held.contains_key(t)).collect()
+            let unreleased = lock(&self.inner.unreleased);
+            tokens.into_iter().filter(|t| !unreleased.iter().any(|u| u.token == *t && u.failed_for_caller)).collect()
         };
         if tokens.is_empty() {
             return Ok(Vec::new());
