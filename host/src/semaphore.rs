@@ -52,7 +52,7 @@ struct Inner {
     caller_thread: bool,
     held: Mutex<BTreeMap<u64, Permit>>,
     /// Held permits that `release` takes only after the others (see `Semaphore::acquire_n_spared`).
-    /// Locked only with `held` locked first, so that a grant enters both at once.
+    /// Where both are locked, `held` first: a grant enters both at once.
     spared: Mutex<BTreeSet<u64>>,
     /// When each held permit's lease ends by this process's clock: its validity counted from
     /// before the call that granted or last extended it. Past that, with Redis out of reach, the
@@ -748,9 +748,10 @@ impl Semaphore {
     /// Runs a release and settles `held` after it, in one piece: on the runtime's threads
     /// unless inline, so that dropping the caller's future leaves neither undone, and one
     /// release of this handle at a time (see `Inner::releases`). `plan` says, from `held` as
-    /// the release finds it (and those of them spared), which permits it gives back (marked meanwhile, before `held` is
-    /// let go: neither a refresh that misses them nor the lease watch takes them for lost),
-    /// which it may have taken, and the call; `exact` as for `settle_release`.
+    /// the release finds it (and which of those are spared), which permits it gives back
+    /// (marked meanwhile, before `held` is let go: neither a refresh that misses them nor the
+    /// lease watch takes them for lost), which it may have taken, and the call; `exact` as for
+    /// `settle_release`.
     async fn release_with<P, F>(&self, plan: P, exact: bool) -> Result<Vec<u64>, Error>
     where
         P: FnOnce(&BTreeMap<u64, Permit>, &BTreeSet<u64>) -> (Vec<u64>, Vec<u64>, F) + Send + 'static,
