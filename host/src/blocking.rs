@@ -160,18 +160,19 @@ impl BlockingSemaphore {
     }
 
     pub fn acquire_n(&self, n: i64, blocking: bool, timeout: Option<f64>) -> Result<Vec<Permit>, Error> {
-        if self.interruptible() {
-            return self.block_on_interruptible(self.async_handle.acquire_n(n, blocking, timeout));
-        }
-        self.block_on(self.inner.acquire_n(n, blocking, timeout))
+        self.acquire_granted(n, blocking, timeout, false)
     }
 
     /// See [`Semaphore::acquire_n_spared`].
     pub fn acquire_n_spared(&self, n: i64, blocking: bool, timeout: Option<f64>) -> Result<Vec<Permit>, Error> {
+        self.acquire_granted(n, blocking, timeout, true)
+    }
+
+    fn acquire_granted(&self, n: i64, blocking: bool, timeout: Option<f64>, spared: bool) -> Result<Vec<Permit>, Error> {
         if self.interruptible() {
-            return self.block_on_interruptible(self.async_handle.acquire_n_spared(n, blocking, timeout));
+            return self.block_on_interruptible(self.async_handle.acquire_granted(n, blocking, timeout, spared));
         }
-        self.block_on(self.inner.acquire_n_spared(n, blocking, timeout))
+        self.block_on(self.inner.acquire_granted(n, blocking, timeout, spared))
     }
 
     /// [`Semaphore::acquire_n_until`], for a caller that waits on a thread of its own while

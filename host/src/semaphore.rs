@@ -622,7 +622,7 @@ impl Semaphore {
         self.acquire_granted(n, blocking, timeout, true).await
     }
 
-    async fn acquire_granted(&self, n: i64, blocking: bool, timeout: Option<f64>, spared: bool) -> Result<Vec<Permit>, Error> {
+    pub(crate) async fn acquire_granted(&self, n: i64, blocking: bool, timeout: Option<f64>, spared: bool) -> Result<Vec<Permit>, Error> {
         if self.inline {
             let inner = self.inner.clone();
             let (permits, granted_after) = self.run(move |i| Box::pin(i.acquire(n, blocking, timeout, CancelFlag::default()))).await?;
