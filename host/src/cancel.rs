@@ -1,20 +1,34 @@
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 use tokio::sync::Notify;
 
 /// Set once when the caller of an in-flight operation goes away; the transport's blocking pop
-/// and sleep watch it so a waiting guest returns promptly and cleans up after itself.
+/// and sleep watch it so a waiting guest returns promptly and cleans up after itself, and its
+/// time limits count from then (see `HostState::admit`).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct CancelFlag(Arc<(AtomicBool, Notify)>);
+pub(crate) struct CancelFlag(Arc<(OnceLock<Instant>, Notify)>);
 
 impl CancelFlag {
     pub(crate) fn cancel(&self) {
-        self.0.0.store(true, Ordering::SeqCst);
+        self.0.0.get_or_init(Instant::now);
         self.0.1.notify_waiters();
     }
 
     pub(crate) fn is_cancelled(&self) -> bool {
-        self.0.0.load(Ordering::SeqCst)
+        self.0.0.get().is_some()
+    }
+
+    /// When it was first cancelled.
+    pub(crate) fn cancelled_at(&self) -> Option<Instant> {
+        self.0.0.get().copied()
+    }
+
+    /// A flag cancelled at `at` (tests of limits that count from a cancellation).
+    #[cfg(test)]
+    pub(crate) fn cancelled_since(at: Instant) -> Self {
+        let flag = CancelFlag::default();
+        flag.0.0.get_or_init(|| at);
+        flag
     }
 
     pub(crate) async fn cancelled(&self) {

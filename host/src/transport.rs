@@ -124,7 +124,8 @@ impl HostState {
             keys: Keys::new(key),
             scopes: ResourceTable::new(),
             open_scopes: 0,
-            limits: StoreLimitsBuilder::new().memory_size(memory_limit).instances(16).tables(16).memories(4).table_elements(MAX_TABLE_ELEMENTS).trap_on_grow_failure(true).build(),
+            // One linear memory (the component's), so the memory cap is the instance's.
+            limits: StoreLimitsBuilder::new().memory_size(memory_limit).instances(16).tables(16).memories(1).table_elements(MAX_TABLE_ELEMENTS).trap_on_grow_failure(true).build(),
             cancel: None,
             resumed_at: Instant::now(),
             first_script_at: None,
@@ -136,11 +137,14 @@ impl HostState {
         }
     }
 
-    /// Admits one more import of the current call: refused past its deadline. Returns how long
-    /// the import may wait (`MAX_GUEST_WAIT` at most). A refusal leaves `resumed_at` alone, so
-    /// a guest that keeps trying spends its CPU budget.
+    /// Admits one more import of the current call: refused past its deadline, or
+    /// `CALL_TIME_LIMIT` after its caller cancelled it (time to clean up; a call without a
+    /// deadline has no other end). Returns how long the import may wait (`MAX_GUEST_WAIT` at
+    /// most). A refusal leaves `resumed_at` alone, so a guest that keeps trying spends its CPU
+    /// budget.
     fn admit(&self) -> Result<Duration, WitError> {
-        let Some(deadline) = self.call_deadline else { return Ok(MAX_GUEST_WAIT) };
+        let after_cancel = self.cancel.as_ref().and_then(CancelFlag::cancelled_at).map(|at| at + CALL_TIME_LIMIT);
+        let Some(deadline) = self.call_deadline.into_iter().chain(after_cancel).min() else { return Ok(MAX_GUEST_WAIT) };
         match deadline.checked_duration_since(Instant::now()) {
             Some(left) if !left.is_zero() => Ok(left.min(MAX_GUEST_WAIT)),
             _ => Err(WitError::Forbidden(format!("the call went past its time limit ({CALL_TIME_LIMIT:?} beyond any time-out)"))),
@@ -213,9 +217,11 @@ impl HostState {
 
     /// BLPOP on this instance's blocking pop connection, timed by the socket's read time-out;
     /// when that ends it, the connection is dropped with the BLPOP in flight (see `blocking_pop`).
-    fn blocking_pop_sync(&mut self, client: &redis::Client, key: &str, timeout_ms: u64, exact: bool) -> Result<Option<String>, WitError> {
+    /// `limit`: what the call has left, which no connecting or popping outlasts.
+    fn blocking_pop_sync(&mut self, client: &redis::Client, key: &str, timeout_ms: u64, exact: bool, limit: Duration) -> Result<Option<String>, WitError> {
         let ends_at = Instant::now() + Duration::from_millis(timeout_ms);
-        let (mut cmd, mut timeout) = blpop(key, Duration::from_millis(timeout_ms), exact);
+        let limit_at = Instant::now() + limit;
+        let (mut cmd, mut timeout) = blpop(key, Duration::from_millis(timeout_ms), exact, limit);
         let mut reused = self.sync.pops.is_some();
         // A signal held back during this call's script (see `signals`) ends the wait before it
         // begins, as it would have ended it during it.
@@ -226,7 +232,10 @@ impl HostState {
             // Failing to connect is an error of its own, even when it timed out: not an empty pop.
             // Connecting reads the server's answers to its setup (a signal must not break those
             // either); one held back meanwhile ends the wait where signals do.
-            let conn = crate::signals::without_interruption(|| sync_connection(&mut self.sync.pops, client, None)).map_err(|e| from_redis(&e))?;
+            // Halved: redis-rs may read the setup's answers twice, each time with what is left
+            // of its time-out.
+            let connect_within = limit_at.saturating_duration_since(Instant::now()) / 2;
+            let conn = crate::signals::without_interruption(|| sync_connection(&mut self.sync.pops, client, None, connect_within)).map_err(|e| from_redis(&e))?;
             if crate::signals::take_held_back() {
                 return Err(WitError::Cancelled);
             }
@@ -259,7 +268,7 @@ impl HostState {
                     if left.is_zero() {
                         return Ok(None);
                     }
-                    (cmd, timeout) = blpop(key, left, exact);
+                    (cmd, timeout) = blpop(key, left, exact, limit_at.saturating_duration_since(Instant::now()));
                 }
             }
         }
@@ -512,6 +521,10 @@ impl TransportHost for HostState {
 
     /// Each call on its own master, all at once: a round costs the slowest master, not the sum.
     async fn eval_each(&mut self, sha1: String, scope: Resource<Scope>, calls: Vec<(u32, Vec<u8>)>, timeout_ms: u64) -> Vec<Result<Option<Reply>, WitError>> {
+        // Nothing to send, nothing waited for: the guest's CPU time runs on.
+        if calls.is_empty() {
+            return Vec::new();
+        }
         let admitted = self.admit().and_then(|left| self.check_each(&calls).map(|()| left));
         let left = match admitted {
             Ok(left) => left,
@@ -573,15 +586,16 @@ impl TransportHost for HostState {
     }
 
     async fn blocking_pop(&mut self, master: u32, key: String, timeout_ms: u64, exact: bool) -> Result<Option<String>, WitError> {
-        let timeout_ms = pop_ms(timeout_ms, self.admit()?);
+        let left = self.admit()?;
+        let timeout_ms = pop_ms(timeout_ms, left);
         self.check_master(master)?;
         self.check_key(&key)?;
         self.script_before_pop = self.script_sent_at;
         let conns = self.masters[master as usize].clone();
         let result = if let Some(client) = self.caller_thread_client(&conns) {
-            self.blocking_pop_sync(client, &key, timeout_ms.max(1), exact)
+            self.blocking_pop_sync(client, &key, timeout_ms.max(1), exact, left)
         } else {
-            self.masters[master as usize].blocking_pop(&key, timeout_ms.max(1), exact, self.cancel.as_ref()).await
+            self.masters[master as usize].blocking_pop(&key, timeout_ms.max(1), exact, left, self.cancel.as_ref()).await
         };
         self.resumed_at = Instant::now();
         result
@@ -740,6 +754,54 @@ mod tests {
     async fn a_call_past_its_time_limit_is_refused_and_no_wait_outlasts_it() {
         let [mut s, ..] = states();
         assert_time_limited!(&mut s, HostScope, TransportHost, await);
+    }
+
+    /// A call nobody waits for any more (its caller cancelled it) has a minute to clean up, as
+    /// a call past its time-out has: a guest that keeps calling in (with no deadline, or
+    /// rounds that send nothing) runs into the CPU budget instead of on and on.
+    #[tokio::test]
+    async fn a_cancelled_call_has_a_time_limit_too() {
+        let [mut s, ..] = states();
+        let scope = HostScope::open(&mut s, Keys::new("mine").script_keys(), vec![]).await.expect("its own keys");
+        assert_eq!(s.call_deadline, None, "an acquire that waits as long as it takes");
+        s.cancel = Some(CancelFlag::cancelled_since(Instant::now()));
+        assert!(matches!(TransportHost::sleep(&mut s, 1).await, Err(WitError::Cancelled)), "cleaning up is still allowed");
+        let long_ago = Instant::now().checked_sub(CALL_TIME_LIMIT + Duration::from_millis(1)).expect("uptime");
+        s.cancel = Some(CancelFlag::cancelled_since(long_ago));
+        assert!(forbidden(TransportHost::sleep(&mut s, 1).await));
+        let borrowed = Resource::<Scope>::new_borrow(scope.rep());
+        assert!(forbidden(TransportHost::eval(&mut s, 0, ACQUIRE.sha1().into(), borrowed, vec![]).await));
+        // A round naming no master waits for nothing: it does not count as the guest waiting.
+        s.cancel = None;
+        let resumed = s.resumed_at;
+        let borrowed = Resource::<Scope>::new_borrow(scope.rep());
+        assert!(TransportHost::eval_each(&mut s, ACQUIRE.sha1().into(), borrowed, vec![], 10).await.is_empty());
+        assert_eq!(s.resumed_at, resumed);
+    }
+
+    /// A pop ends within its call's time limit even on a server that accepts connections and
+    /// never answers: the host's slack after the server's time-out and the connecting count
+    /// within it (async and caller-thread imports).
+    #[tokio::test]
+    async fn no_pop_outlasts_its_call_on_a_server_that_never_answers() {
+        use crate::bindings::sync::transport::Host as SyncHost;
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("redis://{}", silent.local_addr().expect("address"));
+        let wake = format!("{}wake:1", Keys::new("mine").prefix());
+        let limit = Duration::from_millis(200);
+        for blocking_io in [false, true] {
+            let mut s = HostState::new(Arc::from(vec![Connections::for_url(&url).expect("url")]), "mine", 1 << 20);
+            s.blocking_io = blocking_io;
+            s.call_deadline = Some(Instant::now() + limit);
+            let started = Instant::now();
+            let _ = if blocking_io {
+                SyncHost::blocking_pop(&mut s, 0, wake.clone(), 10_000, false)
+            } else {
+                TransportHost::blocking_pop(&mut s, 0, wake.clone(), 10_000, false).await
+            };
+            let took = started.elapsed();
+            assert!(took < limit + Duration::from_millis(250), "a pop (caller thread: {blocking_io}) took {took:?} of a {limit:?} limit");
+        }
     }
 
     #[test]

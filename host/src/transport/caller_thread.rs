@@ -92,10 +92,11 @@ impl Host for HostState {
     }
 
     fn blocking_pop(&mut self, master: u32, key: String, timeout_ms: u64, exact: bool) -> Result<Option<String>, WitError> {
-        let timeout_ms = pop_ms(timeout_ms, self.admit()?);
+        let left = self.admit()?;
+        let timeout_ms = pop_ms(timeout_ms, left);
         self.check_key(&key)?;
         self.script_before_pop = self.script_sent_at;
-        let result = self.with_own_client(master, |this, client| this.blocking_pop_sync(client, &key, timeout_ms.max(1), exact))?;
+        let result = self.with_own_client(master, |this, client| this.blocking_pop_sync(client, &key, timeout_ms.max(1), exact, left))?;
         self.resumed_at = Instant::now();
         result
     }

@@ -26,12 +26,13 @@ pub(super) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// it, which keeps the connection, with this much for the host's timer to spare.
 const POP_SLACK: Duration = Duration::from_secs(1);
 
-/// BLPOP `key` and the time-out the host keeps itself: `(command, host's time-out)`.
-pub(super) fn blpop(key: &str, timeout: Duration, exact: bool) -> (redis::Cmd, Duration) {
+/// BLPOP `key` and the time-out the host keeps itself: `(command, host's time-out)`, the latter
+/// never past `limit` (what the guest's call has left), slack included.
+pub(super) fn blpop(key: &str, timeout: Duration, exact: bool, limit: Duration) -> (redis::Cmd, Duration) {
     let (on_server, on_host) = if exact { (timeout + POP_SLACK, timeout) } else { (timeout, timeout + POP_SLACK) };
     let mut cmd = redis::cmd("BLPOP");
     cmd.arg(key).arg(format!("{:.3}", on_server.as_secs_f64()));
-    (cmd, on_host)
+    (cmd, on_host.min(limit))
 }
 
 /// A connection that could not be set up: a failed TLS handshake comes from redis-rs's async
@@ -291,8 +292,8 @@ impl Connections {
         }
     }
 
-    pub(super) async fn blocking_pop(&self, key: &str, timeout_ms: u64, exact: bool, cancel: Option<&CancelFlag>) -> Result<Option<String>, WitError> {
-        let (cmd, timeout) = blpop(key, Duration::from_millis(timeout_ms), exact);
+    pub(super) async fn blocking_pop(&self, key: &str, timeout_ms: u64, exact: bool, limit: Duration, cancel: Option<&CancelFlag>) -> Result<Option<String>, WitError> {
+        let (cmd, timeout) = blpop(key, Duration::from_millis(timeout_ms), exact, limit);
         let pooled = self.idle_pops.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let pop = async {
             let mut reused = pooled.is_some();
@@ -349,9 +350,10 @@ pub(super) fn sync_connection<'a>(
     slot: &'a mut Option<redis::Connection>,
     client: &redis::Client,
     read_timeout: Option<Duration>,
+    connect_within: Duration,
 ) -> redis::RedisResult<&'a mut redis::Connection> {
     if slot.is_none() {
-        let conn = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
+        let conn = client.get_connection_with_timeout(CONNECT_TIMEOUT.min(connect_within).max(Duration::from_millis(1)))?;
         conn.set_read_timeout(read_timeout)?;
         *slot = Some(conn);
     }
@@ -386,12 +388,12 @@ pub(super) fn query_own(
     }
     // No signal may break the read of the reply: that would look like a broken connection, and
     // the request would be sent again though it ran.
-    crate::signals::without_interruption(|| match sync_connection(slot, client, Some(RESPONSE_TIMEOUT)).and_then(&request) {
+    crate::signals::without_interruption(|| match sync_connection(slot, client, Some(RESPONSE_TIMEOUT), CONNECT_TIMEOUT).and_then(&request) {
         Err(e) if is_connection_error(&e) => {
             // Dropped whether or not the request is sent again: after a time-out its reply may
             // still come, and would be read as the next request's.
             *slot = None;
-            if retry { sync_connection(slot, client, Some(RESPONSE_TIMEOUT)).and_then(request) } else { Err(e) }
+            if retry { sync_connection(slot, client, Some(RESPONSE_TIMEOUT), CONNECT_TIMEOUT).and_then(request) } else { Err(e) }
         }
         other => other,
     })
