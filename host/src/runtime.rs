@@ -214,12 +214,16 @@ fn load_component(engine: &Engine, cache_dir: Option<&PathBuf>) -> Result<(Compo
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     COMPONENT.hash(&mut hasher);
     engine.precompile_compatibility_hash().hash(&mut hasher);
-    let cache_file = cache_dir.map(|d| d.join(format!("component-{:016x}.cwasm", hasher.finish())));
+    // Native code from the cache runs outside the sandbox: only from a directory nobody else
+    // may write to (else it is neither read nor written).
+    let cache_file = cache_dir.filter(|d| writable_by_no_one_else(d)).map(|d| d.join(format!("component-{:016x}.cwasm", hasher.finish())));
     if let Some(file) = &cache_file
         && file.exists()
+        && writable_by_no_one_else(file)
     {
         // SAFETY: the file was written by `Component::serialize` below for this exact engine
-        // configuration and component (both are in its name); wasmtime re-checks the header.
+        // configuration and component (both are in its name), in a directory and file only this
+        // user may write; wasmtime re-checks the header.
         #[allow(unsafe_code)]
         match unsafe { Component::deserialize_file(engine, file) } {
             Ok(component) => return Ok((component, true)),
@@ -237,6 +241,24 @@ fn load_component(engine: &Engine, cache_dir: Option<&PathBuf>) -> Result<(Compo
         }
     }
     Ok((component, false))
+}
+
+/// Whether `path` (a directory not there yet counts: it is created as this user's) belongs to
+/// this user and no other may write to it. A file must be a plain file, not a link.
+fn writable_by_no_one_else(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let meta = if path.extension().is_some_and(|e| e == "cwasm") {
+        std::fs::symlink_metadata(path).ok().filter(std::fs::Metadata::is_file)
+    } else {
+        match std::fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
+            meta => meta.ok(),
+        }
+    };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    #[allow(unsafe_code)]
+    let me = unsafe { libc::geteuid() };
+    meta.is_some_and(|m| m.uid() == me && m.mode() & 0o022 == 0)
 }
 
 #[cfg(test)]

@@ -75,8 +75,19 @@ fn the_compiled_component_is_cached_on_disk() {
     let first = Runtime::new(options.clone()).expect("runtime");
     assert!(!first.loaded_from_cache);
     assert_eq!(std::fs::read_dir(&dir).expect("cache dir").count(), 1, "one artifact written");
-    let second = Runtime::new(options).expect("runtime");
+    let second = Runtime::new(options.clone()).expect("runtime");
     assert!(second.loaded_from_cache);
+    // Native code that another user could have put there is not run: a directory or file that
+    // others may write to is passed over (and the cache is not written there).
+    use std::os::unix::fs::PermissionsExt;
+    let artifact = std::fs::read_dir(&dir).expect("cache dir").next().expect("the artifact").expect("entry").path();
+    for (path, mode) in [(&dir, 0o777), (&artifact, 0o666)] {
+        let private = std::fs::metadata(path).expect("metadata").permissions();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        let third = Runtime::new(options.clone()).expect("runtime");
+        assert!(!third.loaded_from_cache, "loaded from {} with mode {mode:o}", path.display());
+        std::fs::set_permissions(path, private).expect("chmod back");
+    }
     drop((first, second));
     let _ = std::fs::remove_dir_all(&dir);
 }
