@@ -113,6 +113,49 @@ def test_an_exit_stack_closed_inside_a_with_block_leaves_its_own_block(redis_cli
     assert sem.permits == []
 
 
+def test_exit_stacks_closed_out_of_order_each_leave_their_own_block(redis_client, unique_key):
+    """Two stacks entered on one thread and closed in the order entered: each gives back its
+    own permit, not the thread's innermost. Its lease ended, the first gives back nothing (the
+    innermost once went in its place, and the second stack's block ran on no permit)."""
+    sem = Semaphore(value=2, key=unique_key, masters={redis_client})
+    probe = Semaphore(value=2, key=unique_key, masters={redis_client})
+    first, second = contextlib.ExitStack(), contextlib.ExitStack()
+    first.enter_context(sem)
+    in_first = sem.fencing_token
+    second.enter_context(sem)
+    in_second = sem.fencing_token
+    redis_client.zrem(f"pottery-semaphore:{{{unique_key}}}:leases", f"{in_first}:{sem.holder_id}")
+    first.close()
+    assert [p.token for p in sem.permits] == [in_second]
+    assert probe.value == 1, "the second stack's block runs on no permit"
+    second.close()
+    assert sem.permits == [] and probe.value == 2
+    # One stack, two blocks: left last in, first out.
+    seen = []
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(sem)
+        outer = sem.fencing_token
+        stack.callback(lambda: seen.append([p.token for p in sem.permits]))
+        stack.enter_context(sem)
+    assert seen == [[outer]] and sem.permits == []
+
+
+def test_blocks_that_cannot_be_told_apart_release_nothing(redis_client, unique_key):
+    """Stacks moved by pop_all() leave from a stack that entered nothing: of the thread's two
+    blocks neither can be told to be the one, so neither is released (with a warning)."""
+    sem = Semaphore(value=2, key=unique_key, masters={redis_client})
+    moved = []
+    for _ in range(2):
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(sem)
+            moved.append(stack.pop_all())
+    held = [p.token for p in sem.permits]
+    with pytest.warns(RuntimeWarning, match="cannot tell which"):
+        moved[0].close()
+    assert [p.token for p in sem.permits] == held
+    sem.release(2)
+
+
 def test_a_with_block_gives_back_only_the_permit_it_took(redis_client, unique_key):
     a, b, c = (Semaphore(key=unique_key, masters={redis_client}) for _ in range(3))
     with a:
@@ -161,6 +204,22 @@ def test_a_with_block_left_on_another_thread_gives_back_its_own_permit(redis_cli
     leave.set()
     other.join()
     assert sem.value == 2
+
+
+async def test_async_exit_stacks_closed_out_of_order_each_leave_their_own_block(unique_key, server):
+    """As with ExitStack: each AsyncExitStack gives back the permit it took."""
+    import redis.asyncio
+
+    aio = AIOSemaphore(value=2, key=unique_key, masters={redis.asyncio.Redis(port=server.port)})
+    first, second = contextlib.AsyncExitStack(), contextlib.AsyncExitStack()
+    await first.enter_async_context(aio)
+    in_first = aio.fencing_token
+    await second.enter_async_context(aio)
+    in_second = aio.fencing_token
+    await first.aclose()
+    assert [p.token for p in await aio.permits()] == [in_second], f"the first stack's was {in_first}"
+    await second.aclose()
+    assert await aio.permits() == []
 
 
 async def test_an_async_with_block_left_by_another_task_gives_back_its_own_permit(unique_key, server):

@@ -165,6 +165,14 @@ def test_a_change_replicas_did_not_acknowledge_is_not_replicated_error():
     assert str(e) == "not replicated: 0 of 1 replicas acknowledged within 100 ms"
 
 
+def test_a_panic_keeps_its_text():
+    from pottery_semaphore._common import _ffi, translate
+
+    e = translate(_ffi.InternalError("boom"))
+    assert isinstance(e, SemaphoreRuntimeError)
+    assert str(e) == "InternalError: boom"
+
+
 async def test_async_with_does_not_run_without_a_permit(own_server, unique_key):
     from pottery_semaphore import AIOSemaphore
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import decimal
 import math
 import numbers
@@ -215,7 +216,8 @@ def translate(e: BaseException) -> BaseException:
         return exc.RedisReplyError(e.message)
     if isinstance(e, E.Cancelled):
         return exc.AcquireInterruptedError("a signal interrupted the wait for permits")
-    return exc.SemaphoreRuntimeError(getattr(e, "message", None) or type(e).__name__)
+    # A panic comes as uniffi's InternalError, its text as its argument.
+    return exc.SemaphoreRuntimeError(getattr(e, "message", None) or (f"{type(e).__name__}: {e}" if str(e) else type(e).__name__))
 
 
 NATIVE_ERRORS = (_ffi.SemaphoreError, _ffi.InternalError)
@@ -256,17 +258,18 @@ class OpenBlocks:
     """The permits each ``with`` block took, from entering it to leaving it. A block is found
     again by the frame running the ``with`` statement, which stays the same when a generator holding
     it is resumed on another thread or closed by another task; else (``contextlib.ExitStack``
-    enters and leaves from frames of its own) by who entered it, a thread or an asyncio task,
-    innermost first, passing over blocks whose frame is on the stack of the one leaving (they
-    still run) while there are others; else it is the one block whose owner has ended, if there
-    is exactly one. Never any other block: releasing a block still running would let one holder
-    too many in."""
+    enters and leaves from frames of its own) by the exit stack that entered it and now leaves
+    it, innermost first; else by who entered it, a thread or an asyncio task: its one block
+    that is not running (whose frame is not on the stack of the one leaving), or its one block;
+    else it is the one block whose owner has ended, if there is exactly one. Never any other
+    block: releasing a block still running would let one holder too many in."""
 
     class _Block:
-        __slots__ = ("frame", "owner", "tokens")
+        __slots__ = ("frame", "owner", "stack", "tokens")
 
         def __init__(self, frame: Any, owner: Any, tokens: List[int]) -> None:
             self.frame, self.owner, self.tokens = frame, owner, tokens
+            self.stack = _exit_stack(frame, 1)
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -293,13 +296,19 @@ class OpenBlocks:
         spared.)"""
         with self._lock:
             block = next((b for b in reversed(self._open) if b.frame is frame), None)
+            stack = None if block is not None else _exit_stack(frame, 3)
+            if stack is not None:
+                # A stack leaves its blocks last in, first out.
+                block = next((b for b in reversed(self._open) if b.stack is stack), None)
             if block is None:
-                # The owner's innermost block, but not one whose frame is still running under the
-                # one leaving (an ExitStack closed inside a `with`), unless there is no other (a
-                # frame that called __enter__ itself and handed __exit__ to ExitStack.push).
-                owned = [b for b in reversed(self._open) if b.owner is owner]
+                # The owner's one block not still running under the one leaving (an ExitStack
+                # closed inside a `with`), or its one block (a frame that called __enter__
+                # itself and handed __exit__ to ExitStack.push). Of two or more, releasing the
+                # wrong one (stacks closed out of order) could let one holder too many in.
+                owned = [b for b in self._open if b.owner is owner]
                 running = _frames_below(frame)
-                block = next((b for b in owned if b.frame not in running), owned[0] if owned else None)
+                idle = [b for b in owned if b.frame not in running]
+                block = idle[0] if len(idle) == 1 else owned[0] if len(owned) == 1 else None
             if block is None:
                 ended = [b for b in self._open if _ended(b.owner)]
                 block = ended[0] if len(ended) == 1 else None
@@ -308,6 +317,20 @@ class OpenBlocks:
             left.append(block)
             self._open.remove(block)
             return block.tokens
+
+
+def _exit_stack(frame: Any, depth: int) -> Any:
+    """The ``contextlib`` exit stack whose method runs ``frame`` or one of the ``depth - 1``
+    frames it was called from (``enter_context`` calls ``__enter__``; ``__exit__`` calls its
+    callbacks, through a wrapper on some versions), or None."""
+    for _ in range(depth):
+        if frame is None:
+            return None
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, (contextlib.ExitStack, contextlib.AsyncExitStack)):
+            return candidate
+        frame = frame.f_back
+    return None
 
 
 def _frames_below(frame: Any) -> Set[Any]:
