@@ -10,7 +10,8 @@ fn main() {
         None => {
             let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
             let workspace = manifest.parent().expect("host/ sits in the workspace").to_path_buf();
-            for input in ["core/src", "core/scripts", "core/Cargo.toml", "wit"] {
+            // The workspace's manifest and lock pin wit-bindgen, whose output the component holds.
+            for input in ["core/src", "core/scripts", "core/Cargo.toml", "wit", "Cargo.toml", "Cargo.lock"] {
                 println!("cargo:rerun-if-changed={}", workspace.join(input).display());
             }
             match pottery_semaphore_wasm_build::build(&workspace) {

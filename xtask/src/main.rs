@@ -36,9 +36,12 @@ fn run(cmd: &mut Command) -> Result<(), String> {
     status.success().then_some(()).ok_or_else(|| format!("{shown} failed ({status})"))
 }
 
+/// `cargo <args> --locked`: a Cargo.lock out of date fails the run rather than being resolved
+/// anew on each machine.
 fn cargo(args: &[&str]) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    run(Command::new(cargo).args(args).current_dir(workspace()))
+    let (before, after) = args.iter().position(|a| *a == "--").map_or((args, &[][..]), |i| args.split_at(i));
+    run(Command::new(cargo).args(before).arg("--locked").args(after).current_dir(workspace()))
 }
 
 fn component() -> Result<(), String> {
@@ -174,7 +177,8 @@ fn main() -> ExitCode {
             // The CLI and cross-process tests run binaries that `cargo test` alone does not build.
             // `--workspace --tests` resolves features as `cargo test --workspace` does, so the two
             // share one build of every dependency (disk on CI machines is not unlimited).
-            .and_then(|()| cargo(&["build", "--workspace", "--bins", "--tests"]))
+            // The benchmark too (dev profile here): it is not run, but must keep compiling.
+            .and_then(|()| cargo(&["build", "--workspace", "--bins", "--tests", "--benches"]))
             .and_then(|()| cargo(&["test", "--workspace", "--", "--skip", "faults_on_"]))
             // The fault suite's report (operations, faults, maximum concurrent holders, stale
             // tokens rejected, permits recovered) belongs in the log, so its output is not captured.
