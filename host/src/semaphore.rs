@@ -646,8 +646,8 @@ impl Semaphore {
     /// As [`Semaphore::acquire_n`] (`spared`: [`Semaphore::acquire_n_spared`]), ending with
     /// [`Error::Cancelled`] as soon as `stop` completes: the waiter then leaves the queue, and
     /// permits granted meanwhile are given back, as when the future is dropped. A result that
-    /// was ready first is returned. For callers whose executor does not drop a cancelled call
-    /// (Swift's tasks, gevent).
+    /// was ready first is returned; a `stop` complete before it starts sends nothing. For
+    /// callers whose executor does not drop a cancelled call (Swift's tasks, gevent).
     pub async fn acquire_n_until(
         &self,
         n: i64,
@@ -657,7 +657,12 @@ impl Semaphore {
         stop: impl Future<Output = ()>,
     ) -> Result<Vec<Permit>, Error> {
         let (mut acquire, mut stop) = (std::pin::pin!(self.acquire_granted(n, blocking, timeout, spared)), std::pin::pin!(stop));
+        let mut started = false;
         std::future::poll_fn(|cx| {
+            // Stopped already (a task cancelled before it asked): no acquire is started.
+            if !std::mem::replace(&mut started, true) && stop.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(Error::Cancelled));
+            }
             if let Poll::Ready(result) = acquire.as_mut().poll(cx) {
                 return Poll::Ready(result);
             }

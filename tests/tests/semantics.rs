@@ -221,6 +221,22 @@ async fn unbounded_release_beyond_use_raises_capacity() {
     }
 }
 
+/// A caller stopped before it asks (a Swift task cancelled already) takes nothing, not even a
+/// permit given back later: the next grant's token is the one after the last.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_acquire_stopped_before_it_starts_sends_nothing() {
+    let server = Server::start(Flavor::Redis);
+    let sem = open(&server, &key("stopped"), 1).await;
+    let first = sem.acquire_n(1, false, None).await.unwrap()[0].token;
+    sem.release(1).await.unwrap();
+    let stopped = sem.acquire_n_until(1, true, None, false, std::future::ready(())).await;
+    assert!(matches!(stopped, Err(Error::Cancelled)), "{stopped:?}");
+    // Time for an acquire started in the background (and its give-back) to have run.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let next = sem.acquire_n(1, false, None).await.unwrap()[0].token;
+    assert_eq!(next, first + 1, "the stopped acquire was granted a permit");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn fencing_tokens_increase_across_holders_and_grants() {
     for server in servers() {

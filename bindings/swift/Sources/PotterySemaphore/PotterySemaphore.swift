@@ -27,7 +27,8 @@ public enum SemaphoreError: Error, Equatable, Sendable {
     case guest(String)
     case runtime(String)
 
-    init(_ error: PotterySemaphoreFFI.SemaphoreError) {
+    /// The same error as thrown by calls through `Semaphore.raw`.
+    public init(_ error: PotterySemaphoreFFI.SemaphoreError) {
         switch error {
         case let .InvalidArgument(message): self = .invalidArgument(message)
         case let .Bounded(key, current, initial): self = .bounded(key: key, current: current, initial: initial)
@@ -45,12 +46,15 @@ public enum SemaphoreError: Error, Equatable, Sendable {
     }
 }
 
-/// Runs `body`, rethrowing the generated error type as `SemaphoreError`.
+/// Runs `body`, rethrowing the generated error type as `SemaphoreError`, and anything else the
+/// bindings throw (a Rust panic is their `fileprivate` internal error) as `.runtime`.
 private func translatingErrors<T>(_ body: () async throws -> T) async throws -> T {
     do {
         return try await body()
     } catch let error as PotterySemaphoreFFI.SemaphoreError {
         throw SemaphoreError(error)
+    } catch {
+        throw SemaphoreError.runtime(String(describing: error))
     }
 }
 
@@ -87,6 +91,8 @@ public final class Semaphore: Sendable {
     /// `spared`: for `withPermit`, whose permits the host takes last in a `release` beside it
     /// from the moment it grants them, before the body has them.
     private func acquirePermits(n: Int, timeout: TimeInterval?, spared: Bool) async throws -> [Permit] {
+        // A task cancelled before it asks sends nothing.
+        try Task.checkCancellation()
         // UniFFI's Swift driver does not drop a cancelled task's future: the cancellation goes
         // to Rust through this object instead.
         let cancellation = PotterySemaphoreFFI.Cancellation()

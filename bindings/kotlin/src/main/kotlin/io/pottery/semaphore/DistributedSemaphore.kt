@@ -22,6 +22,7 @@ import kotlinx.coroutines.NonCancellable
 import kotlinx.coroutines.async
 import kotlinx.coroutines.coroutineScope
 import kotlinx.coroutines.currentCoroutineContext
+import kotlinx.coroutines.ensureActive
 import kotlinx.coroutines.isActive
 import kotlinx.coroutines.withContext
 
@@ -90,6 +91,9 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
         checkCount(n)
         checkOpen()
         val wait = Wait.of(timeout)
+        // A caller cancelled before it asks sends nothing: the scope and the undispatched child
+        // below would start the native acquire first (and give back what it was granted).
+        currentCoroutineContext().ensureActive()
         // What the child got, set before it completes: a cancellation that comes after that
         // drops the value await() or the scope was about to return (kotlinx.coroutines' prompt
         // cancellation), so the handler below gives those permits back.

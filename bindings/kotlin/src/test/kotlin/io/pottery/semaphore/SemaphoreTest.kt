@@ -10,6 +10,7 @@ import kotlin.time.TimeSource
 import kotlinx.coroutines.CompletableDeferred
 import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.async
+import kotlinx.coroutines.cancel
 import kotlinx.coroutines.awaitAll
 import kotlinx.coroutines.coroutineScope
 import kotlinx.coroutines.delay
@@ -49,6 +50,22 @@ class SemaphoreTest : RedisTest() {
         assertEquals(2, sem.valueBlocking())
         assertFalse(sem.lockedBlocking())
         assertEquals(2, sem.initialValueBlocking())
+    }
+
+    @Test
+    fun `a caller cancelled before it asks takes nothing`() = runBlocking<Unit> {
+        val sem = open(uniqueKey())
+        val first = sem.acquirePermits().single().token
+        sem.release()
+        val cancelled = launch {
+            cancel()
+            sem.acquire()
+        }
+        cancelled.join()
+        delay(300) // time for a grant started anyway to have been given back
+        val next = sem.acquirePermits().single().token
+        assertEquals(first + 1, next, "the cancelled caller's acquire was granted a permit")
+        sem.release()
     }
 
     @Test
