@@ -181,7 +181,16 @@ struct Granted {
 }
 
 impl Granted {
-    fn keep(mut self) -> Vec<Permit> {
+    /// Records the permits as held and returns them; with replica acknowledgement, none whose
+    /// lease ended before the replicas acknowledged the grant (a replica that stalled for longer
+    /// than a lease): another holder may have it by now. Those are given back (`drop`).
+    fn keep(mut self) -> Result<Vec<Permit>, Error> {
+        if self.inner.replicas.is_some() && self.permits.iter().any(|p| self.granted_after + validity(p.ttl_ms) <= Instant::now()) {
+            return Err(Error::NotReplicated(format!(
+                "the replicas acknowledged the grant only after its lease ({} ms) had ended",
+                self.inner.config.lease_ms
+            )));
+        }
         let permits = std::mem::take(&mut self.permits);
         let mut held = lock(&self.inner.held);
         held.extend(permits.iter().map(|p| (p.token, *p)));
@@ -199,7 +208,7 @@ impl Granted {
         if watch_must_wake(first_end, *lock(&self.inner.watch_wakes_at)) {
             self.inner.new_permit.notify_one();
         }
-        permits
+        Ok(permits)
     }
 }
 
@@ -626,7 +635,7 @@ impl Semaphore {
         if self.inline {
             let inner = self.inner.clone();
             let (permits, granted_after) = self.run(move |i| Box::pin(i.acquire(n, blocking, timeout, CancelFlag::default()))).await?;
-            return Ok(Granted { inner, permits, granted_after, spared }.keep());
+            return Granted { inner, permits, granted_after, spared }.keep();
         }
         let cancel = CancelFlag::default();
         let on_drop = CancelOnDrop::new(cancel.clone());
@@ -640,7 +649,7 @@ impl Semaphore {
             })
             .await;
         on_drop.disarm();
-        Ok(granted??.keep())
+        granted??.keep()
     }
 
     /// As [`Semaphore::acquire_n`] (`spared`: [`Semaphore::acquire_n_spared`]), ending with

@@ -215,6 +215,32 @@ fn blocking_calls_wait_on_their_own_connection() {
     assert!(sem.acquire(true, Some(Duration::from_secs(5))).unwrap());
 }
 
+/// A replica that stalls for longer than a lease acknowledges the grant only once its lease has
+/// ended, when another handle may hold the permit: the grant is refused and given back. Before,
+/// it was returned as granted, a second holder of the one permit.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_grant_acknowledged_only_after_its_lease_ended_is_refused() {
+    let (primary, replica) = primary_and_replica(Flavor::Redis, &[]);
+    let lease = Duration::from_millis(200);
+    let options = primary.options(&key("late-ack")).permits(1).lease(lease);
+    let sem = Semaphore::open(options.replica_ack(ReplicaAck::new(1, Duration::from_secs(3)))).await.unwrap();
+    let paused = Paused::new(&replica);
+    let acquiring = tokio::spawn({
+        let sem = sem.clone();
+        async move { sem.acquire(false, None).await }
+    });
+    tokio::time::sleep(lease * 3).await;
+    drop(paused);
+    let r = acquiring.await.unwrap();
+    assert!(matches!(&r, Err(Error::NotReplicated(_))), "{r:?}");
+    assert!(sem.held().is_empty(), "{:?}", sem.held());
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while sem.value().await.unwrap() != 1 {
+        assert!(Instant::now() < deadline, "the permit was not given back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A refresh moves the lease's end on the primary; a replica promoted without it would free the
 /// permit at the old end. So an extension counts only once the replica has it: unacknowledged,
 /// the refresh fails and the holder's bound stays the grant's, and the permit is reported lost
