@@ -1,6 +1,7 @@
 -- The one-server protocol's helpers. KEYS: 1 meta, 2 leases, 3 queue, 4 waiters.
 --   meta     hash  initial, capacity, token (last fencing token), waiter (last waiter id), quarantine,
---                  run, checked, guard (restart_check, prelude.lua)
+--                  run, checked, guard (restart_check, prelude.lua), reclaimed (serve),
+--                  refreshed (refresh.lua)
 --   leases   zset  "token:holder" -> lease deadline (Redis server ms). One structure for the
 --                  permit, its holder and its lease: a grant is one ZADD, an expiry is purged by
 --                  one ZREMRANGEBYSCORE, and a holder proves a permit is its own by naming it.

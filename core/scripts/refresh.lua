@@ -13,5 +13,8 @@ for i = 4, #ARGV do
     out[#out + 1] = ARGV[i]
   end
 end
+-- A write replicas always receive, for WAIT to cover: a ZADD that leaves a score as it was (this
+-- refresh run again within the millisecond, after its reply was lost) is not replicated.
+if #out > 1 then redis.call('HSET', META, 'refreshed', int(now)) end
 serve(cap, quarantine)
 return out

@@ -79,6 +79,33 @@ fn ints(v: &Value) -> Vec<i64> {
     }
 }
 
+/// A refresh that extends a lease writes something replicas must acknowledge even when the new
+/// deadline is the one already set (the same refresh sent again within the millisecond, after a
+/// lost reply): a ZADD that changes no score is not replicated, and WAIT on the new connection
+/// would then cover nothing while the holder counted the extension as acknowledged.
+#[test]
+fn a_refresh_in_the_same_millisecond_still_writes() {
+    let server = Server::start(Flavor::Redis);
+    let mut sem = Sem::new(&server, "refresh-twice", 1);
+    let token = ints(&sem.run(&scripts::ACQUIRE, "H", &["1".into(), "0".into(), "1".into()]))[2].to_string();
+    let refresh = || {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(scripts::REFRESH.source).arg(sem.keys.len()).arg(&sem.keys).arg("H").arg(2).arg(LEASE_MS).arg(&token);
+        cmd
+    };
+    let changes = |info: &str| info.lines().find_map(|l| l.strip_prefix("rdb_changes_since_last_save:")).and_then(|n| n.trim().parse::<u64>().ok()).expect("INFO persistence");
+    let mut pipe = redis::pipe();
+    pipe.add_command(refresh()).cmd("INFO").arg("persistence").add_command(refresh()).cmd("INFO").arg("persistence");
+    for _ in 0..200 {
+        let (first, before, second, after): (Value, String, Value, String) = pipe.query(&mut sem.conn).expect("pipeline");
+        if ints(&first)[0] == ints(&second)[0] {
+            assert!(changes(&after) > changes(&before), "the second refresh wrote nothing");
+            return;
+        }
+    }
+    panic!("no two refreshes ran within one millisecond in 200 tries");
+}
+
 /// Capacity 2: H holds both, W queues for 2, H's release hands both to W, then Z (holding
 /// nothing) releases one, which takes the lowest of W's unclaimed tokens. Returns W's waiter id.
 fn grant_then_release_one_of_it(sem: &mut Sem) -> String {

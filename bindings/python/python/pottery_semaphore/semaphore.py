@@ -47,8 +47,9 @@ class Semaphore:
         cluster: ``masters`` are seed nodes of one Redis Cluster (extra); the semaphore's keys
             share a hash tag, so one node holds them.
         replica_ack: wait for replicas after every grant and release (``WAIT``, or ``WAITAOF``
-            with ``aof=True``), for a primary with replicas (Sentinel, managed Redis): a grant
-            they do not acknowledge in time is given back and :class:`NotReplicatedError` raised.
+            with ``aof=True``), for a primary with replicas (managed Redis; a Sentinel fail-over
+            is not followed: reopen on the new primary): a grant they do not acknowledge in time
+            is given back and :class:`NotReplicatedError` raised.
     """
 
     def __init__(

@@ -24,7 +24,8 @@ import io.pottery.semaphore.ffi.SemaphoreOptions
  * @property cluster [url] and [moreMasters] are seed nodes of one Redis Cluster.
  * @property replicaAck wait for this many replicas (`WAIT`, or `WAITAOF`) after every grant and
  *   release; a grant they do not acknowledge in time is given back and
- *   [SemaphoreException.NotReplicated] thrown. For a primary with replicas (Sentinel, managed Redis).
+ *   [SemaphoreException.NotReplicated] thrown. For a primary with replicas (managed Redis;
+ *   a Sentinel fail-over is not followed: reopen on the new primary).
  *
  * Kotlin: `SemaphoreConfig(url, "jobs", value = 3)`. Java: `new SemaphoreConfig(url, "jobs").withValue(3)`.
  */
