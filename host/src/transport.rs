@@ -172,9 +172,16 @@ impl HostState {
 
     /// When at the earliest the permits the current call returns were granted (or, for a
     /// refresh, extended), by this process's clock (see `script_before_pop`); `called` when it
-    /// sent no script.
+    /// sent no script. With replica acknowledgement a waiter claims its grant with a script of
+    /// its own (poll.lua or cancel.lua), which leases it anew: it counts from that script.
     pub(crate) fn granted_after(&self, called: Instant) -> Instant {
-        let bound = if self.masters.len() > 1 { self.round_answered_at } else { self.script_before_pop.or(self.first_script_at) };
+        let bound = if self.masters.len() > 1 {
+            self.round_answered_at
+        } else if self.replicas.is_some() {
+            self.script_sent_at
+        } else {
+            self.script_before_pop.or(self.first_script_at)
+        };
         bound.unwrap_or(called)
     }
 
@@ -651,6 +658,16 @@ mod tests {
             state.script_before_pop = None; // no pop: a cancel that kept a raced-in grant
             assert_eq!(state.granted_after(called), if several { last } else { first });
         }
+        // With replica acknowledgement, one server: a waiter's grant is claimed (and leased
+        // anew) by its last script, however long the pop before it took.
+        let mut state = HostState::new(Arc::from(vec![server(1)]), "mine", 1 << 20);
+        state.replicas = Some(ReplicaAck::new(1, Duration::from_millis(100)));
+        state.note_script_sent(); // enqueue
+        state.script_before_pop = state.script_sent_at;
+        std::thread::sleep(Duration::from_millis(2));
+        state.note_script_sent(); // poll, which claims the grant
+        assert_eq!(state.granted_after(called), state.script_sent_at.expect("noted"));
+        assert!(state.granted_after(called) > state.script_before_pop.expect("noted"));
     }
 
     /// A single server, called from the async API and from the blocking one (its own
