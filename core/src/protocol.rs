@@ -430,10 +430,7 @@ impl<T: Transport> Semaphore<T> {
     /// Adds `delta` permits (negative removes); the result may not go below zero. `request`: see
     /// [`request_arg`].
     pub fn add_permits(&self, delta: i64, request: u64) -> Result<u64, Error> {
-        if delta.unsigned_abs() > validate::MAX_VALUE as u64 {
-            return Err(Error::invalid(format!("delta must be within ±{}", validate::MAX_VALUE)));
-        }
-        self.change_capacity("add", delta, request)
+        self.change_capacity("add", validate::delta(delta)?, request)
     }
 
     fn change_capacity(&self, mode: &str, amount: i64, request: u64) -> Result<u64, Error> {

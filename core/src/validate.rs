@@ -54,6 +54,14 @@ pub fn count(n: i64) -> Result<u64, Error> {
     Ok(n as u64)
 }
 
+/// A change of the number of permits (negative removes).
+pub fn delta(delta: i64) -> Result<i64, Error> {
+    if delta.unsigned_abs() > MAX_VALUE as u64 {
+        return Err(Error::invalid(format!("delta must be within ±{MAX_VALUE}")));
+    }
+    Ok(delta)
+}
+
 pub fn lease_ms(lease: i64) -> Result<u64, Error> {
     if !(MIN_LEASE_MS..=MAX_LEASE_MS).contains(&lease) {
         return Err(Error::invalid(format!("lease must be between {MIN_LEASE_MS} ms and {MAX_LEASE_MS} ms, got {lease} ms")));

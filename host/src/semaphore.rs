@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use pottery_semaphore_core::validate::MAX_PERMITS_PER_CALL;
+use pottery_semaphore_core::validate::{self, MAX_PERMITS_PER_CALL};
 use pottery_semaphore_core::{Permit, Status};
 use tokio::sync::Notify;
 
@@ -216,6 +216,15 @@ impl Granted {
 /// to wake at `wakes_at` (none: it is looking now, and may have missed the permit), woken early.
 fn watch_must_wake(first_end: Option<Instant>, wakes_at: Option<Instant>) -> bool {
     first_end.is_some_and(|end| wakes_at.is_none_or(|at| end < at))
+}
+
+/// An argument error found by the host, before it opens an instance: that reaches Redis first,
+/// and an unreachable Redis would answer for the bad argument (the guest checks them again).
+fn checked<T>(r: Result<T, pottery_semaphore_core::Error>) -> Result<T, Error> {
+    r.map_err(|e| match e {
+        pottery_semaphore_core::Error::InvalidArgument(message) => Error::InvalidArgument(message),
+        other => Error::InvalidArgument(other.to_string()),
+    })
 }
 
 /// How long a permit of `ttl_ms` stays valid by this process's clock: less 1 % and 2 ms for
@@ -632,6 +641,7 @@ impl Semaphore {
     }
 
     pub(crate) async fn acquire_granted(&self, n: i64, blocking: bool, timeout: Option<f64>, spared: bool) -> Result<Vec<Permit>, Error> {
+        checked(validate::count(n).and_then(|_| validate::timeout(blocking, timeout)))?;
         if self.inline {
             let inner = self.inner.clone();
             let (permits, granted_after) = self.run(move |i| Box::pin(i.acquire(n, blocking, timeout, CancelFlag::default()))).await?;
@@ -701,6 +711,7 @@ impl Semaphore {
     ///
     /// Permits granted spared (see [`Semaphore::acquire_n_spared`]) go only after the others.
     pub async fn release(&self, n: i64) -> Result<(), Error> {
+        checked(validate::count(n))?;
         let plan = move |held: &BTreeMap<u64, Permit>, spared: &BTreeSet<u64>| {
             // Lowest token first, spared ones last; the guest can only release as ours the
             // permits it is told of.
@@ -746,6 +757,7 @@ impl Semaphore {
     /// once rather than wait on a Redis that may still be out of reach. Any other is sent,
     /// also one the handle no longer counts (lost): a late refresh may have kept it.
     pub async fn release_permits(&self, tokens: Vec<u64>) -> Result<Vec<u64>, Error> {
+        checked(validate::tokens(&tokens))?;
         let tokens: Vec<u64> = {
             let unreleased = lock(&self.inner.unreleased);
             tokens.into_iter().filter(|t| !unreleased.iter().any(|u| u.token == *t && u.failed_for_caller)).collect()
@@ -825,11 +837,13 @@ impl Semaphore {
     /// Operators: sets the number of permits (and the initial value). Permits in use are never
     /// taken away; below them nothing is granted until enough are released.
     pub async fn set_permits(&self, value: i64) -> Result<u64, Error> {
+        checked(validate::value(value))?;
         self.run(move |i| Box::pin(i.set_permits(value))).await
     }
 
     /// Operators: adds permits (a negative delta removes them); returns the new number.
     pub async fn add_permits(&self, delta: i64) -> Result<u64, Error> {
+        checked(validate::delta(delta))?;
         self.run(move |i| Box::pin(i.add_permits(delta))).await
     }
 

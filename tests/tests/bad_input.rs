@@ -226,3 +226,22 @@ fn the_blocking_api_times_out_precisely_and_reports_redis_dying_mid_wait() {
     let r = pending.join().unwrap();
     assert!(matches!(r, Err(Error::Unreachable(_))), "{r:?}");
 }
+
+/// A bad argument is an argument error even when the call would first have to reach Redis (the
+/// blocking API's first call opens an instance of its own): checked before any I/O. Before, a
+/// dead Redis answered for it (Unreachable), and Python's `acquire(n=0)` returned False.
+#[test]
+fn bad_arguments_are_refused_before_reaching_redis() {
+    use pottery_semaphore_host::BlockingSemaphore;
+    let mut server = Server::start(Flavor::Redis);
+    let sem = BlockingSemaphore::open(server.options(&key("args-first"))).unwrap();
+    server.kill();
+    let invalid = |r: Result<(), Error>, what: &str| assert!(matches!(r, Err(Error::InvalidArgument(_))), "{what}: {r:?}");
+    invalid(sem.acquire_n(0, true, None).map(drop), "n = 0");
+    invalid(sem.acquire_n(1, true, Some(-1.0)).map(drop), "a negative time-out");
+    invalid(sem.acquire_n(1, false, Some(1.0)).map(drop), "a time-out without blocking");
+    invalid(sem.release(0), "release(0)");
+    invalid(sem.release_permits(vec![1; 10_001]).map(drop), "too many tokens");
+    invalid(sem.set_permits(-1).map(drop), "a negative number of permits");
+    invalid(sem.add_permits(i64::MAX).map(drop), "a delta out of range");
+}
