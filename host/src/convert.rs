@@ -35,6 +35,9 @@ pub fn error(e: &redis::RedisError) -> Error {
         // sees what it would see a moment earlier, while the server was down.
         Some("LOADING" | "CLUSTERDOWN" | "MASTERDOWN" | "TRYAGAIN") => Error::Unreachable(e.to_string()),
         Some("WRONGTYPE") => Error::WrongType(e.to_string()),
+        // Redis 6.2 wraps a command's error inside a script: "Error running script (call to
+        // f_…): @user_script:9: WRONGTYPE Operation against a key…".
+        Some("ERR") if e.detail().unwrap_or_default().contains(": WRONGTYPE ") => Error::WrongType(e.to_string()),
         _ => Error::Redis(e.to_string()),
     }
 }
@@ -131,6 +134,8 @@ mod tests {
             assert!(matches!(from_wire(resp), Error::Unreachable(_)), "{}", String::from_utf8_lossy(resp));
         }
         assert!(matches!(from_wire(b"-WRONGTYPE Operation against a key\r\n"), Error::WrongType(_)));
+        let wrapped = b"-ERR Error running script (call to f_1f0e): @user_script:9: WRONGTYPE Operation against a key holding the wrong kind of value\r\n";
+        assert!(matches!(from_wire(wrapped), Error::WrongType(_)), "Redis 6.2's");
         assert!(matches!(from_wire(b"-NOAUTH Authentication required.\r\n"), Error::Auth(_)));
         assert!(matches!(from_wire(b"-ERR unknown command\r\n"), Error::Redis(_)));
     }
