@@ -234,8 +234,12 @@ fn load_component(engine: &Engine, cache_dir: Option<&PathBuf>) -> Result<(Compo
     }
     let component = Component::new(engine, COMPONENT).map_err(|e| Error::Runtime(format!("compiling the component: {e:#}")))?;
     if let (Some(file), Ok(bytes)) = (&cache_file, component.serialize()) {
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-        let written = file.parent().map(std::fs::create_dir_all).transpose().and_then(|_| std::fs::write(&tmp, bytes));
+        // Private whatever the umask (0002 is common): else the next process would pass them over.
+        let dir = file.parent().map(|d| std::fs::DirBuilder::new().recursive(true).mode(0o700).create(d)).transpose();
+        let written = dir.and_then(|_| std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)).and_then(|mut f| f.write_all(&bytes));
         if written.and_then(|()| std::fs::rename(&tmp, file)).is_err() {
             let _ = std::fs::remove_file(&tmp);
         }

@@ -72,7 +72,16 @@ fn the_compiled_component_is_cached_on_disk() {
     let dir = std::env::temp_dir().join(format!("pottery-semaphore-cache-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let options = EngineOptions { cache_dir: Some(dir.clone()), ..EngineOptions::default() };
+    // A umask that lets the group write (common on desktops) still gives a cache that is used.
+    // SAFETY: umask has no preconditions. (It is the process's: files other tests make meanwhile
+    // may come out group-writable, which none of them minds.)
+    #[allow(unsafe_code)]
+    let umask = unsafe { libc::umask(0o002) };
     let first = Runtime::new(options.clone()).expect("runtime");
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::umask(umask)
+    };
     assert!(!first.loaded_from_cache);
     assert_eq!(std::fs::read_dir(&dir).expect("cache dir").count(), 1, "one artifact written");
     let second = Runtime::new(options.clone()).expect("runtime");
