@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 
 import pytest
 
@@ -138,6 +139,50 @@ def test_exit_stacks_closed_out_of_order_each_leave_their_own_block(redis_client
         stack.callback(lambda: seen.append([p.token for p in sem.permits]))
         stack.enter_context(sem)
     assert seen == [[outer]] and sem.permits == []
+
+
+def test_nested_blocks_through_a_wrapper_each_leave_their_own(redis_client, unique_key):
+    """A context manager whose __enter__ and __exit__ call the semaphore's: entered and left
+    from the wrapper's frames, nested blocks are left innermost first, as before stacks were
+    told apart (that made them release nothing)."""
+    sem = Semaphore(value=2, key=unique_key, masters={redis_client})
+
+    class Guard:
+        def __enter__(self):
+            return sem.__enter__()
+
+        def __exit__(self, *exc):
+            return sem.__exit__(*exc)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with Guard():
+            outer = sem.fencing_token
+            with Guard():
+                pass
+            assert [p.token for p in sem.permits] == [outer]
+    assert sem.permits == []
+
+
+def test_a_with_block_in_an_exit_stack_subclass_is_not_the_stacks(redis_client, unique_key):
+    """A plain `with` in a method of an ExitStack subclass is not one the stack entered: closing
+    the stack inside it leaves the stack's block, not the running one."""
+    sem = Semaphore(value=2, key=unique_key, masters={redis_client})
+
+    class Worker(contextlib.ExitStack):
+        def start(self):
+            self.enter_context(sem)
+
+        def step(self):
+            with sem:
+                running = sem.fencing_token
+                self.close()
+                assert [p.token for p in sem.permits] == [running]
+
+    worker = Worker()
+    worker.start()
+    worker.step()
+    assert sem.permits == []
 
 
 def test_blocks_that_cannot_be_told_apart_release_nothing(redis_client, unique_key):

@@ -259,17 +259,19 @@ class OpenBlocks:
     again by the frame running the ``with`` statement, which stays the same when a generator holding
     it is resumed on another thread or closed by another task; else (``contextlib.ExitStack``
     enters and leaves from frames of its own) by the exit stack that entered it and now leaves
-    it, innermost first; else by who entered it, a thread or an asyncio task: its one block
-    that is not running (whose frame is not on the stack of the one leaving), or its one block;
-    else it is the one block whose owner has ended, if there is exactly one. Never any other
-    block: releasing a block still running would let one holder too many in."""
+    it, innermost first; else by who entered it, a thread or an asyncio task: its innermost
+    block that no exit stack entered and that is not running (whose frame is not on the stack
+    of the one leaving: a wrapper's ``__exit__`` calling ours), else its one block not running,
+    else its innermost; else it is the one block whose owner has ended, if there is exactly
+    one. Never any other block: releasing a block still running would let one holder too many
+    in."""
 
     class _Block:
         __slots__ = ("frame", "owner", "stack", "tokens")
 
         def __init__(self, frame: Any, owner: Any, tokens: List[int]) -> None:
             self.frame, self.owner, self.tokens = frame, owner, tokens
-            self.stack = _exit_stack(frame, 1)
+            self.stack = _exit_stack(frame, _ENTERING)
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -296,19 +298,27 @@ class OpenBlocks:
         spared.)"""
         with self._lock:
             block = next((b for b in reversed(self._open) if b.frame is frame), None)
-            stack = None if block is not None else _exit_stack(frame, 3)
+            stack = None if block is not None else _exit_stack(frame, _LEAVING)
             if stack is not None:
                 # A stack leaves its blocks last in, first out.
                 block = next((b for b in reversed(self._open) if b.stack is stack), None)
             if block is None:
-                # The owner's one block not still running under the one leaving (an ExitStack
-                # closed inside a `with`), or its one block (a frame that called __enter__
-                # itself and handed __exit__ to ExitStack.push). Of two or more, releasing the
-                # wrong one (stacks closed out of order) could let one holder too many in.
-                owned = [b for b in self._open if b.owner is owner]
+                # The owner's innermost block not still running under the one leaving (an
+                # ExitStack closed inside a `with`) that no stack entered (a wrapper's); else,
+                # of blocks stacks entered, the one (two: stacks moved by pop_all() cannot be
+                # told apart, and releasing the wrong one could let one holder too many in);
+                # else its innermost (a frame that called __enter__ itself and handed __exit__
+                # to ExitStack.push).
+                owned = [b for b in reversed(self._open) if b.owner is owner]
                 running = _frames_below(frame)
                 idle = [b for b in owned if b.frame not in running]
-                block = idle[0] if len(idle) == 1 else owned[0] if len(owned) == 1 else None
+                plain = [b for b in idle if b.stack is None]
+                if plain:
+                    block = plain[0]
+                elif idle:
+                    block = idle[0] if len(idle) == 1 else None
+                else:
+                    block = owned[0] if owned else None
             if block is None:
                 ended = [b for b in self._open if _ended(b.owner)]
                 block = ended[0] if len(ended) == 1 else None
@@ -319,16 +329,24 @@ class OpenBlocks:
             return block.tokens
 
 
-def _exit_stack(frame: Any, depth: int) -> Any:
-    """The ``contextlib`` exit stack whose method runs ``frame`` or one of the ``depth - 1``
-    frames it was called from (``enter_context`` calls ``__enter__``; ``__exit__`` calls its
-    callbacks, through a wrapper on some versions), or None."""
+# The exit stack methods that call a context manager's __enter__ (from their own frame) and
+# __exit__ (from theirs, or through a wrapper of one frame on some versions).
+_ENTERING = (("enter_context", "enter_async_context"), 1)
+_LEAVING = (("__exit__", "__aexit__"), 2)
+
+
+def _exit_stack(frame: Any, methods: Any) -> Any:
+    """The ``contextlib`` exit stack whose entering or leaving method (``methods``: names, and
+    how many frames up from ``frame`` to look) runs ``frame`` or calls it, or None. Other
+    methods of an exit stack subclass (a plain ``with`` in one) do not count."""
+    names, depth = methods
     for _ in range(depth):
         if frame is None:
             return None
-        candidate = frame.f_locals.get("self")
-        if isinstance(candidate, (contextlib.ExitStack, contextlib.AsyncExitStack)):
-            return candidate
+        if frame.f_code.co_name in names:
+            candidate = frame.f_locals.get("self")
+            if isinstance(candidate, (contextlib.ExitStack, contextlib.AsyncExitStack)):
+                return candidate
         frame = frame.f_back
     return None
 
