@@ -127,6 +127,45 @@ fn signals_reach_the_command_and_its_status_comes_back() {
     assert!(text(&out.stdout).contains(r#""available":1"#), "released after the signal: {}", text(&out.stdout));
 }
 
+/// A shell that the forwarded SIGTERM ends leaves its children running, still doing the work
+/// the permit covers: the CLI adopts them, passes the signal on, and releases the permit only
+/// once they have ended. Before, it released it as soon as the shell ended, while `sleep` ran on.
+#[test]
+fn what_the_command_leaves_running_keeps_the_permit_until_it_ends() {
+    let server = Server::start(Flavor::Redis);
+    let k = key("cli-orphans");
+    let _sem = create(&server, &k, 1);
+    let pid_file = scratch(&k).join("sleep.pid");
+    // `; true` keeps sh from exec-ing into the last command: sleep is sh's child.
+    let script = "sleep 30 & echo $! > \"$PID_FILE\"; wait; true";
+    let mut child = spawn(&server, &["run", "--key", &k, "--", "sh", "-c", script], &[("PID_FILE", &pid_file)]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let sleeper: i32 = loop {
+        if let Some(pid) = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse().ok()) {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "the command never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill").success());
+    let code = child.wait().expect("wait").code();
+    let _ = std::fs::remove_file(&pid_file);
+    #[allow(unsafe_code)]
+    // SAFETY: kill(2) with signal 0 only asks whether the process exists.
+    let sleeping = unsafe { libc::kill(sleeper, 0) } == 0;
+    if sleeping {
+        #[allow(unsafe_code)]
+        // SAFETY: as above; the sleep this test started.
+        unsafe {
+            libc::kill(sleeper, libc::SIGKILL)
+        };
+    }
+    assert!(!sleeping, "the permit was released while the command's sleep still ran");
+    assert_eq!(code, Some(143), "ended by the forwarded SIGTERM");
+    let out = run(&server, &["status", "--key", &k, "--json"]);
+    assert!(text(&out.stdout).contains(r#""available":1"#), "released at the end: {}", text(&out.stdout));
+}
+
 #[test]
 fn operators_set_and_add_permits_and_errors_say_what_to_do() {
     let server = Server::start(Flavor::Redis);

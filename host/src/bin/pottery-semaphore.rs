@@ -338,6 +338,7 @@ async fn run(args: Args) -> Result<u8, Failure> {
         Ok(Err(e)) => return Err(failure(e, &url)),
     };
     let tokens: Vec<u64> = permits.iter().map(|p| p.token).collect();
+    adopt_orphans();
     let child = tokio::process::Command::new(&args.program[0])
         .args(&args.program[1..])
         .env("POTTERY_SEMAPHORE_TOKEN", permits[0].token.to_string())
@@ -360,9 +361,10 @@ async fn run(args: Args) -> Result<u8, Failure> {
     Ok(exit_code(status))
 }
 
-/// Waits for the command, forwarding signals to it; when the permit is lost, stops it (SIGTERM,
-/// then SIGKILL after `LOST_GRACE`) unless `keep_running`. Returns its status and whether the
-/// permit was lost.
+/// Waits for the command and for what it left running (see `adopt_orphans`), forwarding
+/// signals to them; when the permit is lost, stops them (SIGTERM, then SIGKILL after
+/// `LOST_GRACE`) unless `keep_running`. Returns the command's status and whether the permit was
+/// lost.
 async fn watch_command(
     child: &mut tokio::process::Child,
     sem: &Semaphore,
@@ -371,6 +373,21 @@ async fn watch_command(
 ) -> (Option<std::process::ExitStatus>, bool) {
     let pid = child.id().unwrap_or(0);
     let (mut lost, mut kill_at) = (false, None);
+    // The command's status once it has ended; the signal last passed on, which orphans adopted
+    // later get too (a shell killed by it leaves its children running), and those that have.
+    let mut ended = None;
+    let (mut passed_on, mut reached) = (None, std::collections::BTreeSet::new());
+    let mut orphans = tokio::time::interval(ORPHAN_POLL);
+    let pass_on = |sig: i32, ended: bool, reached: &mut std::collections::BTreeSet<u32>| {
+        reached.clear();
+        if !ended {
+            send_signal(pid, sig);
+        }
+        for orphan in children().into_iter().filter(|c| *c != pid) {
+            reached.insert(orphan);
+            send_signal(orphan, sig);
+        }
+    };
     loop {
         let kill_due = async {
             match kill_at {
@@ -379,35 +396,90 @@ async fn watch_command(
             }
         };
         tokio::select! {
-            status = child.wait() => {
-                // A loss that came with the command's end counts: the command ran without it.
-                let late = sem.take_lost();
-                if !lost && !late.is_empty() {
-                    lost = true;
-                    report_lost(sem, late, "the command had ended");
+            status = child.wait(), if ended.is_none() => ended = Some(status.ok()),
+            _ = orphans.tick(), if ended.is_some() => {
+                if !orphans_left() {
+                    break;
                 }
-                return (status.ok(), lost);
+                if let Some(sig) = passed_on {
+                    for orphan in children() {
+                        if reached.insert(orphan) {
+                            send_signal(orphan, sig);
+                        }
+                    }
+                }
             }
             Some(sig) = first_signal(signals) => {
                 if !sent_by_the_terminal(sig) {
-                    send_signal(pid, sig);
+                    pass_on(sig, ended.is_some(), &mut reached);
+                    passed_on = Some(sig);
                 }
             }
             () = sem.lost(), if !lost => {
                 lost = true;
                 let what = if keep_running { "the command keeps running (--keep-running)" } else { "stopping the command" };
                 if !keep_running {
-                    send_signal(pid, libc::SIGTERM);
+                    pass_on(libc::SIGTERM, ended.is_some(), &mut reached);
+                    passed_on = Some(libc::SIGTERM);
                     kill_at = Some(tokio::time::Instant::now() + LOST_GRACE);
                 }
                 report_lost(sem, sem.take_lost(), what);
             }
             () = kill_due => {
-                send_signal(pid, libc::SIGKILL);
+                pass_on(libc::SIGKILL, ended.is_some(), &mut reached);
+                passed_on = Some(libc::SIGKILL);
                 kill_at = None;
             }
         }
     }
+    // A loss that came with the command's end counts: the command ran without it.
+    let late = sem.take_lost();
+    if !lost && !late.is_empty() {
+        lost = true;
+        report_lost(sem, late, "the command had ended");
+    }
+    (ended.flatten(), lost)
+}
+
+/// How often, once the command has ended, the CLI looks for what it left running.
+const ORPHAN_POLL: Duration = Duration::from_millis(50);
+
+/// Makes this process the one the command's orphans are handed to (Linux): a shell that a
+/// signal ends leaves its children running, still doing the work the permit covers, so the
+/// permit is released only once they have ended too (`orphans_left`). (A process that starts
+/// a session of its own, as a daemon does, is not the command's to wait for.) Elsewhere orphans
+/// go to init, as before.
+#[allow(unsafe_code)]
+fn adopt_orphans() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl with integer arguments touches no memory.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+}
+
+/// Reaps the adopted orphans that have ended; whether any is left.
+#[allow(unsafe_code)]
+fn orphans_left() -> bool {
+    loop {
+        // SAFETY: waitpid without a status pointer, not blocking; the command itself was reaped.
+        match unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } {
+            reaped if reaped > 0 => continue,
+            none_ended => return none_ended == 0,
+        }
+    }
+}
+
+/// This process's children (the command, and the orphans it adopted), from /proc (Linux).
+fn children() -> Vec<u32> {
+    let me = std::process::id();
+    let parent = |pid: u32| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // "pid (name) state ppid ...", the name possibly holding spaces and parentheses.
+        stat.get(stat.rfind(')')? + 2..)?.split(' ').nth(1)?.parse::<u32>().ok()
+    };
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()).filter(|pid| parent(*pid) == Some(me)).collect()
 }
 
 /// Says on stderr that these permits were lost, and what follows.
