@@ -164,6 +164,11 @@ fn what_the_command_leaves_running_keeps_the_permit_until_it_ends() {
     assert_eq!(code, Some(143), "ended by the forwarded SIGTERM");
     let out = run(&server, &["status", "--key", &k, "--json"]);
     assert!(text(&out.stdout).contains(r#""available":1"#), "released at the end: {}", text(&out.stdout));
+    // A daemon the command starts (a session of its own, as gpg-agent's) is not waited for.
+    let started = Instant::now();
+    let out = run(&server, &["run", "--key", &k, "--", "sh", "-c", "setsid sleep 30 </dev/null >/dev/null 2>&1 &"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(started.elapsed() < Duration::from_secs(10), "waited {:?} for a daemon", started.elapsed());
 }
 
 #[test]

@@ -339,12 +339,15 @@ async fn run(args: Args) -> Result<u8, Failure> {
     };
     let tokens: Vec<u64> = permits.iter().map(|p| p.token).collect();
     adopt_orphans();
+    // Children this process had before (it was exec'd by a shell with jobs running) are not the
+    // command's.
+    let before = children();
     let child = tokio::process::Command::new(&args.program[0])
         .args(&args.program[1..])
         .env("POTTERY_SEMAPHORE_TOKEN", permits[0].token.to_string())
         .spawn();
     let (status, lost) = match child {
-        Ok(mut child) => watch_command(&mut child, &sem, &mut signals, args.keep_running).await,
+        Ok(mut child) => watch_command(&mut child, &before, &sem, &mut signals, args.keep_running).await,
         Err(e) => {
             let _ = sem.release_permits(tokens).await;
             let code = if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 };
@@ -364,26 +367,31 @@ async fn run(args: Args) -> Result<u8, Failure> {
 /// Waits for the command and for what it left running (see `adopt_orphans`), forwarding
 /// signals to them; when the permit is lost, stops them (SIGTERM, then SIGKILL after
 /// `LOST_GRACE`) unless `keep_running`. Returns the command's status and whether the permit was
-/// lost.
+/// lost. `before`: children that are not the command's.
 async fn watch_command(
     child: &mut tokio::process::Child,
+    before: &[u32],
     sem: &Semaphore,
     signals: &mut [(i32, tokio::signal::unix::Signal)],
     keep_running: bool,
 ) -> (Option<std::process::ExitStatus>, bool) {
+    use std::os::unix::process::ExitStatusExt;
     let pid = child.id().unwrap_or(0);
     let (mut lost, mut kill_at) = (false, None);
-    // The command's status once it has ended; the signal last passed on, which orphans adopted
-    // later get too (a shell killed by it leaves its children running), and those that have.
+    let orphans = || children().into_iter().filter(|c| *c != pid && !before.contains(c) && in_our_group(*c)).collect::<Vec<_>>();
+    // The command's status once it has ended; the signal last forwarded; the one orphans get,
+    // also those adopted later (a shell that signal ended leaves its children running), and
+    // those that have it.
     let mut ended = None;
-    let (mut passed_on, mut reached) = (None, std::collections::BTreeSet::new());
-    let mut orphans = tokio::time::interval(ORPHAN_POLL);
+    let (mut forwarded, mut passed_on, mut reached) = (None, None, std::collections::BTreeSet::new());
+    let mut poll = tokio::time::interval(ORPHAN_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let pass_on = |sig: i32, ended: bool, reached: &mut std::collections::BTreeSet<u32>| {
         reached.clear();
         if !ended {
             send_signal(pid, sig);
         }
-        for orphan in children().into_iter().filter(|c| *c != pid) {
+        for orphan in orphans() {
             reached.insert(orphan);
             send_signal(orphan, sig);
         }
@@ -396,13 +404,23 @@ async fn watch_command(
             }
         };
         tokio::select! {
-            status = child.wait(), if ended.is_none() => ended = Some(status.ok()),
-            _ = orphans.tick(), if ended.is_some() => {
-                if !orphans_left() {
+            status = child.wait(), if ended.is_none() => {
+                let status = status.ok();
+                // Ended by a signal it was sent: its orphans were meant to get it too. (One it
+                // handled and outlived, as a reload, is not theirs.)
+                if passed_on.is_none() && forwarded.is_some() && status.and_then(|s| s.signal()) == forwarded {
+                    passed_on = forwarded;
+                }
+                ended = Some(status);
+                poll.reset_immediately();
+            }
+            _ = poll.tick(), if ended.is_some() => {
+                let left = orphans();
+                if !work_left(&left) {
                     break;
                 }
                 if let Some(sig) = passed_on {
-                    for orphan in children() {
+                    for orphan in left {
                         if reached.insert(orphan) {
                             send_signal(orphan, sig);
                         }
@@ -412,7 +430,7 @@ async fn watch_command(
             Some(sig) = first_signal(signals) => {
                 if !sent_by_the_terminal(sig) {
                     pass_on(sig, ended.is_some(), &mut reached);
-                    passed_on = Some(sig);
+                    forwarded = Some(sig);
                 }
             }
             () = sem.lost(), if !lost => {
@@ -446,9 +464,9 @@ const ORPHAN_POLL: Duration = Duration::from_millis(50);
 
 /// Makes this process the one the command's orphans are handed to (Linux): a shell that a
 /// signal ends leaves its children running, still doing the work the permit covers, so the
-/// permit is released only once they have ended too (`orphans_left`). (A process that starts
-/// a session of its own, as a daemon does, is not the command's to wait for.) Elsewhere orphans
-/// go to init, as before.
+/// permit is released only once they have ended too (`work_left`). (A process that starts a
+/// session or group of its own, as a daemon does, is not the command's to wait for: see
+/// `in_our_group`.) Elsewhere orphans go to init, as before.
 #[allow(unsafe_code)]
 fn adopt_orphans() {
     #[cfg(target_os = "linux")]
@@ -458,16 +476,19 @@ fn adopt_orphans() {
     }
 }
 
-/// Reaps the adopted orphans that have ended; whether any is left.
+/// Reaps those of `orphans` that have ended; whether any still runs.
 #[allow(unsafe_code)]
-fn orphans_left() -> bool {
-    loop {
-        // SAFETY: waitpid without a status pointer, not blocking; the command itself was reaped.
-        match unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } {
-            reaped if reaped > 0 => continue,
-            none_ended => return none_ended == 0,
-        }
-    }
+fn work_left(orphans: &[u32]) -> bool {
+    // SAFETY: waitpid on one of our children, without a status pointer, not blocking.
+    orphans.iter().filter(|pid| unsafe { libc::waitpid(**pid as libc::pid_t, std::ptr::null_mut(), libc::WNOHANG) } == 0).count() > 0
+}
+
+/// Whether `pid` is in this process's process group, as the command and what it starts are
+/// unless they start a session or group of their own (daemons, job-control shells' jobs).
+#[allow(unsafe_code)]
+fn in_our_group(pid: u32) -> bool {
+    // SAFETY: getpgid and getpgrp take and return plain integers.
+    unsafe { libc::getpgid(pid as libc::pid_t) == libc::getpgrp() }
 }
 
 /// This process's children (the command, and the orphans it adopted), from /proc (Linux).
