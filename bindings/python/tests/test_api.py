@@ -164,32 +164,6 @@ def test_nested_blocks_through_a_wrapper_each_leave_their_own(redis_client, uniq
     assert sem.permits == []
 
 
-def test_a_wrappers_block_is_not_taken_for_a_suspended_generators(redis_client, unique_key):
-    """A generator suspended inside its `with` block is not on the stack, but its block runs on:
-    leaving a wrapper's block around it gives back the wrapper's permit, not the generator's."""
-    sem = Semaphore(value=2, key=unique_key, masters={redis_client})
-    seen = []
-
-    class Guard:
-        def __enter__(self):
-            return sem.__enter__()
-
-        def __exit__(self, *exc):
-            return sem.__exit__(*exc)
-
-    def held():
-        with sem:
-            seen.append(sem.fencing_token)
-            yield
-
-    with Guard():
-        g = held()
-        next(g)
-    assert [p.token for p in sem.permits] == seen
-    next(g, None)
-    assert sem.permits == []
-
-
 def test_a_with_block_in_an_exit_stack_subclass_is_not_the_stacks(redis_client, unique_key):
     """A plain `with` in a method of an ExitStack subclass is not one the stack entered: closing
     the stack inside it leaves the stack's block, not the running one."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import decimal
-import inspect
 import math
 import numbers
 import operator
@@ -261,11 +260,11 @@ class OpenBlocks:
     it is resumed on another thread or closed by another task; else (``contextlib.ExitStack``
     enters and leaves from frames of its own) by the exit stack that entered it and now leaves
     it, innermost first; else by who entered it, a thread or an asyncio task: its innermost
-    block that no exit stack entered, not a generator's, and not running (whose frame is not
-    on the stack of the one leaving: a wrapper's ``__exit__`` calling ours), else its one block
-    not running, else its innermost; else it is the one block whose owner has ended, if there
-    is exactly one. Never any other block: releasing a block still running would let one
-    holder too many in."""
+    block that no exit stack entered and that is not running (whose frame is not on the stack
+    of the one leaving: a wrapper's ``__exit__`` calling ours), else its one block not running,
+    else its innermost; else it is the one block whose owner has ended, if there is exactly
+    one. Never any other block: releasing a block still running would let one holder too many
+    in."""
 
     class _Block:
         __slots__ = ("frame", "owner", "stack", "tokens")
@@ -313,8 +312,7 @@ class OpenBlocks:
                 owned = [b for b in reversed(self._open) if b.owner is owner]
                 running = _frames_below(frame)
                 idle = [b for b in owned if b.frame not in running]
-                # Not a generator's: suspended, it is not on the stack, but its block runs on.
-                plain = [b for b in idle if b.stack is None and not b.frame.f_code.co_flags & _GENERATORS]
+                plain = [b for b in idle if b.stack is None]
                 if plain:
                     block = plain[0]
                 elif idle:
@@ -330,8 +328,6 @@ class OpenBlocks:
             self._open.remove(block)
             return block.tokens
 
-
-_GENERATORS = inspect.CO_GENERATOR | inspect.CO_ASYNC_GENERATOR
 
 # The exit stack methods that call a context manager's __enter__ (from their own frame) and
 # __exit__ (from theirs, or through a wrapper of one frame on some versions).
