@@ -127,6 +127,18 @@ fn signals_reach_the_command_and_its_status_comes_back() {
     assert!(text(&out.stdout).contains(r#""available":1"#), "released after the signal: {}", text(&out.stdout));
 }
 
+/// The pid a command under test writes to `file` once it runs.
+fn pid_in(file: &Path) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(pid) = std::fs::read_to_string(file).ok().and_then(|s| s.trim().parse().ok()) {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "the command never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A shell that the forwarded SIGTERM ends leaves its children running, still doing the work
 /// the permit covers: the CLI adopts them, passes the signal on, and releases the permit only
 /// once they have ended. Before, it released it as soon as the shell ended, while `sleep` ran on.
@@ -139,14 +151,7 @@ fn what_the_command_leaves_running_keeps_the_permit_until_it_ends() {
     // `; true` keeps sh from exec-ing into the last command: sleep is sh's child.
     let script = "sleep 30 & echo $! > \"$PID_FILE\"; wait; true";
     let mut child = spawn(&server, &["run", "--key", &k, "--", "sh", "-c", script], &[("PID_FILE", &pid_file)]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let sleeper: i32 = loop {
-        if let Some(pid) = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse().ok()) {
-            break pid;
-        }
-        assert!(Instant::now() < deadline, "the command never started");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let sleeper = pid_in(&pid_file);
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill").success());
     let code = child.wait().expect("wait").code();
     let _ = std::fs::remove_file(&pid_file);
@@ -164,6 +169,31 @@ fn what_the_command_leaves_running_keeps_the_permit_until_it_ends() {
     assert_eq!(code, Some(143), "ended by the forwarded SIGTERM");
     let out = run(&server, &["status", "--key", &k, "--json"]);
     assert!(text(&out.stdout).contains(r#""available":1"#), "released at the end: {}", text(&out.stdout));
+    // A shell's background job ignores SIGINT: a SIGINT ends the shell, and the permit stays
+    // held while the job runs on; the next signal stops the job.
+    let job_file = scratch(&k).join("job.pid");
+    let script = "sleep 300 & echo $! > \"$PID_FILE\"; wait; true";
+    let mut child = spawn(&server, &["run", "--key", &k, "--", "sh", "-c", script], &[("PID_FILE", &job_file)]);
+    let job = pid_in(&job_file);
+    let interrupt = || assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill").success());
+    interrupt();
+    std::thread::sleep(Duration::from_millis(500));
+    let out = run(&server, &["status", "--key", &k, "--json"]);
+    assert!(text(&out.stdout).contains(r#""available":0"#), "held while the job runs: {}", text(&out.stdout));
+    interrupt();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status.code();
+        }
+        assert!(Instant::now() < deadline, "a second signal did not stop the job");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code, Some(130), "the shell's status: ended by SIGINT");
+    #[allow(unsafe_code)]
+    // SAFETY: kill(2) with signal 0 only asks whether the process exists.
+    let job_runs = unsafe { libc::kill(job, 0) } == 0;
+    assert!(!job_runs, "the job outlived run");
     // A daemon the command starts (a session of its own, as gpg-agent's) is not waited for.
     let started = Instant::now();
     let out = run(&server, &["run", "--key", &k, "--", "sh", "-c", "setsid sleep 30 </dev/null >/dev/null 2>&1 &"]);

@@ -365,7 +365,7 @@ async fn run(args: Args) -> Result<u8, Failure> {
 }
 
 /// Waits for the command and for what it left running (see `adopt_orphans`), forwarding
-/// signals to them; when the permit is lost, stops them (SIGTERM, then SIGKILL after
+/// signals to the command; when the permit is lost, stops both (SIGTERM, then SIGKILL after
 /// `LOST_GRACE`) unless `keep_running`. Returns the command's status and whether the permit was
 /// lost. `before`: children that are not the command's.
 async fn watch_command(
@@ -378,24 +378,11 @@ async fn watch_command(
     use std::os::unix::process::ExitStatusExt;
     let pid = child.id().unwrap_or(0);
     let (mut lost, mut kill_at) = (false, None);
-    let orphans = || children().into_iter().filter(|c| *c != pid && !before.contains(c) && in_our_group(*c)).collect::<Vec<_>>();
-    // The command's status once it has ended; the signal last forwarded; the one orphans get,
-    // also those adopted later (a shell that signal ended leaves its children running), and
-    // those that have it.
+    // The command's status once it has ended; the signal its orphans get (also those adopted
+    // later), and those that have had it; signals received since only orphans were left.
     let mut ended = None;
-    let (mut forwarded, mut passed_on, mut reached) = (None, None, std::collections::BTreeSet::new());
-    let mut poll = tokio::time::interval(ORPHAN_POLL);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let pass_on = |sig: i32, ended: bool, reached: &mut std::collections::BTreeSet<u32>| {
-        reached.clear();
-        if !ended {
-            send_signal(pid, sig);
-        }
-        for orphan in orphans() {
-            reached.insert(orphan);
-            send_signal(orphan, sig);
-        }
-    };
+    let (mut passed_on, mut reached) = (None, std::collections::BTreeSet::new());
+    let mut received_since = 0;
     loop {
         let kill_due = async {
             match kill_at {
@@ -403,24 +390,25 @@ async fn watch_command(
                 None => std::future::pending().await,
             }
         };
+        let poll = tokio::time::sleep(if ended.is_some() { ORPHAN_POLL } else { ZOMBIE_POLL });
         tokio::select! {
             status = child.wait(), if ended.is_none() => {
                 let status = status.ok();
-                // Ended by a signal it was sent: its orphans were meant to get it too. (One it
-                // handled and outlived, as a reload, is not theirs.)
-                if passed_on.is_none() && forwarded.is_some() && status.and_then(|s| s.signal()) == forwarded {
-                    passed_on = forwarded;
-                }
+                // Ended by a signal (forwarded, or the terminal's): what it left running was
+                // meant to get it too.
+                passed_on = passed_on.or(status.and_then(|s| s.signal()));
                 ended = Some(status);
-                poll.reset_immediately();
             }
-            _ = poll.tick(), if ended.is_some() => {
-                let left = orphans();
-                if !work_left(&left) {
+            () = poll => {
+                // Every adopted child that ended is reaped (daemons the command started too),
+                // so none stays a zombie; the command's own are waited for.
+                let alive = reap(children().into_iter().filter(|c| *c != pid).collect());
+                let orphans: Vec<u32> = alive.into_iter().filter(|c| !before.contains(c) && in_our_session(*c)).collect();
+                if ended.is_some() && orphans.is_empty() {
                     break;
                 }
                 if let Some(sig) = passed_on {
-                    for orphan in left {
+                    for orphan in orphans {
                         if reached.insert(orphan) {
                             send_signal(orphan, sig);
                         }
@@ -428,25 +416,34 @@ async fn watch_command(
                 }
             }
             Some(sig) = first_signal(signals) => {
-                if !sent_by_the_terminal(sig) {
-                    pass_on(sig, ended.is_some(), &mut reached);
-                    forwarded = Some(sig);
+                if ended.is_some() {
+                    // Only what the command left running holds the permit: a signal stops it
+                    // (one it ignores, as a shell's background job does SIGINT, too).
+                    passed_on = Some(if received_since == 0 { libc::SIGTERM } else { libc::SIGKILL });
+                    reached.clear();
+                    received_since += 1;
+                } else if !sent_by_the_terminal(sig) {
+                    send_signal(pid, sig);
                 }
             }
             () = sem.lost(), if !lost => {
                 lost = true;
                 let what = if keep_running { "the command keeps running (--keep-running)" } else { "stopping the command" };
                 if !keep_running {
-                    pass_on(libc::SIGTERM, ended.is_some(), &mut reached);
-                    passed_on = Some(libc::SIGTERM);
-                    kill_at = Some(tokio::time::Instant::now() + LOST_GRACE);
+                    if ended.is_none() {
+                        send_signal(pid, libc::SIGTERM);
+                    }
+                    (passed_on, kill_at) = (Some(libc::SIGTERM), Some(tokio::time::Instant::now() + LOST_GRACE));
+                    reached.clear();
                 }
                 report_lost(sem, sem.take_lost(), what);
             }
             () = kill_due => {
-                pass_on(libc::SIGKILL, ended.is_some(), &mut reached);
-                passed_on = Some(libc::SIGKILL);
-                kill_at = None;
+                if ended.is_none() {
+                    send_signal(pid, libc::SIGKILL);
+                }
+                (passed_on, kill_at) = (Some(libc::SIGKILL), None);
+                reached.clear();
             }
         }
     }
@@ -459,14 +456,16 @@ async fn watch_command(
     (ended.flatten(), lost)
 }
 
-/// How often, once the command has ended, the CLI looks for what it left running.
+/// How often, once the command has ended, the CLI looks for what it left running; and, while
+/// it runs, for adopted children that ended (zombies hold process ids until reaped).
 const ORPHAN_POLL: Duration = Duration::from_millis(50);
+const ZOMBIE_POLL: Duration = Duration::from_secs(1);
 
 /// Makes this process the one the command's orphans are handed to (Linux): a shell that a
 /// signal ends leaves its children running, still doing the work the permit covers, so the
-/// permit is released only once they have ended too (`work_left`). (A process that starts a
-/// session or group of its own, as a daemon does, is not the command's to wait for: see
-/// `in_our_group`.) Elsewhere orphans go to init, as before.
+/// permit is released only once they have ended too. (A process that starts a session of its
+/// own, as a daemon does, is not the command's to wait for: see `in_our_session`.) Elsewhere
+/// orphans go to init, as before.
 #[allow(unsafe_code)]
 fn adopt_orphans() {
     #[cfg(target_os = "linux")]
@@ -476,19 +475,20 @@ fn adopt_orphans() {
     }
 }
 
-/// Reaps those of `orphans` that have ended; whether any still runs.
+/// Reaps those of `children` that have ended; returns those that still run.
 #[allow(unsafe_code)]
-fn work_left(orphans: &[u32]) -> bool {
-    // SAFETY: waitpid on one of our children, without a status pointer, not blocking.
-    orphans.iter().filter(|pid| unsafe { libc::waitpid(**pid as libc::pid_t, std::ptr::null_mut(), libc::WNOHANG) } == 0).count() > 0
+fn reap(mut children: Vec<u32>) -> Vec<u32> {
+    // SAFETY: waitpid on a child of ours, without a status pointer, not blocking.
+    children.retain(|pid| unsafe { libc::waitpid(*pid as libc::pid_t, std::ptr::null_mut(), libc::WNOHANG) } == 0);
+    children
 }
 
-/// Whether `pid` is in this process's process group, as the command and what it starts are
-/// unless they start a session or group of their own (daemons, job-control shells' jobs).
+/// Whether `pid` is in this process's session, as the command and what it starts are unless
+/// they start one of their own (daemons do).
 #[allow(unsafe_code)]
-fn in_our_group(pid: u32) -> bool {
-    // SAFETY: getpgid and getpgrp take and return plain integers.
-    unsafe { libc::getpgid(pid as libc::pid_t) == libc::getpgrp() }
+fn in_our_session(pid: u32) -> bool {
+    // SAFETY: getsid takes and returns plain integers.
+    unsafe { libc::getsid(pid as libc::pid_t) == libc::getsid(0) }
 }
 
 /// This process's children (the command, and the orphans it adopted), from /proc (Linux).
