@@ -111,7 +111,8 @@ fn signals_reach_the_command_and_its_status_comes_back() {
     // while the CLI still opens the semaphore ends the CLI with 143 and would pass for one
     // forwarded to a plain `sleep`.
     let started = std::env::temp_dir().join(format!("{k}.started"));
-    let script = "trap 'exit 42' TERM; touch \"$STARTED\"; sleep 30 & wait";
+    // (The trap ends its sleep too: run holds the permit until what the command left has ended.)
+    let script = "trap 'kill $!; exit 42' TERM; touch \"$STARTED\"; sleep 30 & wait";
     let mut child = spawn(&server, &["run", "--key", &k, "--", "sh", "-c", script], &[("STARTED", &started)]);
     let deadline = Instant::now() + Duration::from_secs(20);
     while !started.exists() {
@@ -196,7 +197,7 @@ fn what_the_command_leaves_running_keeps_the_permit_until_it_ends() {
     assert!(!job_runs, "the job outlived run");
     // A daemon the command starts (a session of its own, as gpg-agent's) is not waited for.
     let started = Instant::now();
-    let out = run(&server, &["run", "--key", &k, "--", "sh", "-c", "setsid sleep 30 </dev/null >/dev/null 2>&1 &"]);
+    let out = run(&server, &["run", "--key", &k, "--", "sh", "-c", "setsid sleep 12 </dev/null >/dev/null 2>&1 &"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(started.elapsed() < Duration::from_secs(10), "waited {:?} for a daemon", started.elapsed());
 }
@@ -305,7 +306,7 @@ fn a_hang_up_of_the_terminal_reaches_the_command_through_the_session_leader() {
     let _sem = create(&server, &k, 1);
     let dir = scratch("cli-hup");
     let (started, hung_up) = (dir.join("started"), dir.join("hung-up"));
-    let command = format!("exec \"$CLI\" run --key {k} -- sh -c 'trap \"touch \\\"\\$HUNG_UP\\\"; exit 0\" HUP; touch \"$STARTED\"; sleep 30 & wait'");
+    let command = format!("exec \"$CLI\" run --key {k} -- sh -c 'trap \"touch \\\"\\$HUNG_UP\\\"; kill \\$!; exit 0\" HUP; touch \"$STARTED\"; sleep 30 & wait'");
     let mut terminal = on_a_terminal(&server, &command, &[("STARTED", &started), ("HUNG_UP", &hung_up)]);
     eventually("the command started", || started.exists());
     // Killing script(1) closes the terminal's master side: a hang-up.
