@@ -128,6 +128,20 @@ fn signals_reach_the_command_and_its_status_comes_back() {
     assert!(text(&out.stdout).contains(r#""available":1"#), "released after the signal: {}", text(&out.stdout));
 }
 
+/// A process a test started, killed if the test fails before it ended (a passing test saw it
+/// end: its pid may be another's by then).
+struct Killed(i32);
+
+impl Drop for Killed {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // SAFETY: kill(2) touches no memory; the process is one this test started.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+}
+
 /// The pid a command under test writes to `file` once it runs.
 fn pid_in(file: &Path) -> i32 {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -175,10 +189,12 @@ fn what_the_command_leaves_running_keeps_the_permit_until_it_ends() {
     let job_file = scratch(&k).join("job.pid");
     let script = "sleep 300 & echo $! > \"$PID_FILE\"; wait; true";
     let mut child = spawn(&server, &["run", "--key", &k, "--", "sh", "-c", script], &[("PID_FILE", &job_file)]);
-    let job = pid_in(&job_file);
+    let job = Killed(pid_in(&job_file));
     let interrupt = || assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill").success());
     interrupt();
-    std::thread::sleep(Duration::from_millis(500));
+    // The shell has ended once run has adopted its job.
+    let parent = || std::fs::read_to_string(format!("/proc/{}/stat", job.0)).ok().and_then(|s| s[s.rfind(')')? + 2..].split(' ').nth(1)?.parse::<u32>().ok());
+    eventually("run adopted the job", || parent() == Some(child.id()));
     let out = run(&server, &["status", "--key", &k, "--json"]);
     assert!(text(&out.stdout).contains(r#""available":0"#), "held while the job runs: {}", text(&out.stdout));
     interrupt();
@@ -193,7 +209,7 @@ fn what_the_command_leaves_running_keeps_the_permit_until_it_ends() {
     assert_eq!(code, Some(130), "the shell's status: ended by SIGINT");
     #[allow(unsafe_code)]
     // SAFETY: kill(2) with signal 0 only asks whether the process exists.
-    let job_runs = unsafe { libc::kill(job, 0) } == 0;
+    let job_runs = unsafe { libc::kill(job.0, 0) } == 0;
     assert!(!job_runs, "the job outlived run");
     // A daemon the command starts (a session of its own, as gpg-agent's) is not waited for.
     let started = Instant::now();

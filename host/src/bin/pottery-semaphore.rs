@@ -382,7 +382,7 @@ async fn watch_command(
     // later), and those that have had it; signals received since only orphans were left.
     let mut ended = None;
     let (mut passed_on, mut reached) = (None, std::collections::BTreeSet::new());
-    let mut received_since = 0;
+    let (mut ended_at, mut received_since) = (Instant::now(), 0);
     loop {
         let kill_due = async {
             match kill_at {
@@ -394,15 +394,25 @@ async fn watch_command(
         tokio::select! {
             status = child.wait(), if ended.is_none() => {
                 let status = status.ok();
-                // Ended by a signal (forwarded, or the terminal's): what it left running was
-                // meant to get it too.
-                passed_on = passed_on.or(status.and_then(|s| s.signal()));
-                ended = Some(status);
+                // Ended by a request to stop (forwarded, or the terminal's): what it left
+                // running was meant to get it too. (Not a crash's or a broken pipe's.)
+                let stopped_by = status.and_then(|s| s.signal()).filter(|s| [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT].contains(s));
+                passed_on = passed_on.or(stopped_by);
+                (ended, ended_at) = (Some(status), Instant::now());
             }
             () = poll => {
                 // Every adopted child that ended is reaped (daemons the command started too),
-                // so none stays a zombie; the command's own are waited for.
-                let alive = reap(children().into_iter().filter(|c| *c != pid).collect());
+                // so none stays a zombie; the command's own are waited for. A child that ended
+                // after the listing handed its own children to this process unlisted: look
+                // again until a listing reaps nothing.
+                let alive = loop {
+                    let listed: Vec<u32> = children().into_iter().filter(|c| *c != pid).collect();
+                    let count = listed.len();
+                    let alive = reap(listed);
+                    if alive.len() == count {
+                        break alive;
+                    }
+                };
                 let orphans: Vec<u32> = alive.into_iter().filter(|c| !before.contains(c) && in_our_session(*c)).collect();
                 if ended.is_some() && orphans.is_empty() {
                     break;
@@ -418,10 +428,13 @@ async fn watch_command(
             Some(sig) = first_signal(signals) => {
                 if ended.is_some() {
                     // Only what the command left running holds the permit: a signal stops it
-                    // (one it ignores, as a shell's background job does SIGINT, too).
-                    passed_on = Some(if received_since == 0 { libc::SIGTERM } else { libc::SIGKILL });
-                    reached.clear();
-                    received_since += 1;
+                    // (one it ignores, as a shell's background job does SIGINT, too); not the
+                    // terminal's that ended the command, seen only after its end.
+                    if ended_at.elapsed() >= SAME_KEYPRESS || !sent_by_the_terminal(sig) {
+                        passed_on = Some(if received_since == 0 { libc::SIGTERM } else { libc::SIGKILL });
+                        reached.clear();
+                        received_since += 1;
+                    }
                 } else if !sent_by_the_terminal(sig) {
                     send_signal(pid, sig);
                 }
@@ -460,6 +473,9 @@ async fn watch_command(
 /// it runs, for adopted children that ended (zombies hold process ids until reaped).
 const ORPHAN_POLL: Duration = Duration::from_millis(50);
 const ZOMBIE_POLL: Duration = Duration::from_secs(1);
+/// How late after the command's end a signal from the terminal may come and still be the one
+/// that ended it (it reaches the whole foreground group at once).
+const SAME_KEYPRESS: Duration = Duration::from_millis(200);
 
 /// Makes this process the one the command's orphans are handed to (Linux): a shell that a
 /// signal ends leaves its children running, still doing the work the permit covers, so the
