@@ -220,11 +220,9 @@ fn watch_must_wake(first_end: Option<Instant>, wakes_at: Option<Instant>) -> boo
 
 /// An argument error found by the host, before it opens an instance: that reaches Redis first,
 /// and an unreachable Redis would answer for the bad argument (the guest checks them again).
+/// Mapped as the guest's errors are, through the WIT error.
 fn checked<T>(r: Result<T, pottery_semaphore_core::Error>) -> Result<T, Error> {
-    r.map_err(|e| match e {
-        pottery_semaphore_core::Error::InvalidArgument(message) => Error::InvalidArgument(message),
-        other => Error::InvalidArgument(other.to_string()),
-    })
+    r.map_err(|e| crate::bindings::types::Error::from(e).into())
 }
 
 /// How long a permit of `ttl_ms` stays valid by this process's clock: less 1 % and 2 ms for
