@@ -216,10 +216,9 @@ fn load_component(engine: &Engine, cache_dir: Option<&PathBuf>) -> Result<(Compo
     engine.precompile_compatibility_hash().hash(&mut hasher);
     // Native code from the cache runs outside the sandbox: only from a directory nobody else
     // may write to (else it is neither read nor written).
-    let cache_file = cache_dir.filter(|d| writable_by_no_one_else(d)).map(|d| d.join(format!("component-{:016x}.cwasm", hasher.finish())));
+    let cache_file = cache_dir.filter(|d| private_dir(d)).map(|d| d.join(format!("component-{:016x}.cwasm", hasher.finish())));
     if let Some(file) = &cache_file
-        && file.exists()
-        && writable_by_no_one_else(file)
+        && private_file(file)
     {
         // SAFETY: the file was written by `Component::serialize` below for this exact engine
         // configuration and component (both are in its name), in a directory and file only this
@@ -247,22 +246,27 @@ fn load_component(engine: &Engine, cache_dir: Option<&PathBuf>) -> Result<(Compo
     Ok((component, false))
 }
 
-/// Whether `path` (a directory not there yet counts: it is created as this user's) belongs to
-/// this user and no other may write to it. A file must be a plain file, not a link.
-fn writable_by_no_one_else(path: &std::path::Path) -> bool {
+/// Whether the cache directory belongs to this user and no other may write to it; one not
+/// there yet counts (it is created as this user's).
+fn private_dir(dir: &std::path::Path) -> bool {
+    match std::fs::metadata(dir) {
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        Ok(meta) => owned_and_private(&meta),
+    }
+}
+
+/// Whether the cached artifact is there, a plain file (not a link), this user's, and writable
+/// by no other.
+fn private_file(file: &std::path::Path) -> bool {
+    std::fs::symlink_metadata(file).is_ok_and(|meta| meta.is_file() && owned_and_private(&meta))
+}
+
+fn owned_and_private(meta: &std::fs::Metadata) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let meta = if path.extension().is_some_and(|e| e == "cwasm") {
-        std::fs::symlink_metadata(path).ok().filter(std::fs::Metadata::is_file)
-    } else {
-        match std::fs::metadata(path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
-            meta => meta.ok(),
-        }
-    };
     // SAFETY: geteuid has no preconditions and cannot fail.
     #[allow(unsafe_code)]
     let me = unsafe { libc::geteuid() };
-    meta.is_some_and(|m| m.uid() == me && m.mode() & 0o022 == 0)
+    meta.uid() == me && meta.mode() & 0o022 == 0
 }
 
 #[cfg(test)]
