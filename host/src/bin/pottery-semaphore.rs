@@ -378,11 +378,10 @@ async fn watch_command(
     use std::os::unix::process::ExitStatusExt;
     let pid = child.id().unwrap_or(0);
     let (mut lost, mut kill_at) = (false, None);
-    // The command's status once it has ended; the signal its orphans get (also those adopted
-    // later), and those that have had it; signals received since only orphans were left.
-    let mut ended = None;
-    let (mut passed_on, mut reached) = (None, std::collections::BTreeSet::new());
-    let (mut ended_at, mut received_since) = (Instant::now(), 0);
+    // The command's status once it has ended, and when; whether a signal since asked to stop
+    // what it left running.
+    let (mut ended, mut ended_at, mut asked_to_stop) = (None, Instant::now(), false);
+    let mut orphans_get = PassedOn::default();
     loop {
         let kill_due = async {
             match kill_at {
@@ -397,7 +396,9 @@ async fn watch_command(
                 // Ended by a request to stop (forwarded, or the terminal's): what it left
                 // running was meant to get it too. (Not a crash's or a broken pipe's.)
                 let stopped_by = status.and_then(|s| s.signal()).filter(|s| [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT].contains(s));
-                passed_on = passed_on.or(stopped_by);
+                if let (None, Some(sig)) = (orphans_get.signal, stopped_by) {
+                    orphans_get.set(sig);
+                }
                 (ended, ended_at) = (Some(status), Instant::now());
             }
             () = poll => {
@@ -417,13 +418,7 @@ async fn watch_command(
                 if ended.is_some() && orphans.is_empty() {
                     break;
                 }
-                if let Some(sig) = passed_on {
-                    for orphan in orphans {
-                        if reached.insert(orphan) {
-                            send_signal(orphan, sig);
-                        }
-                    }
-                }
+                orphans_get.deliver(orphans);
             }
             Some(sig) = first_signal(signals) => {
                 if ended.is_some() {
@@ -431,9 +426,8 @@ async fn watch_command(
                     // (one it ignores, as a shell's background job does SIGINT, too); not the
                     // terminal's that ended the command, seen only after its end.
                     if ended_at.elapsed() >= SAME_KEYPRESS || !sent_by_the_terminal(sig) {
-                        passed_on = Some(if received_since == 0 { libc::SIGTERM } else { libc::SIGKILL });
-                        reached.clear();
-                        received_since += 1;
+                        orphans_get.set(if asked_to_stop { libc::SIGKILL } else { libc::SIGTERM });
+                        asked_to_stop = true;
                     }
                 } else if !sent_by_the_terminal(sig) {
                     send_signal(pid, sig);
@@ -446,8 +440,8 @@ async fn watch_command(
                     if ended.is_none() {
                         send_signal(pid, libc::SIGTERM);
                     }
-                    (passed_on, kill_at) = (Some(libc::SIGTERM), Some(tokio::time::Instant::now() + LOST_GRACE));
-                    reached.clear();
+                    orphans_get.set(libc::SIGTERM);
+                    kill_at = Some(tokio::time::Instant::now() + LOST_GRACE);
                 }
                 report_lost(sem, sem.take_lost(), what);
             }
@@ -455,8 +449,8 @@ async fn watch_command(
                 if ended.is_none() {
                     send_signal(pid, libc::SIGKILL);
                 }
-                (passed_on, kill_at) = (Some(libc::SIGKILL), None);
-                reached.clear();
+                orphans_get.set(libc::SIGKILL);
+                kill_at = None;
             }
         }
     }
@@ -467,6 +461,32 @@ async fn watch_command(
         report_lost(sem, late, "the command had ended");
     }
     (ended.flatten(), lost)
+}
+
+/// The signal the command's orphans get (also those adopted after it was chosen), and those
+/// that have had it.
+#[derive(Default)]
+struct PassedOn {
+    signal: Option<i32>,
+    reached: std::collections::BTreeSet<u32>,
+}
+
+impl PassedOn {
+    /// From now on orphans get `signal`, those that had another one too.
+    fn set(&mut self, signal: i32) {
+        self.signal = Some(signal);
+        self.reached.clear();
+    }
+
+    /// Sends the signal, if any, to those of `orphans` that have not had it.
+    fn deliver(&mut self, orphans: Vec<u32>) {
+        let Some(signal) = self.signal else { return };
+        for orphan in orphans {
+            if self.reached.insert(orphan) {
+                send_signal(orphan, signal);
+            }
+        }
+    }
 }
 
 /// How often, once the command has ended, the CLI looks for what it left running; and, while
