@@ -562,6 +562,33 @@ fn a_new_run_id_is_caught_even_when_the_last_check_is_dated_ahead() {
     }
 }
 
+/// A restart check that falls due during a steady stream of acquires finds the same server: the
+/// fast acquire notes the check and grants by itself, without the full script (whose purge
+/// would show as a ZREMRANGEBYSCORE).
+#[test]
+fn a_due_restart_check_on_the_same_server_stays_on_the_fast_path() {
+    for flavor in Flavor::all() {
+        let server = Server::start(flavor);
+        let mut sem = Sem::new(&server, "same-run", 1);
+        let info: String = redis::cmd("INFO").arg("server").query(&mut sem.conn).expect("INFO");
+        let run = info.lines().find_map(|l| l.strip_prefix("run_id:")).expect("run_id").trim().to_string();
+        let _: () = redis::cmd("HSET").arg(&sem.meta).arg(&[("run", run.as_str()), ("checked", "0")]).query(&mut sem.conn).expect("HSET");
+        let purges = |conn: &mut redis::Connection| {
+            let stats: String = redis::cmd("INFO").arg("commandstats").query(conn).expect("INFO");
+            stats.lines().find_map(|l| l.strip_prefix("cmdstat_zremrangebyscore:calls=")).map_or(0, |rest| {
+                rest.split(',').next().and_then(|n| n.parse::<u64>().ok()).expect("calls")
+            })
+        };
+        let before = purges(&mut sem.conn);
+        let started = sem.server_ms();
+        let reply = ints(&sem.run(&scripts::ACQUIRE, "H", &["1".into(), "0".into(), "1".into()]));
+        assert_eq!(reply[0], 1, "{flavor:?}: not granted: {reply:?}");
+        assert_eq!(purges(&mut sem.conn), before, "{flavor:?}: the acquire took the full script");
+        let checked: u64 = redis::cmd("HGET").arg(&sem.meta).arg("checked").query(&mut sem.conn).expect("HGET");
+        assert!(checked >= started, "{flavor:?}: the check was not noted: {checked} < {started}");
+    }
+}
+
 /// A semaphore created on a server that started less than a lease ago grants nothing until a
 /// lease after that start. INFO's uptime may read a second more than the real one (it subtracts
 /// two clocks read in whole seconds): the server is started just before a second begins and
