@@ -13,6 +13,7 @@ use std::process::Command;
 
 const TARGET: &str = "wasm32-unknown-unknown";
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
+const DEBIAN_LLD: &str = "/usr/bin/rust-lld";
 const COMPONENT_MAGIC: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +75,10 @@ fn detect() -> Result<(Toolchain, String, PathBuf), String> {
     if Path::new(DEBIAN_RUSTC).exists() {
         let sysroot = output(Command::new(DEBIAN_RUSTC).args(["--print", "sysroot"])).unwrap_or_default();
         let has_src = Path::new(&sysroot).join("lib/rustlib/src/rust/library/std").exists();
-        if let (true, Some(linker)) = (has_src, component_linker(DEBIAN_RUSTC)) {
+        // rust-web-llvm's `rust-lld` links to lld-22, which it does not depend on: without lld-22
+        // it dangles (and `exists` is false), and the link would fail with no word of what to install.
+        let has_lld = Path::new(DEBIAN_LLD).exists();
+        if let (true, true, Some(linker)) = (has_src, has_lld, component_linker(DEBIAN_RUSTC)) {
             return Ok((Toolchain::DebianRustcWeb, DEBIAN_RUSTC.to_string(), linker));
         }
     }
