@@ -147,7 +147,8 @@ fn raw_evalsha(server: &Server) -> impl FnMut() {
 }
 
 /// a'. The same EVALSHA spawned onto a 2-worker multi-thread runtime while the calling thread
-/// waits, as `BlockingSemaphore` does: what the thread hand-offs alone cost.
+/// waits, as `BlockingSemaphore` does where its calls cannot run on the caller's thread (several
+/// masters, a Cluster): what the thread hand-offs alone cost.
 fn raw_evalsha_handoff(server: &Server) -> impl FnMut() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
     let mut conn = rt.block_on(server.client().get_multiplexed_async_connection()).expect("connection");
