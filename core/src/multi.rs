@@ -166,8 +166,9 @@ impl<T: Transport> Semaphore<T> {
         if config.create && !missing.is_empty() {
             // '2': quarantine whatever the server's age (see init.lua). A master that did not
             // answer may hold a copy that saw a claim (even if every copy seen is missing: a
-            // flushed one beside one the semaphore never reached): as good as claimed.
-            let lost = if claimed || !failures.is_empty() { "2".into() } else { guard };
+            // flushed one beside one the semaphore never reached): as good as claimed. A handle
+            // that opened the semaphore before (`existed`) knows missing copies were wiped.
+            let lost = if claimed || config.existed || !failures.is_empty() { "2".into() } else { guard };
             let calls = std::mem::take(&mut missing).into_iter().map(|m| (m, vec![lost.clone(), "1".into()])).collect();
             for (master, reply) in sem.run_each(&scripts::MULTI_INIT, calls) {
                 match reply.and_then(Cursor::new) {

@@ -235,6 +235,26 @@ async fn copies_lost_beside_existing_ones_are_recreated_quarantined() {
     drop(a);
 }
 
+/// As `a_new_instance_of_a_handle_recreates_a_wiped_semaphore_quarantined` (semantics.rs) with
+/// several masters: every copy is wiped while up (the fresh-server guard cannot see it) and the
+/// holder's handle opens another guest instance, which finds them all missing. It knows the
+/// semaphore existed, so it recreates them quarantined; as new, X would take the held slot.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_instance_of_a_handle_recreates_copies_wiped_everywhere_quarantined() {
+    let servers = masters(3);
+    let k = key("mm-wiped-new-instance");
+    let holder = open(&servers, &k, 1).await;
+    let x = open(&servers, &k, 1).await;
+    assert!(holder.acquire(false, None).await.unwrap(), "the only slot was free");
+    for server in &servers {
+        let _: () = redis::cmd("FLUSHALL").query(&mut server.connection()).unwrap();
+    }
+    holder.discard_idle_instances();
+    holder.value().await.expect("value through a new instance");
+    assert!(!x.acquire(false, None).await.unwrap(), "granted the slot the holder still uses");
+    drop(holder);
+}
+
 /// H holds the only slot on A and B (C was stalled and never saw a claim: its copy looks new).
 /// B then loses its state while up, and a process opens the semaphore while A does not answer:
 /// it sees B missing and C never claimed, but not A. Unless B is recreated quarantined, B and C
