@@ -239,7 +239,10 @@ impl<T: Transport> Semaphore<T> {
     /// this waiter's place in the queue (see [`WAITER_WINDOW_MS`]); a waiter that stops beating
     /// is dropped by the others.
     fn wait(&self, n: u64, mut waiter: u64, mut wait_ms: u64, deadline: Option<u64>) -> Result<Vec<Permit>, Error> {
-        let heartbeat_ms = self.id.lease_ms.clamp(MIN_WAITER_WINDOW_MS, WAITER_WINDOW_MS) / 3;
+        // At most a third of a lease too: a grant pushed during a pop is valid, by the host's
+        // clock, from the script before the pop, and needs two thirds of its lease left for
+        // the holder's first refresh (a third of a lease away at most) to reach it in time.
+        let heartbeat_ms = (self.id.lease_ms.clamp(MIN_WAITER_WINDOW_MS, WAITER_WINDOW_MS) / 3).min(self.id.lease_ms / 3);
         loop {
             let mut pop_ms = wait_ms.min(heartbeat_ms);
             // Only the caller's deadline needs the millisecond; a heartbeat or a lease's end

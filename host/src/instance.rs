@@ -157,7 +157,7 @@ impl Instance {
         data.cancel = cancel;
         data.resumed_at = Instant::now();
         data.call_deadline = waits.and_then(|w| data.resumed_at.checked_add(w.saturating_add(CALL_TIME_LIMIT)));
-        (data.first_script_at, data.script_sent_at, data.script_before_pop, data.round_answered_at) = (None, None, None, None);
+        (data.script_sent_at, data.script_before_pop, data.round_answered_at) = (None, None, None);
     }
 
     /// The permits, and when at the earliest they were granted (by this process's clock).

@@ -93,12 +93,12 @@ pub(crate) struct HostState {
     pub(crate) cancel: Option<CancelFlag>,
     /// When the guest last got control back; the epoch callback measures guest CPU from here.
     pub(crate) resumed_at: Instant,
-    /// When the current call first and last sent a script, and when it had last sent one as it
-    /// began its latest blocking pop: on one server a grant the call returns was made after
-    /// the latter (a waiter is served while it pops, or by the script after the pop) or, without
-    /// a pop, after the first (a waiter served before it cancelled). The permits' validity by
-    /// this process's clock counts from there.
-    pub(crate) first_script_at: Option<Instant>,
+    /// When the current call last sent a script, and, while its latest transport call is a
+    /// blocking pop, when it had last sent one as it began that pop. On one server a grant the
+    /// call returns was made after the latter (a waiter served by a push while it pops) or by
+    /// the last script, which leases anew whatever it hands out (acquire.lua; poll.lua and
+    /// cancel.lua claim a waiter's grant with a fresh lease). The permits' validity by this
+    /// process's clock counts from there.
     pub(crate) script_sent_at: Option<Instant>,
     pub(crate) script_before_pop: Option<Instant>,
     /// When the current call's latest round on several masters was answered. The guest's
@@ -128,7 +128,6 @@ impl HostState {
             limits: StoreLimitsBuilder::new().memory_size(memory_limit).instances(16).tables(16).memories(1).table_elements(MAX_TABLE_ELEMENTS).trap_on_grow_failure(true).build(),
             cancel: None,
             resumed_at: Instant::now(),
-            first_script_at: None,
             script_sent_at: None,
             script_before_pop: None,
             round_answered_at: None,
@@ -165,23 +164,17 @@ impl HostState {
     }
 
     fn note_script_sent(&mut self) {
-        let now = Instant::now();
-        self.script_sent_at = Some(now);
-        self.first_script_at.get_or_insert(now);
+        self.script_sent_at = Some(Instant::now());
+        // A script after a pop: whatever the call returns now comes from a script.
+        self.script_before_pop = None;
     }
 
     /// When at the earliest the permits the current call returns were granted (or, for a
     /// refresh, extended), by this process's clock (see `script_before_pop`); `called` when it
-    /// sent no script. With replica acknowledgement a waiter claims its grant with a script of
-    /// its own (poll.lua or cancel.lua), which leases it anew: it counts from that script.
+    /// sent no script. (With replica acknowledgement a waiter always claims a pushed grant with
+    /// poll.lua, after the pop.)
     pub(crate) fn granted_after(&self, called: Instant) -> Instant {
-        let bound = if self.masters.len() > 1 {
-            self.round_answered_at
-        } else if self.replicas.is_some() {
-            self.script_sent_at
-        } else {
-            self.script_before_pop.or(self.first_script_at)
-        };
+        let bound = if self.masters.len() > 1 { self.round_answered_at } else { self.script_before_pop.or(self.script_sent_at) };
         bound.unwrap_or(called)
     }
 
@@ -629,22 +622,28 @@ mod tests {
     use super::*;
     use pottery_semaphore_core::scripts::{ACQUIRE, INIT};
 
-    /// One server: a grant is no older than the script before the last pop, or, without a pop,
-    /// than the first script (a waiter served before it cancelled). Several masters: the last
-    /// round's answer (the guest's validity is what is left after it, counted from the winning
-    /// attempt's start; a bound from an earlier attempt, before its pause, or from the round's
-    /// sending, would count that time twice).
+    /// One server: a grant served by a push is no older than the script before the pop; one a
+    /// script hands out (acquire.lua, or a waiter's poll.lua or cancel.lua, which lease anew what
+    /// they claim) is no older than that script, however long the pops before it took, with or
+    /// without replica acknowledgement. Several masters: the last round's answer (the guest's
+    /// validity is what is left after it, counted from the winning attempt's start; a bound from
+    /// an earlier attempt, before its pause, or from the round's sending, would count that time
+    /// twice).
     #[test]
     fn a_grant_is_dated_from_the_script_that_can_have_made_it() {
         let server = |port: u16| Connections::for_url(&format!("redis://127.0.0.1:{port}")).expect("url");
         let called = Instant::now();
-        for masters in [vec![server(1)], vec![server(1), server(2), server(3)]] {
+        for (masters, replicas) in [(vec![server(1)], false), (vec![server(1)], true), (vec![server(1), server(2), server(3)], false)] {
             let several = masters.len() > 1;
             let mut state = HostState::new(Arc::from(masters), "mine", 1 << 20);
+            state.replicas = replicas.then(|| ReplicaAck::new(1, Duration::from_millis(100)));
             assert_eq!(state.granted_after(called), called, "no script sent");
             state.note_script_sent(); // enqueue / first claim round
-            let first = state.first_script_at.expect("noted");
-            state.script_before_pop = state.script_sent_at; // a pop
+            let enqueued = state.script_sent_at.expect("noted");
+            state.script_before_pop = state.script_sent_at; // a pop, as `blocking_pop` notes it
+            if !several {
+                assert_eq!(state.granted_after(called), enqueued, "served by a push while popping");
+            }
             std::thread::sleep(Duration::from_millis(2));
             state.note_script_sent(); // poll / the winning attempt's confirm round
             std::thread::sleep(Duration::from_millis(2));
@@ -652,22 +651,9 @@ mod tests {
                 state.round_answered_at = Some(Instant::now()); // as `eval_each` notes it
             }
             let last = if several { state.round_answered_at } else { state.script_sent_at }.expect("noted");
-            assert!(last > state.script_sent_at.expect("noted") || !several);
-            assert!(last > first);
-            assert_eq!(state.granted_after(called), if several { last } else { first });
-            state.script_before_pop = None; // no pop: a cancel that kept a raced-in grant
-            assert_eq!(state.granted_after(called), if several { last } else { first });
+            assert!(last > enqueued);
+            assert_eq!(state.granted_after(called), last, "claimed by the script after the pop");
         }
-        // With replica acknowledgement, one server: a waiter's grant is claimed (and leased
-        // anew) by its last script, however long the pop before it took.
-        let mut state = HostState::new(Arc::from(vec![server(1)]), "mine", 1 << 20);
-        state.replicas = Some(ReplicaAck::new(1, Duration::from_millis(100)));
-        state.note_script_sent(); // enqueue
-        state.script_before_pop = state.script_sent_at;
-        std::thread::sleep(Duration::from_millis(2));
-        state.note_script_sent(); // poll, which claims the grant
-        assert_eq!(state.granted_after(called), state.script_sent_at.expect("noted"));
-        assert!(state.granted_after(called) > state.script_before_pop.expect("noted"));
     }
 
     /// A single server, called from the async API and from the blocking one (its own

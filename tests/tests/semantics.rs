@@ -1025,3 +1025,60 @@ async fn permits_released_by_name_are_not_reported_lost_afterwards() {
     mine.refresh().await.unwrap();
     assert_eq!((mine.take_lost(), mine.held()), (Vec::new(), Vec::new()));
 }
+
+/// A waiter with a short lease (under a second, where the queue's heartbeat no longer caps a pop
+/// at a third of the lease) keeps the permit it is served, with Redis healthy, until its own
+/// refresher takes over: served by a push near the end of the holder's lease, and served by its
+/// own poll once a holder that stopped refreshing (compiled natively: no refresher) let its
+/// lease end. Before, a pushed grant was dated from before a pop of up to a whole lease, and a
+/// polled one from before the pop ahead of the poll: both reported lost and given back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_waiter_with_a_short_lease_keeps_the_permit_it_is_served() {
+    const LEASE_MS: u64 = 300;
+    for server in servers() {
+        let k = key("short-lease-waiter");
+        let opts = || server.options(&k).permits(1).lease(Duration::from_millis(LEASE_MS));
+        let holder = Semaphore::open(opts()).await.unwrap();
+        let waiter = Semaphore::open(opts()).await.unwrap();
+        let check_kept = |how: &'static str| {
+            let waiter = waiter.clone();
+            async move {
+                // Half a lease: past the grant's validity as it was dated before, and past at
+                // least one tick of the refresher (every third of a lease).
+                tokio::time::sleep(Duration::from_millis(LEASE_MS / 2)).await;
+                assert!(waiter.take_lost().is_empty(), "served by {how}: reported lost");
+                assert_eq!(waiter.held().len(), 1, "served by {how}: not held");
+                assert_eq!(waiter.value().await.unwrap(), 0, "served by {how}: released in Redis");
+                waiter.release(1).await.unwrap();
+            }
+        };
+
+        assert!(holder.acquire(false, None).await.unwrap());
+        let pending = tokio::spawn({
+            let waiter = waiter.clone();
+            async move { waiter.acquire(true, Some(Duration::from_secs(5))).await }
+        });
+        tokio::time::sleep(Duration::from_millis(LEASE_MS - 20)).await;
+        holder.release(1).await.unwrap();
+        assert!(pending.await.unwrap().unwrap(), "not served");
+        check_kept("a push").await;
+
+        let config = Config {
+            key: k.clone(),
+            value: 1,
+            bounded: true,
+            lease_ms: LEASE_MS as i64,
+            holder: "stops-refreshing".into(),
+            guard_fresh_server: false,
+            existed: true,
+            create: false,
+            masters: 1,
+            raise_on_redis_errors: false,
+            replicate: false,
+        };
+        let (stalled, _) = NativeSemaphore::open(NativeTransport::connect(&server.url()).unwrap(), config).unwrap();
+        assert_eq!(stalled.acquire(1, false, None).unwrap().len(), 1);
+        assert!(waiter.acquire(true, Some(Duration::from_secs(5))).await.unwrap(), "not served after the lease ended");
+        check_kept("its poll").await;
+    }
+}
