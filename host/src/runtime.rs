@@ -97,6 +97,7 @@ async fn off_thread<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send 
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
+            crate::signals::keep_off_this_thread();
             let _ = tx.send(f());
         })
         .map_err(|e| Error::Runtime(format!("{name} thread: {e}")))?;
@@ -180,6 +181,7 @@ impl Runtime {
         let tokio = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(options.worker_threads.max(1))
             .thread_name("pottery-semaphore")
+            .on_thread_start(crate::signals::keep_off_this_thread)
             .enable_all()
             .build()
             .map_err(|e| Error::Runtime(format!("tokio: {e}")))?;
@@ -187,6 +189,7 @@ impl Runtime {
         std::thread::Builder::new()
             .name("pottery-semaphore-epoch".into())
             .spawn(move || {
+                crate::signals::keep_off_this_thread();
                 while let Some(engine) = ticker.upgrade() {
                     engine.increment_epoch();
                     drop(engine);

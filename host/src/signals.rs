@@ -69,18 +69,36 @@ pub(crate) struct Held {
     before: libc::sigset_t,
 }
 
+/// Every signal but those that report a fault of the thread itself (SIGSEGV and the like, which
+/// wasmtime's traps need too).
+fn asynchronous_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data, initialised by sigfillset before use.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        for fault in [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGTRAP, libc::SIGSYS, libc::SIGABRT] {
+            libc::sigdelset(&mut set, fault);
+        }
+        set
+    }
+}
+
+/// For the runtime's own threads, from their start: the process's signals go to its other
+/// threads. A caller's thread that holds them back during a round trip (see [`Held`]) then
+/// finds one sent to the process still pending when it lets them through; a runtime thread
+/// would have taken it (its handler run there), and a wait the signal should end would go on.
+pub(crate) fn keep_off_this_thread() {
+    // SAFETY: a valid set; the previous mask is not wanted.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &asynchronous_signals(), std::ptr::null_mut()) };
+}
+
 impl Held {
     pub(crate) fn new() -> Held {
-        // SAFETY: sigset_t is plain data, initialised by sigfillset before use; pthread_sigmask
-        // writes the previous mask into `before`, which starts zeroed (a valid empty set).
+        // SAFETY: pthread_sigmask writes the previous mask into `before`, which starts zeroed (a
+        // valid empty set).
         unsafe {
-            let mut block: libc::sigset_t = std::mem::zeroed();
-            libc::sigfillset(&mut block);
-            for fault in [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGTRAP, libc::SIGSYS, libc::SIGABRT] {
-                libc::sigdelset(&mut block, fault);
-            }
             let mut before: libc::sigset_t = std::mem::zeroed();
-            libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut before);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &asynchronous_signals(), &mut before);
             Held { before }
         }
     }

@@ -4,11 +4,17 @@ hold URL KEY LEASE         acquire one permit, print "held TOKEN", sleep until k
 stress URL KEY PERMITS N   N acquire/hold/release cycles; an oracle counter (INCR/DECR on a key the
                            protocol never touches) records more than PERMITS holders as violations
 wait URL KEY TIMEOUT       print "waiting", block in acquire, print "acquired MS" or "timeout"
+signalled URL KEY          queue behind a holder while the server sleeps in DEBUG SLEEP 2 and the
+                           process is sent SIGUSR1, whose handler raises; print "raised S" (how
+                           long the acquire took), or "returned"
 """
 
 from __future__ import annotations
 
+import os
 import random
+import signal
+import subprocess
 import sys
 import time
 
@@ -47,6 +53,31 @@ def main() -> None:
             sem.release()
         else:
             print("timeout", flush=True)
+    elif mode == "signalled":
+        # Only this process's main thread and the SDK's own threads: no Python thread of the
+        # test's that the signal could go to instead (the sleep and the signal come from other
+        # processes).
+        class Raised(Exception):
+            pass
+
+        def raise_it(signum: int, frame: object) -> None:
+            raise Raised()
+
+        holder = Semaphore(value=1, key=key, masters={url}, guard_fresh_server=False)
+        waiter = Semaphore(value=1, key=key, masters={url}, guard_fresh_server=False)
+        assert holder.acquire()
+        waiter.locked()  # connected
+        signal.signal(signal.SIGUSR1, raise_it)
+        stall = subprocess.Popen(["redis-cli", "-u", url, "DEBUG", "SLEEP", "2"], stdout=subprocess.DEVNULL)
+        time.sleep(0.2)  # the server is asleep: the acquire's script waits for it
+        subprocess.Popen(["sh", "-c", f"sleep 0.3; kill -USR1 {os.getpid()}"])
+        started = time.monotonic()
+        try:
+            waiter.acquire(timeout=8)
+            print("returned", flush=True)
+        except Raised:
+            print("raised", round(time.monotonic() - started, 2), flush=True)
+        stall.wait()
 
 
 if __name__ == "__main__":

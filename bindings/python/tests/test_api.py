@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 import threading
 import time
 import warnings
@@ -535,6 +536,25 @@ def test_a_signal_whose_handler_returns_does_not_end_the_acquire(redis_client, u
     assert seen == [signal.SIGUSR1]
     assert len(waiter.permits) == 1
     waiter.release()
+
+
+def test_a_signal_sent_to_the_process_during_a_script_still_ends_the_wait(unique_key):
+    """A signal sent to the process (Ctrl-C, kill) while a script's reply is on its way, which the
+    calling thread holds back meanwhile: the SDK's own threads must not take it instead (its
+    handler then runs there, and the wait it should end goes on to its time-out). Run in a
+    process of its own, whose only other threads are the SDK's."""
+    from conftest import Server, python_worker
+
+    server = Server("--enable-debug-command", "yes")
+    try:
+        done = subprocess.run(python_worker("signalled", server.url, unique_key), capture_output=True, text=True, timeout=60)
+    finally:
+        server.close()
+    assert done.returncode == 0, done.stderr
+    outcome = done.stdout.split()
+    assert outcome[0] == "raised", done.stdout
+    # The reply comes after the server's 2 s sleep; then the wait ends at once, not at 8 s.
+    assert float(outcome[1]) < 5, f"the wait ended {outcome[1]} s after it began"
 
 
 @contextlib.contextmanager
