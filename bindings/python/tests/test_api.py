@@ -452,6 +452,66 @@ def test_a_release_by_a_handler_that_ran_inside_the_block_bookkeeping_does_not_h
     assert sem.value == 2
 
 
+def test_a_with_block_run_by_a_handler_inside_the_block_bookkeeping_does_not_hang(redis_client, unique_key):
+    """As above, with a handler that runs a `with` block of its own: its bookkeeping takes the
+    blocks' lock that this thread holds already."""
+    sem = Semaphore(value=2, key=unique_key, masters={redis_client})
+
+    class HandlerRunsInside:
+        def __init__(self, real):
+            self.real, self.uses = real, 0
+
+        def __enter__(self):
+            self.real.__enter__()
+            self.uses += 1
+            if self.uses == 2:  # the block's leave()
+                with sem:
+                    pass
+
+        def __exit__(self, *exc_info):
+            return self.real.__exit__(*exc_info)
+
+    sem._blocks._lock = HandlerRunsInside(sem._blocks._lock)
+    done = threading.Event()
+
+    def block():
+        with sem:
+            pass
+        done.set()
+
+    threading.Thread(target=block, daemon=True).start()
+    assert done.wait(10), "the handler's block waited for the bookkeeping's lock forever"
+    assert sem.value == 2
+    assert sem.holders() == []
+
+
+def test_an_exit_handed_to_an_exit_stack_releases_a_permit_from_acquire(redis_client, unique_key):
+    """``__exit__`` is ``release()`` in the original: ``acquire()`` then ``ExitStack.push(sem)``
+    gives the permit back when the stack closes, also inside a `with` block of the semaphore."""
+    sem = Semaphore(value=2, key=unique_key, masters={redis_client})
+    assert sem.acquire()
+    with contextlib.ExitStack() as stack:
+        stack.push(sem)
+    assert sem.holders() == [], "the permit from acquire() stayed held"
+    with sem:
+        assert sem.acquire()
+        with contextlib.ExitStack() as stack:
+            stack.push(sem)
+        assert sem.value == 1
+    assert sem.holders() == [], "a permit stayed held after the block and the pushed exit"
+
+
+async def test_an_async_exit_handed_to_an_exit_stack_releases_a_permit_from_acquire(unique_key, server):
+    import redis.asyncio
+
+    aio = AIOSemaphore(value=2, key=unique_key, masters={redis.asyncio.Redis(port=server.port)})
+    probe = Semaphore(value=2, key=unique_key, masters={server.client()})
+    assert await aio.acquire()
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_exit(aio)
+    assert probe.holders() == [], "the permit from acquire() stayed held"
+
+
 async def test_a_release_beside_an_async_with_block_leaves_the_block_its_permit(unique_key, server):
     import redis.asyncio
 
@@ -883,6 +943,29 @@ def test_a_fork_while_another_thread_starts_the_runtime_leaves_the_child_able_to
     env = dict(os.environ, POTTERY_SEMAPHORE_CACHE_DIR=str(tmp_path))  # nothing cached: it compiles
     done = subprocess.run([sys.executable, "-c", script], env=env, timeout=180)
     assert done.returncode == 0, f"the child ended with {done.returncode} (242: killed by its alarm, it hung)"
+
+
+def test_an_aiosemaphore_created_before_a_fork_and_never_opened_works_in_the_child(redis_client, unique_key):
+    """An ``AIOSemaphore`` does no I/O until first used (a module-level one, then gunicorn's
+    --preload or multiprocessing's fork): the child opens it as its own."""
+    import redis.asyncio
+
+    aio = AIOSemaphore(value=1, key=unique_key, masters={redis.asyncio.Redis(port=redis_client.connection_pool.connection_kwargs["port"])})
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit status only
+        code = 1
+
+        async def use() -> bool:
+            taken = await aio.acquire(blocking=False)
+            await aio.release()
+            return taken and await aio.get_value() == 1
+
+        try:
+            code = 0 if asyncio.run(use()) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child could not use a semaphore it opened itself"
 
 
 def test_repr(redis_client, unique_key):

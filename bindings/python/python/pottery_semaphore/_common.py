@@ -10,7 +10,7 @@ import operator
 import os
 import threading
 import warnings
-from typing import Any, Callable, Iterable, List, NamedTuple, Optional, Set, TypeVar
+from typing import Any, Callable, Iterable, List, NamedTuple, Optional, Set, TypeVar, Union
 
 from . import exceptions as exc
 from ._masters import master_urls
@@ -274,7 +274,9 @@ class OpenBlocks:
             self.stack = _exit_stack(frame, _ENTERING)
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        # Reentrant: a signal's handler may run a `with` block of its own on a thread that is
+        # inside enter() or leave() (Python runs handlers between any two steps).
+        self._lock = threading.RLock()
         self._open: List["OpenBlocks._Block"] = []  # in the order entered
 
     def enter(self, frame: Any, owner: Any, tokens: List[int], entered: List[Any]) -> None:
@@ -291,17 +293,22 @@ class OpenBlocks:
             if block in self._open:
                 self._open.remove(block)
 
-    def leave(self, frame: Any, owner: Any, left: List[Any]) -> Optional[List[int]]:
+    def leave(self, frame: Any, owner: Any, left: List[Any]) -> Union[List[int], None, "_NotEntered"]:
         """The tokens of the block being left, which is forgotten; None when it cannot be told
-        which. The block goes into ``left`` first (see ``enter``). (Until the block releases
-        them, the host takes its permits last in a ``release()`` beside: they were granted
-        spared.)"""
+        which; ``NOT_ENTERED`` when no block is open at all (the permit was taken by
+        ``acquire()``, and ``__exit__`` is its release, as in the original). The block goes into
+        ``left`` first (see ``enter``). (Until the block releases them, the host takes its
+        permits last in a ``release()`` beside: they were granted spared.)"""
         with self._lock:
-            block = next((b for b in reversed(self._open) if b.frame is frame), None)
+            if not self._open:
+                return NOT_ENTERED
+            # A copy: a handler that runs a `with` block of its own meanwhile changes the list.
+            blocks = list(self._open)
+            block = next((b for b in reversed(blocks) if b.frame is frame), None)
             stack = None if block is not None else _exit_stack(frame, _LEAVING)
             if stack is not None:
                 # A stack leaves its blocks last in, first out.
-                block = next((b for b in reversed(self._open) if b.stack is stack), None)
+                block = next((b for b in reversed(blocks) if b.stack is stack), None)
             if block is None:
                 # The owner's innermost block not still running under the one leaving (an
                 # ExitStack closed inside a `with`) that no stack entered (a wrapper's); else,
@@ -309,7 +316,7 @@ class OpenBlocks:
                 # told apart, and releasing the wrong one could let one holder too many in);
                 # else its innermost (a frame that called __enter__ itself and handed __exit__
                 # to ExitStack.push).
-                owned = [b for b in reversed(self._open) if b.owner is owner]
+                owned = [b for b in reversed(blocks) if b.owner is owner]
                 running = _frames_below(frame)
                 idle = [b for b in owned if b.frame not in running]
                 plain = [b for b in idle if b.stack is None]
@@ -320,13 +327,21 @@ class OpenBlocks:
                 else:
                     block = owned[0] if owned else None
             if block is None:
-                ended = [b for b in self._open if _ended(b.owner)]
+                ended = [b for b in blocks if _ended(b.owner)]
                 block = ended[0] if len(ended) == 1 else None
             if block is None:
                 return None
             left.append(block)
-            self._open.remove(block)
+            if block in self._open:
+                self._open.remove(block)
             return block.tokens
+
+
+class _NotEntered:
+    """What ``OpenBlocks.leave`` answers when no block is open."""
+
+
+NOT_ENTERED = _NotEntered()
 
 
 # The exit stack methods that call a context manager's __enter__ (from their own frame) and

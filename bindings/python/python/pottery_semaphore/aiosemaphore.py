@@ -55,8 +55,10 @@ class AIOSemaphore:
         self._blocks = c.OpenBlocks()
 
     async def _open(self) -> Any:
-        self._fork.check()
         if self._native is not None:
+            # Opened before a fork: its threads are the parent's. (Created but not yet opened,
+            # it opens here: it did no I/O before.)
+            self._fork.check()
             return self._native
         loop = asyncio.get_running_loop()
         with self._open_lock:
@@ -69,6 +71,7 @@ class AIOSemaphore:
                     raise c.translate(e) from None
                 with self._open_lock:
                     if self._native is None:
+                        self._fork = c.ForkGuard()  # this process opened it
                         self._native = native
         return self._native
 
@@ -192,7 +195,9 @@ class AIOSemaphore:
     async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
         """Release the permit this block took, and only that one (see ``Semaphore.__exit__``)."""
         tokens = self._blocks.leave(sys._getframe(1), asyncio.current_task(), [])
-        if tokens is None:
+        if tokens is c.NOT_ENTERED:
+            await self.release()  # a permit from acquire(), as in the original
+        elif tokens is None:
             c.unknown_block_left()
         else:
             await self._call("release_permits_async", tokens)

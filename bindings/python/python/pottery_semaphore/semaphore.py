@@ -245,12 +245,20 @@ class Semaphore:
         """Release the permit this block took, and only that one: if its lease ended meanwhile
         (see :meth:`lost_permits`), another holder's permit is not released in its place, as
         ``release()`` would (permits are fungible), which would let one more holder in. (A
-        permit the block itself released and acquired again is not the block's: release it.)"""
+        permit the block itself released and acquired again is not the block's: release it.)
+        With no block open, it is ``release()``, as in the original: a permit from ``acquire()``
+        whose release was handed to an ``ExitStack`` as this method."""
         left: List[Any] = []
         frame, owner = sys._getframe(1), threading.current_thread()
+        plain: List[bool] = []  # a release() begun: not to be repeated
         try:
             tokens = self._blocks.leave(frame, owner, left)
-            if tokens is None:
+            if tokens is c.NOT_ENTERED:
+                # No block open: the permit came from acquire() (its __exit__ handed to an
+                # ExitStack, say), and this is its release, as in the original.
+                plain.append(True)
+                self.release()
+            elif tokens is None:
                 c.unknown_block_left()
             else:
                 self._call("release_permits", tokens)
@@ -261,8 +269,11 @@ class Semaphore:
             # or nothing. To the end despite further signals (see ``despite_signals``).
 
             def finish() -> None:
-                if not left:
-                    self._blocks.leave(frame, owner, left)
+                if plain:
+                    return  # release() finishes in the background after an error (see there)
+                if not left and self._blocks.leave(frame, owner, left) is c.NOT_ENTERED:
+                    plain.append(True)
+                    self.release()
                 for block in left:
                     try:
                         self._here().release_permits(block.tokens)
