@@ -83,6 +83,27 @@ fn run_passes_the_exit_status_and_the_fencing_token() {
     assert!(text(&out.stdout).contains(r#""available":2"#), "the permit was released: {}", text(&out.stdout));
 }
 
+/// `status` whose output cannot be written (a full disk) fails with 74 rather than 0; a reader
+/// that went away is no failure. A `$REDIS_URL` that is not UTF-8 is a usage error, not a
+/// silent fall-back to the local default server.
+#[test]
+fn output_that_cannot_be_written_and_a_garbled_redis_url_are_errors() {
+    use std::os::unix::ffi::OsStrExt;
+    let server = Server::start(Flavor::Redis);
+    let k = key("cli-output");
+    let _sem = create(&server, &k, 1);
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
+    let out = Command::new(cli()).env("REDIS_URL", server.url()).args(["status", "--key", &k]).stdout(full).output().unwrap();
+    assert_eq!(out.status.code(), Some(74), "{}", text(&out.stderr));
+    let mut closed = Command::new(cli()).env("REDIS_URL", server.url()).args(["status", "--key", &k]).stdout(Stdio::piped()).spawn().unwrap();
+    drop(closed.stdout.take());
+    assert_eq!(closed.wait().unwrap().code(), Some(0), "a reader that went away failed the command");
+    let garbled = std::ffi::OsStr::from_bytes(b"redis://\xff@127.0.0.1:1");
+    let out = Command::new(cli()).env("REDIS_URL", garbled).args(["status", "--key", &k]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("REDIS_URL"), "{}", text(&out.stderr));
+}
+
 #[test]
 fn run_times_out_with_a_distinct_status_and_status_lists_holders() {
     let server = Server::start(Flavor::Redis);
@@ -310,6 +331,31 @@ fn a_quit_from_the_terminal_reaches_the_command_once() {
     let shown = text(&out.stdout);
     let _ = std::fs::remove_dir_all(&dir);
     assert!(shown.contains("quits=1"), "{shown:?}");
+}
+
+/// A command that left the CLI's process group (GNU `timeout` without --foreground does) gets no
+/// Ctrl-C from the terminal, which signals the foreground group: the CLI passes it on. It did
+/// not, taking the terminal's signal for one the command had already received.
+#[test]
+fn a_ctrl_c_reaches_a_command_that_left_the_process_group() {
+    use std::io::Write;
+    let server = Server::start(Flavor::Redis);
+    let k = key("cli-tty-group");
+    let _sem = create(&server, &k, 1);
+    let dir = scratch("cli-group");
+    let started = dir.join("started");
+    let interruptible = "trap \"echo got-int; exit 3\" INT; touch \"$STARTED\"; i=0; while [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; echo no-int";
+    let command = format!("exec \"$CLI\" run --key {k} -- timeout 20 sh -c '{interruptible}'");
+    let mut child = on_a_terminal(&server, &command, &[("STARTED", &started)]);
+    eventually("the command started", || started.exists());
+    std::thread::sleep(Duration::from_millis(200));
+    let sent = Instant::now();
+    child.stdin.as_mut().unwrap().write_all(b"\x03").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let shown = text(&out.stdout);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(shown.contains("got-int"), "{shown:?}");
+    assert!(sent.elapsed() < Duration::from_secs(3), "ended {:?} after the Ctrl-C", sent.elapsed());
 }
 
 /// The CLI as the session leader of its terminal (as `ssh -t host pottery-semaphore run …`

@@ -24,20 +24,22 @@ commands:
 --cluster     the --redis URLs are seed nodes of one Redis Cluster
 --permits N   permits when `run` creates the semaphore (default 1; an existing one keeps its own)
 --timeout S   give up after S seconds of waiting (exit status 75)
---lease S     lease of the permit in seconds (default 10), refreshed while CMD runs
+--lease S     lease of the permit in seconds (default 10), refreshed while CMD runs; the
+              other commands check for a restart of Redis with it: give them the jobs' lease
 --keep-running  when the permit is lost while CMD runs (its lease ended, Redis out of reach,
               another holder released it), only warn; by default CMD gets SIGTERM, then
               SIGKILL 10 s later, and the exit status is 76
 
 exit status: CMD's own (128+N when killed by signal N); 75 timed out waiting; 76 the permit
              was lost while CMD ran; 128+N interrupted by signal N while waiting; 64 usage;
-             69 Redis unreachable; 77 authentication refused; 70 other errors; 127 CMD not
-             found, 126 not executable";
+             69 Redis unreachable; 77 authentication refused; 74 output not written; 70 other
+             errors; 127 CMD not found, 126 not executable";
 
 /// sysexits.h codes, so scripts can tell outcomes apart.
 const EX_USAGE: u8 = 64;
 const EX_SOFTWARE: u8 = 70;
 const EX_UNAVAILABLE: u8 = 69;
+const EX_IOERR: u8 = 74;
 const EX_TEMPFAIL: u8 = 75;
 /// The permit was lost while the command ran (EX_PROTOCOL's number, for want of a closer one).
 const EX_LOST: u8 = 76;
@@ -128,7 +130,11 @@ fn parse(raw: Vec<OsString>) -> Result<Args, Failure> {
 /// The options, and the masters' URLs (passwords hidden) for messages.
 fn options(args: &Args) -> Result<(Options, String), Failure> {
     let urls = match args.redis.as_slice() {
-        [] => vec![std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())],
+        [] => vec![match std::env::var("REDIS_URL") {
+            Ok(url) => url,
+            Err(std::env::VarError::NotPresent) => "redis://127.0.0.1:6379".into(),
+            Err(std::env::VarError::NotUnicode(_)) => return Err(usage("$REDIS_URL is not valid UTF-8")),
+        }],
         several => several.to_vec(),
     };
     let shown = urls.iter().map(|u| redacted_url(u)).collect::<Vec<_>>().join(", ");
@@ -143,11 +149,21 @@ fn options(args: &Args) -> Result<(Options, String), Failure> {
     Ok((options, shown))
 }
 
-/// `println!` that ignores a closed stdout (`status | head`) instead of panicking.
+/// Set when a line for stdout could not be written for another reason than a reader that went
+/// away: the exit status then says so (74) rather than success.
+static OUTPUT_FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `println!` that ignores a closed stdout (`status | head`) instead of panicking, and notes
+/// any other failure (a full disk) in [`OUTPUT_FAILED`].
 macro_rules! say {
     ($($arg:tt)*) => {{
         use std::io::Write;
-        let _ = writeln!(std::io::stdout(), $($arg)*);
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = writeln!(out, $($arg)*).and_then(|()| out.flush()) {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                OUTPUT_FAILED.store(true, Ordering::Relaxed);
+            }
+        }
     }};
 }
 
@@ -429,7 +445,9 @@ async fn watch_command(
                         orphans_get.set(if asked_to_stop { libc::SIGKILL } else { libc::SIGTERM });
                         asked_to_stop = true;
                     }
-                } else if !sent_by_the_terminal(sig) {
+                } else if !sent_by_the_terminal(sig) || !in_our_process_group(pid) {
+                    // The terminal's reaches the command itself only in this process group
+                    // (GNU `timeout` without --foreground, for one, leaves it).
                     send_signal(pid, sig);
                 }
             }
@@ -525,6 +543,13 @@ fn reap(mut children: Vec<u32>) -> Vec<u32> {
 fn in_our_session(pid: u32) -> bool {
     // SAFETY: getsid takes and returns plain integers.
     unsafe { libc::getsid(pid as libc::pid_t) == libc::getsid(0) }
+}
+
+/// Whether `pid` is in this process's process group, which a terminal signals as a whole.
+#[allow(unsafe_code)]
+fn in_our_process_group(pid: u32) -> bool {
+    // SAFETY: getpgid and getpgrp take and return plain integers.
+    unsafe { libc::getpgid(pid as libc::pid_t) == libc::getpgrp() }
 }
 
 /// This process's children (the command, and the orphans it adopted), from /proc (Linux).
@@ -624,6 +649,10 @@ fn main() -> ExitCode {
         }
     });
     match result {
+        Ok(0) if OUTPUT_FAILED.load(Ordering::Relaxed) => {
+            warn!("pottery-semaphore: could not write the output\n");
+            ExitCode::from(EX_IOERR)
+        }
         Ok(code) => ExitCode::from(code),
         Err(f) => report(f),
     }
@@ -631,9 +660,9 @@ fn main() -> ExitCode {
 
 fn report(f: Failure) -> ExitCode {
     if f.code == 0 {
-        println!("{}", f.message);
+        say!("{}", f.message);
     } else {
-        eprintln!("pottery-semaphore: {}", f.message);
+        warn!("pottery-semaphore: {}\n", f.message);
     }
-    ExitCode::from(f.code)
+    ExitCode::from(if f.code == 0 && OUTPUT_FAILED.load(Ordering::Relaxed) { EX_IOERR } else { f.code })
 }
