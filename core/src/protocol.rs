@@ -248,16 +248,23 @@ impl<T: Transport> Semaphore<T> {
             // Only the caller's deadline needs the millisecond; a heartbeat or a lease's end
             // may come a little late, and such a pop keeps its connection.
             let mut exact = false;
+            let popping_since = self.transport.monotonic_now_ns();
             if let Some(deadline) = deadline {
-                let Some(before) = pop_before(pop_ms, self.transport.monotonic_now_ns(), deadline) else {
+                let Some(before) = pop_before(pop_ms, popping_since, deadline) else {
                     return self.leave_queue(waiter, true);
                 };
                 (pop_ms, exact) = before;
             }
             match self.transport.blocking_pop(&self.id.keys.wake(waiter), pop_ms.max(1), exact) {
-                Ok(Some(pushed)) if !self.replicate => return self.served(&pushed),
+                Ok(Some(pushed)) if !self.replicate && !self.outlasted_a_third_of_a_lease(popping_since) => {
+                    return self.served(&pushed);
+                }
                 // Replicated: the grant was written by another client, which WAIT on this
-                // connection does not cover. poll.lua claims it (a write of ours, after it).
+                // connection does not cover. Or the pop took longer than a third of a lease
+                // (Redis ends a pop on its timer, up to REDIS_TIMER_SLACK_MS late, however short
+                // the lease): the grant, valid by the host's clock from the script before the
+                // pop, could end before the first refresh reaches it. poll.lua claims it (a
+                // write of ours, after it), with a fresh lease.
                 Ok(Some(_)) => {}
                 // Time is up: cancel.lua both leaves the queue and keeps a grant that raced in.
                 Ok(None) if deadline.is_some_and(|d| self.transport.monotonic_now_ns() >= d) => {
@@ -287,6 +294,11 @@ impl<T: Transport> Semaphore<T> {
                 Step::Unavailable => return Err(Error::protocol("poll answered unavailable")),
             }
         }
+    }
+
+    /// Whether more than a third of a lease passed since `since` (monotonic ns).
+    fn outlasted_a_third_of_a_lease(&self, since: u64) -> bool {
+        self.transport.monotonic_now_ns().saturating_sub(since) > self.id.lease_ms / 3 * 1_000_000
     }
 
     /// Permits from a wake-up push: `"<deadline> <token>..."`.

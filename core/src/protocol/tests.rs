@@ -24,6 +24,8 @@ struct Fake {
     /// Answers of `wait_replicas`; acknowledged when none is scripted.
     waits: RefCell<VecDeque<Result<(), Error>>>,
     now_ns: RefCell<u64>,
+    /// How much longer than asked a pop lasts (Redis ends pops on its timer).
+    pop_overrun_ms: RefCell<u64>,
     /// The initial value the last script was told (the scope's second leading argument).
     told_initial: RefCell<String>,
 }
@@ -47,7 +49,7 @@ impl Transport for &Fake {
     }
     fn blocking_pop(&self, key: &str, timeout_ms: u64, exact: bool) -> Result<Option<String>, Error> {
         self.calls.borrow_mut().push(Call::Pop(key.to_string(), timeout_ms, exact));
-        *self.now_ns.borrow_mut() += timeout_ms * 1_000_000;
+        *self.now_ns.borrow_mut() += (timeout_ms + *self.pop_overrun_ms.borrow()) * 1_000_000;
         self.pops.borrow_mut().pop_front().expect("unexpected pop")
     }
     fn wait_replicas(&self) -> Result<(), Error> {
@@ -94,6 +96,23 @@ fn uncontended_acquire_is_one_script() {
     let permits = sem.acquire(2, true, None).expect("acquire");
     assert_eq!(permits.iter().map(|p| p.token).collect::<Vec<_>>(), vec![41, 42]);
     assert_eq!(*fake.calls.borrow(), vec![eval("acquire.lua", &["2", "1", "1"])]);
+}
+
+/// A pop Redis ended late, longer than a third of a lease: its push is claimed by poll.lua with
+/// a fresh lease, not returned as it came (valid, by the host's clock, only from the script
+/// before the pop, it could end before the holder's first refresh).
+#[test]
+fn a_push_after_a_third_of_a_lease_is_claimed_with_a_fresh_lease() {
+    let fake = Fake::default();
+    let sem = open_leased(&fake, false, 300);
+    *fake.pop_overrun_ms.borrow_mut() = 50;
+    fake.replies.borrow_mut().push_back(ints(&[2, 7, 60_000]));
+    fake.pops.borrow_mut().push_back(Ok(Some("9000 43".into())));
+    fake.replies.borrow_mut().push_back(ints(&[1, 9100, 43]));
+    let permits = sem.acquire(1, true, None).expect("acquire");
+    assert_eq!(permits.iter().map(|p| (p.token, p.deadline_ms)).collect::<Vec<_>>(), vec![(43, 9100)]);
+    let pop = Call::Pop("pottery-semaphore:{k}:wake:7".into(), 100, false);
+    assert_eq!(*fake.calls.borrow(), vec![eval("acquire.lua", &["1", "1", "1"]), pop, eval("poll.lua", &["7", "1", "1"])]);
 }
 
 #[test]
