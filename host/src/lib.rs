@@ -31,4 +31,4 @@ pub use pottery_semaphore_core::{Holder, Permit, Status, Waiter};
 pub use runtime::{EngineOptions, Runtime};
 pub use options::{Options, ReplicaAck, redacted as redacted_url};
 pub use semaphore::Semaphore;
-pub use signals::signals_end_waits;
+pub use signals::{keep_signals_off_runtime_threads, signals_end_waits};

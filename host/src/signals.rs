@@ -83,13 +83,27 @@ fn asynchronous_signals() -> libc::sigset_t {
     }
 }
 
-/// For the runtime's own threads, from their start: the process's signals go to its other
-/// threads. A caller's thread that holds them back during a round trip (see [`Held`]) then
-/// finds one sent to the process still pending when it lets them through; a runtime thread
-/// would have taken it (its handler run there), and a wait the signal should end would go on.
+static KEEP_OFF_RUNTIME_THREADS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Has the runtime's threads that start from now on keep the process's asynchronous signals
+/// off, for a process that acts on signals between calls ([`signals_end_waits`], as the Python
+/// SDK does): a signal sent to the whole process while a caller's thread holds signals back
+/// for a round trip then stays pending for that thread, which ends its wait. Without this a
+/// runtime thread may take it (its handler runs there) and the wait goes on. Call it before the
+/// first semaphore: threads already started keep their mask. Not the default: threads that a
+/// foreign runtime starts from one of ours (a JVM's dispatcher workers, started by the thread
+/// that resumes a coroutine) would keep those signals off for life, and pass that on to the
+/// processes they spawn.
+pub fn keep_signals_off_runtime_threads() {
+    KEEP_OFF_RUNTIME_THREADS.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Run by each runtime thread as it starts (see [`keep_signals_off_runtime_threads`]).
 pub(crate) fn keep_off_this_thread() {
-    // SAFETY: a valid set; the previous mask is not wanted.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &asynchronous_signals(), std::ptr::null_mut()) };
+    if KEEP_OFF_RUNTIME_THREADS.load(std::sync::atomic::Ordering::SeqCst) {
+        // SAFETY: a valid set; the previous mask is not wanted.
+        unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &asynchronous_signals(), std::ptr::null_mut()) };
+    }
 }
 
 impl Held {

@@ -252,6 +252,14 @@ pub struct Semaphore {
 }
 
 /// A cancellation the foreign side triggers, for `Semaphore::acquire_cancellable_async`.
+/// For SDKs that act on signals between calls, as Python does: called before the first
+/// semaphore, the runtime's threads leave the process's signals to the caller's thread (see
+/// `pottery_semaphore_host::keep_signals_off_runtime_threads`, and why it is not the default).
+#[uniffi::export]
+pub fn keep_signals_off_runtime_threads() {
+    host::keep_signals_off_runtime_threads();
+}
+
 #[derive(Debug, Default, uniffi::Object)]
 pub struct Cancellation {
     /// Cancelled yet, and the wakers of the calls waiting for it.

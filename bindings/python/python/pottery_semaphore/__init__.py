@@ -32,6 +32,13 @@ from .exceptions import (
     WrongTypeError,
 )
 from .semaphore import Semaphore
+from ._native import pottery_semaphore_ffi as _ffi
+
+# Python runs signal handlers between native calls only: a signal sent to the process while a
+# call holds signals back must stay for the caller's thread (which ends a wait on it), not go
+# to one of the runtime's threads. Before any semaphore starts the runtime.
+_ffi.keep_signals_off_runtime_threads()
+del _ffi
 
 __all__: Final[Tuple[str, ...]] = (
     "Semaphore",
