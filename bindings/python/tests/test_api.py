@@ -947,10 +947,13 @@ def test_a_fork_while_another_thread_starts_the_runtime_leaves_the_child_able_to
 
 def test_an_aiosemaphore_created_before_a_fork_and_never_opened_works_in_the_child(redis_client, unique_key):
     """An ``AIOSemaphore`` does no I/O until first used (a module-level one, then gunicorn's
-    --preload or multiprocessing's fork): the child opens it as its own."""
+    --preload or multiprocessing's fork): the child opens it as its own, with locks of its own,
+    and before that reads it as not opened."""
     import redis.asyncio
 
     aio = AIOSemaphore(value=1, key=unique_key, masters={redis.asyncio.Redis(port=redis_client.connection_pool.connection_kwargs["port"])})
+    # Held by another thread of the parent at the fork: never let go in the child.
+    aio._open_lock.acquire()
     pid = os.fork()
     if pid == 0:  # the child: report through the exit status only
         code = 1
@@ -960,10 +963,13 @@ def test_an_aiosemaphore_created_before_a_fork_and_never_opened_works_in_the_chi
             await aio.release()
             return taken and await aio.get_value() == 1
 
+        signal.alarm(30)  # a hang on the inherited lock ends the child
         try:
-            code = 0 if asyncio.run(use()) else 2
+            unopened = aio.holder_id is None and aio.lost_permits() == [] and aio.fencing_token is None
+            code = 0 if unopened and asyncio.run(use()) else 2
         finally:
             os._exit(code)
+    aio._open_lock.release()
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0, "the child could not use a semaphore it opened itself"
 

@@ -402,8 +402,12 @@ class ForkGuard:
     def __init__(self) -> None:
         self._pid = os.getpid()
 
+    def forked(self) -> bool:
+        """Whether this is a child forked since (another process than the one that made it)."""
+        return os.getpid() != self._pid
+
     def check(self) -> None:
-        if os.getpid() != self._pid:
+        if self.forked():
             raise exc.SemaphoreError(
                 "this semaphore was opened in another process (before fork()); create a new one here"
             )

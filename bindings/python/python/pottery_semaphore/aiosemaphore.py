@@ -45,7 +45,7 @@ class AIOSemaphore:
         self._key = key
         self._bounded = bool(bounded)
         self._raise_on_redis_errors = bool(raise_on_redis_errors)
-        self._fork = c.ForkGuard()
+        self._fork = c.ForkGuard()  # re-armed when it opens (it does no I/O before)
         self._native: Optional[Any] = None
         # One opening at a time per event loop (an asyncio.Lock serves one loop only: a second
         # loop on another thread that waited on it could hang). Loops on other threads open
@@ -60,6 +60,10 @@ class AIOSemaphore:
             # it opens here: it did no I/O before.)
             self._fork.check()
             return self._native
+        if self._fork.forked():
+            # Not opened in the parent: the child opens it, with locks of its own (another
+            # thread of the parent may have held these at the fork, and would never let go).
+            self._opening, self._open_lock, self._fork = weakref.WeakKeyDictionary(), threading.Lock(), c.ForkGuard()
         loop = asyncio.get_running_loop()
         with self._open_lock:
             opening = self._opening.setdefault(loop, asyncio.Lock())
@@ -150,7 +154,8 @@ class AIOSemaphore:
 
     def _opened(self) -> Optional[Any]:
         """The native handle once opened, in the process that opened it (see ``ForkGuard``)."""
-        self._fork.check()
+        if self._native is not None:
+            self._fork.check()
         return self._native
 
     def _held(self) -> List[Any]:
