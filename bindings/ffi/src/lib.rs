@@ -251,7 +251,6 @@ pub struct Semaphore {
     pool_grants: Mutex<Grants>,
 }
 
-/// A cancellation the foreign side triggers, for `Semaphore::acquire_cancellable_async`.
 /// For SDKs that act on signals between calls, as Python does: called before the first
 /// semaphore, the runtime's threads leave the process's signals to the caller's thread (see
 /// `pottery_semaphore_host::keep_signals_off_runtime_threads`, and why it is not the default).
@@ -260,6 +259,7 @@ pub fn keep_signals_off_runtime_threads() {
     host::keep_signals_off_runtime_threads();
 }
 
+/// A cancellation the foreign side triggers, for `Semaphore::acquire_cancellable_async`.
 #[derive(Debug, Default, uniffi::Object)]
 pub struct Cancellation {
     /// Cancelled yet, and the wakers of the calls waiting for it.
@@ -417,6 +417,14 @@ impl Semaphore {
     /// giving back a grant it never took.
     pub fn give_back_soon(&self, tokens: Vec<u64>) {
         self.inner.give_back_soon(tokens);
+    }
+
+    /// Lets a release of this handle take these permits in their turn again: for an async
+    /// caller that asked for them spared (see `acquire`) only until it had them, so that a
+    /// `release` beside a grant it might yet give back (cancelled as it was handed over)
+    /// cannot take that grant and leave the give-back nothing.
+    pub fn unspare(&self, tokens: Vec<u64>) {
+        self.inner.unspare(&tokens);
     }
 
     /// Marks the grant of `acquire_cancellable` under `ticket` as the caller's: until then a

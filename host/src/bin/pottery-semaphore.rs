@@ -440,8 +440,10 @@ async fn watch_command(
                 if ended.is_some() {
                     // Only what the command left running holds the permit: a signal stops it
                     // (one it ignores, as a shell's background job does SIGINT, too); not the
-                    // terminal's that ended the command, seen only after its end.
-                    if ended_at.elapsed() >= SAME_KEYPRESS || !sent_by_the_terminal(sig) {
+                    // terminal's that ended the command, seen only after its end, unless some
+                    // of it runs outside this process group, which the terminal did not reach.
+                    let keypress_seen = ended_at.elapsed() < SAME_KEYPRESS && sent_by_the_terminal(sig);
+                    if !keypress_seen || children().into_iter().any(|c| !in_our_process_group(c)) {
                         orphans_get.set(if asked_to_stop { libc::SIGKILL } else { libc::SIGTERM });
                         asked_to_stop = true;
                     }

@@ -83,9 +83,13 @@ public final class Semaphore: Sendable {
 
     /// As `acquire`, returning the permits taken (empty when not acquired). Cancelling the task
     /// ends the wait: the waiter leaves the queue, permits granted meanwhile are given back, and
-    /// `CancellationError` is thrown.
+    /// `CancellationError` is thrown. The permits are granted spared (see below) until they are
+    /// the caller's: a `release` beside a grant that a cancellation is giving back takes other
+    /// permits, not that one, which would leave the give-back nothing and the permit it meant held.
     public func acquirePermits(n: Int = 1, timeout: TimeInterval? = nil) async throws -> [Permit] {
-        try await acquirePermits(n: n, timeout: timeout, spared: false)
+        let permits = try await acquirePermits(n: n, timeout: timeout, spared: true)
+        if !permits.isEmpty { raw.unspare(tokens: permits.map { $0.token }) }
+        return permits
     }
 
     /// `spared`: for `withPermit`, whose permits the host takes last in a `release` beside it

@@ -78,8 +78,16 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
     /** Takes [n] permits if they are available now, without waiting. */
     suspend fun tryAcquire(n: Int = 1): Boolean = acquire(n, Duration.ZERO)
 
-    /** As [acquire], returning the permits taken (empty when not acquired). */
-    suspend fun acquirePermits(n: Int = 1, timeout: Duration? = null): List<Permit> = acquirePermits(n, timeout, spared = false)
+    /**
+     * As [acquire], returning the permits taken (empty when not acquired). They are granted
+     * spared (see below) until they are the caller's: a [release] beside a grant that a
+     * cancellation is giving back then takes other permits, not that one, which would leave the
+     * give-back nothing and the permit it meant held.
+     */
+    suspend fun acquirePermits(n: Int = 1, timeout: Duration? = null): List<Permit> =
+        acquirePermits(n, timeout, spared = true).also { permits ->
+            if (permits.isNotEmpty()) native.unspare(permits.map { it.token.toULong() })
+        }
 
     /**
      * [acquirePermits] for [withPermit]: [spared], the host takes the permits last in a [release]
