@@ -358,6 +358,32 @@ fn a_ctrl_c_reaches_a_command_that_left_the_process_group() {
     assert!(sent.elapsed() < Duration::from_secs(3), "ended {:?} after the Ctrl-C", sent.elapsed());
 }
 
+/// A Ctrl-C ends the command, a shell, while a worker it started in the background runs on (in
+/// the CLI's process group, so the terminal's SIGINT reached it too): the CLI waits for the
+/// worker but does not pass it the SIGINT again, which would break into its clean-up.
+#[test]
+fn a_ctrl_c_that_ended_the_command_reaches_what_it_left_running_once() {
+    use std::io::Write;
+    let server = Server::start(Flavor::Redis);
+    let k = key("cli-tty-orphan-int");
+    let _sem = create(&server, &k, 1);
+    let dir = scratch("cli-orphan-int");
+    let (started, worker) = (dir.join("started"), dir.join("worker.pl"));
+    // Counts SIGINTs for 2 s (perl sets a handler where the shell left SIGINT ignored).
+    let counting = "my $n = 0; $SIG{INT} = sub { $n++ }; open(my $f, '>', $ENV{STARTED}); close $f;\n\
+                    for (1..20) { select(undef, undef, undef, 0.1) } print \"ints=$n\\n\";\n";
+    std::fs::write(&worker, counting).unwrap();
+    let command = format!("exec \"$CLI\" run --key {k} -- sh -c 'perl \"$WORKER\" & sleep 10'");
+    let mut child = on_a_terminal(&server, &command, &[("STARTED", &started), ("WORKER", &worker)]);
+    eventually("the worker started", || started.exists());
+    std::thread::sleep(Duration::from_millis(200));
+    child.stdin.as_mut().unwrap().write_all(b"\x03").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let shown = text(&out.stdout);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(shown.contains("ints=1"), "{shown:?}");
+}
+
 /// The CLI as the session leader of its terminal (as `ssh -t host pottery-semaphore run …`
 /// leaves it): when the terminal hangs up, the kernel sends SIGHUP to the leader alone, and the
 /// CLI passes it on to the command.

@@ -263,10 +263,35 @@ static ORIGIN: [AtomicI32; 32] = [const { AtomicI32::new(0) }; 32];
 #[allow(unsafe_code)]
 fn record_origin(signal: i32) -> std::io::Result<()> {
     let slot = usize::try_from(signal).ok().filter(|s| *s < ORIGIN.len()).ok_or_else(|| std::io::Error::other("signal number out of range"))?;
-    // SAFETY: the action runs inside the signal handler and only stores into an atomic, which is
-    // async-signal-safe.
-    unsafe { signal_hook_registry::register_sigaction(signal, move |info: &libc::siginfo_t| ORIGIN[slot].store(info.si_code, Ordering::Relaxed)) }
-        .map(drop)
+    // SAFETY: the action runs inside the signal handler; it reads the monotonic clock and
+    // stores into atomics, all async-signal-safe.
+    unsafe {
+        signal_hook_registry::register_sigaction(signal, move |info: &libc::siginfo_t| {
+            ORIGIN[slot].store(info.si_code, Ordering::Relaxed);
+            ARRIVED_MS[slot].store(monotonic_ms(), Ordering::Relaxed);
+        })
+    }
+    .map(drop)
+}
+
+/// When each handled signal last arrived ([`monotonic_ms`]), beside [`ORIGIN`].
+static ARRIVED_MS: [std::sync::atomic::AtomicU64; 32] = [const { std::sync::atomic::AtomicU64::new(0) }; 32];
+
+/// CLOCK_MONOTONIC in ms: readable inside a signal handler, unlike `Instant::now` by contract.
+#[allow(unsafe_code)]
+fn monotonic_ms() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec it is given; it is async-signal-safe.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    (now.tv_sec as u64).saturating_mul(1000) + now.tv_nsec as u64 / 1_000_000
+}
+
+/// True when `signal` came from the terminal's keyboard within `SAME_KEYPRESS` (see
+/// [`sent_by_the_terminal`]): the keypress that ended the command, which reached the rest of
+/// this process group with it.
+fn the_terminal_just_sent(signal: i32) -> bool {
+    sent_by_the_terminal(signal)
+        && ARRIVED_MS.get(signal as usize).is_some_and(|at| monotonic_ms().saturating_sub(at.load(Ordering::Relaxed)) < SAME_KEYPRESS.as_millis() as u64)
 }
 
 /// True when the terminal sent the latest `signal` from its keyboard (Ctrl-C, Ctrl-\): the
@@ -414,6 +439,9 @@ async fn watch_command(
                 let stopped_by = status.and_then(|s| s.signal()).filter(|s| [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT].contains(s));
                 if let (None, Some(sig)) = (orphans_get.signal, stopped_by) {
                     orphans_get.set(sig);
+                    // The terminal's keypress reached those in this process group already: a
+                    // second one would break into their clean-up.
+                    orphans_get.spare_our_group = the_terminal_just_sent(sig);
                 }
                 (ended, ended_at) = (Some(status), Instant::now());
             }
@@ -489,6 +517,8 @@ async fn watch_command(
 struct PassedOn {
     signal: Option<i32>,
     reached: std::collections::BTreeSet<u32>,
+    /// Not to those in this process group, which had it from the terminal.
+    spare_our_group: bool,
 }
 
 impl PassedOn {
@@ -496,13 +526,14 @@ impl PassedOn {
     fn set(&mut self, signal: i32) {
         self.signal = Some(signal);
         self.reached.clear();
+        self.spare_our_group = false;
     }
 
     /// Sends the signal, if any, to those of `orphans` that have not had it.
     fn deliver(&mut self, orphans: Vec<u32>) {
         let Some(signal) = self.signal else { return };
         for orphan in orphans {
-            if self.reached.insert(orphan) {
+            if self.reached.insert(orphan) && !(self.spare_our_group && in_our_process_group(orphan)) {
                 send_signal(orphan, signal);
             }
         }
