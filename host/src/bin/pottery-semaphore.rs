@@ -286,6 +286,11 @@ fn monotonic_ms() -> u64 {
     (now.tv_sec as u64).saturating_mul(1000) + now.tv_nsec as u64 / 1_000_000
 }
 
+/// Whether `signal` last arrived before `ms` ([`monotonic_ms`]).
+fn arrived_before(signal: i32, ms: u64) -> bool {
+    ARRIVED_MS.get(signal as usize).is_some_and(|at| at.load(Ordering::Relaxed) < ms)
+}
+
 /// True when `signal` came from the terminal's keyboard within `SAME_KEYPRESS` (see
 /// [`sent_by_the_terminal`]): the keypress that ended the command, which reached the rest of
 /// this process group with it.
@@ -383,12 +388,14 @@ async fn run(args: Args) -> Result<u8, Failure> {
     // Children this process had before (it was exec'd by a shell with jobs running) are not the
     // command's.
     let before = children();
+    // A terminal's signal that came before this reached the waiting CLI only: see watch_command.
+    let spawning_ms = monotonic_ms();
     let child = tokio::process::Command::new(&args.program[0])
         .args(&args.program[1..])
         .env("POTTERY_SEMAPHORE_TOKEN", permits[0].token.to_string())
         .spawn();
     let (status, lost) = match child {
-        Ok(mut child) => watch_command(&mut child, &before, &sem, &mut signals, args.keep_running).await,
+        Ok(mut child) => watch_command(&mut child, &before, spawning_ms, &sem, &mut signals, args.keep_running).await,
         Err(e) => {
             let _ = sem.release_permits(tokens).await;
             let code = if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 };
@@ -408,10 +415,12 @@ async fn run(args: Args) -> Result<u8, Failure> {
 /// Waits for the command and for what it left running (see `adopt_orphans`), forwarding
 /// signals to the command; when the permit is lost, stops both (SIGTERM, then SIGKILL after
 /// `LOST_GRACE`) unless `keep_running`. Returns the command's status and whether the permit was
-/// lost. `before`: children that are not the command's.
+/// lost. `before`: children that are not the command's; `spawning_ms`: when it was about to
+/// start ([`monotonic_ms`]).
 async fn watch_command(
     child: &mut tokio::process::Child,
     before: &[u32],
+    spawning_ms: u64,
     sem: &Semaphore,
     signals: &mut [(i32, tokio::signal::unix::Signal)],
     keep_running: bool,
@@ -475,9 +484,10 @@ async fn watch_command(
                         orphans_get.set(if asked_to_stop { libc::SIGKILL } else { libc::SIGTERM });
                         asked_to_stop = true;
                     }
-                } else if !sent_by_the_terminal(sig) || !in_our_process_group(pid) {
+                } else if !sent_by_the_terminal(sig) || !in_our_process_group(pid) || arrived_before(sig, spawning_ms) {
                     // The terminal's reaches the command itself only in this process group
-                    // (GNU `timeout` without --foreground, for one, leaves it).
+                    // (GNU `timeout` without --foreground, for one, leaves it), and only once it
+                    // runs (a keypress just as the permit came, seen only now, did not).
                     send_signal(pid, sig);
                 }
             }
