@@ -177,6 +177,18 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+        // What answered may be another test's server that took the port first (this one, unable
+        // to bind it, is on its way out): it must be this process. (Servers that refuse INFO
+        // before AUTH are not asked.)
+        let info = self.client().get_connection().and_then(|mut c| redis::cmd("INFO").arg("server").query::<String>(&mut c));
+        let answered_by = info.ok().and_then(|i| i.lines().find_map(|l| l.strip_prefix("process_id:")?.trim().parse::<u32>().ok()));
+        if answered_by.is_some_and(|pid| Some(pid) != self.pid()) {
+            if let Some(mut ours) = self.child.take() {
+                let _ = ours.kill();
+                let _ = ours.wait();
+            }
+            return Err(format!("port {} answered for another {binary} (pid {answered_by:?})", self.port));
+        }
         Ok(())
     }
 
@@ -333,4 +345,22 @@ pub async fn assert_time_outs_are_prompt(waiter: &pottery_semaphore_host::Semaph
         assert!(took < timeout + Duration::from_millis(200), "timeout {timeout:?} overshot: {took:?}");
     }
     assert!(waiter.status().await.unwrap().waiters.is_empty(), "a timed-out waiter leaves the queue");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port another test's server took first answers PING, but not for this process: the start
+    /// is refused (and retried elsewhere), not taken as this server's.
+    #[test]
+    fn a_port_another_server_answers_on_is_not_taken_for_ours() {
+        let first = Server::start(Flavor::Redis);
+        let dir = std::env::temp_dir().join(format!("pottery-semaphore-harness-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut second = Server { flavor: Flavor::Redis, port: first.port, child: None, dir, extra: Vec::new() };
+        let started = second.try_spawn();
+        assert!(started.is_err(), "took {}'s server for its own", first.port);
+        assert!(second.exited(), "its own server is left running");
+    }
 }

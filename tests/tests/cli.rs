@@ -237,6 +237,7 @@ fn what_the_command_leaves_running_keeps_the_permit_until_it_ends() {
     let out = run(&server, &["run", "--key", &k, "--", "sh", "-c", "setsid sleep 12 </dev/null >/dev/null 2>&1 &"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(started.elapsed() < Duration::from_secs(10), "waited {:?} for a daemon", started.elapsed());
+    let _ = std::fs::remove_dir_all(job_file.parent().expect("the scratch directory"));
 }
 
 #[test]

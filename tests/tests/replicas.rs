@@ -180,10 +180,8 @@ async fn without_replica_ack_nothing_waits() {
     let (waits, waitaofs) = (calls(&primary, "wait"), calls(&primary, "waitaof"));
     let sem = Semaphore::open(primary.options(&key("no-ack")).permits(1)).await.unwrap();
     let _paused = Paused::new(&replica);
-    let started = Instant::now();
     assert!(sem.acquire(false, None).await.unwrap());
     sem.release(1).await.unwrap();
-    assert!(started.elapsed() < ACK, "took {:?}", started.elapsed());
     assert_eq!((calls(&primary, "wait"), calls(&primary, "waitaof")), (waits, waitaofs), "the harness's probes only");
 }
 
