@@ -911,8 +911,8 @@ mod tests {
     }
 
     /// Stale copies of slot 0 on master 0 and of slot 1 on master 1 (releases they missed):
-    /// each slot is free on a majority, and two acquires in a row get them (slot 0 on masters
-    /// 1 and 2, then slot 1 on 0 and 2), though no single master has room for both.
+    /// each slot is free on a majority, so `value` counts both as available, though no single
+    /// master has room for both.
     #[test]
     fn stale_copies_on_different_masters_leave_both_slots_available() {
         let masters = Answering(|script: &str, master: u32, _: &Args| match script {

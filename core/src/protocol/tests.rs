@@ -207,6 +207,7 @@ fn redis_lost_mid_wait_is_reported_after_a_best_effort_cleanup() {
     fake.replies.borrow_mut().extend([ints(&[2, 9, 1000]), Err(down.clone())]);
     fake.pops.borrow_mut().push_back(Err(down.clone()));
     assert_eq!(sem.acquire(1, true, None), Err(down));
+    assert_eq!(fake.calls.borrow().last(), Some(&eval("cancel.lua", &["9", "0"])), "the clean-up tried to leave the queue");
 }
 
 #[test]
