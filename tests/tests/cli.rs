@@ -58,6 +58,19 @@ fn on_a_terminal(server: &Server, command: &str, vars: &[(&str, &Path)]) -> std:
     terminal_command(server, command, vars).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("script (util-linux)")
 }
 
+/// Runs `command` on a terminal (see `on_a_terminal`), waits until it has created `started`,
+/// then types `keys`: what the terminal showed, and how long after the keypress it all ended.
+fn type_once_started(server: &Server, command: &str, vars: &[(&str, &Path)], started: &Path, keys: &[u8]) -> (String, Duration) {
+    use std::io::Write;
+    let mut child = on_a_terminal(server, command, vars);
+    eventually("the command started", || started.exists());
+    std::thread::sleep(Duration::from_millis(200));
+    let typed = Instant::now();
+    child.stdin.as_mut().unwrap().write_all(keys).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (text(&out.stdout), typed.elapsed())
+}
+
 /// A fresh directory for a test's marker files.
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("pottery-semaphore-{name}-{}", std::process::id()));
@@ -315,7 +328,6 @@ fn an_interrupt_sent_to_the_cli_on_a_terminal_reaches_the_command() {
 /// is exec'd: a shell left in the foreground group would die of the SIGQUIT and hang up.
 #[test]
 fn a_quit_from_the_terminal_reaches_the_command_once() {
-    use std::io::Write;
     let server = Server::start(Flavor::Redis);
     let k = key("cli-tty-quit");
     let _sem = create(&server, &k, 1);
@@ -324,12 +336,7 @@ fn a_quit_from_the_terminal_reaches_the_command_once() {
     // Counts SIGQUITs for 2 s after it starts (the sleeps it runs die of theirs).
     let counting = "n=0; trap \"n=\\$((n+1))\" QUIT; touch \"$STARTED\"; i=0; while [ $i -lt 20 ]; do sleep 0.1; i=$((i+1)); done; echo quits=$n";
     let command = format!("exec \"$CLI\" run --key {k} -- sh -c '{counting}'");
-    let mut child = on_a_terminal(&server, &command, &[("STARTED", &started)]);
-    eventually("the command started", || started.exists());
-    std::thread::sleep(Duration::from_millis(200));
-    child.stdin.as_mut().unwrap().write_all(b"\x1c").unwrap();
-    let out = child.wait_with_output().unwrap();
-    let shown = text(&out.stdout);
+    let (shown, _) = type_once_started(&server, &command, &[("STARTED", &started)], &started, b"\x1c");
     let _ = std::fs::remove_dir_all(&dir);
     assert!(shown.contains("quits=1"), "{shown:?}");
 }
@@ -339,7 +346,6 @@ fn a_quit_from_the_terminal_reaches_the_command_once() {
 /// not, taking the terminal's signal for one the command had already received.
 #[test]
 fn a_ctrl_c_reaches_a_command_that_left_the_process_group() {
-    use std::io::Write;
     let server = Server::start(Flavor::Redis);
     let k = key("cli-tty-group");
     let _sem = create(&server, &k, 1);
@@ -347,16 +353,10 @@ fn a_ctrl_c_reaches_a_command_that_left_the_process_group() {
     let started = dir.join("started");
     let interruptible = "trap \"echo got-int; exit 3\" INT; touch \"$STARTED\"; i=0; while [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; echo no-int";
     let command = format!("exec \"$CLI\" run --key {k} -- timeout 20 sh -c '{interruptible}'");
-    let mut child = on_a_terminal(&server, &command, &[("STARTED", &started)]);
-    eventually("the command started", || started.exists());
-    std::thread::sleep(Duration::from_millis(200));
-    let sent = Instant::now();
-    child.stdin.as_mut().unwrap().write_all(b"\x03").unwrap();
-    let out = child.wait_with_output().unwrap();
-    let shown = text(&out.stdout);
+    let (shown, took) = type_once_started(&server, &command, &[("STARTED", &started)], &started, b"\x03");
     let _ = std::fs::remove_dir_all(&dir);
     assert!(shown.contains("got-int"), "{shown:?}");
-    assert!(sent.elapsed() < Duration::from_secs(3), "ended {:?} after the Ctrl-C", sent.elapsed());
+    assert!(took < Duration::from_secs(3), "ended {took:?} after the Ctrl-C");
 }
 
 /// A Ctrl-C ends the command, a shell, while a worker it started in the background runs on (in
@@ -364,7 +364,6 @@ fn a_ctrl_c_reaches_a_command_that_left_the_process_group() {
 /// worker but does not pass it the SIGINT again, which would break into its clean-up.
 #[test]
 fn a_ctrl_c_that_ended_the_command_reaches_what_it_left_running_once() {
-    use std::io::Write;
     let server = Server::start(Flavor::Redis);
     let k = key("cli-tty-orphan-int");
     let _sem = create(&server, &k, 1);
@@ -375,12 +374,7 @@ fn a_ctrl_c_that_ended_the_command_reaches_what_it_left_running_once() {
                     for (1..20) { select(undef, undef, undef, 0.1) } print \"ints=$n\\n\";\n";
     std::fs::write(&worker, counting).unwrap();
     let command = format!("exec \"$CLI\" run --key {k} -- sh -c 'perl \"$WORKER\" & sleep 10'");
-    let mut child = on_a_terminal(&server, &command, &[("STARTED", &started), ("WORKER", &worker)]);
-    eventually("the worker started", || started.exists());
-    std::thread::sleep(Duration::from_millis(200));
-    child.stdin.as_mut().unwrap().write_all(b"\x03").unwrap();
-    let out = child.wait_with_output().unwrap();
-    let shown = text(&out.stdout);
+    let (shown, _) = type_once_started(&server, &command, &[("STARTED", &started), ("WORKER", &worker)], &started, b"\x03");
     let _ = std::fs::remove_dir_all(&dir);
     assert!(shown.contains("ints=1"), "{shown:?}");
 }
