@@ -635,7 +635,11 @@ async fn naming_a_permit_whose_release_failed_again_does_not_wait_again() {
     use pottery_semaphore_tests::proxy::Proxy;
     let server = Server::start(Flavor::Redis);
     let proxy = Proxy::start(server.port);
-    let sem = Semaphore::open(Options::new(proxy.url(), key("named-again")).guard_fresh_server(false)).await.unwrap();
+    // A lease long enough that its end cannot pass for the release: the refresher's retries come
+    // every 7 s (a third of it), the check below gives up 10 s after Redis is back, ~15 s in.
+    let lease = Duration::from_secs(21);
+    let sem = Semaphore::open(Options::new(proxy.url(), key("named-again")).guard_fresh_server(false).lease(lease)).await.unwrap();
+    let granted = Instant::now();
     let token = sem.acquire_n(1, false, None).await.unwrap()[0].token;
     proxy.cut();
     let first = Instant::now();
@@ -646,6 +650,7 @@ async fn naming_a_permit_whose_release_failed_again_does_not_wait_again() {
     assert!(again.elapsed() < Duration::from_millis(500), "named again, it waited {:?} (the first {waited:?})", again.elapsed());
     proxy.restore();
     let deadline = Instant::now() + Duration::from_secs(10);
+    assert!(deadline < granted + lease, "the check must end before the lease would free the permit");
     while sem.value().await.unwrap() != 1 {
         assert!(Instant::now() < deadline, "the refresher did not release it in the background");
         tokio::time::sleep(Duration::from_millis(50)).await;
