@@ -381,21 +381,28 @@ fn a_ctrl_c_that_ended_the_command_reaches_what_it_left_running_once() {
 
 /// The CLI as the session leader of its terminal (as `ssh -t host pottery-semaphore run …`
 /// leaves it): when the terminal hangs up, the kernel sends SIGHUP to the leader alone, and the
-/// CLI passes it on to the command.
+/// CLI passes it on to the command, holds the permit while the command finishes, then gives it
+/// back. (A CLI that died of the SIGHUP would pass the first check too: the kernel hangs up the
+/// foreground group when its session leader exits. It would not give the permit back, which the
+/// 30 s lease keeps for far longer than the check waits.)
 #[test]
 fn a_hang_up_of_the_terminal_reaches_the_command_through_the_session_leader() {
     let server = Server::start(Flavor::Redis);
     let k = key("cli-hang-up");
-    let _sem = create(&server, &k, 1);
+    let sem = create(&server, &k, 1);
     let dir = scratch("cli-hup");
     let (started, hung_up) = (dir.join("started"), dir.join("hung-up"));
-    let command = format!("exec \"$CLI\" run --key {k} -- sh -c 'trap \"touch \\\"\\$HUNG_UP\\\"; kill \\$!; exit 0\" HUP; touch \"$STARTED\"; sleep 30 & wait'");
+    let command = format!(
+        "exec \"$CLI\" run --key {k} --lease 30 -- sh -c 'trap \"touch \\\"\\$HUNG_UP\\\"; sleep 1; kill \\$!; exit 0\" HUP; touch \"$STARTED\"; sleep 30 & wait'"
+    );
     let mut terminal = on_a_terminal(&server, &command, &[("STARTED", &started), ("HUNG_UP", &hung_up)]);
     eventually("the command started", || started.exists());
     // Killing script(1) closes the terminal's master side: a hang-up.
     terminal.kill().unwrap();
     terminal.wait().unwrap();
     eventually("the command got SIGHUP", || hung_up.exists());
+    assert_eq!(sem.value().unwrap(), 0, "the permit is held while the command finishes");
+    eventually("the CLI gave the permit back once the command ended", || sem.value().unwrap() == 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
