@@ -68,6 +68,12 @@ impl Runtime {
     pub fn options(&self) -> &EngineOptions {
         &self.options
     }
+
+    /// Whether the component runs in wasmtime's Pulley interpreter (as it must where JIT is
+    /// forbidden), as the engine reports it rather than as asked.
+    pub fn interprets(&self) -> bool {
+        self.engine.is_pulley()
+    }
 }
 
 impl std::fmt::Debug for Runtime {
