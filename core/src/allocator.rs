@@ -142,6 +142,9 @@ mod tests {
         let heap = SizeClasses::new(System);
         let sizes = [1, 8, 15, 16, 17, 24, 100, 255, 256, 1000, 4096, 5000];
         let mut live: Vec<(*mut u8, Layout, u8)> = Vec::new();
+        // The blocks of the size classes handed out in the first round: every later round, which
+        // asks for the same sizes after all were freed, must be served from these alone.
+        let mut first_round = HashSet::new();
         for round in 0..3u8 {
             let mut seen = HashSet::new();
             for (i, &size) in sizes.iter().cycle().take(60).enumerate() {
@@ -152,6 +155,13 @@ mod tests {
                 let fill = round.wrapping_mul(61).wrapping_add(i as u8);
                 unsafe { p.write_bytes(fill, size) };
                 assert!(seen.insert(p as usize), "a block handed out twice");
+                if SizeClasses::<System>::class(l).is_some() {
+                    if round == 0 {
+                        first_round.insert(p as usize);
+                    } else {
+                        assert!(first_round.contains(&(p as usize)), "a freed block was not reused");
+                    }
+                }
                 live.push((p, l, fill));
             }
             for &(p, l, fill) in &live {
