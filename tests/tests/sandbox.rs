@@ -88,10 +88,11 @@ fn the_compiled_component_is_cached_on_disk() {
     let second = Runtime::new(options.clone()).expect("runtime");
     assert!(second.loaded_from_cache);
     // Native code that another user could have put there is not run: a directory or file that
-    // others may write to is passed over (and the cache is not written there).
+    // others may write to is passed over (and the cache is not written there). One case each for
+    // the group's and the others' write bit, which the check must both refuse.
     use std::os::unix::fs::PermissionsExt;
     let artifact = std::fs::read_dir(&dir).expect("cache dir").next().expect("the artifact").expect("entry").path();
-    for (path, mode) in [(&dir, 0o777), (&artifact, 0o666)] {
+    for (path, mode) in [(&dir, 0o770), (&artifact, 0o606)] {
         let private = std::fs::metadata(path).expect("metadata").permissions();
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
         let third = Runtime::new(options.clone()).expect("runtime");
