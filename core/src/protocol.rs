@@ -220,15 +220,16 @@ impl<T: Transport> Semaphore<T> {
         let n = validate::count(n)?;
         let timeout_ms = validate::timeout(blocking, timeout)?;
         let waits = blocking && timeout_ms != Some(0);
-        // The clock is a host call: read it only when a time-out will be measured from it.
-        let started = if waits && timeout_ms.is_some() { self.transport.monotonic_now_ns() } else { 0 };
+        // The clock is a host call: read it only for a call that may wait (its time-out, and
+        // how long a grant pushed to it has been valid, count from here).
+        let started = if waits { self.transport.monotonic_now_ns() } else { 0 };
         let first = self.run(&scripts::ACQUIRE, &[&n, &flag(waits), &flag(self.id.bounded)])?;
         match self.step(first)? {
             Step::Granted(permits) => self.acknowledged(permits),
             Step::Unavailable => Ok(Vec::new()),
             Step::Queued { waiter, wait_ms } => {
                 let deadline = timeout_ms.map(|ms| started.saturating_add(ms.saturating_mul(1_000_000)));
-                self.wait(n, waiter, wait_ms, deadline)
+                self.wait(n, waiter, wait_ms, deadline, started)
             }
         }
     }
@@ -237,11 +238,13 @@ impl<T: Transport> Semaphore<T> {
     /// permits, so being served costs no further round trip. Each pop is capped by the next lease
     /// deadline (expired permits are reclaimed without a release) and by a heartbeat that keeps
     /// this waiter's place in the queue (see [`WAITER_WINDOW_MS`]); a waiter that stops beating
-    /// is dropped by the others.
-    fn wait(&self, n: u64, mut waiter: u64, mut wait_ms: u64, deadline: Option<u64>) -> Result<Vec<Permit>, Error> {
+    /// is dropped by the others. `script_started`: when the script that queued it was sent.
+    fn wait(&self, n: u64, mut waiter: u64, mut wait_ms: u64, deadline: Option<u64>, mut script_started: u64) -> Result<Vec<Permit>, Error> {
         // At most a third of a lease too: a grant pushed during a pop is valid, by the host's
         // clock, from the script before the pop, and needs two thirds of its lease left for
         // the holder's first refresh (a third of a lease away at most) to reach it in time.
+        // One that came later than that after the script (a slow script, a pop Redis ended
+        // late) is claimed with a fresh lease instead (see below).
         let heartbeat_ms = (self.id.lease_ms.clamp(MIN_WAITER_WINDOW_MS, WAITER_WINDOW_MS) / 3).min(self.id.lease_ms / 3);
         loop {
             let mut pop_ms = wait_ms.min(heartbeat_ms);
@@ -256,15 +259,15 @@ impl<T: Transport> Semaphore<T> {
                 (pop_ms, exact) = before;
             }
             match self.transport.blocking_pop(&self.id.keys.wake(waiter), pop_ms.max(1), exact) {
-                Ok(Some(pushed)) if !self.replicate && !self.outlasted_a_third_of_a_lease(popping_since) => {
+                Ok(Some(pushed)) if !self.replicate && !self.outlasted_a_third_of_a_lease(script_started) => {
                     return self.served(&pushed);
                 }
                 // Replicated: the grant was written by another client, which WAIT on this
-                // connection does not cover. Or the pop took longer than a third of a lease
-                // (Redis ends a pop on its timer, up to REDIS_TIMER_SLACK_MS late, however short
-                // the lease): the grant, valid by the host's clock from the script before the
-                // pop, could end before the first refresh reaches it. poll.lua claims it (a
-                // write of ours, after it), with a fresh lease.
+                // connection does not cover. Or more than a third of a lease passed since the
+                // script before the pop was sent (a slow round trip; Redis ends a pop on its
+                // timer, up to REDIS_TIMER_SLACK_MS late, however short the lease): the grant,
+                // valid by the host's clock from that script, could end before the first refresh
+                // reaches it. poll.lua claims it (a write of ours, after it), with a fresh lease.
                 Ok(Some(_)) => {}
                 // Time is up: cancel.lua both leaves the queue and keeps a grant that raced in.
                 Ok(None) if deadline.is_some_and(|d| self.transport.monotonic_now_ns() >= d) => {
@@ -278,6 +281,7 @@ impl<T: Transport> Semaphore<T> {
                     return Err(err);
                 }
             }
+            script_started = self.transport.monotonic_now_ns();
             let polled = self.run(&scripts::POLL, &[&waiter, &n, &flag(self.id.bounded)]).and_then(|reply| self.step(reply));
             let step = match polled {
                 Ok(step) => step,

@@ -26,6 +26,8 @@ struct Fake {
     now_ns: RefCell<u64>,
     /// How much longer than asked a pop lasts (Redis ends pops on its timer).
     pop_overrun_ms: RefCell<u64>,
+    /// How long each script's round trip takes.
+    eval_ms: RefCell<u64>,
     /// The initial value the last script was told (the scope's second leading argument).
     told_initial: RefCell<String>,
 }
@@ -41,6 +43,7 @@ impl Transport for &Fake {
         *self.told_initial.borrow_mut() = scope.leading[1].clone();
         let args = args.iter().map(|a| String::from_utf8(a.to_vec()).expect("text")).collect();
         self.calls.borrow_mut().push(Call::Eval(script.name, args));
+        *self.now_ns.borrow_mut() += *self.eval_ms.borrow() * 1_000_000;
         self.replies.borrow_mut().pop_front().expect("unexpected script")
     }
     fn command(&self, name: &str, _key: &str, _args: &[String]) -> Result<Reply, Error> {
@@ -106,6 +109,22 @@ fn a_push_after_a_third_of_a_lease_is_claimed_with_a_fresh_lease() {
     let fake = Fake::default();
     let sem = open_leased(&fake, false, 300);
     *fake.pop_overrun_ms.borrow_mut() = 50;
+    fake.replies.borrow_mut().push_back(ints(&[2, 7, 60_000]));
+    fake.pops.borrow_mut().push_back(Ok(Some("9000 43".into())));
+    fake.replies.borrow_mut().push_back(ints(&[1, 9100, 43]));
+    let permits = sem.acquire(1, true, None).expect("acquire");
+    assert_eq!(permits.iter().map(|p| (p.token, p.deadline_ms)).collect::<Vec<_>>(), vec![(43, 9100)]);
+    let pop = Call::Pop("pottery-semaphore:{k}:wake:7".into(), 100, false);
+    assert_eq!(*fake.calls.borrow(), vec![eval("acquire.lua", &["1", "1", "1"]), pop, eval("poll.lua", &["7", "1", "1"])]);
+}
+
+/// As above, with the third of a lease spent mostly in the script that queued the waiter (a slow
+/// round trip), not in the pop: the push is claimed with a fresh lease all the same.
+#[test]
+fn a_push_a_third_of_a_lease_after_a_slow_script_is_claimed_with_a_fresh_lease() {
+    let fake = Fake::default();
+    let sem = open_leased(&fake, false, 300);
+    *fake.eval_ms.borrow_mut() = 60;
     fake.replies.borrow_mut().push_back(ints(&[2, 7, 60_000]));
     fake.pops.borrow_mut().push_back(Ok(Some("9000 43".into())));
     fake.replies.borrow_mut().push_back(ints(&[1, 9100, 43]));
