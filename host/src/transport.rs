@@ -208,7 +208,7 @@ impl HostState {
             };
             return Ok((value, Some(number)));
         };
-        Ok((query_own(&mut self.sync.commands, client, retry, |conn| cmd.query(conn))?, None))
+        Ok((query_own(&mut self.sync, client, retry, |conn| cmd.query(conn))?, None))
     }
 
     async fn query_routed(&mut self, master: u32, cmd: &redis::Cmd, route: Route) -> redis::RedisResult<Value> {
@@ -354,7 +354,7 @@ impl HostState {
         scope.frame.write(&mut self.framed, sha1, args);
         let framed = &self.framed;
         let request = |conn: &mut redis::Connection| redis::ConnectionLike::req_packed_command(conn, framed).and_then(Value::extract_error);
-        Ok(query_own(&mut self.sync.commands, client, rerun_safe, request))
+        Ok(query_own(&mut self.sync, client, rerun_safe, request))
     }
 
     /// A read-only command of the allow list, on the semaphore's own key.
@@ -621,6 +621,18 @@ impl TransportHost for HostState {
 mod tests {
     use super::*;
     use pottery_semaphore_core::scripts::{ACQUIRE, INIT};
+
+    /// A pop sent again with under half a millisecond left still asks Redis for a time-out:
+    /// `0.000` would make it block for good.
+    #[test]
+    fn a_pop_never_asks_redis_to_block_for_good() {
+        for exact in [false, true] {
+            let (cmd, _) = blpop("k", Duration::from_micros(300), exact, Duration::from_secs(60));
+            let sent = String::from_utf8(cmd.get_packed_command()).expect("text");
+            let seconds: f64 = sent.lines().nth(6).expect("the time-out").parse().expect("a number");
+            assert!(seconds > 0.0, "{sent:?}");
+        }
+    }
 
     /// One server: a grant served by a push is no older than the script before the pop; one a
     /// script hands out (acquire.lua, or a waiter's poll.lua or cancel.lua, which lease anew what

@@ -1088,3 +1088,38 @@ async fn a_waiter_with_a_short_lease_keeps_the_permit_it_is_served() {
         check_kept("its poll").await;
     }
 }
+
+/// Redis closes connections left idle longer than its `timeout` (as hosted Redis and middleboxes
+/// do), and nothing on the client's side notices until it reads. A release, which must not be
+/// sent twice, made after a long hold on such a connection was lost with it: the caller was told
+/// Redis was out of reach, with Redis up all along. Both APIs' connections: the blocking one's
+/// own, and the async one's shared.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_release_after_redis_closed_the_idle_connection_goes_through() {
+    use pottery_semaphore_host::BlockingSemaphore;
+    let server = Server::start(Flavor::Redis);
+    let k = key("idle-closed");
+    // A long lease: no refresh uses the shared connection while the test waits.
+    let open_leased = || Semaphore::open(server.options(&k).permits(2).lease(Duration::from_secs(60)));
+    let (mine_async, mine_blocking) = (open_leased().await.unwrap(), BlockingSemaphore::from(open_leased().await.unwrap()));
+    assert!(mine_async.acquire(false, None).await.unwrap());
+    let mine_blocking = tokio::task::spawn_blocking(move || mine_blocking.acquire(false, None).map(|got| (got, mine_blocking)));
+    let (got, mine_blocking) = mine_blocking.await.unwrap().unwrap();
+    assert!(got);
+    let mut probe = server.client().get_multiplexed_async_connection().await.expect("conn");
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("timeout").arg("1").query_async(&mut probe).await.unwrap();
+    // Every connection but the probe's, which asks every 50 ms, is closed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info: String = redis::cmd("INFO").arg("clients").query_async(&mut probe).await.unwrap();
+        if info.contains("connected_clients:1\r") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "Redis did not close the idle connections: {info}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    mine_async.release(1).await.expect("async: the release went through");
+    let released = tokio::task::spawn_blocking(move || mine_blocking.release(1)).await.unwrap();
+    released.expect("blocking: the release went through");
+    assert_eq!(mine_async.value().await.unwrap(), 2, "both permits are back");
+}

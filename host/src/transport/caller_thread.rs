@@ -27,7 +27,7 @@ impl HostState {
 
     /// Runs `cmd` on this instance's own blocking connection.
     fn run_here(&mut self, master: u32, cmd: &redis::Cmd, retry: bool) -> Result<redis::RedisResult<Value>, WitError> {
-        self.with_own_client(master, |this, client| query_own(&mut this.sync.commands, client, retry, |conn| cmd.query(conn)))
+        self.with_own_client(master, |this, client| query_own(&mut this.sync, client, retry, |conn| cmd.query(conn)))
     }
 
     fn eval_here(&mut self, master: u32, sha1: &str, scope: &Resource<Scope>, args: Vec<u8>) -> Result<Option<Reply>, WitError> {

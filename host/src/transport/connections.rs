@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use redis::cluster::ClusterClient;
@@ -25,13 +25,20 @@ pub(super) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// it on time (and drops the connection with the BLPOP in flight); a heartbeat's lets Redis end
 /// it, which keeps the connection, with this much for the host's timer to spare.
 const POP_SLACK: Duration = Duration::from_secs(1);
+/// A connection unused for longer than this may have been closed meanwhile, by Redis (its
+/// `timeout` setting, whole seconds) or by a middlebox, with nothing noticed on this side. A
+/// call that must not run twice (see [`Connections::query`]) checks such a connection with a
+/// PING first: sent on a closed one, its reply would be lost with no way to tell whether it ran.
+const IDLE_BEFORE_CHECK: Duration = Duration::from_secs(1);
 
 /// BLPOP `key` and the time-out the host keeps itself: `(command, host's time-out)`, the latter
 /// never past `limit` (what the guest's call has left), slack included.
 pub(super) fn blpop(key: &str, timeout: Duration, exact: bool, limit: Duration) -> (redis::Cmd, Duration) {
     let (on_server, on_host) = if exact { (timeout + POP_SLACK, timeout) } else { (timeout, timeout + POP_SLACK) };
     let mut cmd = redis::cmd("BLPOP");
-    cmd.arg(key).arg(format!("{:.3}", on_server.as_secs_f64()));
+    // Never 0.000, which Redis takes as no time-out at all (a pop sent again with under half a
+    // millisecond left).
+    cmd.arg(key).arg(format!("{:.3}", on_server.max(Duration::from_millis(1)).as_secs_f64()));
     (cmd, on_host.min(limit))
 }
 
@@ -114,9 +121,21 @@ fn next_number() -> u64 {
     NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed)
 }
 
-/// A connection of one guest instance's own, once connected, and its number (see
-/// [`Connections::query_with`]).
-pub(super) type OwnConn = Option<(Conn, u64)>;
+/// A connection of one guest instance's own, once connected, its number (see
+/// [`Connections::query_with`]), and when it last answered.
+pub(super) type OwnConn = Option<(Conn, u64, Instant)>;
+
+/// Whether `conn`, last used `used`, must be checked before a call that must not run twice (see
+/// [`IDLE_BEFORE_CHECK`]). Not a cluster's: redis-rs's cluster client sends a command again by
+/// itself, and such calls carry a request id that makes a second run answer as the first.
+fn check_before_sending(conn: &Conn, used: Option<Instant>) -> bool {
+    matches!(conn, Conn::Server(_)) && used.is_some_and(|at| at.elapsed() > IDLE_BEFORE_CHECK)
+}
+
+/// Whether a PING on `conn` shows it broken.
+async fn broken(conn: &mut Conn) -> bool {
+    matches!(redis::cmd("PING").query_async::<Value>(conn).await, Err(e) if is_connection_error(&e))
+}
 
 /// Sends `cmd` on `conn`, where `route` says on a cluster (commands with a key are routed by it).
 /// A routed command's error reply comes back from redis-rs as a value: made an error here, as
@@ -150,6 +169,8 @@ pub(crate) struct Connections {
     /// The shared connection and its number (which connection of this process's it is): WAIT
     /// covers only the writes made on the connection it runs on.
     shared: tokio::sync::Mutex<(Option<Conn>, u64)>,
+    /// When the shared connection last answered (see [`IDLE_BEFORE_CHECK`]).
+    shared_used: Mutex<Option<Instant>>,
     idle_pops: Mutex<Vec<Conn>>,
 }
 
@@ -165,7 +186,12 @@ fn registered(id: String, create: impl FnOnce() -> Result<Target, WitError>) -> 
         return Ok(existing);
     }
     let target = create()?;
-    let conns = Arc::new(Connections { target, shared: tokio::sync::Mutex::new((None, 0)), idle_pops: Mutex::new(Vec::new()) });
+    let conns = Arc::new(Connections {
+        target,
+        shared: tokio::sync::Mutex::new((None, 0)),
+        shared_used: Mutex::new(None),
+        idle_pops: Mutex::new(Vec::new()),
+    });
     map.retain(|_, w| w.strong_count() > 0);
     map.insert(id, Arc::downgrade(&conns));
     Ok(conns)
@@ -246,23 +272,35 @@ impl Connections {
     /// a key are routed by it), and says which connection ran it. With `retry`, after a connection
     /// failure (Redis restarted, network blip, no reply in time) it reconnects and tries once
     /// more. A script that did run before the failure then runs twice: only scripts for which
-    /// that is harmless are sent with `retry` ([`scripts::Script::rerun_safe`]).
+    /// that is harmless are sent with `retry` ([`scripts::Script::rerun_safe`]); the others are
+    /// sent on a connection checked first if it sat idle (see [`IDLE_BEFORE_CHECK`]).
     pub(super) async fn query(&self, cmd: &redis::Cmd, route: Option<Route>, retry: bool) -> redis::RedisResult<(Value, u64)> {
         let attempt = |(mut conn, number): (Conn, u64)| async move { send(&mut conn, cmd, route).await.map(|v| (v, number)) };
-        let (conn, number) = self.shared().await?;
-        match attempt((conn, number)).await {
+        let (mut conn, mut number) = self.shared().await?;
+        let used = *self.shared_used.lock().unwrap_or_else(|e| e.into_inner());
+        if !retry && check_before_sending(&conn, used) && broken(&mut conn.clone()).await {
+            self.forget_shared(number).await;
+            (conn, number) = self.shared().await?;
+        }
+        let result = match attempt((conn, number)).await {
             Err(e) if is_connection_error(&e) => {
                 // The next call gets a new connection whether or not this one is sent again.
-                // Only the connection that failed: another call may have replaced it already, and
-                // dropping that one would split writes and their WAIT over two connections.
-                let mut slot = self.shared.lock().await;
-                if slot.1 == number {
-                    slot.0 = None;
-                }
-                drop(slot);
+                self.forget_shared(number).await;
                 if retry { attempt(self.shared().await?).await } else { Err(e) }
             }
             other => other,
+        };
+        *self.shared_used.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        result
+    }
+
+    /// Drops the shared connection if it is still connection `number`: only the connection that
+    /// failed, as another call may have replaced it already, and dropping that one would split
+    /// writes and their WAIT over two connections.
+    async fn forget_shared(&self, number: u64) {
+        let mut slot = self.shared.lock().await;
+        if slot.1 == number {
+            slot.0 = None;
         }
     }
 
@@ -271,25 +309,36 @@ impl Connections {
     /// client blocked in WAIT, so on the shared connection one slow WAIT would hold up every
     /// script of the process behind it, refreshes included.
     pub(super) async fn query_with(&self, own: &mut OwnConn, cmd: &redis::Cmd, route: Option<Route>, retry: bool) -> redis::RedisResult<(Value, u64)> {
-        let (conn, number) = match own {
-            Some((conn, number)) => (conn, *number),
-            None => {
-                let (conn, number) = own.insert((self.connect(Some(RESPONSE_TIMEOUT)).await?, next_number()));
-                (conn, *number)
-            }
+        // As on the shared connection: one that sat idle is checked before a call that must not
+        // run twice.
+        if let Some((conn, _, used)) = own
+            && !retry
+            && check_before_sending(conn, Some(*used))
+            && broken(conn).await
+        {
+            *own = None;
+        }
+        let (conn, number, _) = match own {
+            Some(own) => own,
+            None => own.insert((self.connect(Some(RESPONSE_TIMEOUT)).await?, next_number(), Instant::now())),
         };
-        match send(conn, cmd, route).await {
+        let number = *number;
+        let result = match send(conn, cmd, route).await {
             // As on the shared connection: replaced whether or not the command is sent again.
             Err(e) if is_connection_error(&e) => {
                 *own = None;
                 if !retry {
                     return Err(e);
                 }
-                let (conn, number) = own.insert((self.connect(Some(RESPONSE_TIMEOUT)).await?, next_number()));
+                let (conn, number, _) = own.insert((self.connect(Some(RESPONSE_TIMEOUT)).await?, next_number(), Instant::now()));
                 send(conn, cmd, route).await.map(|v| (v, *number))
             }
             other => other.map(|v| (v, number)),
+        };
+        if let Some((_, _, used)) = own {
+            *used = Instant::now();
         }
+        result
     }
 
     pub(super) async fn blocking_pop(&self, key: &str, timeout_ms: u64, exact: bool, limit: Duration, cancel: Option<&CancelFlag>) -> Result<Option<String>, WitError> {
@@ -335,6 +384,8 @@ impl Connections {
 #[derive(Default)]
 pub(super) struct SyncConnections {
     pub(super) commands: Option<redis::Connection>,
+    /// When `commands` last answered (see [`IDLE_BEFORE_CHECK`]).
+    commands_used: Option<Instant>,
     pub(super) pops: Option<redis::Connection>,
 }
 
@@ -374,27 +425,41 @@ pub(super) fn is_connection_error(e: &redis::RedisError) -> bool {
     e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error()
 }
 
-/// Runs `request` on the blocking connection in `slot` (connected on first use), reconnecting
-/// once when the connection broke, as the async path does.
+/// Runs `request` on the blocking command connection of `own` (connected on first use),
+/// reconnecting once when the connection broke, as the async path does (which also says what
+/// `retry` means).
 pub(super) fn query_own(
-    slot: &mut Option<redis::Connection>,
+    own: &mut SyncConnections,
     client: &redis::Client,
     retry: bool,
     request: impl Fn(&mut redis::Connection) -> redis::RedisResult<Value>,
 ) -> redis::RedisResult<Value> {
+    let slot = &mut own.commands;
     // A connection that already failed is replaced before anything is sent on it.
     if slot.as_ref().is_some_and(|conn| !redis::ConnectionLike::is_open(conn)) {
         *slot = None;
     }
     // No signal may break the read of the reply: that would look like a broken connection, and
     // the request would be sent again though it ran.
-    crate::signals::without_interruption(|| match sync_connection(slot, client, Some(RESPONSE_TIMEOUT), CONNECT_TIMEOUT).and_then(&request) {
-        Err(e) if is_connection_error(&e) => {
-            // Dropped whether or not the request is sent again: after a time-out its reply may
-            // still come, and would be read as the next request's.
+    let result = crate::signals::without_interruption(|| {
+        // One that sat idle is checked before a call that must not run twice.
+        if let Some(conn) = slot.as_mut()
+            && !retry
+            && own.commands_used.is_some_and(|at| at.elapsed() > IDLE_BEFORE_CHECK)
+            && matches!(redis::cmd("PING").query::<Value>(conn), Err(e) if is_connection_error(&e))
+        {
             *slot = None;
-            if retry { sync_connection(slot, client, Some(RESPONSE_TIMEOUT), CONNECT_TIMEOUT).and_then(request) } else { Err(e) }
         }
-        other => other,
-    })
+        match sync_connection(slot, client, Some(RESPONSE_TIMEOUT), CONNECT_TIMEOUT).and_then(&request) {
+            Err(e) if is_connection_error(&e) => {
+                // Dropped whether or not the request is sent again: after a time-out its reply
+                // may still come, and would be read as the next request's.
+                *slot = None;
+                if retry { sync_connection(slot, client, Some(RESPONSE_TIMEOUT), CONNECT_TIMEOUT).and_then(request) } else { Err(e) }
+            }
+            other => other,
+        }
+    });
+    own.commands_used = own.commands.is_some().then(Instant::now);
+    result
 }
