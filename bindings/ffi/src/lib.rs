@@ -345,11 +345,13 @@ impl Semaphore {
     /// `Cancelled`, having left the queue and kept nothing: for callers that run their signal
     /// handlers only once the call returns (Python), and then wait again unless one raised.
     /// A handler that raises then, after a grant, keeps the caller from ever seeing its
-    /// permits: `ticket` (unique per call, not 0) lets `take_grant` find them.
+    /// permits: `ticket` (unique per call, not 0) lets `take_grant` find them. The grant is
+    /// spared until `claim_grant`, as `acquire_cancellable`'s is (and for the same reason: a
+    /// `release` from another thread must not take the grant such a handler gives back).
     /// `spared` as for `acquire`.
     pub fn acquire_interruptible(&self, n: i64, blocking: bool, timeout_s: Option<f64>, ticket: u64, spared: bool) -> Result<Vec<Permit>> {
-        let granted = pottery_semaphore_host::signals_end_waits(|| self.acquire_spared_or_not(n, blocking, timeout_s, spared))?;
-        GRANTS.with(|grants| grants.borrow_mut().note(ticket, &granted, GRANTS_KEPT, true, spared));
+        let granted = pottery_semaphore_host::signals_end_waits(|| self.inner.acquire_n_spared(n, blocking, timeout_s))?;
+        GRANTS.with(|grants| grants.borrow_mut().note(ticket, &granted, GRANTS_KEPT, false, spared));
         Ok(permits(granted))
     }
 
@@ -427,16 +429,15 @@ impl Semaphore {
         self.inner.unspare(&tokens);
     }
 
-    /// Marks the grant of `acquire_cancellable` under `ticket` as the caller's: until then a
-    /// release of this handle takes its permits last, as the grant may yet be given back
-    /// (`take_grant` still finds it after, for a caller that raises later); from then on only
-    /// if it was asked for spared.
+    /// Marks the grant of `acquire_interruptible` (on this thread) or `acquire_cancellable`
+    /// under `ticket` as the caller's: until then a release of this handle takes its permits
+    /// last, as the grant may yet be given back (`take_grant` still finds it after, for a caller
+    /// that raises later); from then on only if it was asked for spared.
     pub fn claim_grant(&self, ticket: u64) {
-        let mut grants = self.pool_grants();
-        if let Some(grant) = grants.claim(ticket)
-            && !grant.spared
-        {
-            self.inner.unspare(&grant.tokens);
+        let unspared = |grant: &Grant| (!grant.spared).then(|| grant.tokens.clone());
+        let here = GRANTS.with(|grants| grants.borrow_mut().claim(ticket).map(unspared));
+        if let Some(tokens) = here.unwrap_or_else(|| self.pool_grants().claim(ticket).and_then(unspared)) {
+            self.inner.unspare(&tokens);
         }
     }
 

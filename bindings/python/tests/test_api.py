@@ -712,6 +712,30 @@ def test_a_handler_that_acquires_before_raising_leaves_no_permit_behind(redis_cl
     assert probe.holders() == [], f"{entry}: the interrupted grant stayed held"
 
 
+def test_a_release_from_another_thread_beside_an_interrupted_grant_does_not_take_it(redis_client, unique_key):
+    """A plain acquire's grant that a handler raising right after it gives back: a release()
+    of the same object from another thread in between must take the object's other permit, not
+    that grant (which would leave the give-back nothing, and the other permit held for as long
+    as the object lived). (The other thread's calls are made here by the call itself, at that
+    moment, on the native handle.)"""
+    sem = Semaphore(value=2, key=unique_key, masters={redis_client})
+    probe = Semaphore(value=2, key=unique_key, masters={redis_client})
+    real = sem._call
+
+    def granted_then_other_thread_then_handler(method, *args):
+        result = real(method, *args)
+        if method == "acquire_interruptible":
+            assert sem._native.acquire(1, False, None, False)
+            sem._native.release(1)
+            raise _Interrupted()
+        return result
+
+    sem._call = granted_then_other_thread_then_handler
+    with pytest.raises(_Interrupted):
+        sem.acquire()
+    assert probe.holders() == [], "a permit stayed held"
+
+
 @pytest.mark.parametrize("entry", ["acquire", "with"])
 def test_a_second_handler_that_raises_during_a_give_back_leaves_no_permit_behind(redis_client, unique_key, entry):
     """A handler raises right after a grant, and while that grant is given back another raises,

@@ -108,6 +108,35 @@ async def test_cancelling_an_acquire_as_its_grant_arrives_gives_the_permit_back(
     other.release()
 
 
+async def test_a_release_beside_a_cancelled_grant_does_not_take_it(server, unique_key, monkeypatch):
+    # As above, with a release() of the same object run between the cancellation and the
+    # give-back: it must take the handle's other permit, not the grant being given back (which
+    # would leave the give-back nothing, and the other permit held with nobody to release it).
+    from pottery_semaphore._native import pottery_semaphore_ffi as ffi
+
+    aio = AIOSemaphore(value=2, key=unique_key, masters={server.url})
+    assert await aio.get_value() == 2
+    task = None
+    set_result = ffi._uniffi_set_future_result
+
+    def set_result_then_cancel_and_release(future, poll_code):
+        set_result(future, poll_code)
+        if poll_code == ffi._UNIFFI_RUST_FUTURE_POLL_READY and task is not None:
+            task.cancel()
+            # Another task's plain acquire, then its release, before the cancelled one resumes.
+            assert aio._native.acquire(1, False, None, False)
+            aio._native.release(1)
+
+    monkeypatch.setattr(ffi, "_uniffi_set_future_result", set_result_then_cancel_and_release)
+    task = asyncio.ensure_future(aio.acquire())
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    monkeypatch.undo()
+    assert aio.fencing_token is None, "the handle kept a permit"
+    other = Semaphore(value=2, key=unique_key, masters={server.url})
+    assert other.holders() == [], "a permit is still held"
+
+
 async def test_cancelling_an_open_as_it_finishes_lets_the_handle_go(own_server, unique_key, monkeypatch):
     # As above for the first call, which opens the handle: cancelled once Rust has opened it,
     # the handle must be freed, not kept (with its connections and background tasks) for good.

@@ -87,12 +87,18 @@ class AIOSemaphore:
             raise c.translate(e) from None
 
     async def _acquire(self, n: int, blocking: bool, timeout_s: Optional[float], spared: bool = False) -> List[Any]:
-        """The permits taken (empty: not acquired); ``spared`` as for ``Semaphore._acquire``."""
+        """The permits taken (empty: not acquired); ``spared`` as for ``Semaphore._acquire``.
+        Granted spared until this task has them (no ``await`` between that and here): until
+        then a cancellation gives them back, and a ``release()`` from another task must not take
+        them in place of one of the handle's others."""
         native = await self._open()
         try:
-            return await _cancel_safe.acquire(native, n, blocking, timeout_s, spared)
+            permits = await _cancel_safe.acquire(native, n, blocking, timeout_s, True)
         except c.NATIVE_ERRORS as e:
             raise c.translate(e) from None
+        if not spared and permits:
+            native.unspare([p.token for p in permits])
+        return permits
 
     async def acquire(self, blocking: bool = True, timeout: Optional[float] = -1, *, n: int = 1) -> bool:
         """Take ``n`` permits (all at once or none); returns whether they were taken.

@@ -100,10 +100,15 @@ class Semaphore:
         deadline = None if seconds is None else time.monotonic() + seconds
         while True:
             try:
-                return self._call("acquire_interruptible", count, blocking, seconds, ticket, spared)
+                permits = self._call("acquire_interruptible", count, blocking, seconds, ticket, spared)
             except exc.AcquireInterruptedError:
                 if deadline is not None:
                     seconds = max(0.0, deadline - time.monotonic())
+                continue
+            # Ours now: until here a release() from another thread took this grant last (a
+            # signal's handler may yet give it back), and from now on only if spared.
+            self._here().claim_grant(ticket)
+            return permits
 
     def _give_back(self, ticket: int) -> None:
         """Releases what the acquire under ``ticket`` granted, if the caller raised before
