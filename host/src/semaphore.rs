@@ -497,6 +497,24 @@ async fn lease_watch(weak: Weak<Inner>, period: Duration, new_permit: Arc<Notify
     }
 }
 
+/// Several masters must be as many servers: one listed twice (`redis://h:6379` and
+/// `redis://h:6379/0` name the same server and database) would vote twice with the same keys,
+/// so a claim could never reach its quorum (each copy's slot is taken by the claim's own vote on
+/// the other), and losing that server would lose two votes. URLs that do not parse are left to
+/// the connection's own error.
+fn refuse_a_master_listed_twice(urls: &[String]) -> Result<(), Error> {
+    use redis::IntoConnectionInfo;
+    let mut seen = std::collections::HashMap::new();
+    for url in urls {
+        let Ok(info) = url.as_str().into_connection_info() else { continue };
+        let place = format!("{} db {}", info.addr().to_string().to_ascii_lowercase(), info.redis_settings().db());
+        if let Some(first) = seen.insert(place, url) {
+            return Err(Error::InvalidArgument(format!("the master {url} is listed twice (also as {first})")));
+        }
+    }
+    Ok(())
+}
+
 async fn refresher(weak: Weak<Inner>, period: Duration) {
     loop {
         tokio::time::sleep(period).await;
@@ -546,6 +564,7 @@ impl Semaphore {
                     "replica acknowledgement is for one server or a cluster; several masters are their own redundancy".into(),
                 ));
             }
+            (n, false) if n > 1 => refuse_a_master_listed_twice(&urls)?,
             _ => {}
         }
         rt.run(async move {

@@ -568,3 +568,21 @@ async fn a_release_whose_replies_were_lost_is_not_sent_again() {
     assert_eq!(other.value().await.unwrap(), 2, "the caller's own permit was released once");
     assert!(matches!(released, Err(Error::Quorum(_))), "no master answered the release: {released:?}");
 }
+
+/// One server listed twice (here as `…` and `…/0`, the same database) would vote twice with the
+/// same keys: a claim could never reach its quorum, and an acquire waited for good. Refused when
+/// opened; another database of the same server is another set of keys, and is let through.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_master_listed_twice_is_refused() {
+    let servers = masters(2);
+    let url = servers[0].url();
+    let twice = Options::with_masters([url.clone(), format!("{}/0", url.trim_end_matches('/'))], key("listed-twice")).guard_fresh_server(false);
+    let r = Semaphore::open(twice).await;
+    assert!(matches!(&r, Err(Error::InvalidArgument(m)) if m.contains("listed twice")), "{r:?}");
+    let spelled_apart = [format!("{url}/"), servers[1].url(), url.clone()];
+    let r = Semaphore::open(Options::with_masters(spelled_apart, key("listed-twice")).guard_fresh_server(false)).await;
+    assert!(matches!(&r, Err(Error::InvalidArgument(m)) if m.contains("listed twice")), "{r:?}");
+    let other_db = Options::with_masters([url.clone(), format!("{}/1", url.trim_end_matches('/')), servers[1].url()], key("listed-twice"));
+    let sem = Semaphore::open(other_db.guard_fresh_server(false)).await.expect("another database is another master");
+    assert!(sem.acquire(false, None).await.unwrap());
+}
