@@ -518,3 +518,25 @@ fn an_ignored_signal_stays_ignored_by_the_cli_and_the_command() {
     assert_eq!(out.status.code(), Some(0), "SIGHUP was not ignored");
     assert_eq!(text(&out.stdout), "survived\n");
 }
+
+/// The CLI killed (SIGKILL, the OOM killer) while its command runs: nothing refreshes the permit
+/// any more, and once its lease ends another may hold it. On Linux the command is killed with it,
+/// so that it does not work on beside that holder.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_command_does_not_outlive_a_killed_cli() {
+    let server = Server::start(Flavor::Redis);
+    let k = key("cli-killed");
+    let _sem = create(&server, &k, 1);
+    let dir = scratch("cli-killed");
+    let pid_file = dir.join("pid");
+    let mut cli = spawn(&server, &["run", "--key", &k, "--", "sh", "-c", "echo $$ > \"$PID_FILE\"; exec sleep 30"], &[("PID_FILE", &pid_file)]);
+    eventually("the command started", || std::fs::read_to_string(&pid_file).is_ok_and(|s| s.ends_with('\n')));
+    let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    cli.kill().unwrap();
+    cli.wait().unwrap();
+    // Ended: gone, or a zombie that whoever adopted it has yet to reap.
+    let running = || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'));
+    eventually("the command was killed with the CLI", || !running());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -390,10 +390,12 @@ async fn run(args: Args) -> Result<u8, Failure> {
     let before = children();
     // A terminal's signal that came before this reached the waiting CLI only: see watch_command.
     let spawning_ms = monotonic_ms();
-    let child = tokio::process::Command::new(&args.program[0])
-        .args(&args.program[1..])
-        .env("POTTERY_SEMAPHORE_TOKEN", permits[0].token.to_string())
-        .spawn();
+    let mut command = tokio::process::Command::new(&args.program[0]);
+    command.args(&args.program[1..]).env("POTTERY_SEMAPHORE_TOKEN", permits[0].token.to_string());
+    if !args.keep_running {
+        killed_with_this_process(&mut command);
+    }
+    let child = command.spawn();
     let (status, lost) = match child {
         Ok(mut child) => watch_command(&mut child, &before, spawning_ms, &sem, &mut signals, args.keep_running).await,
         Err(e) => {
@@ -570,6 +572,37 @@ fn adopt_orphans() {
     unsafe {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     }
+}
+
+/// Linux: the command is killed (SIGKILL) if this process dies first (SIGKILL, the OOM killer,
+/// a signal it does not handle), as the permit is refreshed only while this process lives: once
+/// its lease ends another may hold it, and the command must not work on beside that holder. The
+/// command's own children are not covered, nor a set-user-ID command (exec clears the guard),
+/// nor other systems. Not with --keep-running, whose command outlives the permit by choice.
+#[allow(unsafe_code)]
+fn killed_with_this_process(command: &mut tokio::process::Command) {
+    #[cfg(target_os = "linux")]
+    {
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: between fork and exec the closure makes only async-signal-safe calls (prctl,
+        // getppid) and allocates nothing but the error it may return. The death signal follows
+        // the thread that forked: this one, the current-thread runtime's, lives as long as the
+        // process.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // This process died before the guard was set: the command must not start.
+                if libc::getppid() != parent {
+                    return Err(std::io::Error::other("pottery-semaphore ended"));
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = command;
 }
 
 /// Reaps those of `children` that have ended; returns those that still run.
