@@ -507,7 +507,12 @@ fn refuse_a_master_listed_twice(urls: &[String]) -> Result<(), Error> {
     let mut seen = std::collections::HashMap::new();
     for url in urls {
         let Ok(info) = url.as_str().into_connection_info() else { continue };
-        let place = format!("{} db {}", info.addr().to_string().to_ascii_lowercase(), info.redis_settings().db());
+        // Host names are case-blind; a unix socket's path is not.
+        let addr = match info.addr() {
+            redis::ConnectionAddr::Unix(path) => path.display().to_string(),
+            tcp => tcp.to_string().to_ascii_lowercase(),
+        };
+        let place = format!("{addr} db {}", info.redis_settings().db());
         if let Some(first) = seen.insert(place, url) {
             return Err(Error::InvalidArgument(format!("the master {url} is listed twice (also as {first})")));
         }
@@ -938,5 +943,16 @@ mod tests {
         assert!(!watch_must_wake(Some(soon), Some(soon)), "the watch wakes right when it ends");
         assert!(watch_must_wake(Some(later), None), "a watch that is looking may have missed it");
         assert!(!watch_must_wake(None, None), "no permit, nothing to watch");
+    }
+
+    /// Same host (whatever its case), port and database: one server. A unix socket's path is
+    /// case-sensitive, and another database holds other keys.
+    #[test]
+    fn a_master_listed_twice_is_told_by_host_port_and_database() {
+        let twice = |urls: &[&str]| refuse_a_master_listed_twice(&urls.iter().map(|u| u.to_string()).collect::<Vec<_>>()).is_err();
+        assert!(twice(&["redis://H:7000", "redis://h:7000/0"]));
+        assert!(twice(&["unix:///tmp/r.sock", "unix:///tmp/r.sock?db=0"]));
+        assert!(!twice(&["unix:///tmp/A.sock", "unix:///tmp/a.sock"]));
+        assert!(!twice(&["redis://h:7000", "redis://h:7000/1", "redis://h:7001"]));
     }
 }

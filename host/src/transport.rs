@@ -76,7 +76,7 @@ pub(crate) struct HostState {
     pub(crate) masters: Masters,
     /// What `wait_replicas` waits for; `None`: nothing.
     pub(crate) replicas: Option<ReplicaAck>,
-    /// The async connection that ran the last script (`None`: this instance's blocking one).
+    /// The connection that ran the last script, by number (see `Connections::query`).
     wrote_on: Option<u64>,
     /// This instance's own async connection, for scripts and WAIT when it waits for replicas
     /// (one server or a cluster: see `Connections::query_with`).
@@ -208,7 +208,8 @@ impl HostState {
             };
             return Ok((value, Some(number)));
         };
-        Ok((query_own(&mut self.sync, client, retry, |conn| cmd.query(conn))?, None))
+        let value = query_own(&mut self.sync, client, retry, |conn| cmd.query(conn))?;
+        Ok((value, Some(self.sync.commands_number)))
     }
 
     async fn query_routed(&mut self, master: u32, cmd: &redis::Cmd, route: Route) -> redis::RedisResult<Value> {
@@ -506,7 +507,10 @@ impl TransportHost for HostState {
         self.note_script_sent();
         let conns = self.masters.get(master as usize).cloned();
         let result = match conns.as_deref().and_then(|conns| self.caller_thread_client(conns)) {
-            Some(client) => self.eval_on_caller_thread(client, master, &sha1, &scope, &args)?.map(|value| (value, None)),
+            Some(client) => {
+                let result = self.eval_on_caller_thread(client, master, &sha1, &scope, &args)?;
+                result.map(|value| (value, Some(self.sync.commands_number)))
+            }
             None => {
                 let (evalsha, rerun_safe) = self.evalsha(master, &sha1, &scope, &args)?;
                 self.run(master, &evalsha, None, rerun_safe).await

@@ -32,7 +32,16 @@ def test_client_urls():
     assert client_url(redis.Redis(host="h", credential_provider=provider)) == "redis://u:s3cret@h:6379/0"
     assert client_url(redis.Redis(unix_socket_path="/tmp/a b#1.sock")) == "unix:///tmp/a%20b%231.sock?db=0"
     assert master_urls([]) == [DEFAULT_URL]
-    assert master_urls(["redis://a:1", "redis://a:1"]) == ["redis://a:1"]
+    assert master_urls(["redis://a:1", "redis://a:1"]) == ["redis://a:1", "redis://a:1"]
+
+
+def test_one_server_given_twice_is_refused(server, unique_key):
+    # As a client and as its URL, or twice as a URL: two votes of one server in the quorum.
+    from pottery_semaphore import InvalidArgumentError
+
+    for masters in ([server.client(), server.url], [server.url, server.url]):
+        with pytest.raises(InvalidArgumentError, match="listed twice"):
+            Semaphore(value=1, key=unique_key, masters=masters, guard_fresh_server=False)
 
 
 def test_a_client_with_a_db_and_a_password_reaches_the_same_semaphore_as_its_url(unique_key):

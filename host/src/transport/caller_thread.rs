@@ -37,7 +37,7 @@ impl HostState {
         let result = self.with_own_client(master, |this, client| this.eval_on_caller_thread(client, master, sha1, scope, &args))??;
         self.resumed_at = Instant::now();
         if result.is_ok() {
-            self.wrote_on = None;
+            self.wrote_on = Some(self.sync.commands_number);
         }
         eval_result(result)
     }
@@ -108,7 +108,7 @@ impl Host for HostState {
         let result = self.run_here(master, &wait, false)?;
         self.resumed_at = Instant::now();
         let value = result.map_err(|e| from_redis(&e))?;
-        self.replicas_acked(value, None, timeout_ms)
+        self.replicas_acked(value, Some(self.sync.commands_number), timeout_ms)
     }
 
     fn monotonic_now(&mut self) -> u64 {

@@ -384,6 +384,9 @@ impl Connections {
 #[derive(Default)]
 pub(super) struct SyncConnections {
     pub(super) commands: Option<redis::Connection>,
+    /// Which connection of this process's `commands` is (numbered as the async ones): WAIT
+    /// covers only the writes of the connection it runs on.
+    pub(super) commands_number: u64,
     /// When `commands` last answered (see [`IDLE_BEFORE_CHECK`]).
     commands_used: Option<Instant>,
     pub(super) pops: Option<redis::Connection>,
@@ -411,6 +414,14 @@ pub(super) fn sync_connection<'a>(
     Ok(slot.as_mut().expect("just set"))
 }
 
+/// The command connection in `slot` (see [`sync_connection`]); a new one is given a new `number`.
+fn numbered_connection<'a>(slot: &'a mut Option<redis::Connection>, number: &mut u64, client: &redis::Client) -> redis::RedisResult<&'a mut redis::Connection> {
+    if slot.is_none() {
+        *number = next_number();
+    }
+    sync_connection(slot, client, Some(RESPONSE_TIMEOUT), CONNECT_TIMEOUT)
+}
+
 /// A read broken by a signal delivered to the thread (EINTR; with a read time-out set, even
 /// under `SA_RESTART`). redis-rs keeps the `io::Error` behind an `Arc` as the error's source.
 pub(super) fn is_interrupted(e: &redis::RedisError) -> bool {
@@ -427,7 +438,7 @@ pub(super) fn is_connection_error(e: &redis::RedisError) -> bool {
 
 /// Runs `request` on the blocking command connection of `own` (connected on first use),
 /// reconnecting once when the connection broke, as the async path does (which also says what
-/// `retry` means).
+/// `retry` means). The connection's number is then `own.commands_number`.
 pub(super) fn query_own(
     own: &mut SyncConnections,
     client: &redis::Client,
@@ -450,12 +461,13 @@ pub(super) fn query_own(
         {
             *slot = None;
         }
-        match sync_connection(slot, client, Some(RESPONSE_TIMEOUT), CONNECT_TIMEOUT).and_then(&request) {
+        let number = &mut own.commands_number;
+        match numbered_connection(slot, number, client).and_then(&request) {
             Err(e) if is_connection_error(&e) => {
                 // Dropped whether or not the request is sent again: after a time-out its reply
                 // may still come, and would be read as the next request's.
                 *slot = None;
-                if retry { sync_connection(slot, client, Some(RESPONSE_TIMEOUT), CONNECT_TIMEOUT).and_then(request) } else { Err(e) }
+                if retry { numbered_connection(slot, number, client).and_then(request) } else { Err(e) }
             }
             other => other,
         }

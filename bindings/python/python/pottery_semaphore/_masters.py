@@ -79,7 +79,8 @@ def client_url(client: Any) -> str:
 
 def master_urls(masters: Iterable[Any]) -> List[str]:
     """URLs of ``masters``; an empty collection means ``redis://localhost:6379`` as in the
-    original library."""
+    original library. One server given twice is kept twice, for the semaphore to refuse (it
+    would count as two masters of a quorum)."""
     if isinstance(masters, (str, bytes)):
         raise TypeError("masters must be a collection of clients or URLs, not a single string")
     urls = []
@@ -88,4 +89,4 @@ def master_urls(masters: Iterable[Any]) -> List[str]:
             urls.append(master)
         else:
             urls.append(client_url(master))
-    return sorted(set(urls)) or [DEFAULT_URL]
+    return sorted(urls) or [DEFAULT_URL]
