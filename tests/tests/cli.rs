@@ -276,6 +276,19 @@ fn operators_set_and_add_permits_and_errors_say_what_to_do() {
     }
     let out = run(&server, &["frobnicate"]);
     assert_eq!(out.status.code(), Some(64));
+    // What a command would ignore is refused instead, changing nothing.
+    for args in [
+        &["add-permits", "--key", &k, "1", "2"][..],
+        &["status", "--key", &k, "other"],
+        &["status", "--key", &k, "--timeout", "-5"],
+        &["set-permits", "--key", &k, "9", "--keep-running"],
+        &["run", "--key", &k, "--json", "--", "true"],
+        &["run", "--key", &k, "--key", "other", "--", "true"],
+    ] {
+        let out = run(&server, args);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {}", text(&out.stderr));
+    }
+    assert_eq!(text(&run(&server, &["add-permits", "--key", &k, "0"]).stdout).trim(), format!("{k}: 3 permits"));
     // A refused number creates nothing: a semaphore made here with 0 permits would stay so.
     let fresh = key("cli-ops-negative");
     assert_eq!(run(&server, &["set-permits", "--key", &fresh, "-1"]).status.code(), Some(64));
@@ -412,7 +425,7 @@ fn several_redis_urls_make_a_several_master_semaphore() {
     let k = key("cli-masters");
     let urls: Vec<String> = servers.iter().map(Server::url).collect();
     let options = pottery_semaphore_host::Options::with_masters(urls.clone(), &k).permits(2).guard_fresh_server(false);
-    let _sem = pottery_semaphore_host::BlockingSemaphore::open(options).expect("open");
+    let sem = pottery_semaphore_host::BlockingSemaphore::open(options).expect("open");
     let masters: Vec<&str> = urls.iter().flat_map(|u| ["--redis", u.as_str()]).collect();
     let cli_run = |args: &[&str]| Command::new(cli()).args(&masters).args(args).output().expect("run the CLI");
     let out = cli_run(&["run", "--key", &k, "--", "sh", "-c", "echo token=$POTTERY_SEMAPHORE_TOKEN"]);
@@ -421,11 +434,17 @@ fn several_redis_urls_make_a_several_master_semaphore() {
     assert!(token >> 16 > 0, "a slot token: epoch above the slot bits ({token})");
     let out = cli_run(&["status", "--key", &k, "--json"]);
     assert!(text(&out.stdout).contains(r#""capacity":2"#) && text(&out.stdout).contains(r#""available":2"#), "{}", text(&out.stdout));
+    // Slot tokens exceed 2^53, beyond what a JSON reader that parses numbers as doubles keeps
+    // exact: they are strings.
+    let held = sem.acquire_n(1, false, None).expect("acquire")[0].token;
+    assert!(held > 1 << 53);
+    let out = cli_run(&["status", "--key", &k, "--json"]);
+    assert!(text(&out.stdout).contains(&format!(r#""token":"{held}""#)), "{}", text(&out.stdout));
     servers[1].kill();
     servers[2].kill();
     let out = cli_run(&["status", "--key", &k]);
     assert_eq!(out.status.code(), Some(69));
-    assert!(text(&out.stderr).contains("more than half of the masters"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("too many of the masters"), "{}", text(&out.stderr));
 }
 
 #[test]

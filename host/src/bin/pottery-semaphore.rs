@@ -77,7 +77,7 @@ fn usage(message: impl Into<String>) -> Failure {
 fn failure(e: Error, url: &str) -> Failure {
     let (code, hint) = match &e {
         Error::Unreachable(_) => (EX_UNAVAILABLE, format!("is Redis running at {url}? Set --redis or REDIS_URL.")),
-        Error::Quorum(_) => (EX_UNAVAILABLE, format!("more than half of the masters ({url}) failed; start them or check the URLs.")),
+        Error::Quorum(_) => (EX_UNAVAILABLE, format!("too many of the masters ({url}) failed to form a majority; start them or check the URLs.")),
         Error::Auth(_) => (EX_NOPERM, "check the user and password in the URL (redis://user:password@host:port).".into()),
         Error::InvalidArgument(m) if m.starts_with("no semaphore") => {
             (EX_USAGE, "create it with `set-permits` or `run --permits N`.".into())
@@ -104,6 +104,7 @@ fn parse(raw: Vec<OsString>) -> Result<Args, Failure> {
         match arg.as_str() {
             "-h" | "--help" => return Err(Failure { code: 0, message: USAGE.into() }),
             "--redis" => args.redis.push(value(&mut it, "--redis")?),
+            "--key" if args.key.is_some() => return Err(usage("--key given twice")),
             "--key" => args.key = Some(value(&mut it, "--key")?),
             "--permits" => {
                 let v = value(&mut it, "--permits")?;
@@ -119,10 +120,20 @@ fn parse(raw: Vec<OsString>) -> Result<Args, Failure> {
             _ => args.positional.push(arg),
         }
     }
+    // What a command does not use is a mistake to point out, not to ignore.
+    let only = |flag: &str, given: bool, command: &str| {
+        if given && args.command != command { Err(usage(format!("{flag} is for {command} only"))) } else { Ok(()) }
+    };
+    only("--timeout", args.timeout.is_some(), "run")?;
+    only("--keep-running", args.keep_running, "run")?;
+    only("--json", args.json, "status")?;
+    let extra = |from: usize| args.positional.get(from).map_or(Ok(()), |arg| Err(usage(format!("unexpected {arg}"))));
     match args.command.as_str() {
         "" => Err(usage("no command given")),
         "run" if !args.positional.is_empty() => Err(usage(format!("unexpected {}: the command goes after --", args.positional[0]))),
-        "run" | "status" | "set-permits" | "add-permits" => Ok(args),
+        "status" => extra(0).map(|()| args),
+        "set-permits" | "add-permits" => extra(1).map(|()| args),
+        "run" => Ok(args),
         other => Err(usage(format!("unknown command {other}"))),
     }
 }
@@ -191,10 +202,12 @@ fn print_status(key: &str, s: &Status, json: bool) {
         let holders: Vec<String> = s
             .holders
             .iter()
-            .map(|h| format!(r#"{{"token":{},"holder":"{}","ttl_ms":{}}}"#, h.token, esc(&h.holder), h.ttl_ms))
+            // Tokens and ids as strings: several-master tokens exceed 2^53, which a reader that
+            // parses JSON numbers as doubles (JavaScript, jq 1.6) would round.
+            .map(|h| format!(r#"{{"token":"{}","holder":"{}","ttl_ms":{}}}"#, h.token, esc(&h.holder), h.ttl_ms))
             .collect();
         let waiters: Vec<String> =
-            s.waiters.iter().map(|w| format!(r#"{{"id":{},"n":{},"holder":"{}"}}"#, w.id, w.n, esc(&w.holder))).collect();
+            s.waiters.iter().map(|w| format!(r#"{{"id":"{}","n":{},"holder":"{}"}}"#, w.id, w.n, esc(&w.holder))).collect();
         say!(
             r#"{{"key":"{}","initial":{},"capacity":{},"available":{},"holders":[{}],"waiters":[{}]}}"#,
             esc(key),
@@ -338,7 +351,10 @@ async fn run(args: Args) -> Result<u8, Failure> {
     if args.program.is_empty() {
         return Err(usage("run needs a command after --"));
     }
-    let timeout = args.timeout.map(|t| if t.is_finite() && t >= 0.0 { Ok(t) } else { Err(usage("--timeout must be >= 0")) }).transpose()?;
+    let timeout = args
+        .timeout
+        .map(|t| if t.is_finite() && t >= 0.0 { Ok(t) } else { Err(usage("--timeout must be a number of seconds >= 0 (leave it out to wait as long as it takes)")) })
+        .transpose()?;
     let (options, url) = options(&args)?;
     // From here on every handled signal is seen: while waiting it ends the wait, once the
     // command runs it is forwarded to it.
