@@ -17,7 +17,7 @@ pub enum Error {
     Forbidden(String),
     #[error("Redis error: {0}")]
     Redis(String),
-    /// Several masters: more than half of them failed, so no majority could be formed.
+    /// Several masters: so many of them failed that no majority could be formed.
     #[error("no quorum: {0}")]
     Quorum(String),
     /// Fewer replicas than configured acknowledged the change in time.

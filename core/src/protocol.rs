@@ -45,7 +45,7 @@ pub struct Config {
     /// Independent masters the host reaches (indices 0..masters); more than one selects the
     /// several-master mode ([`crate::multi`]).
     pub masters: u32,
-    /// Several masters: an acquire that finds more than half of them failing raises
+    /// Several masters: an acquire that finds so many of them failing that no majority is left raises
     /// [`Error::Quorum`] instead of answering "not acquired".
     pub raise_on_redis_errors: bool,
     /// Wait for replicas after every change that matters (see `replicate` in the WIT).

@@ -20,7 +20,7 @@ pub enum Error {
     Forbidden(String),
     #[error("Redis error: {0}")]
     Redis(String),
-    /// Several masters: more than half of them failed, so no majority could decide.
+    /// Several masters: so many of them failed that no majority could decide.
     #[error("no quorum: {0}")]
     Quorum(String),
     /// Fewer replicas than `Options::replicas` asks for acknowledged a change in time. An

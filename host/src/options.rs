@@ -43,7 +43,7 @@ pub struct Options {
     pub masters: Vec<String>,
     /// `masters` are seed nodes of a Redis Cluster (all keys of a semaphore live in one slot).
     pub cluster: bool,
-    /// With several masters: when more than half of them fail, `acquire` raises
+    /// With several masters: when so many of them fail that no majority is left, `acquire` raises
     /// a quorum error instead of answering "not acquired".
     pub raise_on_redis_errors: bool,
     pub key: String,

@@ -204,7 +204,7 @@ impl HostState {
         let Some(client) = self.caller_thread_client(&conns) else {
             let (value, number) = match self.replicas {
                 Some(_) => conns.query_with(&mut self.own_async, cmd, route, retry).await?,
-                None => conns.query(cmd, route, retry).await?,
+                None => conns.query(cmd, route, retry, self.masters.len() == 1).await?,
             };
             return Ok((value, Some(number)));
         };
@@ -541,7 +541,7 @@ impl TransportHost for HostState {
             .map(|(master, args)| {
                 let (cmd, rerun_safe) = self.evalsha(master, &sha1, &scope, &guest_args(args)?)?;
                 let conns = self.masters[master as usize].clone();
-                Ok(tokio::spawn(async move { tokio::time::timeout(timeout, conns.query(&cmd, None, rerun_safe)).await }))
+                Ok(tokio::spawn(async move { tokio::time::timeout(timeout, conns.query(&cmd, None, rerun_safe, false)).await }))
             })
             .collect();
         let mut results = Vec::with_capacity(pending.len());

@@ -32,7 +32,7 @@ pub enum SemaphoreError {
     Forbidden { message: String },
     #[error("Redis error: {message}")]
     Redis { message: String },
-    /// Several masters: more than half of them failed.
+    /// Several masters: so many of them failed that no majority is left.
     #[error("no quorum: {message}")]
     Quorum { message: String },
     /// Fewer replicas than `replica_ack` asks for acknowledged a change in time.
@@ -134,7 +134,7 @@ pub struct SemaphoreOptions {
     /// of them (Redlock mode).
     #[uniffi(default = [])]
     pub more_masters: Vec<String>,
-    /// Several masters: an acquire that finds more than half of them failing raises `Quorum`
+    /// Several masters: an acquire that finds so many of them failing that no majority is left raises `Quorum`
     /// instead of returning false.
     #[uniffi(default = false)]
     pub raise_on_redis_errors: bool,

@@ -272,13 +272,16 @@ impl Connections {
     /// a key are routed by it), and says which connection ran it. With `retry`, after a connection
     /// failure (Redis restarted, network blip, no reply in time) it reconnects and tries once
     /// more. A script that did run before the failure then runs twice: only scripts for which
-    /// that is harmless are sent with `retry` ([`scripts::Script::rerun_safe`]); the others are
-    /// sent on a connection checked first if it sat idle (see [`IDLE_BEFORE_CHECK`]).
-    pub(super) async fn query(&self, cmd: &redis::Cmd, route: Option<Route>, retry: bool) -> redis::RedisResult<(Value, u64)> {
+    /// that is harmless are sent with `retry` ([`scripts::Script::rerun_safe`]). With
+    /// `check_idle`, the others are sent on a connection checked first if it sat idle (see
+    /// [`IDLE_BEFORE_CHECK`]): one server's. With several masters a call lost on a minority is
+    /// let go (its copies end with their lease), and a check that waits out a stalled master's
+    /// round would keep the call from being sent at all.
+    pub(super) async fn query(&self, cmd: &redis::Cmd, route: Option<Route>, retry: bool, check_idle: bool) -> redis::RedisResult<(Value, u64)> {
         let attempt = |(mut conn, number): (Conn, u64)| async move { send(&mut conn, cmd, route).await.map(|v| (v, number)) };
         let (mut conn, mut number) = self.shared().await?;
         let used = *self.shared_used.lock().unwrap_or_else(|e| e.into_inner());
-        if !retry && check_before_sending(&conn, used) && broken(&mut conn.clone()).await {
+        if !retry && check_idle && check_before_sending(&conn, used) && broken(&mut conn.clone()).await {
             self.forget_shared(number).await;
             (conn, number) = self.shared().await?;
         }

@@ -55,7 +55,7 @@ class RedisUnavailableError(SemaphoreError, ConnectionError, _redis.ConnectionEr
 
 
 class QuorumIsImpossible(RedisUnavailableError):
-    """More than half of several masters failed, so no majority could decide (named after the
+    """So many of several masters failed that no majority could decide (named after the
     original library's exception for the same case, which is pottery's own class: code that
     catches that one by name must catch this one, or ``RuntimeError``, instead). Raised by
     ``acquire`` only with ``raise_on_redis_errors=True``; otherwise such an acquire returns

@@ -36,7 +36,7 @@ class Semaphore:
             (Redlock mode; no FIFO queue, see the README).
         bounded: Raise :class:`BoundedSemaphoreError` on releases beyond the initial value.
         raise_on_redis_errors: Raise when Redis cannot be reached during :meth:`acquire`
-            (:class:`QuorumIsImpossible` when more than half of several masters fail);
+            (:class:`QuorumIsImpossible` when so many of several masters fail that no majority is left);
             otherwise ``acquire`` returns ``False``, as the original did without quorum.
         lease: Seconds each permit stays valid without a refresh (extra).
         guard_fresh_server: On a Redis server that started less than a lease ago, grant nothing

@@ -21,7 +21,7 @@ public enum SemaphoreError: Error, Equatable, Sendable {
     case cancelled
     case forbidden(String)
     case redis(String)
-    /// Several masters: more than half of them failed.
+    /// Several masters: so many of them failed that no majority is left.
     case quorum(String)
     case notReplicated(String)
     case guest(String)

@@ -19,8 +19,8 @@ import io.pottery.semaphore.ffi.SemaphoreOptions
  * @property create when false, opening a semaphore that does not exist fails instead of creating it.
  * @property moreMasters independent masters besides [url]: with any, each permit is a slot held on
  *   a majority of all of them (Redlock mode; no FIFO queue).
- * @property raiseOnRedisErrors with several masters, an acquire that finds more than half of them
- *   failing throws [SemaphoreException.Quorum] instead of returning false.
+ * @property raiseOnRedisErrors with several masters, an acquire that finds so many of them failing
+ *   that no majority is left throws [SemaphoreException.Quorum] instead of returning false.
  * @property cluster [url] and [moreMasters] are seed nodes of one Redis Cluster.
  * @property replicaAck wait for this many replicas (`WAIT`, or `WAITAOF`) after every grant and
  *   release; a grant they do not acknowledge in time is given back and

@@ -44,7 +44,7 @@ sealed class SemaphoreException(message: String, cause: Throwable? = null) : Run
     /** An error reply from Redis. */
     class Redis(val detail: String, cause: Throwable? = null) : SemaphoreException("Redis error: $detail", cause)
 
-    /** Several masters: more than half of them failed, so no majority could decide. */
+    /** Several masters: so many of them failed that no majority could decide. */
     class Quorum(val detail: String, cause: Throwable? = null) : SemaphoreException("no quorum: $detail", cause)
     /** Fewer replicas than configured acknowledged a change in time; an acquire gave its permits back. */
     class NotReplicated(val detail: String, cause: Throwable? = null) :
