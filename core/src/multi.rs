@@ -77,7 +77,7 @@ enum Attempt {
     /// Enough masters granted, but not the same slots: retry after a short random delay,
     /// claiming first the slots free on a majority (see `after_split`).
     Split,
-    /// More than half of the masters failed.
+    /// So many masters failed that no majority is left.
     NoQuorum(Failures),
 }
 

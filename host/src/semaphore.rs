@@ -514,6 +514,7 @@ fn refuse_a_master_listed_twice(urls: &[String]) -> Result<(), Error> {
         };
         let place = format!("{addr} db {}", info.redis_settings().db());
         if let Some(first) = seen.insert(place, url) {
+            let (url, first) = (crate::redacted_url(url), crate::redacted_url(first));
             return Err(Error::InvalidArgument(format!("the master {url} is listed twice (also as {first})")));
         }
     }
@@ -954,5 +955,7 @@ mod tests {
         assert!(twice(&["unix:///tmp/r.sock", "unix:///tmp/r.sock?db=0"]));
         assert!(!twice(&["unix:///tmp/A.sock", "unix:///tmp/a.sock"]));
         assert!(!twice(&["redis://h:7000", "redis://h:7000/1", "redis://h:7001"]));
+        let refused = refuse_a_master_listed_twice(&["redis://:s3cret@h:1".into(), "redis://:s3cret@h:1/0".into()]);
+        assert!(matches!(&refused, Err(Error::InvalidArgument(m)) if !m.contains("s3cret")), "{refused:?}");
     }
 }

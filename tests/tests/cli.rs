@@ -284,6 +284,8 @@ fn operators_set_and_add_permits_and_errors_say_what_to_do() {
         &["set-permits", "--key", &k, "9", "--keep-running"],
         &["run", "--key", &k, "--json", "--", "true"],
         &["run", "--key", &k, "--key", "other", "--", "true"],
+        &["add-permits", "--key", &k, "--permits", "5", "1"],
+        &["status", "--key", &k, "--", "true"],
     ] {
         let out = run(&server, args);
         assert_eq!(out.status.code(), Some(64), "{args:?}: {}", text(&out.stderr));

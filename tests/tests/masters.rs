@@ -586,3 +586,37 @@ async fn a_master_listed_twice_is_refused() {
     let sem = Semaphore::open(other_db.guard_fresh_server(false)).await.expect("another database is another master");
     assert!(sem.acquire(false, None).await.unwrap());
 }
+
+/// As one server's test in semantics.rs: every master closed the process's idle connections (its
+/// `timeout`), and a release, which must not run twice, is sent on each after a PING found its
+/// connection closed, not lost with it (a quorum error, with every master up).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_release_after_the_masters_closed_the_idle_connections_goes_through() {
+    let servers = masters(3);
+    let k = key("idle-closed");
+    let sem = Semaphore::open(options(&servers, &k).permits(2).lease(Duration::from_secs(60))).await.expect("open");
+    let tokens: Vec<u64> = sem.acquire_n(1, false, None).await.unwrap().iter().map(|p| p.token).collect();
+    assert_eq!(tokens.len(), 1);
+    let mut probes = Vec::new();
+    for server in &servers {
+        let mut probe = server.client().get_multiplexed_async_connection().await.expect("conn");
+        let _: () = redis::cmd("CONFIG").arg("SET").arg("timeout").arg("1").query_async(&mut probe).await.unwrap();
+        probes.push(probe);
+    }
+    // Every connection but the probes', which all ask every 50 ms, is closed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut closed = 0;
+        for probe in &mut probes {
+            let info: String = redis::cmd("INFO").arg("clients").query_async(probe).await.unwrap();
+            closed += usize::from(info.contains("connected_clients:1\r"));
+        }
+        if closed == probes.len() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the masters did not close the idle connections");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sem.release_permits(tokens).await.expect("the release went through");
+    assert_eq!(sem.value().await.unwrap(), 2, "the permit is back");
+}

@@ -42,6 +42,11 @@ def test_one_server_given_twice_is_refused(server, unique_key):
     for masters in ([server.client(), server.url], [server.url, server.url]):
         with pytest.raises(InvalidArgumentError, match="listed twice"):
             Semaphore(value=1, key=unique_key, masters=masters, guard_fresh_server=False)
+    # The message names the URLs without their password.
+    with_password = server.url.replace("redis://", "redis://:s3cret@")
+    with pytest.raises(InvalidArgumentError, match="listed twice") as refused:
+        Semaphore(value=1, key=unique_key, masters=[with_password, with_password], guard_fresh_server=False)
+    assert "s3cret" not in str(refused.value)
 
 
 def test_a_client_with_a_db_and_a_password_reaches_the_same_semaphore_as_its_url(unique_key):

@@ -125,6 +125,8 @@ fn parse(raw: Vec<OsString>) -> Result<Args, Failure> {
         if given && args.command != command { Err(usage(format!("{flag} is for {command} only"))) } else { Ok(()) }
     };
     only("--timeout", args.timeout.is_some(), "run")?;
+    only("--permits", args.permits.is_some(), "run")?;
+    only("--", !args.program.is_empty(), "run")?;
     only("--keep-running", args.keep_running, "run")?;
     only("--json", args.json, "status")?;
     let extra = |from: usize| args.positional.get(from).map_or(Ok(()), |arg| Err(usage(format!("unexpected {arg}"))));
@@ -593,7 +595,7 @@ fn adopt_orphans() {
 /// Linux: the command is killed (SIGKILL) if this process dies first (SIGKILL, the OOM killer,
 /// a signal it does not handle), as the permit is refreshed only while this process lives: once
 /// its lease ends another may hold it, and the command must not work on beside that holder. The
-/// command's own children are not covered, nor a set-user-ID command (exec clears the guard),
+/// command's own children are not covered, nor a command that changes its user or group (a set-user-ID program, `runuser`: the kernel clears the guard),
 /// nor other systems. Not with --keep-running, whose command outlives the permit by choice.
 #[allow(unsafe_code)]
 fn killed_with_this_process(command: &mut tokio::process::Command) {

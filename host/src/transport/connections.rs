@@ -30,6 +30,9 @@ const POP_SLACK: Duration = Duration::from_secs(1);
 /// call that must not run twice (see [`Connections::query`]) checks such a connection with a
 /// PING first: sent on a closed one, its reply would be lost with no way to tell whether it ran.
 const IDLE_BEFORE_CHECK: Duration = Duration::from_secs(1);
+/// How long the check waits for its PING on one server: a connection that answers no sooner
+/// (dropped by a middlebox, or the server busy) is replaced, which costs a connection at most.
+pub(super) const IDLE_CHECK_WAIT: Duration = Duration::from_secs(1);
 
 /// BLPOP `key` and the time-out the host keeps itself: `(command, host's time-out)`, the latter
 /// never past `limit` (what the guest's call has left), slack included.
@@ -132,9 +135,12 @@ fn check_before_sending(conn: &Conn, used: Option<Instant>) -> bool {
     matches!(conn, Conn::Server(_)) && used.is_some_and(|at| at.elapsed() > IDLE_BEFORE_CHECK)
 }
 
-/// Whether a PING on `conn` shows it broken.
-async fn broken(conn: &mut Conn) -> bool {
-    matches!(redis::cmd("PING").query_async::<Value>(conn).await, Err(e) if is_connection_error(&e))
+/// Whether a PING on `conn` shows it broken, or gets no answer within `within`.
+async fn broken(conn: &mut Conn, within: Duration) -> bool {
+    match tokio::time::timeout(within, redis::cmd("PING").query_async::<Value>(conn)).await {
+        Err(_) => true,
+        Ok(answer) => matches!(answer, Err(e) if is_connection_error(&e)),
+    }
 }
 
 /// Sends `cmd` on `conn`, where `route` says on a cluster (commands with a key are routed by it).
@@ -272,16 +278,15 @@ impl Connections {
     /// a key are routed by it), and says which connection ran it. With `retry`, after a connection
     /// failure (Redis restarted, network blip, no reply in time) it reconnects and tries once
     /// more. A script that did run before the failure then runs twice: only scripts for which
-    /// that is harmless are sent with `retry` ([`scripts::Script::rerun_safe`]). With
-    /// `check_idle`, the others are sent on a connection checked first if it sat idle (see
-    /// [`IDLE_BEFORE_CHECK`]): one server's. With several masters a call lost on a minority is
-    /// let go (its copies end with their lease), and a check that waits out a stalled master's
-    /// round would keep the call from being sent at all.
-    pub(super) async fn query(&self, cmd: &redis::Cmd, route: Option<Route>, retry: bool, check_idle: bool) -> redis::RedisResult<(Value, u64)> {
+    /// that is harmless are sent with `retry` ([`scripts::Script::rerun_safe`]); the others on
+    /// a connection checked first if it sat idle (see [`IDLE_BEFORE_CHECK`]), its PING answered
+    /// within `check_within` (else it is replaced: a call with a deadline of its own, a round
+    /// of several masters, must leave itself time to be sent).
+    pub(super) async fn query(&self, cmd: &redis::Cmd, route: Option<Route>, retry: bool, check_within: Duration) -> redis::RedisResult<(Value, u64)> {
         let attempt = |(mut conn, number): (Conn, u64)| async move { send(&mut conn, cmd, route).await.map(|v| (v, number)) };
         let (mut conn, mut number) = self.shared().await?;
         let used = *self.shared_used.lock().unwrap_or_else(|e| e.into_inner());
-        if !retry && check_idle && check_before_sending(&conn, used) && broken(&mut conn.clone()).await {
+        if !retry && check_before_sending(&conn, used) && broken(&mut conn.clone(), check_within).await {
             self.forget_shared(number).await;
             (conn, number) = self.shared().await?;
         }
@@ -317,7 +322,7 @@ impl Connections {
         if let Some((conn, _, used)) = own
             && !retry
             && check_before_sending(conn, Some(*used))
-            && broken(conn).await
+            && broken(conn, IDLE_CHECK_WAIT).await
         {
             *own = None;
         }
@@ -460,7 +465,13 @@ pub(super) fn query_own(
         if let Some(conn) = slot.as_mut()
             && !retry
             && own.commands_used.is_some_and(|at| at.elapsed() > IDLE_BEFORE_CHECK)
-            && matches!(redis::cmd("PING").query::<Value>(conn), Err(e) if is_connection_error(&e))
+            && {
+                // Its read time-out shortened for the check (two syscalls, after an idle second).
+                let _ = conn.set_read_timeout(Some(IDLE_CHECK_WAIT));
+                let answer = redis::cmd("PING").query::<Value>(conn);
+                let _ = conn.set_read_timeout(Some(RESPONSE_TIMEOUT));
+                matches!(answer, Err(e) if is_connection_error(&e))
+            }
         {
             *slot = None;
         }
