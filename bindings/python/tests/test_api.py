@@ -1094,3 +1094,35 @@ def test_the_stub_lists_every_public_name():
     exported = {a.asname for node in tree.body if isinstance(node, ast.ImportFrom) for a in node.names if a.asname}
     assert exported == set(ps.__all__)
     assert (Path(ps.__file__).parent / "py.typed").exists()
+
+
+async def test_a_semaphore_cannot_be_copied_or_pickled_and_stays_usable(redis_client, unique_key):
+    """Each object frees its native handle when it goes: a copy (a deepcopy of an opened
+    ``AIOSemaphore`` used to get as far as duplicating the handle before failing) or a pickled
+    and loaded one would free it a second time, a crash. Refused with a TypeError instead."""
+    import copy
+    import pickle
+
+    sync = Semaphore(value=2, key=unique_key, masters={redis_client})
+    aio = AIOSemaphore(value=2, key=unique_key, masters={redis_client})
+    assert await aio.get_value() == 2  # opened: it holds its native handle
+    for obj in (sync, aio):
+        for make in (copy.copy, copy.deepcopy, pickle.dumps):
+            with pytest.raises(TypeError, match="cannot be copied or pickled"):
+                make(obj)
+    assert sync.acquire(blocking=False)
+    assert await aio.acquire(blocking=False)
+    sync.release()
+    await aio.release()
+    assert sync.value == 2
+
+
+def test_a_bounded_error_survives_pickling_and_copying():
+    """A process pool hands a worker's exception to the caller pickled: it must load."""
+    import copy
+    import pickle
+
+    error = BoundedSemaphoreError("k", 2, 1)
+    for again in (pickle.loads(pickle.dumps(error)), copy.copy(error), copy.deepcopy(error)):
+        assert isinstance(again, BoundedSemaphoreError)
+        assert (again.key, again.current, again.initial, str(again)) == ("k", 2, 1, str(error))

@@ -395,6 +395,24 @@ def unknown_block_left() -> None:
     )
 
 
+class NotCopyable:
+    """For the objects that hold a native handle, which exactly one Python object may free:
+    copied (``copy``, ``deepcopy``, a dataclass's ``asdict``) or pickled, two would free it (a
+    crash). Share the object, or open another with the same key."""
+
+    def _refuse(self) -> TypeError:
+        return TypeError(f"a {type(self).__name__} cannot be copied or pickled: share it, or open another with the same key")
+
+    def __copy__(self) -> Any:
+        raise self._refuse()
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        raise self._refuse()
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise self._refuse()
+
+
 class ForkGuard:
     """Native handles live on the threads of the process that opened them; a forked child must
     open its own."""

@@ -15,7 +15,7 @@ from . import exceptions as exc
 from ._native import pottery_semaphore_ffi as _ffi
 
 
-class AIOSemaphore:
+class AIOSemaphore(c.NotCopyable):
     """The asyncio twin of :class:`Semaphore`, with the same parameters; it shares semaphores
     with :class:`Semaphore` objects, Rust hosts and the other SDKs using the same key.
 

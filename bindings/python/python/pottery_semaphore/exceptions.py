@@ -8,6 +8,8 @@ or :class:`SemaphoreError` for all.
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis.exceptions as _redis
 
 __all__ = [
@@ -42,6 +44,11 @@ class BoundedSemaphoreError(SemaphoreError, ValueError):
         super().__init__(
             f"Semaphore {key!r} released too many times: current={current}, initial={initial}"
         )
+
+    def __reduce__(self) -> Any:
+        # Rebuilt from its fields, not from ``args`` (the message): pickled across processes (a
+        # process pool's worker raising it) and copied as it was made.
+        return (type(self), (self.key, self.current, self.initial))
 
 
 class InvalidArgumentError(SemaphoreError, ValueError):

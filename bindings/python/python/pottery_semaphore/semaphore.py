@@ -19,7 +19,7 @@ from ._native import pottery_semaphore_ffi as _ffi
 _TICKETS = itertools.count(1)
 
 
-class Semaphore:
+class Semaphore(c.NotCopyable):
     """A distributed counting semaphore: at most ``value`` holders at once, across processes.
 
     A drop-in replacement for the original ``pottery_semaphore.Semaphore``. Every permit is a
