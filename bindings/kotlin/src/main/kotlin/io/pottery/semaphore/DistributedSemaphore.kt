@@ -176,6 +176,12 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
         check(!closing) { "the semaphore handle is closed" }
     }
 
+    /** [block], on a handle not closed (see [close]). */
+    private inline fun <T> whileOpen(block: () -> T): T {
+        checkOpen()
+        return block()
+    }
+
     /** A count of permits is checked here, before any native call (which may first connect). */
     private fun checkCount(n: Int) {
         if (n < 1) throw SemaphoreException.InvalidArgument("n must be >= 1, not $n")
@@ -192,6 +198,7 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
      * The permits of running [withPermit] blocks go last: each block gives back its own.
      */
     suspend fun release(n: Int = 1) {
+        checkOpen()
         checkCount(n)
         // Runs to completion even if the caller is cancelled meanwhile, as a release should.
         withContext(NonCancellable) { translated { native.releaseAsync(n.toLong()) } }
@@ -200,6 +207,7 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
     /** [release] for non-coroutine callers. */
     @JvmOverloads
     fun releaseBlocking(n: Int = 1) {
+        checkOpen()
         checkCount(n)
         translated { native.release(n.toLong()) }
     }
@@ -309,29 +317,29 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
     // Inspecting
 
     /** Permits available now. */
-    suspend fun value(): Long = translated { native.valueAsync() }.toLong()
+    suspend fun value(): Long = whileOpen { translated { native.valueAsync() } }.toLong()
 
-    fun valueBlocking(): Long = translated { native.value() }.toLong()
+    fun valueBlocking(): Long = whileOpen { translated { native.value() } }.toLong()
 
     /** The value the semaphore was created with, as Redis holds it. */
-    suspend fun initialValue(): Long = translated { native.initialValueAsync() }.toLong()
+    suspend fun initialValue(): Long = whileOpen { translated { native.initialValueAsync() } }.toLong()
 
-    fun initialValueBlocking(): Long = translated { native.initialValue() }.toLong()
+    fun initialValueBlocking(): Long = whileOpen { translated { native.initialValue() } }.toLong()
 
     /** True when no permit is available. */
-    suspend fun locked(): Boolean = translated { native.lockedAsync() }
+    suspend fun locked(): Boolean = whileOpen { translated { native.lockedAsync() } }
 
-    fun lockedBlocking(): Boolean = translated { native.locked() }
+    fun lockedBlocking(): Boolean = whileOpen { translated { native.locked() } }
 
     /** The permits this handle holds, as Redis has them. */
-    suspend fun permits(): List<Permit> = translated { native.permitsAsync() }.toPermits()
+    suspend fun permits(): List<Permit> = whileOpen { translated { native.permitsAsync() } }.toPermits()
 
-    fun permitsBlocking(): List<Permit> = translated { native.permits() }.toPermits()
+    fun permitsBlocking(): List<Permit> = whileOpen { translated { native.permits() } }.toPermits()
 
     /** Capacity, available permits, every holder and the waiters in the order served. */
-    suspend fun status(): SemaphoreStatus = translated { native.statusAsync() }.toStatus()
+    suspend fun status(): SemaphoreStatus = whileOpen { translated { native.statusAsync() } }.toStatus()
 
-    fun statusBlocking(): SemaphoreStatus = translated { native.status() }.toStatus()
+    fun statusBlocking(): SemaphoreStatus = whileOpen { translated { native.status() } }.toStatus()
 
     /** The permits this handle holds as it last saw them (no I/O). */
     val held: List<Permit> get() = native.held().toPermits()
@@ -349,7 +357,7 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
     suspend fun refresh() = withContext(Dispatchers.IO) { refreshBlocking() }
 
     fun refreshBlocking() {
-        translated { native.refresh() }
+        whileOpen { translated { native.refresh() } }
     }
 
     // Operating
@@ -357,18 +365,20 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
     /** Sets the number of permits; permits in use are never taken away. Returns the new capacity. */
     suspend fun setPermits(value: Long): Long = withContext(Dispatchers.IO) { setPermitsBlocking(value) }
 
-    fun setPermitsBlocking(value: Long): Long = translated { native.setPermits(value) }.toLong()
+    fun setPermitsBlocking(value: Long): Long = whileOpen { translated { native.setPermits(value) } }.toLong()
 
     /** Adds permits (negative removes); returns the new capacity. */
     suspend fun addPermits(delta: Long): Long = withContext(Dispatchers.IO) { addPermitsBlocking(delta) }
 
-    fun addPermitsBlocking(delta: Long): Long = translated { native.addPermits(delta) }.toLong()
+    fun addPermitsBlocking(delta: Long): Long = whileOpen { translated { native.addPermits(delta) } }.toLong()
 
     /**
      * Lets the handle go: the permits it still holds are given back, and its suspended acquires
      * end with [IllegalStateException] (a blocking one returns once served or timed out, and
-     * gives back what it got). Further calls fail. A [withPermit] block running now keeps its
-     * permits: the handle closes when the last such block ends.
+     * gives back what it got). Further calls fail with [IllegalStateException], from the moment
+     * close() is called (even while a call begun before still runs), but [releasePermits]: a
+     * [withPermit] block running now keeps its permits, gives them back so as it ends, and the
+     * handle closes when the last such block ends.
      */
     override fun close() {
         closing = true

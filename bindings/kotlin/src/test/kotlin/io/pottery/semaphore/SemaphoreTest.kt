@@ -452,6 +452,12 @@ class SemaphoreTest : RedisTest() {
         var ran = false
         assertThrows<IllegalStateException> { sem.withPermitBlocking { ran = true } }
         assertFalse(ran)
+        // Nor any other call, while the block still keeps the handle open: a release() would
+        // give back the block's own permit, the only one the handle holds, as it runs.
+        assertThrows<IllegalStateException> { sem.valueBlocking() }
+        assertThrows<IllegalStateException> { sem.releaseBlocking() }
+        assertThrows<IllegalStateException> { runBlocking { sem.release() } }
+        assertThrows<IllegalStateException> { sem.statusBlocking() }
         // Giving the permits back on close takes a round trip: had it happened, it would show.
         delay(300)
         assertEquals(1, other.value(), "the running block's permit was given back while it ran")
