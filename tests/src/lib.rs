@@ -113,7 +113,11 @@ impl Server {
         const ATTEMPTS: usize = 3;
         for attempt in 1..=ATTEMPTS {
             let port = free_port();
-            let dir = std::env::temp_dir().join(format!("pottery-semaphore-{}-{port}", std::process::id()));
+            // Its own directory each attempt: one that lost the port to another test's server
+            // of this process removes its directory when dropped, which must not be the other's.
+            static ATTEMPT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = ATTEMPT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!("pottery-semaphore-{}-{port}-{n}", std::process::id()));
             std::fs::create_dir_all(&dir).expect("temp dir");
             let extra = extra.iter().map(|s| s.replace("{port}", &port.to_string()).replace("{free_port}", &free_port().to_string())).collect();
             let mut server = Server { flavor, port, child: None, dir, extra };

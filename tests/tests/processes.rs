@@ -10,10 +10,34 @@ use pottery_semaphore_tests::{key, Flavor, Server};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_worker");
 
-fn spawn_worker(args: &[&str]) -> (Child, BufReader<ChildStdout>) {
+/// A worker process, killed when dropped: a test that fails midway (a holder still held, the
+/// very regression a test looks for) must not leave it running, as a plain `Child` would.
+struct Worker(Child);
+
+impl std::ops::Deref for Worker {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Worker {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_worker(args: &[&str]) -> (Worker, BufReader<ChildStdout>) {
     let mut child = Command::new(WORKER).args(args).stdout(Stdio::piped()).spawn().expect("worker");
     let out = BufReader::new(child.stdout.take().expect("stdout"));
-    (child, out)
+    (Worker(child), out)
 }
 
 fn line(out: &mut BufReader<ChildStdout>) -> String {
