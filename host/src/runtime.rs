@@ -41,10 +41,11 @@ pub const FORBIDS_JIT: bool = cfg!(any(target_os = "ios", target_os = "tvos", ta
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        let cache_dir = std::env::var_os("POTTERY_SEMAPHORE_CACHE_DIR").map(PathBuf::from).or_else(|| {
-            let base = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+        // Only absolute paths (XDG's rule): an empty or relative one would put native code in
+        // whatever directory the process starts in.
+        let absolute = |name: &str| std::env::var_os(name).map(PathBuf::from).filter(|p| p.is_absolute());
+        let cache_dir = absolute("POTTERY_SEMAPHORE_CACHE_DIR").or_else(|| {
+            let base = absolute("XDG_CACHE_HOME").or_else(|| absolute("HOME").map(|h| h.join(".cache")))?;
             Some(base.join("pottery-semaphore"))
         });
         let pulley = FORBIDS_JIT || std::env::var("POTTERY_SEMAPHORE_PULLEY").is_ok_and(|v| v == "1");
@@ -223,51 +224,87 @@ fn load_component(engine: &Engine, cache_dir: Option<&PathBuf>) -> Result<(Compo
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     COMPONENT.hash(&mut hasher);
     engine.precompile_compatibility_hash().hash(&mut hasher);
-    // Native code from the cache runs outside the sandbox: only from a directory nobody else
-    // may write to (else it is neither read nor written).
-    let cache_file = cache_dir.filter(|d| private_dir(d)).map(|d| d.join(format!("component-{:016x}.cwasm", hasher.finish())));
-    if let Some(file) = &cache_file
-        && private_file(file)
-    {
-        // SAFETY: the file was written by `Component::serialize` below for this exact engine
-        // configuration and component (both are in its name), in a directory and file only this
-        // user may write; wasmtime re-checks the header.
+    let name = format!("component-{:016x}.cwasm", hasher.finish());
+    if let Some(bytes) = cache_dir.and_then(|dir| cache::read(dir, &name)) {
+        // SAFETY: the bytes were written by `Component::serialize` below for this exact engine
+        // configuration and component (both are in its name), read from a file and directory
+        // only this user may write (see `cache`); wasmtime re-checks the header.
         #[allow(unsafe_code)]
-        match unsafe { Component::deserialize_file(engine, file) } {
+        match unsafe { Component::deserialize(engine, &bytes) } {
             Ok(component) => return Ok((component, true)),
-            Err(_) => {
-                let _ = std::fs::remove_file(file);
-            }
+            Err(_) => cache::remove(cache_dir.expect("read from it"), &name),
         }
     }
     let component = Component::new(engine, COMPONENT).map_err(|e| Error::Runtime(format!("compiling the component: {e:#}")))?;
-    if let (Some(file), Ok(bytes)) = (&cache_file, component.serialize()) {
-        use std::io::Write;
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-        // Private whatever the umask (0002 is common): else the next process would pass them over.
-        let dir = file.parent().map(|d| std::fs::DirBuilder::new().recursive(true).mode(0o700).create(d)).transpose();
-        let written = dir.and_then(|_| std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)).and_then(|mut f| f.write_all(&bytes));
-        if written.and_then(|()| std::fs::rename(&tmp, file)).is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
+    if let (Some(dir), Ok(bytes)) = (cache_dir, component.serialize()) {
+        cache::write(dir, &name, &bytes);
     }
     Ok((component, false))
 }
 
-/// Whether the cache directory belongs to this user and no other may write to it; one not
-/// there yet counts (it is created as this user's).
-fn private_dir(dir: &std::path::Path) -> bool {
-    match std::fs::metadata(dir) {
-        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
-        Ok(meta) => owned_and_private(&meta),
-    }
-}
+/// The on-disk cache of compiled components. The artifact is native code, run outside the
+/// sandbox: it is read and written only in a directory and as a file that belong to this user
+/// and that no one else may write. The directory is opened once, not followed if it is a
+/// symbolic link, and checked through that descriptor, and the file is reached through it: a
+/// parent directory others may write to cannot swap either between the check and the use.
+#[allow(unsafe_code)] // libc: openat, renameat, unlinkat on a directory we opened
+mod cache {
+    use std::ffi::CString;
+    use std::fs::File;
+    use std::io::{Read, Write};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::path::Path;
 
-/// Whether the cached artifact is there, a plain file (not a link), this user's, and writable
-/// by no other.
-fn private_file(file: &std::path::Path) -> bool {
-    std::fs::symlink_metadata(file).is_ok_and(|meta| meta.is_file() && owned_and_private(&meta))
+    /// The directory, opened and checked; `None` if it is not there, a symbolic link, or not
+    /// private to this user.
+    fn open_dir(dir: &Path) -> Option<File> {
+        let opened = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC).open(dir).ok()?;
+        opened.metadata().ok().filter(super::owned_and_private).map(|_| opened)
+    }
+
+    /// Opens `name` in `dir` with `flags` (never following a symbolic link) and `mode`.
+    fn open_in(dir: &File, name: &str, flags: libc::c_int, mode: libc::c_uint) -> Option<File> {
+        let name = CString::new(name).ok()?;
+        // SAFETY: a valid directory descriptor and a NUL-terminated name; the new descriptor,
+        // if any, is ours alone.
+        let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags | libc::O_NOFOLLOW | libc::O_CLOEXEC, mode) };
+        // SAFETY: `fd` was just opened and belongs to nothing else.
+        (fd >= 0).then(|| unsafe { File::from_raw_fd(fd) })
+    }
+
+    /// The artifact `name` in `dir`, if both are private to this user and it is a plain file.
+    pub(super) fn read(dir: &Path, name: &str) -> Option<Vec<u8>> {
+        let dir = open_dir(dir)?;
+        let mut file = open_in(&dir, name, libc::O_RDONLY, 0)?;
+        let meta = file.metadata().ok().filter(|m| m.is_file() && super::owned_and_private(m))?;
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        file.read_to_end(&mut bytes).ok()?;
+        Some(bytes)
+    }
+
+    /// Removes the artifact `name` (one that did not deserialize).
+    pub(super) fn remove(dir: &Path, name: &str) {
+        let (Some(dir), Ok(name)) = (open_dir(dir), CString::new(name)) else { return };
+        // SAFETY: a valid directory descriptor and a NUL-terminated name.
+        unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) };
+    }
+
+    /// Writes the artifact `name` into `dir` (created private, whatever the umask, if it is not
+    /// there), under a temporary name first so that no reader sees half of it.
+    pub(super) fn write(dir: &Path, name: &str, bytes: &[u8]) {
+        let _ = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir);
+        let Some(dir) = open_dir(dir) else { return };
+        let tmp = format!("{name}.tmp{}", std::process::id());
+        let Some(mut file) = open_in(&dir, &tmp, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600) else { return };
+        let (Ok(from), Ok(to)) = (CString::new(tmp.as_str()), CString::new(name)) else { return };
+        // SAFETY: the same valid directory descriptor on both sides, NUL-terminated names.
+        let renamed = file.write_all(bytes).is_ok() && unsafe { libc::renameat(dir.as_raw_fd(), from.as_ptr(), dir.as_raw_fd(), to.as_ptr()) } == 0;
+        if !renamed {
+            // SAFETY: as above.
+            unsafe { libc::unlinkat(dir.as_raw_fd(), from.as_ptr(), 0) };
+        }
+    }
 }
 
 fn owned_and_private(meta: &std::fs::Metadata) -> bool {
@@ -281,6 +318,30 @@ fn owned_and_private(meta: &std::fs::Metadata) -> bool {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// The cache is read through the directory itself only: not through a symbolic link to it
+    /// (which a parent directory others may write to could swap for one to theirs between a
+    /// check and the read), and not from a directory others may write to.
+    #[test]
+    fn the_cache_is_read_only_from_a_private_directory_reached_directly() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = std::env::temp_dir().join(format!("pottery-semaphore-cache-test-{}", std::process::id()));
+        let (dir, link) = (base.join("cache"), base.join("link"));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        super::cache::write(&dir, "artifact", b"bytes");
+        assert_eq!(super::cache::read(&dir, "artifact").as_deref(), Some(&b"bytes"[..]));
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        assert_eq!(super::cache::read(&link, "artifact"), None, "read through a symbolic link");
+        super::cache::write(&link, "other", b"bytes");
+        assert!(!dir.join("other").exists(), "written through a symbolic link");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o770)).unwrap();
+        assert_eq!(super::cache::read(&dir, "artifact"), None, "read from a group-writable directory");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::symlink(dir.join("artifact"), dir.join("linked")).unwrap();
+        assert_eq!(super::cache::read(&dir, "linked"), None, "read a symbolic link to an artifact");
+        let _ = std::fs::remove_dir_all(&base);
+    }
     use std::sync::Arc;
     use std::time::Duration;
 
