@@ -75,18 +75,30 @@ fn detect() -> Result<(Toolchain, String, PathBuf), String> {
     if Path::new(DEBIAN_RUSTC).exists() {
         let sysroot = output(Command::new(DEBIAN_RUSTC).args(["--print", "sysroot"])).unwrap_or_default();
         let has_src = Path::new(&sysroot).join("lib/rustlib/src/rust/library/std").exists();
-        // rust-web-llvm's `rust-lld` links to lld-22, which it does not depend on: without lld-22
-        // it dangles (and `exists` is false), and the link would fail with no word of what to install.
+        // rust-web-llvm's `rust-lld` links to the lld of its LLVM, which it does not depend on:
+        // without that it dangles (and `exists` is false), and the link would fail with no word
+        // of what to install.
         let has_lld = Path::new(DEBIAN_LLD).exists();
         if let (true, true, Some(linker)) = (has_src, has_lld, component_linker(DEBIAN_RUSTC)) {
             return Ok((Toolchain::DebianRustcWeb, DEBIAN_RUSTC.to_string(), linker));
         }
     }
+    let lld = missing_debian_lld().unwrap_or_else(|| "the lld its rust-lld links to".into());
     Err(format!(
         "no wasm32 toolchain found. Either run `rustup target add {TARGET}`, or on Debian 12 install \
-         rustc-web, rust-web-src, rust-web-llvm and lld-22 (apt-get install -y rustc-web rust-web-src \
-         rust-web-llvm lld-22)"
+         rustc-web, rust-web-src and rust-web-llvm, then {lld} (apt-get install -y rustc-web \
+         rust-web-src rust-web-llvm, then apt-get install -y {lld})"
     ))
+}
+
+/// The package that Debian's `rust-lld` links to (`lld-22` for rust-web-llvm built on LLVM 22),
+/// when the link is there but dangles: its lld is not installed.
+pub fn missing_debian_lld() -> Option<String> {
+    let target = std::fs::read_link(DEBIAN_LLD).ok()?;
+    if Path::new(DEBIAN_LLD).exists() {
+        return None;
+    }
+    target.file_name().map(|name| name.to_string_lossy().into_owned())
 }
 
 /// Whether a wasm32 toolchain this build can use is installed.

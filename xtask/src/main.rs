@@ -31,6 +31,11 @@ fn target_dir(workspace: &Path) -> PathBuf {
 }
 
 fn run(cmd: &mut Command) -> Result<(), String> {
+    // What this runs (tests, the demo, benchmarks) caches the compiled component in the target
+    // directory, not in the user's ~/.cache, where nothing would ever prune it; unless told.
+    if std::env::var_os("POTTERY_SEMAPHORE_CACHE_DIR").is_none() {
+        cmd.env("POTTERY_SEMAPHORE_CACHE_DIR", target_dir(&workspace()).join("component-cache"));
+    }
     let shown = format!("{cmd:?}");
     let status = cmd.status().map_err(|e| format!("cannot run {shown}: {e}"))?;
     status.success().then_some(()).ok_or_else(|| format!("{shown} failed ({status})"))
@@ -113,8 +118,8 @@ fn kotlin(goals: &[&str]) -> Result<(), String> {
 /// Compiles the Kotlin SDK and its demo worker and writes their class path for the demo; without
 /// Maven the demo runs without Kotlin workers.
 fn kotlin_demo_classpath() -> Result<(), String> {
-    if sdk::require("mvn", "").is_err() {
-        println!("(Maven is not installed: the demo runs without Kotlin workers)");
+    if sdk::require("mvn", "").is_err() || sdk::require("javac", "").is_err() {
+        println!("(Maven or a JDK is not installed: the demo runs without Kotlin workers)");
         return Ok(());
     }
     kotlin(&["test-compile", "dependency:build-classpath", "-Dmdep.outputFile=target/demo-classpath.txt"])

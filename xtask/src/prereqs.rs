@@ -28,7 +28,7 @@ fn missing(demo: bool) -> (Vec<&'static str>, Vec<&'static str>) {
         needed.push("python3-venv");
     }
     if !pottery_semaphore_wasm_build::toolchain_available() {
-        needed.extend(["rustc-web", "rust-web-src", "rust-web-llvm", "lld-22"]);
+        needed.extend(["rustc-web", "rust-web-src", "rust-web-llvm"]);
     }
     let mut jvm = Vec::new();
     if !have("mvn") {
@@ -69,6 +69,11 @@ pub fn ensure(demo: bool) -> Result<(), String> {
         return optional(updated.and_then(|()| install(&jvm)));
     }
     updated.and_then(|()| install(&needed))?;
+    // rust-web-llvm's rust-lld links to the lld of its LLVM (lld-22 today), which no package
+    // pulls in: the one it names, once it is there.
+    if let Some(lld) = pottery_semaphore_wasm_build::missing_debian_lld() {
+        install(&[lld.as_str()])?;
+    }
     optional(install(&jvm))
 }
 
