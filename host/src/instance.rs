@@ -10,7 +10,7 @@ use wasmtime::{Store, UpdateDeadline};
 use crate::bindings::{api, sync, types, Guest};
 use crate::cancel::CancelFlag;
 use crate::error::guest_trap;
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, EPOCH_TICK};
 use crate::options::ReplicaAck;
 use crate::transport::{HostState, Masters, CALL_TIME_LIMIT};
 use crate::Error;
@@ -113,10 +113,18 @@ impl Instance {
         let mut store = Store::new(&rt.engine, state);
         store.limiter(|s| &mut s.limits);
         let budget = rt.options.cpu_budget;
+        let budget_ticks = u32::try_from(budget.as_millis() / EPOCH_TICK.as_millis()).unwrap_or(u32::MAX);
         // Time spent in host imports (Redis, blocking pops) does not count: `resumed_at` moves
-        // every time an import returns. Only a call on a fiber can yield.
-        store.epoch_deadline_callback(move |ctx| {
-            if ctx.data().resumed_at.elapsed() > budget {
+        // every time an import returns. Nor the time a call spends yielded (only a call on a
+        // fiber can yield) waiting for a busy runtime: the budget counts the ticks the guest
+        // ran across, each seen by this callback once, not the wall clock.
+        store.epoch_deadline_callback(move |mut ctx| {
+            let data = ctx.data_mut();
+            if data.ticks_run.0 != data.resumed_at {
+                data.ticks_run = (data.resumed_at, 0);
+            }
+            data.ticks_run.1 += 1;
+            if data.ticks_run.1 > budget_ticks {
                 Err(wasmtime::Error::msg(format!("guest ran for more than {budget:?} without yielding")))
             } else if ctx.data().blocking_io {
                 Ok(UpdateDeadline::Continue(1))

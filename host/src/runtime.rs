@@ -24,7 +24,9 @@ pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub struct EngineOptions {
     /// Linear memory cap of one guest instance.
     pub memory_limit: usize,
-    /// Longest stretch of guest execution without returning to the host before it is trapped.
+    /// Longest stretch of guest execution without returning to the host before it is trapped,
+    /// counted in the epoch ticks (10 ms) it runs across: not the time a call spends yielded to
+    /// a busy runtime.
     pub cpu_budget: Duration,
     /// Where the precompiled component is cached; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,

@@ -93,6 +93,10 @@ pub(crate) struct HostState {
     pub(crate) cancel: Option<CancelFlag>,
     /// When the guest last got control back; the epoch callback measures guest CPU from here.
     pub(crate) resumed_at: Instant,
+    /// Epoch ticks the guest has run across since `resumed_at` (the instant they count from):
+    /// its CPU time in ticks, as the wall clock would also count the time a call spends yielded
+    /// to a busy runtime.
+    pub(crate) ticks_run: (Instant, u32),
     /// When the current call last sent a script, and, while its latest transport call is a
     /// blocking pop, when it had last sent one as it began that pop. On one server a grant the
     /// call returns was made after the latter (a waiter served by a push while it pops) or by
@@ -128,6 +132,7 @@ impl HostState {
             limits: StoreLimitsBuilder::new().memory_size(memory_limit).instances(16).tables(16).memories(1).table_elements(MAX_TABLE_ELEMENTS).trap_on_grow_failure(true).build(),
             cancel: None,
             resumed_at: Instant::now(),
+            ticks_run: (Instant::now(), 0),
             script_sent_at: None,
             script_before_pop: None,
             round_answered_at: None,
