@@ -144,6 +144,14 @@ impl Oracle {
         self.server.url()
     }
 
+    /// The holders whose entry is live now: entered, not left, and their grant still valid.
+    pub fn live_holders(&self) -> Vec<String> {
+        let mut conn = self.server.connection();
+        let (secs, micros): (u64, u64) = redis::cmd("TIME").query(&mut conn).expect("TIME");
+        let now = secs * 1000 + micros / 1000;
+        redis::cmd("ZRANGEBYSCORE").arg(KEYS[1]).arg(format!("({now}")).arg("+inf").query(&mut conn).expect("oracle live")
+    }
+
     pub fn stats(&self) -> Stats {
         let mut conn = self.server.connection();
         let map: std::collections::HashMap<String, u64> = redis::cmd("HGETALL").arg(KEYS[2]).query(&mut conn).expect("oracle stats");

@@ -106,9 +106,9 @@ fn start_cluster(nodes: usize) -> Servers {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Fault {
-    /// SIGKILL of a worker process (most likely holding), replaced by a new one.
+    /// SIGKILL of a worker process caught holding a permit, replaced by a new one.
     KillHolder,
-    /// SIGSTOP of a worker process for longer than the lease, then SIGCONT.
+    /// SIGSTOP of a worker process caught holding a permit, for longer than the lease, then SIGCONT.
     StopHolder,
     RestartPersistent,
     RestartWiped,
@@ -183,6 +183,26 @@ fn schedule(servers: usize, cluster: bool) -> (Vec<Step>, Duration) {
         })
         .collect();
     (steps, at)
+}
+
+/// Stops (SIGSTOP) a worker that holds a permit, trying them in turn from `first`: one is
+/// stopped, and kept so if the oracle still shows it holding once stopped (a holder leaves the
+/// oracle before it releases, so it held the permit when stopped); else it is let go on and the
+/// next is tried. Returns its index. A fault aimed at a worker that happened to hold nothing
+/// would test nothing: fails if none is caught holding within 10 s.
+fn stop_a_holder(workers: &[Worker], oracle: &Oracle, first: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for i in (0..workers.len()).cycle().skip(first) {
+        let pid = workers[i].child.id();
+        signal(pid, "STOP");
+        if oracle.live_holders().iter().any(|h| h.starts_with(&format!("{pid}."))) {
+            return i;
+        }
+        signal(pid, "CONT");
+        assert!(Instant::now() < deadline, "no worker was caught holding a permit");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    unreachable!("the cycle is endless")
 }
 
 /// A chaos worker process and the last counts it printed.
@@ -340,14 +360,14 @@ fn run(deployment: Deployment) {
         let start = Instant::now();
         match step.fault {
             Fault::KillHolder => {
-                let w = &mut workers[step.target];
+                let holder = stop_a_holder(&workers, &oracle, step.target);
+                let w = &mut workers[holder];
                 w.kill();
                 killed_reports.extend(w.last());
                 *w = Worker::spawn(&config);
             }
             Fault::StopHolder => {
-                let pid = workers[step.target].child.id();
-                signal(pid, "STOP");
+                let pid = workers[stop_a_holder(&workers, &oracle, step.target)].child.id();
                 std::thread::sleep(step.hold);
                 signal(pid, "CONT");
             }
