@@ -113,7 +113,7 @@ impl Instance {
         let mut store = Store::new(&rt.engine, state);
         store.limiter(|s| &mut s.limits);
         let budget = rt.options.cpu_budget;
-        let budget_ticks = u32::try_from(budget.as_millis() / EPOCH_TICK.as_millis()).unwrap_or(u32::MAX);
+        let budget_ticks = u32::try_from(budget.as_millis().div_ceil(EPOCH_TICK.as_millis())).unwrap_or(u32::MAX);
         // Time spent in host imports (Redis, blocking pops) does not count: `resumed_at` moves
         // every time an import returns. Nor the time a call spends yielded (only a call on a
         // fiber can yield) waiting for a busy runtime: the budget counts the ticks the guest

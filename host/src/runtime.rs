@@ -297,9 +297,15 @@ mod cache {
     pub(super) fn write(dir: &Path, name: &str, bytes: &[u8]) {
         let _ = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir);
         let Some(dir) = open_dir(dir) else { return };
-        let tmp = format!("{name}.tmp{}", std::process::id());
-        let Some(mut file) = open_in(&dir, &tmp, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600) else { return };
+        // Unique to this write: a file left by a process killed while writing (a pid that comes
+        // round again, as in containers) is removed, not a reason never to write again.
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = format!("{name}.tmp{}.{n}", std::process::id());
         let (Ok(from), Ok(to)) = (CString::new(tmp.as_str()), CString::new(name)) else { return };
+        // SAFETY: a valid directory descriptor and a NUL-terminated name.
+        unsafe { libc::unlinkat(dir.as_raw_fd(), from.as_ptr(), 0) };
+        let Some(mut file) = open_in(&dir, &tmp, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600) else { return };
         // SAFETY: the same valid directory descriptor on both sides, NUL-terminated names.
         let renamed = file.write_all(bytes).is_ok() && unsafe { libc::renameat(dir.as_raw_fd(), from.as_ptr(), dir.as_raw_fd(), to.as_ptr()) } == 0;
         if !renamed {

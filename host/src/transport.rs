@@ -25,7 +25,7 @@ mod caller_thread;
 mod connections;
 
 pub(crate) use connections::Connections;
-use connections::{blpop, is_connection_error, is_interrupted, query_own, sync_connection, OwnConn, Route, SyncConnections, IDLE_CHECK_WAIT};
+use connections::{blpop, is_connection_error, is_interrupted, query_own, sync_connection, OwnConn, Route, SyncConnections};
 
 /// Read-only commands the guest may send on one key of its own, each with how many arguments
 /// may follow the key: a field for HGET, none for the rest (so EXISTS cannot name more keys).
@@ -209,7 +209,7 @@ impl HostState {
         let Some(client) = self.caller_thread_client(&conns) else {
             let (value, number) = match self.replicas {
                 Some(_) => conns.query_with(&mut self.own_async, cmd, route, retry).await?,
-                None => conns.query(cmd, route, retry, IDLE_CHECK_WAIT).await?,
+                None => conns.query(cmd, route, retry, None).await?,
             };
             return Ok((value, Some(number)));
         };
@@ -546,7 +546,7 @@ impl TransportHost for HostState {
             .map(|(master, args)| {
                 let (cmd, rerun_safe) = self.evalsha(master, &sha1, &scope, &guest_args(args)?)?;
                 let conns = self.masters[master as usize].clone();
-                Ok(tokio::spawn(async move { tokio::time::timeout(timeout, conns.query(&cmd, None, rerun_safe, timeout / 4)).await }))
+                Ok(tokio::spawn(async move { tokio::time::timeout(timeout, conns.query(&cmd, None, rerun_safe, Some(timeout / 4))).await }))
             })
             .collect();
         let mut results = Vec::with_capacity(pending.len());

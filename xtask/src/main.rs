@@ -30,12 +30,17 @@ fn target_dir(workspace: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace.join("target"), |dir| workspace.join(dir))
 }
 
-fn run(cmd: &mut Command) -> Result<(), String> {
-    // What this runs (tests, the demo, benchmarks) caches the compiled component in the target
-    // directory, not in the user's ~/.cache, where nothing would ever prune it; unless told.
+/// What xtask runs (tests, the demo, benchmarks) caches the compiled component in the target
+/// directory, not in the user's ~/.cache, where nothing would ever prune it; unless told.
+fn cache_in_target(cmd: &mut Command) -> &mut Command {
     if std::env::var_os("POTTERY_SEMAPHORE_CACHE_DIR").is_none() {
         cmd.env("POTTERY_SEMAPHORE_CACHE_DIR", target_dir(&workspace()).join("component-cache"));
     }
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Result<(), String> {
+    let cmd = cache_in_target(cmd);
     let shown = format!("{cmd:?}");
     let status = cmd.status().map_err(|e| format!("cannot run {shown}: {e}"))?;
     status.success().then_some(()).ok_or_else(|| format!("{shown} failed ({status})"))

@@ -1107,9 +1107,10 @@ async def test_a_semaphore_cannot_be_copied_or_pickled_and_stays_usable(redis_cl
     aio = AIOSemaphore(value=2, key=unique_key, masters={redis_client})
     assert await aio.get_value() == 2  # opened: it holds its native handle
     for obj in (sync, aio):
-        for make in (copy.copy, copy.deepcopy, pickle.dumps):
-            with pytest.raises(TypeError, match="cannot be copied or pickled"):
+        for make in (copy.deepcopy, pickle.dumps):
+            with pytest.raises(TypeError, match="cannot be deep-copied or pickled"):
                 make(obj)
+        assert copy.copy(obj) is obj, "a shallow copy is the object itself"
     assert sync.acquire(blocking=False)
     assert await aio.acquire(blocking=False)
     sync.release()
@@ -1123,6 +1124,8 @@ def test_a_bounded_error_survives_pickling_and_copying():
     import pickle
 
     error = BoundedSemaphoreError("k", 2, 1)
+    error.add_note("while closing the pool")
     for again in (pickle.loads(pickle.dumps(error)), copy.copy(error), copy.deepcopy(error)):
         assert isinstance(again, BoundedSemaphoreError)
         assert (again.key, again.current, again.initial, str(again)) == ("k", 2, 1, str(error))
+        assert again.__notes__ == ["while closing the pool"]

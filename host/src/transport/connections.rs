@@ -30,9 +30,6 @@ const POP_SLACK: Duration = Duration::from_secs(1);
 /// call that must not run twice (see [`Connections::query`]) checks such a connection with a
 /// PING first: sent on a closed one, its reply would be lost with no way to tell whether it ran.
 const IDLE_BEFORE_CHECK: Duration = Duration::from_secs(1);
-/// How long the check waits for its PING on one server: a connection that answers no sooner
-/// (dropped by a middlebox, or the server busy) is replaced, which costs a connection at most.
-pub(super) const IDLE_CHECK_WAIT: Duration = Duration::from_secs(1);
 
 /// BLPOP `key` and the time-out the host keeps itself: `(command, host's time-out)`, the latter
 /// never past `limit` (what the guest's call has left), slack included.
@@ -135,12 +132,21 @@ fn check_before_sending(conn: &Conn, used: Option<Instant>) -> bool {
     matches!(conn, Conn::Server(_)) && used.is_some_and(|at| at.elapsed() > IDLE_BEFORE_CHECK)
 }
 
-/// Whether a PING on `conn` shows it broken, or gets no answer within `within`.
-async fn broken(conn: &mut Conn, within: Duration) -> bool {
-    match tokio::time::timeout(within, redis::cmd("PING").query_async::<Value>(conn)).await {
-        Err(_) => true,
-        Ok(answer) => matches!(answer, Err(e) if is_connection_error(&e)),
-    }
+/// Whether a PING on `conn` shows it broken: a connection error, or no answer within the
+/// response time-out. With `at_most`, a PING still unanswered then is left (and the call sent
+/// as it would have been without the check): a slow master, not a closed connection, whose
+/// round has no time for a new one.
+async fn broken(conn: &mut Conn, at_most: Option<Duration>) -> bool {
+    let cmd = redis::cmd("PING");
+    let ping = cmd.query_async::<Value>(conn);
+    let answer = match at_most {
+        None => ping.await,
+        Some(limit) => match tokio::time::timeout(limit, ping).await {
+            Ok(answer) => answer,
+            Err(_) => return false,
+        },
+    };
+    matches!(answer, Err(e) if is_connection_error(&e))
 }
 
 /// Sends `cmd` on `conn`, where `route` says on a cluster (commands with a key are routed by it).
@@ -279,14 +285,13 @@ impl Connections {
     /// failure (Redis restarted, network blip, no reply in time) it reconnects and tries once
     /// more. A script that did run before the failure then runs twice: only scripts for which
     /// that is harmless are sent with `retry` ([`scripts::Script::rerun_safe`]); the others on
-    /// a connection checked first if it sat idle (see [`IDLE_BEFORE_CHECK`]), its PING answered
-    /// within `check_within` (else it is replaced: a call with a deadline of its own, a round
-    /// of several masters, must leave itself time to be sent).
-    pub(super) async fn query(&self, cmd: &redis::Cmd, route: Option<Route>, retry: bool, check_within: Duration) -> redis::RedisResult<(Value, u64)> {
+    /// a connection checked first if it sat idle (see [`IDLE_BEFORE_CHECK`]), for at most
+    /// `check_at_most` when the call has a deadline of its own (a round of several masters).
+    pub(super) async fn query(&self, cmd: &redis::Cmd, route: Option<Route>, retry: bool, check_at_most: Option<Duration>) -> redis::RedisResult<(Value, u64)> {
         let attempt = |(mut conn, number): (Conn, u64)| async move { send(&mut conn, cmd, route).await.map(|v| (v, number)) };
         let (mut conn, mut number) = self.shared().await?;
         let used = *self.shared_used.lock().unwrap_or_else(|e| e.into_inner());
-        if !retry && check_before_sending(&conn, used) && broken(&mut conn.clone(), check_within).await {
+        if !retry && check_before_sending(&conn, used) && broken(&mut conn.clone(), check_at_most).await {
             self.forget_shared(number).await;
             (conn, number) = self.shared().await?;
         }
@@ -322,7 +327,7 @@ impl Connections {
         if let Some((conn, _, used)) = own
             && !retry
             && check_before_sending(conn, Some(*used))
-            && broken(conn, IDLE_CHECK_WAIT).await
+            && broken(conn, None).await
         {
             *own = None;
         }
@@ -465,13 +470,7 @@ pub(super) fn query_own(
         if let Some(conn) = slot.as_mut()
             && !retry
             && own.commands_used.is_some_and(|at| at.elapsed() > IDLE_BEFORE_CHECK)
-            && {
-                // Its read time-out shortened for the check (two syscalls, after an idle second).
-                let _ = conn.set_read_timeout(Some(IDLE_CHECK_WAIT));
-                let answer = redis::cmd("PING").query::<Value>(conn);
-                let _ = conn.set_read_timeout(Some(RESPONSE_TIMEOUT));
-                matches!(answer, Err(e) if is_connection_error(&e))
-            }
+            && matches!(redis::cmd("PING").query::<Value>(conn), Err(e) if is_connection_error(&e))
         {
             *slot = None;
         }

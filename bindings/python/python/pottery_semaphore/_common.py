@@ -396,20 +396,22 @@ def unknown_block_left() -> None:
 
 
 class NotCopyable:
-    """For the objects that hold a native handle, which exactly one Python object may free:
-    copied (``copy``, ``deepcopy``, a dataclass's ``asdict``) or pickled, two would free it (a
-    crash). Share the object, or open another with the same key."""
+    """For the objects that hold a native handle, which exactly one Python object may free: a
+    deep copy (``deepcopy``, a dataclass's ``asdict``) would copy the handle and free it twice (a
+    crash), and a pickle could not carry it. Both are refused; a shallow copy is the object
+    itself (one handle, one record of its ``with`` blocks). To share one, pass the object; for
+    another holder, open another with the same key."""
 
     def _refuse(self) -> TypeError:
-        return TypeError(f"a {type(self).__name__} cannot be copied or pickled: share it, or open another with the same key")
+        return TypeError(f"a {type(self).__name__} cannot be deep-copied or pickled: share it, or open another with the same key")
 
     def __copy__(self) -> Any:
-        raise self._refuse()
+        return self
 
     def __deepcopy__(self, memo: Any) -> Any:
         raise self._refuse()
 
-    def __reduce_ex__(self, protocol: Any) -> Any:
+    def __reduce__(self) -> Any:
         raise self._refuse()
 
 

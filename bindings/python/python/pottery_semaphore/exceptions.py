@@ -48,7 +48,7 @@ class BoundedSemaphoreError(SemaphoreError, ValueError):
     def __reduce__(self) -> Any:
         # Rebuilt from its fields, not from ``args`` (the message): pickled across processes (a
         # process pool's worker raising it) and copied as it was made.
-        return (type(self), (self.key, self.current, self.initial))
+        return (type(self), (self.key, self.current, self.initial), self.__dict__)
 
 
 class InvalidArgumentError(SemaphoreError, ValueError):
