@@ -6,6 +6,15 @@
 local META, LEASES = KEYS[1], KEYS[2]
 local HOLDER = ARGV[1]
 local LEASE = tonumber(ARGV[3])
+-- The host runs only these scripts, but with whatever numbers its guest sends: bounds a modified
+-- guest cannot pass, so that no script runs long (Redis runs one script at a time, and every
+-- other client waits). As core/src/validate.rs and multi.rs have them (a unit test compares).
+local MAX_VALUE, MAX_PER_CALL, MAX_SLOTS = 1000000000, 10000, 65536
+local INITIAL_ARG = tonumber(ARGV[2])
+if not LEASE or LEASE < 100 or LEASE > 86400000 or not INITIAL_ARG or INITIAL_ARG < 0 or INITIAL_ARG > MAX_VALUE
+    or #ARGV > 8 + 3 * MAX_PER_CALL then
+  error('pottery-semaphore: argument out of range')
+end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 -- How often (ms) a semaphore in use asks whether the server restarted (see restart_check in

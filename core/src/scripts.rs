@@ -110,6 +110,16 @@ mod tests {
         assert!(by_sha1("0000000000000000000000000000000000000000").is_none());
     }
 
+    /// The bounds every script enforces on what a guest sends (head.lua) are the guest's own.
+    #[test]
+    fn the_scripts_bounds_are_the_validated_ones() {
+        use crate::validate::{MAX_LEASE_MS, MAX_PERMITS_PER_CALL, MAX_VALUE, MIN_LEASE_MS};
+        let head = include_str!("../scripts/head.lua");
+        let bounds = format!("local MAX_VALUE, MAX_PER_CALL, MAX_SLOTS = {MAX_VALUE}, {MAX_PERMITS_PER_CALL}, {}", crate::multi::MAX_SLOTS);
+        assert!(head.contains(&bounds), "head.lua lacks {bounds:?}");
+        assert!(head.contains(&format!("LEASE < {MIN_LEASE_MS} or LEASE > {MAX_LEASE_MS}")));
+    }
+
     #[test]
     fn only_releases_and_capacity_changes_must_not_run_twice() {
         let once: Vec<&str> = ALL.iter().filter(|s| !s.rerun_safe).map(|s| s.name).collect();

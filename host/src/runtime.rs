@@ -297,14 +297,13 @@ mod cache {
     pub(super) fn write(dir: &Path, name: &str, bytes: &[u8]) {
         let _ = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir);
         let Some(dir) = open_dir(dir) else { return };
-        // Unique to this write: a file left by a process killed while writing (a pid that comes
-        // round again, as in containers) is removed, not a reason never to write again.
+        // Unique to this write, even across processes of one pid (containers sharing a cache):
+        // a name taken (a file left by a killed writer) only means this write is skipped.
         static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = format!("{name}.tmp{}.{n}", std::process::id());
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let tmp = format!("{name}.tmp{}.{n}.{nanos}", std::process::id());
         let (Ok(from), Ok(to)) = (CString::new(tmp.as_str()), CString::new(name)) else { return };
-        // SAFETY: a valid directory descriptor and a NUL-terminated name.
-        unsafe { libc::unlinkat(dir.as_raw_fd(), from.as_ptr(), 0) };
         let Some(mut file) = open_in(&dir, &tmp, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600) else { return };
         // SAFETY: the same valid directory descriptor on both sides, NUL-terminated names.
         let renamed = file.write_all(bytes).is_ok() && unsafe { libc::renameat(dir.as_raw_fd(), from.as_ptr(), dir.as_raw_fd(), to.as_ptr()) } == 0;

@@ -203,7 +203,8 @@ impl HostState {
 
     /// Runs `cmd` on master `master`: on this instance's blocking connection (one server only),
     /// its own async one when it waits for replicas, or the shared async one (see
-    /// [`Connections::query`]); returns which async connection ran it, `None` for the blocking one.
+    /// [`Connections::query`]); returns the number of the connection that ran it (blocking ones
+    /// are numbered as the async ones).
     async fn run(&mut self, master: u32, cmd: &redis::Cmd, route: Option<Route>, retry: bool) -> redis::RedisResult<(Value, Option<u64>)> {
         let conns = self.masters[master as usize].clone();
         let Some(client) = self.caller_thread_client(&conns) else {

@@ -308,9 +308,10 @@ fn a_wiped_master_starts_its_fencing_epochs_above_those_of_a_burst_of_grants() {
         let mut run = |script: &Script, lease_ms: u64, args: &[String]| -> Vec<i64> {
             ints(&eval_script(&mut conn, script, &multi_keys, "H", 1, lease_ms, args).unwrap_or_else(|e| panic!("{}: {e}", script.name)))
         };
-        // Created by the scripts themselves, quarantined for the creating call's lease: 1 ms.
-        assert_eq!(run(&scripts::MULTI_CLAIM, 1, &["1".into()])[0], 0, "{flavor:?}: a new semaphore is quarantined");
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        // Created by the scripts themselves, quarantined for the creating call's lease: 100 ms,
+        // the shortest the scripts take.
+        assert_eq!(run(&scripts::MULTI_CLAIM, 100, &["1".into()])[0], 0, "{flavor:?}: a new semaphore is quarantined");
+        std::thread::sleep(std::time::Duration::from_millis(110));
         let started = std::time::Instant::now();
         let mut last = 0;
         for _ in 0..3000 {
@@ -350,10 +351,10 @@ fn a_late_refresh_does_not_bring_back_an_ended_grant_through_a_newer_claim() {
         };
         // One master: the grant's epoch is this master's claim epoch.
         let confirm = |epoch: i64| vec![epoch.to_string(), epoch.to_string(), "1".into(), "0".into()];
-        // H's grant, with a short lease that then ends.
-        let first = run(&scripts::MULTI_CLAIM, "H", 50, &["1".into()]);
-        assert_eq!(run(&scripts::MULTI_CONFIRM, "H", 50, &confirm(first[1])), [1]);
-        std::thread::sleep(std::time::Duration::from_millis(80));
+        // H's grant, with the shortest lease, which then ends.
+        let first = run(&scripts::MULTI_CLAIM, "H", 100, &["1".into()]);
+        assert_eq!(run(&scripts::MULTI_CONFIRM, "H", 100, &confirm(first[1])), [1]);
+        std::thread::sleep(std::time::Duration::from_millis(130));
         // Z takes the slot and releases it.
         let z = run(&scripts::MULTI_CLAIM, "Z", LEASE_MS, &["1".into()]);
         assert_eq!(z[0], 1, "{flavor:?}: the slot was free again: {z:?}");
@@ -639,4 +640,44 @@ fn a_client_refused_info_creates_only_without_the_guard_and_skips_the_restart_ch
         let granted = eval_script(&mut conn, &scripts::ACQUIRE, &keys.script_keys(), "h", 1, LEASE_MS, &["1".into(), "0".into(), "1".into()]);
         assert_eq!(ints(&granted.expect("acquire"))[0], 1, "{flavor:?}: the restart check failed the acquire");
     }
+}
+
+/// The host runs only these scripts, but with whatever arguments its guest sends, and a script
+/// blocks every client of Redis while it runs: a modified guest must not make one run long (a
+/// billion grants in one call) or set bounds that later scripts would loop to. Each refuses
+/// what the guest itself would never send, at once.
+#[test]
+fn the_scripts_refuse_arguments_no_guest_sends() {
+    use pottery_semaphore_core::validate::{MAX_PERMITS_PER_CALL, MAX_VALUE};
+    let server = Server::start(Flavor::Redis);
+    let mut sem = Sem::new(&server, "bounds", 2);
+    let too_many = (MAX_PERMITS_PER_CALL + 1).to_string();
+    let refused = |r: redis::RedisResult<Value>, what: &str| {
+        assert!(matches!(&r, Err(e) if e.to_string().contains("argument out of range")), "{what}: {r:?}");
+    };
+    let mut eval = |script: &Script, initial: u64, lease_ms: u64, args: &[String]| {
+        let started = std::time::Instant::now();
+        let r = eval_script(&mut sem.conn, script, &sem.keys, "H", initial, lease_ms, args);
+        assert!(started.elapsed() < std::time::Duration::from_millis(500), "{}: ran {:?}", script.name, started.elapsed());
+        r
+    };
+    refused(eval(&scripts::ACQUIRE, 2, LEASE_MS, &[too_many.clone(), "0".into(), "0".into()]), "acquire of too many");
+    refused(eval(&scripts::POLL, 2, LEASE_MS, &["1".into(), too_many.clone(), "0".into()]), "poll for too many");
+    refused(eval(&scripts::RELEASE, 2, LEASE_MS, &[too_many.clone(), "0".into(), String::new()]), "release of too many");
+    refused(eval(&scripts::ACQUIRE, 2, 1, &["1".into(), "0".into(), "0".into()]), "a 1 ms lease");
+    refused(eval(&scripts::ACQUIRE, (MAX_VALUE + 1) as u64, LEASE_MS, &["1".into(), "0".into(), "0".into()]), "an initial value too high");
+    let tokens: Vec<String> = (0..3 * MAX_PERMITS_PER_CALL + 10).map(|t| t.to_string()).collect();
+    refused(eval(&scripts::REFRESH, 2, LEASE_MS, &tokens), "a refresh of too many tokens");
+    // A capacity above the bound, whatever maximum the guest names, changes nothing.
+    let huge = (MAX_VALUE as u64 * 10).to_string();
+    let set = eval(&scripts::SET_CAPACITY, 2, LEASE_MS, &["set".into(), huge.clone(), String::new(), huge]).expect("set_capacity");
+    assert_eq!(ints(&set)[0], -1, "{set:?}");
+    assert_eq!(sem.capacity(), 2);
+    // Several masters: claims loop over the slots, so no more than MAX_SLOTS of them.
+    let keys = Keys::new(&key("bounds-multi"));
+    let multi_keys = keys.multi_script_keys("H");
+    let mut conn = server.connection();
+    let slots = pottery_semaphore_core::multi::MAX_SLOTS + 1;
+    refused(eval_script(&mut conn, &scripts::MULTI_CLAIM, &multi_keys, "H", slots, LEASE_MS, &["1".into()]), "more slots than a semaphore has");
+    refused(eval_script(&mut conn, &scripts::MULTI_CLAIM, &multi_keys, "H", 1, LEASE_MS, &[too_many]), "a claim of too many");
 }

@@ -1096,10 +1096,11 @@ def test_the_stub_lists_every_public_name():
     assert (Path(ps.__file__).parent / "py.typed").exists()
 
 
-async def test_a_semaphore_cannot_be_copied_or_pickled_and_stays_usable(redis_client, unique_key):
-    """Each object frees its native handle when it goes: a copy (a deepcopy of an opened
-    ``AIOSemaphore`` used to get as far as duplicating the handle before failing) or a pickled
-    and loaded one would free it a second time, a crash. Refused with a TypeError instead."""
+async def test_a_semaphore_cannot_be_deep_copied_or_pickled_and_stays_usable(redis_client, unique_key):
+    """Each object frees its native handle when it goes: a deep copy (that of an opened
+    ``AIOSemaphore`` used to get as far as duplicating the handle before failing) would free it a
+    second time, a crash, and a pickle cannot carry it. Both are refused with a TypeError; a
+    shallow copy is the object itself."""
     import copy
     import pickle
 
