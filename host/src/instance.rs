@@ -112,6 +112,10 @@ impl Instance {
         state.blocking_io = on_caller_thread;
         let mut store = Store::new(&rt.engine, state);
         store.limiter(|s| &mut s.limits);
+        // What one import may make the host copy out of the guest: no more than the guest's own
+        // memory (wasmtime's default, 128 MiB, is eight times it: a list of a million entries
+        // naming one string is copied a million times before any check of ours sees it).
+        store.set_hostcall_fuel(rt.options.memory_limit);
         let budget = rt.options.cpu_budget;
         let budget_ticks = u32::try_from(budget.as_millis().div_ceil(EPOCH_TICK.as_millis())).unwrap_or(u32::MAX);
         // Time spent in host imports (Redis, blocking pops) does not count: `resumed_at` moves
