@@ -4,7 +4,7 @@
 -- purge them). Grants only what acquire.lua would; anything else falls through to it.
 do
   local n = tonumber(ARGV[4])
-  if not n or n < 1 or n > MAX_PER_CALL or n % 1 ~= 0 then error('pottery-semaphore: argument out of range') end
+  if not (n and n >= 1 and n <= MAX_PER_CALL and n % 1 == 0) then error('pottery-semaphore: argument out of range') end
   local meta = redis.call('HMGET', META, 'capacity', 'quarantine', 'checked', 'run')
   local age = now - (tonumber(meta[3]) or 0)
   local room = meta[1] and now >= tonumber(meta[2]) and age >= 0 and redis.call('ZCARD', KEYS[3]) == 0

@@ -9,10 +9,11 @@ local LEASE = tonumber(ARGV[3])
 -- The host runs only these scripts, but with whatever numbers its guest sends: bounds a modified
 -- guest cannot pass, so that no script runs long (Redis runs one script at a time, and every
 -- other client waits). As core/src/validate.rs and multi.rs have them (a unit test compares).
+-- Written as "not in range", which NaN (tonumber('nan')) fails too: it fails every comparison.
 local MAX_VALUE, MAX_PER_CALL, MAX_SLOTS = 1000000000, 10000, 65536
 local INITIAL_ARG = tonumber(ARGV[2])
-if not LEASE or LEASE < 100 or LEASE > 86400000 or not INITIAL_ARG or INITIAL_ARG < 0 or INITIAL_ARG > MAX_VALUE
-    or #ARGV > 8 + 3 * MAX_PER_CALL then
+if not (LEASE and LEASE >= 100 and LEASE <= 86400000 and INITIAL_ARG and INITIAL_ARG >= 0 and INITIAL_ARG <= MAX_VALUE
+    and #ARGV <= 8 + 3 * MAX_PER_CALL) then
   error('pottery-semaphore: argument out of range')
 end
 local clock = redis.call('TIME')

@@ -3,7 +3,7 @@
 -- not whole any more).
 -- ARGV 4: waiter id, 5: n, 6: bounded (1/0). Reply as acquire.lua.
 local w, n = ARGV[4], tonumber(ARGV[5])
-if not n or n < 1 or n > MAX_PER_CALL or n % 1 ~= 0 then error('pottery-semaphore: argument out of range') end
+if not (n and n >= 1 and n <= MAX_PER_CALL and n % 1 == 0) then error('pottery-semaphore: argument out of range') end
 local cap, quarantine = capacity(create)
 purge()
 serve(cap, quarantine)

@@ -108,14 +108,21 @@ local function serve(cap, quarantine)
   end
   local free = cap - redis.call('ZCARD', LEASES)
   if now < quarantine then return 0, redis.call('ZCARD', QUEUE) > 0 end
+  -- At most this many permits granted and waiters dropped per script, so that no script runs
+  -- long however many are queued (a capacity raised by a million): the rest are served by the
+  -- next script, the waiters' own heartbeats at the latest.
+  local budget = MAX_PER_CALL
   while true do
     -- Nobody can be served: the queue's head need not be read (the common end of a release).
-    if free < 1 then return free, true end
+    if free < 1 or budget < 1 then return free, true end
     local head = redis.call('ZRANGE', QUEUE, '0', '0')[1]
     if not head then return free, false end
     local n, lease, alive, holder = read_waiter(head)
     if not n or alive <= now then
       remove_waiter(head) -- gave up or died
+      budget = budget - 1
+    elseif n > budget then
+      return free, true
     elseif n <= free then
       local toks, ttl = table.concat(grant(holder, n, lease), ' '), int(lease)
       redis.call('SET', grant_key(head), holder .. ' ' .. toks, 'PX', ttl)
@@ -124,6 +131,7 @@ local function serve(cap, quarantine)
       redis.call('ZADD', SERVED, int(now + SERVED_GRACE), head)
       remove_waiter(head)
       free = free - n
+      budget = budget - n
     else
       return free, true
     end

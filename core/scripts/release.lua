@@ -27,9 +27,11 @@ if left > 0 then
   left = left - others
 end
 if left > 0 then
-  redis.call('HINCRBY', META, 'capacity', left)
-  cap = cap + left
-  out[3] = left
+  -- Grown by the excess (unbounded), up to the most permits a semaphore has.
+  local grow = math.max(math.min(left, MAX_VALUE - cap), 0)
+  redis.call('HINCRBY', META, 'capacity', grow)
+  cap = cap + grow
+  out[3] = grow
 end
 serve(cap, quarantine)
 if DONE then redis.call('SET', DONE, table.concat(out, ' '), 'PX', DONE_MS) end

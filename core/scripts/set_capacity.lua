@@ -7,7 +7,7 @@ local cap, quarantine = capacity(create)
 local arg = tonumber(ARGV[5])
 local new = arg
 if ARGV[4] == 'add' then new = cap + arg end
-if new < 0 or new > math.min(tonumber(ARGV[7]), MAX_VALUE) then return {-1, cap} end
+if not (new and new >= 0 and new <= math.min(tonumber(ARGV[7]), MAX_VALUE) and new % 1 == 0) then return {-1, cap} end
 redis.call('HSET', META, 'initial', new, 'capacity', new)
 purge()
 local free = math.max(serve(new, quarantine), 0)

@@ -117,7 +117,7 @@ mod tests {
         let head = include_str!("../scripts/head.lua");
         let bounds = format!("local MAX_VALUE, MAX_PER_CALL, MAX_SLOTS = {MAX_VALUE}, {MAX_PERMITS_PER_CALL}, {}", crate::multi::MAX_SLOTS);
         assert!(head.contains(&bounds), "head.lua lacks {bounds:?}");
-        assert!(head.contains(&format!("LEASE < {MIN_LEASE_MS} or LEASE > {MAX_LEASE_MS}")));
+        assert!(head.contains(&format!("LEASE >= {MIN_LEASE_MS} and LEASE <= {MAX_LEASE_MS}")));
     }
 
     #[test]

@@ -673,6 +673,17 @@ fn the_scripts_refuse_arguments_no_guest_sends() {
     let set = eval(&scripts::SET_CAPACITY, 2, LEASE_MS, &["set".into(), huge.clone(), String::new(), huge]).expect("set_capacity");
     assert_eq!(ints(&set)[0], -1, "{set:?}");
     assert_eq!(sem.capacity(), 2);
+    // NaN fails every comparison: it must not pass a range check for a number in range.
+    let mut nan_initial = redis::cmd("EVAL");
+    nan_initial.arg(scripts::ACQUIRE.source).arg(sem.keys.len()).arg(&sem.keys).arg("H").arg("nan").arg(LEASE_MS).arg(&["1", "0", "0"]);
+    refused(nan_initial.query(&mut sem.conn), "a NaN initial value");
+    let nan = eval_script(&mut sem.conn, &scripts::SET_CAPACITY, &sem.keys, "H", 2, LEASE_MS, &["set".into(), "nan".into(), String::new(), "1000".into()]);
+    assert_eq!(ints(&nan.expect("set_capacity"))[0], -1, "a NaN capacity");
+    assert_eq!(sem.capacity(), 2);
+    // An unbounded release grows the capacity by its excess, up to the most a semaphore has.
+    let _: () = redis::cmd("HSET").arg(&sem.meta).arg("capacity").arg(MAX_VALUE).query(&mut sem.conn).unwrap();
+    eval_script(&mut sem.conn, &scripts::RELEASE, &sem.keys, "H", 2, LEASE_MS, &["5".into(), "0".into(), String::new()]).expect("release");
+    assert_eq!(sem.capacity(), MAX_VALUE as u64);
     // Several masters: claims loop over the slots, so no more than MAX_SLOTS of them.
     let keys = Keys::new(&key("bounds-multi"));
     let multi_keys = keys.multi_script_keys("H");
@@ -680,4 +691,30 @@ fn the_scripts_refuse_arguments_no_guest_sends() {
     let slots = pottery_semaphore_core::multi::MAX_SLOTS + 1;
     refused(eval_script(&mut conn, &scripts::MULTI_CLAIM, &multi_keys, "H", slots, LEASE_MS, &["1".into()]), "more slots than a semaphore has");
     refused(eval_script(&mut conn, &scripts::MULTI_CLAIM, &multi_keys, "H", 1, LEASE_MS, &[too_many]), "a claim of too many");
+}
+
+/// However many permits a raised capacity frees for however many waiters, one script grants at
+/// most as many as one call may take (the rest go to the next script, a waiter's heartbeat at
+/// the latest): it would otherwise run for as long as there are permits to hand out.
+#[test]
+fn one_script_serves_at_most_one_calls_worth_of_permits() {
+    use pottery_semaphore_core::validate::MAX_PERMITS_PER_CALL;
+    let server = Server::start(Flavor::Redis);
+    let mut sem = Sem::new(&server, "serve-budget", 0);
+    let half = (MAX_PERMITS_PER_CALL / 2).to_string();
+    let waiters: Vec<i64> = (0..3)
+        .map(|_| {
+            let queued = ints(&sem.run(&scripts::ACQUIRE, "W", &[half.clone(), "1".into(), "0".into()]));
+            assert_eq!(queued[0], 2, "queued: {queued:?}");
+            queued[1]
+        })
+        .collect();
+    let total = (3 * MAX_PERMITS_PER_CALL / 2).to_string();
+    sem.run(&scripts::SET_CAPACITY, "O", &["set".into(), total, String::new(), "1000000000".into()]);
+    assert_eq!(sem.leases().len() as i64, MAX_PERMITS_PER_CALL, "the first two waiters, no more");
+    assert_eq!(sem.queued(), [waiters[2].to_string()]);
+    // The third is served by its own poll.
+    let polled = ints(&sem.run(&scripts::POLL, "W", &[waiters[2].to_string(), half, "0".into()]));
+    assert_eq!(polled[0], 1, "served by its poll: {:?}", &polled[..2]);
+    assert!(sem.queued().is_empty());
 }

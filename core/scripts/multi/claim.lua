@@ -5,7 +5,7 @@
 -- again). Reply: {1, epoch, deadline, slots...} | {0, ms until a slot may free up, free slots
 -- here, quarantined 0/1} | {-1, capacity} n exceeds the capacity
 local n = tonumber(ARGV[4])
-if not n or n < 1 or n > MAX_PER_CALL or n % 1 ~= 0 then error('pottery-semaphore: argument out of range') end
+if not (n and n >= 1 and n <= MAX_PER_CALL and n % 1 == 0) then error('pottery-semaphore: argument out of range') end
 local cap, quarantine = capacity(mm_create)
 if n > cap then return {-1, cap} end
 mm_purge()

@@ -16,7 +16,7 @@
 --                  1 for a release's own, '<times handed on>:<acquire>' for one handed on (wake.lua)
 local OWNER, HELD, TOKENS = KEYS[3], KEYS[4], KEYS[5]
 -- A slot per permit, and claims go through them: no more than MAX_SLOTS (see head.lua).
-if INITIAL > MAX_SLOTS then error('pottery-semaphore: argument out of range') end
+if not (INITIAL <= MAX_SLOTS) then error('pottery-semaphore: argument out of range') end
 local MWAKE = PREFIX .. 'mwake'
 local CLAIMS = PREFIX .. 'claims'
 

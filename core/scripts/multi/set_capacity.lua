@@ -6,7 +6,7 @@
 local cap = capacity(mm_create)
 local new = tonumber(ARGV[5])
 if ARGV[4] ~= 'set' then new = cap + new end
-if new < 0 or new > math.min(tonumber(ARGV[6]), MAX_SLOTS) then return {-1, cap} end
+if not (new and new >= 0 and new <= math.min(tonumber(ARGV[6]), MAX_SLOTS) and new % 1 == 0) then return {-1, cap} end
 if ARGV[4] == 'grow' then
   redis.call('HSET', META, 'capacity', new)
 else
