@@ -77,23 +77,35 @@ local RECLAIM_EVERY = 1000
 -- scripts instead of in one long one. (Most are live waiters that took their push.)
 local RECLAIM_BATCH = 200
 
+-- Permits granted to waiters and given back by reclaim_unwoken, and waiters dropped, in this
+-- script, all its serve() calls together: at most a call's worth, so that no script runs long
+-- however many are queued or due (a capacity raised by a million); the rest go to the next
+-- script, a waiter's heartbeat at the latest.
+local budget = MAX_PER_CALL
+
 -- Returns false when more are due than one batch looked at.
 local function reclaim_unwoken()
   local due = redis.call('ZRANGEBYSCORE', SERVED, '-inf', int(now), 'LIMIT', '0', int(RECLAIM_BATCH))
   if #due == 0 then return true end
+  local looked = 0
   for _, w in ipairs(due) do
+    if budget < 1 then break end
+    looked = looked + 1
     local rec = redis.call('EXISTS', wake_key(w)) == 1 and redis.call('GET', grant_key(w))
     local holder, toks = string.match(rec or '', '^(%S+) (.*)$')
     -- Holders may be all digits. A record of tokens only (written before records kept the
     -- holder) names no lease here: removing it is all that happens, its permits end with their lease.
     if holder then
-      for tok in string.gmatch(toks, '%S+') do redis.call('ZREM', LEASES, permit(tok, holder)) end
+      for tok in string.gmatch(toks, '%S+') do
+        redis.call('ZREM', LEASES, permit(tok, holder))
+        budget = budget - 1
+      end
       redis.call('DEL', grant_key(w), wake_key(w))
     end
   end
-  -- The lowest scores first, so the batch is the set's first ranks.
-  redis.call('ZREMRANGEBYRANK', SERVED, '0', int(#due - 1))
-  return #due < RECLAIM_BATCH
+  -- The lowest scores first, so those looked at are the set's first ranks.
+  redis.call('ZREMRANGEBYRANK', SERVED, '0', int(looked - 1))
+  return looked == #due and #due < RECLAIM_BATCH
 end
 
 -- Hands free permits to waiters in arrival order, each woken by a push that carries its
@@ -108,15 +120,13 @@ local function serve(cap, quarantine)
   end
   local free = cap - redis.call('ZCARD', LEASES)
   if now < quarantine then return 0, redis.call('ZCARD', QUEUE) > 0 end
-  -- At most this many permits granted and waiters dropped per script, so that no script runs
-  -- long however many are queued (a capacity raised by a million): the rest are served by the
-  -- next script, the waiters' own heartbeats at the latest.
-  local budget = MAX_PER_CALL
   while true do
     -- Nobody can be served: the queue's head need not be read (the common end of a release).
-    if free < 1 or budget < 1 then return free, true end
+    if free < 1 then return free, true end
     local head = redis.call('ZRANGE', QUEUE, '0', '0')[1]
     if not head then return free, false end
+    -- This script's budget (see above) is spent: the next one serves the rest.
+    if budget < 1 then return free, true end
     local n, lease, alive, holder = read_waiter(head)
     if not n or alive <= now then
       remove_waiter(head) -- gave up or died
