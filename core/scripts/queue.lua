@@ -77,19 +77,21 @@ local RECLAIM_EVERY = 1000
 -- scripts instead of in one long one. (Most are live waiters that took their push.)
 local RECLAIM_BATCH = 200
 
--- Permits granted to waiters and given back by reclaim_unwoken, and waiters dropped, in this
--- script, all its serve() calls together: at most a call's worth, so that no script runs long
--- however many are queued or due (a capacity raised by a million); the rest go to the next
--- script, a waiter's heartbeat at the latest.
-local budget = MAX_PER_CALL
+-- Permits granted to waiters and waiters dropped in this script (`budget`), and permits taken
+-- back by reclaim_unwoken (`reclaim_budget`), all its serve() calls together: at most a call's
+-- worth each, so that no script runs long however many are queued or due (a capacity raised by
+-- a million); the rest go to the next script, a waiter's heartbeat at the latest. Apart, so
+-- that taking back never keeps a waiter from being served.
+local budget, reclaim_budget = MAX_PER_CALL, MAX_PER_CALL
 
--- Returns false when more are due than one batch looked at.
+-- Returns false when more are due than this script looked at.
 local function reclaim_unwoken()
+  if reclaim_budget < 1 then return false end
   local due = redis.call('ZRANGEBYSCORE', SERVED, '-inf', int(now), 'LIMIT', '0', int(RECLAIM_BATCH))
   if #due == 0 then return true end
   local looked = 0
   for _, w in ipairs(due) do
-    if budget < 1 then break end
+    if reclaim_budget < 1 then break end
     looked = looked + 1
     local rec = redis.call('EXISTS', wake_key(w)) == 1 and redis.call('GET', grant_key(w))
     local holder, toks = string.match(rec or '', '^(%S+) (.*)$')
@@ -98,7 +100,7 @@ local function reclaim_unwoken()
     if holder then
       for tok in string.gmatch(toks, '%S+') do
         redis.call('ZREM', LEASES, permit(tok, holder))
-        budget = budget - 1
+        reclaim_budget = reclaim_budget - 1
       end
       redis.call('DEL', grant_key(w), wake_key(w))
     end

@@ -735,3 +735,55 @@ fn one_script_serves_at_most_one_calls_worth_of_permits() {
     let newcomer = ints(&last.run(&scripts::ACQUIRE, "X", &["1".into(), "0".into(), "0".into()]));
     assert_eq!(newcomer[0], 1, "granted: the waiter was served and the queue is empty: {newcomer:?}");
 }
+
+/// Pushes nobody took are taken back once their grace is over, by whichever script comes next:
+/// no more of their permits per script than one call's worth either (a thousand waiters of
+/// 10 000 would otherwise be ten million deletions in one script); the rest by the next.
+#[test]
+fn one_script_takes_back_at_most_one_calls_worth_of_unwoken_permits() {
+    use pottery_semaphore_core::validate::MAX_PERMITS_PER_CALL;
+    let server = Server::start(Flavor::Redis);
+    let mut sem = Sem::new(&server, "reclaim-budget", 0);
+    let half = (MAX_PERMITS_PER_CALL / 2).to_string();
+    for _ in 0..3 {
+        assert_eq!(ints(&sem.run(&scripts::ACQUIRE, "W", &[half.clone(), "1".into(), "0".into()]))[0], 2);
+    }
+    // Two served by the raise (its budget), the third by the next script (not its own poll,
+    // which would claim the push): three pushes nobody takes.
+    sem.run(&scripts::SET_CAPACITY, "O", &["set".into(), (3 * MAX_PERMITS_PER_CALL / 2).to_string(), String::new(), "1000000000".into()]);
+    sem.run(&scripts::VALUE, "O", &[]);
+    assert!(sem.queued().is_empty());
+    assert_eq!(sem.leases().len() as i64, 3 * MAX_PERMITS_PER_CALL / 2, "all three served, none woken");
+    // Past the grace (3 s) of the three pushes nobody popped.
+    std::thread::sleep(std::time::Duration::from_millis(3_200));
+    sem.run(&scripts::VALUE, "O", &[]);
+    assert_eq!(sem.leases().len() as i64, MAX_PERMITS_PER_CALL / 2, "two waiters' permits taken back, no more");
+    sem.run(&scripts::VALUE, "O", &[]);
+    assert!(sem.leases().is_empty(), "the third's by the next script");
+}
+
+/// A script that serves twice (a poll, a waiter timing out) after its first taking back spent
+/// that budget: the second finds the budget spent and must leave the rest due, not forget them
+/// (their permits would then stay taken until their lease ends).
+#[test]
+fn pushes_left_due_by_a_spent_budget_stay_due() {
+    use pottery_semaphore_core::validate::MAX_PERMITS_PER_CALL;
+    let server = Server::start(Flavor::Redis);
+    let mut sem = Sem::new(&server, "reclaim-twice", 0);
+    let half = (MAX_PERMITS_PER_CALL / 2).to_string();
+    for _ in 0..3 {
+        assert_eq!(ints(&sem.run(&scripts::ACQUIRE, "W", &[half.clone(), "1".into(), "0".into()]))[0], 2);
+    }
+    sem.run(&scripts::SET_CAPACITY, "O", &["set".into(), (3 * MAX_PERMITS_PER_CALL / 2).to_string(), String::new(), "1000000000".into()]);
+    sem.run(&scripts::VALUE, "O", &[]);
+    // A waiter queued behind the full semaphore, timing out once the three pushes are due.
+    let d = ints(&sem.run(&scripts::ACQUIRE, "D", &["1".into(), "1".into(), "0".into()]));
+    assert_eq!(d[0], 2);
+    std::thread::sleep(std::time::Duration::from_millis(3_200));
+    let got = ints(&sem.run(&scripts::CANCEL, "D", &[d[1].to_string(), "1".into()]));
+    assert_eq!(got[0], 1, "served from what was taken back, as it timed out: {got:?}");
+    let served: i64 = redis::cmd("ZCARD").arg(sem.key("served")).query(&mut sem.conn).unwrap();
+    assert_eq!(served, 1, "the third push is still due");
+    sem.run(&scripts::VALUE, "O", &[]);
+    assert_eq!(sem.leases().len(), 1, "the third's permits taken back by the next script; D's kept");
+}
