@@ -91,20 +91,22 @@ local function reclaim_unwoken()
   if #due == 0 then return true end
   local looked = 0
   for _, w in ipairs(due) do
-    if reclaim_budget < 1 then break end
-    looked = looked + 1
     local rec = redis.call('EXISTS', wake_key(w)) == 1 and redis.call('GET', grant_key(w))
     local holder, toks = string.match(rec or '', '^(%S+) (.*)$')
+    -- A grant that does not fit in what is left of the budget waits for the next script (a
+    -- whole budget fits any: no grant is of more than a call's worth).
+    local _, count = string.gsub(toks or '', '%S+', '')
+    if count > reclaim_budget then break end
+    looked = looked + 1
     -- Holders may be all digits. A record of tokens only (written before records kept the
     -- holder) names no lease here: removing it is all that happens, its permits end with their lease.
     if holder then
-      for tok in string.gmatch(toks, '%S+') do
-        redis.call('ZREM', LEASES, permit(tok, holder))
-        reclaim_budget = reclaim_budget - 1
-      end
+      for tok in string.gmatch(toks, '%S+') do redis.call('ZREM', LEASES, permit(tok, holder)) end
+      reclaim_budget = reclaim_budget - count
       redis.call('DEL', grant_key(w), wake_key(w))
     end
   end
+  if looked == 0 then return false end
   -- The lowest scores first, so those looked at are the set's first ranks.
   redis.call('ZREMRANGEBYRANK', SERVED, '0', int(looked - 1))
   return looked == #due and #due < RECLAIM_BATCH

@@ -738,28 +738,31 @@ fn one_script_serves_at_most_one_calls_worth_of_permits() {
 
 /// Pushes nobody took are taken back once their grace is over, by whichever script comes next:
 /// no more of their permits per script than one call's worth either (a thousand waiters of
-/// 10 000 would otherwise be ten million deletions in one script); the rest by the next.
+/// 10 000 would otherwise be ten million deletions in one script), a grant that does not fit
+/// left whole for the next script.
 #[test]
 fn one_script_takes_back_at_most_one_calls_worth_of_unwoken_permits() {
     use pottery_semaphore_core::validate::MAX_PERMITS_PER_CALL;
     let server = Server::start(Flavor::Redis);
     let mut sem = Sem::new(&server, "reclaim-budget", 0);
-    let half = (MAX_PERMITS_PER_CALL / 2).to_string();
+    // Three grants of 60 % of a call's worth: one fits in a script's budget, two do not.
+    let each = MAX_PERMITS_PER_CALL * 6 / 10;
     for _ in 0..3 {
-        assert_eq!(ints(&sem.run(&scripts::ACQUIRE, "W", &[half.clone(), "1".into(), "0".into()]))[0], 2);
+        assert_eq!(ints(&sem.run(&scripts::ACQUIRE, "W", &[each.to_string(), "1".into(), "0".into()]))[0], 2);
     }
-    // Two served by the raise (its budget), the third by the next script (not its own poll,
-    // which would claim the push): three pushes nobody takes.
-    sem.run(&scripts::SET_CAPACITY, "O", &["set".into(), (3 * MAX_PERMITS_PER_CALL / 2).to_string(), String::new(), "1000000000".into()]);
+    // Served one per script (the serve budget), by scripts that are not the waiters' own polls
+    // (which would claim the push): three pushes nobody takes.
+    sem.run(&scripts::SET_CAPACITY, "O", &["set".into(), (3 * each).to_string(), String::new(), "1000000000".into()]);
+    sem.run(&scripts::VALUE, "O", &[]);
     sem.run(&scripts::VALUE, "O", &[]);
     assert!(sem.queued().is_empty());
-    assert_eq!(sem.leases().len() as i64, 3 * MAX_PERMITS_PER_CALL / 2, "all three served, none woken");
-    // Past the grace (3 s) of the three pushes nobody popped.
+    assert_eq!(sem.leases().len() as i64, 3 * each, "all three served, none woken");
+    // Past the grace (3 s) of the three pushes nobody popped: one grant taken back per script.
     std::thread::sleep(std::time::Duration::from_millis(3_200));
-    sem.run(&scripts::VALUE, "O", &[]);
-    assert_eq!(sem.leases().len() as i64, MAX_PERMITS_PER_CALL / 2, "two waiters' permits taken back, no more");
-    sem.run(&scripts::VALUE, "O", &[]);
-    assert!(sem.leases().is_empty(), "the third's by the next script");
+    for left in [2, 1, 0] {
+        sem.run(&scripts::VALUE, "O", &[]);
+        assert_eq!(sem.leases().len() as i64, left * each, "one grant taken back per script");
+    }
 }
 
 /// A script that serves twice (a poll, a waiter timing out) after its first taking back spent
