@@ -75,9 +75,10 @@ async def test_cancelling_an_awaiting_acquire_leaks_nothing(server, unique_key):
     await aio.release()
 
 
-async def cancelled_when_ready(call, monkeypatch) -> None:
+async def cancelled_when_ready(call, monkeypatch, then=None) -> None:
     """Runs `call` as a task cancelled just as its first Rust future reports "ready": Rust has
-    finished (the result exists) but the task has not resumed with it."""
+    finished (the result exists) but the task has not resumed with it. `then`, if given, runs
+    right after the cancellation, before the task resumes."""
     from pottery_semaphore._native import pottery_semaphore_ffi as ffi
 
     task = None
@@ -87,6 +88,8 @@ async def cancelled_when_ready(call, monkeypatch) -> None:
         set_result(future, poll_code)
         if poll_code == ffi._UNIFFI_RUST_FUTURE_POLL_READY and task is not None:
             task.cancel()
+            if then is not None:
+                then()
 
     monkeypatch.setattr(ffi, "_uniffi_set_future_result", set_result_then_cancel)
     task = asyncio.ensure_future(call)
@@ -112,26 +115,14 @@ async def test_a_release_beside_a_cancelled_grant_does_not_take_it(server, uniqu
     # As above, with a release() of the same object run between the cancellation and the
     # give-back: it must take the handle's other permit, not the grant being given back (which
     # would leave the give-back nothing, and the other permit held with nobody to release it).
-    from pottery_semaphore._native import pottery_semaphore_ffi as ffi
-
     aio = AIOSemaphore(value=2, key=unique_key, masters={server.url})
     assert await aio.get_value() == 2
-    task = None
-    set_result = ffi._uniffi_set_future_result
 
-    def set_result_then_cancel_and_release(future, poll_code):
-        set_result(future, poll_code)
-        if poll_code == ffi._UNIFFI_RUST_FUTURE_POLL_READY and task is not None:
-            task.cancel()
-            # Another task's plain acquire, then its release, before the cancelled one resumes.
-            assert aio._native.acquire(1, False, None, False)
-            aio._native.release(1)
+    def another_task_acquires_and_releases():
+        assert aio._native.acquire(1, False, None, False)
+        aio._native.release(1)
 
-    monkeypatch.setattr(ffi, "_uniffi_set_future_result", set_result_then_cancel_and_release)
-    task = asyncio.ensure_future(aio.acquire())
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    monkeypatch.undo()
+    await cancelled_when_ready(aio.acquire(), monkeypatch, then=another_task_acquires_and_releases)
     assert aio.fencing_token is None, "the handle kept a permit"
     other = Semaphore(value=2, key=unique_key, masters={server.url})
     assert other.holders() == [], "a permit is still held"
