@@ -7,7 +7,7 @@
 do
   local n = tonumber(ARGV[4])
   if not (n and n >= 1 and n <= MAX_PER_CALL and n % 1 == 0) then error('pottery-semaphore: argument out of range') end
-  if n >= 1 and n <= 64 and #ARGV >= 6 + n and redis.call('ZCARD', KEYS[3]) == 0 then
+  if n <= 64 and #ARGV >= 6 + n and redis.call('ZCARD', KEYS[3]) == 0 then
     redis.call('ZREMRANGEBYSCORE', LEASES, '-inf', now)
     if n == 1 then
       -- Removed means it was the caller's and live (ended ones are gone); else nothing changed.

@@ -205,17 +205,17 @@ impl HostState {
     /// its own async one when it waits for replicas, or the shared async one (see
     /// [`Connections::query`]); returns the number of the connection that ran it (blocking ones
     /// are numbered as the async ones).
-    async fn run(&mut self, master: u32, cmd: &redis::Cmd, route: Option<Route>, retry: bool) -> redis::RedisResult<(Value, Option<u64>)> {
+    async fn run(&mut self, master: u32, cmd: &redis::Cmd, route: Option<Route>, retry: bool) -> redis::RedisResult<(Value, u64)> {
         let conns = self.masters[master as usize].clone();
         let Some(client) = self.caller_thread_client(&conns) else {
             let (value, number) = match self.replicas {
                 Some(_) => conns.query_with(&mut self.own_async, cmd, route, retry).await?,
                 None => conns.query(cmd, route, retry, None).await?,
             };
-            return Ok((value, Some(number)));
+            return Ok((value, number));
         };
         let value = query_own(&mut self.sync, client, retry, |conn| cmd.query(conn))?;
-        Ok((value, Some(self.sync.commands_number)))
+        Ok((value, self.sync.commands_number))
     }
 
     async fn query_routed(&mut self, master: u32, cmd: &redis::Cmd, route: Route) -> redis::RedisResult<Value> {
@@ -404,7 +404,7 @@ impl HostState {
     }
 
     /// Judges WAIT's answer: enough replicas, on the connection that ran the scripts (`conn`).
-    fn replicas_acked(&self, value: Value, conn: Option<u64>, timeout_ms: u64) -> Result<(), WitError> {
+    fn replicas_acked(&self, value: Value, conn: u64, timeout_ms: u64) -> Result<(), WitError> {
         let Some(ack) = self.replicas else { return Ok(()) };
         let acked = match value {
             Value::Int(n) if !ack.aof => n,
@@ -415,7 +415,7 @@ impl HostState {
             },
             other => return Err(WitError::Redis(format!("WAIT answered {other:?}"))),
         };
-        if conn != self.wrote_on {
+        if Some(conn) != self.wrote_on {
             return Err(WitError::NotReplicated("the connection that ran the scripts was replaced before WAIT".into()));
         }
         if acked >= i64::from(ack.replicas) {
@@ -515,7 +515,7 @@ impl TransportHost for HostState {
         let result = match conns.as_deref().and_then(|conns| self.caller_thread_client(conns)) {
             Some(client) => {
                 let result = self.eval_on_caller_thread(client, master, &sha1, &scope, &args)?;
-                result.map(|value| (value, Some(self.sync.commands_number)))
+                result.map(|value| (value, self.sync.commands_number))
             }
             None => {
                 let (evalsha, rerun_safe) = self.evalsha(master, &sha1, &scope, &args)?;
@@ -524,7 +524,7 @@ impl TransportHost for HostState {
         };
         self.resumed_at = Instant::now();
         if let Ok((_, conn)) = &result {
-            self.wrote_on = *conn;
+            self.wrote_on = Some(*conn);
         }
         eval_result(result.map(|(v, _)| v))
     }

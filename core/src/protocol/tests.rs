@@ -101,14 +101,14 @@ fn uncontended_acquire_is_one_script() {
     assert_eq!(*fake.calls.borrow(), vec![eval("acquire.lua", &["2", "1", "1"])]);
 }
 
-/// A pop Redis ended late, longer than a third of a lease: its push is claimed by poll.lua with
-/// a fresh lease, not returned as it came (valid, by the host's clock, only from the script
-/// before the pop, it could end before the holder's first refresh).
-#[test]
-fn a_push_after_a_third_of_a_lease_is_claimed_with_a_fresh_lease() {
+/// A 300 ms lease's waiter woken by a push more than a third of a lease after the script
+/// before its pop was sent, whatever made it late (`delay` sets that on the fake): the push is
+/// claimed by poll.lua with a fresh lease, not returned as it came (valid, by the host's clock,
+/// only from that script, it could end before the holder's first refresh).
+fn assert_a_late_push_is_claimed_with_a_fresh_lease(delay: impl FnOnce(&Fake)) {
     let fake = Fake::default();
     let sem = open_leased(&fake, false, 300);
-    *fake.pop_overrun_ms.borrow_mut() = 50;
+    delay(&fake);
     fake.replies.borrow_mut().push_back(ints(&[2, 7, 60_000]));
     fake.pops.borrow_mut().push_back(Ok(Some("9000 43".into())));
     fake.replies.borrow_mut().push_back(ints(&[1, 9100, 43]));
@@ -118,20 +118,16 @@ fn a_push_after_a_third_of_a_lease_is_claimed_with_a_fresh_lease() {
     assert_eq!(*fake.calls.borrow(), vec![eval("acquire.lua", &["1", "1", "1"]), pop, eval("poll.lua", &["7", "1", "1"])]);
 }
 
-/// As above, with the third of a lease spent mostly in the script that queued the waiter (a slow
-/// round trip), not in the pop: the push is claimed with a fresh lease all the same.
+/// A pop Redis ended late: the third of a lease spent in the pop.
+#[test]
+fn a_push_after_a_third_of_a_lease_is_claimed_with_a_fresh_lease() {
+    assert_a_late_push_is_claimed_with_a_fresh_lease(|fake| *fake.pop_overrun_ms.borrow_mut() = 50);
+}
+
+/// A slow round trip: the third of a lease spent mostly in the script that queued the waiter.
 #[test]
 fn a_push_a_third_of_a_lease_after_a_slow_script_is_claimed_with_a_fresh_lease() {
-    let fake = Fake::default();
-    let sem = open_leased(&fake, false, 300);
-    *fake.eval_ms.borrow_mut() = 60;
-    fake.replies.borrow_mut().push_back(ints(&[2, 7, 60_000]));
-    fake.pops.borrow_mut().push_back(Ok(Some("9000 43".into())));
-    fake.replies.borrow_mut().push_back(ints(&[1, 9100, 43]));
-    let permits = sem.acquire(1, true, None).expect("acquire");
-    assert_eq!(permits.iter().map(|p| (p.token, p.deadline_ms)).collect::<Vec<_>>(), vec![(43, 9100)]);
-    let pop = Call::Pop("pottery-semaphore:{k}:wake:7".into(), 100, false);
-    assert_eq!(*fake.calls.borrow(), vec![eval("acquire.lua", &["1", "1", "1"]), pop, eval("poll.lua", &["7", "1", "1"])]);
+    assert_a_late_push_is_claimed_with_a_fresh_lease(|fake| *fake.eval_ms.borrow_mut() = 60);
 }
 
 #[test]

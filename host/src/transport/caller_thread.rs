@@ -108,7 +108,7 @@ impl Host for HostState {
         let result = self.run_here(master, &wait, false)?;
         self.resumed_at = Instant::now();
         let value = result.map_err(|e| from_redis(&e))?;
-        self.replicas_acked(value, Some(self.sync.commands_number), timeout_ms)
+        self.replicas_acked(value, self.sync.commands_number, timeout_ms)
     }
 
     fn monotonic_now(&mut self) -> u64 {
