@@ -21,8 +21,12 @@ fn usage() -> &'static str {
   sdk         build every package into dist/: component + WIT, native library, wheel, jar, Swift"
 }
 
+/// The workspace this xtask was run from: `cargo run` names xtask's own directory at run time.
+/// The path baked in at compile time is only the fallback: a copy of the workspace whose
+/// target/ came along (`cp -a`) may run a binary built for the original, and must not act on it.
 fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(PathBuf::from).unwrap_or_default()
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest.parent().map(PathBuf::from).unwrap_or_default()
 }
 
 /// Where cargo puts its builds: `CARGO_TARGET_DIR` (relative to the workspace) when set.

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::target_dir;
+use crate::{target_dir, workspace};
 
 /// The package, relative to the workspace.
 pub const PACKAGE: &str = "bindings/swift";
@@ -108,8 +108,7 @@ pub fn generate(workspace: &Path) -> Result<PathBuf, String> {
 /// target/swift-venv of this workspace, with the pinned parser of the package's
 /// requirements-check.txt; remade when the requirements change.
 fn venv(package: &Path) -> Result<PathBuf, String> {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().ok_or("xtask/ sits in the workspace")?;
-    let venv = target_dir(workspace).join("swift-venv");
+    let venv = target_dir(&workspace()).join("swift-venv");
     let requirements = package.join("requirements-check.txt");
     let wanted = std::fs::read_to_string(&requirements).map_err(|e| format!("{}: {e}", requirements.display()))?;
     let stamp = venv.join(".requirements");
@@ -171,8 +170,7 @@ pub fn check(package: &Path) -> Result<String, String> {
 /// The check must be able to fail: on a copy of the package whose generated module is empty
 /// (nothing the layer calls exists) it has to say so.
 fn refuses_an_empty_module(package: &Path, python: &Path) -> Result<(), String> {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().ok_or("xtask/ sits in the workspace")?;
-    let copy = target_dir(workspace).join(format!("swift-check-empty-{}", std::process::id()));
+    let copy = target_dir(&workspace()).join(format!("swift-check-empty-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&copy);
     let write = |relative: &Path, contents: &[u8]| {
         let file = copy.join(relative);
