@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 pub mod cluster;
 pub mod native;
+pub mod monitor;
 pub mod oracle;
 pub mod proxy;
 

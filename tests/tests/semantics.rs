@@ -4,8 +4,9 @@
 use std::time::{Duration, Instant};
 
 use pottery_semaphore_core::{Config, Semaphore as NativeSemaphore};
-use pottery_semaphore_host::{Error, Semaphore};
+use pottery_semaphore_host::{BlockingSemaphore, Error, Semaphore};
 use pottery_semaphore_tests::native::NativeTransport;
+use pottery_semaphore_tests::monitor::{Request, Requests};
 use pottery_semaphore_tests::{assert_time_outs_are_prompt, eventually, key, Flavor, Server};
 
 async fn open(server: &Server, key: &str, permits: i64) -> Semaphore {
@@ -373,20 +374,38 @@ async fn waiters_are_served_in_arrival_order() {
     }
 }
 
+/// Every request the semaphore's connections send counts (MONITOR shows them all), not only
+/// scripts: a PING, a clock read or a second script would each be another round trip.
 #[tokio::test(flavor = "multi_thread")]
 async fn uncontended_acquire_and_release_are_one_round_trip_each() {
     let server = Server::start(Flavor::Redis);
+    let mut requests = Requests::start(&server);
+    let one_script = |seen: Vec<Request>, call: &str| {
+        assert_eq!(seen.iter().map(|r| r.command.as_str()).collect::<Vec<_>>(), ["EVALSHA"], "{call}: {seen:?}");
+    };
+
     let sem = open(&server, &key("rtt"), 1).await;
-    // Warm up: scripts loaded, connection open.
+    // Warm up: scripts loaded, connections open.
     assert!(sem.acquire(false, None).await.unwrap());
     sem.release(1).await.unwrap();
-    let before = commandstat(&server, "evalsha").await + commandstat(&server, "eval").await;
+    requests.since_last();
     assert!(sem.acquire(true, None).await.unwrap());
-    let after_acquire = commandstat(&server, "evalsha").await + commandstat(&server, "eval").await;
+    one_script(requests.since_last(), "async acquire");
     sem.release(1).await.unwrap();
-    let after_release = commandstat(&server, "evalsha").await + commandstat(&server, "eval").await;
-    assert_eq!(after_acquire - before, 1);
-    assert_eq!(after_release - after_acquire, 1);
+    one_script(requests.since_last(), "async release");
+
+    // The blocking API on one server runs on the caller's thread, over connections of its own.
+    let blocking = tokio::task::spawn_blocking(move || {
+        let sem = BlockingSemaphore::open(server.options(&key("rtt-blocking")).permits(1)).unwrap();
+        assert!(sem.acquire(false, None).unwrap());
+        sem.release(1).unwrap();
+        requests.since_last();
+        assert!(sem.acquire(true, None).unwrap());
+        one_script(requests.since_last(), "blocking acquire");
+        sem.release(1).unwrap();
+        one_script(requests.since_last(), "blocking release");
+    });
+    blocking.await.unwrap();
 }
 
 /// The uncontended acquire and release return before the general path runs (acquire_fast.lua,
