@@ -736,6 +736,30 @@ fn one_script_serves_at_most_one_calls_worth_of_permits() {
     assert_eq!(newcomer[0], 1, "granted: the waiter was served and the queue is empty: {newcomer:?}");
 }
 
+/// The serve budget is the script's, not each serve()'s: a poll that serves, then queues its
+/// waiter again at the tail and serves once more, grants no more in all than one call's worth.
+#[test]
+fn a_poll_that_serves_twice_shares_one_budget() {
+    use pottery_semaphore_core::validate::MAX_PERMITS_PER_CALL;
+    let server = Server::start(Flavor::Redis);
+    let mut sem = Sem::new(&server, "serve-budget-poll", 0);
+    let half = (MAX_PERMITS_PER_CALL / 2).to_string();
+    let queued: Vec<String> = (0..3)
+        .map(|_| {
+            let queued = ints(&sem.run(&scripts::ACQUIRE, "W", &[half.clone(), "1".into(), "0".into()]));
+            assert_eq!(queued[0], 2, "queued: {queued:?}");
+            queued[1].to_string()
+        })
+        .collect();
+    // Permits for all three, freed behind the scripts' back so that none has served them yet.
+    let _: () = redis::cmd("HSET").arg(&sem.meta).arg("capacity").arg(3 * MAX_PERMITS_PER_CALL / 2 + 1).query(&mut sem.conn).unwrap();
+    // A poll for an entry that is gone queues its waiter again and serves a second time.
+    let polled = ints(&sem.run(&scripts::POLL, "P", &["1".into(), "1".into(), "0".into()]));
+    assert_eq!(polled[0], 2, "queued again: {polled:?}");
+    assert_eq!(sem.leases().len() as i64, MAX_PERMITS_PER_CALL, "the first two waiters, no more");
+    assert_eq!(sem.queued(), [queued[2].clone(), polled[1].to_string()]);
+}
+
 /// Pushes nobody took are taken back once their grace is over, by whichever script comes next:
 /// no more of their permits per script than one call's worth either (a thousand waiters of
 /// 10 000 would otherwise be ten million deletions in one script), a grant that does not fit
