@@ -17,6 +17,50 @@ import pottery_semaphore as ps
 from pottery_semaphore import AIOSemaphore, BoundedSemaphoreError, Semaphore, SemaphoreError
 
 
+def test_a_permit_outlives_the_object_that_took_it(redis_client, unique_key):
+    """As in the original, where permits belong to the semaphore in Redis: an object that took a
+    permit and was dropped does not give it back (the code that took it may still be running);
+    a release() by another object of this process gives it back, not another holder's."""
+    import gc
+
+    def sem(**kw):
+        return Semaphore(value=2, key=unique_key, masters={redis_client}, lease=0.3, **kw)
+
+    other = sem()
+    assert other.acquire(blocking=False)
+    assert sem().acquire(blocking=False)  # the object goes at once
+    gc.collect()
+    time.sleep(0.6)  # two leases: it is refreshed, not left to end
+    assert [h.holder for h in other.holders()].count(other.holder_id) == 1
+    assert len(other.holders()) == 2
+    assert not sem().acquire(blocking=False), "a dropped object's permit was given to a third holder"
+    sem().release()
+    assert other.lost_permits() == [], "another holder's permit was released in its place"
+    assert [h.holder for h in other.holders()] == [other.holder_id]
+    # Nothing kept any more: the next release of an object holding none is the fungible one.
+    with pytest.raises(BoundedSemaphoreError):
+        sem().release(2)
+    other.release()
+
+
+async def test_an_async_permit_outlives_the_object_that_took_it(redis_client, unique_key):
+    import gc
+
+    def sem():
+        return AIOSemaphore(value=1, key=unique_key, masters={redis_client}, lease=0.3)
+
+    assert await sem().acquire(blocking=False)
+    gc.collect()
+    await asyncio.sleep(0.6)
+    assert len(await sem().holders()) == 1
+    assert not await sem().acquire(blocking=False)
+    # Kept permits are the same semaphore's whichever class took them.
+    await sem().release()
+    fresh = Semaphore(value=1, key=unique_key, masters={redis_client})
+    assert fresh.acquire(blocking=False)
+    fresh.release()
+
+
 def test_create_with_defaults_and_values(redis_client, unique_key):
     sem = Semaphore(key=unique_key, masters={redis_client})
     assert sem.value == 1

@@ -32,20 +32,30 @@ def test_client_urls():
     assert client_url(redis.Redis(host="h", credential_provider=provider)) == "redis://u:s3cret@h:6379/0"
     assert client_url(redis.Redis(unix_socket_path="/tmp/a b#1.sock")) == "unix:///tmp/a%20b%231.sock?db=0"
     assert master_urls([]) == [DEFAULT_URL]
-    assert master_urls(["redis://a:1", "redis://a:1"]) == ["redis://a:1", "redis://a:1"]
+    # As the original's frozenset: one entry given twice is one master.
+    assert master_urls(["redis://a:1", "redis://a:1"]) == ["redis://a:1"]
+    one = redis.Redis(host="a", port=1)
+    assert master_urls([one, one]) == ["redis://a:1/0"]
+    assert master_urls([one, redis.Redis(host="a", port=1)]) == ["redis://a:1/0", "redis://a:1/0"]
 
 
 def test_one_server_given_twice_is_refused(server, unique_key):
-    # As a client and as its URL, or twice as a URL: two votes of one server in the quorum.
+    # As a client and as its URL, or as two clients: two votes of one server in the quorum.
     from pottery_semaphore import InvalidArgumentError
 
-    for masters in ([server.client(), server.url], [server.url, server.url]):
+    for masters in ([server.client(), server.url], [server.client(), server.client()]):
         with pytest.raises(InvalidArgumentError, match="listed twice"):
             Semaphore(value=1, key=unique_key, masters=masters, guard_fresh_server=False)
+    # One entry given twice is one master, as in the original (a frozenset of them).
+    client = server.client()
+    for masters in ([client, client], [server.url, server.url]):
+        sem = Semaphore(value=1, key=unique_key, masters=masters, guard_fresh_server=False)
+        assert sem.acquire(blocking=False)
+        sem.release()
     # The message names the URLs without their password.
     with_password = server.url.replace("redis://", "redis://:s3cret@")
     with pytest.raises(InvalidArgumentError, match="listed twice") as refused:
-        Semaphore(value=1, key=unique_key, masters=[with_password, with_password], guard_fresh_server=False)
+        Semaphore(value=1, key=unique_key, masters=[with_password, with_password + "/0"], guard_fresh_server=False)
     assert "s3cret" not in str(refused.value)
 
 

@@ -386,10 +386,10 @@ def _ended(owner: Any) -> bool:
 def unknown_block_left() -> None:
     """A ``with`` block was left that cannot be told from the others still open (entered and
     left through helpers on different threads or tasks): releasing any of theirs could let one
-    holder too many in, so none is; the permit stays held until the semaphore object goes."""
+    holder too many in, so none is; the permit stays held until a ``release()``."""
     warnings.warn(
         "pottery_semaphore: cannot tell which `with` block of this semaphore was left; its permit "
-        "stays held until the semaphore object is dropped",
+        "stays held until a release()",
         RuntimeWarning,
         stacklevel=3,
     )

@@ -79,14 +79,22 @@ def client_url(client: Any) -> str:
 
 def master_urls(masters: Iterable[Any]) -> List[str]:
     """URLs of ``masters``; an empty collection means ``redis://localhost:6379`` as in the
-    original library. One server given twice is kept twice, for the semaphore to refuse (it
-    would count as two masters of a quorum)."""
+    original library. As there (it made a ``frozenset`` of them), an entry given twice (one
+    client, one URL string) is one master; two entries that name one server (a client and its
+    URL, two clients of one server) stay two, for the semaphore to refuse: they would count as
+    two masters of a quorum."""
     if isinstance(masters, (str, bytes)):
         raise TypeError("masters must be a collection of clients or URLs, not a single string")
-    urls = []
+    urls, seen = [], set()
     for master in masters:
-        if isinstance(master, str):
-            urls.append(master)
-        else:
-            urls.append(client_url(master))
+        try:
+            entry: Any = master
+            if entry in seen:
+                continue
+        except TypeError:  # unhashable: told apart by identity
+            entry = ("id", id(master))
+            if entry in seen:
+                continue
+        seen.add(entry)
+        urls.append(master if isinstance(master, str) else client_url(master))
     return sorted(urls) or [DEFAULT_URL]

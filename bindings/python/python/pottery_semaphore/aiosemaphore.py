@@ -10,6 +10,7 @@ from typing import Any, Iterable, List, Optional
 
 from . import _cancel_safe
 from . import _common as c
+from . import _kept
 from ._common import ReplicaAck
 from . import exceptions as exc
 from ._native import pottery_semaphore_ffi as _ffi
@@ -43,6 +44,7 @@ class AIOSemaphore(c.NotCopyable):
             replica_ack=replica_ack,
         )
         self._key = key
+        self._kept_as = _kept.identity(self._options)
         self._bounded = bool(bounded)
         self._raise_on_redis_errors = bool(raise_on_redis_errors)
         self._fork = c.ForkGuard()  # re-armed when it opens (it does no I/O before)
@@ -53,6 +55,12 @@ class AIOSemaphore(c.NotCopyable):
         self._opening: "weakref.WeakKeyDictionary[Any, asyncio.Lock]" = weakref.WeakKeyDictionary()
         self._open_lock = threading.Lock()
         self._blocks = c.OpenBlocks()
+
+    def __del__(self) -> None:
+        # Permits still held stay held (see ``_kept``), not given back with the object.
+        native, fork = getattr(self, "_native", None), getattr(self, "_fork", None)
+        if native is not None and fork is not None and not fork.forked():
+            _kept.keep(self._kept_as, native)
 
     async def _open(self) -> Any:
         if self._native is not None:
@@ -115,8 +123,26 @@ class AIOSemaphore(c.NotCopyable):
     async def release(self, n: int = 1) -> None:
         """Give back ``n`` permits: yours first, then other holders' (permits are fungible).
         After an error (but :class:`InvalidArgumentError` and :class:`BoundedSemaphoreError`) the
-        release is finished in the background: do not call ``release`` again for it."""
-        await self._call("release_async", c.integer("n", n))
+        release is finished in the background: do not call ``release`` again for it. An object
+        that holds no permit gives back first those that objects of this process took and
+        dropped (see ``Semaphore.release``)."""
+        count = c.integer("n", n)
+        taken = [] if self._held() else _kept.take(self._kept_as, count)
+        try:
+            rest = count - _kept.count(taken)
+            if rest > 0 or not taken:  # n < 1 included: the native call refuses it
+                await self._call("release_async", rest)
+        except BaseException:
+            _kept.put_back(self._kept_as, taken)
+            raise
+        failed: List[BaseException] = []
+        for native, tokens in taken:
+            try:
+                await native.release_permits_async(tokens)
+            except c.NATIVE_ERRORS as e:
+                failed.append(c.translate(e))  # that handle finishes it in the background
+        if failed:
+            raise failed[0]
 
     async def locked(self) -> bool:
         """True when no permit is available."""

@@ -11,6 +11,7 @@ from typing import Any, Iterable, List, Optional
 from . import _common as c
 from ._common import ReplicaAck
 from . import _green
+from . import _kept
 from . import exceptions as exc
 from ._native import pottery_semaphore_ffi as _ffi
 
@@ -24,7 +25,9 @@ class Semaphore(c.NotCopyable):
 
     A drop-in replacement for the original ``pottery_semaphore.Semaphore``. Every permit is a
     lease judged by Redis server time and refreshed in the background while this process lives,
-    so a crashed holder frees its permit within ``lease`` seconds. Waiters are served in arrival
+    so a crashed holder frees its permit within ``lease`` seconds. Permits outlive the object that
+    took them, as in the original: a ``release()`` of the same semaphore by another object of
+    this process that holds none gives them back. Waiters are served in arrival
     order and woken by a push, without polling. Safe to share across threads: a thread blocked in
     :meth:`acquire` does not hold up a :meth:`release` from another.
 
@@ -75,7 +78,14 @@ class Semaphore(c.NotCopyable):
         self._raise_on_redis_errors = bool(raise_on_redis_errors)
         self._fork = c.ForkGuard()
         self._blocks = c.OpenBlocks()
+        self._kept_as = _kept.identity(opts)
         self._native = c.call(_ffi.Semaphore.open, opts)
+
+    def __del__(self) -> None:
+        # Permits still held stay held (see ``_kept``), not given back with the object.
+        native, fork = getattr(self, "_native", None), getattr(self, "_fork", None)
+        if native is not None and fork is not None and not fork.forked():
+            _kept.keep(self._kept_as, native)
 
     def _here(self) -> Any:
         """The native handle, in the process that opened it (see ``ForkGuard``)."""
@@ -153,8 +163,26 @@ class Semaphore(c.NotCopyable):
         which change nothing) the release may or may not have happened: the semaphore finishes
         it in the background, so do not call ``release`` again for it.
 
-        The permits of running ``with`` blocks go last: each block gives back its own."""
-        self._call("release", c.integer("n", n))
+        The permits of running ``with`` blocks go last: each block gives back its own. An
+        object that holds no permit gives back first those that objects of this process took
+        and dropped (see ``_kept``)."""
+        count = c.integer("n", n)
+        taken = [] if self._here().held() else _kept.take(self._kept_as, count)
+        try:
+            rest = count - _kept.count(taken)
+            if rest > 0 or not taken:  # n < 1 included: the native call refuses it
+                self._call("release", rest)
+        except BaseException:
+            _kept.put_back(self._kept_as, taken)
+            raise
+        failed: List[BaseException] = []
+        for native, tokens in taken:
+            try:
+                native.release_permits(tokens)
+            except c.NATIVE_ERRORS as e:
+                failed.append(c.translate(e))  # that handle finishes it in the background
+        if failed:
+            raise failed[0]
 
     def locked(self) -> bool:
         """True when no permit is available."""
