@@ -222,13 +222,21 @@ impl HostState {
         Ok(self.run(master, cmd, Some(route), true).await?.0)
     }
 
+    /// The shortest time a wait tries to connect for (see `blocking_pop_sync`).
+    const MIN_CONNECT_WITHIN: Duration = Duration::from_millis(2);
+
     /// BLPOP on this instance's blocking pop connection, timed by the socket's read time-out;
     /// when that ends it, the connection is dropped with the BLPOP in flight (see `blocking_pop`).
     /// `limit`: what the call has left, which no connecting or popping outlasts.
     fn blocking_pop_sync(&mut self, client: &redis::Client, key: &str, timeout_ms: u64, exact: bool, limit: Duration) -> Result<Option<String>, WitError> {
         let ends_at = Instant::now() + Duration::from_millis(timeout_ms);
         let limit_at = Instant::now() + limit;
-        let (mut cmd, mut timeout) = blpop(key, Duration::from_millis(timeout_ms), exact, limit);
+        // The pop as sent now, and how long the host waits for it: what is left of the wait,
+        // connecting included (as on the async path, which races connecting against it).
+        let pop_now = || {
+            let now = Instant::now();
+            blpop(key, ends_at.saturating_duration_since(now), exact, limit_at.saturating_duration_since(now))
+        };
         let mut reused = self.sync.pops.is_some();
         // A signal held back during this call's script (see `signals`) ends the wait before it
         // begins, as it would have ended it during it.
@@ -236,15 +244,31 @@ impl HostState {
             return Err(WitError::Cancelled);
         }
         loop {
-            // Failing to connect is an error of its own, even when it timed out: not an empty pop.
-            // Connecting reads the server's answers to its setup (a signal must not break those
-            // either); one held back meanwhile ends the wait where signals do.
-            // Halved: redis-rs may read the setup's answers twice, each time with what is left
-            // of its time-out.
+            // Failing to connect is an error of its own: not an empty pop; unless the wait is
+            // what cut it short (a server slow to take on a client): then again with what is
+            // left, until the wait ends as a pop would. Connecting reads the server's answers
+            // to its setup (a signal must not break those either); one held back meanwhile ends
+            // the wait where signals do. Halved: redis-rs may read the setup's answers twice,
+            // each time with what is left of its time-out, so that connecting never outlasts
+            // the wait (nor the call).
             let connect_within = limit_at.saturating_duration_since(Instant::now()) / 2;
-            let conn = crate::signals::without_interruption(|| sync_connection(&mut self.sync.pops, client, None, connect_within)).map_err(|e| from_redis(&e))?;
+            let wait = pop_now().1 / 2;
+            let conn = match crate::signals::without_interruption(|| sync_connection(&mut self.sync.pops, client, None, connect_within.min(wait))) {
+                Ok(conn) => conn,
+                Err(e) if e.is_timeout() && wait < connect_within => {
+                    if pop_now().1 < Self::MIN_CONNECT_WITHIN {
+                        return Ok(None);
+                    }
+                    continue;
+                }
+                Err(e) => return Err(from_redis(&e)),
+            };
             if crate::signals::take_held_back() {
                 return Err(WitError::Cancelled);
+            }
+            let (cmd, timeout) = pop_now();
+            if timeout.is_zero() {
+                return Ok(None);
             }
             let result = conn.set_read_timeout(Some(timeout)).and_then(|()| cmd.query::<Option<(String, String)>>(conn));
             match result {
@@ -271,11 +295,9 @@ impl HostState {
                         return Err(from_redis(&e));
                     }
                     // Either way the pop goes on with the time it has left, not all of it again.
-                    let left = ends_at.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
+                    if ends_at <= Instant::now() {
                         return Ok(None);
                     }
-                    (cmd, timeout) = blpop(key, left, exact, limit_at.saturating_duration_since(Instant::now()));
                 }
             }
         }

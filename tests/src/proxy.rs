@@ -30,6 +30,8 @@ struct Shared {
     conns: Mutex<Vec<Conn>>,
     /// Armed by `lose_reply_to`: the bytes of the request whose reply is to be lost.
     trap: Mutex<Option<Vec<u8>>>,
+    /// Set by `delay_new_connections`: how long a new connection waits before it forwards.
+    setup_delay: Mutex<std::time::Duration>,
 }
 
 #[derive(Debug)]
@@ -72,6 +74,7 @@ impl Proxy {
             stopping: AtomicBool::new(false),
             conns: Mutex::new(Vec::new()),
             trap: Mutex::new(None),
+            setup_delay: Mutex::new(std::time::Duration::ZERO),
         });
         let s = shared.clone();
         let acceptor = std::thread::spawn(move || accept_loop(listener, s));
@@ -116,6 +119,12 @@ impl Proxy {
     pub fn lose_reply_to(&self, pattern: &[u8]) {
         *self.shared.trap.lock().unwrap_or_else(|e| e.into_inner()) = Some(pattern.to_vec());
     }
+
+    /// Connections accepted from now on forward nothing for `delay` (their connect succeeds;
+    /// the first reply, to the client's setup, comes late): a server slow to take on a client.
+    pub fn delay_new_connections(&self, delay: std::time::Duration) {
+        *self.shared.setup_delay.lock().unwrap_or_else(|e| e.into_inner()) = delay;
+    }
 }
 
 /// How long a connection whose reply `lose_reply_to` drops stays open (the server runs the
@@ -154,40 +163,54 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             return;
         }
         let Ok(client) = client else { continue };
-        let _ = client.set_nodelay(true);
-        let mut conns = shared.conns();
-        conns.retain(|c| !c.closed.load(Ordering::SeqCst));
-        let born = shared.cuts.load(Ordering::SeqCst);
-        let upstream = if shared.cut.load(Ordering::SeqCst) {
-            None
+        let delay = *shared.setup_delay.lock().unwrap_or_else(|e| e.into_inner());
+        if delay.is_zero() {
+            forward(client, &shared);
         } else {
-            match TcpStream::connect(shared.target) {
-                Ok(up) => Some(up),
-                // The server is down (restarting): refuse as it would.
-                Err(_) => continue,
-            }
-        };
-        let (Ok(client_r), Ok(client_w)) = (client.try_clone(), client.try_clone()) else { continue };
-        let closed = Arc::new(AtomicBool::new(false));
-        match &upstream {
-            Some(up) => {
-                let _ = up.set_nodelay(true);
-                let (Ok(up_r), Ok(up_w)) = (up.try_clone(), up.try_clone()) else { continue };
-                let lost = Arc::new(AtomicBool::new(false));
-                let (s, c, l) = (shared.clone(), closed.clone(), lost.clone());
-                std::thread::spawn(move || pump(client_r, Some(up_w), born, &s, &c, &l, true));
-                let (s, c) = (shared.clone(), closed.clone());
-                std::thread::spawn(move || pump(up_r, Some(client_w), born, &s, &c, &lost, false));
-            }
-            None => {
-                let s = shared.clone();
-                let c = closed.clone();
-                drop(client_w);
-                std::thread::spawn(move || pump(client_r, None, born, &s, &c, &AtomicBool::new(false), true));
-            }
+            let shared = shared.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                forward(client, &shared);
+            });
         }
-        conns.push(Conn { client, upstream, born, closed });
     }
+}
+
+/// Connects an accepted client to the server (unless cut) and starts copying both ways.
+fn forward(client: TcpStream, shared: &Arc<Shared>) {
+    let _ = client.set_nodelay(true);
+    let mut conns = shared.conns();
+    conns.retain(|c| !c.closed.load(Ordering::SeqCst));
+    let born = shared.cuts.load(Ordering::SeqCst);
+    let upstream = if shared.cut.load(Ordering::SeqCst) {
+        None
+    } else {
+        match TcpStream::connect(shared.target) {
+            Ok(up) => Some(up),
+            // The server is down (restarting): refuse as it would.
+            Err(_) => return,
+        }
+    };
+    let (Ok(client_r), Ok(client_w)) = (client.try_clone(), client.try_clone()) else { return };
+    let closed = Arc::new(AtomicBool::new(false));
+    match &upstream {
+        Some(up) => {
+            let _ = up.set_nodelay(true);
+            let (Ok(up_r), Ok(up_w)) = (up.try_clone(), up.try_clone()) else { return };
+            let lost = Arc::new(AtomicBool::new(false));
+            let (s, c, l) = (shared.clone(), closed.clone(), lost.clone());
+            std::thread::spawn(move || pump(client_r, Some(up_w), born, &s, &c, &l, true));
+            let (s, c) = (shared.clone(), closed.clone());
+            std::thread::spawn(move || pump(up_r, Some(client_w), born, &s, &c, &lost, false));
+        }
+        None => {
+            let s = shared.clone();
+            let c = closed.clone();
+            drop(client_w);
+            std::thread::spawn(move || pump(client_r, None, born, &s, &c, &AtomicBool::new(false), true));
+        }
+    }
+    conns.push(Conn { client, upstream, born, closed });
 }
 
 /// Copies `from` to `to` while the connection is not blackholed, and drops the bytes while it

@@ -644,6 +644,41 @@ async fn a_release_whose_reply_was_lost_is_not_sent_again() {
     }
 }
 
+/// A time-out counts the time a wait spends connecting: a server slow to take on the new
+/// connection a blocking pop needs (remote, TLS, a lost SYN) must not push the end of the wait
+/// back by that much, on the blocking API (its own connection on the caller's thread) as on
+/// the async one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_connection_for_the_wait_does_not_stretch_the_time_out() {
+    use pottery_semaphore_host::{BlockingSemaphore, Options};
+    use pottery_semaphore_tests::proxy::Proxy;
+    let server = Server::start(Flavor::Redis);
+    let proxy = Proxy::start(server.port);
+    let k = key("slow-pop-connection");
+    let holder = open(&server, &k, 1).await;
+    assert!(holder.acquire(false, None).await.unwrap());
+    let via_proxy = || Options::new(proxy.url(), &k).guard_fresh_server(false).permits(1);
+    let blocking = BlockingSemaphore::open(via_proxy()).unwrap();
+    let on_async = Semaphore::open(via_proxy()).await.unwrap();
+    // Their command connections are up; the wait's own are not.
+    let (blocking, _) = tokio::task::spawn_blocking(move || blocking.value().map(|v| (blocking, v))).await.unwrap().unwrap();
+    on_async.value().await.unwrap();
+    proxy.delay_new_connections(Duration::from_millis(1_500));
+    let timeout = Duration::from_millis(300);
+    let (granted, took) = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        (blocking.acquire(true, Some(timeout)), started.elapsed())
+    })
+    .await
+    .unwrap();
+    assert!(!granted.unwrap(), "the only permit is held");
+    assert!(took < timeout + Duration::from_millis(200), "blocking: timed out after {took:?} (time-out {timeout:?})");
+    let started = Instant::now();
+    assert!(!on_async.acquire(true, Some(timeout)).await.unwrap());
+    let took = started.elapsed();
+    assert!(took < timeout + Duration::from_millis(200), "async: timed out after {took:?} (time-out {timeout:?})");
+}
+
 /// A permit whose release by name failed (Redis out of reach) is released by the refresher in
 /// the background; naming it again answers at once. Python's `__exit__` names a block's permits
 /// again after each signal's handler that raises: each attempt waited out the response time-out
