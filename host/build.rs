@@ -11,8 +11,10 @@ fn main() {
             let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
             let workspace = manifest.parent().expect("host/ sits in the workspace").to_path_buf();
             // The workspace's manifest and lock pin wit-bindgen, whose output the component holds.
+            // Relative to host/ (cargo keeps them so), so that a copy of the workspace with its
+            // target/ watches its own sources, not the original's.
             for input in ["core/src", "core/scripts", "core/Cargo.toml", "wit", "Cargo.toml", "Cargo.lock"] {
-                println!("cargo:rerun-if-changed={}", workspace.join(input).display());
+                println!("cargo:rerun-if-changed=../{input}");
             }
             match pottery_semaphore_wasm_build::build(&workspace) {
                 Ok(built) => built.component,

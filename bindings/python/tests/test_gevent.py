@@ -7,9 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-pytest.importorskip("gevent")
+import gevent  # noqa: F401  (a pinned test requirement: failing to import it fails the run)
 
 
 def test_waiting_greenlets_let_the_holder_run_and_leave_when_interrupted(server, unique_key):

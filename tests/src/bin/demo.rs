@@ -109,7 +109,10 @@ fn main() {
     // A fresh throwaway server would trip the restart guard; a long-lived one would not.
     let options = Options::new(&url, &key).permits(PERMITS).guard_fresh_server(_server.is_none());
     let epoch = std::time::SystemTime::now();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(std::path::Path::new(".")).to_path_buf();
+    // Cargo names the package's directory at run time too: a copy of the workspace may run a
+    // binary built for the original.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")), std::path::PathBuf::from);
+    let root = manifest.parent().unwrap_or(std::path::Path::new(".")).to_path_buf();
     let mut others = Vec::new();
     if let Some(cmd) = python_command(&root) {
         others.extend(external_workers("python", &cmd, PYTHON_WORKERS, &url, &key, epoch));
