@@ -124,25 +124,21 @@ class AIOSemaphore(c.NotCopyable):
         """Give back ``n`` permits: yours first, then other holders' (permits are fungible).
         After an error (but :class:`InvalidArgumentError` and :class:`BoundedSemaphoreError`) the
         release is finished in the background: do not call ``release`` again for it. An object
-        that holds no permit gives back first those that objects of this process took and
-        dropped (see ``Semaphore.release``)."""
+        that holds no permit gives back those that objects of this process took and dropped,
+        when there are ``n`` of them (see ``Semaphore.release``)."""
         count = c.integer("n", n)
         taken = [] if self._held() else _kept.take(self._kept_as, count)
-        try:
-            rest = count - _kept.count(taken)
-            if rest > 0 or not taken:  # n < 1 included: the native call refuses it
-                await self._call("release_async", rest)
-        except BaseException:
-            _kept.put_back(self._kept_as, taken)
-            raise
-        failed: List[BaseException] = []
+        released, failed = 0, []
         for native, tokens in taken:
             try:
-                await native.release_permits_async(tokens)
+                released += len(await native.release_permits_async(tokens))
             except c.NATIVE_ERRORS as e:
-                failed.append(c.translate(e))  # that handle finishes it in the background
+                released += len(tokens)  # that handle finishes it in the background
+                failed.append(c.translate(e))
         if failed:
             raise failed[0]
+        if not taken or released < count:
+            await self._call("release_async", count - released)
 
     async def locked(self) -> bool:
         """True when no permit is available."""

@@ -164,25 +164,23 @@ class Semaphore(c.NotCopyable):
         it in the background, so do not call ``release`` again for it.
 
         The permits of running ``with`` blocks go last: each block gives back its own. An
-        object that holds no permit gives back first those that objects of this process took
-        and dropped (see ``_kept``)."""
+        object that holds no permit gives back those that objects of this process took and
+        dropped, when there are ``n`` of them, rather than any other holder's (see ``_kept``)."""
         count = c.integer("n", n)
         taken = [] if self._here().held() else _kept.take(self._kept_as, count)
-        try:
-            rest = count - _kept.count(taken)
-            if rest > 0 or not taken:  # n < 1 included: the native call refuses it
-                self._call("release", rest)
-        except BaseException:
-            _kept.put_back(self._kept_as, taken)
-            raise
-        failed: List[BaseException] = []
+        released, failed = 0, []
         for native, tokens in taken:
             try:
-                native.release_permits(tokens)
+                released += len(native.release_permits(tokens))
             except c.NATIVE_ERRORS as e:
-                failed.append(c.translate(e))  # that handle finishes it in the background
+                released += len(tokens)  # that handle finishes it in the background
+                failed.append(c.translate(e))
         if failed:
             raise failed[0]
+        # A kept permit lost meanwhile (another holder's release took it) was free already:
+        # what it leaves short goes as any release does.
+        if not taken or released < count:
+            self._call("release", count - released)
 
     def locked(self) -> bool:
         """True when no permit is available."""
