@@ -200,8 +200,13 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
     suspend fun release(n: Int = 1) {
         checkOpen()
         checkCount(n)
-        // Runs to completion even if the caller is cancelled meanwhile, as a release should.
-        withContext(NonCancellable) { translated { native.releaseAsync(n.toLong()) } }
+        enterRunningSuspending()
+        try {
+            // Runs to completion even if the caller is cancelled meanwhile, as a release should.
+            withContext(NonCancellable) { translated { native.releaseAsync(n.toLong()) } }
+        } finally {
+            leaveRunningSuspending()
+        }
     }
 
     /** [release] for non-coroutine callers. */
@@ -209,7 +214,12 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
     fun releaseBlocking(n: Int = 1) {
         checkOpen()
         checkCount(n)
-        translated { native.release(n.toLong()) }
+        enterRunning()
+        try {
+            translated { native.release(n.toLong()) }
+        } finally {
+            leaveRunning()
+        }
     }
 
     /**
@@ -265,7 +275,9 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
     // closed meanwhile: closing gives back every permit the handle holds. So close() waits for
     // the blocks running then (the last one to end closes the handle), and a block whose acquire
     // returns after close() does not run. Blocks count from when they hold their permits: one
-    // still waiting for them does not hold close() up.
+    // still waiting for them does not hold close() up. A release() under way counts too: had
+    // close() given back the handle's permits first, it would find none of its own left and
+    // release another holder's (permits are fungible).
     private val withPermitRunning = AtomicInteger()
     @Volatile private var closing = false
     private val closed = AtomicBoolean()
@@ -274,26 +286,45 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
     // native handle (so the permits it holds, refreshed) alive, for as long as it waits.
     private val waiting: MutableSet<Job> = ConcurrentHashMap.newKeySet()
 
-    @PublishedApi
-    internal fun enterWithPermit() {
+    /** Counts a withPermit block or a release() as running (see above); refused once closing. */
+    private fun enterRunning() {
         withPermitRunning.incrementAndGet()
         if (closing) {
-            leaveWithPermit()
+            leaveRunning()
             throw IllegalStateException("the semaphore handle is closed")
         }
     }
+
+    /** [enterRunning] for coroutines: the close it may finish waits for Redis off their dispatcher. */
+    private suspend fun enterRunningSuspending() {
+        withPermitRunning.incrementAndGet()
+        if (closing) {
+            leaveRunningSuspending()
+            throw IllegalStateException("the semaphore handle is closed")
+        }
+    }
+
+    @PublishedApi
+    internal fun enterWithPermit() = enterRunning()
+
+    @PublishedApi
+    internal suspend fun enterWithPermitSuspending() = enterRunningSuspending()
 
     /** True when the handle should close now: the block was the last one close() waited for. */
     private fun leftLast(): Boolean = withPermitRunning.decrementAndGet() == 0 && closing
 
     @PublishedApi
-    internal fun leaveWithPermit() {
+    internal fun leaveWithPermit() = leaveRunning()
+
+    private fun leaveRunning() {
         if (leftLast()) closeNow()
     }
 
     /** [leaveWithPermit] for coroutines: closing may wait for Redis, off their dispatcher. */
     @PublishedApi
-    internal suspend fun leaveWithPermitSuspending() {
+    internal suspend fun leaveWithPermitSuspending() = leaveRunningSuspending()
+
+    private suspend fun leaveRunningSuspending() {
         if (leftLast()) withContext(NonCancellable + Dispatchers.IO) { closeNow() }
     }
 
@@ -342,7 +373,7 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
     fun statusBlocking(): SemaphoreStatus = whileOpen { translated { native.status() } }.toStatus()
 
     /** The permits this handle holds as it last saw them (no I/O). */
-    val held: List<Permit> get() = native.held().toPermits()
+    val held: List<Permit> get() = whileOpen { native.held() }.toPermits()
 
     /** The fencing token of this handle's newest permit, or null when it holds none (no I/O). */
     val fencingToken: Long? get() = held.maxOfOrNull { it.token }
@@ -351,7 +382,7 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
      * Permits this handle held and lost since the last call (their lease ended, or another holder
      * released them). Stop using what such a permit protected.
      */
-    fun takeLostPermits(): List<Permit> = native.takeLost().toPermits()
+    fun takeLostPermits(): List<Permit> = whileOpen { native.takeLost() }.toPermits()
 
     /** Renews the leases of this handle's permits now (the handle also does so in the background). */
     suspend fun refresh() = withContext(Dispatchers.IO) { refreshBlocking() }
@@ -434,7 +465,7 @@ suspend inline fun <T> DistributedSemaphore.withPermit(n: Int = 1, block: () -> 
     val permits = acquirePermits(n, null, spared = true)
     checkGranted(permits)
     try {
-        enterWithPermit()
+        enterWithPermitSuspending()
     } catch (e: IllegalStateException) {
         // Closed meanwhile: the block does not run; its permits go back now, not when the
         // blocks still running end (if the handle is gone already, they went with it).

@@ -468,6 +468,31 @@ class SemaphoreTest : RedisTest() {
     }
 
     @Test
+    fun `closing a handle while its release is under way leaves the release to give back its own`() = runBlocking<Unit> {
+        val key = uniqueKey()
+        val other = open(key, value = 2)
+        assertTrue(other.acquire())
+        val sem = DistributedSemaphore.open(config(key, value = 2))
+        assertTrue(sem.acquire())
+        // Writes wait for a while: the release is on its way when close() comes.
+        assertTrue(server.command("CLIENT", "PAUSE", "600", "WRITE").startsWith("+OK"))
+        val releasing = async(Dispatchers.IO) { runCatching { sem.releaseBlocking() } }
+        delay(150)
+        // Had close() given back the handle's permit itself, it would have waited for Redis too,
+        // and the release, finding none of its own, would have taken the other holder's.
+        val closing = System.nanoTime()
+        sem.close()
+        val closeTook = (System.nanoTime() - closing) / 1_000_000
+        assertTrue(closeTook < 200, "close() waited ${closeTook} ms for Redis instead of leaving it to the release")
+        assertTrue(releasing.await().isSuccess, "the release under way failed")
+        other.refreshBlocking()
+        assertTrue(other.takeLostPermits().isEmpty(), "the other holder's permit was released")
+        assertEquals(1, other.value(), "the handle's own permit was given back, once")
+        assertThrows<IllegalStateException> { sem.valueBlocking() }
+        assertThrows<IllegalStateException> { sem.held }
+    }
+
+    @Test
     fun `a withPermit still waiting does not hold close up, and its block does not run`() = runBlocking<Unit> {
         val key = uniqueKey()
         val other = open(key)
