@@ -284,11 +284,27 @@ fn operators_set_and_add_permits_and_errors_say_what_to_do() {
         &["set-permits", "--key", &k, "9", "--keep-running"],
         &["run", "--key", &k, "--json", "--", "true"],
         &["run", "--key", &k, "--key", "other", "--", "true"],
+        &["run", "--key", &k, "--timeout", "1", "--timeout", "2", "--", "true"],
+        &["run", "--key", &k, "--permits", "1", "--permits", "2", "--", "true"],
+        &["run", "--key", &k, "--lease", "1", "--lease", "2", "--", "true"],
         &["add-permits", "--key", &k, "--permits", "5", "1"],
         &["status", "--key", &k, "--", "true"],
     ] {
         let out = run(&server, args);
         assert_eq!(out.status.code(), Some(64), "{args:?}: {}", text(&out.stderr));
+    }
+    // A URL in the wrong place is refused without its password (error output goes to logs).
+    for args in [
+        &["--redis=redis://app:hunter2@127.0.0.1:1", "status", "--key", &k][..],
+        &["redis://app:hunter2@127.0.0.1:1", "status", "--key", &k],
+        &["status", "--key", &k, "redis://app:hunter2@127.0.0.1:1"],
+        &["run", "--key", &k, "redis://app:hunter2@127.0.0.1:1"],
+        &["add-permits", "--key", &k, "redis://app:hunter2@127.0.0.1:1"],
+        &["run", "--key", &k, "--timeout", "redis://app:hunter2@127.0.0.1:1", "--", "true"],
+    ] {
+        let out = run(&server, args);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {}", text(&out.stderr));
+        assert!(!text(&out.stderr).contains("hunter2"), "{args:?}: {}", text(&out.stderr));
     }
     assert_eq!(text(&run(&server, &["add-permits", "--key", &k, "0"]).stdout).trim(), format!("{k}: 3 permits"));
     // A refused number creates nothing: a semaphore made here with 0 permits would stay so.

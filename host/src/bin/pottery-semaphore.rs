@@ -92,9 +92,10 @@ fn failure(e: Error, url: &str) -> Failure {
 fn parse(raw: Vec<OsString>) -> Result<Args, Failure> {
     let mut args = Args::default();
     let mut it = raw.into_iter();
-    let text = |a: OsString| a.into_string().map_err(|a| usage(format!("not UTF-8: {}", a.to_string_lossy())));
+    // Arguments echoed in errors go through `redacted_url`: a misplaced URL may carry a password.
+    let text = |a: OsString| a.into_string().map_err(|a| usage(format!("not UTF-8: {}", redacted_url(&a.to_string_lossy()))));
     let value = |it: &mut std::vec::IntoIter<OsString>, flag: &str| it.next().ok_or_else(|| usage(format!("{flag} needs a value"))).and_then(text);
-    let number = |s: String, flag: &str| s.parse::<f64>().map_err(|_| usage(format!("{flag}: not a number: {s}")));
+    let number = |s: String, flag: &str| s.parse::<f64>().map_err(|_| usage(format!("{flag}: not a number: {}", redacted_url(&s))));
     while let Some(arg) = it.next() {
         if arg == "--" {
             args.program = it.by_ref().collect();
@@ -104,18 +105,28 @@ fn parse(raw: Vec<OsString>) -> Result<Args, Failure> {
         match arg.as_str() {
             "-h" | "--help" => return Err(Failure { code: 0, message: USAGE.into() }),
             "--redis" => args.redis.push(value(&mut it, "--redis")?),
-            "--key" if args.key.is_some() => return Err(usage("--key given twice")),
+            // Given twice is a mistake too: which one was meant?
+            flag @ ("--key" | "--permits" | "--timeout" | "--lease")
+                if match flag {
+                    "--key" => args.key.is_some(),
+                    "--permits" => args.permits.is_some(),
+                    "--timeout" => args.timeout.is_some(),
+                    _ => args.lease.is_some(),
+                } =>
+            {
+                return Err(usage(format!("{flag} given twice")));
+            }
             "--key" => args.key = Some(value(&mut it, "--key")?),
             "--permits" => {
                 let v = value(&mut it, "--permits")?;
-                args.permits = Some(v.parse().map_err(|_| usage(format!("--permits: not a whole number: {v}")))?);
+                args.permits = Some(v.parse().map_err(|_| usage(format!("--permits: not a whole number: {}", redacted_url(&v))))?);
             }
             "--timeout" => args.timeout = Some(number(value(&mut it, "--timeout")?, "--timeout")?),
             "--lease" => args.lease = Some(number(value(&mut it, "--lease")?, "--lease")?),
             "--json" => args.json = true,
             "--keep-running" => args.keep_running = true,
             "--cluster" => args.cluster = true,
-            flag if flag.starts_with("--") => return Err(usage(format!("unknown option {flag}"))),
+            flag if flag.starts_with("--") => return Err(usage(format!("unknown option {}", redacted_url(flag)))),
             _ if args.command.is_empty() => args.command = arg,
             _ => args.positional.push(arg),
         }
@@ -129,14 +140,14 @@ fn parse(raw: Vec<OsString>) -> Result<Args, Failure> {
     only("--", !args.program.is_empty(), "run")?;
     only("--keep-running", args.keep_running, "run")?;
     only("--json", args.json, "status")?;
-    let extra = |from: usize| args.positional.get(from).map_or(Ok(()), |arg| Err(usage(format!("unexpected {arg}"))));
+    let extra = |from: usize| args.positional.get(from).map_or(Ok(()), |arg| Err(usage(format!("unexpected {}", redacted_url(arg)))));
     match args.command.as_str() {
         "" => Err(usage("no command given")),
-        "run" if !args.positional.is_empty() => Err(usage(format!("unexpected {}: the command goes after --", args.positional[0]))),
+        "run" if !args.positional.is_empty() => Err(usage(format!("unexpected {}: the command goes after --", redacted_url(&args.positional[0])))),
         "status" => extra(0).map(|()| args),
         "set-permits" | "add-permits" => extra(1).map(|()| args),
         "run" => Ok(args),
-        other => Err(usage(format!("unknown command {other}"))),
+        other => Err(usage(format!("unknown command {}", redacted_url(other)))),
     }
 }
 
@@ -699,7 +710,7 @@ async fn operate(args: Args) -> Result<u8, Failure> {
     let key = options.key.clone();
     let amount = || -> Result<i64, Failure> {
         let v = args.positional.first().ok_or_else(|| usage(format!("{} needs a number", args.command)))?;
-        v.parse().map_err(|_| usage(format!("not a whole number: {v}")))
+        v.parse().map_err(|_| usage(format!("not a whole number: {}", redacted_url(v))))
     };
     let open = |options: Options| async { Semaphore::open(options.create(false)).await.map_err(|e| failure(e, &url)) };
     match args.command.as_str() {
