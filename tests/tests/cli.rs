@@ -1,6 +1,7 @@
 //! The `pottery-semaphore` command line, run as a user would against a real redis-server.
 
 use std::path::{Path, PathBuf};
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -202,7 +203,7 @@ fn what_the_command_leaves_running_keeps_the_permit_until_it_ends() {
     let mut child = spawn(&server, &["run", "--key", &k, "--", "sh", "-c", script], &[("PID_FILE", &pid_file)]);
     let sleeper = pid_in(&pid_file);
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill").success());
-    let code = child.wait().expect("wait").code();
+    let status = child.wait().expect("wait");
     let _ = std::fs::remove_file(&pid_file);
     #[allow(unsafe_code)]
     // SAFETY: kill(2) with signal 0 only asks whether the process exists.
@@ -215,7 +216,9 @@ fn what_the_command_leaves_running_keeps_the_permit_until_it_ends() {
         };
     }
     assert!(!sleeping, "the permit was released while the command's sleep still ran");
-    assert_eq!(code, Some(143), "ended by the forwarded SIGTERM");
+    // It dies of the signal itself once the permit is back (a shell's status 143), as shells
+    // expect of a job a signal stopped.
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "ended by the forwarded SIGTERM: {status:?}");
     let out = run(&server, &["status", "--key", &k, "--json"]);
     assert!(text(&out.stdout).contains(r#""available":1"#), "released at the end: {}", text(&out.stdout));
     // A shell's background job ignores SIGINT: a SIGINT ends the shell, and the permit stays
@@ -233,14 +236,14 @@ fn what_the_command_leaves_running_keeps_the_permit_until_it_ends() {
     assert!(text(&out.stdout).contains(r#""available":0"#), "held while the job runs: {}", text(&out.stdout));
     interrupt();
     let deadline = Instant::now() + Duration::from_secs(5);
-    let code = loop {
+    let status = loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
-            break status.code();
+            break status;
         }
         assert!(Instant::now() < deadline, "a second signal did not stop the job");
         std::thread::sleep(Duration::from_millis(20));
     };
-    assert_eq!(code, Some(130), "the shell's status: ended by SIGINT");
+    assert_eq!(status.signal(), Some(libc::SIGINT), "the shell's status: ended by SIGINT: {status:?}");
     #[allow(unsafe_code)]
     // SAFETY: kill(2) with signal 0 only asks whether the process exists.
     let job_runs = unsafe { libc::kill(job.0, 0) } == 0;
@@ -514,7 +517,7 @@ fn a_permit_lost_while_the_command_runs_stops_it_unless_told_otherwise() {
 }
 
 /// SIGTERM while waiting: the CLI leaves the queue before it exits (a dead waiter would hold
-/// up those behind it for seconds) and exits 128 + 15.
+/// up those behind it for seconds) and dies of it (a shell's status 128 + 15).
 #[test]
 fn a_signal_while_waiting_leaves_the_queue_before_exiting() {
     let server = Server::start(Flavor::Redis);
@@ -525,7 +528,7 @@ fn a_signal_while_waiting_leaves_the_queue_before_exiting() {
     eventually("the CLI waits in the queue", || other.status().expect("status").waiters.len() == 1);
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
     assert!(status.success());
-    assert_eq!(child.wait().expect("wait").code(), Some(128 + 15));
+    assert_eq!(child.wait().expect("wait").signal(), Some(libc::SIGTERM));
     assert!(other.status().expect("status").waiters.is_empty(), "the CLI exited still queued");
 }
 

@@ -31,7 +31,9 @@ commands:
               SIGKILL 10 s later, and the exit status is 76
 
 exit status: CMD's own (128+N when killed by signal N); 75 timed out waiting; 76 the permit
-             was lost while CMD ran; 128+N interrupted by signal N while waiting; 64 usage;
+             was lost while CMD ran; 128+N interrupted by signal N while waiting (for SIGINT,
+             SIGQUIT, SIGTERM and SIGHUP, there and when CMD died of one, the CLI dies of the
+             same signal once the permit is back, as shells expect to stop a loop); 64 usage;
              69 Redis unreachable; 77 authentication refused; 74 output not written; 70 other
              errors; 127 CMD not found, 126 not executable";
 
@@ -176,6 +178,41 @@ fn options(args: &Args) -> Result<(Options, String), Failure> {
 /// Set when a line for stdout could not be written for another reason than a reader that went
 /// away: the exit status then says so (74) rather than success.
 static OUTPUT_FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The signal the CLI dies of once everything is settled (see `die_of`), 0 for none.
+static DIE_OF: AtomicI32 = AtomicI32::new(0);
+
+/// 128 + `sig`, the shell's status for a death by `sig`; noted for `die_of` when it is a signal
+/// a user or a shell sends to stop a job.
+fn ended_by(sig: i32) -> u8 {
+    if [libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGHUP].contains(&sig) {
+        DIE_OF.store(sig, Ordering::SeqCst);
+    }
+    128u8.saturating_add(sig as u8)
+}
+
+/// Ends the process by `sig`, as if it had not been handled: a shell stops a loop or script only
+/// when its foreground child died of the SIGINT (or SIGQUIT) the terminal sent, not when it
+/// exited 130 ("wait and cooperative exit"). Returns only if the signal did not end it.
+#[allow(unsafe_code)]
+fn die_of(sig: i32) {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    // SAFETY: plain libc calls on valid, zeroed or filled structs; the process is about to end.
+    unsafe {
+        if sig == libc::SIGQUIT {
+            // Its default action dumps core: nothing of this process is worth a core file.
+            let none = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            libc::setrlimit(libc::RLIMIT_CORE, &none);
+        }
+        libc::signal(sig, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(sig);
+    }
+}
 
 /// `println!` that ignores a closed stdout (`status | head`) instead of panicking, and notes
 /// any other failure (a full disk) in [`OUTPUT_FAILED`].
@@ -401,7 +438,7 @@ async fn run(args: Args) -> Result<u8, Failure> {
     let permits = match acquired {
         Err(sig) => {
             settle_after_cancel(&sem).await;
-            return Ok(128u8.saturating_add(sig as u8));
+            return Ok(ended_by(sig));
         }
         Ok(Ok(p)) if p.is_empty() => {
             return Err(Failure {
@@ -698,7 +735,7 @@ fn exit_code(status: Option<std::process::ExitStatus>) -> u8 {
     match status {
         Some(s) => match (s.code(), s.signal()) {
             (Some(code), _) => code as u8,
-            (None, Some(sig)) => 128u8.saturating_add(sig as u8),
+            (None, Some(sig)) => ended_by(sig),
             _ => EX_SOFTWARE,
         },
         None => EX_SOFTWARE,
@@ -758,7 +795,13 @@ fn main() -> ExitCode {
             warn!("pottery-semaphore: could not write the output\n");
             ExitCode::from(EX_IOERR)
         }
-        Ok(code) => ExitCode::from(code),
+        Ok(code) => {
+            let sig = DIE_OF.load(Ordering::SeqCst);
+            if sig != 0 && code == 128u8.saturating_add(sig as u8) {
+                die_of(sig);
+            }
+            ExitCode::from(code)
+        }
         Err(f) => report(f),
     }
 }
