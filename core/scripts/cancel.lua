@@ -6,7 +6,16 @@ local cap, quarantine = capacity(create)
 purge()
 -- Kept: first served if there is room for it (a script whose budget ran out may have left it
 -- queued with permits free, see serve), as a poll at this moment would have served it.
-if keep then serve(cap, quarantine) end
+if keep then
+  serve(cap, quarantine)
+  -- Nor is it held up by a budget those ahead of it spent in this script: room for its own
+  -- grant, and no more (serve still goes in arrival order).
+  local n = own_waiter(w)
+  if n and budget < n then
+    budget = n
+    serve(cap, quarantine)
+  end
+end
 if own_waiter(w) then remove_waiter(w) end
 local got = settle_grant(w, keep)
 serve(cap, quarantine)

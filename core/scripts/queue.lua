@@ -23,8 +23,8 @@ restart_counters = {'token', 'waiter'}
 -- Writes a fresh semaphore. Tokens and waiter ids start from server time x 1000, above any
 -- issued before the state was lost (as long as fewer than 1000 were issued per ms on average).
 local function create(quarantine)
-  redis.call('HSET', META, 'initial', INITIAL, 'capacity', INITIAL, 'token', int(now * 1000),
-    'waiter', int(now * 1000), 'quarantine', quarantine)
+  redis.call('HSET', META, 'initial', int(INITIAL), 'capacity', int(INITIAL), 'token', int(now * 1000),
+    'waiter', int(now * 1000), 'quarantine', int(quarantine))
   note_server()
 end
 

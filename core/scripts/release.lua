@@ -29,7 +29,7 @@ end
 if left > 0 then
   -- Grown by the excess (unbounded), up to the most permits a semaphore has.
   local grow = math.max(math.min(left, MAX_VALUE - cap), 0)
-  redis.call('HINCRBY', META, 'capacity', grow)
+  redis.call('HINCRBY', META, 'capacity', int(grow))
   cap = cap + grow
   out[3] = grow
 end

@@ -8,7 +8,7 @@ local arg = tonumber(ARGV[5])
 local new = arg
 if ARGV[4] == 'add' then new = cap + arg end
 if not (new and new >= 0 and new <= math.min(tonumber(ARGV[7]), MAX_VALUE) and new % 1 == 0) then return {-1, cap} end
-redis.call('HSET', META, 'initial', new, 'capacity', new)
+redis.call('HSET', META, 'initial', int(new), 'capacity', int(new))
 purge()
 local free = math.max(serve(new, quarantine), 0)
 if DONE then redis.call('SET', DONE, new .. ' ' .. new .. ' ' .. free, 'PX', DONE_MS) end

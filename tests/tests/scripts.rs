@@ -693,6 +693,60 @@ fn the_scripts_refuse_arguments_no_guest_sends() {
     refused(eval_script(&mut conn, &scripts::MULTI_CLAIM, &multi_keys, "H", 1, LEASE_MS, &[too_many]), "a claim of too many");
 }
 
+/// Redis 7.2.0-7.2.4 (and Valkey up to 7.2.5) write a Lua number argument in scientific notation
+/// when it ends in 8 zeros or more ("1e+8"): a capacity stored so is no integer any more (an
+/// unbounded release's HINCRBY fails, the host cannot read the initial value). So no script may
+/// hand a number to a command that stores or adds it; they go as `int()` strings. Checked on
+/// every path that writes counts, through a `redis.call` that refuses numbers to those commands.
+#[test]
+fn the_scripts_store_no_lua_number_that_a_server_may_write_as_1e8() {
+    const GUARD: &str = r#"
+local real_redis = redis
+local redis = setmetatable({
+  call = function(cmd, ...)
+    local c = string.upper(cmd)
+    if c == 'HSET' or c == 'HINCRBY' or c == 'HSETNX' or c == 'HMSET' or c == 'SET' then
+      for i = 1, select('#', ...) do
+        if type((select(i, ...))) == 'number' then error('a Lua number given to ' .. c) end
+      end
+    end
+    return real_redis.call(cmd, ...)
+  end,
+}, {__index = real_redis})
+"#;
+    let server = Server::start(Flavor::Redis);
+    let mut conn = server.connection();
+    let mut eval = |script: &Script, keys: &[String], initial: u64, args: &[&str]| -> Value {
+        let source = format!("{GUARD}{}", script.source);
+        redis::cmd("EVAL")
+            .arg(source)
+            .arg(keys.len())
+            .arg(keys)
+            .arg("H")
+            .arg(initial)
+            .arg(LEASE_MS)
+            .arg(args)
+            .query(&mut conn)
+            .unwrap_or_else(|e| panic!("{}: {e}", script.name))
+    };
+    let hundred_million = 100_000_000;
+    // One server: created by an acquire; capacity set and added to, grown by a release.
+    eval(&scripts::ACQUIRE, &Keys::new(&key("no-numbers-created")).script_keys(), hundred_million, &["1", "0", "0"]);
+    let keys = Sem::new(&server, "no-numbers", hundred_million).keys;
+    eval(&scripts::SET_CAPACITY, &keys, hundred_million, &["set", "200000000", "", "1000000000"]);
+    eval(&scripts::SET_CAPACITY, &keys, hundred_million, &["add", "100000000", "", "1000000000"]);
+    let own = eval(&scripts::ACQUIRE, &keys, hundred_million, &["1", "0", "0"]);
+    let token = ints(&own)[2].to_string();
+    eval(&scripts::RELEASE, &keys, hundred_million, &["2", "0", "", &token]);
+    let grown: u64 = redis::cmd("HGET").arg(&keys[0]).arg("capacity").query(&mut server.connection()).unwrap();
+    assert_eq!(grown, 300_000_001);
+    // Several masters: created by a claim, capacity set and grown.
+    let multi = Keys::new(&key("no-numbers-multi")).multi_script_keys("H");
+    eval(&scripts::MULTI_CLAIM, &multi, 1000, &["1"]);
+    eval(&scripts::MULTI_SET_CAPACITY, &multi, 1000, &["set", "2000", "65536"]);
+    eval(&scripts::MULTI_SET_CAPACITY, &multi, 1000, &["grow", "1000", "65536"]);
+}
+
 /// However many permits a raised capacity frees for however many waiters, one script grants at
 /// most as many as one call may take (the rest go to the next script, a waiter's heartbeat at
 /// the latest): it would otherwise run for as long as there are permits to hand out.
@@ -758,6 +812,28 @@ fn a_poll_that_serves_twice_shares_one_budget() {
     assert_eq!(polled[0], 2, "queued again: {polled:?}");
     assert_eq!(sem.leases().len() as i64, MAX_PERMITS_PER_CALL, "the first two waiters, no more");
     assert_eq!(sem.queued(), [queued[2].clone(), polled[1].to_string()]);
+}
+
+/// A waiter timing out is served before it leaves, even when the waiters ahead of it spent the
+/// script's serve budget in that same script: it would leave with permits free for it.
+#[test]
+fn a_waiter_timing_out_behind_a_spent_budget_is_still_served() {
+    use pottery_semaphore_core::validate::MAX_PERMITS_PER_CALL;
+    let server = Server::start(Flavor::Redis);
+    let mut sem = Sem::new(&server, "cancel-budget", 2 * MAX_PERMITS_PER_CALL as u64);
+    let whole = MAX_PERMITS_PER_CALL.to_string();
+    for _ in 0..2 {
+        let held = eval_script(&mut sem.conn, &scripts::ACQUIRE, &sem.keys, "X", 2, 1_000, &[whole.clone(), "0".into(), "0".into()]);
+        assert_eq!(ints(&held.expect("acquire"))[0], 1);
+    }
+    assert_eq!(ints(&sem.run(&scripts::ACQUIRE, "A", &[whole.clone(), "1".into(), "0".into()]))[0], 2);
+    let w = ints(&sem.run(&scripts::ACQUIRE, "W", &["1".into(), "1".into(), "0".into()]));
+    assert_eq!(w[0], 2);
+    // X's leases end with no script running: W's time-out is the first to find the permits free.
+    std::thread::sleep(std::time::Duration::from_millis(1_200));
+    let got = ints(&sem.run(&scripts::CANCEL, "W", &[w[1].to_string(), "1".into()]));
+    assert_eq!(got[0], 1, "left with a permit free for it: {got:?}");
+    assert!(sem.queued().is_empty());
 }
 
 /// Pushes nobody took are taken back once their grace is over, by whichever script comes next:

@@ -26,7 +26,7 @@ while #slots < n and slot < cap do
 end
 if #slots < n then return {0, next_change(quarantine), room, 0} end
 key_part(HOLDER) -- it names the holder's held set, written below and in mm_drop
-local epoch = redis.call('HINCRBY', META, 'epoch', 1)
+local epoch = redis.call('HINCRBY', META, 'epoch', '1')
 if epoch < EPOCH_FLOOR then
   epoch = EPOCH_FLOOR
   redis.call('HSET', META, 'epoch', int(epoch))

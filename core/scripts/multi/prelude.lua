@@ -30,8 +30,8 @@ local function held_key(holder) return PREFIX .. 'held:' .. key_part(holder) end
 local EPOCH_FLOOR = now * 16
 
 local function mm_create(quarantine)
-  redis.call('HSET', META, 'initial', INITIAL, 'capacity', INITIAL, 'epoch', int(EPOCH_FLOOR), 'born', int(EPOCH_FLOOR),
-    'quarantine', quarantine, 'mode', 'slots')
+  redis.call('HSET', META, 'initial', int(INITIAL), 'capacity', int(INITIAL), 'epoch', int(EPOCH_FLOOR), 'born', int(EPOCH_FLOOR),
+    'quarantine', int(quarantine), 'mode', 'slots')
   note_server()
 end
 

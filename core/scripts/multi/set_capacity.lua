@@ -8,9 +8,9 @@ local new = tonumber(ARGV[5])
 if ARGV[4] ~= 'set' then new = cap + new end
 if not (new and new >= 0 and new <= math.min(tonumber(ARGV[6]), MAX_SLOTS) and new % 1 == 0) then return {-1, cap} end
 if ARGV[4] == 'grow' then
-  redis.call('HSET', META, 'capacity', new)
+  redis.call('HSET', META, 'capacity', int(new))
 else
-  redis.call('HSET', META, 'initial', new, 'capacity', new)
+  redis.call('HSET', META, 'initial', int(new), 'capacity', int(new))
 end
 mm_wake(math.max(new - cap, 0))
 return {new}
