@@ -20,8 +20,12 @@ pub fn error(e: &redis::RedisError) -> Error {
     if e.kind() == redis::ErrorKind::AuthenticationFailed {
         return Error::Auth(e.to_string());
     }
-    // An unauthenticated client sending a long command gets a protocol error, not NOAUTH.
-    if e.to_string().contains("unauthenticated") {
+    // An unauthenticated client sending a long command gets a protocol error, not NOAUTH
+    // ("Protocol error: unauthenticated multibulk length"); told by its code and start, as the
+    // text of other errors may quote a key that holds the word.
+    if matches!(e.code(), None | Some("ERR")) && e.detail().unwrap_or_default().starts_with("Protocol error: unauthenticated")
+        || e.code().is_none() && e.to_string().contains("Protocol error: unauthenticated")
+    {
         return Error::Auth(format!("{e} (the server requires a password)"));
     }
     match e.code() {
@@ -137,6 +141,10 @@ mod tests {
         let wrapped = b"-ERR Error running script (call to f_1f0e): @user_script:9: WRONGTYPE Operation against a key holding the wrong kind of value\r\n";
         assert!(matches!(from_wire(wrapped), Error::WrongType(_)), "Redis 6.2's");
         assert!(matches!(from_wire(b"-NOAUTH Authentication required.\r\n"), Error::Auth(_)));
+        assert!(matches!(from_wire(b"-ERR Protocol error: unauthenticated multibulk length\r\n"), Error::Auth(_)));
+        // A key's name quoted in another error says nothing about authentication.
+        let quoted = b"-WRONGTYPE key pottery-semaphore:{unauthenticated}:meta holds a string, not part of a semaphore\r\n";
+        assert!(matches!(from_wire(quoted), Error::WrongType(_)));
         assert!(matches!(from_wire(b"-ERR unknown command\r\n"), Error::Redis(_)));
     }
 
