@@ -67,6 +67,101 @@ def test_kept_permits_go_only_where_they_cover_the_release(redis_client, unique_
         sem().release()
 
 
+def test_kept_handles_that_lost_their_permits_are_let_go(redis_client, unique_key):
+    """A kept permit that another process's release took (here: removed behind the scripts'
+    back) is not kept for ever: its handle goes once it knows, as objects are made."""
+    import gc
+
+    from pottery_semaphore import _kept
+
+    def sem():
+        return Semaphore(value=1, key=unique_key, masters={redis_client}, lease=1.0)
+
+    assert sem().acquire(blocking=False)
+    gc.collect()
+    sem()
+    ident = [k for k in _kept._kept if k[0] == unique_key]
+    assert len(ident) == 1, "kept"
+    redis_client.delete(f"pottery-semaphore:{{{unique_key}}}:leases")
+    deadline = time.monotonic() + 5
+    while ident[0] in _kept._kept:
+        assert time.monotonic() < deadline, "the handle of a lost permit was kept"
+        time.sleep(0.1)
+        sem()
+
+
+def test_a_release_interrupted_between_kept_handles_keeps_the_rest(redis_client, unique_key):
+    """A signal's handler that raises between two kept handles' releases leaves those not
+    reached kept (for a later release), not taken out and forgotten."""
+    import gc
+
+    from pottery_semaphore import _kept
+
+    def sem():
+        return Semaphore(value=2, key=unique_key, masters={redis_client}, lease=1.0)
+
+    for _ in range(2):
+        assert sem().acquire(blocking=False)
+        gc.collect()
+    sem()  # settles the registry
+    ident = next(k for k in _kept._kept if k[0] == unique_key)
+    handles = _kept._kept[ident]
+    assert len(handles) == 2
+
+    class InterruptedAfter:
+        def __init__(self, native):
+            self.native = native
+
+        def held(self):
+            return self.native.held()
+
+        def release_permits(self, tokens):
+            released = self.native.release_permits(tokens)
+            raise KeyboardInterrupt  # as a handler would, right after the native call
+
+    handles[0] = (InterruptedAfter(handles[0][0]), handles[0][1])
+    with pytest.raises(KeyboardInterrupt):
+        sem().release(2)
+    assert len(sem().holders()) == 1, "the first went back, the second is still held"
+    sem().release()  # the one left kept
+    assert sem().holders() == []
+
+
+def test_a_refused_release_leaves_kept_permits_kept(redis_client, unique_key):
+    """More than a call may give back is refused before any kept permit goes."""
+    import gc
+
+    def sem():
+        return Semaphore(value=12_000, key=unique_key, masters={redis_client}, lease=1.0)
+
+    dropped = sem()
+    assert dropped.acquire(blocking=False, n=6000) and dropped.acquire(blocking=False, n=6000)
+    del dropped
+    gc.collect()
+    with pytest.raises(ps.InvalidArgumentError, match="^n must be <= 10000$"):
+        sem().release(10_001)
+    assert sem().value == 0
+    sem().release(10_000)
+    sem().release(2_000)
+    assert sem().value == 12_000
+
+
+async def test_async_bad_arguments_are_refused_before_redis_is_reached(unique_key):
+    """An AIOSemaphore's first call opens it: an unreachable Redis must not hide a bad argument
+    (acquire would return False, as for a Redis that is down)."""
+    aio = AIOSemaphore(key=unique_key, masters={"redis://127.0.0.1:1"})
+    with pytest.raises(ps.InvalidArgumentError, match="^n must be >= 1$"):
+        await aio.acquire(n=0)
+    with pytest.raises(ps.InvalidArgumentError, match="^n must be <= 10000$"):
+        await aio.acquire(n=10_001)
+    with pytest.raises(ps.InvalidArgumentError, match="got NaN$"):
+        await aio.acquire(timeout=float("nan"))
+    with pytest.raises(ps.InvalidArgumentError, match="got -5$"):
+        await aio.acquire(timeout=-5)
+    with pytest.raises(ps.InvalidArgumentError, match="^n must be >= 1$"):
+        await aio.release(0)
+
+
 def test_a_finalizer_run_by_a_collection_inside_the_registry_does_not_hang(server, unique_key):
     """Garbage collection may finalize a semaphore on a thread that is inside the registry's
     own lock: the finalizer must not wait for that lock."""

@@ -85,6 +85,30 @@ def integer(name: str, value: Any) -> int:
     return min(max(v, _I64[0]), _I64[1])
 
 
+#: Permits one call takes or gives back at most (core/src/validate.rs).
+MAX_PER_CALL = 10_000
+
+
+def check_count(n: int) -> int:
+    """The native layer's check of a count (same messages), for the calls that must refuse a
+    bad one before they reach Redis: an AIOSemaphore's first call opens it, which an unreachable
+    Redis fails first; a release hands kept permits back before the native call."""
+    if n < 1:
+        raise exc.InvalidArgumentError("n must be >= 1")
+    if n > MAX_PER_CALL:
+        raise exc.InvalidArgumentError(f"n must be <= {MAX_PER_CALL}")
+    return n
+
+
+def check_timeout(seconds: Optional[float]) -> Optional[float]:
+    """The native layer's check of a time-out from ``timeout_seconds`` (same message, numbers
+    written as Rust writes them), for AIOSemaphore's first call (see ``check_count``)."""
+    if seconds is not None and not seconds >= 0:
+        shown = "NaN" if math.isnan(seconds) else str(int(seconds)) if seconds.is_integer() else repr(seconds)
+        raise exc.InvalidArgumentError(f"timeout must be a non-negative number of seconds, got {shown}")
+    return seconds
+
+
 def check_value(value: Any) -> int:
     v = integer("value", value)
     if v < 0:

@@ -45,6 +45,7 @@ class AIOSemaphore(c.NotCopyable):
         )
         self._key = key
         self._kept_as = _kept.identity(self._options)
+        _kept.prune()
         self._bounded = bool(bounded)
         self._raise_on_redis_errors = bool(raise_on_redis_errors)
         self._fork = c.ForkGuard()  # re-armed when it opens (it does no I/O before)
@@ -111,8 +112,9 @@ class AIOSemaphore(c.NotCopyable):
     async def acquire(self, blocking: bool = True, timeout: Optional[float] = -1, *, n: int = 1) -> bool:
         """Take ``n`` permits (all at once or none); returns whether they were taken.
         ``timeout`` in seconds; ``-1`` or ``None`` waits forever."""
-        count = c.integer("n", n)
-        seconds = c.timeout_seconds(blocking, timeout)
+        # Checked here: the first call opens the semaphore, which an unreachable Redis fails first.
+        count = c.check_count(c.integer("n", n))
+        seconds = c.check_timeout(c.timeout_seconds(blocking, timeout))
         try:
             return bool(await self._acquire(count, bool(blocking), seconds))
         except exc.RedisUnavailableError:
@@ -126,15 +128,19 @@ class AIOSemaphore(c.NotCopyable):
         release is finished in the background: do not call ``release`` again for it. An object
         that holds no permit gives back those that objects of this process took and dropped,
         when there are ``n`` of them (see ``Semaphore.release``)."""
-        count = c.integer("n", n)
+        count = c.check_count(c.integer("n", n))
         taken = [] if self._held() else _kept.take(self._kept_as, count)
         released, failed = 0, []
-        for native, tokens in taken:
+        for i, (native, tokens) in enumerate(taken):
             try:
                 released += len(await native.release_permits_async(tokens))
             except c.NATIVE_ERRORS as e:
                 released += len(tokens)  # that handle finishes it in the background
                 failed.append(c.translate(e))
+            except BaseException:
+                # Cancelled: those not reached stay kept for a later release.
+                _kept.put_back(self._kept_as, taken[i + 1:])
+                raise
         if failed:
             raise failed[0]
         if not taken or released < count:

@@ -79,6 +79,7 @@ class Semaphore(c.NotCopyable):
         self._fork = c.ForkGuard()
         self._blocks = c.OpenBlocks()
         self._kept_as = _kept.identity(opts)
+        _kept.prune()
         self._native = c.call(_ffi.Semaphore.open, opts)
 
     def __del__(self) -> None:
@@ -166,19 +167,24 @@ class Semaphore(c.NotCopyable):
         The permits of running ``with`` blocks go last: each block gives back its own. An
         object that holds no permit gives back those that objects of this process took and
         dropped, when there are ``n`` of them, rather than any other holder's (see ``_kept``)."""
-        count = c.integer("n", n)
+        count = c.check_count(c.integer("n", n))
         taken = [] if self._here().held() else _kept.take(self._kept_as, count)
         released, failed = 0, []
-        for native, tokens in taken:
+        for i, (native, tokens) in enumerate(taken):
             try:
                 released += len(native.release_permits(tokens))
             except c.NATIVE_ERRORS as e:
                 released += len(tokens)  # that handle finishes it in the background
                 failed.append(c.translate(e))
+            except BaseException:
+                # A signal's handler raised: those not reached stay kept for a later release.
+                _kept.put_back(self._kept_as, taken[i + 1:])
+                raise
         if failed:
             raise failed[0]
         # A kept permit lost meanwhile (another holder's release took it) was free already:
-        # what it leaves short goes as any release does.
+        # what it leaves short goes as any release does (refused if bounded and nothing is
+        # held, though the kept ones went back).
         if not taken or released < count:
             self._call("release", count - released)
 
