@@ -28,6 +28,12 @@ pub fn error(e: &redis::RedisError) -> Error {
     {
         return Error::Auth(format!("{e} (the server requires a password)"));
     }
+    // A database but 0, selected as the connection is set up, refused by a server that wants a
+    // password: redis-rs wraps the NOAUTH reply in an error of its own.
+    let text = e.to_string();
+    if text.starts_with("Redis server refused to switch database") && text.contains("Authentication required") {
+        return Error::Auth(format!("{text} (the server requires a password)"));
+    }
     match e.code() {
         Some("WRONGPASS" | "NOAUTH" | "NOPERM") => Error::Auth(e.to_string()),
         // A command or key the ACL user may not use, refused inside a script: a plain ERR (Redis

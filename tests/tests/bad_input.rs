@@ -117,6 +117,9 @@ async fn wrong_password_is_an_auth_error_and_acl_users_work() {
     assert!(matches!(r, Err(Error::Auth(_))), "{r:?}");
     let r = open(server.url(), &key("noauth"), 1).await;
     assert!(matches!(r, Err(Error::Auth(_))), "no password: {r:?}");
+    // A database but 0 is selected at connection, which a server wanting a password refuses.
+    let r = open(format!("{}/1", server.url()), &key("noauth-db"), 1).await;
+    assert!(matches!(r, Err(Error::Auth(_))), "no password, db 1: {r:?}");
     let sem = open(url(":s3cret"), &key("auth"), 1).await.unwrap();
     assert!(sem.acquire(false, None).await.unwrap());
 

@@ -107,6 +107,7 @@ def test_a_release_interrupted_between_kept_handles_keeps_the_rest(redis_client,
     ident = next(k for k in _kept._kept if k[0] == unique_key)
     handles = _kept._kept[ident]
     assert len(handles) == 2
+    first = next(iter(handles))
 
     class InterruptedAfter:
         def __init__(self, native):
@@ -119,7 +120,7 @@ def test_a_release_interrupted_between_kept_handles_keeps_the_rest(redis_client,
             released = self.native.release_permits(tokens)
             raise KeyboardInterrupt  # as a handler would, right after the native call
 
-    handles[0] = (InterruptedAfter(handles[0][0]), handles[0][1])
+    handles[first] = (InterruptedAfter(handles[first][0]), handles[first][1])
     with pytest.raises(KeyboardInterrupt):
         sem().release(2)
     assert len(sem().holders()) == 1, "the first went back, the second is still held"
@@ -146,6 +147,65 @@ def test_a_refused_release_leaves_kept_permits_kept(redis_client, unique_key):
     assert sem().value == 12_000
 
 
+def test_a_permit_kept_from_an_object_in_a_reference_cycle_stays_usable(server, unique_key):
+    """A garbage collection finalizes an object in a reference cycle and its native handle in
+    any order: the handle may be freed before the object's finalizer keeps it. What is kept must
+    not be that handle (using it after its free crashed the process)."""
+    program = f"""
+import gc
+from pottery_semaphore import Semaphore
+url, key = {server.url!r}, {unique_key!r}
+s = Semaphore(key=key, masters=[url], lease=1.0, guard_fresh_server=False)
+assert s.acquire(blocking=False)
+s.me = s  # a cycle: only a collection frees it, with its native handle
+del s
+gc.collect()
+other = Semaphore(key=key, masters=[url], guard_fresh_server=False)  # tidies the registry
+assert not other.acquire(blocking=False), "the kept permit was given back"
+other.release()  # gives back the kept one
+assert other.acquire(blocking=False)
+other.release()
+print("done")
+"""
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=30)
+    assert out.stdout.strip() == "done", out.stderr[-2000:]
+
+
+def test_a_signal_handler_that_makes_a_semaphore_inside_the_registry_does_not_hang(server, unique_key):
+    """Python runs a signal's handler between any two steps, also while this thread is inside
+    the kept-permit registry: one that makes a semaphore (which tidies the registry) or releases
+    must not wait for the registry's lock, held by its own thread."""
+    program = f"""
+import os, signal
+from pottery_semaphore import Semaphore, _kept
+url, key = {server.url!r}, {unique_key!r}
+made = []
+signal.signal(signal.SIGUSR1, lambda *_: made.append(Semaphore(key=key, masters=[url], guard_fresh_server=False)))
+s = Semaphore(key=key, masters=[url], lease=1.0, guard_fresh_server=False)
+assert s.acquire(blocking=False)
+class Signalling:
+    def held(self):
+        os.kill(os.getpid(), signal.SIGUSR1)  # its handler runs at once, inside prune()
+        return s._native.held()
+_kept._dropped.append((("other",), Signalling(), [p.token for p in s._native.held()]))
+Semaphore(key=key, masters=[url], guard_fresh_server=False)
+assert made
+print("done")
+"""
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=20)
+    assert out.stdout.strip() == "done", out.stderr
+
+
+def test_kept_permits_are_told_apart_by_the_database_the_native_client_reads():
+    from pottery_semaphore import _kept
+
+    # The last db of a unix URL, as the native client reads its query; a TCP URL's path only.
+    assert _kept._server("unix:///s?db=1&db=2") == ("unix", "/s", 2)
+    assert _kept._server("redis://h:6379?db=1") == _kept._server("redis://h/0")
+    assert _kept._server("redis://u:p@H:6379/3") == _kept._server("redis://h/3")
+    assert _kept._server("rediss://h/3") != _kept._server("redis://h/3")
+
+
 async def test_async_bad_arguments_are_refused_before_redis_is_reached(unique_key):
     """An AIOSemaphore's first call opens it: an unreachable Redis must not hide a bad argument
     (acquire would return False, as for a Redis that is down)."""
@@ -158,6 +218,11 @@ async def test_async_bad_arguments_are_refused_before_redis_is_reached(unique_ke
         await aio.acquire(timeout=float("nan"))
     with pytest.raises(ps.InvalidArgumentError, match="got -5$"):
         await aio.acquire(timeout=-5)
+    # Numbers as the native layer writes them (Rust's f64 Display), so both classes agree.
+    with pytest.raises(ps.InvalidArgumentError, match="got -0.00001$"):
+        await aio.acquire(timeout=-1e-5)
+    with pytest.raises(ps.InvalidArgumentError, match="got -1000000000000000000000000000000$"):
+        await aio.acquire(timeout=-1e30)
     with pytest.raises(ps.InvalidArgumentError, match="^n must be >= 1$"):
         await aio.release(0)
 
@@ -797,27 +862,29 @@ def test_a_signal_sent_to_the_process_during_a_script_still_ends_the_wait(unique
 
 
 @contextlib.contextmanager
-def _sigusr1_every_millisecond(handler):
-    """SIGUSR1 sent to the main thread every millisecond, handled by ``handler``, while the
-    block runs."""
+def _sigusr1_every_millisecond(handler, seconds):
+    """SIGUSR1 sent to the main thread every millisecond for ``seconds``, handled by
+    ``handler``. The sender stops by itself at the end: a raising handler may fire anywhere in
+    this clean-up too (even before its first step, which nothing in Python can prevent), and a
+    sender left running would then bombard every test after it, and the interpreter's exit."""
     previous = signal.signal(signal.SIGUSR1, handler)
     main, stop = threading.main_thread().ident, threading.Event()
+    ends = time.monotonic() + seconds
 
     def send():
-        while not stop.wait(0.001):
+        while not stop.wait(0.001) and time.monotonic() < ends:
             signal.pthread_kill(main, signal.SIGUSR1)
 
-    sender = threading.Thread(target=send)
+    sender = threading.Thread(target=send, daemon=True)
     sender.start()
     try:
-        yield
+        yield ends
     finally:
         # The last signals land while the sender is stopped: a handler that raised then would
         # fail the test's own clean-up.
-        signal.signal(signal.SIGUSR1, lambda signum, frame: None)
-        stop.set()
-        sender.join()
-        signal.signal(signal.SIGUSR1, previous)
+        quiet = lambda: signal.signal(signal.SIGUSR1, lambda signum, frame: None)  # noqa: E731
+        for step in (quiet, stop.set, sender.join, lambda: signal.signal(signal.SIGUSR1, previous)):
+            ps._common.despite_signals(step)
 
 
 def test_signals_during_scripts_neither_fail_calls_nor_leave_permits(redis_client, unique_key):
@@ -829,8 +896,8 @@ def test_signals_during_scripts_neither_fail_calls_nor_leave_permits(redis_clien
     sem = Semaphore(key=unique_key, masters={redis_client})
     probe = Semaphore(key=unique_key, masters={redis_client})
     seen = []
-    cycles, ends = 0, time.monotonic() + 2
-    with _sigusr1_every_millisecond(lambda signum, frame: seen.append(signum)):
+    cycles = 0
+    with _sigusr1_every_millisecond(lambda signum, frame: seen.append(signum), 2) as ends:
         while time.monotonic() < ends:
             with sem:
                 pass
@@ -848,14 +915,30 @@ def test_signals_whose_handler_raises_leave_no_permit_behind(redis_client, uniqu
     back, and a ``with`` block interrupted on entering or leaving keeps nothing either."""
     sem = Semaphore(value=10_000, key=unique_key, masters={redis_client})
     probe = Semaphore(value=10_000, key=unique_key, masters={redis_client})
-    cycles, interrupted, ends = 0, 0, time.monotonic() + 2
-    with _sigusr1_every_millisecond(_raise_interrupted):
-        while time.monotonic() < ends:
-            try:
-                with sem:
-                    cycles += 1
-            except _Interrupted:
-                interrupted += 1
+    cycles, interrupted = 0, 0
+    ends = time.monotonic() + 2
+    try:
+        with _sigusr1_every_millisecond(_raise_interrupted, 2):
+            while time.monotonic() < ends:
+                # An exception may land in the loop's own steps too (its test, this try): the
+                # loop goes on.
+                try:
+                    while time.monotonic() < ends:
+                        try:
+                            with sem:
+                                cycles += 1
+                        except _Interrupted:
+                            interrupted += 1
+                except _Interrupted:
+                    interrupted += 1
+    except _Interrupted:
+        pass  # one that landed in entering or in the clean-up, before its first step
+    try:
+        # Quiet from here on, whatever of the clean-up that exception skipped (the sender stops
+        # by itself at its end).
+        ps._common.despite_signals(lambda: signal.signal(signal.SIGUSR1, lambda signum, frame: None))
+    except _Interrupted:
+        pass
     assert interrupted > 100, f"only {interrupted} of {cycles} cycles were interrupted"
     assert probe.holders() == [], f"left behind after {cycles} cycles, {interrupted} interrupted"
 

@@ -104,9 +104,19 @@ def check_timeout(seconds: Optional[float]) -> Optional[float]:
     """The native layer's check of a time-out from ``timeout_seconds`` (same message, numbers
     written as Rust writes them), for AIOSemaphore's first call (see ``check_count``)."""
     if seconds is not None and not seconds >= 0:
-        shown = "NaN" if math.isnan(seconds) else str(int(seconds)) if seconds.is_integer() else repr(seconds)
-        raise exc.InvalidArgumentError(f"timeout must be a non-negative number of seconds, got {shown}")
+        raise exc.InvalidArgumentError(f"timeout must be a non-negative number of seconds, got {_as_rust_shows(seconds)}")
     return seconds
+
+
+def _as_rust_shows(x: float) -> str:
+    """``x`` as Rust's ``{}`` writes an f64: the shortest digits that read back as ``x``, never
+    with an exponent, no ``.0`` on a whole number; ``NaN``, ``inf``."""
+    if math.isnan(x):
+        return "NaN"
+    if math.isinf(x):
+        return "-inf" if x < 0 else "inf"
+    shown = format(decimal.Decimal(repr(x)), "f")
+    return shown.rstrip("0").rstrip(".") if "." in shown else shown
 
 
 def check_value(value: Any) -> int:

@@ -9,6 +9,11 @@ its native handle here: those permits stay held, and refreshed, while this proce
 a release gives them back or their lease is lost (their handle is then let go). A
 ``release(n)`` of the same semaphore in this process, by an object that holds none itself, gives
 back ``n`` of these when at least ``n`` are kept.
+
+Signals: Python runs a signal's handler between any two steps, also on a thread that is inside
+this module. Nothing here waits for a lock that thread may hold (a re-entrant lock, and a flag
+that makes a nested call do nothing), and what is handed over goes through a deque whose entries
+are only ever added twice, never lost: the registry keeps one entry per handle.
 """
 
 from __future__ import annotations
@@ -21,10 +26,13 @@ from urllib.parse import parse_qs, urlsplit
 
 Taken = List[Tuple[Any, List[int]]]
 
-_lock = threading.Lock()
-# Semaphore (see ``identity``) -> the handles kept, each with the tokens it still holds for us.
-_kept: Dict[Tuple[Any, ...], List[Tuple[Any, List[int]]]] = {}
-# What finalizers (and interrupted releases) hand over: they never take ``_lock`` (a garbage
+_lock = threading.RLock()
+# True while a thread works on the registry under ``_lock``: only that thread can see it so (it
+# holds the lock), from a signal's handler that made or released a semaphore.
+_busy = False
+# Semaphore (see ``identity``) -> id(handle) -> (the handle, the tokens it still holds for us).
+_kept: Dict[Tuple[Any, ...], Dict[int, Tuple[Any, List[int]]]] = {}
+# What finalizers and interrupted releases hand over: they never wait for ``_lock`` (a garbage
 # collection may run a finalizer on a thread that holds it), and ``deque.append`` is atomic.
 _dropped: Deque[Tuple[Tuple[Any, ...], Any, List[int]]] = collections.deque()
 # A forked child's copies of the parent's handles: never used there, nor freed (their threads
@@ -33,8 +41,8 @@ _parents: List[Any] = []
 
 
 def _forget_the_parents() -> None:
-    global _lock
-    _lock = threading.Lock()  # another thread of the parent may have held it at the fork
+    global _lock, _busy
+    _lock, _busy = threading.RLock(), False  # another thread of the parent may have held it
     _parents.append((dict(_kept), list(_dropped)))
     _kept.clear()
     _dropped.clear()
@@ -47,11 +55,12 @@ if hasattr(os, "register_at_fork"):
 def _server(url: str) -> Tuple[Any, ...]:
     """The server and database a URL names as the native client reads it, however it is spelled
     (a client's URL ends in its db, a string may not; ``localhost`` and ``127.0.0.1`` stay
-    apart). The db is the path's for TCP (a ``?db=`` there is not read), the query's for unix."""
+    apart). The db is the path's for TCP (a ``?db=`` there is not read), the query's last for
+    unix."""
     try:
         parts = urlsplit(url)
         if parts.scheme in ("unix", "redis+unix", "valkey+unix"):
-            return ("unix", parts.path, int(parse_qs(parts.query).get("db", ["0"])[0]))
+            return ("unix", parts.path, int(parse_qs(parts.query).get("db", ["0"])[-1]))
         return ("tcp", parts.scheme in ("rediss", "valkeys"), (parts.hostname or "").lower(), parts.port or 6379,
                 int(parts.path.strip("/") or "0"))
     except ValueError:
@@ -64,10 +73,20 @@ def identity(options: Any) -> Tuple[Any, ...]:
     return (options.key, tuple(servers), options.cluster)
 
 
-def keep(ident: Tuple[Any, ...], native: Any) -> None:
-    """Keeps ``native`` if it holds permits, for an object being finalized. Never raises, and
-    takes no lock."""
+def spare_handle(native: Any) -> int:
+    """A second reference to ``native``'s Rust handle, taken as an object is made, for ``keep``.
+    An object and its native handle that a garbage collection finds in a reference cycle are
+    finalized in any order: the native one may be freed before the object's finalizer runs, so
+    that finalizer must not touch it. (Through the generated module's own clone and wrap
+    functions, of the pinned UniFFI.)"""
+    return native._uniffi_clone_handle()
+
+
+def keep(ident: Tuple[Any, ...], native_type: Any, handle: int) -> None:
+    """For an object being finalized, with its ``spare_handle``: keeps it when it holds permits,
+    else lets it go. Never raises, and takes no lock."""
     try:
+        native = native_type._uniffi_make_instance(handle)  # owns the handle from here on
         tokens = [p.token for p in native.held()]
         if tokens:
             _dropped.append((ident, native, tokens))
@@ -76,56 +95,74 @@ def keep(ident: Tuple[Any, ...], native: Any) -> None:
 
 
 def _settle() -> None:
-    """Moves what was handed over into the registry, and lets go of the handles that know they
-    lost their permits (their lease ended, or another holder's release took them), whichever
-    semaphore they are of. Under ``_lock``."""
+    """Moves what was handed over into the registry (an entry leaves the deque only once it is
+    in), and lets go of the handles that know they lost their permits (their lease ended, or
+    another holder's release took them), whichever semaphore they are of. Under ``_lock``."""
     while _dropped:
-        ident, native, tokens = _dropped.popleft()
-        _kept.setdefault(ident, []).append((native, tokens))
+        ident, native, tokens = _dropped[0]
+        _, already = _kept.setdefault(ident, {}).get(id(native), (native, []))
+        _kept[ident][id(native)] = (native, already + [t for t in tokens if t not in already])
+        _dropped.popleft()
     for ident in list(_kept):
-        alive = []
-        for native, tokens in _kept[ident]:
+        handles = _kept[ident]
+        for key, (native, tokens) in list(handles.items()):
             held = {p.token for p in native.held()}
             still = [t for t in tokens if t in held]
             if still:
-                alive.append((native, still))
-        if alive:
-            _kept[ident] = alive
-        else:
+                handles[key] = (native, still)
+            else:
+                del handles[key]
+        if not handles:
             del _kept[ident]
 
 
 def prune() -> None:
     """Lets go of kept handles with nothing left (see ``_settle``): run as objects are made, so
     that a process whose kept permits others release keeps no handle for long."""
+    global _busy
     with _lock:
-        _settle()
+        if _busy:
+            return  # a signal's handler, inside this thread's own prune() or take()
+        _busy = True
+        try:
+            _settle()
+        finally:
+            _busy = False
 
 
 def take(ident: Tuple[Any, ...], n: int) -> Taken:
     """``n`` kept permits of the semaphore, out of the registry, by handle; none when fewer are
-    kept (the caller's release then goes as usual, in one call)."""
+    kept (the caller's release then goes as usual, in one call), or when called from a signal's
+    handler inside this thread's own ``take()`` or ``prune()``."""
+    global _busy
     with _lock:
-        _settle()
-        handles = _kept.get(ident, [])
-        if n < 1 or sum(len(tokens) for _, tokens in handles) < n:
+        if _busy:
             return []
-        taken: Taken = []
-        while n > 0:
-            native, tokens = handles[0]
-            taken.append((native, tokens[:n]))
-            if len(tokens) > n:
-                handles[0] = (native, tokens[n:])
-            else:
-                handles.pop(0)
-            n -= len(taken[-1][1])
-        if not handles:
-            del _kept[ident]
-        return taken
+        _busy = True
+        try:
+            _settle()
+            handles = _kept.get(ident, {})
+            if n < 1 or sum(len(tokens) for _, tokens in handles.values()) < n:
+                return []
+            taken: Taken = []
+            for key, (native, tokens) in list(handles.items()):
+                if n == 0:
+                    break
+                taken.append((native, tokens[:n]))
+                if len(tokens) > n:
+                    handles[key] = (native, tokens[n:])
+                else:
+                    del handles[key]
+                n -= len(taken[-1][1])
+            if not handles:
+                del _kept[ident]
+            return taken
+        finally:
+            _busy = False
 
 
 def put_back(ident: Tuple[Any, ...], taken: Taken) -> None:
-    """Hands back permits ``take`` gave out that a release interrupted before it reached them.
-    Takes no lock (it may run on a thread inside ``take``, through a signal's handler)."""
+    """Hands back permits ``take`` gave out that a release may not have reached (those it did
+    reach are no longer held, and ``_settle`` drops them). Takes no lock."""
     for native, tokens in taken:
         _dropped.append((ident, native, tokens))

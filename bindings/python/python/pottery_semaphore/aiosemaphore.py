@@ -50,6 +50,7 @@ class AIOSemaphore(c.NotCopyable):
         self._raise_on_redis_errors = bool(raise_on_redis_errors)
         self._fork = c.ForkGuard()  # re-armed when it opens (it does no I/O before)
         self._native: Optional[Any] = None
+        self._spare: Optional[int] = None
         # One opening at a time per event loop (an asyncio.Lock serves one loop only: a second
         # loop on another thread that waited on it could hang). Loops on other threads open
         # their own, and the first handle kept wins; the others, holding nothing, are let go.
@@ -59,9 +60,12 @@ class AIOSemaphore(c.NotCopyable):
 
     def __del__(self) -> None:
         # Permits still held stay held (see ``_kept``), not given back with the object.
-        native, fork = getattr(self, "_native", None), getattr(self, "_fork", None)
-        if native is not None and fork is not None and not fork.forked():
-            _kept.keep(self._kept_as, native)
+        spare, fork = getattr(self, "_spare", None), getattr(self, "_fork", None)
+        if spare is not None and fork is not None and not fork.forked():
+            try:
+                _kept.keep(self._kept_as, _ffi.Semaphore, spare)
+            except Exception:  # at interpreter exit, the module's names may be gone
+                pass
 
     async def _open(self) -> Any:
         if self._native is not None:
@@ -85,6 +89,7 @@ class AIOSemaphore(c.NotCopyable):
                 with self._open_lock:
                     if self._native is None:
                         self._fork = c.ForkGuard()  # this process opened it
+                        self._spare = _kept.spare_handle(native)
                         self._native = native
         return self._native
 
@@ -130,19 +135,21 @@ class AIOSemaphore(c.NotCopyable):
         when there are ``n`` of them (see ``Semaphore.release``)."""
         count = c.check_count(c.integer("n", n))
         taken = [] if self._held() else _kept.take(self._kept_as, count)
-        released, failed = 0, []
-        for i, (native, tokens) in enumerate(taken):
-            try:
-                released += len(await native.release_permits_async(tokens))
-            except c.NATIVE_ERRORS as e:
-                released += len(tokens)  # that handle finishes it in the background
-                failed.append(c.translate(e))
-            except BaseException:
-                # Cancelled: those not reached stay kept for a later release.
-                _kept.put_back(self._kept_as, taken[i + 1:])
-                raise
+        released, failed, reached = 0, [], 0
+        try:
+            for native, tokens in taken:
+                try:
+                    released += len(await native.release_permits_async(tokens))
+                except c.NATIVE_ERRORS as e:
+                    released += len(tokens)  # that handle finishes it in the background
+                    failed.append(e)
+                reached += 1
+        except BaseException:
+            # Cancelled: those not surely reached stay kept for a later release.
+            _kept.put_back(self._kept_as, taken[reached:])
+            raise
         if failed:
-            raise failed[0]
+            raise c.translate(failed[0])
         if not taken or released < count:
             await self._call("release_async", count - released)
 

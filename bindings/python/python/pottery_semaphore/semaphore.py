@@ -81,12 +81,16 @@ class Semaphore(c.NotCopyable):
         self._kept_as = _kept.identity(opts)
         _kept.prune()
         self._native = c.call(_ffi.Semaphore.open, opts)
+        self._spare = _kept.spare_handle(self._native)
 
     def __del__(self) -> None:
         # Permits still held stay held (see ``_kept``), not given back with the object.
-        native, fork = getattr(self, "_native", None), getattr(self, "_fork", None)
-        if native is not None and fork is not None and not fork.forked():
-            _kept.keep(self._kept_as, native)
+        spare, fork = getattr(self, "_spare", None), getattr(self, "_fork", None)
+        if spare is not None and fork is not None and not fork.forked():
+            try:
+                _kept.keep(self._kept_as, _ffi.Semaphore, spare)
+            except Exception:  # at interpreter exit, the module's names may be gone
+                pass
 
     def _here(self) -> Any:
         """The native handle, in the process that opened it (see ``ForkGuard``)."""
@@ -161,27 +165,30 @@ class Semaphore(c.NotCopyable):
         are fungible and other holders' are released (they see them in :meth:`lost_permits`).
 
         After an error (but :class:`InvalidArgumentError` and :class:`BoundedSemaphoreError`,
-        which change nothing) the release may or may not have happened: the semaphore finishes
-        it in the background, so do not call ``release`` again for it.
+        which change nothing, bar one gap with permits of dropped objects that README names)
+        the release may or may not have happened: the semaphore finishes it in the background,
+        so do not call ``release`` again for it.
 
         The permits of running ``with`` blocks go last: each block gives back its own. An
         object that holds no permit gives back those that objects of this process took and
         dropped, when there are ``n`` of them, rather than any other holder's (see ``_kept``)."""
         count = c.check_count(c.integer("n", n))
         taken = [] if self._here().held() else _kept.take(self._kept_as, count)
-        released, failed = 0, []
-        for i, (native, tokens) in enumerate(taken):
-            try:
-                released += len(native.release_permits(tokens))
-            except c.NATIVE_ERRORS as e:
-                released += len(tokens)  # that handle finishes it in the background
-                failed.append(c.translate(e))
-            except BaseException:
-                # A signal's handler raised: those not reached stay kept for a later release.
-                _kept.put_back(self._kept_as, taken[i + 1:])
-                raise
+        released, failed, reached = 0, [], 0
+        try:
+            for native, tokens in taken:
+                try:
+                    released += len(native.release_permits(tokens))
+                except c.NATIVE_ERRORS as e:
+                    released += len(tokens)  # that handle finishes it in the background
+                    failed.append(e)
+                reached += 1
+        except BaseException:
+            # A signal's handler raised: those not surely reached stay kept for a later release.
+            _kept.put_back(self._kept_as, taken[reached:])
+            raise
         if failed:
-            raise failed[0]
+            raise c.translate(failed[0])
         # A kept permit lost meanwhile (another holder's release took it) was free already:
         # what it leaves short goes as any release does (refused if bounded and nothing is
         # held, though the kept ones went back).
