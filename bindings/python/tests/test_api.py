@@ -171,6 +171,33 @@ print("done")
     assert out.stdout.strip() == "done", out.stderr[-2000:]
 
 
+def test_an_object_called_by_another_finalizer_of_its_collection_still_works(server, unique_key):
+    """In a reference cycle, a collection runs every finalizer before it frees anything: a
+    generator's ``finally`` (a coroutine leaving its ``async with``) may call a semaphore whose
+    native wrapper was finalized already. Its handle must still be valid then."""
+    program = f"""
+import gc
+from pottery_semaphore import Semaphore
+url, key = {server.url!r}, {unique_key!r}
+
+def make():
+    sem = Semaphore(key=key, masters=[url], guard_fresh_server=False)
+    def steps():
+        try:
+            yield
+        finally:
+            print("locked" if sem.locked() else "free")
+    sem.steps = steps()  # sem -> generator -> frame -> sem
+    next(sem.steps)
+
+make()
+gc.collect()
+print("done")
+"""
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=30)
+    assert out.stdout.split() == ["free", "done"], (out.returncode, out.stdout, out.stderr[-2000:])
+
+
 def test_a_signal_handler_that_makes_a_semaphore_inside_the_registry_does_not_hang(server, unique_key):
     """Python runs a signal's handler between any two steps, also while this thread is inside
     the kept-permit registry: one that makes a semaphore (which tidies the registry) or releases

@@ -19,6 +19,7 @@ are only ever added twice, never lost: the registry keeps one entry per handle.
 from __future__ import annotations
 
 import collections
+import ctypes
 import os
 import threading
 from typing import Any, Deque, Dict, List, Tuple
@@ -35,15 +36,15 @@ _kept: Dict[Tuple[Any, ...], Dict[int, Tuple[Any, List[int]]]] = {}
 # What finalizers and interrupted releases hand over: they never wait for ``_lock`` (a garbage
 # collection may run a finalizer on a thread that holds it), and ``deque.append`` is atomic.
 _dropped: Deque[Tuple[Tuple[Any, ...], Any, List[int]]] = collections.deque()
-# A forked child's copies of the parent's handles: never used there, nor freed (their threads
-# and permits are the parent's).
-_parents: List[Any] = []
 
 
 def _forget_the_parents() -> None:
     global _lock, _busy
     _lock, _busy = threading.RLock(), False  # another thread of the parent may have held it
-    _parents.append((dict(_kept), list(_dropped)))
+    # Not freed even at the child's exit, when the interpreter clears every module: freeing one
+    # gives its permits back on the parent's runtime, copied with locks its threads may hold.
+    for entry in [*(h for handles in _kept.values() for h, _ in handles.values()), *(d[1] for d in _dropped)]:
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(entry))
     _kept.clear()
     _dropped.clear()
 
@@ -83,13 +84,14 @@ def spare_handle(native: Any) -> int:
 
 
 def keep(ident: Tuple[Any, ...], native_type: Any, handle: int) -> None:
-    """For an object being finalized, with its ``spare_handle``: keeps it when it holds permits,
-    else lets it go. Never raises, and takes no lock."""
+    """For an object being finalized, with its ``spare_handle``: files it, with the permits it
+    holds. One holding none is let go by the next ``_settle``, not here: other finalizers of the
+    same collection (a coroutine closed, leaving its ``async with``) may still call the object,
+    whose own handle its wrapper freed already, and that handle stays valid only while this one
+    lives. Never raises, and takes no lock."""
     try:
         native = native_type._uniffi_make_instance(handle)  # owns the handle from here on
-        tokens = [p.token for p in native.held()]
-        if tokens:
-            _dropped.append((ident, native, tokens))
+        _dropped.append((ident, native, [p.token for p in native.held()]))
     except Exception:  # finalizing: at interpreter exit, the module's names may be gone
         pass
 
