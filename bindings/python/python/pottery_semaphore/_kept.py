@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import gc
 import os
 import threading
 from typing import Any, Deque, Dict, List, Tuple
@@ -36,6 +37,31 @@ _kept: Dict[Tuple[Any, ...], Dict[int, Tuple[Any, List[int]]]] = {}
 # What finalizers and interrupted releases hand over: they never wait for ``_lock`` (a garbage
 # collection may run a finalizer on a thread that holds it), and ``deque.append`` is atomic.
 _dropped: Deque[Tuple[Tuple[Any, ...], Any, List[int]]] = collections.deque()
+
+# Garbage collections: how many have ended, and whether one is running. A handle let go while
+# one runs waits in the graveyard until it has ended (see ``keep``), with the count then.
+_collections = 0
+_collecting = False
+_graveyard: List[Tuple[int, Any]] = []
+
+
+def _on_collection(phase: str, info: Any) -> None:
+    global _collections, _collecting
+    if phase == "start":
+        _collecting = True
+    else:
+        _collecting = False
+        _collections += 1
+
+
+gc.callbacks.append(_on_collection)
+
+
+def _let_go(native: Any) -> None:
+    """Stops keeping ``native``; while a collection runs, only once it has ended: a finalizer
+    of that collection may still call the object whose handle this one keeps valid."""
+    if _collecting:
+        _graveyard.append((_collections, native))
 
 
 def _forget_the_parents() -> None:
@@ -88,7 +114,8 @@ def keep(ident: Tuple[Any, ...], native_type: Any, handle: int) -> None:
     holds. One holding none is let go by the next ``_settle``, not here: other finalizers of the
     same collection (a coroutine closed, leaving its ``async with``) may still call the object,
     whose own handle its wrapper freed already, and that handle stays valid only while this one
-    lives. Never raises, and takes no lock."""
+    lives: nothing here lets go of a handle before the collection running has ended
+    (``_let_go``). Never raises, and takes no lock."""
     try:
         native = native_type._uniffi_make_instance(handle)  # owns the handle from here on
         _dropped.append((ident, native, [p.token for p in native.held()]))
@@ -100,6 +127,7 @@ def _settle() -> None:
     """Moves what was handed over into the registry (an entry leaves the deque only once it is
     in), and lets go of the handles that know they lost their permits (their lease ended, or
     another holder's release took them), whichever semaphore they are of. Under ``_lock``."""
+    _graveyard[:] = [(stamp, native) for stamp, native in _graveyard if _collections <= stamp]
     while _dropped:
         ident, native, tokens = _dropped[0]
         _, already = _kept.setdefault(ident, {}).get(id(native), (native, []))
@@ -113,6 +141,7 @@ def _settle() -> None:
             if still:
                 handles[key] = (native, still)
             else:
+                _let_go(native)
                 del handles[key]
         if not handles:
             del _kept[ident]
@@ -154,6 +183,7 @@ def take(ident: Tuple[Any, ...], n: int) -> Taken:
                 if len(tokens) > n:
                     handles[key] = (native, tokens[n:])
                 else:
+                    _let_go(native)
                     del handles[key]
                 n -= len(taken[-1][1])
             if not handles:
