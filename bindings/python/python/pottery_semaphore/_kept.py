@@ -12,8 +12,8 @@ back ``n`` of these when at least ``n`` are kept.
 
 Signals: Python runs a signal's handler between any two steps, also on a thread that is inside
 this module. Nothing here waits for a lock that thread may hold (a re-entrant lock, and a flag
-that makes a nested call do nothing), and what is handed over goes through a deque whose entries
-are only ever added twice, never lost: the registry keeps one entry per handle.
+that makes a nested call do nothing), and what is handed over goes through a deque: an entry
+may be filed twice, never lost (the registry keeps one entry per handle).
 """
 
 from __future__ import annotations
