@@ -23,8 +23,10 @@ import ctypes
 import gc
 import os
 import threading
-from typing import Any, Deque, Dict, List, Tuple
+from typing import Any, Deque, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
+
+from ._native import pottery_semaphore_ffi as _ffi
 
 Taken = List[Tuple[Any, List[int]]]
 
@@ -109,7 +111,7 @@ def spare_handle(native: Any) -> int:
     return native._uniffi_clone_handle()
 
 
-def keep(ident: Tuple[Any, ...], native_type: Any, handle: int) -> None:
+def keep(ident: Tuple[Any, ...], handle: int) -> None:
     """For an object being finalized, with its ``spare_handle``: files it, with the permits it
     holds. One holding none is let go by the next ``_settle``, not here: other finalizers of the
     same collection (a coroutine closed, leaving its ``async with``) may still call the object,
@@ -117,10 +119,26 @@ def keep(ident: Tuple[Any, ...], native_type: Any, handle: int) -> None:
     lives: nothing here lets go of a handle before the collection running has ended
     (``_let_go``). Never raises, and takes no lock."""
     try:
-        native = native_type._uniffi_make_instance(handle)  # owns the handle from here on
+        native = _ffi.Semaphore._uniffi_make_instance(handle)  # owns the handle from here on
         _dropped.append((ident, native, [p.token for p in native.held()]))
     except Exception:  # finalizing: at interpreter exit, the module's names may be gone
         pass
+
+
+class KeptWhenDropped:
+    """Base of both semaphore classes: one finalized while it holds permits leaves them kept
+    (``keep``). They set ``_kept_as`` (``identity``) and ``_fork``, and ``_spare``
+    (``spare_handle``) once their native handle is open."""
+
+    _spare: Optional[int] = None
+
+    def __del__(self) -> None:
+        spare, fork = getattr(self, "_spare", None), getattr(self, "_fork", None)
+        if spare is not None and fork is not None and not fork.forked():
+            try:
+                keep(self._kept_as, spare)
+            except Exception:  # at interpreter exit, the module's names may be gone
+                pass
 
 
 def _settle() -> None:

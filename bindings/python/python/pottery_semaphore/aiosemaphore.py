@@ -16,7 +16,7 @@ from . import exceptions as exc
 from ._native import pottery_semaphore_ffi as _ffi
 
 
-class AIOSemaphore(c.NotCopyable):
+class AIOSemaphore(_kept.KeptWhenDropped, c.NotCopyable):
     """The asyncio twin of :class:`Semaphore`, with the same parameters; it shares semaphores
     with :class:`Semaphore` objects, Rust hosts and the other SDKs using the same key.
 
@@ -50,22 +50,12 @@ class AIOSemaphore(c.NotCopyable):
         self._raise_on_redis_errors = bool(raise_on_redis_errors)
         self._fork = c.ForkGuard()  # re-armed when it opens (it does no I/O before)
         self._native: Optional[Any] = None
-        self._spare: Optional[int] = None
         # One opening at a time per event loop (an asyncio.Lock serves one loop only: a second
         # loop on another thread that waited on it could hang). Loops on other threads open
         # their own, and the first handle kept wins; the others, holding nothing, are let go.
         self._opening: "weakref.WeakKeyDictionary[Any, asyncio.Lock]" = weakref.WeakKeyDictionary()
         self._open_lock = threading.Lock()
         self._blocks = c.OpenBlocks()
-
-    def __del__(self) -> None:
-        # Permits still held stay held (see ``_kept``), not given back with the object.
-        spare, fork = getattr(self, "_spare", None), getattr(self, "_fork", None)
-        if spare is not None and fork is not None and not fork.forked():
-            try:
-                _kept.keep(self._kept_as, _ffi.Semaphore, spare)
-            except Exception:  # at interpreter exit, the module's names may be gone
-                pass
 
     async def _open(self) -> Any:
         if self._native is not None:

@@ -20,7 +20,7 @@ from ._native import pottery_semaphore_ffi as _ffi
 _TICKETS = itertools.count(1)
 
 
-class Semaphore(c.NotCopyable):
+class Semaphore(_kept.KeptWhenDropped, c.NotCopyable):
     """A distributed counting semaphore: at most ``value`` holders at once, across processes.
 
     A drop-in replacement for the original ``pottery_semaphore.Semaphore``. Every permit is a
@@ -82,15 +82,6 @@ class Semaphore(c.NotCopyable):
         _kept.prune()
         self._native = c.call(_ffi.Semaphore.open, opts)
         self._spare = _kept.spare_handle(self._native)
-
-    def __del__(self) -> None:
-        # Permits still held stay held (see ``_kept``), not given back with the object.
-        spare, fork = getattr(self, "_spare", None), getattr(self, "_fork", None)
-        if spare is not None and fork is not None and not fork.forked():
-            try:
-                _kept.keep(self._kept_as, _ffi.Semaphore, spare)
-            except Exception:  # at interpreter exit, the module's names may be gone
-                pass
 
     def _here(self) -> Any:
         """The native handle, in the process that opened it (see ``ForkGuard``)."""
