@@ -248,7 +248,7 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
         val permits = acquirePermitsBlocking(n, null, spared = true)
         checkGranted(permits)
         try {
-            enterWithPermit()
+            enterRunning()
         } catch (e: IllegalStateException) {
             runCatching { releasePermitsBlocking(permits) }
             throw e
@@ -267,7 +267,7 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
             releasePermitsBlocking(permits)
             return result
         } finally {
-            leaveWithPermit()
+            leaveRunning()
         }
     }
 
@@ -286,8 +286,12 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
     // native handle (so the permits it holds, refreshed) alive, for as long as it waits.
     private val waiting: MutableSet<Job> = ConcurrentHashMap.newKeySet()
 
-    /** Counts a withPermit block or a release() as running (see above); refused once closing. */
-    private fun enterRunning() {
+    /**
+     * Counts a withPermit block or a release() as running (see above); refused once closing.
+     * Published for the inline [withPermit], as are the three below.
+     */
+    @PublishedApi
+    internal fun enterRunning() {
         withPermitRunning.incrementAndGet()
         if (closing) {
             leaveRunning()
@@ -296,7 +300,8 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
     }
 
     /** [enterRunning] for coroutines: the close it may finish waits for Redis off their dispatcher. */
-    private suspend fun enterRunningSuspending() {
+    @PublishedApi
+    internal suspend fun enterRunningSuspending() {
         withPermitRunning.incrementAndGet()
         if (closing) {
             leaveRunningSuspending()
@@ -304,27 +309,17 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
         }
     }
 
-    @PublishedApi
-    internal fun enterWithPermit() = enterRunning()
-
-    @PublishedApi
-    internal suspend fun enterWithPermitSuspending() = enterRunningSuspending()
-
     /** True when the handle should close now: the block was the last one close() waited for. */
     private fun leftLast(): Boolean = withPermitRunning.decrementAndGet() == 0 && closing
 
     @PublishedApi
-    internal fun leaveWithPermit() = leaveRunning()
-
-    private fun leaveRunning() {
+    internal fun leaveRunning() {
         if (leftLast()) closeNow()
     }
 
-    /** [leaveWithPermit] for coroutines: closing may wait for Redis, off their dispatcher. */
+    /** [leaveRunning] for coroutines: closing may wait for Redis, off their dispatcher. */
     @PublishedApi
-    internal suspend fun leaveWithPermitSuspending() = leaveRunningSuspending()
-
-    private suspend fun leaveRunningSuspending() {
+    internal suspend fun leaveRunningSuspending() {
         if (leftLast()) withContext(NonCancellable + Dispatchers.IO) { closeNow() }
     }
 
@@ -465,7 +460,7 @@ suspend inline fun <T> DistributedSemaphore.withPermit(n: Int = 1, block: () -> 
     val permits = acquirePermits(n, null, spared = true)
     checkGranted(permits)
     try {
-        enterWithPermitSuspending()
+        enterRunningSuspending()
     } catch (e: IllegalStateException) {
         // Closed meanwhile: the block does not run; its permits go back now, not when the
         // blocks still running end (if the handle is gone already, they went with it).
@@ -487,7 +482,7 @@ suspend inline fun <T> DistributedSemaphore.withPermit(n: Int = 1, block: () -> 
             if (failure == null) throw r
             failure.addSuppressed(r)
         } finally {
-            leaveWithPermitSuspending()
+            leaveRunningSuspending()
         }
     }
 }
