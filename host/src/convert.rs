@@ -20,18 +20,16 @@ pub fn error(e: &redis::RedisError) -> Error {
     if e.kind() == redis::ErrorKind::AuthenticationFailed {
         return Error::Auth(e.to_string());
     }
-    // An unauthenticated client sending a long command gets a protocol error, not NOAUTH
-    // ("Protocol error: unauthenticated multibulk length"); told by its code and start, as the
-    // text of other errors may quote a key that holds the word.
-    if matches!(e.code(), None | Some("ERR")) && e.detail().unwrap_or_default().starts_with("Protocol error: unauthenticated")
-        || e.code().is_none() && e.to_string().contains("Protocol error: unauthenticated")
-    {
-        return Error::Auth(format!("{e} (the server requires a password)"));
-    }
-    // A database but 0, selected as the connection is set up, refused by a server that wants a
-    // password: redis-rs wraps the NOAUTH reply in an error of its own.
+    // Two more ways a server that wants a password refuses a client that gave none. A long
+    // command gets a protocol error, not NOAUTH ("Protocol error: unauthenticated multibulk
+    // length"): told by its code and start, as the text of other errors may quote a key that
+    // holds the word. And a database but 0, selected as the connection is set up: redis-rs
+    // wraps the NOAUTH reply in an error of its own.
     let text = e.to_string();
-    if text.starts_with("Redis server refused to switch database") && text.contains("Authentication required") {
+    if matches!(e.code(), None | Some("ERR")) && e.detail().unwrap_or_default().starts_with("Protocol error: unauthenticated")
+        || e.code().is_none() && text.contains("Protocol error: unauthenticated")
+        || text.starts_with("Redis server refused to switch database") && text.contains("Authentication required")
+    {
         return Error::Auth(format!("{text} (the server requires a password)"));
     }
     match e.code() {
