@@ -120,8 +120,9 @@ struct Chaos {
 /// Random acquire/hold/release against the fault tests' oracle until `duration_ms` ends or a
 /// `stop` line (or end of input) arrives on stdin. Every error is counted and followed by a
 /// short back-off: the servers are being faulted on purpose. After the stop, a thread that holds
-/// a permit keeps it (and its oracle entry) and parks, so the test can SIGKILL the process with
-/// permits held and time their recovery; the final line says how many are held.
+/// a permit keeps it (and its oracle entry) and parks, and one that holds none tries once more
+/// for one to keep, so the test can SIGKILL the process with permits held and time their
+/// recovery; the final line says how many are held.
 fn chaos(config: &str) {
     let v: serde_json::Value = serde_json::from_str(config).expect("chaos config JSON");
     let field = |k: &str| v.get(k).unwrap_or_else(|| panic!("chaos config lacks {k}"));
@@ -212,11 +213,7 @@ fn chaos_thread(chaos: &Chaos, t: usize, stop: &AtomicBool, counts: &Counts) {
                 break;
             }
             if stopped() {
-                // Keep the permit and the entry until SIGKILL.
-                bump(&counts.holding);
-                loop {
-                    std::thread::sleep(Duration::from_secs(60));
-                }
+                park_holding(counts);
             }
             std::thread::sleep(Duration::from_millis(next(&mut rng) % 41));
             let lost = sem.take_lost().iter().any(|p| p.token == permit.token) || !sem.held().iter().any(|p| p.token == permit.token);
@@ -243,7 +240,37 @@ fn chaos_thread(chaos: &Chaos, t: usize, stop: &AtomicBool, counts: &Counts) {
             backoff(&mut rng);
         }
     }
+    // The stop found this thread between permits. Take one more to hold into the kill, so the
+    // kill always leaves permits for the test to see recovered, even when the stop happened to
+    // find every thread between permits. At most `permits` threads get one; the others time out
+    // well inside the test's wait for the final line.
+    let since = SystemTime::now();
+    if let Ok(permits) = sem.acquire_n(1, true, Some(LAST_ACQUIRE.as_secs_f64())) {
+        if let Some(permit) = permits.first() {
+            bump(&counts.acquired);
+            let slot = oracle_slot(permit.token, mode);
+            match oracle.enter(&holder, slot, permit.token, permit.ttl_ms, since) {
+                Verdict::Accepted => park_holding(counts),
+                Verdict::Stale => bump(&counts.stale),
+                Verdict::Expired => bump(&counts.expired),
+                Verdict::Violation => bump(&counts.violations),
+            }
+            oracle.leave(&holder);
+            let _ = sem.release_permits(vec![permit.token]);
+        }
+    }
     bump(&counts.finished);
+}
+
+/// How long a stopped thread that holds nothing waits for one last permit to hold into the kill.
+const LAST_ACQUIRE: Duration = Duration::from_secs(2);
+
+/// Keeps the permit and the oracle entry until SIGKILL.
+fn park_holding(counts: &Counts) -> ! {
+    bump(&counts.holding);
+    loop {
+        std::thread::sleep(Duration::from_secs(60));
+    }
 }
 
 fn main() {
