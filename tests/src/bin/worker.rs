@@ -240,24 +240,22 @@ fn chaos_thread(chaos: &Chaos, t: usize, stop: &AtomicBool, counts: &Counts) {
             backoff(&mut rng);
         }
     }
-    // The stop found this thread between permits. Take one more to hold into the kill, so the
-    // kill always leaves permits for the test to see recovered, even when the stop happened to
-    // find every thread between permits. At most `permits` threads get one; the others time out
-    // well inside the test's wait for the final line.
+    // The stop found this thread between permits: it takes one more to hold into the kill, so
+    // that the test always has held permits whose recovery it can time. At most `permits`
+    // threads get one; the others time out well inside the test's wait for the final line.
     let since = SystemTime::now();
-    if let Ok(permits) = sem.acquire_n(1, true, Some(LAST_ACQUIRE.as_secs_f64())) {
-        if let Some(permit) = permits.first() {
-            bump(&counts.acquired);
-            let slot = oracle_slot(permit.token, mode);
-            match oracle.enter(&holder, slot, permit.token, permit.ttl_ms, since) {
-                Verdict::Accepted => park_holding(counts),
-                Verdict::Stale => bump(&counts.stale),
-                Verdict::Expired => bump(&counts.expired),
-                Verdict::Violation => bump(&counts.violations),
-            }
-            oracle.leave(&holder);
-            let _ = sem.release_permits(vec![permit.token]);
+    let last = sem.acquire_n(1, true, Some(LAST_ACQUIRE.as_secs_f64())).ok().and_then(|permits| permits.first().copied());
+    if let Some(permit) = last {
+        bump(&counts.acquired);
+        let slot = oracle_slot(permit.token, mode);
+        match oracle.enter(&holder, slot, permit.token, permit.ttl_ms, since) {
+            Verdict::Accepted => park_holding(counts),
+            Verdict::Stale => bump(&counts.stale),
+            Verdict::Expired => bump(&counts.expired),
+            Verdict::Violation => bump(&counts.violations),
         }
+        oracle.leave(&holder);
+        let _ = sem.release_permits(vec![permit.token]);
     }
     bump(&counts.finished);
 }
