@@ -3,6 +3,7 @@
 -- "token:holder"), then other holders' (earliest lease deadline first); beyond that an unbounded
 -- semaphore grows.
 -- Reply: {1, others released, capacity added, own tokens...} | {-2, available, initial}
+--        | {-3, capacity} unbounded, and the growth would pass the most permits a semaphore has
 --        | 1 from release_fast.lua: the first n named tokens, all released as the caller's own
 local n = tonumber(ARGV[4])
 local cap, quarantine = capacity(create)
@@ -11,6 +12,12 @@ local used = redis.call('ZCARD', LEASES)
 if ARGV[5] == '1' and n > used then
   serve(cap, quarantine)
   return {-2, math.max(cap - used, 0), tonumber(redis.call('HGET', META, 'initial'))}
+end
+-- Beyond what is held it grows by the rest: refused before anything is dropped, as growing less
+-- would report fewer permits added than the caller released.
+if n - used > MAX_VALUE - cap then
+  serve(cap, quarantine)
+  return {-3, cap}
 end
 local out = {1, 0, 0}
 local left = n
@@ -27,11 +34,10 @@ if left > 0 then
   left = left - others
 end
 if left > 0 then
-  -- Grown by the excess (unbounded), up to the most permits a semaphore has.
-  local grow = math.max(math.min(left, MAX_VALUE - cap), 0)
-  redis.call('HINCRBY', META, 'capacity', int(grow))
-  cap = cap + grow
-  out[3] = grow
+  -- Grown by the excess (unbounded; checked above to fit).
+  redis.call('HINCRBY', META, 'capacity', int(left))
+  cap = cap + left
+  out[3] = left
 end
 serve(cap, quarantine)
 if DONE then redis.call('SET', DONE, table.concat(out, ' '), 'PX', DONE_MS) end

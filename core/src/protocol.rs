@@ -370,6 +370,11 @@ impl<T: Transport> Semaphore<T> {
                 Ok(released)
             }
             -2 => Err(Error::Bounded { key: self.id.key.clone(), current: reply.u64()?, initial: reply.u64()? }),
+            -3 => Err(Error::invalid(format!(
+                "releasing {n} would take the semaphore beyond the {} permits it can have (it has {}); nothing was released",
+                validate::MAX_VALUE,
+                reply.u64()?
+            ))),
             other => Err(Error::protocol(format!("unknown release status {other}"))),
         }
     }

@@ -680,9 +680,18 @@ fn the_scripts_refuse_arguments_no_guest_sends() {
     let nan = eval_script(&mut sem.conn, &scripts::SET_CAPACITY, &sem.keys, "H", 2, LEASE_MS, &["set".into(), "nan".into(), String::new(), "1000".into()]);
     assert_eq!(ints(&nan.expect("set_capacity"))[0], -1, "a NaN capacity");
     assert_eq!(sem.capacity(), 2);
-    // An unbounded release grows the capacity by its excess, up to the most a semaphore has.
-    let _: () = redis::cmd("HSET").arg(&sem.meta).arg("capacity").arg(MAX_VALUE).query(&mut sem.conn).unwrap();
-    eval_script(&mut sem.conn, &scripts::RELEASE, &sem.keys, "H", 2, LEASE_MS, &["5".into(), "0".into(), String::new()]).expect("release");
+    // An unbounded release grows the capacity by its excess, up to the most a semaphore has;
+    // one that would pass it is refused and drops nothing (not even the caller's own permit).
+    let held = ints(&sem.run(&scripts::ACQUIRE, "H", &["1".into(), "0".into(), "0".into()]));
+    assert_eq!(held[0], 1, "{held:?}");
+    let _: () = redis::cmd("HSET").arg(&sem.meta).arg("capacity").arg(MAX_VALUE - 3).query(&mut sem.conn).unwrap();
+    let own = held[2].to_string();
+    let refused_growth = sem.run(&scripts::RELEASE, "H", &["5".into(), "0".into(), String::new(), own.clone()]);
+    assert_eq!(ints(&refused_growth), vec![-3, MAX_VALUE - 3], "growth past the maximum");
+    assert_eq!(sem.capacity(), (MAX_VALUE - 3) as u64);
+    assert_eq!(sem.leases(), vec![format!("{own}:H")], "a refused release dropped a permit");
+    let grown = sem.run(&scripts::RELEASE, "H", &["4".into(), "0".into(), String::new(), own]);
+    assert_eq!(ints(&grown), vec![1, 0, 3, held[2]], "growth up to the maximum");
     assert_eq!(sem.capacity(), MAX_VALUE as u64);
     // Several masters: claims loop over the slots, so no more than MAX_SLOTS of them.
     let keys = Keys::new(&key("bounds-multi"));

@@ -222,6 +222,27 @@ async fn unbounded_release_beyond_use_raises_capacity() {
     }
 }
 
+/// Growth has a ceiling, the most permits a semaphore can have: a release that would pass it is
+/// refused as an argument error and changes nothing, the caller's own permit included. Before,
+/// it released the permit and grew by less than asked, with no error.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unbounded_release_past_the_most_permits_is_refused_and_drops_nothing() {
+    use pottery_semaphore_core::validate::MAX_VALUE;
+    for server in servers() {
+        let options = server.options(&key("unbounded-max")).permits(MAX_VALUE - 1).bounded(false);
+        let sem = Semaphore::open(options).await.unwrap();
+        let token = sem.acquire_n(1, false, None).await.unwrap()[0].token;
+        let refused = sem.release(3).await;
+        assert!(matches!(&refused, Err(Error::InvalidArgument(m)) if m.contains("nothing was released")), "{refused:?}");
+        assert_eq!(sem.held().iter().map(|p| p.token).collect::<Vec<_>>(), vec![token], "the handle dropped its permit");
+        assert_eq!(sem.status().await.unwrap().capacity, (MAX_VALUE - 1) as u64);
+        assert_eq!(sem.value().await.unwrap(), (MAX_VALUE - 2) as u64, "the permit was released in Redis");
+        sem.release(2).await.unwrap();
+        assert_eq!(sem.status().await.unwrap().capacity, MAX_VALUE as u64, "growth up to the ceiling");
+        assert!(sem.held().is_empty());
+    }
+}
+
 /// A caller stopped before it asks (a Swift task cancelled already) takes nothing, not even a
 /// permit given back later: the next grant's token is the one after the last.
 #[tokio::test(flavor = "multi_thread")]
