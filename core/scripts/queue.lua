@@ -69,7 +69,8 @@ end
 -- A live waiter sits in BLPOP but for a heartbeat's round trip between pops, so it takes its
 -- push at once; one that left it there this long died (or stalled: it then finds nothing and
 -- queues again). BLPOP takes a push atomically, so a push still there means nobody has seen
--- these tokens: they go back at once rather than a lease later. The check runs at most once a
+-- these tokens (but see reclaim_unwoken on restarts): they go back at once rather than a lease
+-- later. The check runs at most once a
 -- second (its time is kept in meta), not in every hand-off of a busy queue.
 local SERVED_GRACE = 3000
 local RECLAIM_EVERY = 1000
@@ -91,8 +92,14 @@ local function reclaim_unwoken()
   if #due == 0 then return true end
   local looked = 0
   for _, w in ipairs(due) do
-    local rec = redis.call('EXISTS', wake_key(w)) == 1 and redis.call('GET', grant_key(w))
+    local pushed = redis.call('LINDEX', wake_key(w), '0')
+    local rec = pushed and redis.call('GET', grant_key(w))
     local holder, toks = string.match(rec or '', '^(%S+) (.*)$')
+    -- The lease the push announced. A restart that reloads older state can bring back a push
+    -- its waiter had taken: that waiter holds the permits, and its first refresh since moved
+    -- their leases on (before that, the restart's quarantine covers them). Only permits whose
+    -- lease still ends when the push said are taken back.
+    local deadline = tonumber(string.match(pushed or '', '^(%d+) '))
     -- A grant that does not fit in what is left of the budget waits for the next script (a
     -- whole budget fits any: no grant is of more than a call's worth).
     local _, count = string.gsub(toks or '', '%S+', '')
@@ -101,7 +108,10 @@ local function reclaim_unwoken()
     -- Holders may be all digits. A record of tokens only (written before records kept the
     -- holder) names no lease here: removing it is all that happens, its permits end with their lease.
     if holder then
-      for tok in string.gmatch(toks, '%S+') do redis.call('ZREM', LEASES, permit(tok, holder)) end
+      for tok in string.gmatch(toks, '%S+') do
+        local member = permit(tok, holder)
+        if tonumber(redis.call('ZSCORE', LEASES, member)) == deadline then redis.call('ZREM', LEASES, member) end
+      end
       reclaim_budget = reclaim_budget - count
       redis.call('DEL', grant_key(w), wake_key(w))
     end

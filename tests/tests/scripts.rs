@@ -245,6 +245,34 @@ fn permits_served_to_a_waiter_that_never_takes_its_push_come_back_after_three_se
     }
 }
 
+/// A restart that reloads older state can bring back a push its waiter had already taken (a
+/// snapshot made between the serve and the pop). The waiter holds the permit and refreshes it
+/// after the restart; once its grace is over, the push still there must not make the next
+/// serve take back the permit it refreshed (and then grant it to another: two holders).
+#[test]
+fn a_push_a_restart_brought_back_takes_back_no_permit_its_waiter_refreshed() {
+    for flavor in Flavor::all() {
+        let server = Server::start(flavor);
+        let mut sem = Sem::new(&server, "restored-push", 1);
+        let held = ints(&sem.run(&scripts::ACQUIRE, "H", &["1".into(), "1".into(), "1".into()]));
+        let w = ints(&sem.run(&scripts::ACQUIRE, "W", &["1".into(), "1".into(), "1".into()]))[1].to_string();
+        sem.run(&scripts::RELEASE, "H", &["1".into(), "1".into(), String::new(), held[2].to_string()]);
+        // The push as the snapshot has it: W took it before the crash, the reload brought it back.
+        let pushed: Vec<String> = redis::cmd("LRANGE").arg(sem.key(&format!("wake:{w}"))).arg(0).arg(-1).query(&mut sem.conn).expect("LRANGE");
+        let token = pushed[0].split(' ').nth(1).expect("a token pushed").to_string();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let refreshed = sem.run(&scripts::REFRESH, "W", std::slice::from_ref(&token));
+        assert_eq!(ints(&refreshed).len(), 2, "{flavor:?}: W holds its permit: {refreshed:?}");
+        // W's grace is over (3 s of it), and the look at served waiters is due.
+        let _: () = redis::cmd("ZADD").arg(sem.key("served")).arg(0).arg(&w).query(&mut sem.conn).expect("ZADD");
+        let _: () = redis::cmd("HSET").arg(&sem.meta).arg("reclaimed").arg(0).query(&mut sem.conn).expect("HSET");
+        sem.run(&scripts::VALUE, "X", &[]);
+        assert_eq!(sem.leases(), [format!("{token}:W")], "{flavor:?}: the permit W refreshed was taken back");
+        let granted = ints(&sem.run(&scripts::ACQUIRE, "Y", &["1".into(), "0".into(), "1".into()]));
+        assert_eq!(granted, [0], "{flavor:?}: a second holder got W's permit");
+    }
+}
+
 /// A busy queue leaves many served waiters to look at; each script looks at 200 at most and the
 /// next goes on (not a second later), so the backlog never outgrows the check. 250 waiters
 /// served 4 s ago, the last of which never took its push (a permit of capacity 1): the first
@@ -261,11 +289,11 @@ fn served_waiters_are_looked_at_in_batches_until_none_is_due() {
         }
         let _: () = redis::cmd("ZADD").arg(&sem.keys[1]).arg(now_ms + 60_000).arg("7:D").query(&mut sem.conn).expect("ZADD");
         let _: () = redis::cmd("SET").arg(sem.key("grant:250")).arg("D 7").query(&mut sem.conn).expect("SET");
-        let _: () = redis::cmd("RPUSH").arg(sem.key("wake:250")).arg("0 7").query(&mut sem.conn).expect("RPUSH");
+        let _: () = redis::cmd("RPUSH").arg(sem.key("wake:250")).arg(format!("{} 7", now_ms + 60_000)).query(&mut sem.conn).expect("RPUSH");
         // And one of a holder whose id is all digits, in the first batch.
         let _: () = redis::cmd("ZADD").arg(&sem.keys[1]).arg(now_ms + 60_000).arg("8:123").query(&mut sem.conn).expect("ZADD");
         let _: () = redis::cmd("SET").arg(sem.key("grant:100")).arg("123 8").query(&mut sem.conn).expect("SET");
-        let _: () = redis::cmd("RPUSH").arg(sem.key("wake:100")).arg("0 8").query(&mut sem.conn).expect("RPUSH");
+        let _: () = redis::cmd("RPUSH").arg(sem.key("wake:100")).arg(format!("{} 8", now_ms + 60_000)).query(&mut sem.conn).expect("RPUSH");
         let left = |sem: &mut Sem| -> u64 { redis::cmd("ZCARD").arg(&served).query(&mut sem.conn).expect("ZCARD") };
         sem.run(&scripts::VALUE, "X", &[]);
         assert_eq!(left(&mut sem), 50, "{flavor:?}: one batch looked at");
