@@ -122,8 +122,9 @@ impl BlockingSemaphore {
         Ok(block_on(Semaphore::open(options))?.into())
     }
 
-    /// True when calls enter the guest synchronously on the caller's thread (one plain server);
-    /// false when they drive the async path to completion (a cluster, several masters).
+    /// True when calls enter the guest synchronously on the caller's thread (one plain server over TCP);
+    /// false when they drive the async path to completion (a cluster, several masters, TLS, a
+    /// unix socket).
     pub fn on_caller_thread(&self) -> bool {
         self.inner.serves_caller_thread()
     }

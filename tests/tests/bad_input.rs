@@ -178,11 +178,10 @@ async fn unix_socket_urls_work() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn tls_urls_work() {
-    // A throwaway CA-less self-signed certificate; the client skips verification (`#insecure`).
-    let dir = std::env::temp_dir().join(format!("pottery-semaphore-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+/// A redis-server that speaks TLS only, with a throwaway self-signed certificate in `dir`, and
+/// its URL (the client skips verification: `#insecure`).
+fn tls_server(dir: &std::path::Path) -> (Server, String) {
+    std::fs::create_dir_all(dir).unwrap();
     let (cert, keyfile) = (dir.join("cert.pem"), dir.join("key.pem"));
     let made = std::process::Command::new("openssl")
         .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
@@ -200,12 +199,45 @@ async fn tls_urls_work() {
         &["--port", "0", "--tls-port", "{port}", "--tls-cert-file", &cert, "--tls-key-file", &keyfile, "--tls-auth-clients", "no"],
     );
     let url = format!("rediss://127.0.0.1:{}/#insecure", server.port);
+    (server, url)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_urls_work() {
+    let dir = std::env::temp_dir().join(format!("pottery-semaphore-tls-{}", std::process::id()));
+    let (server, url) = tls_server(&dir);
     let sem = open(url.clone(), &key("tls"), 1).await.expect("open over TLS");
     // Plain text to the TLS port does not get through.
     assert!(open(server.url(), &key("plain"), 1).await.is_err());
     assert!(sem.acquire(false, None).await.unwrap());
     assert!(!sem.acquire(false, None).await.unwrap());
     sem.release(1).await.unwrap();
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The blocking API over TLS, on a server that stops answering (SIGSTOP): a call ends with an
+/// error within the connection's time-outs. redis-rs's blocking connect bounds the TCP connect
+/// but not the TLS handshake after it, so a reconnect on the caller's thread waited for the
+/// server to come back, with signals held back (not even Ctrl-C ended it). TLS and unix
+/// sockets now take the async path, which bounds both.
+#[test]
+fn the_blocking_api_over_tls_gives_up_on_a_stopped_server() {
+    use pottery_semaphore_host::BlockingSemaphore;
+    let dir = std::env::temp_dir().join(format!("pottery-semaphore-tls-stopped-{}", std::process::id()));
+    let (server, url) = tls_server(&dir);
+    let sem = BlockingSemaphore::open(Options::new(url, key("tls-stopped")).guard_fresh_server(false)).unwrap();
+    assert!(sem.acquire(false, None).unwrap());
+    sem.release(1).unwrap();
+    server.pause();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let started = Instant::now();
+    let caller = std::thread::spawn(move || tx.send(sem.acquire(true, Some(Duration::from_millis(500)))));
+    let ended = rx.recv_timeout(Duration::from_secs(25));
+    server.resume();
+    let took = started.elapsed();
+    caller.join().unwrap().ok();
+    assert!(matches!(ended, Ok(Err(Error::Unreachable(_)))), "after {took:?}: {ended:?}");
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

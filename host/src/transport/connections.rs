@@ -236,17 +236,20 @@ impl Connections {
         matches!(self.target, Target::Cluster { .. })
     }
 
-    /// True for one plain server, whose blocking API runs on the caller's thread.
+    /// True for one plain server over TCP, whose blocking API runs on the caller's thread.
     pub(crate) fn serves_caller_thread(&self) -> bool {
         self.server_client().is_some()
     }
 
-    /// The server's client, for plain blocking connections; `None` for a cluster, whose calls
-    /// always take the async path (its routing lives in the async cluster connection).
+    /// The server's client, for plain blocking connections: a server over TCP without TLS.
+    /// `None` for a cluster, whose calls always take the async path (its routing lives in the
+    /// async cluster connection), and for TLS and unix sockets: redis-rs's blocking connect
+    /// bounds only the TCP connect, not a TLS handshake after it, and a unix socket's connect
+    /// blocks for good once a stalled server's backlog is full; the async path bounds both.
     pub(super) fn server_client(&self) -> Option<&redis::Client> {
         match &self.target {
-            Target::Server(client) => Some(client),
-            Target::Cluster { .. } => None,
+            Target::Server(client) if matches!(client.get_connection_info().addr(), redis::ConnectionAddr::Tcp(..)) => Some(client),
+            Target::Server(_) | Target::Cluster { .. } => None,
         }
     }
 
