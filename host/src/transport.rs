@@ -25,7 +25,7 @@ mod caller_thread;
 mod connections;
 
 pub(crate) use connections::Connections;
-use connections::{blpop, is_connection_error, is_interrupted, query_own, sync_connection, OwnConn, Route, SyncConnections};
+use connections::{blpop, is_connection_error, CONNECT_TIMEOUT, is_interrupted, query_own, sync_connection, OwnConn, Route, SyncConnections};
 
 /// Read-only commands the guest may send on one key of its own, each with how many arguments
 /// may follow the key: a field for HGET, none for the rest (so EXISTS cannot name more keys).
@@ -244,8 +244,8 @@ impl HostState {
             return Err(WitError::Cancelled);
         }
         loop {
-            // Failing to connect is an error of its own: not an empty pop; unless the wait is
-            // what cut it short (a server slow to take on a client): then again with what is
+            // Failing to connect is an error of its own: not an empty pop; unless the wait, not
+            // the connect's own time-out, cut it short (a server slow to take on a client): then again with what is
             // left, until the wait ends as a pop would. Connecting reads the server's answers
             // to its setup (a signal must not break those either); one held back meanwhile ends
             // the wait where signals do. Halved: redis-rs may read the setup's answers twice,
@@ -255,7 +255,7 @@ impl HostState {
             let wait = pop_now().1 / 2;
             let conn = match crate::signals::without_interruption(|| sync_connection(&mut self.sync.pops, client, None, connect_within.min(wait))) {
                 Ok(conn) => conn,
-                Err(e) if e.is_timeout() && wait < connect_within => {
+                Err(e) if e.is_timeout() && wait < connect_within && wait < CONNECT_TIMEOUT => {
                     if pop_now().1 < Self::MIN_CONNECT_WITHIN {
                         return Ok(None);
                     }
@@ -849,6 +849,35 @@ mod tests {
             let took = started.elapsed();
             assert!(took < limit + Duration::from_millis(250), "a pop (caller thread: {blocking_io}) took {took:?} of a {limit:?} limit");
         }
+    }
+
+    /// A connect that its own time-out (2 s) cut short is an error, as it would be for a
+    /// script, not an empty pop to send again: a long pop (a heartbeat's, a few seconds) to a
+    /// server that never takes the connection ends `unreachable` then. Before, it connected
+    /// again with what was left until the pop's time was up, and returned an empty pop.
+    #[test]
+    fn a_connect_its_own_time_out_ended_is_an_error_not_an_empty_pop() {
+        use crate::bindings::sync::transport::Host as SyncHost;
+        use socket2::{Domain, Socket, Type};
+        // A listener whose accept queue is full: the kernel drops further connection attempts.
+        let full = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        full.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into()).expect("bind");
+        full.listen(0).expect("listen");
+        let addr = full.local_addr().expect("address").as_socket().expect("an IP address");
+        let mut queued = Vec::new();
+        while let Ok(stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+            queued.push(stream);
+            assert!(queued.len() < 64, "the accept queue never filled");
+        }
+        let wake = format!("{}wake:1", Keys::new("mine").prefix());
+        let mut s = HostState::new(Arc::from(vec![Connections::for_url(&format!("redis://{addr}")).expect("url")]), "mine", 1 << 20);
+        s.blocking_io = true;
+        s.call_deadline = Some(Instant::now() + Duration::from_secs(60));
+        let started = Instant::now();
+        let popped = SyncHost::blocking_pop(&mut s, 0, wake, 8_000, false);
+        let took = started.elapsed();
+        assert!(matches!(popped, Err(WitError::Unreachable(_))), "after {took:?}: {popped:?}");
+        assert!(took < CONNECT_TIMEOUT + Duration::from_millis(500), "{took:?}");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::bindings::types::Error as WitError;
 use crate::cancel::CancelFlag;
 use crate::error::from_redis;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// For scripts on the shared connection: far above any script's run time, below a hung server.
 pub(super) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Redis checks blocked clients only `hz` times a second (10 by default), up to 100 ms late. An
