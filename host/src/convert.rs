@@ -26,11 +26,16 @@ pub fn error(e: &redis::RedisError) -> Error {
     // holds the word. And a database but 0, selected as the connection is set up: redis-rs
     // wraps the NOAUTH reply in an error of its own.
     let text = e.to_string();
+    let refused_select = text.starts_with("Redis server refused to switch database");
     if matches!(e.code(), None | Some("ERR")) && e.detail().unwrap_or_default().starts_with("Protocol error: unauthenticated")
         || e.code().is_none() && text.contains("Protocol error: unauthenticated")
-        || text.starts_with("Redis server refused to switch database") && text.contains("Authentication required")
+        || refused_select && text.contains("Authentication required")
     {
         return Error::Auth(format!("{text} (the server requires a password)"));
+    }
+    // The same wrapping hides an ACL user's NOPERM for SELECT (the user may not switch database).
+    if refused_select && text.contains("no permissions") {
+        return Error::Auth(text);
     }
     match e.code() {
         Some("WRONGPASS" | "NOAUTH" | "NOPERM") => Error::Auth(e.to_string()),

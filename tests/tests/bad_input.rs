@@ -142,6 +142,15 @@ async fn wrong_password_is_an_auth_error_and_acl_users_work() {
         .unwrap();
     let r = open(url("scripts:pw"), &key("acl-in-script"), 1).await;
     assert!(matches!(r, Err(Error::Auth(_))), "{r:?}");
+
+    // A user who may not switch database, with a database but 0 in the URL: redis-rs wraps the
+    // refusal of SELECT at connection in an error of its own.
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "one-db", "on", ">pw", "~pottery-semaphore:*", "+@all", "-select"])
+        .query(&mut admin)
+        .unwrap();
+    let r = open(format!("{}/1", url("one-db:pw")), &key("acl-select"), 1).await;
+    assert!(matches!(r, Err(Error::Auth(_))), "{r:?}");
 }
 
 /// A TLS handshake that fails (the server hangs up at once) is out of reach, not an error reply:
