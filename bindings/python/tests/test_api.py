@@ -120,7 +120,7 @@ def test_a_release_interrupted_between_kept_handles_keeps_the_rest(redis_client,
             released = self.native.release_permits(tokens)
             raise KeyboardInterrupt  # as a handler would, right after the native call
 
-    handles[first] = (InterruptedAfter(handles[first][0]), handles[first][1])
+    handles[first] = (InterruptedAfter(handles[first][0]), *handles[first][1:])
     with pytest.raises(KeyboardInterrupt):
         sem().release(2)
     assert len(sem().holders()) == 1, "the first went back, the second is still held"
@@ -201,6 +201,76 @@ print("done")
     assert out.stdout.split() == ["free", "released", "done"], (out.returncode, out.stdout, out.stderr[-2000:])
 
 
+def test_an_object_a_finalizer_brought_back_to_life_still_works(server, unique_key):
+    """A finalizer of a collection may keep an object of that collection for good (a logging
+    handler storing a record that names it): its native wrapper was finalized already, and its
+    calls go through the handle it left kept, which must stay valid while it lives. Before, the
+    next object made let that handle go (it held no permit), and the object's next call used
+    freed memory."""
+    program = f"""
+import gc
+from pottery_semaphore import Semaphore
+url, key = {server.url!r}, {unique_key!r}
+saved = []
+
+class KeepsIt:
+    def __del__(self):
+        saved.append(self.sem)
+
+sem, keeper = Semaphore(key=key, masters=[url], guard_fresh_server=False), KeepsIt()
+sem.keeper, keeper.sem = keeper, sem  # a cycle: both finalized by one collection
+del sem, keeper
+gc.collect()
+for _ in range(3):
+    Semaphore(key=key, masters=[url], guard_fresh_server=False)  # tidies the registry
+    gc.collect()
+back = saved[0]
+assert back.acquire(blocking=False)
+print(back.locked(), len(back.holders()))
+back.release()
+print("done")
+"""
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=30)
+    assert out.stdout.split() == ["True", "1", "done"], (out.returncode, out.stdout, out.stderr[-2000:])
+
+
+def test_a_forked_child_forgets_the_parents_kept_handles(server, unique_key):
+    """A child made by fork must never free a handle of the parent's: that runs the parent's
+    runtime, copied with locks its threads may hold. Every handle the parent keeps is forgotten
+    at the fork, also one a collection's finalizer had just let go of (here: an object in a
+    cycle, tidied by a release in another finalizer of the same collection), which the parent
+    used to hold back until the collection had ended."""
+    program = f"""
+import gc, os
+gc.disable()  # one collection, at the end: the finalizers run in the order the objects were made
+from pottery_semaphore import Semaphore, _kept
+url, key = {server.url!r}, {unique_key!r}
+
+def make(last_call):
+    sem = Semaphore(key=key, masters=[url], bounded=False, guard_fresh_server=False)
+    def steps():
+        try:
+            yield
+        finally:
+            last_call(sem)
+    sem.steps = steps()  # sem -> generator -> frame -> sem
+    next(sem.steps)
+
+make(lambda sem: None)
+make(lambda sem: sem.release())  # tidies the registry, inside the collection
+gc.collect()
+held = lambda: [*_kept._kept.values(), *_kept._dropped, *getattr(_kept, "_graveyard", [])]
+assert held(), "nothing kept before the fork"
+pid = os.fork()
+if pid == 0:
+    os._exit(1 if held() else 0)
+_, status = os.waitpid(pid, 0)
+print("forgotten" if os.waitstatus_to_exitcode(status) == 0 else "remembered")
+"""
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=30)
+    assert out.stdout.strip() == "forgotten", (out.returncode, out.stdout, out.stderr[-2000:])
+
+
 def test_a_signal_handler_that_makes_a_semaphore_inside_the_registry_does_not_hang(server, unique_key):
     """Python runs a signal's handler between any two steps, also while this thread is inside
     the kept-permit registry: one that makes a semaphore (which tidies the registry) or releases
@@ -217,7 +287,7 @@ class Signalling:
     def held(self):
         os.kill(os.getpid(), signal.SIGUSR1)  # its handler runs at once, inside prune()
         return s._native.held()
-_kept._dropped.append((("other",), Signalling(), [p.token for p in s._native.held()]))
+_kept._dropped.append((("other",), Signalling(), [p.token for p in s._native.held()], None))
 Semaphore(key=key, masters=[url], guard_fresh_server=False)
 assert made
 print("done")

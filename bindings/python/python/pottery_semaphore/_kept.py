@@ -13,16 +13,17 @@ back ``n`` of these when at least ``n`` are kept.
 Signals: Python runs a signal's handler between any two steps, also on a thread that is inside
 this module. Nothing here waits for a lock that thread may hold (a re-entrant lock, and a flag
 that makes a nested call do nothing), and what is handed over goes through a deque: an entry
-may be filed twice, never lost (the registry keeps one entry per handle).
+may be filed twice, never lost (the registry keeps one entry per handle). A finalizer files its
+handle in one step (see ``keep``).
 """
 
 from __future__ import annotations
 
 import collections
 import ctypes
-import gc
 import os
 import threading
+import weakref
 from typing import Any, Deque, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
@@ -34,36 +35,16 @@ _lock = threading.RLock()
 # True while a thread works on the registry under ``_lock``: only that thread can see it so (it
 # holds the lock), from a signal's handler that made or released a semaphore.
 _busy = False
-# Semaphore (see ``identity``) -> id(handle) -> (the handle, the tokens it still holds for us).
-_kept: Dict[Tuple[Any, ...], Dict[int, Tuple[Any, List[int]]]] = {}
+# A weak reference to the object a handle was kept from (see ``keep``), or None.
+Owner = Optional["weakref.ReferenceType[Any]"]
+# Semaphore (see ``identity``) -> id(handle) -> (the handle, the tokens it still holds for us,
+# its object).
+_kept: Dict[Tuple[Any, ...], Dict[int, Tuple[Any, List[int], Owner]]] = {}
 # What finalizers and interrupted releases hand over: they never wait for ``_lock`` (a garbage
 # collection may run a finalizer on a thread that holds it), and ``deque.append`` is atomic.
-_dropped: Deque[Tuple[Tuple[Any, ...], Any, List[int]]] = collections.deque()
-
-# Garbage collections: how many have ended, and whether one is running. A handle let go while
-# one runs waits in the graveyard until it has ended (see ``keep``), with the count then.
-_collections = 0
-_collecting = False
-_graveyard: List[Tuple[int, Any]] = []
-
-
-def _on_collection(phase: str, info: Any) -> None:
-    global _collections, _collecting
-    if phase == "start":
-        _collecting = True
-    else:
-        _collecting = False
-        _collections += 1
-
-
-gc.callbacks.append(_on_collection)
-
-
-def _let_go(native: Any) -> None:
-    """Stops keeping ``native``; while a collection runs, only once it has ended: a finalizer
-    of that collection may still call the object whose handle this one keeps valid."""
-    if _collecting:
-        _graveyard.append((_collections, native))
+# (semaphore, the handle or a finalizer's raw spare handle, its tokens or None: to be read, its
+# object).
+_dropped: Deque[Tuple[Tuple[Any, ...], Any, Optional[List[int]], Owner]] = collections.deque()
 
 
 def _forget_the_parents() -> None:
@@ -71,8 +52,10 @@ def _forget_the_parents() -> None:
     _lock, _busy = threading.RLock(), False  # another thread of the parent may have held it
     # Not freed even at the child's exit, when the interpreter clears every module: freeing one
     # gives its permits back on the parent's runtime, copied with locks its threads may hold.
-    for entry in [*(h for handles in _kept.values() for h, _ in handles.values()), *(d[1] for d in _dropped)]:
-        ctypes.pythonapi.Py_IncRef(ctypes.py_object(entry))
+    # (A raw spare handle is freed only once wrapped: forgetting it is enough.)
+    for entry in [*(h for handles in _kept.values() for h, _, _ in handles.values()), *(d[1] for d in _dropped)]:
+        if not isinstance(entry, int):
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(entry))
     _kept.clear()
     _dropped.clear()
 
@@ -111,18 +94,20 @@ def spare_handle(native: Any) -> int:
     return native._uniffi_clone_handle()
 
 
-def keep(ident: Tuple[Any, ...], handle: int) -> None:
-    """For an object being finalized, with its ``spare_handle``: files it, with the permits it
-    holds. One holding none is let go by the next ``_settle``, not here: other finalizers of the
-    same collection (a coroutine closed, leaving its ``async with``) may still call the object,
-    whose own handle its wrapper freed already, and that handle stays valid only while this one
-    lives: nothing here lets go of a handle before the collection running has ended
-    (``_let_go``). Never raises, and takes no lock."""
-    try:
-        native = _ffi.Semaphore._uniffi_make_instance(handle)  # owns the handle from here on
-        _dropped.append((ident, native, [p.token for p in native.held()]))
-    except Exception:  # finalizing: at interpreter exit, the module's names may be gone
-        pass
+def keep(ident: Tuple[Any, ...], handle: int, owner: Any) -> None:
+    """For ``owner``, an object being finalized, with its ``spare_handle``: files it in one step
+    (an append), so that a signal's handler that raises in the finalizer finds it filed, or, in
+    the instant before, not filed and never freed (its permits then stay held while the process
+    lives); ``_settle`` wraps it and reads its permits. The object's own handle, which its
+    wrapper may have freed already, stays valid only while this one lives, so this one is kept
+    while the object lives: other finalizers of the same collection (a coroutine closed,
+    leaving its ``async with``) may still call it, and one of them may keep it for good
+    (resurrect it). Takes no lock."""
+    _dropped.append((ident, handle, None, weakref.ref(owner)))
+
+
+def _alive(owner: Owner) -> bool:
+    return owner is not None and owner() is not None
 
 
 class KeptWhenDropped:
@@ -136,7 +121,7 @@ class KeptWhenDropped:
         spare, fork = getattr(self, "_spare", None), getattr(self, "_fork", None)
         if spare is not None and fork is not None and not fork.forked():
             try:
-                keep(self._kept_as, spare)
+                keep(self._kept_as, spare, self)
             except Exception:  # at interpreter exit, the module's names may be gone
                 pass
 
@@ -144,22 +129,28 @@ class KeptWhenDropped:
 def _settle() -> None:
     """Moves what was handed over into the registry (an entry leaves the deque only once it is
     in), and lets go of the handles that know they lost their permits (their lease ended, or
-    another holder's release took them), whichever semaphore they are of. Under ``_lock``."""
-    _graveyard[:] = [(stamp, native) for stamp, native in _graveyard if _collections <= stamp]
+    another holder's release took them) and whose object is gone, whichever semaphore they are
+    of. Under ``_lock``."""
     while _dropped:
-        ident, native, tokens = _dropped[0]
-        _, already = _kept.setdefault(ident, {}).get(id(native), (native, []))
-        _kept[ident][id(native)] = (native, already + [t for t in tokens if t not in already])
+        ident, native, tokens, owner = _dropped[0]
+        if isinstance(native, int):
+            # A finalizer's spare handle: the wrapper owns it from here on, and replaces it in
+            # the entry in the same step (no signal's handler runs in between).
+            _dropped[0] = (ident, _ffi.Semaphore._uniffi_make_instance(native), None, owner)
+            continue
+        if tokens is None:
+            tokens = [p.token for p in native.held()]
+        _, already, was = _kept.setdefault(ident, {}).get(id(native), (native, [], None))
+        _kept[ident][id(native)] = (native, already + [t for t in tokens if t not in already], owner or was)
         _dropped.popleft()
     for ident in list(_kept):
         handles = _kept[ident]
-        for key, (native, tokens) in list(handles.items()):
+        for key, (native, tokens, owner) in list(handles.items()):
             held = {p.token for p in native.held()}
             still = [t for t in tokens if t in held]
-            if still:
-                handles[key] = (native, still)
+            if still or _alive(owner):
+                handles[key] = (native, still, owner)
             else:
-                _let_go(native)
                 del handles[key]
         if not handles:
             del _kept[ident]
@@ -191,17 +182,20 @@ def take(ident: Tuple[Any, ...], n: int) -> Taken:
         try:
             _settle()
             handles = _kept.get(ident, {})
-            if n < 1 or sum(len(tokens) for _, tokens in handles.values()) < n:
+            if n < 1 or sum(len(tokens) for _, tokens, _ in handles.values()) < n:
                 return []
             taken: Taken = []
-            for key, (native, tokens) in list(handles.items()):
+            for key, (native, tokens, owner) in list(handles.items()):
                 if n == 0:
                     break
+                if not tokens:
+                    continue
                 taken.append((native, tokens[:n]))
                 if len(tokens) > n:
-                    handles[key] = (native, tokens[n:])
+                    handles[key] = (native, tokens[n:], owner)
+                elif _alive(owner):
+                    handles[key] = (native, [], owner)
                 else:
-                    _let_go(native)
                     del handles[key]
                 n -= len(taken[-1][1])
             if not handles:
@@ -215,4 +209,4 @@ def put_back(ident: Tuple[Any, ...], taken: Taken) -> None:
     """Hands back permits ``take`` gave out that a release may not have reached (those it did
     reach are no longer held, and ``_settle`` drops them). Takes no lock."""
     for native, tokens in taken:
-        _dropped.append((ident, native, tokens))
+        _dropped.append((ident, native, tokens, None))
