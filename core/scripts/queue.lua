@@ -70,8 +70,8 @@ end
 -- push at once; one that left it there this long died (or stalled: it then finds nothing and
 -- queues again). BLPOP takes a push atomically, so a push still there means nobody has seen
 -- these tokens (but see reclaim_unwoken on restarts): they go back at once rather than a lease
--- later. The check runs at most once a
--- second (its time is kept in meta), not in every hand-off of a busy queue.
+-- later. The check runs at most once a second (its time is kept in meta), not in every hand-off
+-- of a busy queue.
 local SERVED_GRACE = 3000
 local RECLAIM_EVERY = 1000
 -- Served waiters looked at per script: a busy queue's backlog is worked off over a few

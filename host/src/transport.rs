@@ -245,8 +245,8 @@ impl HostState {
         }
         loop {
             // Failing to connect is an error of its own: not an empty pop; unless the wait, not
-            // the connect's own time-out, cut it short (a server slow to take on a client): then again with what is
-            // left, until the wait ends as a pop would. Connecting reads the server's answers
+            // the connect's own time-out, cut it short (a server slow to take on a client): then
+            // again with what is left, until the wait ends as a pop would. Connecting reads the server's answers
             // to its setup (a signal must not break those either); one held back meanwhile ends
             // the wait where signals do. Halved: redis-rs may read the setup's answers twice,
             // each time with what is left of its time-out, so that connecting never outlasts
