@@ -1,13 +1,13 @@
 //! Signals and calls that block the caller's thread (the blocking API).
 //!
-//! On one plain server the calls read from Redis on the caller's thread. A signal handled there
-//! breaks the read (EINTR; with a read time-out set, even under `SA_RESTART`). During a blocking
-//! pop that is harmless: the pop is sent again, or the wait ends where the caller asked for that.
-//! During a script's round trip it is not: the script has run, and sending it again would run it
-//! twice (a second grant, a second place in the queue, while the first is left to expire). So
-//! asynchronous signals are held back while a script or command is on the wire, and handled
-//! right after. Elsewhere (several masters, a Cluster) the caller's thread only waits for the
-//! runtime; see `blocking::block_on_interruptible`.
+//! On one plain server over TCP the calls read from Redis on the caller's thread. A signal
+//! handled there breaks the read (EINTR; with a read time-out set, even under `SA_RESTART`).
+//! During a blocking pop that is harmless: the pop is sent again, or the wait ends where the
+//! caller asked for that. During a script's round trip it is not: the script has run, and
+//! sending it again would run it twice (a second grant, a second place in the queue, while the
+//! first is left to expire). So asynchronous signals are held back while a script or command is
+//! on the wire, and handled right after. Elsewhere (several masters, a Cluster, TLS, a unix
+//! socket) the caller's thread only waits for the runtime; see `blocking::block_on_interruptible`.
 
 #![allow(unsafe_code)] // libc: the thread's signal mask
 

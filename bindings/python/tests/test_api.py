@@ -206,9 +206,10 @@ def test_an_object_a_finalizer_brought_back_to_life_still_works(server, unique_k
     handler storing a record that names it): its native wrapper was finalized already, and its
     calls go through the handle it left kept, which must stay valid while it lives. Before, the
     next object made let that handle go (it held no permit), and the object's next call used
-    freed memory."""
+    freed memory. Once it goes for good (its finalizer does not run again), what it holds then
+    stays kept, as for any object dropped holding permits."""
     program = f"""
-import gc
+import gc, time
 from pottery_semaphore import Semaphore
 url, key = {server.url!r}, {unique_key!r}
 saved = []
@@ -227,11 +228,18 @@ for _ in range(3):
 back = saved[0]
 assert back.acquire(blocking=False)
 print(back.locked(), len(back.holders()))
-back.release()
+del back
+saved.clear()
+gc.collect()  # still in a cycle with its keeper
+other = Semaphore(key=key, masters=[url], guard_fresh_server=False)  # tidies the registry
+time.sleep(0.5)  # a handle let go gives its permits back in the background
+print(len(other.holders()))
+other.release()  # gives back the kept one
+print(len(other.holders()))
 print("done")
 """
     out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=30)
-    assert out.stdout.split() == ["True", "1", "done"], (out.returncode, out.stdout, out.stderr[-2000:])
+    assert out.stdout.split() == ["True", "1", "1", "0", "done"], (out.returncode, out.stdout, out.stderr[-2000:])
 
 
 def test_a_forked_child_forgets_the_parents_kept_handles(server, unique_key):

@@ -141,14 +141,21 @@ def _settle() -> None:
         if tokens is None:
             tokens = [p.token for p in native.held()]
         _, already, was = _kept.setdefault(ident, {}).get(id(native), (native, [], None))
-        _kept[ident][id(native)] = (native, already + [t for t in tokens if t not in already], owner or was)
+        known = set(already)
+        _kept[ident][id(native)] = (native, already + [t for t in tokens if t not in known], owner or was)
         _dropped.popleft()
     for ident in list(_kept):
         handles = _kept[ident]
         for key, (native, tokens, owner) in list(handles.items()):
-            held = {p.token for p in native.held()}
-            still = [t for t in tokens if t in held]
-            if still or _alive(owner):
+            held = [p.token for p in native.held()]
+            if owner is not None:
+                # Its object outlived its finalizer (another kept it) until now at most: what
+                # it holds counts as kept, as what it held when it was finalized would have.
+                tokens = held
+                owner = owner if _alive(owner) else None
+            holding = set(held)
+            still = [t for t in tokens if t in holding]
+            if still or owner is not None:
                 handles[key] = (native, still, owner)
             else:
                 del handles[key]
