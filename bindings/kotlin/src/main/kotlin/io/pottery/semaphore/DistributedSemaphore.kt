@@ -39,10 +39,12 @@ import kotlinx.coroutines.withContext
  * non-coroutine callers, which blocks the calling thread (and does not react to interrupts: use a
  * time-out).
  *
- * Cancelling a coroutine suspended in [acquire] (e.g. [kotlinx.coroutines.withTimeout]) cancels
- * the Rust future: the waiter leaves the queue, and permits granted in the meantime (even ones
- * handed over just as the cancellation came) are given back. [release] is not cancellable: once
- * called, it completes.
+ * Cancelling a coroutine suspended in [acquire] cancels the Rust future: the waiter leaves the
+ * queue, and permits granted in the meantime (even ones handed over just as the cancellation
+ * came) are given back. Once `acquire` has returned `true`, the permits are the caller's: a
+ * cancellation that lands right after (as `withTimeout` around the call can) loses that result
+ * while they stay held, so pass a time-out to [acquire], or use [withPermit]. [release] is not
+ * cancellable: once called, it completes.
  *
  * Errors are [SemaphoreException]s; using a handle after [close] throws [IllegalStateException]
  * (an acquire that returns after it gives its permits back first).
@@ -334,8 +336,10 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
             // Given back now, not when the native handle is freed: a blocking acquire still in
             // flight keeps it alive. (Unreachable Redis: the host's release of a freed handle
             // tries again in the background.) Nothing held: no call, which would wait for Redis.
-            val held = native.held().map { it.token }
-            if (held.isNotEmpty()) runCatching { native.releasePermits(held) }
+            // In calls of at most MAX_TOKENS_PER_CALL: the host refuses more, changing nothing.
+            native.held().map { it.token }.chunked(MAX_TOKENS_PER_CALL).forEach { tokens ->
+                runCatching { native.releasePermits(tokens) }
+            }
             native.close()
         }
     }
@@ -420,6 +424,9 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
          * as it goes, so the caller must not take those permits for held.
          */
         private const val CLOSED_DURING_ACQUIRE = "the semaphore handle was closed during the acquire; its permits were given back"
+
+        /** The most tokens the host takes in one release (it refuses more, changing nothing). */
+        private const val MAX_TOKENS_PER_CALL = 10_000
 
         /** Connects and creates the semaphore in Redis unless it exists. */
         suspend fun open(config: SemaphoreConfig): DistributedSemaphore {

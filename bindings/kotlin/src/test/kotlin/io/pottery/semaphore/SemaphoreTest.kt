@@ -426,6 +426,25 @@ class SemaphoreTest : RedisTest() {
     }
 
     @Test
+    fun `close gives back more permits than one release may name`() = runBlocking<Unit> {
+        val key = uniqueKey()
+        val permits = 10_001L
+        val other = open(key, value = permits)
+        val sem = DistributedSemaphore.open(config(key, value = permits))
+        assertTrue(sem.acquire(6_000) && sem.acquire(4_001))
+        // A waiting acquire keeps the native handle alive, so only close() itself gives them
+        // back. Before, it named all 10,001 in one release, which the host refused whole.
+        val waiting = async(Dispatchers.Default) { runCatching { sem.acquire() } }
+        try {
+            eventually("queued") { other.status().waiters.size == 1 }
+            sem.close()
+            eventually("the permits came back") { other.value() == permits }
+        } finally {
+            waiting.cancel()
+        }
+    }
+
+    @Test
     fun `a bad count is an argument error`() {
         val sem = DistributedSemaphore.openBlocking(config(uniqueKey()))
         assertThrows<SemaphoreException.InvalidArgument> { sem.acquireBlocking(0) }
