@@ -1073,6 +1073,28 @@ mod tests {
         assert!(!dropped.get(), "the release dropped a permit before it was refused");
     }
 
+    /// A claim answer the guest cannot read (another version's script, say) fails the acquire,
+    /// and what the other masters granted goes back at once. Before, the error returned before
+    /// the give-back, and their slots stayed taken for a lease.
+    #[test]
+    fn a_claim_answer_that_cannot_be_read_gives_back_what_the_others_granted() {
+        let given_back = RefCell::new(Vec::new());
+        let masters = Answering(|script: &str, master: u32, _: &Args| match script {
+            "multi/init.lua" => ints(&[1, 0, 1, 1]),
+            "multi/claim.lua" if master == 1 => ints(&[7]),
+            "multi/claim.lua" => ints(&[1, 7, 10_000, 0]),
+            "multi/release.lua" => {
+                given_back.borrow_mut().push(master);
+                ints(&[0])
+            }
+            other => unreachable!("{other}"),
+        });
+        let (sem, _) = Semaphore::open(&masters, three_masters("h")).expect("open");
+        let acquired = sem.acquire(1, false, None);
+        assert!(matches!(&acquired, Err(Error::Redis(m)) if m.contains("claim status 7")), "{acquired:?}");
+        assert_eq!(*given_back.borrow(), [0, 2]);
+    }
+
     /// The slot's holder is the grant on a majority: taking the newest copy's owner ("x", on one
     /// master) hid "h"'s permit, so its release found nothing of its own (a bounded error, or
     /// on an unbounded semaphore one more permit while "h" kept refreshing its own).

@@ -187,27 +187,36 @@ impl<T: Transport> Semaphore<T> {
         let (mut quarantined, mut with_room) = (Vec::new(), Vec::new());
         let args: Vec<String> = std::iter::once(n).chain(preferred.iter().copied()).map(|v| v.to_string()).collect();
         let (replies, failures, fatal) = self.all_answers(&scripts::MULTI_CLAIM, &args);
+        // Every answer is read, also after one that cannot be: what the others granted must be
+        // known to go back.
+        let mut malformed = None;
         for (master, mut reply) in replies {
-            match reply.i64()? {
-                1 => claims.push(Claim { master, epoch: reply.u64()?, deadline_ms: reply.u64()?, slots: reply.rest_u64()? }),
-                0 => {
-                    busy_ms = busy_ms.min(reply.u64()?);
-                    // Free slots here, and whether it is quarantined.
-                    match reply.rest_u64()?[..] {
-                        [_, 1] => quarantined.push(master),
-                        [room, _] if room > 0 => {
-                            with_room.push(master);
-                            refused_by.push(master);
+            let read = || -> Result<(), Error> {
+                match reply.i64()? {
+                    1 => claims.push(Claim { master, epoch: reply.u64()?, deadline_ms: reply.u64()?, slots: reply.rest_u64()? }),
+                    0 => {
+                        busy_ms = busy_ms.min(reply.u64()?);
+                        // Free slots here, and whether it is quarantined.
+                        match reply.rest_u64()?[..] {
+                            [_, 1] => quarantined.push(master),
+                            [room, _] if room > 0 => {
+                                with_room.push(master);
+                                refused_by.push(master);
+                            }
+                            _ => refused_by.push(master),
                         }
-                        _ => refused_by.push(master),
                     }
+                    -1 => too_many += 1,
+                    other => return Err(Error::protocol(format!("unknown claim status {other}"))),
                 }
-                -1 => too_many += 1,
-                other => return Err(Error::protocol(format!("unknown claim status {other}"))),
+                Ok(())
+            };
+            if let Err(e) = read() {
+                malformed.get_or_insert(e);
             }
         }
         // Failing for good, or for a request no majority could grant: what others granted goes back.
-        if let Some(e) = fatal {
+        if let Some(e) = fatal.or(malformed) {
             self.give_back(&claims);
             return Err(e);
         }
