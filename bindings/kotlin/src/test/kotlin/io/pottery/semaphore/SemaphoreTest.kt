@@ -432,16 +432,15 @@ class SemaphoreTest : RedisTest() {
         val other = open(key, value = permits)
         val sem = DistributedSemaphore.open(config(key, value = permits))
         assertTrue(sem.acquire(6_000) && sem.acquire(4_001))
-        // A waiting acquire keeps the native handle alive, so only close() itself gives them
-        // back. Before, it named all 10,001 in one release, which the host refused whole.
-        val waiting = async(Dispatchers.Default) { runCatching { sem.acquire() } }
-        try {
-            eventually("queued") { other.status().waiters.size == 1 }
-            sem.close()
-            eventually("the permits came back") { other.value() == permits }
-        } finally {
-            waiting.cancel()
-        }
+        // A blocking acquire in flight keeps the native handle alive (close() does not interrupt
+        // it), so only close() itself gives them back. Before, it named all 10,001 in one
+        // release, which the host refused whole: the permits stayed held, the waiter waited.
+        val waiting = async(Dispatchers.IO) { runCatching { sem.acquireBlocking(1, java.time.Duration.ofSeconds(10)) } }
+        eventually("queued") { other.status().waiters.size == 1 }
+        sem.close()
+        eventually("the permits came back") { other.value() == permits }
+        // Served by that release after close(): it gives the permit back and says so.
+        assertTrue(waiting.await().exceptionOrNull() is IllegalStateException)
     }
 
     @Test
