@@ -226,12 +226,7 @@ fn chaos_thread(chaos: &Chaos, t: usize, stop: &AtomicBool, counts: &Counts) {
                 bump(&counts.ops);
             }
         }
-        match verdict {
-            Verdict::Stale => bump(&counts.stale),
-            Verdict::Expired => bump(&counts.expired),
-            Verdict::Violation => bump(&counts.violations),
-            Verdict::Accepted => {}
-        }
+        tally_refusal(counts, verdict);
         oracle.leave(&holder);
         // Exactly this permit: `release(1)` would take another holder's when ours is lost. On
         // failure the handle stops refreshing it and releases it again in the background.
@@ -248,16 +243,25 @@ fn chaos_thread(chaos: &Chaos, t: usize, stop: &AtomicBool, counts: &Counts) {
     if let Some(permit) = last {
         bump(&counts.acquired);
         let slot = oracle_slot(permit.token, mode);
-        match oracle.enter(&holder, slot, permit.token, permit.ttl_ms, since) {
-            Verdict::Accepted => park_holding(counts),
-            Verdict::Stale => bump(&counts.stale),
-            Verdict::Expired => bump(&counts.expired),
-            Verdict::Violation => bump(&counts.violations),
+        let verdict = oracle.enter(&holder, slot, permit.token, permit.ttl_ms, since);
+        if verdict == Verdict::Accepted {
+            park_holding(counts);
         }
+        tally_refusal(counts, verdict);
         oracle.leave(&holder);
         let _ = sem.release_permits(vec![permit.token]);
     }
     bump(&counts.finished);
+}
+
+/// Counts an oracle refusal by its kind (an accepted use counts nothing here).
+fn tally_refusal(counts: &Counts, verdict: Verdict) {
+    match verdict {
+        Verdict::Stale => bump(&counts.stale),
+        Verdict::Expired => bump(&counts.expired),
+        Verdict::Violation => bump(&counts.violations),
+        Verdict::Accepted => {}
+    }
 }
 
 /// How long a stopped thread that holds nothing waits for one last permit to hold into the kill.
