@@ -172,15 +172,15 @@ print("done")
     assert out.stdout.strip() == "done", out.stderr[-2000:]
 
 
-def test_an_object_called_by_another_finalizer_of_its_collection_still_works(server, unique_key):
-    """In a reference cycle, a collection runs every finalizer before it frees anything: a
-    generator's ``finally`` (a coroutine leaving its ``async with``) may call a semaphore whose
-    native wrapper was finalized already. Its handle must still be valid then."""
-    program = f"""
+def _in_a_cycle(server, key: str, body: str) -> str:
+    """A program whose ``make(last_call)`` puts a semaphore in a reference cycle with a generator
+    whose ``finally`` runs ``last_call(sem)``, then ``body``. Garbage collection is off but for
+    the body's own collection, which finalizes the objects in the order they were made."""
+    return f"""
 import gc
-gc.disable()  # one collection, at the end: the finalizers run in the order the objects were made
+gc.disable()
 from pottery_semaphore import Semaphore
-url, key = {server.url!r}, {unique_key!r}
+url, key = {server.url!r}, {key!r}
 
 def make(last_call):
     sem = Semaphore(key=key, masters=[url], bounded=False, guard_fresh_server=False)
@@ -188,16 +188,23 @@ def make(last_call):
         try:
             yield
         finally:
-            print(last_call(sem))
+            last_call(sem)
     sem.steps = steps()  # sem -> generator -> frame -> sem
     next(sem.steps)
+{body}"""
 
+
+def test_an_object_called_by_another_finalizer_of_its_collection_still_works(server, unique_key):
+    """In a reference cycle, a collection runs every finalizer before it frees anything: a
+    generator's ``finally`` (a coroutine leaving its ``async with``) may call a semaphore whose
+    native wrapper was finalized already. Its handle must still be valid then."""
+    program = _in_a_cycle(server, unique_key, """
 # A call, and a release by an object holding nothing (which tidies the kept permits meanwhile).
-make(lambda sem: "locked" if sem.locked() else "free")
-make(lambda sem: sem.release() or "released")
+make(lambda sem: print("locked" if sem.locked() else "free"))
+make(lambda sem: print(sem.release() or "released"))
 gc.collect()
 print("done")
-"""
+""")
     out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=30)
     assert out.stdout.split() == ["free", "released", "done"], (out.returncode, out.stdout, out.stderr[-2000:])
 
@@ -249,22 +256,9 @@ def test_a_forked_child_forgets_the_parents_kept_handles(server, unique_key):
     at the fork, also one a collection's finalizer had just let go of (here: an object in a
     cycle, tidied by a release in another finalizer of the same collection), which the parent
     used to hold back until the collection had ended."""
-    program = f"""
-import gc, os
-gc.disable()  # one collection, at the end: the finalizers run in the order the objects were made
-from pottery_semaphore import Semaphore, _kept
-url, key = {server.url!r}, {unique_key!r}
-
-def make(last_call):
-    sem = Semaphore(key=key, masters=[url], bounded=False, guard_fresh_server=False)
-    def steps():
-        try:
-            yield
-        finally:
-            last_call(sem)
-    sem.steps = steps()  # sem -> generator -> frame -> sem
-    next(sem.steps)
-
+    program = _in_a_cycle(server, unique_key, """
+import os
+from pottery_semaphore import _kept
 make(lambda sem: None)
 make(lambda sem: sem.release())  # tidies the registry, inside the collection
 gc.collect()
@@ -275,7 +269,7 @@ if pid == 0:
     os._exit(1 if held() else 0)
 _, status = os.waitpid(pid, 0)
 print("forgotten" if os.waitstatus_to_exitcode(status) == 0 else "remembered")
-"""
+""")
     out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=30)
     assert out.stdout.strip() == "forgotten", (out.returncode, out.stdout, out.stderr[-2000:])
 
