@@ -294,6 +294,28 @@ class SemaphoreTest : RedisTest() {
     }
 
     /**
+     * A caller cancelled while its block runs (suspended in it): the block's release runs in a
+     * cancelled coroutine, so it must not be cut short where it suspends.
+     */
+    @Test
+    fun `cancelling a caller inside a withPermit block gives the permit back`() = runBlocking<Unit> {
+        val sem = open(uniqueKey())
+        val inside = CompletableDeferred<Unit>()
+        val caller = launch(Dispatchers.Default) {
+            sem.withPermit {
+                inside.complete(Unit)
+                delay(60_000)
+            }
+        }
+        inside.await()
+        assertEquals(0, sem.value(), "the block holds the permit")
+        caller.cancel()
+        caller.join()
+        assertTrue(sem.held.isEmpty(), "still held: ${sem.held}")
+        assertEquals(1, sem.value(), "the cancelled block's permit did not come back")
+    }
+
+    /**
      * One handle, a withPermit block running and, beside it, an acquire then a release: the
      * release took the lowest token, the block's, so the block's end gave back nothing and the
      * permit acquired beside it stayed held (and refreshed) until close().
