@@ -411,18 +411,31 @@ class SemaphoreTest : RedisTest() {
         assertThrows<IllegalStateException> { sem.valueBlocking() }
     }
 
+    /**
+     * The handle's first acquire is served after close(); a second one, queued behind another
+     * handle's waiter, keeps the native handle open meanwhile, so only the SDK's give-back (not
+     * the handle's end) can pass that permit on to the waiter between them.
+     */
     @Test
     fun `an acquire that returns after close gives its permits back and says so`() = runBlocking<Unit> {
         val key = uniqueKey()
         val other = open(key)
         assertTrue(other.acquire())
         val sem = DistributedSemaphore.open(config(key))
-        val waiting = async(Dispatchers.IO) { runCatching { sem.acquireBlocking() } }
+        val served = async(Dispatchers.IO) { runCatching { sem.acquireBlocking() } }
         eventually("queued") { other.status().waiters.size == 1 }
+        val between = open(key)
+        val betweenGot = async(Dispatchers.Default) { between.acquire(timeout = 20.seconds) }
+        eventually("queued") { other.status().waiters.size == 2 }
+        val keepsOpen = async(Dispatchers.IO) { runCatching { sem.acquireBlocking(1, java.time.Duration.ofSeconds(20)) } }
+        eventually("queued") { other.status().waiters.size == 3 }
         sem.close()
         other.release()
-        val result = waiting.await()
+        val result = served.await()
         assertTrue(result.exceptionOrNull() is IllegalStateException, "returned $result after close()")
+        assertEquals(true, withTimeoutOrNull(3.seconds) { betweenGot.await() }, "the permit served after close() was not given back")
+        between.release()
+        assertTrue(keepsOpen.await().exceptionOrNull() is IllegalStateException, "the second acquire returned after close()")
         eventually("the permit came back") { other.value() == 1L }
     }
 
