@@ -6,7 +6,10 @@ use std::path::PathBuf;
 fn main() {
     println!("cargo:rerun-if-env-changed=POTTERY_SEMAPHORE_COMPONENT");
     let component = match std::env::var_os("POTTERY_SEMAPHORE_COMPONENT") {
-        Some(path) => PathBuf::from(path),
+        // Absolute only: cargo runs this script in host/, and `include_bytes!` would read a
+        // relative path from host/src/, neither of them where the caller meant.
+        Some(path) if PathBuf::from(&path).is_absolute() => PathBuf::from(path),
+        Some(path) => panic!("POTTERY_SEMAPHORE_COMPONENT must be an absolute path, not {}", PathBuf::from(path).display()),
         None => {
             let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
             let workspace = manifest.parent().expect("host/ sits in the workspace").to_path_buf();

@@ -29,22 +29,59 @@ fn workspace() -> PathBuf {
     manifest.parent().map(PathBuf::from).unwrap_or_default()
 }
 
-/// Where cargo puts its builds: `CARGO_TARGET_DIR` (relative to the workspace) when set.
+/// Where cargo puts this workspace's builds, as cargo itself resolves it (`CARGO_TARGET_DIR`,
+/// `build.target-dir` in any config file, or `target/`): a guess that missed a configured one
+/// would package or test an old build left in `target/`.
 fn target_dir(workspace: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace.join("target"), |dir| workspace.join(dir))
+    static RESOLVED: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    let resolved = RESOLVED.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(cargo)
+            .args(["metadata", "--no-deps", "--format-version", "1", "--offline"])
+            .current_dir(workspace)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .ok()
+            .filter(|out| out.status.success())?;
+        json_string_field(&String::from_utf8_lossy(&out.stdout), "target_directory").map(PathBuf::from)
+    });
+    resolved.clone().unwrap_or_else(|| std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace.join("target"), |dir| workspace.join(dir)))
 }
 
-/// What xtask runs (tests, the demo, benchmarks) caches the compiled component in the target
-/// directory, not in the user's ~/.cache, where nothing would ever prune it; unless told.
-fn cache_in_target(cmd: &mut Command) -> &mut Command {
-    if std::env::var_os("POTTERY_SEMAPHORE_CACHE_DIR").is_none() {
-        cmd.env("POTTERY_SEMAPHORE_CACHE_DIR", target_dir(&workspace()).join("component-cache"));
+/// The string value of the first `"field":` in `json` (cargo metadata's output), unescaped.
+fn json_string_field(json: &str, field: &str) -> Option<String> {
+    let rest = &json[json.find(&format!("\"{field}\":\""))? + field.len() + 4..];
+    let mut value = String::new();
+    let mut chars = rest.chars();
+    loop {
+        match chars.next()? {
+            '"' => return Some(value),
+            '\\' => match chars.next()? {
+                'u' => value.push(char::from_u32(u32::from_str_radix(&chars.by_ref().take(4).collect::<String>(), 16).ok()?)?),
+                'n' => value.push('\n'),
+                't' => value.push('\t'),
+                escaped => value.push(escaped),
+            },
+            c => value.push(c),
+        }
     }
-    cmd
+}
+
+/// What every command xtask runs sees: the compiled component cached in the target directory,
+/// not in the user's ~/.cache, where nothing would ever prune it (unless told otherwise); the
+/// target directory cargo resolved, for the Python tests that look for the worker there; and no
+/// `POTTERY_SEMAPHORE_COMPONENT`, which would make every binary embed that file instead of the
+/// component xtask builds and reports (and so test or ship other code than the workspace's).
+fn child_env(cmd: &mut Command) -> &mut Command {
+    let target = target_dir(&workspace());
+    if std::env::var_os("POTTERY_SEMAPHORE_CACHE_DIR").is_none() {
+        cmd.env("POTTERY_SEMAPHORE_CACHE_DIR", target.join("component-cache"));
+    }
+    cmd.env("CARGO_TARGET_DIR", target).env_remove("POTTERY_SEMAPHORE_COMPONENT")
 }
 
 fn run(cmd: &mut Command) -> Result<(), String> {
-    let cmd = cache_in_target(cmd);
+    let cmd = child_env(cmd);
     let shown = format!("{cmd:?}");
     let status = cmd.status().map_err(|e| format!("cannot run {shown}: {e}"))?;
     status.success().then_some(()).ok_or_else(|| format!("{shown} failed ({status})"))
@@ -75,8 +112,8 @@ fn venv() -> Result<PathBuf, String> {
     if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
         let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
         run(Command::new(&python).args(["-m", "venv"]).arg(&venv))
-            .map_err(|e| format!("{e}\n(needs Python 3.9+ with the venv module: apt-get install python3-venv)"))?;
-        run(Command::new(venv.join("bin/pip")).args(["install", "-q", "-r"]).arg(&requirements))?;
+            .map_err(|e| format!("{e}\n(the tests need Python 3.10+ with the venv module: apt-get install python3-venv)"))?;
+        run(Command::new(venv.join("bin/python")).args(["-m", "pip", "install", "-q", "-r"]).arg(&requirements))?;
         std::fs::write(&stamp, wanted).map_err(|e| e.to_string())?;
     }
     Ok(venv)
@@ -101,7 +138,9 @@ fn python(release: bool) -> Result<PathBuf, String> {
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|x| x == "whl"))
         .ok_or("maturin built no wheel")?;
-    run(Command::new(venv.join("bin/pip")).args(["install", "-q", "--force-reinstall", "--no-deps"]).arg(&wheel))?;
+    // Through the venv's python, not bin/pip: pip's first line names the venv it was made in,
+    // the original's in a copy of the workspace (`cp -a`), where it would install this wheel.
+    run(Command::new(venv.join("bin/python")).args(["-m", "pip", "install", "-q", "--force-reinstall", "--no-deps"]).arg(&wheel))?;
     println!("installed {} into {}", wheel.display(), venv.display());
     Ok(venv)
 }
@@ -178,6 +217,9 @@ fn swift_check() -> Result<(), String> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if std::env::var_os("POTTERY_SEMAPHORE_COMPONENT").is_some() {
+        eprintln!("xtask: ignoring $POTTERY_SEMAPHORE_COMPONENT: what it builds embeds the component it builds");
+    }
     let result = match args.first().map(String::as_str) {
         Some("component") => component(),
         Some("python") => python(false).map(drop),
@@ -222,5 +264,27 @@ fn main() -> ExitCode {
             eprintln!("xtask: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_string_field_of_cargo_metadata() {
+        let json = r#"{"packages":[],"target_directory":"/home/a \"b\"\\c/t\u00e9","version":1,"workspace_root":"/w"}"#;
+        assert_eq!(json_string_field(json, "target_directory").as_deref(), Some("/home/a \"b\"\\c/té"));
+        assert_eq!(json_string_field(json, "workspace_root").as_deref(), Some("/w"));
+        assert_eq!(json_string_field(json, "missing"), None);
+        assert_eq!(json_string_field(r#"{"target_directory":"/unterminated"#, "target_directory"), None);
+    }
+
+    #[test]
+    fn finds_the_target_directory_cargo_uses() {
+        // This test binary is <target dir>/<profile>/deps/<name>, however cargo was configured.
+        let exe = std::env::current_exe().expect("test exe");
+        let expected = exe.ancestors().nth(3).expect("in a target directory");
+        assert_eq!(target_dir(&workspace()).canonicalize().ok(), expected.canonicalize().ok());
     }
 }

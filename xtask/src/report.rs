@@ -14,7 +14,7 @@ use std::time::Instant;
 const OURS: [&str; 4] = ["rust.json", "python.json", "reference.json", "kotlin.json"];
 
 fn run_step(what: &str, cmd: &mut Command) -> Result<(), String> {
-    let cmd = crate::cache_in_target(cmd);
+    let cmd = crate::child_env(cmd);
     let shown = format!("{cmd:?}");
     let started = Instant::now();
     eprintln!("report: {what} ...");
