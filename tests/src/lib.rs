@@ -88,7 +88,40 @@ pub fn thread_cpu_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// One of the workspace's binaries, next to the running test's own deps/ directory: found at
+/// run time, as `env!("CARGO_BIN_EXE_…")` is not (a copy of the workspace whose target/ came
+/// along would run the original's).
+pub fn built_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    let bin = exe.parent().and_then(|deps| deps.parent()).expect("target dir").join(name);
+    assert!(bin.exists(), "{} is missing: `cargo xtask test` builds it (or `cargo build --workspace --bins`)", bin.display());
+    bin
+}
+
+/// A loopback port free now, below the range the kernel takes clients' own ports from: a
+/// server's port found there can be taken by another test's server (the start is then tried
+/// again, see [`Server::start_with`]), but never by a client's connection, also not while a
+/// server is stopped to be restarted on the same port.
 pub fn free_port() -> u16 {
+    const LOWEST: u64 = 10_000;
+    let clients_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(32_768);
+    static DRAWN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    if clients_from > LOWEST + 1_000 {
+        for _ in 0..1_000 {
+            // Apart in each test process and each draw of it (no two processes share a pid).
+            let drawn = DRAWN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+            let mut h = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(&(std::process::id(), drawn, nanos), &mut h);
+            let port = (LOWEST + std::hash::Hasher::finish(&h) % (clients_from - LOWEST)) as u16;
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
 }
 
@@ -107,9 +140,8 @@ impl Server {
     /// them stands for the server's port (e.g. `--port 0 --tls-port {port}` for TLS only) and
     /// `{free_port}` for another free port (a cluster node's bus).
     ///
-    /// A port found free can be taken before the server binds it (by another test's server, or
-    /// as a client connection's own port), and the server then exits at once: it is started
-    /// again on other ports, up to three times.
+    /// A port found free can be taken before the server binds it (by another test's server),
+    /// and the server then exits at once: it is started again on other ports, up to three times.
     pub fn start_with(flavor: Flavor, extra: &[&str]) -> Server {
         const ATTEMPTS: usize = 3;
         for attempt in 1..=ATTEMPTS {
@@ -183,11 +215,19 @@ impl Server {
             std::thread::sleep(Duration::from_millis(10));
         }
         // What answered may be another test's server that took the port first (this one, unable
-        // to bind it, is on its way out): it must be this process. (Servers that refuse INFO
-        // before AUTH are not asked.)
-        let info = self.client().get_connection().and_then(|mut c| redis::cmd("INFO").arg("server").query::<String>(&mut c));
+        // to bind it, is on its way out): it must be this process. One started with a password
+        // is asked after AUTH, so that another's NOAUTH is not taken for it. (Only servers that
+        // refuse INFO otherwise, an ACL's, are not asked.)
+        let password = self.extra.windows(2).find(|w| w[0] == "--requirepass").map(|w| w[1].clone());
+        let mut refused_password = false;
+        let info = self.client().get_connection().and_then(|mut c| {
+            if let Some(password) = &password {
+                redis::cmd("AUTH").arg(password).query::<()>(&mut c).inspect_err(|e| refused_password = !e.is_io_error())?;
+            }
+            redis::cmd("INFO").arg("server").query::<String>(&mut c)
+        });
         let answered_by = info.ok().and_then(|i| i.lines().find_map(|l| l.strip_prefix("process_id:")?.trim().parse::<u32>().ok()));
-        if answered_by.is_some_and(|pid| Some(pid) != self.pid()) {
+        if refused_password || answered_by.is_some_and(|pid| Some(pid) != self.pid()) {
             if let Some(mut ours) = self.child.take() {
                 let _ = ours.kill();
                 let _ = ours.wait();

@@ -7,12 +7,8 @@ use std::time::{Duration, Instant};
 
 use pottery_semaphore_tests::{key, Flavor, Server};
 
-/// target/<profile>/pottery-semaphore, next to this test's own deps/ directory.
 fn cli() -> PathBuf {
-    let exe = std::env::current_exe().expect("test exe");
-    let bin = exe.parent().and_then(|deps| deps.parent()).expect("target dir").join("pottery-semaphore");
-    assert!(bin.exists(), "{} is missing: build it with `cargo build -p pottery-semaphore-host --bins` (cargo xtask test does)", bin.display());
-    bin
+    pottery_semaphore_tests::built_binary("pottery-semaphore")
 }
 
 fn run(server: &Server, args: &[&str]) -> Output {

@@ -22,7 +22,6 @@ use pottery_semaphore_tests::proxy::Proxy;
 use pottery_semaphore_tests::{key, signal, Flavor, Server};
 use serde_json::Value;
 
-const WORKER: &str = env!("CARGO_BIN_EXE_worker");
 const PERMITS: u64 = 3;
 /// Short, so that faults "longer than the lease" and the fresh-server quarantine stay short.
 const LEASE: Duration = Duration::from_millis(1500);
@@ -215,7 +214,7 @@ struct Worker {
 
 impl Worker {
     fn spawn(config: &str) -> Worker {
-        let mut child = Command::new(WORKER).args(["chaos", config]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("worker");
+        let mut child = Command::new(pottery_semaphore_tests::built_binary("worker")).args(["chaos", config]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("worker");
         let stdin = child.stdin.take();
         let out = BufReader::new(child.stdout.take().expect("stdout"));
         let last = Arc::new(Mutex::new(None));

@@ -8,8 +8,6 @@ use std::time::{Duration, Instant};
 use pottery_semaphore_host::{Options, Semaphore};
 use pottery_semaphore_tests::{key, Flavor, Server};
 
-const WORKER: &str = env!("CARGO_BIN_EXE_worker");
-
 /// A worker process, killed when dropped: a test that fails midway (a holder still held, the
 /// very regression a test looks for) must not leave it running, as a plain `Child` would.
 struct Worker(Child);
@@ -35,7 +33,7 @@ impl Drop for Worker {
 }
 
 fn spawn_worker(args: &[&str]) -> (Worker, BufReader<ChildStdout>) {
-    let mut child = Command::new(WORKER).args(args).stdout(Stdio::piped()).spawn().expect("worker");
+    let mut child = Command::new(pottery_semaphore_tests::built_binary("worker")).args(args).stdout(Stdio::piped()).spawn().expect("worker");
     let out = BufReader::new(child.stdout.take().expect("stdout"));
     (Worker(child), out)
 }

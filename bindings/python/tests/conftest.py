@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -20,9 +21,37 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 def free_port() -> int:
+    """A loopback port free now, below the range the kernel takes clients' own ports from, so
+    that no client connection takes it while a server is stopped to be restarted on it."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            clients_from = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        clients_from = 32768
+    for _ in range(1000 if clients_from > 11000 else 0):
+        port = random.randrange(10000, clients_from)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def start_servers(count: int, *extra: str) -> List["Server"]:
+    """``count`` servers; if one fails to start, those already started are stopped."""
+    started: List[Server] = []
+    try:
+        for _ in range(count):
+            started.append(Server(*extra))
+    except BaseException:
+        for s in started:
+            s.close()
+        raise
+    return started
 
 
 class Server:
@@ -32,8 +61,8 @@ class Server:
         if shutil.which("redis-server") is None:
             pytest.fail("redis-server is not installed (bash .ci/run installs it)")
         self.proc: subprocess.Popen | None = None
-        # A port found free can be taken before the server binds it (by another server, or as a
-        # client connection's own port): the server then exits at once and starts again on another.
+        # A port found free can be taken before the server binds it (by another server): the
+        # server then exits at once and starts again on another.
         for attempt in range(3):
             self.port = free_port()
             self.dir = tempfile.mkdtemp(prefix="pottery-semaphore-py-", dir=_short_temp_dir())

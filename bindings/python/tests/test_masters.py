@@ -76,11 +76,11 @@ def test_a_client_with_a_db_and_a_password_reaches_the_same_semaphore_as_its_url
 
 def test_several_masters_hold_each_permit_on_a_majority(unique_key):
     import pytest
-    from conftest import Server
+    from conftest import start_servers
 
     from pottery_semaphore import AIOSemaphore, QuorumIsImpossible, RedisUnavailableError
 
-    servers = [Server() for _ in range(3)]
+    servers = start_servers(3)
     try:
         clients = [s.client() for s in servers]
         a = Semaphore(value=2, key=unique_key, masters=clients, guard_fresh_server=False)
@@ -112,10 +112,10 @@ def test_several_masters_hold_each_permit_on_a_majority(unique_key):
 def test_ctrl_c_ends_a_wait_on_several_masters(unique_key):
     """With several masters the wait runs on the library's threads; a signal to the main thread
     still ends it, so that Ctrl-C raises at once instead of when the acquire returns."""
-    from conftest import Server
+    from conftest import start_servers
     from test_api import _Interrupted, _raise_interrupted, _signal_main_thread_after
 
-    servers = [Server() for _ in range(3)]
+    servers = start_servers(3)
     try:
         urls = [f"redis://127.0.0.1:{s.port}" for s in servers]
         holder = Semaphore(key=unique_key, masters=urls, guard_fresh_server=False)
@@ -141,9 +141,9 @@ def test_ctrl_c_ends_a_wait_on_several_masters(unique_key):
 def test_a_redis_cluster_through_one_seed_node(unique_key):
     import subprocess
 
-    from conftest import Server
+    from conftest import start_servers
 
-    nodes = [Server("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", "{free_port}") for _ in range(3)]
+    nodes = start_servers(3, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", "{free_port}")
     try:
         subprocess.run(
             ["redis-cli", "--cluster", "create", *[f"127.0.0.1:{n.port}" for n in nodes], "--cluster-replicas", "0", "--cluster-yes"],
@@ -180,7 +180,11 @@ def test_replica_acknowledgement_gives_back_what_the_replica_did_not_confirm(uni
     from pottery_semaphore import NotReplicatedError, ReplicaAck
 
     primary = Server()
-    replica = Server("--replicaof", "127.0.0.1", str(primary.port))
+    try:
+        replica = Server("--replicaof", "127.0.0.1", str(primary.port))
+    except BaseException:
+        primary.close()
+        raise
     try:
         deadline = time.monotonic() + 10
         while replica.client().info("replication").get("master_link_status") != "up":

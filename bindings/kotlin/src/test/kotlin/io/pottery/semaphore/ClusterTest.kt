@@ -13,7 +13,7 @@ import org.junit.jupiter.api.Test
 class ClusterTest {
     @Test
     fun `a semaphore lives in one slot and serves holders that know different seeds`() {
-        val nodes = List(3) { clusterNode() }
+        val nodes = startServers(3) { clusterNode() }
         try {
             joinCluster(nodes)
             val key = "kt-cluster-" + UUID.randomUUID().toString().take(12)

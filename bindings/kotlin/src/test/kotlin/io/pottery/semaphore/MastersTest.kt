@@ -11,7 +11,7 @@ import org.junit.jupiter.api.assertThrows
 class MastersTest {
     @Test
     fun `a permit needs a majority and a lost majority is a quorum error`() {
-        val servers = List(3) { RedisServer() }
+        val servers = startServers(3)
         try {
             val key = "kt-mm-" + UUID.randomUUID().toString().take(12)
             val config = SemaphoreConfig(servers[0].url, key, value = 2, guardFreshServer = false)

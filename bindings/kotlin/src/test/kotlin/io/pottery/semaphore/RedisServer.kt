@@ -125,6 +125,18 @@ class RedisServer(vararg extra: String) : AutoCloseable {
     }
 }
 
+/** [count] servers made by [make]; if one fails to start, those already started are stopped. */
+fun startServers(count: Int, make: () -> RedisServer = { RedisServer() }): List<RedisServer> {
+    val started = mutableListOf<RedisServer>()
+    try {
+        repeat(count) { started += make() }
+    } catch (e: Throwable) {
+        started.forEach { runCatching { it.close() } }
+        throw e
+    }
+    return started
+}
+
 /** One redis-server for the test class; semaphores on it skip the fresh-server guard. */
 @TestInstance(TestInstance.Lifecycle.PER_CLASS)
 abstract class RedisTest {
