@@ -535,6 +535,8 @@ async fn refresher(weak: Weak<Inner>, period: Duration) {
 impl Semaphore {
     /// Connects, validates the options and creates the semaphore in Redis unless it exists.
     pub async fn open(options: Options) -> Result<Self, Error> {
+        // Here, not only in the guest: a key larger than the guest's memory traps it when copied in.
+        checked(validate::key(&options.key))?;
         let rt = match options.runtime {
             Some(rt) => rt,
             None => Runtime::global_async().await?,

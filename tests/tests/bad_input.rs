@@ -19,6 +19,8 @@ async fn bad_arguments_are_invalid_argument_errors() {
     );
     assert!(invalid(open(server.url(), "", 1).await), "empty key");
     assert!(invalid(open(server.url(), &"k".repeat(1 << 20), 1).await), "1 MiB key");
+    // Larger than the guest's memory: refused before it is copied in (it trapped the guest).
+    assert!(invalid(open(server.url(), &"k".repeat(32 << 20), 1).await), "32 MiB key");
     assert!(invalid(Semaphore::open(Options::new(server.url(), "k").lease(Duration::ZERO)).await), "zero lease");
     assert!(invalid(open("not a url".into(), "k", 1).await), "bad URL");
 
