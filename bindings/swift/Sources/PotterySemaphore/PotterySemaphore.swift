@@ -129,9 +129,10 @@ public final class Semaphore: Sendable {
     }
 
     /// Gives back `n` permits: this handle's own first (those of running `withPermit` bodies
-    /// last), then (permits are fungible) other holders'. After `.unreachable` the release may
-    /// or may not have happened: the handle finishes it in the background, so do not call
-    /// `release` again for it.
+    /// last), then (permits are fungible) other holders'. After any error but `.invalidArgument`
+    /// and `.bounded` the release may or may not have happened (`.notReplicated`: it did, on the
+    /// primary): the handle finishes it in the background, so do not call `release` again for
+    /// it, or it would give back another holder's permit.
     public func release(n: Int = 1) async throws {
         try await translatingErrors {
             try await raw.releaseAsync(n: Int64(n))
