@@ -96,6 +96,9 @@ struct MasterView {
     capacity: u64,
     quarantined: bool,
     now_ms: u64,
+    /// The live slots, lowest first.
+    slots: Vec<u64>,
+    /// The same with their holders, when asked for ([`Multi::view`]).
     live: Vec<LiveSlot>,
 }
 
@@ -368,20 +371,31 @@ impl<T: Transport> Semaphore<T> {
         Ok(held.map(|&token| Permit { token, deadline_ms, ttl_ms: validity }).collect())
     }
 
-    fn master_view(mut r: Cursor) -> Result<MasterView, Error> {
-        let mut view = MasterView { initial: r.u64()?, capacity: r.u64()?, quarantined: r.u64()? == 1, now_ms: r.u64()?, live: Vec::new() };
+    fn master_view(mut r: Cursor, with_holders: bool) -> Result<MasterView, Error> {
+        let mut view = MasterView { initial: r.u64()?, capacity: r.u64()?, quarantined: r.u64()? == 1, now_ms: r.u64()?, ..MasterView::default() };
         for _ in 0..r.u64()? {
-            view.live.push(LiveSlot { slot: r.u64()?, holder: r.string()?, epoch: r.u64()?, ttl_ms: r.u64()? });
+            if with_holders {
+                let live = LiveSlot { slot: r.u64()?, holder: r.string()?, epoch: r.u64()?, ttl_ms: r.u64()? };
+                view.slots.push(live.slot);
+                view.live.push(live);
+            } else {
+                view.slots.push(r.u64()?);
+            }
         }
+        view.slots.sort_unstable();
         Ok(view)
     }
 
-    /// Reads every master and combines what a majority agrees on.
-    fn view(&self) -> Result<View, Error> {
-        let (replies, failures) = self.answers(&scripts::MULTI_STATUS, &[])?;
+    /// Reads every master and combines what a majority agrees on; `with_holders`: who holds
+    /// what too. Without, the masters send only their live slots: enough for the free ones, and
+    /// small enough for the guest's memory with tens of thousands of permits held (the holders'
+    /// names, four fields a slot from each master, are not).
+    fn view(&self, with_holders: bool) -> Result<View, Error> {
+        let extra = if with_holders { Vec::new() } else { vec!["slots".to_string()] };
+        let (replies, failures) = self.answers(&scripts::MULTI_STATUS, &extra)?;
         let complete = failures.is_empty();
         self.check_quorum(failures)?;
-        let views = replies.into_iter().map(|(_, r)| Self::master_view(r)).collect::<Result<Vec<_>, _>>()?;
+        let views = replies.into_iter().map(|(_, r)| Self::master_view(r, with_holders)).collect::<Result<Vec<_>, _>>()?;
         let q = self.quorum();
         let initial = self.agreed(views.iter().map(|v| v.initial).collect());
         let capacity = self.agreed(views.iter().map(|v| v.capacity).collect());
@@ -390,14 +404,14 @@ impl<T: Transport> Semaphore<T> {
         // slots held above a lowered capacity count too), a slot it counts and has nobody on; a
         // slot a majority claims is granted, and every master that claimed it keeps it. Room
         // only shrinks, so a slot passed over stays so: one pass, lowest slot first.
-        let mut claimers: Vec<(u64, u64, BTreeSet<u64>)> = views
+        let mut claimers: Vec<(u64, u64, &[u64])> = views
             .iter()
             .filter(|v| !v.quarantined)
-            .map(|v| (v.capacity, v.capacity.saturating_sub(v.live.len() as u64), v.live.iter().map(|l| l.slot).collect()))
+            .map(|v| (v.capacity, v.capacity.saturating_sub(v.slots.len() as u64), v.slots.as_slice()))
             .collect();
         let mut free = Vec::new();
         for slot in 0..capacity {
-            let claims = |(cap, room, live): &(u64, u64, BTreeSet<u64>)| *room > 0 && slot < *cap && !live.contains(&slot);
+            let claims = |(cap, room, live): &(u64, u64, &[u64])| *room > 0 && slot < *cap && live.binary_search(&slot).is_err();
             if claimers.iter().filter(|m| claims(m)).count() >= q {
                 claimers.iter_mut().filter(|m| claims(m)).for_each(|m| m.1 -= 1);
                 free.push(slot);
@@ -439,7 +453,7 @@ impl<T: Transport> Semaphore<T> {
 
     /// Permits this holder holds on a majority, with their leases.
     pub fn permits(&self) -> Result<Vec<Permit>, Error> {
-        let view = self.view()?;
+        let view = self.view(true)?;
         let mut permits: Vec<Permit> = view
             .holders
             .into_iter()
@@ -452,11 +466,11 @@ impl<T: Transport> Semaphore<T> {
 
     /// Slots a majority would grant now.
     pub fn value(&self) -> Result<u64, Error> {
-        Ok(self.view()?.available)
+        Ok(self.view(false)?.available)
     }
 
     pub fn initial_value(&self) -> Result<u64, Error> {
-        Ok(self.view()?.initial)
+        Ok(self.view(false)?.initial)
     }
 
     pub fn locked(&self) -> Result<bool, Error> {
@@ -465,7 +479,7 @@ impl<T: Transport> Semaphore<T> {
 
     /// Holders of the slots; `waiters` is always empty, as this mode has no queue.
     pub fn status(&self) -> Result<Status, Error> {
-        let view = self.view()?;
+        let view = self.view(true)?;
         Ok(Status {
             initial: view.initial,
             capacity: view.capacity,
@@ -483,7 +497,7 @@ impl<T: Transport> Semaphore<T> {
     /// `once`), unlike a cluster client.
     pub fn release(&self, n: i64, named: &[u64], _request: u64) -> Result<Released, Error> {
         let n = validate::count(n)? as usize;
-        let view = self.view()?;
+        let view = self.view(true)?;
         // As on one server: the permits the caller names as its own first, in its order, whether
         // or not the view shows them (a master that did not answer in time can hide one held on a
         // majority; release.lua drops only exact matches, so naming one that is gone is
@@ -844,14 +858,28 @@ mod tests {
     }
 
     /// Masters that answer every script by `answer(script, master, args)`, and never pop.
+    /// Masters answering as the closure says; its status.lua answers are with holders, and
+    /// cut down to the live slots when those alone were asked for, as status.lua does.
     struct Answering<F>(F);
+
+    fn slots_only(reply: Result<Reply, Error>) -> Result<Reply, Error> {
+        let Ok(Reply::Array(items)) = reply else { return reply };
+        let (head, live) = items.split_at(5.min(items.len()));
+        Ok(Reply::Array(head.iter().cloned().chain(live.iter().step_by(4).cloned()).collect()))
+    }
 
     impl<F: Fn(&str, u32, &Args) -> Result<Reply, Error>> Transport for &Answering<F> {
         fn eval(&self, _: &Script, _: &Scope, _: &Args) -> Result<Reply, Error> {
             unreachable!("several masters run scripts through eval_each")
         }
         fn eval_each(&self, script: &Script, _: &Scope, calls: &[(u32, Args)], _: u64) -> Vec<Result<Reply, Error>> {
-            calls.iter().map(|(master, args)| (self.0)(script.name, *master, args)).collect()
+            calls
+                .iter()
+                .map(|(master, args)| {
+                    let reply = (self.0)(script.name, *master, args);
+                    if script.name == "multi/status.lua" && args.iter().next() == Some(b"slots".as_slice()) { slots_only(reply) } else { reply }
+                })
+                .collect()
         }
         fn command(&self, _: &str, _: &str, _: &[String]) -> Result<Reply, Error> {
             unreachable!("no commands")
