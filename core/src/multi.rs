@@ -98,8 +98,18 @@ struct MasterView {
     now_ms: u64,
     /// The live slots, lowest first.
     slots: Vec<u64>,
-    /// The same with their holders, when asked for ([`Multi::view`]).
+    /// Those of them whose holders were asked for ([`Semaphore::view`]), with their holders.
     live: Vec<LiveSlot>,
+}
+
+/// Whose holders a [`Semaphore::view`] reads, besides every master's live slots.
+#[derive(Clone, Copy)]
+enum HoldersOf<'a> {
+    /// Every live slot's: four fields a slot from each master, too many for the guest's
+    /// memory with tens of thousands held (see README).
+    All,
+    /// These slots' only (none: enough to count the free ones).
+    Slots(&'a [u64]),
 }
 
 /// The semaphore as a majority of masters sees it.
@@ -371,31 +381,41 @@ impl<T: Transport> Semaphore<T> {
         Ok(held.map(|&token| Permit { token, deadline_ms, ttl_ms: validity }).collect())
     }
 
-    fn master_view(mut r: Cursor, with_holders: bool) -> Result<MasterView, Error> {
+    fn master_view(mut r: Cursor, of: HoldersOf) -> Result<MasterView, Error> {
         let mut view = MasterView { initial: r.u64()?, capacity: r.u64()?, quarantined: r.u64()? == 1, now_ms: r.u64()?, ..MasterView::default() };
-        for _ in 0..r.u64()? {
-            if with_holders {
-                let live = LiveSlot { slot: r.u64()?, holder: r.string()?, epoch: r.u64()?, ttl_ms: r.u64()? };
-                view.slots.push(live.slot);
-                view.live.push(live);
-            } else {
-                view.slots.push(r.u64()?);
+        let live_slot = |r: &mut Cursor| -> Result<LiveSlot, Error> { Ok(LiveSlot { slot: r.u64()?, holder: r.string()?, epoch: r.u64()?, ttl_ms: r.u64()? }) };
+        match of {
+            HoldersOf::All => {
+                for _ in 0..r.u64()? {
+                    let live = live_slot(&mut r)?;
+                    view.slots.push(live.slot);
+                    view.live.push(live);
+                }
+            }
+            HoldersOf::Slots(_) => {
+                for _ in 0..r.u64()? {
+                    view.slots.push(r.u64()?);
+                }
+                for _ in 0..r.u64()? {
+                    view.live.push(live_slot(&mut r)?);
+                }
             }
         }
         view.slots.sort_unstable();
         Ok(view)
     }
 
-    /// Reads every master and combines what a majority agrees on; `with_holders`: who holds
-    /// what too. Without, the masters send only their live slots: enough for the free ones, and
-    /// small enough for the guest's memory with tens of thousands of permits held (the holders'
-    /// names, four fields a slot from each master, are not).
-    fn view(&self, with_holders: bool) -> Result<View, Error> {
-        let extra = if with_holders { Vec::new() } else { vec!["slots".to_string()] };
+    /// Reads every master and combines what a majority agrees on, with the holders `of` these
+    /// slots (`holders` has only those).
+    fn view(&self, of: HoldersOf) -> Result<View, Error> {
+        let extra: Vec<String> = match of {
+            HoldersOf::All => Vec::new(),
+            HoldersOf::Slots(slots) => std::iter::once("slots".to_string()).chain(slots.iter().map(u64::to_string)).collect(),
+        };
         let (replies, failures) = self.answers(&scripts::MULTI_STATUS, &extra)?;
         let complete = failures.is_empty();
         self.check_quorum(failures)?;
-        let views = replies.into_iter().map(|(_, r)| Self::master_view(r, with_holders)).collect::<Result<Vec<_>, _>>()?;
+        let views = replies.into_iter().map(|(_, r)| Self::master_view(r, of)).collect::<Result<Vec<_>, _>>()?;
         let q = self.quorum();
         let initial = self.agreed(views.iter().map(|v| v.initial).collect());
         let capacity = self.agreed(views.iter().map(|v| v.capacity).collect());
@@ -453,7 +473,7 @@ impl<T: Transport> Semaphore<T> {
 
     /// Permits this holder holds on a majority, with their leases.
     pub fn permits(&self) -> Result<Vec<Permit>, Error> {
-        let view = self.view(true)?;
+        let view = self.view(HoldersOf::All)?;
         let mut permits: Vec<Permit> = view
             .holders
             .into_iter()
@@ -466,11 +486,11 @@ impl<T: Transport> Semaphore<T> {
 
     /// Slots a majority would grant now.
     pub fn value(&self) -> Result<u64, Error> {
-        Ok(self.view(false)?.available)
+        Ok(self.view(HoldersOf::Slots(&[]))?.available)
     }
 
     pub fn initial_value(&self) -> Result<u64, Error> {
-        Ok(self.view(false)?.initial)
+        Ok(self.view(HoldersOf::Slots(&[]))?.initial)
     }
 
     pub fn locked(&self) -> Result<bool, Error> {
@@ -479,7 +499,7 @@ impl<T: Transport> Semaphore<T> {
 
     /// Holders of the slots; `waiters` is always empty, as this mode has no queue.
     pub fn status(&self) -> Result<Status, Error> {
-        let view = self.view(true)?;
+        let view = self.view(HoldersOf::All)?;
         Ok(Status {
             initial: view.initial,
             capacity: view.capacity,
@@ -490,32 +510,52 @@ impl<T: Transport> Semaphore<T> {
     }
 
     /// Releases `n` permits: those the caller names as its own first, then other holders'
-    /// (earliest lease end first). Two round trips: read all masters, then release on all (a
-    /// third when named permits turned out gone and others are released in their place).
+    /// (earliest lease end first). Two round trips: read all masters, then release on all (more
+    /// when named permits turned out gone and others are released in their place).
     /// Named, not all this holder's permits: the caller's books settle only what it named.
     /// `_request`: masters are plain connections, which never send a release twice (it is
     /// `once`), unlike a cluster client.
     pub fn release(&self, n: i64, named: &[u64], _request: u64) -> Result<Released, Error> {
         let n = validate::count(n)? as usize;
-        let view = self.view(true)?;
+        // Most releases give back the first n permits the caller names, which it still holds:
+        // that needs the holders of their slots alone, and everyone's (too many for the guest's
+        // memory with tens of thousands held) only when the view does not show all n, or
+        // stand-ins run out. Each slot once: a master's copy named twice would count as two.
+        let mut named_slots: Vec<u64> = named.iter().take(n).map(|t| slot_of(*t)).collect();
+        named_slots.sort_unstable();
+        named_slots.dedup();
+        let mine = |h: &Holder| h.holder == self.id.holder && named.contains(&h.token);
+        let mut view = self.view(HoldersOf::Slots(&named_slots))?;
+        let mut others_read = false;
+        if !view.complete || view.holders.iter().filter(|(h, _)| mine(h)).count() < n {
+            view = self.view(HoldersOf::All)?;
+            others_read = true;
+        }
         // As on one server: the permits the caller names as its own first, in its order, whether
         // or not the view shows them (a master that did not answer in time can hide one held on a
         // majority; release.lua drops only exact matches, so naming one that is gone is
         // harmless). Then everyone else's, this holder's unnamed ones included (one whose
         // release failed and is being retried, say), earliest lease end first.
         let own: Vec<u64> = named.iter().take(n).copied().collect();
-        let (seen_own, mut others): (Vec<Holder>, Vec<Holder>) =
-            view.holders.into_iter().map(|(h, _)| h).partition(|h| h.holder == self.id.holder && named.contains(&h.token));
+        let (seen_own, mut others): (Vec<Holder>, Vec<Holder>) = view.holders.into_iter().map(|(h, _)| h).partition(|h| mine(h));
+        if !others_read {
+            // Holders of the named slots only: not everyone's. Read if needed, below.
+            others.clear();
+        }
         others.sort_by_key(|h| h.ttl_ms);
         // Named permits beyond the first n: the first to stand in for named ones that turn out
         // gone, before anyone else's (one server tries every named one). Those the view shows,
-        // or, when a master did not answer, any (it may hide them; one that is gone is not
-        // dropped, so naming it is harmless).
-        let spare_own: Vec<u64> =
-            named[own.len()..].iter().copied().filter(|t| !view.complete || seen_own.iter().any(|h| h.token == *t)).collect();
+        // or, when a master did not answer or their holders were not read, any (one that is
+        // gone is not dropped, so naming it is harmless).
+        let spare_own: Vec<u64> = named[own.len()..]
+            .iter()
+            .copied()
+            .filter(|t| !(view.complete && others_read) || seen_own.iter().any(|h| h.token == *t))
+            .collect();
         // Judged by what the view shows, as before anything changes: a bounded semaphore refuses
         // to release more than are held (a named permit that is gone is not held). A view some
         // master did not answer may hide the caller's own: the first n named count as held then.
+        // (Without everyone's holders, the view showed n named ones: these checks pass.)
         let named_held = if view.complete { seen_own.len() } else { own.len() + spare_own.len() };
         if self.id.bounded && named_held.min(n) + others.len() < n {
             return Err(Error::Bounded { key: self.id.key.clone(), current: view.available, initial: view.initial });
@@ -530,8 +570,8 @@ impl<T: Transport> Semaphore<T> {
             )));
         }
         let first_others = others.len().min(n - own.len());
-        let mine = own.iter().map(|t| (*t, self.id.holder.as_str()));
-        let (dropped, failures) = self.dropped(true, mine.chain(others[..first_others].iter().map(|h| (h.token, h.holder.as_str()))));
+        let own_permits = own.iter().map(|t| (*t, self.id.holder.as_str()));
+        let (dropped, failures) = self.dropped(true, own_permits.chain(others[..first_others].iter().map(|h| (h.token, h.holder.as_str()))));
         self.check_quorum(failures)?;
         let mut own_tokens: Vec<u64> = own.iter().copied().filter(|t| dropped.contains(t)).collect();
         let mut others_released = others[..first_others].iter().filter(|h| dropped.contains(&h.token)).count();
@@ -539,14 +579,23 @@ impl<T: Transport> Semaphore<T> {
         // caller's other named ones in their place, then others', as on one server; round after
         // round while stand-ins turn out gone too.
         let mut missing = own.len() + first_others - own_tokens.len() - others_released;
-        let spare = spare_own.iter().map(|t| (*t, self.id.holder.as_str()));
-        let mut stand_ins = spare.chain(others[first_others..].iter().map(|h| (h.token, h.holder.as_str())));
+        let mut stand_ins: std::collections::VecDeque<(u64, String)> = spare_own
+            .iter()
+            .map(|t| (*t, self.id.holder.clone()))
+            .chain(others.drain(first_others..).map(|h| (h.token, h.holder)))
+            .collect();
         while missing > 0 {
-            let instead: Vec<(u64, &str)> = stand_ins.by_ref().take(missing).collect();
+            if stand_ins.is_empty() && !others_read {
+                others_read = true;
+                let mut everyone: Vec<Holder> = self.view(HoldersOf::All)?.holders.into_iter().map(|(h, _)| h).filter(|h| !mine(h)).collect();
+                everyone.sort_by_key(|h| h.ttl_ms);
+                stand_ins.extend(everyone.into_iter().map(|h| (h.token, h.holder)));
+            }
+            let instead: Vec<(u64, String)> = stand_ins.drain(..missing.min(stand_ins.len())).collect();
             if instead.is_empty() {
                 break;
             }
-            let (dropped, failures) = self.dropped(true, instead.iter().copied());
+            let (dropped, failures) = self.dropped(true, instead.iter().map(|(t, h)| (*t, h.as_str())));
             self.check_quorum(failures)?;
             for (token, holder) in instead.iter().filter(|(t, _)| dropped.contains(t)) {
                 if *holder == self.id.holder && spare_own.contains(token) { own_tokens.push(*token) } else { others_released += 1 }
@@ -858,14 +907,20 @@ mod tests {
     }
 
     /// Masters that answer every script by `answer(script, master, args)`, and never pop.
-    /// Masters answering as the closure says; its status.lua answers are with holders, and
-    /// cut down to the live slots when those alone were asked for, as status.lua does.
+    /// Masters answering as the closure says; its status.lua answers list every holder, and
+    /// are cut down to the live slots and the holders of the slots named when status.lua is
+    /// asked for those alone.
     struct Answering<F>(F);
 
-    fn slots_only(reply: Result<Reply, Error>) -> Result<Reply, Error> {
+    fn slots_only(reply: Result<Reply, Error>, named: &[String]) -> Result<Reply, Error> {
         let Ok(Reply::Array(items)) = reply else { return reply };
         let (head, live) = items.split_at(5.min(items.len()));
-        Ok(Reply::Array(head.iter().cloned().chain(live.iter().step_by(4).cloned()).collect()))
+        let details: Vec<&[Scalar]> = live.chunks(4).filter(|d| named.iter().any(|n| Scalar::Bulk(n.clone().into_bytes()) == d[0] || n.parse().map(Scalar::Int).ok().as_ref() == Some(&d[0]))).collect();
+        let mut out: Vec<Scalar> = head.to_vec();
+        out.extend(live.iter().step_by(4).cloned());
+        out.push(Scalar::Int(details.len() as i64));
+        out.extend(details.into_iter().flatten().cloned());
+        Ok(Reply::Array(out))
     }
 
     impl<F: Fn(&str, u32, &Args) -> Result<Reply, Error>> Transport for &Answering<F> {
@@ -877,7 +932,11 @@ mod tests {
                 .iter()
                 .map(|(master, args)| {
                     let reply = (self.0)(script.name, *master, args);
-                    if script.name == "multi/status.lua" && args.iter().next() == Some(b"slots".as_slice()) { slots_only(reply) } else { reply }
+                    let args: Vec<String> = args.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+                    match args.split_first() {
+                        Some((mode, named)) if script.name == "multi/status.lua" && mode == "slots" => slots_only(reply, named),
+                        _ => reply,
+                    }
                 })
                 .collect()
         }
