@@ -85,9 +85,13 @@ struct Unreleased {
     since: Instant,
     /// A caller named it in a release that failed: naming it again (as Python's `__exit__` does
     /// after each signal's handler that raises) would only wait on the same Redis, so it is not
-    /// sent again; the refresher retries it.
+    /// sent again; the refresher retries it, for [`CALLER_FAILED_KEPT`] if that is longer than a
+    /// lease (a short lease would otherwise forget it before the next Ctrl-C).
     failed_for_caller: bool,
 }
+
+/// How long a permit whose release by name failed is kept from being sent again by a caller.
+const CALLER_FAILED_KEPT: Duration = Duration::from_secs(60);
 
 /// Marks permits as being released for as long as it lives (see `Inner::releasing`): it lives in
 /// the release's own work, which settles `held` before it ends (`Semaphore::release_with`).
@@ -363,12 +367,13 @@ impl Inner {
         next
     }
 
-    /// Releases again the permits whose release failed, as long as their lease may still run.
+    /// Releases again the permits whose release failed, as long as their lease may still run
+    /// (those a caller named are kept longer: see `Unreleased::failed_for_caller`).
     async fn retry_releases(&self) {
         let lease = Duration::from_millis(self.config.lease_ms as u64);
         let tokens: Vec<u64> = {
             let mut unreleased = lock(&self.unreleased);
-            unreleased.retain(|u| u.since.elapsed() < lease);
+            unreleased.retain(|u| u.since.elapsed() < lease.max(if u.failed_for_caller { CALLER_FAILED_KEPT } else { Duration::ZERO }));
             unreleased.iter().map(|u| u.token).collect()
         };
         if tokens.is_empty() {
@@ -412,6 +417,19 @@ impl Inner {
             let gone: Vec<u64> = targeted.iter().copied().filter(|t| held.remove(t).is_some()).collect();
             drop(held);
             self.release_later(gone, true);
+            // Those named exactly that the handle no longer held (reported lost while Redis was
+            // out of reach) are marked too: naming them again would only wait on the same Redis
+            // (see `Unreleased::failed_for_caller`).
+            if exact {
+                let mut unreleased = lock(&self.unreleased);
+                let since = Instant::now();
+                for token in targeted {
+                    match unreleased.iter_mut().find(|u| u.token == *token) {
+                        Some(u) => (u.failed_for_caller, u.since) = (true, since),
+                        None => unreleased.push(Unreleased { token: *token, since, failed_for_caller: true }),
+                    }
+                }
+            }
         }
         if matches!(e, Error::NotReplicated(_))
             && let Ok(alive) = self.with_instance(|i| Box::pin(i.permits())).await

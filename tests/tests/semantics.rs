@@ -753,6 +753,29 @@ async fn naming_a_permit_whose_release_failed_again_does_not_wait_again() {
     }
 }
 
+/// As above for a permit already reported lost (its lease ended while Redis was out of reach,
+/// so the refresher gives it back): a caller's release of it that failed is not sent again
+/// either. It was, after every Ctrl-C, each time waiting out the response time-out.
+#[tokio::test(flavor = "multi_thread")]
+async fn naming_a_lost_permit_whose_release_failed_again_does_not_wait_again() {
+    use pottery_semaphore_host::Options;
+    use pottery_semaphore_tests::proxy::Proxy;
+    let server = Server::start(Flavor::Redis);
+    let proxy = Proxy::start(server.port);
+    let lease = Duration::from_millis(1500);
+    let sem = Semaphore::open(Options::new(proxy.url(), key("lost-named-again")).guard_fresh_server(false).lease(lease)).await.unwrap();
+    let token = sem.acquire_n(1, false, None).await.unwrap()[0].token;
+    proxy.cut();
+    tokio::time::timeout(lease + Duration::from_secs(2), sem.lost()).await.expect("reported lost");
+    assert_eq!(sem.take_lost().iter().map(|p| p.token).collect::<Vec<_>>(), [token]);
+    let first = Instant::now();
+    assert!(sem.release_permits(vec![token]).await.is_err(), "Redis is out of reach");
+    let waited = first.elapsed();
+    let again = Instant::now();
+    assert!(sem.release_permits(vec![token]).await.unwrap().is_empty());
+    assert!(again.elapsed() < Duration::from_millis(500), "named again, it waited {:?} (the first {waited:?})", again.elapsed());
+}
+
 /// Redis out of reach: refreshes fail, and Redis cannot say that the lease ended. The holder must
 /// learn it when the lease ends all the same (by its own clock), not once Redis answers again,
 /// maybe never: by then another process may hold the permit.
