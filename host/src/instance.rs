@@ -174,6 +174,12 @@ impl Instance {
 
     /// The permits, and when at the earliest they were granted (by this process's clock).
     pub(crate) async fn acquire(&mut self, n: i64, blocking: bool, timeout: Option<f64>, cancel: CancelFlag) -> Result<(Vec<Permit>, Instant), Error> {
+        // Cancelled before the guest ran (its caller dropped the call while this instance was
+        // checked out or opened): nothing is sent, rather than a queue entry or a grant for
+        // nobody that others would find in their way until it is undone.
+        if cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
         let called = Instant::now();
         // The time-out as the guest reads it (none: as long as it takes); it rejects bad ones.
         let waits = match validate::timeout(blocking, timeout) {
