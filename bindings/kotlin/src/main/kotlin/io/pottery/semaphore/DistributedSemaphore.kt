@@ -334,8 +334,9 @@ class DistributedSemaphore private constructor(private val native: NativeSemapho
     private fun closeNow() {
         if (closed.compareAndSet(false, true)) {
             // Given back now, not when the native handle is freed: a blocking acquire still in
-            // flight keeps it alive. (Unreachable Redis: the host's release of a freed handle
-            // tries again in the background.) Nothing held: no call, which would wait for Redis.
+            // flight keeps it alive. (Unreachable Redis: the host tries once more when the handle
+            // is freed; what that cannot give back ends with its lease, as nothing refreshes it.)
+            // Nothing held: no call, which would wait for Redis.
             // In calls of at most MAX_TOKENS_PER_CALL: the host refuses more, changing nothing.
             native.held().map { it.token }.chunked(MAX_TOKENS_PER_CALL).forEach { tokens ->
                 runCatching { native.releasePermits(tokens) }
