@@ -55,6 +55,10 @@ fn slot_epoch_tokens(r: Cursor) -> Result<Vec<u64>, Error> {
 /// Masters that failed a round, with their errors.
 type Failures = Vec<(u32, Error)>;
 
+/// Permits named per release.lua call: every master's answer to a call is in the guest's memory
+/// at once (10,000 on five masters ran it out of memory).
+const DROP_CHUNK: usize = 2_000;
+
 /// One master's part of a grant.
 #[derive(Debug)]
 struct Claim {
@@ -102,15 +106,21 @@ struct MasterView {
     live: Vec<LiveSlot>,
 }
 
-/// Whose holders a [`Semaphore::view`] reads, besides every master's live slots.
+/// What a [`Semaphore::view`] reads of who holds which slot.
 #[derive(Clone, Copy)]
 enum HoldersOf<'a> {
-    /// Every live slot's: four fields a slot from each master, too many for the guest's
+    /// Every live slot's holder: four fields a slot from each master, too many for the guest's
     /// memory with tens of thousands held (see README).
     All,
-    /// These slots' only (none: enough to count the free ones).
-    Slots(&'a [u64]),
+    /// Nobody's: the live slots alone, enough to count the free ones.
+    Nobody,
+    /// Whether the caller holds these slots, read [`NAMED_CHUNK`] at a time, and nothing else:
+    /// the view's `available` and `free` are not counted.
+    Named(&'a [u64]),
 }
+
+/// Slots a status.lua call asks about by name.
+const NAMED_CHUNK: usize = 2_000;
 
 /// The semaphore as a majority of masters sees it.
 #[derive(Debug)]
@@ -320,18 +330,22 @@ impl<T: Transport> Semaphore<T> {
         (released, failures)
     }
 
-    /// Runs release.lua on every master for these (token, holder) permits: the tokens dropped
-    /// anywhere, and the failures.
-    fn dropped<'a>(&self, wake: bool, permits: impl Iterator<Item = (u64, &'a str)>) -> (Vec<u64>, Failures) {
-        let mut extra = vec![u8::from(wake).to_string()];
-        for (token, holder) in permits {
-            extra.extend([slot_of(token).to_string(), epoch_of(token).to_string(), holder.to_string()]);
-        }
-        let (mut dropped, mut failures) = (Vec::new(), Vec::new());
-        for (master, reply) in self.run_all(&scripts::MULTI_RELEASE, &extra) {
-            match reply.and_then(slot_epoch_tokens) {
-                Ok(tokens) => dropped.extend(tokens),
-                Err(e) => failures.push((master, e)),
+    /// Runs release.lua on every master for these (token, holder) permits, [`DROP_CHUNK`] at a
+    /// time: the tokens dropped anywhere, and the failures (a master's first).
+    fn dropped<'a>(&self, wake: bool, permits: impl Iterator<Item = (u64, &'a str)>) -> (BTreeSet<u64>, Failures) {
+        let permits: Vec<(u64, &str)> = permits.collect();
+        let (mut dropped, mut failures): (BTreeSet<u64>, Failures) = (BTreeSet::new(), Vec::new());
+        for chunk in permits.chunks(DROP_CHUNK) {
+            let mut extra = vec![u8::from(wake).to_string()];
+            for (token, holder) in chunk {
+                extra.extend([slot_of(*token).to_string(), epoch_of(*token).to_string(), holder.to_string()]);
+            }
+            for (master, reply) in self.run_all(&scripts::MULTI_RELEASE, &extra) {
+                match reply.and_then(slot_epoch_tokens) {
+                    Ok(tokens) => dropped.extend(tokens),
+                    Err(e) if failures.iter().all(|(m, _)| *m != master) => failures.push((master, e)),
+                    Err(_) => {}
+                }
             }
         }
         (dropped, failures)
@@ -381,7 +395,8 @@ impl<T: Transport> Semaphore<T> {
         Ok(held.map(|&token| Permit { token, deadline_ms, ttl_ms: validity }).collect())
     }
 
-    fn master_view(mut r: Cursor, of: HoldersOf) -> Result<MasterView, Error> {
+    /// A master's status.lua answer; `caller`: this holder, whom a 'slots' answer names by a flag.
+    fn master_view(mut r: Cursor, of: HoldersOf, caller: &str) -> Result<MasterView, Error> {
         let mut view = MasterView { initial: r.u64()?, capacity: r.u64()?, quarantined: r.u64()? == 1, now_ms: r.u64()?, ..MasterView::default() };
         let live_slot = |r: &mut Cursor| -> Result<LiveSlot, Error> { Ok(LiveSlot { slot: r.u64()?, holder: r.string()?, epoch: r.u64()?, ttl_ms: r.u64()? }) };
         match of {
@@ -392,12 +407,15 @@ impl<T: Transport> Semaphore<T> {
                     view.live.push(live);
                 }
             }
-            HoldersOf::Slots(_) => {
+            HoldersOf::Nobody | HoldersOf::Named(_) => {
                 for _ in 0..r.u64()? {
                     view.slots.push(r.u64()?);
                 }
+                // Others' holders go unnamed (""): only the caller's own are told apart.
                 for _ in 0..r.u64()? {
-                    view.live.push(live_slot(&mut r)?);
+                    let slot = r.u64()?;
+                    let holder = if r.u64()? == 1 { caller.to_string() } else { String::new() };
+                    view.live.push(LiveSlot { slot, holder, epoch: r.u64()?, ttl_ms: r.u64()? });
                 }
             }
         }
@@ -408,14 +426,38 @@ impl<T: Transport> Semaphore<T> {
     /// Reads every master and combines what a majority agrees on, with the holders `of` these
     /// slots (`holders` has only those).
     fn view(&self, of: HoldersOf) -> Result<View, Error> {
-        let extra: Vec<String> = match of {
-            HoldersOf::All => Vec::new(),
-            HoldersOf::Slots(slots) => std::iter::once("slots".to_string()).chain(slots.iter().map(u64::to_string)).collect(),
+        let requests: Vec<Vec<String>> = match of {
+            HoldersOf::All => vec![Vec::new()],
+            HoldersOf::Nobody => vec![vec!["slots".to_string()]],
+            HoldersOf::Named([]) => vec![vec!["named".to_string()]],
+            HoldersOf::Named(slots) => slots
+                .chunks(NAMED_CHUNK)
+                .map(|chunk| std::iter::once("named".to_string()).chain(chunk.iter().map(u64::to_string)).collect())
+                .collect(),
         };
-        let (replies, failures) = self.answers(&scripts::MULTI_STATUS, &extra)?;
+        // Each master's answers to the requests together; one that failed any is left out.
+        let (mut by_master, mut failures): (BTreeMap<u32, MasterView>, Failures) = (BTreeMap::new(), Vec::new());
+        for extra in &requests {
+            let (replies, failed) = self.answers(&scripts::MULTI_STATUS, extra)?;
+            for (master, e) in failed {
+                if failures.iter().all(|(m, _)| *m != master) {
+                    failures.push((master, e));
+                }
+            }
+            for (master, r) in replies {
+                let view = Self::master_view(r, of, &self.id.holder)?;
+                match by_master.entry(master) {
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        e.insert(view);
+                    }
+                    std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().live.extend(view.live),
+                }
+            }
+        }
+        by_master.retain(|master, _| failures.iter().all(|(m, _)| m != master));
         let complete = failures.is_empty();
         self.check_quorum(failures)?;
-        let views = replies.into_iter().map(|(_, r)| Self::master_view(r, of)).collect::<Result<Vec<_>, _>>()?;
+        let views: Vec<MasterView> = by_master.into_values().collect();
         let q = self.quorum();
         let initial = self.agreed(views.iter().map(|v| v.initial).collect());
         let capacity = self.agreed(views.iter().map(|v| v.capacity).collect());
@@ -430,7 +472,8 @@ impl<T: Transport> Semaphore<T> {
             .map(|v| (v.capacity, v.capacity.saturating_sub(v.slots.len() as u64), v.slots.as_slice()))
             .collect();
         let mut free = Vec::new();
-        for slot in 0..capacity {
+        let counted = !matches!(of, HoldersOf::Named(_));
+        for slot in (0..capacity).take_while(|_| counted) {
             let claims = |(cap, room, live): &(u64, u64, &[u64])| *room > 0 && slot < *cap && live.binary_search(&slot).is_err();
             if claimers.iter().filter(|m| claims(m)).count() >= q {
                 claimers.iter_mut().filter(|m| claims(m)).for_each(|m| m.1 -= 1);
@@ -486,11 +529,11 @@ impl<T: Transport> Semaphore<T> {
 
     /// Slots a majority would grant now.
     pub fn value(&self) -> Result<u64, Error> {
-        Ok(self.view(HoldersOf::Slots(&[]))?.available)
+        Ok(self.view(HoldersOf::Nobody)?.available)
     }
 
     pub fn initial_value(&self) -> Result<u64, Error> {
-        Ok(self.view(HoldersOf::Slots(&[]))?.initial)
+        Ok(self.view(HoldersOf::Nobody)?.initial)
     }
 
     pub fn locked(&self) -> Result<bool, Error> {
@@ -525,9 +568,11 @@ impl<T: Transport> Semaphore<T> {
         named_slots.sort_unstable();
         named_slots.dedup();
         let mine = |h: &Holder| h.holder == self.id.holder && named.contains(&h.token);
-        let mut view = self.view(HoldersOf::Slots(&named_slots))?;
+        let mut view = self.view(HoldersOf::Named(&named_slots))?;
         let mut others_read = false;
-        if !view.complete || view.holders.iter().filter(|(h, _)| mine(h)).count() < n {
+        // (A master that did not answer changes nothing here: what a majority of those that did
+        // shows held is held, and the spares go out unchecked either way.)
+        if view.holders.iter().filter(|(h, _)| mine(h)).count() < n {
             view = self.view(HoldersOf::All)?;
             others_read = true;
         }
@@ -606,7 +651,9 @@ impl<T: Transport> Semaphore<T> {
         // Nothing was held to release after all (the named permits a silent master seemed to
         // hide were gone): refused, as on one server, and nothing changed.
         if self.id.bounded && released == 0 {
-            return Err(Error::Bounded { key: self.id.key.clone(), current: view.available, initial: view.initial });
+            // (A view of the named slots alone did not count the available ones.)
+            let current = if others_read { view.available } else { self.value().unwrap_or(0) };
+            return Err(Error::Bounded { key: self.id.key.clone(), current, initial: view.initial });
         }
         // Beyond what was held, an unbounded semaphore grows.
         let excess = n.saturating_sub(released);
@@ -908,18 +955,26 @@ mod tests {
 
     /// Masters that answer every script by `answer(script, master, args)`, and never pop.
     /// Masters answering as the closure says; its status.lua answers list every holder, and
-    /// are cut down to the live slots and the holders of the slots named when status.lua is
-    /// asked for those alone.
+    /// are cut down as status.lua's 'slots' and 'named' modes answer.
     struct Answering<F>(F);
 
-    fn slots_only(reply: Result<Reply, Error>, named: &[String]) -> Result<Reply, Error> {
+    /// `caller`: the holder asking, whose slots the answer flags.
+    fn compact(reply: Result<Reply, Error>, with_slots: bool, named: &[String], caller: &str) -> Result<Reply, Error> {
         let Ok(Reply::Array(items)) = reply else { return reply };
         let (head, live) = items.split_at(5.min(items.len()));
         let details: Vec<&[Scalar]> = live.chunks(4).filter(|d| named.iter().any(|n| Scalar::Bulk(n.clone().into_bytes()) == d[0] || n.parse().map(Scalar::Int).ok().as_ref() == Some(&d[0]))).collect();
-        let mut out: Vec<Scalar> = head.to_vec();
-        out.extend(live.iter().step_by(4).cloned());
+        let mut out: Vec<Scalar> = head[..4].to_vec();
+        if with_slots {
+            out.push(head[4].clone());
+            out.extend(live.iter().step_by(4).cloned());
+        } else {
+            out.push(Scalar::Int(0));
+        }
         out.push(Scalar::Int(details.len() as i64));
-        out.extend(details.into_iter().flatten().cloned());
+        for d in details {
+            let mine = d[1] == Scalar::Bulk(caller.as_bytes().to_vec());
+            out.extend([d[0].clone(), Scalar::Int(i64::from(mine)), d[2].clone(), d[3].clone()]);
+        }
         Ok(Reply::Array(out))
     }
 
@@ -927,14 +982,16 @@ mod tests {
         fn eval(&self, _: &Script, _: &Scope, _: &Args) -> Result<Reply, Error> {
             unreachable!("several masters run scripts through eval_each")
         }
-        fn eval_each(&self, script: &Script, _: &Scope, calls: &[(u32, Args)], _: u64) -> Vec<Result<Reply, Error>> {
+        fn eval_each(&self, script: &Script, scope: &Scope, calls: &[(u32, Args)], _: u64) -> Vec<Result<Reply, Error>> {
             calls
                 .iter()
                 .map(|(master, args)| {
                     let reply = (self.0)(script.name, *master, args);
                     let args: Vec<String> = args.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect();
                     match args.split_first() {
-                        Some((mode, named)) if script.name == "multi/status.lua" && mode == "slots" => slots_only(reply, named),
+                        Some((mode, named)) if script.name == "multi/status.lua" && (mode == "slots" || mode == "named") => {
+                            compact(reply, mode == "slots", named, &scope.leading[0])
+                        }
                         _ => reply,
                     }
                 })

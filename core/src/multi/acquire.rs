@@ -171,7 +171,7 @@ impl<T: Transport> Semaphore<T> {
     /// Only the lowest few go: enough to agree on, without a long argument list per master. A
     /// failed read retries as before (at random).
     fn after_split(&self, n: u64) -> Option<Vec<u64>> {
-        let Ok(view) = self.view(HoldersOf::Slots(&[])) else { return Some(Vec::new()) };
+        let Ok(view) = self.view(HoldersOf::Nobody) else { return Some(Vec::new()) };
         let mut free = view.free;
         free.truncate(2 * n as usize + 8);
         (free.len() as u64 >= n).then_some(free)
