@@ -913,6 +913,15 @@ impl Semaphore {
         lock(&self.inner.held).values().copied().collect()
     }
 
+    /// Until when, by this process's clock, every permit this handle holds is surely still
+    /// its own: the earliest lease end as last extended, less a margin for clock drift; `None`
+    /// when it holds none. Refreshes move it on; when they fail, another process may be granted
+    /// a permit from this instant, so what it guards must stop by then.
+    pub fn valid_until(&self) -> Option<Instant> {
+        let held = lock(&self.inner.held);
+        lock(&self.inner.valid_until).iter().filter(|(token, _)| held.contains_key(token)).map(|(_, at)| *at).min()
+    }
+
     /// Permits this handle held and lost (lease ended, or released by another holder) since the
     /// last call. A holder that finds one here must stop using the resource it guarded.
     pub fn take_lost(&self) -> Vec<Permit> {

@@ -512,6 +512,71 @@ fn a_permit_lost_while_the_command_runs_stops_it_unless_told_otherwise() {
     assert!(text(&out.stderr).contains("keeps running"), "{}", text(&out.stderr));
 }
 
+/// Redis out of reach while the command runs: the lease cannot be extended, and from its end
+/// another process may be granted the permit. The command, here one that ignores SIGTERM, is
+/// stopped by then. It was only sent SIGTERM when the loss was seen, at the lease's end, and
+/// SIGKILL 10 s later: ten seconds beside the next holder.
+#[test]
+fn a_command_is_stopped_before_a_lease_it_cannot_extend_ends() {
+    use pottery_semaphore_tests::proxy::Proxy;
+    let server = Server::start(Flavor::Redis);
+    let proxy = Proxy::start(server.port);
+    let k = key("cli-unextended");
+    create(&server, &k, 1);
+    let pid_file = std::env::temp_dir().join(format!("pottery-semaphore-cli-{}-{k}", std::process::id()));
+    let script = format!("trap '' TERM; echo $$ > {}; while :; do sleep 0.05; done", pid_file.display());
+    let mut child = Command::new(cli())
+        .env("REDIS_URL", proxy.url())
+        .args(["run", "--key", &k, "--lease", "2", "--", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = || std::fs::read_to_string(&pid_file).ok().and_then(|p| p.trim().parse::<i32>().ok());
+    eventually("the command runs", || pid().is_some());
+    let pid = pid().expect("pid");
+    let cut = Instant::now();
+    proxy.cut();
+    // Its lease was last extended before the cut, so it may be another's from `cut + lease`.
+    let _stray = Killed(pid);
+    #[allow(unsafe_code)]
+    // SAFETY: kill(2) with signal 0 only checks that the process exists.
+    let alive = || unsafe { libc::kill(pid, 0) } == 0;
+    while alive() {
+        assert!(cut.elapsed() < Duration::from_millis(2_250), "the command still ran {:?} after Redis went out of reach", cut.elapsed());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("wait");
+    let _ = std::fs::remove_file(&pid_file);
+    assert!(text(&out.stderr).contains("could not be extended"), "{}", text(&out.stderr));
+}
+
+/// `--permits 0` is a usage error found before anything is created (a semaphore of no permits
+/// stayed in Redis, and a corrected `--permits` could not change it); a semaphore an operator
+/// set to fewer permits than `run` asks for is not the command line's fault (69, not 64); a
+/// password on the command line is warned of.
+#[test]
+fn zero_permits_a_too_small_semaphore_and_a_password_in_the_arguments() {
+    let server = Server::start(Flavor::Redis);
+    let k = key("cli-zero");
+    let out = run(&server, &["run", "--key", &k, "--permits", "0", "--", "true"]);
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
+    let exists: i64 = redis::cmd("EXISTS").arg(format!("pottery-semaphore:{{{k}}}:meta")).query(&mut server.connection()).expect("EXISTS");
+    assert_eq!(exists, 0, "--permits 0 created the semaphore");
+
+    let other = create(&server, &k, 1);
+    other.set_permits(0).expect("set-permits 0");
+    let out = run(&server, &["run", "--key", &k, "--", "true"]);
+    assert_eq!(out.status.code(), Some(69), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("set-permits"), "{}", text(&out.stderr));
+
+    let with_password = format!("redis://:s3cret@127.0.0.1:{}", server.port);
+    let out = Command::new(cli()).args(["--redis", &with_password, "status", "--key", &k]).output().expect("run");
+    assert!(text(&out.stderr).contains("readable by every user"), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("s3cret"), "{}", text(&out.stderr));
+}
+
 /// SIGTERM while waiting: the CLI leaves the queue before it exits (a dead waiter would hold
 /// up those behind it for seconds) and dies of it (a shell's status 128 + 15).
 #[test]

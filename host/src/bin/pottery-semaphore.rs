@@ -19,7 +19,8 @@ commands:
   add-permits --key K N     add N permits (negative removes)
 
 --redis URL   redis://[user:password@]host:port[/db], rediss://... (TLS) or unix:///path;
-              default $REDIS_URL, else redis://127.0.0.1:6379. Repeat it for independent
+              default $REDIS_URL (the place for a password: others can read a command line),
+              else redis://127.0.0.1:6379. Repeat it for independent
               masters: each permit is then a slot held on a majority of them (Redlock mode)
 --cluster     the --redis URLs are seed nodes of one Redis Cluster
 --permits N   permits when `run` creates the semaphore (default 1; an existing one keeps its own)
@@ -28,7 +29,8 @@ commands:
               other commands check for a restart of Redis with it: give them the jobs' lease
 --keep-running  when the permit is lost while CMD runs (its lease ended, Redis out of reach,
               another holder released it), only warn; by default CMD gets SIGTERM, then
-              SIGKILL 10 s later, and the exit status is 76
+              SIGKILL 10 s later (a lease that cannot be extended: SIGTERM before it ends,
+              SIGKILL at its end), and the exit status is 76
 
 exit status: CMD's own (128+N when killed by signal N); 75 timed out waiting; 76 the permit
              was lost while CMD ran; 128+N interrupted by signal N while waiting (for SIGINT,
@@ -48,6 +50,15 @@ const EX_LOST: u8 = 76;
 const EX_NOPERM: u8 = 77;
 /// How long a command stopped for a lost permit has between SIGTERM and SIGKILL.
 const LOST_GRACE: Duration = Duration::from_secs(10);
+
+/// `eprint!` that ignores a failing stderr (a terminal that hung up answers EIO) instead of
+/// panicking, which would skip the clean-up that follows (leaving the queue, stopping the command).
+macro_rules! warn {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = write!(std::io::stderr(), $($arg)*);
+    }};
+}
 
 #[derive(Debug, Default)]
 struct Args {
@@ -83,6 +94,11 @@ fn failure(e: Error, url: &str) -> Failure {
         Error::Auth(_) => (EX_NOPERM, "check the user and password in the URL (redis://user:password@host:port).".into()),
         Error::InvalidArgument(m) if m.starts_with("no semaphore") => {
             (EX_USAGE, "create it with `set-permits` or `run --permits N`.".into())
+        }
+        // Not the command line's fault: the semaphore (an operator's set-permits 0, say) has
+        // fewer permits than `run` asks for.
+        Error::InvalidArgument(m) if m.starts_with("n exceeds the capacity") => {
+            (EX_UNAVAILABLE, "the semaphore has fewer permits than asked for: raise them with `set-permits` or `add-permits`.".into())
         }
         Error::InvalidArgument(_) => (EX_USAGE, "see --help.".into()),
         Error::WrongType(_) => (EX_SOFTWARE, "another program uses this key; pick another --key.".into()),
@@ -165,6 +181,13 @@ fn options(args: &Args) -> Result<(Options, String), Failure> {
     };
     let shown = urls.iter().map(|u| redacted_url(u)).collect::<Vec<_>>().join(", ");
     let key = args.key.clone().ok_or_else(|| usage("--key is required"))?;
+    // Refused before anything is created: a semaphore of no permits would stay so in Redis.
+    if args.permits.is_some_and(|n| n < 1) {
+        return Err(usage("--permits must be at least 1"));
+    }
+    if args.redis.iter().any(|url| redacted_url(url) != *url) {
+        warn!("pottery-semaphore: a password given with --redis is readable by every user of this machine while this runs; set $REDIS_URL instead\n");
+    }
     // Several masters: a majority failing is an error (exit 69), not a wait that never ends.
     let mut options =
         Options::with_masters(urls, key).cluster(args.cluster).permits(args.permits.unwrap_or(1)).raise_on_redis_errors(true);
@@ -225,15 +248,6 @@ macro_rules! say {
                 OUTPUT_FAILED.store(true, Ordering::Relaxed);
             }
         }
-    }};
-}
-
-/// `eprint!` that ignores a failing stderr (a terminal that hung up answers EIO) instead of
-/// panicking, which would skip the clean-up that follows (leaving the queue, stopping the command).
-macro_rules! warn {
-    ($($arg:tt)*) => {{
-        use std::io::Write;
-        let _ = write!(std::io::stderr(), $($arg)*);
     }};
 }
 
@@ -482,7 +496,9 @@ async fn run(args: Args) -> Result<u8, Failure> {
 
 /// Waits for the command and for what it left running (see `adopt_orphans`), forwarding
 /// signals to the command; when the permit is lost, stops both (SIGTERM, then SIGKILL after
-/// `LOST_GRACE`) unless `keep_running`. Returns the command's status and whether the permit was
+/// `LOST_GRACE`) unless `keep_running`. A lease that refreshes fail to extend stops them before
+/// it ends, when another process may be granted the permit: SIGTERM a quarter of a lease (at
+/// most `LOST_GRACE`) before, SIGKILL at its end (by this process's clock, with a margin). Returns the command's status and whether the permit was
 /// lost. `before`: children that are not the command's; `spawning_ms`: when it was about to
 /// start ([`monotonic_ms`]).
 async fn watch_command(
@@ -495,7 +511,10 @@ async fn watch_command(
 ) -> (Option<std::process::ExitStatus>, bool) {
     use std::os::unix::process::ExitStatusExt;
     let pid = child.id().unwrap_or(0);
-    let (mut lost, mut kill_at) = (false, None);
+    let (mut lost, mut kill_at) = (false, None::<tokio::time::Instant>);
+    // Whether the command is being stopped because the lease could not be extended in time.
+    let mut lease_running_out = false;
+    let lease_margin = (sem.lease() / 4).min(LOST_GRACE);
     // The command's status once it has ended, and when; whether a signal since asked to stop
     // what it left running.
     let (mut ended, mut ended_at, mut asked_to_stop) = (None, Instant::now(), false);
@@ -508,6 +527,15 @@ async fn watch_command(
             }
         };
         let poll = tokio::time::sleep(if ended.is_some() { ORPHAN_POLL } else { ZOMBIE_POLL });
+        // The lease as last extended: once it is this close to its end, refreshes have been
+        // failing, and from its end another process may be granted the permit.
+        let lease_ends = if keep_running || lost || lease_running_out { None } else { sem.valid_until() };
+        let lease_check = async {
+            match lease_ends {
+                Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at.checked_sub(lease_margin).unwrap_or(at))).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             status = child.wait(), if ended.is_none() => {
                 let status = status.ok();
@@ -559,15 +587,32 @@ async fn watch_command(
                     send_signal(pid, sig);
                 }
             }
-            () = sem.lost(), if !lost => {
-                lost = true;
-                let what = if keep_running { "the command keeps running (--keep-running)" } else { "stopping the command" };
-                if !keep_running {
+            () = lease_check => {
+                // Woken for the end as it stood: a refresh since may have moved it on.
+                if let Some(at) = sem.valid_until().filter(|at| at.saturating_duration_since(Instant::now()) <= lease_margin) {
+                    lease_running_out = true;
+                    warn!("pottery-semaphore: the lease could not be extended and is about to end; stopping the command\n");
                     if ended.is_none() {
                         send_signal(pid, libc::SIGTERM);
                     }
                     orphans_get.set(libc::SIGTERM);
-                    kill_at = Some(tokio::time::Instant::now() + LOST_GRACE);
+                    // SIGKILL by the lease's end, before anyone else can be granted the permit.
+                    let at = tokio::time::Instant::from_std(at);
+                    kill_at = Some(kill_at.map_or(at, |k| k.min(at)));
+                }
+            }
+            () = sem.lost(), if !lost => {
+                lost = true;
+                let what = if keep_running { "the command keeps running (--keep-running)" } else { "stopping the command" };
+                if !keep_running {
+                    if ended.is_none() && !lease_running_out {
+                        send_signal(pid, libc::SIGTERM);
+                    }
+                    if !lease_running_out {
+                        orphans_get.set(libc::SIGTERM);
+                    }
+                    let grace_ends = tokio::time::Instant::now() + LOST_GRACE;
+                    kill_at = Some(kill_at.map_or(grace_ends, |k| k.min(grace_ends)));
                 }
                 report_lost(sem, sem.take_lost(), what);
             }
