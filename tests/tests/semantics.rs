@@ -738,12 +738,7 @@ async fn naming_a_permit_whose_release_failed_again_does_not_wait_again() {
     let granted = Instant::now();
     let token = sem.acquire_n(1, false, None).await.unwrap()[0].token;
     proxy.cut();
-    let first = Instant::now();
-    assert!(sem.release_permits(vec![token]).await.is_err(), "Redis is out of reach");
-    let waited = first.elapsed();
-    let again = Instant::now();
-    assert!(sem.release_permits(vec![token]).await.unwrap().is_empty());
-    assert!(again.elapsed() < Duration::from_millis(500), "named again, it waited {:?} (the first {waited:?})", again.elapsed());
+    a_failed_release_is_not_sent_again(&sem, token).await;
     proxy.restore();
     let deadline = Instant::now() + Duration::from_secs(10);
     assert!(deadline < granted + lease, "the check must end before the lease would free the permit");
@@ -753,21 +748,9 @@ async fn naming_a_permit_whose_release_failed_again_does_not_wait_again() {
     }
 }
 
-/// As above for a permit already reported lost (its lease ended while Redis was out of reach,
-/// so the refresher gives it back): a caller's release of it that failed is not sent again
-/// either. It was, after every Ctrl-C, each time waiting out the response time-out.
-#[tokio::test(flavor = "multi_thread")]
-async fn naming_a_lost_permit_whose_release_failed_again_does_not_wait_again() {
-    use pottery_semaphore_host::Options;
-    use pottery_semaphore_tests::proxy::Proxy;
-    let server = Server::start(Flavor::Redis);
-    let proxy = Proxy::start(server.port);
-    let lease = Duration::from_millis(1500);
-    let sem = Semaphore::open(Options::new(proxy.url(), key("lost-named-again")).guard_fresh_server(false).lease(lease)).await.unwrap();
-    let token = sem.acquire_n(1, false, None).await.unwrap()[0].token;
-    proxy.cut();
-    tokio::time::timeout(lease + Duration::from_secs(2), sem.lost()).await.expect("reported lost");
-    assert_eq!(sem.take_lost().iter().map(|p| p.token).collect::<Vec<_>>(), [token]);
+/// Releases `token` by name with Redis out of reach (an error), then again: that answers at
+/// once, releasing nothing.
+async fn a_failed_release_is_not_sent_again(sem: &Semaphore, token: u64) {
     let first = Instant::now();
     assert!(sem.release_permits(vec![token]).await.is_err(), "Redis is out of reach");
     let waited = first.elapsed();
@@ -776,18 +759,37 @@ async fn naming_a_lost_permit_whose_release_failed_again_does_not_wait_again() {
     assert!(again.elapsed() < Duration::from_millis(500), "named again, it waited {:?} (the first {waited:?})", again.elapsed());
 }
 
+/// A server, a proxy to it (to cut it off), a handle on a semaphore `name` with this `lease`
+/// through the proxy, and the token of the one permit it holds.
+async fn held_through_a_proxy(name: &str, lease: Duration) -> (Server, pottery_semaphore_tests::proxy::Proxy, Semaphore, u64) {
+    let server = Server::start(Flavor::Redis);
+    let proxy = pottery_semaphore_tests::proxy::Proxy::start(server.port);
+    let options = pottery_semaphore_host::Options::new(proxy.url(), key(name)).guard_fresh_server(false).lease(lease);
+    let sem = Semaphore::open(options).await.unwrap();
+    let token = sem.acquire_n(1, false, None).await.unwrap()[0].token;
+    (server, proxy, sem, token)
+}
+
+/// As above for a permit already reported lost (its lease ended while Redis was out of reach,
+/// so the refresher gives it back): a caller's release of it that failed is not sent again
+/// either. It was, after every Ctrl-C, each time waiting out the response time-out.
+#[tokio::test(flavor = "multi_thread")]
+async fn naming_a_lost_permit_whose_release_failed_again_does_not_wait_again() {
+    let lease = Duration::from_millis(1500);
+    let (_server, proxy, sem, token) = held_through_a_proxy("lost-named-again", lease).await;
+    proxy.cut();
+    tokio::time::timeout(lease + Duration::from_secs(2), sem.lost()).await.expect("reported lost");
+    assert_eq!(sem.take_lost().iter().map(|p| p.token).collect::<Vec<_>>(), [token]);
+    a_failed_release_is_not_sent_again(&sem, token).await;
+}
+
 /// Redis out of reach: refreshes fail, and Redis cannot say that the lease ended. The holder must
 /// learn it when the lease ends all the same (by its own clock), not once Redis answers again,
 /// maybe never: by then another process may hold the permit.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lease_that_ends_while_redis_is_out_of_reach_is_reported_lost() {
-    use pottery_semaphore_host::Options;
-    use pottery_semaphore_tests::proxy::Proxy;
-    let server = Server::start(Flavor::Redis);
-    let proxy = Proxy::start(server.port);
     let lease = Duration::from_millis(1500);
-    let sem = Semaphore::open(Options::new(proxy.url(), key("lease-out-of-reach")).guard_fresh_server(false).lease(lease)).await.unwrap();
-    let token = sem.acquire_n(1, false, None).await.unwrap()[0].token;
+    let (_server, proxy, sem, token) = held_through_a_proxy("lease-out-of-reach", lease).await;
     let granted = Instant::now();
     proxy.cut();
     let reported = tokio::time::timeout(lease + Duration::from_secs(2), sem.lost()).await;
