@@ -67,6 +67,8 @@ struct Inner {
     /// Permits whose release failed (Redis unreachable): no longer refreshed, and released
     /// again by the refresher until that works or their lease is over.
     unreleased: Mutex<Vec<Unreleased>>,
+    /// The background refresher's last attempt failed (see `Semaphore::refresh_failing`).
+    refresh_failed: std::sync::atomic::AtomicBool,
     /// Permits a release of this handle is giving back right now (with how many releases name
     /// each): a refresh that no longer finds them has not seen a lost lease.
     releasing: Mutex<BTreeMap<u64, usize>>,
@@ -545,8 +547,9 @@ async fn refresher(weak: Weak<Inner>, period: Duration) {
         let Some(inner) = weak.upgrade() else { return };
         inner.retry_releases().await;
         // A failed refresh (Redis down) is retried next period; leases that end meanwhile are
-        // reported as lost once Redis answers again.
-        let _ = inner.refresh_once().await;
+        // reported as lost (see `Inner::expire_unrefreshed`).
+        let failed = inner.refresh_once().await.is_err();
+        inner.refresh_failed.store(failed, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -620,6 +623,7 @@ impl Semaphore {
                 new_permit: Arc::new(Notify::new()),
                 watch_wakes_at: Mutex::new(None),
                 unreleased: Mutex::new(Vec::new()),
+                refresh_failed: std::sync::atomic::AtomicBool::new(false),
                 releasing: Mutex::new(BTreeMap::new()),
                 releases: tokio::sync::Mutex::new(()),
                 lost: Mutex::new(Vec::new()),
@@ -920,6 +924,13 @@ impl Semaphore {
     pub fn valid_until(&self) -> Option<Instant> {
         let held = lock(&self.inner.held);
         lock(&self.inner.valid_until).iter().filter(|(token, _)| held.contains_key(token)).map(|(_, at)| *at).min()
+    }
+
+    /// Whether the background refresher's last attempt failed (Redis out of reach, say): until
+    /// one succeeds, [`Semaphore::valid_until`] does not move on. (A refresh still waiting for
+    /// its answer has not failed yet.)
+    pub fn refresh_failing(&self) -> bool {
+        self.inner.refresh_failed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Permits this handle held and lost (lease ended, or released by another holder) since the

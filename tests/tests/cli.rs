@@ -513,43 +513,50 @@ fn a_permit_lost_while_the_command_runs_stops_it_unless_told_otherwise() {
 }
 
 /// Redis out of reach while the command runs: the lease cannot be extended, and from its end
-/// another process may be granted the permit. The command, here one that ignores SIGTERM, is
-/// stopped by then. It was only sent SIGTERM when the loss was seen, at the lease's end, and
-/// SIGKILL 10 s later: ten seconds beside the next holder.
+/// another process may be granted the permit. The command is stopped by then, with what it
+/// started, also when both ignore SIGTERM: it was only sent SIGTERM when the loss was seen, at
+/// the lease's end, and SIGKILL 10 s later, ten seconds beside the next holder. And `run` exits
+/// 76, the permit's loss, also when the command ends at the SIGTERM (not dying of it, as for a
+/// SIGTERM sent to `run`).
 #[test]
 fn a_command_is_stopped_before_a_lease_it_cannot_extend_ends() {
     use pottery_semaphore_tests::proxy::Proxy;
     let server = Server::start(Flavor::Redis);
-    let proxy = Proxy::start(server.port);
     let k = key("cli-unextended");
     create(&server, &k, 1);
     let pid_file = std::env::temp_dir().join(format!("pottery-semaphore-cli-{}-{k}", std::process::id()));
-    let script = format!("trap '' TERM; echo $$ > {}; while :; do sleep 0.05; done", pid_file.display());
-    let mut child = Command::new(cli())
-        .env("REDIS_URL", proxy.url())
-        .args(["run", "--key", &k, "--lease", "2", "--", "sh", "-c", &script])
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let pid = || std::fs::read_to_string(&pid_file).ok().and_then(|p| p.trim().parse::<i32>().ok());
-    eventually("the command runs", || pid().is_some());
-    let pid = pid().expect("pid");
-    let cut = Instant::now();
-    proxy.cut();
-    // Its lease was last extended before the cut, so it may be another's from `cut + lease`.
-    let _stray = Killed(pid);
-    #[allow(unsafe_code)]
-    // SAFETY: kill(2) with signal 0 only checks that the process exists.
-    let alive = || unsafe { libc::kill(pid, 0) } == 0;
-    while alive() {
-        assert!(cut.elapsed() < Duration::from_millis(2_250), "the command still ran {:?} after Redis went out of reach", cut.elapsed());
-        std::thread::sleep(Duration::from_millis(20));
+    let ignoring = format!("trap '' TERM; sleep 100 & echo $$ $! > {0}.tmp; mv {0}.tmp {0}; wait", pid_file.display());
+    let stopping = format!("echo $$ > {0}.tmp; mv {0}.tmp {0}; exec sleep 100", pid_file.display());
+    for script in [ignoring, stopping] {
+        let _ = std::fs::remove_file(&pid_file);
+        let proxy = Proxy::start(server.port);
+        let mut child = Command::new(cli())
+            .env("REDIS_URL", proxy.url())
+            .args(["run", "--key", &k, "--lease", "2", "--", "sh", "-c", &script])
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let pids = || -> Option<Vec<i32>> { std::fs::read_to_string(&pid_file).ok()?.split_whitespace().map(|p| p.parse().ok()).collect() };
+        eventually("the command runs", || pids().is_some());
+        let pids = pids().expect("pids");
+        let _strays: Vec<Killed> = pids.iter().map(|p| Killed(*p)).collect();
+        let cut = Instant::now();
+        proxy.cut();
+        // Its lease was last extended before the cut, so it may be another's from `cut + lease`.
+        #[allow(unsafe_code)]
+        // SAFETY: kill(2) with signal 0 only checks that the process exists.
+        let alive = |pid: i32| unsafe { libc::kill(pid, 0) } == 0;
+        while pids.iter().any(|p| alive(*p)) {
+            assert!(cut.elapsed() < Duration::from_millis(2_250), "{script}: still running {:?} after Redis went out of reach", cut.elapsed());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        proxy.restore();
+        let out = child.wait_with_output().expect("wait");
+        assert_eq!(out.status.code(), Some(76), "{script}: {:?} {}", out.status, text(&out.stderr));
+        assert!(text(&out.stderr).contains("could not be extended"), "{}", text(&out.stderr));
     }
-    let _ = child.kill();
-    let out = child.wait_with_output().expect("wait");
     let _ = std::fs::remove_file(&pid_file);
-    assert!(text(&out.stderr).contains("could not be extended"), "{}", text(&out.stderr));
 }
 
 /// `--permits 0` is a usage error found before anything is created (a semaphore of no permits

@@ -498,8 +498,9 @@ async fn run(args: Args) -> Result<u8, Failure> {
 /// signals to the command; when the permit is lost, stops both (SIGTERM, then SIGKILL after
 /// `LOST_GRACE`) unless `keep_running`. A lease that refreshes fail to extend stops them before
 /// it ends, when another process may be granted the permit: SIGTERM a quarter of a lease (at
-/// most `LOST_GRACE`) before, SIGKILL at its end (by this process's clock, with a margin). Returns the command's status and whether the permit was
-/// lost. `before`: children that are not the command's; `spawning_ms`: when it was about to
+/// most `LOST_GRACE`) before once a refresh failed (an eighth before while none has answered),
+/// SIGKILL at its end (by this process's clock, with a margin) to the command and all it
+/// started. Returns the command's status and whether the permit was lost (or stopped for). `before`: children that are not the command's; `spawning_ms`: when it was about to
 /// start ([`monotonic_ms`]).
 async fn watch_command(
     child: &mut tokio::process::Child,
@@ -512,9 +513,12 @@ async fn watch_command(
     use std::os::unix::process::ExitStatusExt;
     let pid = child.id().unwrap_or(0);
     let (mut lost, mut kill_at) = (false, None::<tokio::time::Instant>);
-    // Whether the command is being stopped because the lease could not be extended in time.
+    // Whether the command is being stopped because the lease could not be extended in time (a
+    // loss too: the permit may be another's once the lease ends).
     let mut lease_running_out = false;
     let lease_margin = (sem.lease() / 4).min(LOST_GRACE);
+    // What the command left running, as the poll below finds it, without reaping.
+    let orphans_now = || -> Vec<u32> { children().into_iter().filter(|c| *c != pid && !before.contains(c) && in_our_session(*c)).collect() };
     // The command's status once it has ended, and when; whether a signal since asked to stop
     // what it left running.
     let (mut ended, mut ended_at, mut asked_to_stop) = (None, Instant::now(), false);
@@ -532,7 +536,11 @@ async fn watch_command(
         let lease_ends = if keep_running || lost || lease_running_out { None } else { sem.valid_until() };
         let lease_check = async {
             match lease_ends {
-                Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at.checked_sub(lease_margin).unwrap_or(at))).await,
+                // Within the margin, looked at again and again until a refresh moves it on.
+                Some(at) => {
+                    let look_at = at.checked_sub(lease_margin).filter(|t| *t > Instant::now()).unwrap_or_else(|| Instant::now() + LEASE_LOOK);
+                    tokio::time::sleep_until(tokio::time::Instant::from_std(look_at)).await;
+                }
                 None => std::future::pending().await,
             }
         };
@@ -588,14 +596,20 @@ async fn watch_command(
                 }
             }
             () = lease_check => {
-                // Woken for the end as it stood: a refresh since may have moved it on.
-                if let Some(at) = sem.valid_until().filter(|at| at.saturating_duration_since(Instant::now()) <= lease_margin) {
+                // Woken for the end as it stood: a refresh since may have moved it on. Stopped a
+                // quarter of a lease before the end once a refresh failed; half that when none
+                // has failed yet (one still waiting for an answer from a server gone silent, or
+                // a first refresh that is slow to come: a grant from a wake-up push is dated
+                // from the script before the pop).
+                let left = sem.valid_until().map(|at| (at, at.saturating_duration_since(Instant::now())));
+                if let Some((at, left)) = left.filter(|(_, left)| *left <= lease_margin / 2 || (*left <= lease_margin && sem.refresh_failing())) {
                     lease_running_out = true;
-                    warn!("pottery-semaphore: the lease could not be extended and is about to end; stopping the command\n");
+                    warn!("pottery-semaphore: the lease could not be extended and ends in {:.1} s; stopping the command\n", left.as_secs_f64());
                     if ended.is_none() {
                         send_signal(pid, libc::SIGTERM);
                     }
                     orphans_get.set(libc::SIGTERM);
+                    orphans_get.deliver(orphans_now());
                     // SIGKILL by the lease's end, before anyone else can be granted the permit.
                     let at = tokio::time::Instant::from_std(at);
                     kill_at = Some(kill_at.map_or(at, |k| k.min(at)));
@@ -617,10 +631,17 @@ async fn watch_command(
                 report_lost(sem, sem.take_lost(), what);
             }
             () = kill_due => {
+                // What the command started goes with it, now, not at the next look for orphans:
+                // by then the permit may be another's.
+                let started: Vec<u32> = if ended.is_none() { descendants(pid) } else { Vec::new() };
                 if ended.is_none() {
                     send_signal(pid, libc::SIGKILL);
                 }
+                for descendant in started.into_iter().filter(|d| in_our_session(*d)) {
+                    send_signal(descendant, libc::SIGKILL);
+                }
                 orphans_get.set(libc::SIGKILL);
+                orphans_get.deliver(orphans_now());
                 kill_at = None;
             }
         }
@@ -631,7 +652,7 @@ async fn watch_command(
         lost = true;
         report_lost(sem, late, "the command had ended");
     }
-    (ended.flatten(), lost)
+    (ended.flatten(), lost || lease_running_out)
 }
 
 /// The signal the command's orphans get (also those adopted after it was chosen), and those
@@ -666,6 +687,8 @@ impl PassedOn {
 /// How often, once the command has ended, the CLI looks for what it left running; and, while
 /// it runs, for adopted children that ended (zombies hold process ids until reaped).
 const ORPHAN_POLL: Duration = Duration::from_millis(50);
+/// How often a lease within its stopping margin is looked at again (see `watch_command`).
+const LEASE_LOOK: Duration = Duration::from_millis(20);
 const ZOMBIE_POLL: Duration = Duration::from_secs(1);
 /// How late after the command's end a signal from the terminal may come and still be the one
 /// that ended it (it reaches the whole foreground group at once).
@@ -742,13 +765,32 @@ fn in_our_process_group(pid: u32) -> bool {
 /// This process's children (the command, and the orphans it adopted), from /proc (Linux).
 fn children() -> Vec<u32> {
     let me = std::process::id();
+    processes().into_iter().filter(|(_, parent)| *parent == me).map(|(pid, _)| pid).collect()
+}
+
+/// Every process with its parent's pid (from /proc).
+fn processes() -> Vec<(u32, u32)> {
     let parent = |pid: u32| {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // "pid (name) state ppid ...", the name possibly holding spaces and parentheses.
         stat.get(stat.rfind(')')? + 2..)?.split(' ').nth(1)?.parse::<u32>().ok()
     };
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    entries.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()).filter(|pid| parent(*pid) == Some(me)).collect()
+    entries.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()).filter_map(|pid| Some((pid, parent(pid)?))).collect()
+}
+
+/// `root`'s children, theirs, and so on.
+fn descendants(root: u32) -> Vec<u32> {
+    let all = processes();
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(all.iter().filter(|(_, p)| *p == parent).map(|(pid, _)| *pid));
+        i += 1;
+    }
+    found.remove(0);
+    found
 }
 
 /// Says on stderr that these permits were lost, and what follows.
