@@ -331,24 +331,29 @@ impl<T: Transport> Semaphore<T> {
     }
 
     /// Runs release.lua on every master for these (token, holder) permits, [`DROP_CHUNK`] at a
-    /// time: the tokens dropped anywhere, and the failures (a master's first).
+    /// time: the tokens dropped anywhere, and the failures of the call that had the most (each
+    /// permit went to the masters of its own call: different masters failing different calls
+    /// do not add up).
     fn dropped<'a>(&self, wake: bool, permits: impl Iterator<Item = (u64, &'a str)>) -> (BTreeSet<u64>, Failures) {
         let permits: Vec<(u64, &str)> = permits.collect();
-        let (mut dropped, mut failures): (BTreeSet<u64>, Failures) = (BTreeSet::new(), Vec::new());
+        let (mut dropped, mut worst): (BTreeSet<u64>, Failures) = (BTreeSet::new(), Vec::new());
         for chunk in permits.chunks(DROP_CHUNK) {
             let mut extra = vec![u8::from(wake).to_string()];
             for (token, holder) in chunk {
                 extra.extend([slot_of(*token).to_string(), epoch_of(*token).to_string(), holder.to_string()]);
             }
+            let mut failures = Vec::new();
             for (master, reply) in self.run_all(&scripts::MULTI_RELEASE, &extra) {
                 match reply.and_then(slot_epoch_tokens) {
                     Ok(tokens) => dropped.extend(tokens),
-                    Err(e) if failures.iter().all(|(m, _)| *m != master) => failures.push((master, e)),
-                    Err(_) => {}
+                    Err(e) => failures.push((master, e)),
                 }
             }
+            if failures.len() > worst.len() {
+                worst = failures;
+            }
         }
-        (dropped, failures)
+        (dropped, worst)
     }
 
     /// Releases exactly these permits of this holder; returns those that were still held.
@@ -569,12 +574,14 @@ impl<T: Transport> Semaphore<T> {
         named_slots.dedup();
         let mine = |h: &Holder| h.holder == self.id.holder && named.contains(&h.token);
         let mut view = self.view(HoldersOf::Named(&named_slots))?;
+        // Whether `view` holds everyone's holders (and counted the available permits).
         let mut others_read = false;
+        let mut counted = false;
         // (A master that did not answer changes nothing here: what a majority of those that did
         // shows held is held, and the spares go out unchecked either way.)
         if view.holders.iter().filter(|(h, _)| mine(h)).count() < n {
             view = self.view(HoldersOf::All)?;
-            others_read = true;
+            (others_read, counted) = (true, true);
         }
         // As on one server: the permits the caller names as its own first, in its order, whether
         // or not the view shows them (a master that did not answer in time can hide one held on a
@@ -652,7 +659,7 @@ impl<T: Transport> Semaphore<T> {
         // hide were gone): refused, as on one server, and nothing changed.
         if self.id.bounded && released == 0 {
             // (A view of the named slots alone did not count the available ones.)
-            let current = if others_read { view.available } else { self.value().unwrap_or(0) };
+            let current = if counted { view.available } else { self.value().unwrap_or(0) };
             return Err(Error::Bounded { key: self.id.key.clone(), current, initial: view.initial });
         }
         // Beyond what was held, an unbounded semaphore grows.
