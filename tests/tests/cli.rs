@@ -530,7 +530,7 @@ fn a_command_is_stopped_before_a_lease_it_cannot_extend_ends() {
     for script in [ignoring, stopping] {
         let _ = std::fs::remove_file(&pid_file);
         let proxy = Proxy::start(server.port);
-        let mut child = Command::new(cli())
+        let child = Command::new(cli())
             .env("REDIS_URL", proxy.url())
             .args(["run", "--key", &k, "--lease", "2", "--", "sh", "-c", &script])
             .stdin(Stdio::null())
