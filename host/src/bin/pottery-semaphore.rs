@@ -500,8 +500,9 @@ async fn run(args: Args) -> Result<u8, Failure> {
 /// it ends, when another process may be granted the permit: SIGTERM a quarter of a lease (at
 /// most `LOST_GRACE`) before once a refresh failed (an eighth before while none has answered),
 /// SIGKILL at its end (by this process's clock, with a margin) to the command and all it
-/// started. Returns the command's status and whether the permit was lost (or stopped for). `before`: children that are not the command's; `spawning_ms`: when it was about to
-/// start ([`monotonic_ms`]).
+/// started. Returns the command's status and whether the permit was lost (or the command
+/// stopped for it). `before`: children that are not the command's; `spawning_ms`: when it was
+/// about to start ([`monotonic_ms`]).
 async fn watch_command(
     child: &mut tokio::process::Child,
     before: &[u32],
@@ -633,7 +634,7 @@ async fn watch_command(
             () = kill_due => {
                 // What the command started goes with it, now, not at the next look for orphans:
                 // by then the permit may be another's.
-                let started: Vec<u32> = if ended.is_none() { descendants(pid) } else { Vec::new() };
+                let started: Vec<u32> = if ended.is_none() && pid != 0 { descendants(pid) } else { Vec::new() };
                 if ended.is_none() {
                     send_signal(pid, libc::SIGKILL);
                 }
