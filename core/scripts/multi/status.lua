@@ -14,15 +14,6 @@ if not meta[1] then return compact and {INITIAL, INITIAL, 1, now, 0, 0} or {INIT
 local out = {tonumber(meta[1]), tonumber(meta[2]), 0, now, 0}
 if now < tonumber(meta[3]) then out[3] = 1 end
 
-local function add_holder(slot, ttl)
-  out[#out + 1] = slot
-  out[#out + 1] = redis.call('HGET', OWNER, slot) or ''
-  -- A claim of a client before claims had their own hash left 'c' and its epoch here.
-  local tok = redis.call('HGET', TOKENS, slot)
-  out[#out + 1] = (tok and tonumber(tok)) and tok or 0
-  out[#out + 1] = ttl
-end
-
 if compact then
   if ARGV[4] == 'slots' then
     local live = redis.call('ZRANGEBYSCORE', LEASES, '(' .. now, '+inf')
@@ -47,5 +38,12 @@ if compact then
 end
 local live = redis.call('ZRANGEBYSCORE', LEASES, '(' .. now, '+inf', 'WITHSCORES')
 out[5] = #live / 2
-for i = 1, #live, 2 do add_holder(live[i], tonumber(live[i + 1]) - now) end
+for i = 1, #live, 2 do
+  out[#out + 1] = live[i]
+  out[#out + 1] = redis.call('HGET', OWNER, live[i]) or ''
+  -- A claim of a client before claims had their own hash left 'c' and its epoch here.
+  local tok = redis.call('HGET', TOKENS, live[i])
+  out[#out + 1] = (tok and tonumber(tok)) and tok or 0
+  out[#out + 1] = tonumber(live[i + 1]) - now
+end
 return out
