@@ -418,11 +418,10 @@ impl Inner {
             let mut held = lock(&self.held);
             let gone: Vec<u64> = targeted.iter().copied().filter(|t| held.remove(t).is_some()).collect();
             drop(held);
-            self.release_later(gone, true);
-            // Those named exactly that the handle no longer held (reported lost while Redis was
-            // out of reach) are marked too: naming them again would only wait on the same Redis
-            // (see `Unreleased::failed_for_caller`).
             if exact {
+                // Every token named, also those the handle no longer held (reported lost while
+                // Redis was out of reach): naming them again would only wait on the same Redis
+                // (see `Unreleased::failed_for_caller`).
                 let mut unreleased = lock(&self.unreleased);
                 let since = Instant::now();
                 for token in targeted {
@@ -431,6 +430,8 @@ impl Inner {
                         None => unreleased.push(Unreleased { token: *token, since, failed_for_caller: true }),
                     }
                 }
+            } else {
+                self.release_later(gone, true);
             }
         }
         if matches!(e, Error::NotReplicated(_))
